@@ -1,0 +1,155 @@
+# Kiln build. `make` builds build/kiln; `make run` and `make test` first
+# install any missing Debian package (scripts/debian-packages.txt).
+#
+#   make            build/kiln (gcc by default; CC=clang works too)
+#   make run        install deps, build, serve on http://127.0.0.1:4000
+#   make test       install deps, build, run every suite (plain + ASan/UBSan),
+#                   and a short fuzz run
+#   make fuzz       run the fuzzers longer (FUZZ_SECONDS, default 300)
+#   make bench      wrk against kiln and nginx (bench/README.md)
+#   make clean
+
+CC        ?= cc
+CLANG     ?= clang
+PYTHON    ?= /usr/bin/python3
+LLHTTP_SRC = /usr/share/llhttp
+LLHTTP_INC = /usr/share/include/llhttp
+
+VERSION_STR := $(shell cat VERSION)$(shell git rev-parse --short HEAD >/dev/null 2>&1 && echo "+$$(git rev-parse --short HEAD)")
+
+PKGS      = libuv openssl jansson
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN      = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wno-unused-parameter
+CPPFLAGS  = -D_GNU_SOURCE -iquote app/src -I$(LLHTTP_INC) $(PKG_CFLAGS) \
+            -DKILN_VERSION='"$(VERSION_STR)"'
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c17 -pthread -fno-strict-aliasing
+LDLIBS    = $(PKG_LIBS) -pthread
+SAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=all
+
+SRC      := $(shell find app/src -name '*.c' ! -name main.c | sort)
+LLHTTP   := api http llhttp
+UNIT_SRC := $(wildcard app/tests/unit/*.c)
+FUZZ_SRC := $(wildcard app/tests/fuzz/*.c)
+
+# Three build flavours share the rules below: plain, asan (clang with
+# sanitizers) and fuzz (clang with libFuzzer).
+OBJ        = $(SRC:app/src/%.c=build/obj/%.o) $(LLHTTP:%=build/obj/llhttp/%.o)
+ASAN_OBJ   = $(SRC:app/src/%.c=build/asan/obj/%.o) $(LLHTTP:%=build/asan/obj/llhttp/%.o)
+FUZZ_OBJ   = $(SRC:app/src/%.c=build/fuzz/obj/%.o) $(LLHTTP:%=build/fuzz/obj/llhttp/%.o)
+UNIT_BIN   = $(UNIT_SRC:app/tests/unit/%.c=build/tests/%)
+UNIT_ASAN  = $(UNIT_SRC:app/tests/unit/%.c=build/asan/tests/%)
+FUZZ_BIN   = $(FUZZ_SRC:app/tests/fuzz/%.c=build/fuzz/%)
+
+.PHONY: all deps run test unit unit-asan blackbox blackbox-asan fuzz fuzz-smoke bench clean asan
+.DELETE_ON_ERROR:
+
+all: build/kiln
+
+deps:
+	@scripts/deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory build/kiln
+	build/kiln serve
+
+# --- plain build ---
+build/obj/%.o: app/src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -MMD -MP -c $< -o $@
+
+# llhttp is compiled from Debian's sources (node-llhttp); it is not our code,
+# so our warning flags do not apply to it.
+build/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -I$(LLHTTP_INC) $(CFLAGS) -w -c $< -o $@
+
+build/libkiln.a: $(OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/kiln: build/obj/main.o build/libkiln.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+build/tests/%: app/tests/unit/%.c build/libkiln.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -iquote app/tests/unit $(CFLAGS) $(WARN) -o $@ $< build/libkiln.a $(LDLIBS) -lcmocka
+
+# --- ASan + UBSan build (clang) ---
+asan: build/asan/kiln $(UNIT_ASAN)
+
+build/asan/obj/%.o: app/src/%.c
+	@mkdir -p $(dir $@)
+	$(CLANG) $(CPPFLAGS) -std=c17 -pthread $(SAN_FLAGS) $(WARN) -MMD -MP -c $< -o $@
+
+build/asan/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
+	@mkdir -p $(dir $@)
+	$(CLANG) -I$(LLHTTP_INC) $(SAN_FLAGS) -w -c $< -o $@
+
+build/asan/libkiln.a: $(ASAN_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/asan/kiln: build/asan/obj/main.o build/asan/libkiln.a
+	$(CLANG) $(SAN_FLAGS) -pthread -o $@ $^ $(LDLIBS)
+
+build/asan/tests/%: app/tests/unit/%.c build/asan/libkiln.a
+	@mkdir -p $(dir $@)
+	$(CLANG) $(CPPFLAGS) -iquote app/tests/unit -std=c17 -pthread $(SAN_FLAGS) $(WARN) -o $@ $< build/asan/libkiln.a $(LDLIBS) -lcmocka
+
+# --- libFuzzer build (clang) ---
+FUZZ_FLAGS = -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
+
+build/fuzz/obj/%.o: app/src/%.c
+	@mkdir -p $(dir $@)
+	$(CLANG) $(CPPFLAGS) -std=c17 -pthread $(FUZZ_FLAGS) $(WARN) -MMD -MP -c $< -o $@
+
+build/fuzz/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
+	@mkdir -p $(dir $@)
+	$(CLANG) -I$(LLHTTP_INC) $(FUZZ_FLAGS) -w -c $< -o $@
+
+build/fuzz/libkiln.a: $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/fuzz/%: app/tests/fuzz/%.c build/fuzz/libkiln.a
+	$(CLANG) $(CPPFLAGS) -std=c17 -pthread -O1 -g -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all $(WARN) -o $@ $< build/fuzz/libkiln.a $(LDLIBS)
+
+# --- tests ---
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+unit-asan: $(UNIT_ASAN)
+	@set -e; for t in $(UNIT_ASAN); do echo "== $$t"; $$t; done
+
+blackbox: build/kiln
+	KILN_BIN=build/kiln $(PYTHON) -m pytest -q app/tests/http
+
+blackbox-asan: build/asan/kiln
+	KILN_BIN=build/asan/kiln KILN_SANITIZED=1 $(PYTHON) -m pytest -q app/tests/http
+
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 30
+fuzz: deps $(FUZZ_BIN)
+	@scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+fuzz-smoke: $(FUZZ_BIN)
+	@scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_BIN)
+
+test: deps
+	@$(MAKE) --no-print-directory all asan $(UNIT_BIN) $(FUZZ_BIN)
+	@$(MAKE) --no-print-directory unit unit-asan blackbox blackbox-asan fuzz-smoke
+	@echo "make test: all suites passed"
+
+bench: deps build/kiln
+	bench/run.sh
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,27 @@
+/*
+ * Handlers of the public API, one file per resource, all listed in the one
+ * route table (routes.c). A handler reads its input from the request, calls
+ * the stores, and writes JSON with the response helpers; it never touches a
+ * socket, libpq or RESP.
+ */
+#ifndef KILN_API_H
+#define KILN_API_H
+
+#include <stddef.h>
+
+#include "http/request.h"
+#include "http/response.h"
+#include "http/router.h"
+
+/* The route table (routes.c). */
+extern const struct kiln_route kiln_routes[];
+extern const size_t kiln_routes_count;
+
+/* health.c */
+void api_root(struct kiln_req *req, struct kiln_res *res);
+void api_livez(struct kiln_req *req, struct kiln_res *res);
+void api_readyz(struct kiln_req *req, struct kiln_res *res);
+void api_healthz(struct kiln_req *req, struct kiln_res *res);
+void api_test_sleep(struct kiln_req *req, struct kiln_res *res);
+
+#endif

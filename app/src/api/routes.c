@@ -1,0 +1,25 @@
+/*
+ * THE route table: every route Kiln serves, in one place. To add an
+ * endpoint, add a line here and a handler in a resource file.
+ *
+ *   method, scope, path, guard, handler, flags
+ *
+ * scope KILN_SCOPE_API mounts the route at /api/v1<path> (canonical) and at
+ * /api<path> (the original's compatibility alias). KILN_ROUTE_LOOP answers on
+ * the event loop and is only for handlers that never block; everything else
+ * runs on the worker pool.
+ */
+#include "api/api.h"
+
+const struct kiln_route kiln_routes[] = {
+    /* Public: service info and health (API.md, Public routes). */
+    { KILN_GET, KILN_SCOPE_ROOT, "/", NULL, api_root, KILN_ROUTE_LOOP },
+    { KILN_GET, KILN_SCOPE_ROOT, "/livez", NULL, api_livez, KILN_ROUTE_LOOP },
+    { KILN_GET, KILN_SCOPE_ROOT, "/readyz", NULL, api_readyz, 0 },
+    { KILN_GET, KILN_SCOPE_ROOT, "/healthz", NULL, api_healthz, 0 },
+
+    /* Test support: answers only when KILN_ENV=test (404 otherwise). */
+    { KILN_GET, KILN_SCOPE_ROOT, "/_test/sleep", NULL, api_test_sleep, KILN_ROUTE_INTERNAL },
+};
+
+const size_t kiln_routes_count = sizeof kiln_routes / sizeof kiln_routes[0];

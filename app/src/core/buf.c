@@ -1,0 +1,173 @@
+/* Bounded growable buffer; see buf.h. */
+#include "core/buf.h"
+
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/err.h"
+
+void kiln_buf_init(kiln_buf *b, size_t max)
+{
+    b->p = NULL;
+    b->len = b->cap = 0;
+    b->max = max;
+}
+
+void kiln_buf_free(kiln_buf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+static int reserve(kiln_buf *b, size_t extra)
+{
+    if (extra > b->max - b->len)
+        return KILN_ETOOBIG;
+    size_t need = b->len + extra;
+    if (need <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    if (cap > b->max)
+        cap = b->max;
+    b->p = kiln_realloc(b->p, cap);
+    b->cap = cap;
+    return 0;
+}
+
+int kiln_buf_append(kiln_buf *b, const void *data, size_t n)
+{
+    if (n == 0)
+        return 0;
+    int err = reserve(b, n);
+    if (err)
+        return err;
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    return 0;
+}
+
+int kiln_buf_append_c(kiln_buf *b, const char *s)
+{
+    return kiln_buf_append(b, s, strlen(s));
+}
+
+int kiln_buf_append_u64(kiln_buf *b, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return kiln_buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+int kiln_buf_printf(kiln_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return KILN_EINVAL;
+    /* +1 for vsnprintf's terminator, which is not counted in len. */
+    int err = reserve(b, (size_t)n + 1);
+    if (err)
+        return err;
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+void kiln_buf_consume(kiln_buf *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+        return;
+    }
+    memmove(b->p, b->p + n, b->len - n);
+    b->len -= n;
+}
+
+/* Length of the valid UTF-8 sequence at s (RFC 3629), or 0 if invalid. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned min;
+    unsigned cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2; cp = c & 0x1F; min = 0x80;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3; cp = c & 0x0F; min = 0x800;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4; cp = c & 0x07; min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+int kiln_buf_append_json_str(kiln_buf *b, const char *str, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)str;
+    size_t start = b->len;
+    size_t run = 0; /* start of the pending run of bytes copied verbatim */
+    int err = 0;
+    for (size_t i = 0; i < n && !err;) {
+        unsigned char c = s[i];
+        const char *esc = NULL;
+        char u[6];
+        size_t adv = 1;
+        if (c == '"') esc = "\\\"";
+        else if (c == '\\') esc = "\\\\";
+        else if (c == '\n') esc = "\\n";
+        else if (c == '\r') esc = "\\r";
+        else if (c == '\t') esc = "\\t";
+        else if (c < 0x20 || c == 0x7F) {
+            u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
+            u[4] = hex[c >> 4]; u[5] = hex[c & 15];
+        } else if (c >= 0x80) {
+            adv = utf8_len(s + i, n - i);
+            if (adv == 0) {
+                esc = "\\ufffd";
+                adv = 1;
+            } else {
+                i += adv;
+                continue;
+            }
+        } else {
+            i++;
+            continue;
+        }
+        err = kiln_buf_append(b, s + run, i - run);
+        if (!err)
+            err = esc ? kiln_buf_append_c(b, esc) : kiln_buf_append(b, u, 6);
+        i += adv;
+        run = i;
+    }
+    if (!err)
+        err = kiln_buf_append(b, s + run, n - run);
+    if (err)
+        b->len = start;
+    return err;
+}

@@ -1,0 +1,218 @@
+/*
+ * Environment → struct kiln_config. Every variable is parsed by a bounded
+ * helper (no atoi), and every problem is recorded instead of stopping at the
+ * first one.
+ */
+#include "core/config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <sched.h>
+
+#include "core/alloc.h"
+#include "core/random.h"
+#include "core/str.h"
+
+const char *kiln_config_process_env(void *ctx, const char *name)
+{
+    (void)ctx;
+    return getenv(name);
+}
+
+const char *kiln_env_name(enum kiln_env env)
+{
+    switch (env) {
+    case KILN_ENV_DEVELOPMENT: return "development";
+    case KILN_ENV_TEST: return "test";
+    case KILN_ENV_PRODUCTION: return "production";
+    }
+    return "development";
+}
+
+struct loader {
+    kiln_getenv_fn get;
+    void *ctx;
+    kiln_buf *problems;
+    int count;
+};
+
+static void problem(struct loader *l, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void problem(struct loader *l, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    kiln_buf_printf(l->problems, "config: %s\n", line);
+    l->count++;
+}
+
+/* The value, or NULL when unset or empty (empty counts as unset). */
+static const char *value(struct loader *l, const char *name)
+{
+    const char *v = l->get(l->ctx, name);
+    return (v && *v) ? v : NULL;
+}
+
+/*
+ * Unsigned integer in [min, max]; unset keeps *out (the default). The value
+ * is quoted in the problem line, cut to 40 bytes: these are not secrets.
+ */
+static void uint_var(struct loader *l, const char *name, unsigned long long min,
+                     unsigned long long max, unsigned long long *out)
+{
+    const char *v = value(l, name);
+    uint64_t n;
+    if (!v)
+        return;
+    if (!kiln_str_to_u64(kiln_str_c(v), UINT64_MAX, &n) || n < min || n > max) {
+        problem(l, "%s must be an integer from %llu to %llu (got \"%.40s\")",
+                name, min, max, v);
+        return;
+    }
+    *out = n;
+}
+
+static void unsigned_var(struct loader *l, const char *name, unsigned min,
+                         unsigned max, unsigned *out)
+{
+    unsigned long long v = *out;
+    uint_var(l, name, min, max, &v);
+    *out = (unsigned)v;
+}
+
+static unsigned cpu_count(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return (unsigned)CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+static char *hex_secret(size_t nbytes)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char raw[64];
+    char *out = kiln_malloc(nbytes * 2 + 1);
+    if (nbytes > sizeof raw || kiln_random_bytes(raw, nbytes) != 0)
+        kiln_fatal("cannot generate a SECRET_KEY_BASE");
+    for (size_t i = 0; i < nbytes; i++) {
+        out[2 * i] = hex[raw[i] >> 4];
+        out[2 * i + 1] = hex[raw[i] & 15];
+    }
+    out[nbytes * 2] = '\0';
+    return out;
+}
+
+static void file_var(struct loader *l, const char *name, char **out)
+{
+    const char *v = value(l, name);
+    if (!v)
+        return;
+    if (access(v, R_OK) != 0)
+        problem(l, "%s: cannot read \"%.200s\"", name, v);
+    *out = kiln_strdup(v);
+}
+
+int kiln_config_load(struct kiln_config *cfg, kiln_getenv_fn get, void *ctx,
+                     kiln_buf *problems)
+{
+    struct loader l = { get, ctx, problems, 0 };
+    const char *v;
+
+    memset(cfg, 0, sizeof *cfg);
+    cfg->env = KILN_ENV_DEVELOPMENT;
+    cfg->port = 4000;
+    cfg->max_request_body = 2000000;
+    cfg->log_level = KILN_LOG_INFO;
+    cfg->shutdown_timeout_s = 25;
+    cfg->http_loops = cpu_count();
+    cfg->max_connections = 16384;
+    cfg->keepalive_timeout_s = 75;
+    cfg->header_timeout_s = 10;
+    cfg->body_timeout_s = 30;
+    cfg->workers = 10;
+    cfg->worker_queue = 1024;
+
+    if ((v = value(&l, "KILN_ENV"))) {
+        if (strcmp(v, "development") == 0) cfg->env = KILN_ENV_DEVELOPMENT;
+        else if (strcmp(v, "test") == 0) cfg->env = KILN_ENV_TEST;
+        else if (strcmp(v, "production") == 0) cfg->env = KILN_ENV_PRODUCTION;
+        else problem(&l, "KILN_ENV must be development, test or production (got \"%.40s\")", v);
+    }
+
+    unsigned_var(&l, "PORT", 1, 65535, &cfg->port);
+
+    v = value(&l, "BIND_ADDRESS");
+    if (!v)
+        v = cfg->env == KILN_ENV_PRODUCTION ? "0.0.0.0" : "127.0.0.1";
+    {
+        unsigned char addr[16];
+        if (inet_pton(AF_INET, v, addr) != 1 && inet_pton(AF_INET6, v, addr) != 1)
+            problem(&l, "BIND_ADDRESS must be an IPv4 or IPv6 address (got \"%.60s\")", v);
+        cfg->bind_address = kiln_strdup(v);
+    }
+
+    if ((v = value(&l, "SECRET_KEY_BASE"))) {
+        cfg->secret_key_base = kiln_strdup(v);
+        cfg->secret_key_base_len = strlen(v);
+        if (cfg->env == KILN_ENV_PRODUCTION &&
+            cfg->secret_key_base_len < KILN_SECRET_KEY_BASE_MIN)
+            problem(&l, "SECRET_KEY_BASE must be at least %d bytes in production (got %zu bytes)",
+                    KILN_SECRET_KEY_BASE_MIN, cfg->secret_key_base_len);
+    } else if (cfg->env == KILN_ENV_PRODUCTION) {
+        problem(&l, "SECRET_KEY_BASE is required in production (at least %d bytes; "
+                "e.g. openssl rand -hex 64)", KILN_SECRET_KEY_BASE_MIN);
+    } else {
+        cfg->secret_key_base = hex_secret(64);
+        cfg->secret_key_base_len = 128;
+        cfg->secret_key_base_generated = true;
+    }
+
+    {
+        unsigned long long n = cfg->max_request_body;
+        uint_var(&l, "MAX_REQUEST_BODY_BYTES", 1, 1ull << 30, &n);
+        cfg->max_request_body = (size_t)n;
+    }
+
+    if ((v = value(&l, "LOG_LEVEL")) && kiln_log_level_parse(v, &cfg->log_level) != 0)
+        problem(&l, "LOG_LEVEL must be debug, info, warning or error (got \"%.40s\")", v);
+
+    file_var(&l, "SSL_CERTFILE", &cfg->ssl_certfile);
+    file_var(&l, "SSL_KEYFILE", &cfg->ssl_keyfile);
+    if (!cfg->ssl_certfile != !cfg->ssl_keyfile)
+        problem(&l, "SSL_CERTFILE and SSL_KEYFILE must be set together (only %s is set)",
+                cfg->ssl_certfile ? "SSL_CERTFILE" : "SSL_KEYFILE");
+
+    unsigned_var(&l, "SHUTDOWN_TIMEOUT_SECONDS", 0, 3600, &cfg->shutdown_timeout_s);
+    unsigned_var(&l, "HTTP_LOOPS", 1, 256, &cfg->http_loops);
+    unsigned_var(&l, "MAX_CONNECTIONS", 1, 1000000, &cfg->max_connections);
+    unsigned_var(&l, "KEEPALIVE_TIMEOUT_SECONDS", 1, 3600, &cfg->keepalive_timeout_s);
+    unsigned_var(&l, "HEADER_TIMEOUT_SECONDS", 1, 3600, &cfg->header_timeout_s);
+    unsigned_var(&l, "BODY_TIMEOUT_SECONDS", 1, 3600, &cfg->body_timeout_s);
+    unsigned_var(&l, "DB_POOL_SIZE", 1, 1024, &cfg->workers);
+    unsigned_var(&l, "WORKER_QUEUE_SIZE", 1, 1000000, &cfg->worker_queue);
+
+    return l.count;
+}
+
+void kiln_config_free(struct kiln_config *cfg)
+{
+    if (cfg->secret_key_base) {
+        /* Do not leave key material in freed heap memory. */
+        explicit_bzero(cfg->secret_key_base, cfg->secret_key_base_len);
+        free(cfg->secret_key_base);
+    }
+    free(cfg->bind_address);
+    free(cfg->ssl_certfile);
+    free(cfg->ssl_keyfile);
+    memset(cfg, 0, sizeof *cfg);
+}

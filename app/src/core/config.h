@@ -1,0 +1,64 @@
+/*
+ * Configuration: the environment, read once at start into one struct and
+ * validated as a whole, so an operator sees every problem in one go (one
+ * line each) instead of fixing them one restart at a time. Secret values
+ * never appear in those lines. After kiln_config_load the struct is
+ * read-only and may be shared by every thread.
+ */
+#ifndef KILN_CONFIG_H
+#define KILN_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+
+enum kiln_env {
+    KILN_ENV_DEVELOPMENT,
+    KILN_ENV_TEST,
+    KILN_ENV_PRODUCTION,
+};
+
+/* Production requires at least this many bytes of SECRET_KEY_BASE. */
+#define KILN_SECRET_KEY_BASE_MIN 64
+
+struct kiln_config {
+    enum kiln_env env;
+    unsigned port;
+    char *bind_address;
+    char *secret_key_base;         /* owned; never logged */
+    size_t secret_key_base_len;
+    bool secret_key_base_generated; /* throwaway key, outside production */
+    size_t max_request_body;
+    enum kiln_log_level log_level;
+    char *ssl_certfile;            /* both NULL, or both set */
+    char *ssl_keyfile;
+    unsigned shutdown_timeout_s;
+    unsigned http_loops;
+    unsigned max_connections;
+    unsigned keepalive_timeout_s;
+    unsigned header_timeout_s;
+    unsigned body_timeout_s;
+    unsigned workers;              /* DB_POOL_SIZE */
+    unsigned worker_queue;         /* WORKER_QUEUE_SIZE */
+};
+
+/* Returns the value of a variable or NULL; ctx is passed through. */
+typedef const char *(*kiln_getenv_fn)(void *ctx, const char *name);
+
+/* The process environment, for kiln_config_load. */
+const char *kiln_config_process_env(void *ctx, const char *name);
+
+/*
+ * Fill cfg from the environment. Returns the number of problems found; each
+ * is appended to problems as one line "config: …\n". cfg must be released
+ * with kiln_config_free whatever the result.
+ */
+int kiln_config_load(struct kiln_config *cfg, kiln_getenv_fn get, void *ctx,
+                     kiln_buf *problems);
+void kiln_config_free(struct kiln_config *cfg);
+
+const char *kiln_env_name(enum kiln_env env);
+
+#endif

@@ -1,0 +1,336 @@
+/*
+ * llhttp glue. llhttp checks the grammar (request line, tokens, chunk
+ * framing, Content-Length vs Transfer-Encoding); this file adds the rules it
+ * leaves to the server: Host (RFC 9112 3.2), Expect (RFC 9110 10.1.1), the
+ * version we speak, size limits, and where each piece of the request lives.
+ * Spans from llhttp point into the caller's read buffer, which is reused, so
+ * every span is copied into the request's arena as it arrives.
+ */
+#include "http/parser.h"
+
+#include <string.h>
+
+#include "core/random.h"
+
+static int fail(struct kiln_parser *p, int status, const char *code, const char *message)
+{
+    if (!p->error_status) {
+        p->error_status = status;
+        p->error_code = code;
+        p->error_message = message;
+    }
+    p->state = KILN_PARSER_ERROR;
+    return -1;
+}
+
+static int too_large_headers(struct kiln_parser *p)
+{
+    return fail(p, 431, "request_header_fields_too_large",
+                "Request header fields too large");
+}
+
+/* Append a span to the value being assembled, counting header bytes. */
+static int acc_append(struct kiln_parser *p, const char *at, size_t len)
+{
+    p->header_bytes += len;
+    if (p->header_bytes > p->limits.max_header_bytes)
+        return too_large_headers(p);
+    if (p->acc_len + len > p->acc_cap) {
+        size_t cap = p->acc_cap ? p->acc_cap * 2 : len + 32;
+        if (cap < p->acc_len + len)
+            cap = p->acc_len + len;
+        char *n = kiln_arena_alloc(p->req->arena, cap);
+        if (p->acc_len)
+            memcpy(n, p->acc, p->acc_len);
+        p->acc = n;
+        p->acc_cap = cap;
+    }
+    memcpy(p->acc + p->acc_len, at, len);
+    p->acc_len += len;
+    return 0;
+}
+
+static kiln_str acc_take(struct kiln_parser *p)
+{
+    kiln_str s = { p->acc ? p->acc : "", p->acc_len };
+    p->acc = NULL;
+    p->acc_len = p->acc_cap = 0;
+    return s;
+}
+
+static struct kiln_parser *P(llhttp_t *ll) { return ll->data; }
+
+static int on_message_begin(llhttp_t *ll)
+{
+    struct kiln_parser *p = P(ll);
+    p->state = KILN_PARSER_HEADERS;
+    return 0;
+}
+
+static int on_url(llhttp_t *ll, const char *at, size_t len)
+{
+    return acc_append(P(ll), at, len);
+}
+
+static int on_url_complete(llhttp_t *ll)
+{
+    struct kiln_parser *p = P(ll);
+    p->req->target = acc_take(p);
+    return 0;
+}
+
+static int on_header_field(llhttp_t *ll, const char *at, size_t len)
+{
+    return acc_append(P(ll), at, len);
+}
+
+static int on_header_field_complete(llhttp_t *ll)
+{
+    struct kiln_parser *p = P(ll);
+    kiln_str f = acc_take(p);
+    char *lower = (char *)f.p; /* arena memory we own */
+    for (size_t i = 0; i < f.len; i++)
+        if (lower[i] >= 'A' && lower[i] <= 'Z')
+            lower[i] = (char)(lower[i] + 32);
+    p->field = f;
+    /* ": " and CRLF count toward the header section size too. */
+    p->header_bytes += 4;
+    if (p->req->nheaders >= p->limits.max_fields)
+        return too_large_headers(p);
+    return 0;
+}
+
+static int on_header_value(llhttp_t *ll, const char *at, size_t len)
+{
+    return acc_append(P(ll), at, len);
+}
+
+static int on_header_value_complete(llhttp_t *ll)
+{
+    struct kiln_parser *p = P(ll);
+    struct kiln_req *req = p->req;
+    kiln_str v = kiln_str_trim(acc_take(p));
+    /*
+     * obs-fold (RFC 9112 5.2): llhttp passes a folded continuation line
+     * through inside the value. A server must reject it or replace it with
+     * spaces; we reject, because a proxy in front may read it differently.
+     */
+    if (memchr(v.p, '\r', v.len) || memchr(v.p, '\n', v.len))
+        return fail(p, 400, "invalid_request", "Malformed request: obsolete line folding");
+    if (req->nheaders == req->headers_cap) {
+        size_t cap = req->headers_cap ? req->headers_cap * 2 : 16;
+        struct kiln_header *h = kiln_arena_alloc(req->arena, cap * sizeof *h);
+        if (req->nheaders)
+            memcpy(h, req->headers, req->nheaders * sizeof *h);
+        req->headers = h;
+        req->headers_cap = cap;
+    }
+    req->headers[req->nheaders].name = p->field;
+    req->headers[req->nheaders].value = v;
+    req->nheaders++;
+    if (kiln_str_eq_c(p->field, "host"))
+        p->host_count++;
+    p->field = KILN_STR_NULL;
+    return 0;
+}
+
+/* Split the request target (RFC 9112 3.2) into path and query. */
+static int split_target(struct kiln_parser *p)
+{
+    struct kiln_req *req = p->req;
+    kiln_str t = req->target;
+    const char *s = t.p, *end = t.p + t.len;
+    if (t.len >= 7 && (strncasecmp(s, "http://", 7) == 0 ||
+                       (t.len >= 8 && strncasecmp(s, "https://", 8) == 0))) {
+        /* absolute-form: the authority is the Host; routing uses the path. */
+        s = memchr(s, ':', t.len) + 3;
+        const char *slash = memchr(s, '/', (size_t)(end - s));
+        const char *q = memchr(s, '?', (size_t)(end - s));
+        if (!slash || (q && q < slash)) {
+            req->path = KILN_STR("/");
+            s = q ? q : end;
+        } else {
+            s = slash;
+        }
+    } else if (t.len == 1 && s[0] == '*') {
+        req->path = t; /* asterisk-form; only meaningful for OPTIONS */
+        req->query = KILN_STR("");
+        return 0;
+    } else if (t.len == 0 || s[0] != '/') {
+        return fail(p, 400, "invalid_request", "Malformed request: invalid request target");
+    }
+    const char *q = memchr(s, '?', (size_t)(end - s));
+    if (s != end && s[0] == '/')
+        req->path = (kiln_str){ s, (size_t)((q ? q : end) - s) };
+    req->query = q ? (kiln_str){ q + 1, (size_t)(end - q - 1) } : KILN_STR("");
+    if (memchr(t.p, '#', t.len))
+        return fail(p, 400, "invalid_request", "Malformed request: fragment in request target");
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *ll)
+{
+    struct kiln_parser *p = P(ll);
+    struct kiln_req *req = p->req;
+
+    p->state = KILN_PARSER_BODY;
+    req->http_major = ll->http_major;
+    req->http_minor = ll->http_minor;
+    req->method_name = kiln_str_c(llhttp_method_name((llhttp_method_t)ll->method));
+    req->method = kiln_method_parse(req->method_name);
+    req->keep_alive = llhttp_should_keep_alive(ll);
+
+    kiln_str id = kiln_req_header(req, "x-request-id");
+    if (kiln_request_id_valid(id)) {
+        memcpy(req->request_id, id.p, id.len);
+        req->request_id[id.len] = '\0';
+        req->request_id_len = id.len;
+    }
+    req->trace_id = kiln_req_header(req, "x-amzn-trace-id");
+    if (!req->trace_id.p)
+        req->trace_id = kiln_req_header(req, "traceparent");
+
+    if (ll->http_major != 1 || ll->http_minor > 1)
+        return fail(p, 505, "http_version_not_supported", "HTTP version not supported");
+    if (ll->method == HTTP_CONNECT)
+        return fail(p, 400, "invalid_request", "Malformed request: CONNECT is not supported");
+    if (p->host_count > 1 || (p->host_count == 0 && ll->http_minor == 1))
+        return fail(p, 400, "invalid_request", "Malformed request: exactly one Host header is required");
+    if (split_target(p) != 0)
+        return -1;
+
+    bool chunked = (ll->flags & F_CHUNKED) != 0;
+    bool has_length = (ll->flags & F_CONTENT_LENGTH) != 0;
+    if ((ll->flags & F_TRANSFER_ENCODING) && (!chunked || ll->http_minor == 0))
+        /* RFC 9112 6.1: only chunked as the final coding; not in HTTP/1.0. */
+        return fail(p, 400, "invalid_request", "Malformed request: unsupported transfer coding");
+    if (has_length && ll->content_length > p->limits.max_body)
+        return fail(p, 413, "payload_too_large", "Request body too large");
+    req->has_body = chunked || (has_length && ll->content_length > 0);
+
+    kiln_str expect = kiln_req_header(req, "expect");
+    if (expect.p) {
+        if (!kiln_str_caseeq(expect, KILN_STR("100-continue")))
+            return fail(p, 417, "expectation_failed", "Expectation not supported");
+        /* RFC 9110 10.1.1: only HTTP/1.1 clients wait for 100. */
+        req->expect_continue = ll->http_minor == 1 && req->has_body;
+    }
+
+    if (has_length && ll->content_length > 0) {
+        p->body_cap = (size_t)ll->content_length;
+        p->body = kiln_arena_alloc(req->arena, p->body_cap);
+    }
+    /* Upgrade (e.g. websocket) is not spoken: answer, then close. */
+    if (ll->upgrade)
+        req->keep_alive = false;
+    return 0;
+}
+
+static int on_body(llhttp_t *ll, const char *at, size_t len)
+{
+    struct kiln_parser *p = P(ll);
+    struct kiln_req *req = p->req;
+    size_t have = req->body.len;
+    if (len > p->limits.max_body - have)
+        return fail(p, 413, "payload_too_large", "Request body too large");
+    if (have + len > p->body_cap) {
+        /* Chunked: grow geometrically; the cap above bounds the waste. */
+        size_t cap = p->body_cap ? p->body_cap * 2 : 1024;
+        if (cap < have + len)
+            cap = have + len;
+        if (cap > p->limits.max_body)
+            cap = p->limits.max_body;
+        char *n = kiln_arena_alloc(req->arena, cap);
+        if (have)
+            memcpy(n, p->body, have);
+        p->body = n;
+        p->body_cap = cap;
+    }
+    memcpy(p->body + have, at, len);
+    req->body = (kiln_str){ p->body, have + len };
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *ll)
+{
+    struct kiln_parser *p = P(ll);
+    p->state = KILN_PARSER_DONE;
+    if (!p->req->body.p)
+        p->req->body = KILN_STR("");
+    /* Stop here: the bytes after this request wait for its response. */
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_url_complete = on_url_complete,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void kiln_parser_init(struct kiln_parser *p, const struct kiln_parser_limits *limits)
+{
+    memset(p, 0, sizeof *p);
+    llhttp_init(&p->ll, HTTP_REQUEST, &settings);
+    p->ll.data = p;
+    p->limits = *limits;
+}
+
+void kiln_parser_begin(struct kiln_parser *p, struct kiln_req *req)
+{
+    if (llhttp_get_errno(&p->ll) == HPE_PAUSED)
+        llhttp_resume(&p->ll);
+    p->req = req;
+    p->state = KILN_PARSER_IDLE;
+    p->header_bytes = 0;
+    p->host_count = 0;
+    p->acc = NULL;
+    p->acc_len = p->acc_cap = 0;
+    p->field = KILN_STR_NULL;
+    p->body = NULL;
+    p->body_cap = 0;
+    req->path = KILN_STR("/");
+    req->query = KILN_STR("");
+}
+
+enum kiln_parse_result kiln_parser_feed(struct kiln_parser *p, const char *data,
+                                        size_t len, size_t *consumed)
+{
+    if (p->state == KILN_PARSER_ERROR) {
+        *consumed = 0;
+        return KILN_PARSE_ERROR;
+    }
+    llhttp_errno_t e = llhttp_execute(&p->ll, data, len);
+    if (e == HPE_OK) {
+        *consumed = len;
+        return KILN_PARSE_MORE;
+    }
+    const char *pos = llhttp_get_error_pos(&p->ll);
+    *consumed = (pos && pos >= data && pos <= data + len) ? (size_t)(pos - data) : len;
+    if (e == HPE_PAUSED && p->state == KILN_PARSER_DONE)
+        return KILN_PARSE_DONE;
+    if (!p->error_status) {
+        /* llhttp's reasons are static text about the grammar: safe to echo. */
+        fail(p, 400, "invalid_request", "Malformed request");
+        if (e == HPE_INVALID_VERSION)
+            p->error_message = "Malformed request: invalid HTTP version";
+        else if (e == HPE_INVALID_METHOD)
+            p->error_message = "Malformed request: invalid method";
+        else if (e == HPE_UNEXPECTED_CONTENT_LENGTH || e == HPE_INVALID_CONTENT_LENGTH)
+            p->error_message = "Malformed request: invalid Content-Length";
+        else if (e == HPE_INVALID_TRANSFER_ENCODING)
+            p->error_message = "Malformed request: invalid Transfer-Encoding";
+        else if (e == HPE_INVALID_CHUNK_SIZE)
+            p->error_message = "Malformed request: invalid chunk size";
+        else if (e == HPE_INVALID_HEADER_TOKEN)
+            p->error_message = "Malformed request: invalid header";
+    }
+    p->state = KILN_PARSER_ERROR;
+    return KILN_PARSE_ERROR;
+}

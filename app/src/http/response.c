@@ -1,0 +1,154 @@
+/* Response building and serialization; see response.h. */
+#include "http/response.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+
+const char *kiln_status_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    }
+    return "Unknown";
+}
+
+static const kiln_str json_content_type = KILN_STR("application/json; charset=utf-8");
+
+void kiln_res_header(struct kiln_res *res, const char *name, const char *value)
+{
+    if (res->nheaders == KILN_RES_MAX_HEADERS)
+        return;
+    res->headers[res->nheaders].name = kiln_str_c(name);
+    res->headers[res->nheaders].value = kiln_str_c(value);
+    res->nheaders++;
+}
+
+void kiln_res_json_text(struct kiln_res *res, int status, kiln_str json)
+{
+    res->status = status;
+    res->content_type = json_content_type;
+    res->body = json;
+}
+
+void kiln_res_json(struct kiln_req *req, struct kiln_res *res, int status, json_t *obj)
+{
+    if (!obj) {
+        kiln_res_error(req, res, 500, "internal_error", "Internal server error", NULL);
+        return;
+    }
+    size_t n = json_dumpb(obj, NULL, 0, JSON_COMPACT);
+    char *p = kiln_arena_alloc(req->arena, n ? n : 1);
+    if (n)
+        json_dumpb(obj, p, n, JSON_COMPACT);
+    json_decref(obj);
+    kiln_res_json_text(res, status, (kiln_str){ p, n });
+}
+
+void kiln_res_error(struct kiln_req *req, struct kiln_res *res, int status,
+                    const char *code, const char *message, json_t *details)
+{
+    kiln_buf b;
+    /* Built by hand, not with jansson: this path also serves "out of memory
+     * for a JSON object" and must not depend on it. */
+    kiln_buf_init(&b, 64 * 1024);
+    kiln_buf_append_c(&b, "{\"error\":\"");
+    kiln_buf_append_json_str(&b, message, strlen(message));
+    kiln_buf_append_c(&b, "\",\"code\":\"");
+    kiln_buf_append_json_str(&b, code, strlen(code));
+    kiln_buf_append_c(&b, "\",\"message\":\"");
+    kiln_buf_append_json_str(&b, message, strlen(message));
+    kiln_buf_append_c(&b, "\",\"request_id\":\"");
+    kiln_buf_append_json_str(&b, req->request_id, req->request_id_len);
+    kiln_buf_append_c(&b, "\"");
+    if (details) {
+        char *d = json_dumps(details, JSON_COMPACT);
+        if (d) {
+            kiln_buf_append_c(&b, ",\"details\":");
+            kiln_buf_append_c(&b, d);
+            free(d);
+        }
+        json_decref(details);
+    }
+    kiln_buf_append_c(&b, "}");
+    char *p = kiln_arena_strndup(req->arena, b.p ? b.p : "{}", b.p ? b.len : 2);
+    kiln_res_json_text(res, status, (kiln_str){ p, b.p ? b.len : 2 });
+    kiln_buf_free(&b);
+}
+
+static bool has_body(const struct kiln_req *req, int status)
+{
+    return req->method != KILN_HEAD && status != 204 && status != 304 &&
+           !(status >= 100 && status < 200);
+}
+
+int kiln_res_serialize(const struct kiln_req *req, const struct kiln_res *res,
+                       bool keep_alive, const char *date, kiln_buf *out)
+{
+    size_t start = out->len;
+    int err = 0;
+    int status = res->status ? res->status : 500;
+
+    err |= kiln_buf_append_c(out, "HTTP/1.1 ");
+    err |= kiln_buf_append_u64(out, (uint64_t)status);
+    err |= kiln_buf_append_c(out, " ");
+    err |= kiln_buf_append_c(out, kiln_status_reason(status));
+    if (res->content_type.len) {
+        err |= kiln_buf_append_c(out, "\r\ncontent-type: ");
+        err |= kiln_buf_append(out, res->content_type.p, res->content_type.len);
+    }
+    if (status != 204 && status != 304) {
+        /* HEAD carries the length GET would have (RFC 9110 9.3.2). */
+        err |= kiln_buf_append_c(out, "\r\ncontent-length: ");
+        err |= kiln_buf_append_u64(out, res->body.len);
+    }
+    err |= kiln_buf_append_c(out, "\r\nx-request-id: ");
+    err |= kiln_buf_append(out, req->request_id, req->request_id_len);
+    err |= kiln_buf_append_c(out, "\r\nx-content-type-options: nosniff\r\ndate: ");
+    err |= kiln_buf_append(out, date, KILN_HTTP_DATE_LEN);
+    if (!keep_alive)
+        err |= kiln_buf_append_c(out, "\r\nconnection: close");
+    else if (req->http_minor == 0)
+        err |= kiln_buf_append_c(out, "\r\nconnection: keep-alive");
+    for (size_t i = 0; i < res->nheaders; i++) {
+        err |= kiln_buf_append_c(out, "\r\n");
+        err |= kiln_buf_append(out, res->headers[i].name.p, res->headers[i].name.len);
+        err |= kiln_buf_append_c(out, ": ");
+        err |= kiln_buf_append(out, res->headers[i].value.p, res->headers[i].value.len);
+    }
+    err |= kiln_buf_append_c(out, "\r\n\r\n");
+    if (has_body(req, status))
+        err |= kiln_buf_append(out, res->body.p, res->body.len);
+    if (err)
+        out->len = start;
+    return err ? -1 : 0;
+}

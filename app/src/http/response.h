@@ -1,0 +1,56 @@
+/*
+ * Responses. A handler fills a struct kiln_res through these helpers; the
+ * server serializes it (kiln_res_serialize) with the headers every response
+ * carries: content-type, content-length, x-request-id, date, connection.
+ * Every error leaves through kiln_res_error so that all of them share the
+ * envelope of API.md. Same threading as the request it answers.
+ */
+#ifndef KILN_HTTP_RESPONSE_H
+#define KILN_HTTP_RESPONSE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "core/buf.h"
+#include "http/request.h"
+
+#define KILN_RES_MAX_HEADERS 16
+
+struct kiln_res {
+    int status;               /* 0 until a helper sets it */
+    kiln_str content_type;
+    kiln_str body;            /* arena or static memory */
+    struct kiln_header headers[KILN_RES_MAX_HEADERS];
+    size_t nheaders;
+    bool close;               /* close the connection after this response */
+};
+
+/* Reason phrase for a status code ("Unknown" for codes we never send). */
+const char *kiln_status_reason(int status);
+
+/* Add a header (name lower-case, both static or arena). Silently ignored
+ * past KILN_RES_MAX_HEADERS, which only a programming error reaches. */
+void kiln_res_header(struct kiln_res *res, const char *name, const char *value);
+
+/* A JSON body that is already text (static or arena). */
+void kiln_res_json_text(struct kiln_res *res, int status, kiln_str json);
+/* Serialize obj into the arena and release the reference (obj may be NULL:
+ * then 500). */
+void kiln_res_json(struct kiln_req *req, struct kiln_res *res, int status, json_t *obj);
+/*
+ * The error envelope: {"error": message, "code", "message", "request_id",
+ * "details"?}. details (may be NULL) is consumed.
+ */
+void kiln_res_error(struct kiln_req *req, struct kiln_res *res, int status,
+                    const char *code, const char *message, json_t *details);
+
+/*
+ * Append the whole response to out: status line, headers, body (not for HEAD
+ * or 204/304). keep_alive false adds "connection: close"; a keep-alive
+ * HTTP/1.0 request gets "connection: keep-alive". date is the cached
+ * IMF-fixdate of the current second.
+ */
+int kiln_res_serialize(const struct kiln_req *req, const struct kiln_res *res,
+                       bool keep_alive, const char *date, kiln_buf *out);
+
+#endif

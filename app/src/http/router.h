@@ -1,0 +1,72 @@
+/*
+ * The router: matches a method and path against the one route table
+ * (app/src/api/routes.c). Paths are split on '/', empty segments ignored
+ * (as Phoenix does: "/livez/" is "/livez"), segments percent-decoded, and
+ * ":name" segments captured as parameters. Routes in the API scope are
+ * mounted twice, at /api/v1 (canonical) and /api (compatibility alias).
+ * A built router is immutable and shared by every thread.
+ */
+#ifndef KILN_HTTP_ROUTER_H
+#define KILN_HTTP_ROUTER_H
+
+#include <stddef.h>
+
+#include "http/request.h"
+
+struct kiln_res;
+
+/* Runs the handler; sets res (status, body). Runs on a worker thread unless
+ * the route has KILN_ROUTE_LOOP. */
+typedef void (*kiln_handler_fn)(struct kiln_req *req, struct kiln_res *res);
+/* Returns 0 to let the request through, or sets res and returns non-zero. */
+typedef int (*kiln_guard_fn)(struct kiln_req *req, struct kiln_res *res);
+
+enum kiln_scope {
+    KILN_SCOPE_ROOT, /* path as written */
+    KILN_SCOPE_API,  /* /api/v1<path> and /api<path> */
+};
+
+enum kiln_route_flags {
+    /* Never blocks (no database, network or disk): answer on the event loop
+     * instead of paying a hop to the worker pool. */
+    KILN_ROUTE_LOOP = 1 << 0,
+    /* Not part of the public API (test-only routes); hidden from docs. */
+    KILN_ROUTE_INTERNAL = 1 << 1,
+};
+
+struct kiln_route {
+    enum kiln_method method;
+    enum kiln_scope scope;
+    const char *path;        /* "/notes/:id" */
+    kiln_guard_fn guard;     /* NULL: public */
+    kiln_handler_fn handler;
+    unsigned flags;
+};
+
+enum kiln_match {
+    KILN_MATCH_OK,
+    KILN_MATCH_NOT_FOUND,
+    KILN_MATCH_METHOD,       /* path known, method not: see *allow */
+    KILN_MATCH_BAD_PATH,     /* malformed percent-encoding */
+};
+
+#define KILN_ROUTER_MAX_SEGMENTS 32
+
+struct kiln_router;
+
+/* Routes are referenced, not copied: the table must outlive the router. */
+struct kiln_router *kiln_router_new(const struct kiln_route *routes, size_t n);
+void kiln_router_free(struct kiln_router *r);
+
+/*
+ * Match req->method and req->path. On OK sets req->route and req->params.
+ * On METHOD sets *allow to the mask of methods the path accepts (HEAD
+ * included wherever GET is).
+ */
+enum kiln_match kiln_router_match(const struct kiln_router *r, struct kiln_req *req,
+                                  unsigned *allow);
+
+/* "GET, HEAD, POST" for an allow mask; into the arena. */
+const char *kiln_allow_header(kiln_arena *a, unsigned allow);
+
+#endif

@@ -1,0 +1,1143 @@
+/*
+ * Listeners, loops, connections, timeouts and the drain.
+ *
+ * One design decision to know: a connection handles one request at a time.
+ * Bytes of pipelined requests wait (in the kernel, or in conn->in) until the
+ * response before them has been produced, so responses leave in request
+ * order without any reordering queue, and a client that sends faster than it
+ * reads is throttled by TCP instead of by our memory.
+ *
+ * Threads: everything here runs on the connection's loop thread, except
+ * job_run/job_finish (worker threads) and the main thread's signal handling.
+ * A connection whose request is on a worker is not touched by its loop until
+ * the worker hands it back through loop->done (mutex + uv_async).
+ */
+#include "http/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/random.h"
+#include "http/parser.h"
+#include "http/response.h"
+#include "http/tls.h"
+#include "http/workers.h"
+
+#define READ_BUF_SIZE (64 * 1024)
+#define SWEEP_INTERVAL_MS 250
+/* After an error response: how long and how much we keep reading (and
+ * discarding) so the client sees the response instead of a TCP reset. */
+#define LINGER_MS 2000
+#define LINGER_MAX_BYTES (256 * 1024)
+/* Output waiting behind a slow reader: one response at most is produced while
+ * a write is pending, so this only bounds a single response. */
+#define OUT_MAX ((size_t)1 << 30)
+/* Arenas kept per loop for reuse. */
+#define ARENA_POOL_MAX 256
+#define ARENA_FIRST_CHUNK 4096
+#define LOG_FLUSH_BYTES (32 * 1024)
+
+struct server;
+struct loop;
+
+enum conn_state {
+    CONN_IDLE,        /* between requests (or before the first) */
+    CONN_READING,     /* a request has started arriving */
+    CONN_PROCESSING,  /* the request is on a worker */
+    CONN_LINGER,      /* final response sent, discarding input until close */
+};
+
+struct conn {
+    uv_tcp_t tcp;             /* tcp.data == this */
+    struct loop *loop;
+    struct conn *prev, *next; /* loop->conns */
+    enum conn_state state;
+    uint64_t deadline;        /* loop ms; 0 = none */
+
+    struct kiln_parser parser;
+    struct kiln_req *req;     /* current request, in its arena */
+    struct kiln_res *res;
+    kiln_arena *arena;
+    struct kiln_job job;
+
+    kiln_buf in;              /* unparsed bytes saved while paused */
+    kiln_buf inflight;        /* bytes handed to uv_write */
+    kiln_buf queued;          /* bytes produced while a write is pending */
+    uv_write_t wreq;
+    uv_shutdown_t sreq;
+    struct kiln_tls *tls;
+
+    size_t lingered;
+    bool writing;             /* wreq in flight */
+    bool reading;             /* uv_read_start active */
+    bool job_running;         /* a worker holds req/res */
+    bool close_after_write;   /* no keep-alive: close when output drained */
+    bool peer_eof;            /* client half-closed */
+    bool closing;             /* uv_close called */
+    bool handle_closed;       /* close_cb ran */
+    bool body_started;        /* body deadline set */
+    char remote_ip[INET6_ADDRSTRLEN];
+};
+
+struct loop {
+    uv_loop_t uv;
+    uv_thread_t thread;
+    struct server *server;
+    uv_tcp_t listener;
+    uv_async_t wake;          /* worker results and drain requests */
+    uv_timer_t sweep;         /* timeouts */
+    uv_prepare_t flush;       /* log lines, once per iteration */
+    bool listening;
+    bool draining;
+    bool stopping;
+
+    pthread_mutex_t done_lock;
+    struct conn *done_head;   /* linked through conn->job.next's owner */
+    struct conn **done_tail;
+
+    struct conn *conns;
+    size_t nconns;
+    kiln_arena *arenas[ARENA_POOL_MAX];
+    size_t narenas;
+
+    kiln_buf out;             /* responses of the current drive() */
+    kiln_buf log;             /* request log lines of this iteration */
+    char date[KILN_HTTP_DATE_LEN + 1];
+    time_t date_sec;
+    char readbuf[READ_BUF_SIZE];
+    char tlsbuf[READ_BUF_SIZE];
+};
+
+struct server {
+    const struct kiln_config *cfg;
+    struct kiln_router *router;
+    struct kiln_workers *workers;
+    SSL_CTX *tls;
+    struct kiln_parser_limits limits;
+    struct loop *loops;
+    unsigned nloops;
+    unsigned max_conns;
+    atomic_uint nconns;
+    uv_async_t loop_exited;   /* on the main loop */
+    atomic_uint exited;
+};
+
+static atomic_bool draining;
+
+bool kiln_server_draining(void)
+{
+    return atomic_load(&draining);
+}
+
+/* Per-conn link for the done list, kept apart from job.next (pool-owned). */
+static struct conn **done_link(struct conn *c)
+{
+    return (struct conn **)&c->job.next;
+}
+
+static void conn_close(struct conn *c);
+static void conn_send(struct conn *c);
+static void loop_maybe_stop(struct loop *l);
+
+/* ---- small helpers ---- */
+
+static uint64_t now_ms(struct loop *l)
+{
+    return uv_now(&l->uv);
+}
+
+static const char *loop_date(struct loop *l)
+{
+    time_t t = time(NULL);
+    if (t != l->date_sec) {
+        kiln_time_http_date(l->date, t);
+        l->date_sec = t;
+    }
+    return l->date;
+}
+
+static kiln_arena *arena_take(struct loop *l)
+{
+    if (l->narenas)
+        return l->arenas[--l->narenas];
+    return kiln_arena_new(ARENA_FIRST_CHUNK);
+}
+
+static void arena_give(struct loop *l, kiln_arena *a)
+{
+    kiln_arena_reset(a);
+    if (l->narenas < ARENA_POOL_MAX)
+        l->arenas[l->narenas++] = a;
+    else
+        kiln_arena_free(a);
+}
+
+static void log_flush(struct loop *l)
+{
+    if (l->log.len) {
+        kiln_log_write(l->log.p, l->log.len);
+        kiln_buf_reset(&l->log);
+    }
+}
+
+/* ---- request lifecycle ---- */
+
+static void request_begin(struct conn *c)
+{
+    struct server *s = c->loop->server;
+    c->arena = arena_take(c->loop);
+    c->req = kiln_arena_alloc_z(c->arena, sizeof *c->req);
+    c->res = kiln_arena_alloc_z(c->arena, sizeof *c->res);
+    c->req->arena = c->arena;
+    c->req->config = s->cfg;
+    c->req->remote_ip = c->remote_ip;
+    c->req->start_ns = kiln_now_ns();
+    c->body_started = false;
+    kiln_parser_begin(&c->parser, c->req);
+    c->state = CONN_READING;
+    c->deadline = now_ms(c->loop) + s->cfg->header_timeout_s * 1000ull;
+}
+
+static void ensure_request_id(struct kiln_req *req)
+{
+    if (!req->request_id_len) {
+        kiln_request_id(req->request_id);
+        req->request_id_len = KILN_REQUEST_ID_LEN;
+    }
+}
+
+/*
+ * Serialize the current response into loop->out, log it, and release the
+ * request. Decides keep-alive: never while draining or after an error.
+ */
+static void request_end(struct conn *c)
+{
+    struct loop *l = c->loop;
+    struct kiln_req *req = c->req;
+    struct kiln_res *res = c->res;
+    ensure_request_id(req);
+    bool keep = req->keep_alive && !res->close && !l->draining && !c->peer_eof;
+    if (kiln_res_serialize(req, res, keep, loop_date(l), &l->out) != 0) {
+        /* Only a response over OUT_MAX gets here: a bug, not a client. */
+        kiln_log(KILN_LOG_ERROR, "response too large to send", "request_id", req->request_id,
+                 NULL);
+        keep = false;
+    }
+
+    int status = res->status ? res->status : 500;
+    if (kiln_log_enabled(kiln_log_request_level(status))) {
+        struct kiln_log_request r = {
+            .request_id = { req->request_id, req->request_id_len },
+            .trace_id = req->trace_id,
+            .method = req->method_name.len ? req->method_name : KILN_STR("-"),
+            .path = req->path,
+            .status = status,
+            .duration_ms = (double)(kiln_now_ns() - req->start_ns) / 1e6,
+            .user_agent = kiln_req_header(req, "user-agent"),
+            .remote_ip = c->remote_ip,
+        };
+        kiln_log_format_request(&l->log, &r);
+        if (l->log.len >= LOG_FLUSH_BYTES)
+            log_flush(l);
+    }
+
+    arena_give(l, c->arena);
+    c->arena = NULL;
+    c->req = NULL;
+    c->res = NULL;
+    c->state = CONN_IDLE;
+    c->deadline = now_ms(l) + l->server->cfg->keepalive_timeout_s * 1000ull;
+    if (!keep)
+        c->close_after_write = true;
+}
+
+/* An error answered before or instead of routing; the connection closes. */
+static void request_fail(struct conn *c, int status, const char *code, const char *message)
+{
+    if (!c->req)
+        request_begin(c);
+    ensure_request_id(c->req);
+    kiln_res_error(c->req, c->res, status, code, message, NULL);
+    c->res->close = true;
+    request_end(c);
+}
+
+static void run_route(struct kiln_req *req, struct kiln_res *res)
+{
+    const struct kiln_route *route = req->route;
+    if (route->guard && route->guard(req, res) != 0)
+        return;
+    route->handler(req, res);
+    if (!res->status)
+        kiln_res_error(req, res, 500, "internal_error", "Internal server error", NULL);
+}
+
+static void job_run(struct kiln_job *job)
+{
+    struct conn *c = (struct conn *)((char *)job - offsetof(struct conn, job));
+    run_route(c->req, c->res);
+}
+
+static void job_finish(struct kiln_job *job)
+{
+    struct conn *c = (struct conn *)((char *)job - offsetof(struct conn, job));
+    struct loop *l = c->loop;
+    pthread_mutex_lock(&l->done_lock);
+    *done_link(c) = NULL;
+    *l->done_tail = c;
+    l->done_tail = done_link(c);
+    pthread_mutex_unlock(&l->done_lock);
+    uv_async_send(&l->wake);
+}
+
+/* Route a complete request. Returns true if it went to a worker. */
+static bool dispatch(struct conn *c)
+{
+    struct server *s = c->loop->server;
+    struct kiln_req *req = c->req;
+    struct kiln_res *res = c->res;
+    unsigned allow = 0;
+
+    ensure_request_id(req);
+    switch (kiln_router_match(s->router, req, &allow)) {
+    case KILN_MATCH_NOT_FOUND:
+        kiln_res_error(req, res, 404, "not_found", "Not found", NULL);
+        return false;
+    case KILN_MATCH_BAD_PATH:
+        kiln_res_error(req, res, 400, "invalid_request", "Malformed request: invalid path encoding",
+                       NULL);
+        return false;
+    case KILN_MATCH_METHOD:
+        kiln_res_error(req, res, 405, "method_not_allowed", "Method not allowed", NULL);
+        kiln_res_header(res, "allow", kiln_allow_header(req->arena, allow));
+        return false;
+    case KILN_MATCH_OK:
+        break;
+    }
+    if (req->route->flags & KILN_ROUTE_LOOP) {
+        run_route(req, res);
+        return false;
+    }
+    c->job.run = job_run;
+    c->job.finish = job_finish;
+    int err = kiln_workers_submit(s->workers, &c->job);
+    if (err) {
+        kiln_res_error(req, res, 503, "service_unavailable",
+                       "Server busy, retry shortly", NULL);
+        kiln_res_header(res, "retry-after", "1");
+        return false;
+    }
+    c->job_running = true;
+    c->state = CONN_PROCESSING;
+    c->deadline = 0;
+    return true;
+}
+
+/* ---- input ---- */
+
+static void read_stop(struct conn *c)
+{
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    struct conn *c = h->data;
+    /* One buffer per loop: read_cb consumes (or copies) it before returning. */
+    buf->base = c->loop->readbuf;
+    buf->len = READ_BUF_SIZE;
+}
+
+static void read_start(struct conn *c);
+
+/*
+ * Feed plaintext to the parser and answer every complete request, in order,
+ * until the input runs out or a request must wait (worker, pending write).
+ * Leftover bytes are kept in c->in.
+ */
+static void feed(struct conn *c, const char *data, size_t len)
+{
+    struct loop *l = c->loop;
+    while (len && !c->close_after_write) {
+        if (c->job_running || c->writing) {
+            /* Wait for the response before this request; keep the bytes. */
+            if (kiln_buf_append(&c->in, data, len) != 0) {
+                conn_close(c);
+                return;
+            }
+            read_stop(c);
+            return;
+        }
+        if (!c->req)
+            request_begin(c);
+        size_t used = 0;
+        enum kiln_parse_result r = kiln_parser_feed(&c->parser, data, len, &used);
+        data += used;
+        len -= used;
+        if (r == KILN_PARSE_ERROR) {
+            request_fail(c, c->parser.error_status, c->parser.error_code,
+                         c->parser.error_message);
+            return;
+        }
+        if (r == KILN_PARSE_MORE) {
+            if (c->parser.state == KILN_PARSER_BODY && !c->body_started) {
+                /* Headers complete: the body has its own deadline. */
+                c->body_started = true;
+                c->deadline = now_ms(l) + l->server->cfg->body_timeout_s * 1000ull;
+                if (c->req->expect_continue) {
+                    /* RFC 9110 10.1.1: the client waits for this. */
+                    kiln_buf_append_c(&l->out, "HTTP/1.1 100 Continue\r\n\r\n");
+                }
+            }
+            break;
+        }
+        /* KILN_PARSE_DONE. Responses collect in l->out; the caller sends
+         * them in one write, so a pipelined batch costs one syscall. */
+        if (!dispatch(c))
+            request_end(c);
+        else if (len && kiln_buf_append(&c->in, data, len) != 0)
+            conn_close(c);
+        if (c->job_running) {
+            read_stop(c);
+            return;
+        }
+    }
+}
+
+static void process(struct conn *c, const char *data, size_t len)
+{
+    if (c->in.len) {
+        /* Older bytes first: append, then work from the saved buffer. */
+        if (kiln_buf_append(&c->in, data, len) != 0) {
+            conn_close(c);
+            return;
+        }
+        kiln_buf pending = c->in;
+        kiln_buf_init(&c->in, c->in.max);
+        feed(c, pending.p, pending.len);
+        kiln_buf_free(&pending);
+    } else {
+        feed(c, data, len);
+    }
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = stream->data;
+    struct loop *l = c->loop;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        read_stop(c);
+        if (c->state == CONN_LINGER || nread != UV_EOF) {
+            conn_close(c);
+            return;
+        }
+        /* Half-close: answer what is complete, then close. */
+        c->peer_eof = true;
+        if (c->job_running || c->writing)
+            c->close_after_write = true;
+        else
+            conn_close(c);
+        return;
+    }
+    if (c->state == CONN_LINGER) {
+        c->lingered += (size_t)nread;
+        if (c->lingered > LINGER_MAX_BYTES)
+            conn_close(c);
+        return;
+    }
+    if (c->tls) {
+        if (kiln_tls_feed(c->tls, buf->base, (size_t)nread) != 0) {
+            conn_close(c);
+            return;
+        }
+        for (;;) {
+            int n = kiln_tls_read(c->tls, l->tlsbuf, sizeof l->tlsbuf);
+            if (n == 0)
+                break;
+            if (n < 0) {
+                /* Send what OpenSSL queued (an alert), then close. */
+                conn_send(c);
+                conn_close(c);
+                return;
+            }
+            process(c, l->tlsbuf, (size_t)n);
+            conn_send(c);
+            if (c->closing)
+                return;
+            if (c->job_running || c->writing || c->close_after_write) {
+                /* Decrypt the rest later: park it in c->in. */
+                for (;;) {
+                    n = kiln_tls_read(c->tls, l->tlsbuf, sizeof l->tlsbuf);
+                    if (n <= 0)
+                        break;
+                    if (kiln_buf_append(&c->in, l->tlsbuf, (size_t)n) != 0) {
+                        conn_close(c);
+                        return;
+                    }
+                }
+                break;
+            }
+        }
+    } else {
+        process(c, buf->base, (size_t)nread);
+    }
+    if (c->closing)
+        return;
+    conn_send(c);
+}
+
+static void read_start(struct conn *c)
+{
+    if (!c->reading && !c->closing && !c->peer_eof) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+            c->reading = true;
+    }
+}
+
+/* ---- output ---- */
+
+static void on_write(uv_write_t *w, int status);
+
+static void start_write(struct conn *c)
+{
+    uv_buf_t b = uv_buf_init(c->inflight.p, (unsigned)c->inflight.len);
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->writing = true;
+    /* A client that stops reading is dropped after the idle timeout. */
+    c->deadline = now_ms(c->loop) + c->loop->server->cfg->keepalive_timeout_s * 1000ull;
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct conn *c = req->data;
+    (void)status;
+    if (c->closing)
+        return;
+    /* Keep reading (and discarding) briefly so that unread request bytes
+     * do not turn our last response into a TCP reset. */
+    c->state = CONN_LINGER;
+    c->deadline = now_ms(c->loop) + LINGER_MS;
+    if (c->peer_eof)
+        conn_close(c);
+    else
+        read_start(c);
+}
+
+static void finish_close(struct conn *c)
+{
+    if (c->closing)
+        return;
+    if (c->tls) {
+        kiln_tls_shutdown(c->tls);
+        kiln_buf_reset(&c->inflight);
+        kiln_tls_take(c->tls, &c->inflight);
+        if (c->inflight.len) {
+            uv_buf_t b = uv_buf_init(c->inflight.p, (unsigned)c->inflight.len);
+            uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        }
+    }
+    c->sreq.data = c;
+    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+        conn_close(c);
+}
+
+/* After output drains: resume input, or close. */
+static void output_drained(struct conn *c)
+{
+    if (c->close_after_write) {
+        if (!c->job_running)
+            finish_close(c);
+        return;
+    }
+    if (c->in.len && !c->job_running) {
+        kiln_buf pending = c->in;
+        kiln_buf_init(&c->in, c->in.max);
+        feed(c, pending.p, pending.len);
+        kiln_buf_free(&pending);
+        conn_send(c);
+        return;
+    }
+    if (c->peer_eof && !c->job_running && !c->writing) {
+        conn_close(c);
+        return;
+    }
+    if (!c->job_running && !c->writing && c->state == CONN_IDLE && c->loop->draining) {
+        conn_close(c);
+        return;
+    }
+    if (!c->job_running)
+        read_start(c);
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+    struct conn *c = w->handle->data;
+    c->writing = false;
+    if (status < 0 || c->closing) {
+        conn_close(c);
+        return;
+    }
+    kiln_buf_reset(&c->inflight);
+    if (c->queued.len) {
+        kiln_buf tmp = c->inflight;
+        c->inflight = c->queued;
+        c->queued = tmp;
+        start_write(c);
+        return;
+    }
+    /* Idle connections should not pin a big output buffer. */
+    if (c->inflight.cap > 16 * 1024)
+        kiln_buf_free(&c->inflight);
+    if (c->state == CONN_IDLE)
+        c->deadline = now_ms(c->loop) + c->loop->server->cfg->keepalive_timeout_s * 1000ull;
+    output_drained(c);
+}
+
+/*
+ * Send loop->out (and, with TLS, whatever OpenSSL has queued). Writes at
+ * once when possible; otherwise the rest waits in the connection.
+ */
+static void conn_send(struct conn *c)
+{
+    struct loop *l = c->loop;
+    if (c->closing) {
+        kiln_buf_reset(&l->out);
+        return;
+    }
+    kiln_buf *src = &l->out;
+    kiln_buf cipher;
+    kiln_buf_init(&cipher, OUT_MAX);
+    if (c->tls) {
+        if (l->out.len && kiln_tls_write(c->tls, l->out.p, l->out.len) != 0) {
+            kiln_buf_reset(&l->out);
+            conn_close(c);
+            return;
+        }
+        kiln_buf_reset(&l->out);
+        kiln_tls_take(c->tls, &cipher);
+        src = &cipher;
+    }
+    if (src->len == 0) {
+        kiln_buf_free(&cipher);
+        if (!c->writing)
+            output_drained(c);
+        return;
+    }
+    if (c->writing) {
+        if (kiln_buf_append(&c->queued, src->p, src->len) != 0)
+            conn_close(c);
+        kiln_buf_reset(src);
+        kiln_buf_free(&cipher);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(src->p, (unsigned)src->len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n < 0 && n != UV_EAGAIN) {
+        kiln_buf_reset(src);
+        kiln_buf_free(&cipher);
+        conn_close(c);
+        return;
+    }
+    size_t sent = n > 0 ? (size_t)n : 0;
+    if (sent < src->len) {
+        kiln_buf_reset(&c->inflight);
+        if (kiln_buf_append(&c->inflight, src->p + sent, src->len - sent) != 0) {
+            kiln_buf_reset(src);
+            kiln_buf_free(&cipher);
+            conn_close(c);
+            return;
+        }
+        kiln_buf_reset(src);
+        kiln_buf_free(&cipher);
+        start_write(c);
+        return;
+    }
+    kiln_buf_reset(src);
+    kiln_buf_free(&cipher);
+    output_drained(c);
+}
+
+/* ---- connection close ---- */
+
+static void conn_free(struct conn *c)
+{
+    struct loop *l = c->loop;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    l->nconns--;
+    atomic_fetch_sub(&l->server->nconns, 1);
+    if (c->arena)
+        arena_give(l, c->arena);
+    kiln_buf_free(&c->in);
+    kiln_buf_free(&c->inflight);
+    kiln_buf_free(&c->queued);
+    kiln_tls_free(c->tls);
+    free(c);
+    loop_maybe_stop(l);
+}
+
+static void on_close(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    c->handle_closed = true;
+    /* A worker may still hold req/res: the conn is freed when it returns. */
+    if (!c->job_running)
+        conn_free(c);
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->reading = false;
+    uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+/* ---- accept ---- */
+
+/* For a connection refused before it was set up (tcp is its first member). */
+static void on_close_free(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    struct loop *l = listener->data;
+    struct server *s = l->server;
+    if (status < 0)
+        return;
+    struct conn *c = kiln_calloc(1, sizeof *c);
+    c->loop = l;
+    uv_tcp_init(&l->uv, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, on_close_free);
+        return;
+    }
+    if (atomic_fetch_add(&s->nconns, 1) >= s->max_conns || l->draining) {
+        atomic_fetch_sub(&s->nconns, 1);
+        if (!s->tls) {
+            /* Best effort: a clear answer instead of a bare reset. */
+            static const char busy[] =
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json; "
+                "charset=utf-8\r\ncontent-length: 101\r\nretry-after: 1\r\n"
+                "connection: close\r\n\r\n"
+                "{\"error\":\"Too many connections\",\"code\":\"service_unavailable\","
+                "\"message\":\"Too many connections\"}";
+            uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
+            uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        }
+        uv_close((uv_handle_t *)&c->tcp, on_close_free);
+        return;
+    }
+    l->nconns++;
+    c->next = l->conns;
+    if (l->conns)
+        l->conns->prev = c;
+    l->conns = c;
+
+    kiln_buf_init(&c->in, LINGER_MAX_BYTES + 2 * READ_BUF_SIZE);
+    kiln_buf_init(&c->inflight, OUT_MAX);
+    kiln_buf_init(&c->queued, OUT_MAX);
+    kiln_parser_init(&c->parser, &s->limits);
+    uv_tcp_nodelay(&c->tcp, 1);
+
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    strcpy(c->remote_ip, "-");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&ss, c->remote_ip, sizeof c->remote_ip);
+        else if (ss.ss_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)&ss, c->remote_ip, sizeof c->remote_ip);
+    }
+    if (s->tls)
+        c->tls = kiln_tls_new(s->tls);
+    c->state = CONN_IDLE;
+    /* A connection that never sends a byte gets the header timeout (it may be
+     * a slowloris), not the longer keep-alive one. */
+    c->deadline = now_ms(l) + s->cfg->header_timeout_s * 1000ull;
+    read_start(c);
+}
+
+/* ---- timers, wake-ups, drain ---- */
+
+static void on_sweep(uv_timer_t *t)
+{
+    struct loop *l = t->data;
+    uint64_t now = now_ms(l);
+    struct conn *c = l->conns;
+    while (c) {
+        struct conn *next = c->next;
+        if (!c->closing && c->deadline && now >= c->deadline) {
+            if (c->state == CONN_READING && !c->writing) {
+                /* Slow headers or body: answer 408 and close (RFC 9110 15.5.9). */
+                request_fail(c, 408, "request_timeout", "Request timeout");
+                conn_send(c);
+            } else {
+                conn_close(c); /* idle, stalled writer, or linger over */
+            }
+        }
+        c = next;
+    }
+    log_flush(l);
+}
+
+static void on_flush(uv_prepare_t *p)
+{
+    log_flush(p->data);
+}
+
+static void close_loop_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void loop_maybe_stop(struct loop *l)
+{
+    if (!l->draining || l->nconns || l->stopping)
+        return;
+    l->stopping = true;
+    log_flush(l);
+    close_loop_handle((uv_handle_t *)&l->wake);
+    close_loop_handle((uv_handle_t *)&l->sweep);
+    close_loop_handle((uv_handle_t *)&l->flush);
+    if (l->listening)
+        close_loop_handle((uv_handle_t *)&l->listener);
+}
+
+static void loop_drain(struct loop *l)
+{
+    l->draining = true;
+    if (l->listening) {
+        /* Stop accepting: closing the listener also lets the kernel refuse
+         * new connections instead of queueing them. */
+        l->listening = false;
+        uv_close((uv_handle_t *)&l->listener, NULL);
+    }
+    struct conn *c = l->conns;
+    while (c) {
+        struct conn *next = c->next;
+        bool idle = c->state == CONN_IDLE && !c->writing && !c->job_running && !c->in.len;
+        if (idle)
+            conn_close(c);
+        c = next;
+    }
+    loop_maybe_stop(l);
+}
+
+static void on_wake(uv_async_t *a)
+{
+    struct loop *l = a->data;
+    pthread_mutex_lock(&l->done_lock);
+    struct conn *c = l->done_head;
+    l->done_head = NULL;
+    l->done_tail = &l->done_head;
+    pthread_mutex_unlock(&l->done_lock);
+    while (c) {
+        struct conn *next = *done_link(c);
+        c->job_running = false;
+        if (c->closing) {
+            if (c->handle_closed)
+                conn_free(c);
+        } else {
+            request_end(c);
+            conn_send(c);
+        }
+        c = next;
+    }
+    if (atomic_load(&draining) && !l->draining)
+        loop_drain(l);
+}
+
+static void loop_thread(void *arg)
+{
+    struct loop *l = arg;
+    uv_run(&l->uv, UV_RUN_DEFAULT);
+    /* Free pooled arenas and buffers; the loop has no handles left. */
+    while (l->narenas)
+        kiln_arena_free(l->arenas[--l->narenas]);
+    kiln_buf_free(&l->out);
+    kiln_buf_free(&l->log);
+    atomic_fetch_add(&l->server->exited, 1);
+    uv_async_send(&l->server->loop_exited);
+}
+
+/* ---- listeners ---- */
+
+static int open_listener(struct loop *l, const struct kiln_config *cfg)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t slen;
+    int family;
+    if (uv_ip4_addr(cfg->bind_address, (int)cfg->port, (struct sockaddr_in *)&ss) == 0) {
+        family = AF_INET;
+        slen = sizeof(struct sockaddr_in);
+    } else if (uv_ip6_addr(cfg->bind_address, (int)cfg->port, (struct sockaddr_in6 *)&ss) == 0) {
+        family = AF_INET6;
+        slen = sizeof(struct sockaddr_in6);
+    } else {
+        return UV_EINVAL;
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    /* Debian's libuv 1.44 has no UV_TCP_REUSEPORT: each loop gets its own
+     * socket on the same port and the kernel spreads connections. */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&ss, slen) != 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    uv_tcp_init(&l->uv, &l->listener);
+    l->listener.data = l;
+    int err = uv_tcp_open(&l->listener, fd);
+    if (!err)
+        err = uv_listen((uv_stream_t *)&l->listener, 1024, on_connection);
+    if (err) {
+        uv_close((uv_handle_t *)&l->listener, NULL);
+        return err;
+    }
+    l->listening = true;
+    return 0;
+}
+
+/* ---- main thread: signals and the drain deadline ---- */
+
+struct control {
+    struct server *server;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t deadline;
+    bool stopping;
+};
+
+static void on_deadline(uv_timer_t *t)
+{
+    struct control *ctl = t->data;
+    unsigned open = atomic_load(&ctl->server->nconns);
+    kiln_logf(KILN_LOG_WARNING,
+              "shutdown: timeout after %us with %u connection(s) open; exiting",
+              ctl->server->cfg->shutdown_timeout_s, open);
+    /* Workers may be inside a handler; there is nothing safe to wait for. */
+    _exit(0);
+}
+
+static void begin_drain(struct control *ctl, int signum)
+{
+    struct server *s = ctl->server;
+    if (ctl->stopping) {
+        kiln_logf(KILN_LOG_WARNING, "signal %d again while draining; still draining", signum);
+        return;
+    }
+    ctl->stopping = true;
+    atomic_store(&draining, true);
+    kiln_logf(KILN_LOG_INFO, "shutdown: signal %d, draining (timeout %us)", signum,
+              s->cfg->shutdown_timeout_s);
+    for (unsigned i = 0; i < s->nloops; i++)
+        uv_async_send(&s->loops[i].wake);
+    uv_timer_start(&ctl->deadline, on_deadline, s->cfg->shutdown_timeout_s * 1000ull, 0);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct control *ctl = h->data;
+    begin_drain(ctl, signum);
+}
+
+static void on_loop_exited(uv_async_t *a)
+{
+    struct control *ctl = a->data;
+    struct server *s = ctl->server;
+    if (atomic_load(&s->exited) < s->nloops)
+        return;
+    uv_close((uv_handle_t *)&ctl->sigterm, NULL);
+    uv_close((uv_handle_t *)&ctl->sigint, NULL);
+    uv_close((uv_handle_t *)&ctl->deadline, NULL);
+    uv_close((uv_handle_t *)a, NULL);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* Connections need file descriptors: raise the soft limit to the hard one. */
+static unsigned fit_max_connections(unsigned wanted)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return wanted;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    /* Keep room for listeners, logs, store connections and files. */
+    rlim_t reserve = 256;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)wanted + reserve) {
+        unsigned fit = rl.rlim_cur > reserve * 2 ? (unsigned)(rl.rlim_cur - reserve) : 64;
+        kiln_logf(KILN_LOG_WARNING,
+                  "MAX_CONNECTIONS %u lowered to %u to fit the open-file limit (%llu)", wanted,
+                  fit, (unsigned long long)rl.rlim_cur);
+        return fit;
+    }
+    return wanted;
+}
+
+int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *routes,
+                     size_t nroutes)
+{
+    struct server s;
+    struct control ctl;
+    uv_loop_t main_loop;
+    int status = 1;
+    unsigned started = 0, opened = 0;
+
+    memset(&s, 0, sizeof s);
+    memset(&ctl, 0, sizeof ctl);
+    s.cfg = cfg;
+    s.nloops = cfg->http_loops;
+    s.limits.max_body = cfg->max_request_body;
+    s.limits.max_header_bytes = KILN_MAX_HEADER_BYTES;
+    s.limits.max_fields = KILN_MAX_HEADER_FIELDS;
+    s.max_conns = fit_max_connections(cfg->max_connections);
+    s.router = kiln_router_new(routes, nroutes);
+    ctl.server = &s;
+    signal(SIGPIPE, SIG_IGN);
+
+    if (cfg->ssl_certfile) {
+        char err[512];
+        s.tls = kiln_tls_ctx_new(cfg->ssl_certfile, cfg->ssl_keyfile, err, sizeof err);
+        if (!s.tls) {
+            kiln_log(KILN_LOG_ERROR, "cannot start TLS", "error", err, NULL);
+            goto out;
+        }
+    }
+
+    s.loops = kiln_calloc(s.nloops, sizeof *s.loops);
+    for (; opened < s.nloops; opened++) {
+        struct loop *l = &s.loops[opened];
+        l->server = &s;
+        uv_loop_init(&l->uv);
+        int err = open_listener(l, cfg);
+        if (err) {
+            char port[16];
+            snprintf(port, sizeof port, "%u", cfg->port);
+            kiln_log(KILN_LOG_ERROR, "cannot listen", "address", cfg->bind_address, "port", port,
+                     "error", uv_strerror(err), NULL);
+            uv_run(&l->uv, UV_RUN_DEFAULT);
+            uv_loop_close(&l->uv);
+            goto out;
+        }
+        pthread_mutex_init(&l->done_lock, NULL);
+        l->done_tail = &l->done_head;
+        uv_async_init(&l->uv, &l->wake, on_wake);
+        l->wake.data = l;
+        uv_timer_init(&l->uv, &l->sweep);
+        l->sweep.data = l;
+        uv_timer_start(&l->sweep, on_sweep, SWEEP_INTERVAL_MS, SWEEP_INTERVAL_MS);
+        uv_prepare_init(&l->uv, &l->flush);
+        l->flush.data = l;
+        uv_prepare_start(&l->flush, on_flush);
+        kiln_buf_init(&l->out, OUT_MAX);
+        kiln_buf_init(&l->log, OUT_MAX);
+    }
+
+    s.workers = kiln_workers_start(cfg->workers, cfg->worker_queue);
+
+    uv_loop_init(&main_loop);
+    uv_signal_init(&main_loop, &ctl.sigterm);
+    uv_signal_init(&main_loop, &ctl.sigint);
+    ctl.sigterm.data = ctl.sigint.data = &ctl;
+    uv_signal_start(&ctl.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&ctl.sigint, on_signal, SIGINT);
+    uv_timer_init(&main_loop, &ctl.deadline);
+    ctl.deadline.data = &ctl;
+    uv_async_init(&main_loop, &s.loop_exited, on_loop_exited);
+    s.loop_exited.data = &ctl;
+
+    {
+        /* Loop threads leave signals to the main thread's uv_signal. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        for (; started < s.nloops; started++)
+            if (uv_thread_create(&s.loops[started].thread, loop_thread, &s.loops[started]) != 0)
+                kiln_fatal("cannot start loop thread");
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+
+    {
+        char port[16], loops[16], workers[16], maxc[16];
+        snprintf(port, sizeof port, "%u", cfg->port);
+        snprintf(loops, sizeof loops, "%u", s.nloops);
+        snprintf(workers, sizeof workers, "%u", cfg->workers);
+        snprintf(maxc, sizeof maxc, "%u", s.max_conns);
+        kiln_log(KILN_LOG_INFO, "listening", "address", cfg->bind_address, "port", port,
+                 "scheme", s.tls ? "https" : "http", "env", kiln_env_name(cfg->env),
+                 "loops", loops, "workers", workers, "max_connections", maxc, NULL);
+    }
+
+    uv_run(&main_loop, UV_RUN_DEFAULT);
+    for (unsigned i = 0; i < started; i++)
+        uv_thread_join(&s.loops[i].thread);
+    kiln_workers_stop(s.workers);
+    s.workers = NULL;
+    uv_loop_close(&main_loop);
+    kiln_log(KILN_LOG_INFO, "shutdown: complete", NULL);
+    status = 0;
+
+out:
+    for (unsigned i = 0; i < opened; i++) {
+        struct loop *l = &s.loops[i];
+        if (status != 0) {
+            /* Start-up failed: close what this loop had opened. */
+            uv_walk(&l->uv, close_walk, NULL);
+            uv_run(&l->uv, UV_RUN_DEFAULT);
+            kiln_buf_free(&l->out);
+            kiln_buf_free(&l->log);
+        }
+        uv_loop_close(&l->uv);
+        pthread_mutex_destroy(&l->done_lock);
+    }
+    free(s.loops);
+    kiln_router_free(s.router);
+    kiln_tls_ctx_free(s.tls);
+    return status;
+}

@@ -1,0 +1,30 @@
+/*
+ * The worker pool: a fixed number of threads that run handlers which may
+ * block (database, Valkey, outbound HTTPS), fed by a bounded FIFO queue.
+ * Bounded on purpose: when the queue is full, submit fails at once and the
+ * server answers 503 with retry-after, instead of letting latency grow
+ * without limit behind a slow database. Each worker thread will own its own
+ * store connections, so no pool lock sits on the request path.
+ *
+ * Threads: submit from any thread; run and finish are called on a worker.
+ */
+#ifndef KILN_HTTP_WORKERS_H
+#define KILN_HTTP_WORKERS_H
+
+struct kiln_job {
+    struct kiln_job *next;               /* queue link, owned by the pool */
+    void (*run)(struct kiln_job *job);    /* the work */
+    void (*finish)(struct kiln_job *job); /* hand the result back (e.g. wake a loop) */
+};
+
+struct kiln_workers;
+
+struct kiln_workers *kiln_workers_start(unsigned threads, unsigned queue_cap);
+/* 0, or KILN_EBUSY when the queue is full, KILN_ECLOSED after stop began. */
+int kiln_workers_submit(struct kiln_workers *w, struct kiln_job *job);
+/* Let queued jobs finish, then join the threads and free the pool. */
+void kiln_workers_stop(struct kiln_workers *w);
+/* Index of the calling worker thread (0..threads-1), or -1 elsewhere. */
+int kiln_worker_index(void);
+
+#endif

@@ -1,0 +1,170 @@
+/*
+ * kiln: serve | healthcheck | version. The command line takes no options
+ * beyond the command: configuration comes from the environment only (see
+ * docs/ENVIRONMENT.md), so the container, systemd and a shell behave alike.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/str.h"
+#include "core/version.h"
+#include "http/server.h"
+#include "http/tls.h"
+
+static const char usage[] =
+    "usage: kiln <command>\n"
+    "\n"
+    "commands:\n"
+    "  serve        run the HTTP server (configuration from the environment)\n"
+    "  healthcheck  exit 0 if the server on $PORT answers GET /livez (for a\n"
+    "               container HEALTHCHECK; speaks TLS when SSL_CERTFILE is set)\n"
+    "  version      print the version\n"
+    "  help         show this help (also -h, --help)\n"
+    "\n"
+    "Configuration: environment variables, see docs/ENVIRONMENT.md.\n";
+
+static int cmd_serve(void)
+{
+    struct kiln_config cfg;
+    kiln_buf problems;
+    kiln_buf_init(&problems, 64 * 1024);
+    int n = kiln_config_load(&cfg, kiln_config_process_env, NULL, &problems);
+    if (n == 0 && cfg.ssl_certfile) {
+        /* Load the pair now so that a bad file is a config error (exit 2). */
+        char err[512];
+        SSL_CTX *ctx = kiln_tls_ctx_new(cfg.ssl_certfile, cfg.ssl_keyfile, err, sizeof err);
+        if (!ctx) {
+            kiln_buf_printf(&problems, "config: %s\n", err);
+            n++;
+        }
+        kiln_tls_ctx_free(ctx);
+    }
+    if (n) {
+        fwrite(problems.p, 1, problems.len, stderr);
+        fprintf(stderr, "kiln: %d configuration problem%s; not starting\n", n, n == 1 ? "" : "s");
+        kiln_buf_free(&problems);
+        kiln_config_free(&cfg);
+        return 2;
+    }
+    kiln_buf_free(&problems);
+    kiln_log_set_level(cfg.log_level);
+    if (cfg.secret_key_base_generated)
+        kiln_log(KILN_LOG_WARNING,
+                 "SECRET_KEY_BASE not set: using a random key for this run; "
+                 "sessions will not survive a restart",
+                 "env", kiln_env_name(cfg.env), NULL);
+    int status = kiln_server_run(&cfg, kiln_routes, kiln_routes_count);
+    kiln_config_free(&cfg);
+    return status;
+}
+
+/* Reads "HTTP/1.x 200" from the local server, plain or TLS. */
+static int cmd_healthcheck(void)
+{
+    const char *port_s = getenv("PORT");
+    uint64_t port = 4000;
+    if (port_s && *port_s && !kiln_str_to_u64(kiln_str_c(port_s), 65535, &port)) {
+        fprintf(stderr, "healthcheck: PORT is not a port number\n");
+        return 2;
+    }
+    const char *bind = getenv("BIND_ADDRESS");
+    bool v6 = bind && strchr(bind, ':');
+    int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 1;
+    struct timeval tv = { 3, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv); /* connect too */
+    int rc;
+    if (v6) {
+        struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port) };
+        a.sin6_addr = in6addr_loopback;
+        rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+    } else {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "healthcheck: cannot connect to port %u: %s\n", (unsigned)port,
+                strerror(errno));
+        close(fd);
+        return 1;
+    }
+    static const char request[] =
+        "GET /livez HTTP/1.1\r\nHost: localhost\r\nUser-Agent: kiln-healthcheck\r\n"
+        "Connection: close\r\n\r\n";
+    char reply[64] = { 0 };
+    int got = 0;
+    const char *cert = getenv("SSL_CERTFILE");
+    if (cert && *cert) {
+        /* Our own process on loopback: liveness, not identity, is checked. */
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+        SSL *ssl = ctx ? SSL_new(ctx) : NULL;
+        if (ssl && SSL_set_fd(ssl, fd) == 1 && SSL_connect(ssl) == 1 &&
+            SSL_write(ssl, request, sizeof request - 1) > 0) {
+            while (got < (int)sizeof reply - 1) {
+                int n = SSL_read(ssl, reply + got, (int)sizeof reply - 1 - got);
+                if (n <= 0)
+                    break;
+                got += n;
+            }
+        }
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+    } else if (write(fd, request, sizeof request - 1) == (ssize_t)(sizeof request - 1)) {
+        while (got < (int)sizeof reply - 1) {
+            ssize_t n = read(fd, reply + got, sizeof reply - 1 - (size_t)got);
+            if (n <= 0)
+                break;
+            got += (int)n;
+        }
+    }
+    close(fd);
+    if (got >= 12 && strncmp(reply, "HTTP/1.", 7) == 0 && strncmp(reply + 8, " 200", 4) == 0)
+        return 0;
+    fprintf(stderr, "healthcheck: /livez did not answer 200\n");
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        if (argc > 2)
+            goto extra;
+        printf("kiln %s\n", kiln_version());
+        return 0;
+    }
+    if (!strcmp(cmd, "serve") || !strcmp(cmd, "healthcheck")) {
+        if (argc > 2)
+            goto extra;
+        return cmd[0] == 's' ? cmd_serve() : cmd_healthcheck();
+    }
+    fprintf(stderr, "kiln: unknown %s '%s'\n\n%s", cmd[0] == '-' ? "option" : "command", cmd,
+            usage);
+    return 2;
+extra:
+    fprintf(stderr, "kiln %s: unknown %s '%s' (configuration comes from the environment)\n",
+            cmd, argv[2][0] == '-' ? "option" : "argument", argv[2]);
+    return 2;
+}

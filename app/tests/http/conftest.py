@@ -1,0 +1,132 @@
+"""Harness for Kiln's black-box HTTP suite.
+
+Run from the repository root with Debian's interpreter:
+
+    /usr/bin/python3 -m pytest -q app/tests/http
+    KILN_BIN=build/asan/kiln /usr/bin/python3 -m pytest -q app/tests/http
+
+Fixtures:
+
+* ``server``: one ``kiln serve`` shared by the whole session (default config,
+  KILN_ENV=test).  Tests that need no special configuration use it.
+* ``kiln``: a factory, ``kiln(ENV_NAME=value, ..., tls=False, wait=True)``,
+  that starts a fresh instance for one test; ``module_kiln`` does the same for
+  a whole module.  At teardown each instance still running gets SIGTERM
+  (kill -9 after 10 s) and its exit code must be ``server.expected_exit``
+  (0 unless the test changed it).
+* ``tls_files``: a self-signed certificate and key made with the openssl CLI.
+
+Every test runs under a watchdog (SIGALRM) so that a stuck socket fails the
+test instead of hanging the suite.
+"""
+
+import os
+import pathlib
+import signal
+import subprocess
+import warnings
+
+import pytest
+
+import kilnhttp
+
+TEST_WATCHDOG_SECONDS = 60
+
+
+def pytest_configure(config):
+    # verify=False against our self-signed certificate is intended.
+    config.addinivalue_line("filterwarnings", "ignore::urllib3.exceptions.InsecureRequestWarning")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kiln_binary():
+    path = kilnhttp.KILN_BIN
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        pytest.fail(f"kiln binary not found at {path}: build it (make) or set KILN_BIN", pytrace=False)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def watchdog():
+    def on_alarm(signum, frame):
+        pytest.fail(f"test exceeded the {TEST_WATCHDOG_SECONDS} s watchdog", pytrace=True)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(TEST_WATCHDOG_SECONDS)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+class ServerPool:
+    """Starts instances and checks how each one ended."""
+
+    def __init__(self, make_dir):
+        self.make_dir = make_dir
+        self.servers = []
+
+    def start(self, tls=None, wait=True, args=("serve",), **env):
+        """``tls``: a (certfile, keyfile) pair, or None for plain HTTP."""
+        if tls is not None:
+            env.setdefault("SSL_CERTFILE", str(tls[0]))
+            env.setdefault("SSL_KEYFILE", str(tls[1]))
+        srv = kilnhttp.KilnServer(self.make_dir(), env, tls=tls is not None, args=args)
+        self.servers.append(srv)
+        srv.start(wait=wait)
+        return srv
+
+    def close(self):
+        problems = []
+        for srv in self.servers:
+            if srv.proc is None:
+                continue
+            try:
+                rc = srv.stop()
+            except AssertionError as e:
+                problems.append(f"port {srv.port}: {e}")
+                continue
+            if srv.expected_exit is not None and rc != srv.expected_exit:
+                problems.append(f"port {srv.port}: exit code {rc}, want {srv.expected_exit}\n"
+                                f"stderr tail:\n{srv.stderr_text()[-3000:]}")
+        if problems:
+            pytest.fail("kiln instance(s) ended badly:\n" + "\n".join(problems), pytrace=False)
+
+
+def _dir_maker(base):
+    counter = iter(range(1_000_000))
+    return lambda: pathlib.Path(base) / f"kiln{next(counter)}"
+
+
+@pytest.fixture
+def kiln(tmp_path):
+    pool = ServerPool(_dir_maker(tmp_path))
+    yield pool.start
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def module_kiln(tmp_path_factory):
+    pool = ServerPool(_dir_maker(tmp_path_factory.mktemp("module")))
+    yield pool.start
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    pool = ServerPool(_dir_maker(tmp_path_factory.mktemp("session")))
+    srv = pool.start()
+    yield srv
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """Self-signed certificate (CN=localhost, SAN localhost and 127.0.0.1)."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60)
+    return cert, key

@@ -1,0 +1,122 @@
+"""Graceful shutdown on SIGTERM and SIGINT: stop accepting, finish in-flight
+requests, close idle keep-alives, report not-ready, exit 0 in time."""
+
+import signal
+import socket
+import time
+
+import pytest
+
+from kilnhttp import http_request
+
+SIGNALS = pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+
+
+def connection_tokens(resp):
+    return {t.strip().lower() for t in resp.headers.get("connection", "").split(",")}
+
+
+def assert_refuses_new_connections(port, within=0.5):
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            probe = socket.create_connection(("127.0.0.1", port), timeout=0.5)
+        except ConnectionRefusedError:
+            return
+        probe.close()
+        assert time.monotonic() < deadline, f"still accepting connections {within} s after the signal"
+        time.sleep(0.02)
+
+
+def start_sleep(srv, ms, request_id="in-flight"):
+    conn = srv.connect()
+    conn.send(http_request("GET", f"/_test/sleep?ms={ms}", request_id=request_id))
+    return conn
+
+
+@SIGNALS
+def test_idle_server_exits_0_quickly(kiln, sig):
+    srv = kiln()
+    srv.send_signal(sig)
+    rc = srv.wait_exit(2)
+    assert rc == 0, f"exit code {rc} (None: still running after 2 s)"
+
+
+@SIGNALS
+def test_in_flight_request_finishes_and_new_connections_are_refused(kiln, sig):
+    srv = kiln()
+    busy = start_sleep(srv, 1500)
+    time.sleep(0.3)
+    signalled = time.monotonic()
+    srv.send_signal(sig)
+
+    assert_refuses_new_connections(srv.port)
+
+    resp = busy.read_response(timeout=5)
+    assert resp.status == 200, resp
+    assert resp.json() == {"slept_ms": 1500}
+    assert resp.headers["x-request-id"] == "in-flight"
+    assert "close" in connection_tokens(resp), resp.headers
+    busy.wait_closed(2)
+    busy.close()
+
+    rc = srv.wait_exit(max(0.1, signalled + 3 - time.monotonic()))
+    assert rc == 0, f"exit code {rc} (None: still running 3 s after the signal)"
+
+
+def test_idle_keep_alive_connections_are_closed_at_sigterm(kiln):
+    srv = kiln()
+    idle = srv.connect()
+    idle.send(http_request("GET", "/livez"))
+    assert idle.read_response().status == 200
+    busy = start_sleep(srv, 1500)
+    time.sleep(0.3)
+    srv.send_signal(signal.SIGTERM)
+
+    assert idle.wait_closed(1.0) == b""
+    assert srv.running(), "the process exited instead of draining the in-flight request"
+
+    resp = busy.read_response(timeout=5)
+    assert resp.status == 200 and resp.json() == {"slept_ms": 1500}
+    idle.close()
+    busy.close()
+    assert srv.wait_exit(3) == 0
+
+
+def test_readyz_is_degraded_while_draining(kiln):
+    srv = kiln()
+    busy = start_sleep(srv, 1500)
+    watcher = srv.connect()
+    watcher.send(http_request("GET", "/readyz", request_id="ready-before"))
+    before = watcher.read_response()
+    assert before.status == 200 and before.json() == {"status": "ok"}
+    # Start the next request before the signal (so the connection is not
+    # idle and is not closed), finish it after the signal.
+    watcher.send(b"GET /readyz HTTP/1.1\r\nHost: x\r\nx-request-id: ready-draining\r\n")
+    time.sleep(0.3)
+    srv.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    assert srv.running()
+    watcher.send(b"\r\n")
+    resp = watcher.read_response()
+    assert resp.headers.get("x-request-id") == "ready-draining"
+    assert resp.status == 503, resp
+    assert resp.json() == {"status": "degraded"}
+
+    assert busy.read_response(timeout=5).status == 200
+    watcher.close()
+    busy.close()
+    assert srv.wait_exit(3) == 0
+
+
+def test_shutdown_timeout_bounds_the_drain(kiln):
+    srv = kiln(SHUTDOWN_TIMEOUT_SECONDS="1")
+    busy = start_sleep(srv, 5000)
+    time.sleep(0.3)
+    signalled = time.monotonic()
+    srv.send_signal(signal.SIGTERM)
+    rc = srv.wait_exit(2.5)
+    waited = time.monotonic() - signalled
+    busy.close()
+    assert rc == 0, f"exit code {rc} after {waited:.2f} s (None: still running)"
+    assert waited >= 0.5, f"exited after {waited:.2f} s: it did not wait for the in-flight request"

@@ -1,0 +1,414 @@
+/*
+ * benchtool: small helper for bench/run.sh (loopback only, no dependencies).
+ *
+ *   benchtool freeport
+ *       Print a TCP port on 127.0.0.1 that is free right now.
+ *
+ *   benchtool get HOST PORT PATH [TIMEOUT_MS]
+ *       One GET on a new connection. Prints "STATUS HEADER_BYTES BODY_BYTES"
+ *       on the first line and the body on the second. Exit 0 when a complete
+ *       response arrived (any status), 1 otherwise.
+ *
+ *   benchtool hold HOST PORT PATH N [IN_FLIGHT] [TIMEOUT_S]
+ *       Open N TCP connections (non-blocking connects, at most IN_FLIGHT
+ *       (default 200) connecting at once so the listen backlog never
+ *       overflows), send one keep-alive "GET PATH" on each and read the full
+ *       response, then hold all of them open. Prints
+ *           READY established=E failed=F seconds=S
+ *       when every connection has finished its first request (or failed), then
+ *       waits for SIGUSR1, SIGTERM or SIGINT (or 30 min), checks which
+ *       connections the server closed meanwhile, prints
+ *           RELEASED held=E still_open=O closed_by_peer=C unexpected_data=D
+ *       closes them all and exits (0 when E == N, else 1).
+ *       RLIMIT_NOFILE is raised to the hard limit first.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RESP_MAX 8192
+#define MAX_RETRIES 5
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int make_addr(const char *host, const char *port, struct sockaddr_in *sa)
+{
+    memset(sa, 0, sizeof(*sa));
+    sa->sin_family = AF_INET;
+    long p = strtol(port, NULL, 10);
+    if (p < 1 || p > 65535) {
+        fprintf(stderr, "benchtool: bad port %s\n", port);
+        return -1;
+    }
+    sa->sin_port = htons((unsigned short)p);
+    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) {
+        fprintf(stderr, "benchtool: bad IPv4 address %s\n", host);
+        return -1;
+    }
+    return 0;
+}
+
+/* Returns: 1 complete, 0 need more, -1 malformed. Fills status, header and
+ * body sizes when complete. */
+static int parse_response(const char *buf, size_t len, int *status, size_t *hdr_len,
+                          size_t *body_len)
+{
+    const char *end = memmem(buf, len, "\r\n\r\n", 4);
+    if (!end)
+        return len >= RESP_MAX ? -1 : 0;
+    size_t hl = (size_t)(end - buf) + 4;
+    if (len < 12 || memcmp(buf, "HTTP/1.", 7) != 0)
+        return -1;
+    int st = atoi(buf + 9);
+    long cl = -1;
+    const char *p = memchr(buf, '\n', hl);
+    while (p && p < buf + hl) {
+        p++;
+        if ((size_t)(buf + hl - p) > 15 && strncasecmp(p, "content-length:", 15) == 0) {
+            cl = strtol(p + 15, NULL, 10);
+        }
+        p = memchr(p, '\n', (size_t)(buf + hl - p));
+    }
+    if (cl < 0)
+        cl = 0; /* our targets always send Content-Length; treat absence as empty */
+    if (len < hl + (size_t)cl)
+        return hl + (size_t)cl > RESP_MAX ? -1 : 0;
+    *status = st;
+    *hdr_len = hl;
+    *body_len = (size_t)cl;
+    return 1;
+}
+
+static int cmd_freeport(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof(sa);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
+        perror("benchtool freeport");
+        return 1;
+    }
+    printf("%u\n", ntohs(sa.sin_port));
+    close(fd);
+    return 0;
+}
+
+static int cmd_get(const char *host, const char *port, const char *path, int timeout_ms)
+{
+    struct sockaddr_in sa;
+    if (make_addr(host, port, &sa) != 0)
+        return 2;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return 1;
+    double deadline = now_s() + timeout_ms / 1000.0;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 && errno != EINPROGRESS)
+        return 1;
+    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+    if (poll(&pfd, 1, timeout_ms) != 1)
+        return 1;
+    int err = 0;
+    socklen_t el = sizeof(err);
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    if (err)
+        return 1;
+    char req[1024];
+    int rl = snprintf(req, sizeof(req),
+                      "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: kiln-bench\r\n"
+                      "Connection: close\r\n\r\n",
+                      path, host, port);
+    if (write(fd, req, (size_t)rl) != rl)
+        return 1;
+    char buf[RESP_MAX];
+    size_t len = 0;
+    for (;;) {
+        int left = (int)((deadline - now_s()) * 1000);
+        if (left <= 0)
+            return 1;
+        pfd.events = POLLIN;
+        if (poll(&pfd, 1, left) != 1)
+            return 1;
+        ssize_t n = read(fd, buf + len, sizeof(buf) - len);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (n <= 0)
+            return 1;
+        len += (size_t)n;
+        int st;
+        size_t hl, bl;
+        int r = parse_response(buf, len, &st, &hl, &bl);
+        if (r < 0)
+            return 1;
+        if (r == 1) {
+            printf("%d %zu %zu\n", st, hl, bl);
+            fwrite(buf + hl, 1, bl, stdout);
+            printf("\n");
+            close(fd);
+            return 0;
+        }
+    }
+}
+
+enum { C_IDLE, C_CONNECTING, C_READING, C_DONE, C_FAILED };
+
+struct conn {
+    int fd;
+    int state;
+    int retries;
+    size_t len;
+    char *buf;
+};
+
+static struct conn *conns;
+static int nconns;
+
+static int cmd_hold(const char *host, const char *port, const char *path, int n,
+                    int inflight_max, int timeout_s)
+{
+    struct sockaddr_in sa;
+    if (make_addr(host, port, &sa) != 0)
+        return 2;
+
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur != RLIM_INFINITY && (long)rl.rlim_cur < (long)n + 16) {
+        fprintf(stderr, "benchtool hold: open-file limit %ld is too low for %d connections\n",
+                (long)rl.rlim_cur, n);
+        return 2;
+    }
+
+    /* Signals are taken with sigtimedwait later; block them now. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGUSR1);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigprocmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    char req[1024];
+    int reqlen = snprintf(req, sizeof(req),
+                          "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: kiln-bench-hold\r\n\r\n",
+                          path, host, port);
+
+    conns = calloc((size_t)n, sizeof(*conns));
+    nconns = n;
+    int ep = epoll_create1(0);
+    if (!conns || ep < 0) {
+        perror("benchtool hold");
+        return 2;
+    }
+
+    int *queue = malloc(sizeof(int) * (size_t)n * (MAX_RETRIES + 1));
+    long qhead = 0, qtail = 0;
+    for (int i = 0; i < n; i++) {
+        conns[i].fd = -1;
+        queue[qtail++] = i;
+    }
+
+    int inflight = 0, established = 0, failed = 0;
+    int last_errno = 0;
+    double t0 = now_s();
+    double deadline = t0 + timeout_s;
+    struct epoll_event evs[256];
+
+#define FAIL_OR_RETRY(c, idx, e)                                                       \
+    do {                                                                               \
+        last_errno = (e);                                                              \
+        epoll_ctl(ep, EPOLL_CTL_DEL, (c)->fd, NULL);                                   \
+        close((c)->fd);                                                                \
+        (c)->fd = -1;                                                                  \
+        (c)->len = 0;                                                                  \
+        inflight--;                                                                    \
+        if (++(c)->retries > MAX_RETRIES) {                                            \
+            (c)->state = C_FAILED;                                                     \
+            free((c)->buf);                                                            \
+            (c)->buf = NULL;                                                           \
+            failed++;                                                                  \
+        } else {                                                                       \
+            (c)->state = C_IDLE;                                                       \
+            queue[qtail++] = (idx);                                                    \
+        }                                                                              \
+    } while (0)
+
+    while (established + failed < n) {
+        if (now_s() > deadline) {
+            fprintf(stderr, "benchtool hold: timed out after %d s\n", timeout_s);
+            for (int i = 0; i < n; i++) {
+                if (conns[i].state != C_DONE && conns[i].state != C_FAILED) {
+                    if (conns[i].fd >= 0)
+                        close(conns[i].fd);
+                    conns[i].fd = -1;
+                    conns[i].state = C_FAILED;
+                    failed++;
+                }
+            }
+            break;
+        }
+        while (inflight < inflight_max && qhead < qtail) {
+            int i = queue[qhead++];
+            struct conn *c = &conns[i];
+            c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+            if (c->fd < 0) {
+                fprintf(stderr, "benchtool hold: socket: %s\n", strerror(errno));
+                c->state = C_FAILED;
+                failed++;
+                continue;
+            }
+            if (!c->buf)
+                c->buf = malloc(RESP_MAX);
+            inflight++;
+            c->state = C_CONNECTING;
+            struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)i};
+            if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 &&
+                errno != EINPROGRESS) {
+                int e = errno;
+                close(c->fd);
+                c->fd = -1;
+                inflight--;
+                last_errno = e;
+                if (++c->retries > MAX_RETRIES) {
+                    c->state = C_FAILED;
+                    failed++;
+                } else {
+                    c->state = C_IDLE;
+                    queue[qtail++] = i;
+                }
+                continue;
+            }
+            epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+        }
+        int k = epoll_wait(ep, evs, 256, 200);
+        for (int j = 0; j < k; j++) {
+            int i = (int)evs[j].data.u32;
+            struct conn *c = &conns[i];
+            if (c->state == C_CONNECTING) {
+                int err = 0;
+                socklen_t el = sizeof(err);
+                getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+                if (err) {
+                    FAIL_OR_RETRY(c, i, err);
+                    continue;
+                }
+                if (write(c->fd, req, (size_t)reqlen) != reqlen) {
+                    FAIL_OR_RETRY(c, i, errno);
+                    continue;
+                }
+                c->state = C_READING;
+                struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+                epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+            } else if (c->state == C_READING) {
+                ssize_t r = read(c->fd, c->buf + c->len, RESP_MAX - c->len);
+                if (r < 0 && (errno == EAGAIN || errno == EINTR))
+                    continue;
+                if (r <= 0) {
+                    FAIL_OR_RETRY(c, i, r == 0 ? ECONNRESET : errno);
+                    continue;
+                }
+                c->len += (size_t)r;
+                int st;
+                size_t hl, bl;
+                int pr = parse_response(c->buf, c->len, &st, &hl, &bl);
+                if (pr == 0)
+                    continue;
+                if (pr < 0 || st != 200) {
+                    if (pr > 0)
+                        fprintf(stderr, "benchtool hold: got status %d\n", st);
+                    FAIL_OR_RETRY(c, i, EPROTO);
+                    continue;
+                }
+                epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+                free(c->buf);
+                c->buf = NULL;
+                c->state = C_DONE;
+                inflight--;
+                established++;
+            }
+        }
+    }
+    if (failed)
+        fprintf(stderr, "benchtool hold: %d connections failed (last error: %s)\n", failed,
+                strerror(last_errno));
+    printf("READY established=%d failed=%d seconds=%.2f\n", established, failed, now_s() - t0);
+    fflush(stdout);
+
+    struct timespec wait = {.tv_sec = 1800};
+    int sig = sigtimedwait(&sigs, NULL, &wait);
+    (void)sig;
+
+    int still_open = 0, closed = 0, unexpected = 0;
+    for (int i = 0; i < n; i++) {
+        if (conns[i].state != C_DONE)
+            continue;
+        char b[64];
+        ssize_t r = recv(conns[i].fd, b, sizeof(b), MSG_PEEK | MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            closed++;
+        else if (r > 0)
+            unexpected++;
+        else
+            still_open++;
+    }
+    printf("RELEASED held=%d still_open=%d closed_by_peer=%d unexpected_data=%d\n",
+           established, still_open, closed, unexpected);
+    fflush(stdout);
+    for (int i = 0; i < n; i++)
+        if (conns[i].fd >= 0)
+            close(conns[i].fd);
+    return established == n ? 0 : 1;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: benchtool freeport\n"
+                    "       benchtool get HOST PORT PATH [TIMEOUT_MS]\n"
+                    "       benchtool hold HOST PORT PATH N [IN_FLIGHT] [TIMEOUT_S]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        usage();
+    if (strcmp(argv[1], "freeport") == 0)
+        return cmd_freeport();
+    if (strcmp(argv[1], "get") == 0 && argc >= 5)
+        return cmd_get(argv[2], argv[3], argv[4], argc > 5 ? atoi(argv[5]) : 2000);
+    if (strcmp(argv[1], "hold") == 0 && argc >= 6) {
+        int n = atoi(argv[5]);
+        int inflight = argc > 6 ? atoi(argv[6]) : 200;
+        int timeout = argc > 7 ? atoi(argv[7]) : 120;
+        if (n < 1 || inflight < 1 || timeout < 1)
+            usage();
+        return cmd_hold(argv[2], argv[3], argv[4], n, inflight, timeout);
+    }
+    usage();
+    return 2;
+}

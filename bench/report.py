@@ -1,0 +1,279 @@
+#!/usr/bin/python3
+"""Turn the raw files bench/run.sh leaves in build/bench into a text report
+(stdout) and build/bench/results.json. Standard library only.
+
+usage: report.py OUT_DIR
+"""
+import glob
+import json
+import os
+import re
+import sys
+
+GOAL_LIVEZ_RATIO = 0.9
+GOAL_IDLE_RSS_MIB = 10.0
+GOAL_HOLD_RSS_MIB = 100.0
+
+TARGETS = [
+    ("kiln-livez", "kiln   GET /livez"),
+    ("nginx-livez", "nginx  GET /livez"),
+    ("kiln-healthz", "kiln   GET /healthz"),
+]
+
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+
+
+def to_ms(text):
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text)
+    if not m:
+        return None
+    return float(m.group(1)) * UNIT_MS[m.group(2)]
+
+
+def parse_wrk(path):
+    text = open(path).read()
+    r = {"file": os.path.basename(path)}
+    m = re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M)
+    r["rps"] = float(m.group(1)) if m else None
+    for pct, key in (("50", "p50_ms"), ("75", "p75_ms"), ("90", "p90_ms"), ("99", "p99_ms")):
+        m = re.search(r"^\s+%s%%\s+(\S+)" % pct, text, re.M)
+        r[key] = to_ms(m.group(1)) if m else None
+    m = re.search(r"^\s+(\d+) requests in ([0-9.]+\w+)", text, re.M)
+    r["requests"] = int(m.group(1)) if m else None
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    r["socket_errors"] = (
+        dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
+        if m else {"connect": 0, "read": 0, "write": 0, "timeout": 0}
+    )
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    r["non_2xx"] = int(m.group(1)) if m else 0
+    return r
+
+
+def read_meta(out):
+    meta = {}
+    with open(os.path.join(out, "meta.env")) as f:
+        for line in f:
+            k, _, v = line.rstrip("\n").partition("=")
+            meta[k] = v
+    return meta
+
+
+def num(meta, key):
+    try:
+        return float(meta[key])
+    except (KeyError, ValueError):
+        return None
+
+
+def mib(kib):
+    return None if kib is None else kib / 1024.0
+
+
+def fmt(v, spec, width):
+    return ("-" if v is None else format(v, spec)).rjust(width)
+
+
+def parse_kv(line):
+    return {k: v for k, v in re.findall(r"(\w+)=(\S+)", line or "")}
+
+
+def hold_result(meta, name, n):
+    if meta.get(name + "_hold_ok") != "1":
+        return {"ok": False}
+    ready = parse_kv(meta.get(name + "_hold_ready"))
+    released = parse_kv(meta.get(name + "_hold_released"))
+    before, held, after = (num(meta, "%s_rss_%s_kib" % (name, k))
+                           for k in ("before_hold", "hold", "after_hold"))
+    established = int(ready.get("established", 0))
+    per_conn = None
+    if held is not None and before is not None and established:
+        per_conn = (held - before) / established
+    return {
+        "ok": established == n,
+        "requested": n,
+        "established": established,
+        "failed": int(ready.get("failed", 0)),
+        "connect_seconds": float(ready.get("seconds", 0)),
+        "still_open_at_release": int(released["still_open"]) if "still_open" in released else None,
+        "closed_by_server": int(released["closed_by_peer"]) if "closed_by_peer" in released else None,
+        "rss_before_mib": mib(before),
+        "rss_held_mib": mib(held),
+        "rss_after_close_mib": mib(after),
+        "per_connection_kib": per_conn,
+        "fresh_request_status": meta.get(name + "_hold_fresh_status"),
+        "fresh_request_ms": num(meta, name + "_hold_fresh_ms"),
+    }
+
+
+def main():
+    out = sys.argv[1]
+    meta = read_meta(out)
+    rounds = int(meta["rounds"])
+    n_idle = int(meta["idle_connections"])
+
+    throughput = {}
+    for key, _ in TARGETS:
+        runs = [parse_wrk(p) for p in
+                sorted(glob.glob(os.path.join(out, "wrk-%s-r*.txt" % key)))]
+        good = [r for r in runs if r["rps"] is not None]
+        best = max(good, key=lambda r: r["rps"]) if good else None
+        throughput[key] = {"best": best, "runs": runs}
+
+    def rps(key):
+        b = throughput[key]["best"]
+        return b["rps"] if b else None
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    livez_ratio = ratio(rps("kiln-livez"), rps("nginx-livez"))
+    healthz_ratio = ratio(rps("kiln-healthz"), rps("nginx-livez"))
+
+    kiln_hold = hold_result(meta, "kiln", n_idle)
+    nginx_hold = hold_result(meta, "nginx", n_idle)
+    kiln_idle = mib(num(meta, "kiln_rss_idle_kib"))
+
+    goals = []
+
+    def goal(name, value, op, limit, unit, ok_extra=True, note=""):
+        if value is None:
+            passed = False
+        else:
+            passed = (value >= limit if op == ">=" else value <= limit) and ok_extra
+        goals.append({"goal": name, "value": value, "op": op, "limit": limit,
+                      "unit": unit, "pass": passed, "note": note})
+
+    goal("kiln/nginx req/s on /livez", livez_ratio, ">=", GOAL_LIVEZ_RATIO, "")
+    goal("kiln idle RSS", kiln_idle, "<=", GOAL_IDLE_RSS_MIB, "MiB")
+    hold_note = ""
+    if not kiln_hold["ok"]:
+        hold_note = "only %s of %d connections held" % (kiln_hold.get("established", 0), n_idle)
+    elif kiln_hold["fresh_request_status"] != "200":
+        hold_note = "fresh request while held answered %s" % kiln_hold["fresh_request_status"]
+    elif kiln_hold["closed_by_server"]:
+        hold_note = "server closed %d held connections" % kiln_hold["closed_by_server"]
+    goal("kiln RSS with %d idle connections" % n_idle, kiln_hold.get("rss_held_mib"), "<=",
+         GOAL_HOLD_RSS_MIB, "MiB", ok_extra=not hold_note, note=hold_note)
+
+    results = {
+        "config": {
+            "cpus": int(meta["cpus"]),
+            "http_loops": int(meta["http_loops"]),
+            "nginx_worker_processes": int(meta["http_loops"]),
+            "wrk": "wrk -t%s -c%s -d%ss --latency" % (meta["threads"], meta["connections"],
+                                                     meta["seconds"]),
+            "wrk_version": meta.get("wrk_version"),
+            "seconds": int(meta["seconds"]),
+            "warmup_seconds": int(meta["warmup_seconds"]),
+            "rounds": rounds,
+            "connections": int(meta["connections"]),
+            "threads": int(meta["threads"]),
+            "open_file_limit": int(meta["nofile"]),
+            "kiln_bin": meta.get("kiln_bin"),
+            "nginx_version": meta.get("nginx_version"),
+            "livez_body": meta.get("livez_body"),
+            "response_bytes": {
+                "kiln_livez": {"header": num(meta, "kiln_livez_header_bytes"),
+                               "body": num(meta, "kiln_livez_body_bytes")},
+                "nginx_livez": {"header": num(meta, "nginx_livez_header_bytes"),
+                                "body": num(meta, "nginx_livez_body_bytes")},
+            },
+        },
+        "throughput": throughput,
+        "ratios": {"kiln_livez_vs_nginx": livez_ratio, "kiln_healthz_vs_nginx": healthz_ratio},
+        "memory": {
+            "kiln_rss_idle_mib": kiln_idle,
+            "kiln_rss_after_load_mib": mib(num(meta, "kiln_rss_after_load_kib")),
+            "nginx_rss_idle_mib": mib(num(meta, "nginx_rss_idle_kib")),
+            "nginx_rss_after_load_mib": mib(num(meta, "nginx_rss_after_load_kib")),
+            "kiln_idle_connections": kiln_hold,
+            "nginx_idle_connections": nginx_hold,
+        },
+        "kiln_healthz_status": meta.get("kiln_healthz_status"),
+        "kiln_stderr_lines": int(meta.get("kiln_stderr_lines") or 0),
+        "goals": goals,
+    }
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+        f.write("\n")
+
+    # ------------------------------------------------------------- text --
+    c = results["config"]
+    p = print
+    p("Kiln benchmark: %d CPUs shared by wrk and the server; HTTP_LOOPS=%d, nginx "
+      "worker_processes %d" % (c["cpus"], c["http_loops"], c["nginx_worker_processes"]))
+    p("%s, keep-alive, %d s warmup, best of %d interleaved rounds" %
+      (c["wrk"], c["warmup_seconds"], rounds))
+    p("response bytes (header+body): kiln /livez %s+%s, nginx /livez %s+%s" % tuple(
+        "-" if v is None else "%d" % v for v in (
+            c["response_bytes"]["kiln_livez"]["header"], c["response_bytes"]["kiln_livez"]["body"],
+            c["response_bytes"]["nginx_livez"]["header"], c["response_bytes"]["nginx_livez"]["body"])))
+    p("")
+    p("%-20s %11s %9s %9s   %s" % ("target", "req/s", "p50 ms", "p99 ms", "req/s per round"))
+    for key, label in TARGETS:
+        b = throughput[key]["best"] or {}
+        per = "  ".join(fmt(r["rps"], ".0f", 0) for r in throughput[key]["runs"])
+        p("%-20s %11s %9s %9s   %s" % (label, fmt(b.get("rps"), ".0f", 11),
+                                        fmt(b.get("p50_ms"), ".3f", 9),
+                                        fmt(b.get("p99_ms"), ".3f", 9), per))
+    p("")
+    p("%-34s %10s %10s" % ("memory (VmRSS)", "kiln MiB", "nginx MiB"))
+    m = results["memory"]
+    p("%-34s %10s %10s" % ("idle", fmt(m["kiln_rss_idle_mib"], ".1f", 10),
+                            fmt(m["nginx_rss_idle_mib"], ".1f", 10)))
+    p("%-34s %10s %10s" % ("after the wrk runs", fmt(m["kiln_rss_after_load_mib"], ".1f", 10),
+                            fmt(m["nginx_rss_after_load_mib"], ".1f", 10)))
+    kh, nh = kiln_hold, nginx_hold
+    p("%-34s %10s %10s" % ("with %d idle keep-alive conns" % n_idle,
+                            fmt(kh.get("rss_held_mib"), ".1f", 10),
+                            fmt(nh.get("rss_held_mib"), ".1f", 10)))
+    p("%-34s %10s %10s" % ("  per connection (KiB)", fmt(kh.get("per_connection_kib"), ".2f", 10),
+                            fmt(nh.get("per_connection_kib"), ".2f", 10)))
+    p("%-34s %10s %10s" % ("after closing them", fmt(kh.get("rss_after_close_mib"), ".1f", 10),
+                            fmt(nh.get("rss_after_close_mib"), ".1f", 10)))
+    p("(nginx: VmRSS of master + %d workers summed, so pages they share count more than once)"
+      % c["nginx_worker_processes"])
+    for name, h in (("kiln", kh), ("nginx", nh)):
+        if h.get("established") is None:
+            p("%s idle connections: the holder failed (see build/bench/hold-%s.err)" % (name, name))
+        else:
+            p("%s idle connections: %d/%d held (opened in %.1f s), %s closed by the server, "
+              "fresh request meanwhile: %s in %s ms" % (
+                  name, h["established"], n_idle, h["connect_seconds"],
+                  "-" if h["closed_by_server"] is None else h["closed_by_server"],
+                  h["fresh_request_status"], fmt(h["fresh_request_ms"], ".0f", 0)))
+    p("")
+    p("ratio kiln/nginx req/s, GET /livez:           %s" % fmt(livez_ratio, ".3f", 0))
+    p("ratio kiln GET /healthz / nginx GET /livez:   %s" % fmt(healthz_ratio, ".3f", 0))
+    p("")
+    for g in goals:
+        unit = (" " + g["unit"]) if g["unit"] else ""
+        spec = ".3f" if not g["unit"] else ".1f"
+        p("%s  %s: %s%s %s %s%s%s" % (
+            "PASS" if g["pass"] else "MISS", g["goal"], fmt(g["value"], spec, 0), unit,
+            g["op"], format(g["limit"], ".2f" if not g["unit"] else ".0f"), unit,
+            " (" + g["note"] + ")" if g["note"] else ""))
+
+    warnings = []
+    for key, label in TARGETS:
+        for r in throughput[key]["runs"]:
+            se = r["socket_errors"]
+            if any(se.values()) or r["non_2xx"]:
+                warnings.append("%s (%s): socket errors connect %d read %d write %d timeout %d, "
+                                "non-2xx %d" % (label.split()[0] + " " + label.split()[-1],
+                                                r["file"], se["connect"], se["read"],
+                                                se["write"], se["timeout"], r["non_2xx"]))
+    if results["kiln_healthz_status"] != "200":
+        warnings.append("kiln GET /healthz answered %s before the runs" % results["kiln_healthz_status"])
+    if results["kiln_stderr_lines"]:
+        warnings.append("kiln wrote %d line(s) to stderr (build/bench/kiln.stderr)"
+                        % results["kiln_stderr_lines"])
+    if warnings:
+        p("")
+        for w in warnings:
+            p("warning: " + w)
+
+
+if __name__ == "__main__":
+    main()
