@@ -35,6 +35,8 @@ static int acc_append(struct kiln_parser *p, const char *at, size_t len)
     p->header_bytes += len;
     if (p->header_bytes > p->limits.max_header_bytes)
         return too_large_headers(p);
+    if (len == 0)
+        return 0;
     if (p->acc_len + len > p->acc_cap) {
         size_t cap = p->acc_cap ? p->acc_cap * 2 : len + 32;
         if (cap < p->acc_len + len)
@@ -117,6 +119,13 @@ static int on_header_value_complete(llhttp_t *ll)
      */
     if (memchr(v.p, '\r', v.len) || memchr(v.p, '\n', v.len))
         return fail(p, 400, "invalid_request", "Malformed request: obsolete line folding");
+    /* RFC 9110 5.5: no control characters in a field value except HTAB.
+     * llhttp's loose mode lets some through; a proxy might not. */
+    for (size_t i = 0; i < v.len; i++) {
+        unsigned char ch = (unsigned char)v.p[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7F)
+            return fail(p, 400, "invalid_request", "Malformed request: invalid header value");
+    }
     if (req->nheaders == req->headers_cap) {
         size_t cap = req->headers_cap ? req->headers_cap * 2 : 16;
         struct kiln_header *h = kiln_arena_alloc(req->arena, cap * sizeof *h);

@@ -178,7 +178,6 @@ def H(*header_lines, method=b"GET", target=b"/livez", version=b"HTTP/1.1", body=
 BAD_400 = {
     "garbage-request-line": b"HELLO\r\n\r\n",
     "garbage-binary": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
-    "missing-version": b"GET /livez\r\nHost: x\r\n\r\n",
     "bad-version-token": b"GET /livez HTTX/1.1\r\nHost: x\r\n\r\n",
     "invalid-method-token": b"G(T /livez HTTP/1.1\r\nHost: x\r\n\r\n",
     "control-char-in-target": b"GET /li\x01vez HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -230,7 +229,8 @@ def test_unsupported_transfer_encoding_is_refused_and_closed(server, te):
     b"GET /livez HTTP/2.0\r\nHost: x\r\n\r\n",
     b"GET /livez HTTP/3.0\r\nHost: x\r\n\r\n",
     b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-], ids=["http2", "http3", "h2-preface"])
+    b"GET /livez\r\nHost: x\r\n\r\n",
+], ids=["http2", "http3", "h2-preface", "no-version"])
 def test_unsupported_http_version_is_refused_and_closed(server, data):
     with server.connect() as conn:
         conn.send(data)
