@@ -66,6 +66,11 @@ def num(meta, key):
         return None
 
 
+def inum(meta, key):
+    v = num(meta, key)
+    return None if v is None else int(v)
+
+
 def mib(kib):
     return None if kib is None else kib / 1024.0
 
@@ -102,7 +107,7 @@ def hold_result(meta, name, n):
         "rss_after_close_mib": mib(after),
         "per_connection_kib": per_conn,
         "fresh_request_status": meta.get(name + "_hold_fresh_status"),
-        "fresh_request_ms": num(meta, name + "_hold_fresh_ms"),
+        "fresh_request_ms": inum(meta, name + "_hold_fresh_ms"),
     }
 
 
@@ -174,10 +179,10 @@ def main():
             "nginx_version": meta.get("nginx_version"),
             "livez_body": meta.get("livez_body"),
             "response_bytes": {
-                "kiln_livez": {"header": num(meta, "kiln_livez_header_bytes"),
-                               "body": num(meta, "kiln_livez_body_bytes")},
-                "nginx_livez": {"header": num(meta, "nginx_livez_header_bytes"),
-                                "body": num(meta, "nginx_livez_body_bytes")},
+                "kiln_livez": {"header": inum(meta, "kiln_livez_header_bytes"),
+                               "body": inum(meta, "kiln_livez_body_bytes")},
+                "nginx_livez": {"header": inum(meta, "nginx_livez_header_bytes"),
+                                "body": inum(meta, "nginx_livez_body_bytes")},
             },
         },
         "throughput": throughput,
