@@ -45,11 +45,11 @@ rm -f "$out"/wrk-*.txt "$out"/hold-*.out "$out"/hold-*.err "$out"/meta.env \
 # ---------------------------------------------------------------- cleanup --
 kiln_pid="" nginx_pid="" wrk_pid="" hold_pid=""
 stop_pid() {   # stop_pid PID: TERM, wait up to 5 s, then KILL
-    local pid=$1 i
+    local pid=$1
     [ -n "$pid" ] || return 0
     kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 50); do
+    for _ in $(seq 50); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
@@ -88,7 +88,10 @@ rss_kib() {   # rss_kib PID...: sum of VmRSS in KiB
     done
     echo "$sum"
 }
-nginx_pids() { echo "$nginx_pid" $(pgrep -P "$nginx_pid" 2>/dev/null || true); }
+nginx_pids() {   # master and workers, on one line
+    echo "$nginx_pid" "$(pgrep -P "$nginx_pid" 2>/dev/null | tr '\n' ' ' || true)"
+}
+nginx_rss_kib() { local pids; read -ra pids <<<"$(nginx_pids)"; rss_kib "${pids[@]}"; }
 alive_or_die() {   # alive_or_die NAME PID
     kill -0 "$2" 2>/dev/null && return 0
     local rc=0
@@ -100,8 +103,8 @@ alive_or_die() {   # alive_or_die NAME PID
     die "$1 is not running (exit status $rc)"
 }
 wait_ready() {   # wait_ready NAME PID PORT PATH
-    local i
-    for i in $(seq 150); do
+    local resp
+    for _ in $(seq 150); do
         alive_or_die "$1" "$2"
         if resp=$("$tool" get "$host" "$3" "$4" 500 2>/dev/null) && [ "${resp%% *}" = 200 ]; then
             return 0
@@ -159,7 +162,7 @@ done
 "$tool" get "$host" "$kiln_port" /healthz >/dev/null || die "GET /healthz on kiln failed"
 sleep 1
 kiln_rss_idle=$(rss_kib "$kiln_pid")
-nginx_rss_idle=$(rss_kib $(nginx_pids))
+nginx_rss_idle=$(nginx_rss_kib)
 log "idle VmRSS: kiln $kiln_rss_idle KiB, nginx (master + workers) $nginx_rss_idle KiB"
 
 healthz_status=$("$tool" get "$host" "$kiln_port" /healthz | head -n 1 | cut -d' ' -f1) || true
@@ -224,11 +227,11 @@ done
 rm -f "$out"/wrk-warmup-*.txt
 sleep 1
 meta kiln_rss_after_load_kib "$(rss_kib "$kiln_pid")"
-meta nginx_rss_after_load_kib "$(rss_kib $(nginx_pids))"
+meta nginx_rss_after_load_kib "$(nginx_rss_kib)"
 
 # ------------------------------------------- idle keep-alive connections --
 hold_test() {   # hold_test NAME PORT PID...
-    local name=$1 port=$2 i rc=0 ready="" released="" fresh t0 t1
+    local name=$1 port=$2 rc=0 ready="" released="" fresh t0 t1
     shift 2
     local before held after
     before=$(rss_kib "$@")
@@ -236,7 +239,7 @@ hold_test() {   # hold_test NAME PORT PID...
     "$tool" hold "$host" "$port" /livez "$BENCH_IDLE_CONNECTIONS" 200 120 \
         >"$out/hold-$name.out" 2>"$out/hold-$name.err" &
     hold_pid=$!
-    for i in $(seq 1500); do
+    for _ in $(seq 1500); do
         ready=$(grep '^READY' "$out/hold-$name.out" 2>/dev/null || true)
         [ -n "$ready" ] && break
         kill -0 "$hold_pid" 2>/dev/null || break
@@ -276,7 +279,8 @@ hold_test() {   # hold_test NAME PORT PID...
     meta "${name}_hold_fresh_ms" "$(( (t1 - t0) / 1000000 ))"
 }
 hold_test kiln "$kiln_port" "$kiln_pid"
-hold_test nginx "$nginx_port" $(nginx_pids)
+read -ra nginx_all_pids <<<"$(nginx_pids)"
+hold_test nginx "$nginx_port" "${nginx_all_pids[@]}"
 
 # Still serving after everything?
 "$tool" get "$host" "$kiln_port" /livez >/dev/null || die "kiln stopped answering GET /livez"

@@ -86,10 +86,22 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t len)
     return acc_append(P(ll), at, len);
 }
 
+static bool is_tchar(unsigned char c)
+{
+    /* RFC 9110 5.6.2 token characters. */
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
 static int on_header_field_complete(llhttp_t *ll)
 {
     struct kiln_parser *p = P(ll);
     kiln_str f = acc_take(p);
+    if (f.len == 0)
+        return fail(p, 400, "invalid_request", "Malformed request: empty header name");
+    for (size_t i = 0; i < f.len; i++)
+        if (!is_tchar((unsigned char)f.p[i]))
+            return fail(p, 400, "invalid_request", "Malformed request: invalid header name");
     char *lower = (char *)f.p; /* arena memory we own */
     for (size_t i = 0; i < f.len; i++)
         if (lower[i] >= 'A' && lower[i] <= 'Z')
@@ -112,13 +124,6 @@ static int on_header_value_complete(llhttp_t *ll)
     struct kiln_parser *p = P(ll);
     struct kiln_req *req = p->req;
     kiln_str v = kiln_str_trim(acc_take(p));
-    /*
-     * obs-fold (RFC 9112 5.2): llhttp passes a folded continuation line
-     * through inside the value. A server must reject it or replace it with
-     * spaces; we reject, because a proxy in front may read it differently.
-     */
-    if (memchr(v.p, '\r', v.len) || memchr(v.p, '\n', v.len))
-        return fail(p, 400, "invalid_request", "Malformed request: obsolete line folding");
     /* RFC 9110 5.5: no control characters in a field value except HTAB.
      * llhttp's loose mode lets some through; a proxy might not. */
     for (size_t i = 0; i < v.len; i++) {
@@ -232,7 +237,9 @@ static int on_headers_complete(llhttp_t *ll)
     /* Upgrade (e.g. websocket) is not spoken: answer, then close. */
     if (ll->upgrade)
         req->keep_alive = false;
-    return 0;
+    /* Pause so that feed can check the header bytes for obs-fold. */
+    p->headers_paused = true;
+    return HPE_PAUSED;
 }
 
 static int on_body(llhttp_t *ll, const char *at, size_t len)
@@ -302,44 +309,81 @@ void kiln_parser_begin(struct kiln_parser *p, struct kiln_req *req)
     p->acc = NULL;
     p->acc_len = p->acc_cap = 0;
     p->field = KILN_STR_NULL;
+    p->prev_lf = false;
+    p->headers_paused = false;
     p->body = NULL;
     p->body_cap = 0;
     req->path = KILN_STR("/");
     req->query = KILN_STR("");
 }
 
+/*
+ * obs-fold (RFC 9112 5.2) and whitespace before the first field (2.2): a
+ * header line that starts with SP or HTAB. llhttp accepts folds and hands
+ * the continuation over as more of the value; a proxy in front may read it
+ * differently, so such a request is refused instead of unfolded. Scans only
+ * header-section bytes, carrying "last byte was LF" across reads.
+ */
+static bool folded(struct kiln_parser *p, const char *from, const char *to)
+{
+    for (const char *c = from; c < to; c++) {
+        if (p->prev_lf && (*c == ' ' || *c == '\t'))
+            return true;
+        p->prev_lf = *c == '\n';
+    }
+    return false;
+}
+
+static const char *error_message(llhttp_errno_t e)
+{
+    /* Our own words: llhttp's reasons name its internals. */
+    switch (e) {
+    case HPE_INVALID_VERSION: return "Malformed request: invalid HTTP version";
+    case HPE_INVALID_METHOD: return "Malformed request: invalid method";
+    case HPE_UNEXPECTED_CONTENT_LENGTH:
+    case HPE_INVALID_CONTENT_LENGTH: return "Malformed request: invalid Content-Length";
+    case HPE_INVALID_TRANSFER_ENCODING: return "Malformed request: invalid Transfer-Encoding";
+    case HPE_INVALID_CHUNK_SIZE: return "Malformed request: invalid chunk size";
+    case HPE_INVALID_HEADER_TOKEN: return "Malformed request: invalid header";
+    case HPE_INVALID_URL: return "Malformed request: invalid request target";
+    default: return "Malformed request";
+    }
+}
+
 enum kiln_parse_result kiln_parser_feed(struct kiln_parser *p, const char *data,
                                         size_t len, size_t *consumed)
 {
-    if (p->state == KILN_PARSER_ERROR) {
-        *consumed = 0;
+    const char *cur = data, *end = data + len;
+    *consumed = 0;
+    if (p->state == KILN_PARSER_ERROR)
+        return KILN_PARSE_ERROR;
+    for (;;) {
+        bool in_head = p->state == KILN_PARSER_IDLE || p->state == KILN_PARSER_HEADERS;
+        llhttp_errno_t e = llhttp_execute(&p->ll, cur, (size_t)(end - cur));
+        const char *pos = e == HPE_OK ? end : llhttp_get_error_pos(&p->ll);
+        if (!pos || pos < cur || pos > end)
+            pos = end;
+        *consumed = (size_t)(pos - data);
+        if (e == HPE_OK) {
+            if (in_head && folded(p, cur, end))
+                break;
+            return KILN_PARSE_MORE;
+        }
+        if (e == HPE_PAUSED && p->headers_paused) {
+            p->headers_paused = false;
+            if (in_head && folded(p, cur, pos))
+                break;
+            llhttp_resume(&p->ll);
+            cur = pos;
+            continue;
+        }
+        if (e == HPE_PAUSED && p->state == KILN_PARSER_DONE)
+            return KILN_PARSE_DONE;
+        if (!p->error_status)
+            fail(p, 400, "invalid_request", error_message(e));
+        p->state = KILN_PARSER_ERROR;
         return KILN_PARSE_ERROR;
     }
-    llhttp_errno_t e = llhttp_execute(&p->ll, data, len);
-    if (e == HPE_OK) {
-        *consumed = len;
-        return KILN_PARSE_MORE;
-    }
-    const char *pos = llhttp_get_error_pos(&p->ll);
-    *consumed = (pos && pos >= data && pos <= data + len) ? (size_t)(pos - data) : len;
-    if (e == HPE_PAUSED && p->state == KILN_PARSER_DONE)
-        return KILN_PARSE_DONE;
-    if (!p->error_status) {
-        /* llhttp's reasons are static text about the grammar: safe to echo. */
-        fail(p, 400, "invalid_request", "Malformed request");
-        if (e == HPE_INVALID_VERSION)
-            p->error_message = "Malformed request: invalid HTTP version";
-        else if (e == HPE_INVALID_METHOD)
-            p->error_message = "Malformed request: invalid method";
-        else if (e == HPE_UNEXPECTED_CONTENT_LENGTH || e == HPE_INVALID_CONTENT_LENGTH)
-            p->error_message = "Malformed request: invalid Content-Length";
-        else if (e == HPE_INVALID_TRANSFER_ENCODING)
-            p->error_message = "Malformed request: invalid Transfer-Encoding";
-        else if (e == HPE_INVALID_CHUNK_SIZE)
-            p->error_message = "Malformed request: invalid chunk size";
-        else if (e == HPE_INVALID_HEADER_TOKEN)
-            p->error_message = "Malformed request: invalid header";
-    }
-    p->state = KILN_PARSER_ERROR;
+    fail(p, 400, "invalid_request", "Malformed request: obsolete line folding");
     return KILN_PARSE_ERROR;
 }

@@ -53,6 +53,8 @@ struct kiln_parser {
     char *acc;               /* span being assembled (url, field or value) */
     size_t acc_len, acc_cap;
     kiln_str field;          /* completed field name awaiting its value */
+    bool prev_lf;            /* header bytes so far ended with LF (obs-fold scan) */
+    bool headers_paused;     /* paused at the end of the headers */
     char *body;
     size_t body_cap;
 
