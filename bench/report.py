@@ -13,6 +13,7 @@ import sys
 GOAL_LIVEZ_RATIO = 0.9
 GOAL_IDLE_RSS_MIB = 10.0
 GOAL_HOLD_RSS_MIB = 100.0
+NOISY_OTHER_CPU_PCT = 10.0
 
 TARGETS = [
     ("kiln-livez", "kiln   GET /livez"),
@@ -47,6 +48,8 @@ def parse_wrk(path):
     )
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     r["non_2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"^other_cpu_pct: ([0-9.]+)", text, re.M)
+    r["other_cpu_pct"] = float(m.group(1)) if m else None
     return r
 
 
@@ -215,10 +218,12 @@ def main():
             c["response_bytes"]["kiln_livez"]["header"], c["response_bytes"]["kiln_livez"]["body"],
             c["response_bytes"]["nginx_livez"]["header"], c["response_bytes"]["nginx_livez"]["body"])))
     p("")
-    p("%-20s %11s %9s %9s   %s" % ("target", "req/s", "p50 ms", "p99 ms", "req/s per round"))
+    p("%-20s %11s %9s %9s   %s" % ("target", "req/s", "p50 ms", "p99 ms",
+                                    "per round: req/s (CPU % used by other processes)"))
     for key, label in TARGETS:
         b = throughput[key]["best"] or {}
-        per = "  ".join(fmt(r["rps"], ".0f", 0) for r in throughput[key]["runs"])
+        per = "  ".join("%s (%s%%)" % (fmt(r["rps"], ".0f", 0), fmt(r["other_cpu_pct"], ".0f", 0))
+                        for r in throughput[key]["runs"])
         p("%-20s %11s %9s %9s   %s" % (label, fmt(b.get("rps"), ".0f", 11),
                                         fmt(b.get("p50_ms"), ".3f", 9),
                                         fmt(b.get("p99_ms"), ".3f", 9), per))
@@ -269,6 +274,12 @@ def main():
                                 "non-2xx %d" % (label.split()[0] + " " + label.split()[-1],
                                                 r["file"], se["connect"], se["read"],
                                                 se["write"], se["timeout"], r["non_2xx"]))
+    for key, label in TARGETS:
+        b = throughput[key]["best"]
+        if b and b["other_cpu_pct"] is not None and b["other_cpu_pct"] > NOISY_OTHER_CPU_PCT:
+            warnings.append("%s: other processes used %.0f%% of the CPUs during the reported "
+                            "round; its req/s and the ratios are unreliable (rerun on a quiet "
+                            "machine)" % (" ".join(label.split()), b["other_cpu_pct"]))
     if results["kiln_healthz_status"] != "200":
         warnings.append("kiln GET /healthz answered %s before the runs" % results["kiln_healthz_status"])
     if results["kiln_stderr_lines"]:

@@ -100,6 +100,9 @@ alive_or_die() {   # alive_or_die NAME PID
         kiln) tail -n 20 "$out/kiln.stderr" >&2 2>/dev/null || true; kiln_pid="" ;;
         nginx) tail -n 20 "$out/nginx/logs/error.log" >&2 2>/dev/null || true; nginx_pid="" ;;
     esac
+    if [ "$rc" = 0 ]; then
+        die "$1 exited with status 0, a clean shutdown: did something else send it SIGTERM or SIGINT?"
+    fi
     die "$1 is not running (exit status $rc)"
 }
 wait_ready() {   # wait_ready NAME PID PORT PATH
@@ -198,19 +201,58 @@ target_url() {
         kiln-healthz) echo "http://$host:$kiln_port/healthz" ;;
     esac
 }
+# CPU used by anything else on the machine during a run, as a share of all
+# CPUs: (non-idle time of all CPUs, steal included) - (kiln + nginx + wrk).
+# Loopback softirq work is charged to the process it runs in, so on a quiet
+# machine this shows a few percent (kernel workers) at most.
+clk=$(getconf CLK_TCK)
+ncpu=$(nproc)
+cpu_busy_ticks() {   # user nice system irq softirq steal
+    awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+}
+proc_ticks() {   # proc_ticks PID...: utime + stime (all threads)
+    local sum=0 pid st f
+    for pid in "$@"; do
+        st=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        read -ra f <<<"${st##*) }"
+        sum=$((sum + f[11] + f[12]))
+    done
+    echo "$sum"
+}
+child_ticks() {   # user + sys of this shell's reaped children (wrk), in ticks
+    # `times` must run in this shell, not in a $(...) subshell.
+    times >"$out/.times"
+    child_ticks_now=$(tail -n 1 "$out/.times" | awk -v clk="$clk" '{
+        s = 0
+        for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); s += a[1] * 60 + a[2] }
+        printf "%d\n", s * clk }')
+}
+ours_ticks() {   # sets ours_ticks_now: kiln + nginx + reaped children
+    local pids
+    read -ra pids <<<"$(nginx_pids)"
+    child_ticks
+    ours_ticks_now=$(( $(proc_ticks "$kiln_pid" "${pids[@]}") + child_ticks_now ))
+}
+
 run_wrk() {   # run_wrk TARGET SECONDS OUTFILE
-    local rc=0
+    local rc=0 busy0 ours0 t0 busy1 ours1 t1
+    busy0=$(cpu_busy_ticks); ours_ticks; ours0=$ours_ticks_now; t0=$(date +%s%N)
     wrk -t"$BENCH_THREADS" -c"$BENCH_CONNECTIONS" -d"$2"s --latency "$(target_url "$1")" \
         >"$3" 2>&1 &
     wrk_pid=$!
     wait "$wrk_pid" || rc=$?
     wrk_pid=""
+    busy1=$(cpu_busy_ticks); ours_ticks; ours1=$ours_ticks_now; t1=$(date +%s%N)
     alive_or_die kiln "$kiln_pid"
     alive_or_die nginx "$nginx_pid"
     if [ "$rc" != 0 ] || ! grep -q '^Requests/sec:' "$3"; then
         cat "$3" >&2
         die "wrk failed on $1 (exit status $rc)"
     fi
+    other_cpu_pct=$(awk -v b=$((busy1 - busy0)) -v o=$((ours1 - ours0)) \
+        -v w=$(( (t1 - t0) / 1000000 )) -v clk="$clk" -v n="$ncpu" \
+        'BEGIN { x = (b - o) * 100 / (w / 1000 * clk * n); printf "%.1f\n", x < 0 ? 0 : x }')
+    printf 'other_cpu_pct: %s\n' "$other_cpu_pct" >>"$3"
 }
 
 for t in "${targets[@]}"; do
@@ -221,10 +263,10 @@ for r in $(seq "$BENCH_ROUNDS"); do
     for t in "${targets[@]}"; do
         log "round $r/$BENCH_ROUNDS: $t (${BENCH_SECONDS}s)"
         run_wrk "$t" "$BENCH_SECONDS" "$out/wrk-$t-r$r.txt"
-        log "  $(grep '^Requests/sec:' "$out/wrk-$t-r$r.txt")"
+        log "  $(grep '^Requests/sec:' "$out/wrk-$t-r$r.txt"), CPU used by other processes: $other_cpu_pct%"
     done
 done
-rm -f "$out"/wrk-warmup-*.txt
+rm -f "$out"/wrk-warmup-*.txt "$out/.times"
 sleep 1
 meta kiln_rss_after_load_kib "$(rss_kib "$kiln_pid")"
 meta nginx_rss_after_load_kib "$(nginx_rss_kib)"
