@@ -121,11 +121,12 @@ build/fuzz/%: app/tests/fuzz/%.c build/fuzz/libkiln.a
 		-fno-sanitize-recover=all $(WARN) -o $@ $< build/fuzz/libkiln.a $(LDLIBS)
 
 # --- tests ---
+# Every binary runs even after a failure, so one run shows all of them.
 unit: $(UNIT_BIN)
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+	@rc=0; for t in $^; do echo "== $$t"; $$t || rc=1; done; exit $$rc
 
 unit-asan: $(UNIT_ASAN)
-	@set -e; for t in $(UNIT_ASAN); do echo "== $$t"; $$t; done
+	@rc=0; for t in $^; do echo "== $$t"; $$t || rc=1; done; exit $$rc
 
 blackbox: build/kiln
 	KILN_BIN=build/kiln $(PYTHON) -m pytest -q app/tests/http

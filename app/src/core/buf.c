@@ -69,21 +69,26 @@ int kiln_buf_append_u64(kiln_buf *b, uint64_t v)
 
 int kiln_buf_printf(kiln_buf *b, const char *fmt, ...)
 {
+    char small[256];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
     va_end(ap);
     if (n < 0)
         return KILN_EINVAL;
-    /* +1 for vsnprintf's terminator, which is not counted in len. */
-    int err = reserve(b, (size_t)n + 1);
-    if (err)
-        return err;
+    if ((size_t)n < sizeof small)
+        return kiln_buf_append(b, small, (size_t)n);
+    /* Longer: format into a temporary, so that vsnprintf's terminator never
+     * counts against the buffer's maximum. */
+    if ((size_t)n > b->max - b->len)
+        return KILN_ETOOBIG;
+    char *tmp = kiln_malloc((size_t)n + 1);
     va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    vsnprintf(tmp, (size_t)n + 1, fmt, ap);
     va_end(ap);
-    b->len += (size_t)n;
-    return 0;
+    int err = kiln_buf_append(b, tmp, (size_t)n);
+    free(tmp);
+    return err;
 }
 
 void kiln_buf_consume(kiln_buf *b, size_t n)

@@ -75,20 +75,28 @@ static int line_start(kiln_buf *b, enum kiln_log_level level, const char *msg, s
     return err;
 }
 
+/* A single value longer than this is cut (and marked), not the line dropped. */
+#define VALUE_MAX_BYTES (8 * 1024)
+
 static int field_str(kiln_buf *b, const char *key, kiln_str v)
 {
     int err = 0;
+    bool cut = v.len > VALUE_MAX_BYTES;
+    if (cut)
+        v.len = VALUE_MAX_BYTES;
     err |= kiln_buf_append_c(b, ",\"");
     err |= kiln_buf_append_c(b, key);
     if (!v.p)
         return err | kiln_buf_append_c(b, "\":null");
     err |= kiln_buf_append_c(b, "\":\"");
     err |= kiln_buf_append_json_str(b, v.p, v.len);
+    if (cut)
+        err |= kiln_buf_append_c(b, "...(truncated)");
     err |= kiln_buf_append_c(b, "\"");
     return err;
 }
 
-/* Log lines are bounded: a pathological value is cut, never unbounded. */
+/* Log lines are bounded: values are cut at VALUE_MAX_BYTES (6x for escapes). */
 #define LINE_MAX_BYTES (64 * 1024)
 
 void kiln_log(enum kiln_log_level level, const char *message, ...)

@@ -124,6 +124,12 @@ static int on_header_value_complete(llhttp_t *ll)
     struct kiln_parser *p = P(ll);
     struct kiln_req *req = p->req;
     kiln_str v = kiln_str_trim(acc_take(p));
+    /* Trailer fields after a chunked body: RFC 9110 6.5.1 forbids merging
+     * them into the header section, and nothing here reads them. */
+    if (p->state == KILN_PARSER_BODY) {
+        p->field = KILN_STR_NULL;
+        return 0;
+    }
     /* RFC 9110 5.5: no control characters in a field value except HTAB.
      * llhttp's loose mode lets some through; a proxy might not. */
     for (size_t i = 0; i < v.len; i++) {
@@ -215,9 +221,22 @@ static int on_headers_complete(llhttp_t *ll)
 
     bool chunked = (ll->flags & F_CHUNKED) != 0;
     bool has_length = (ll->flags & F_CONTENT_LENGTH) != 0;
-    if ((ll->flags & F_TRANSFER_ENCODING) && (!chunked || ll->http_minor == 0))
-        /* RFC 9112 6.1: only chunked as the final coding; not in HTTP/1.0. */
-        return fail(p, 400, "invalid_request", "Malformed request: unsupported transfer coding");
+    if (ll->flags & F_TRANSFER_ENCODING) {
+        /* RFC 9112 6.1: we decode no coding but chunked, so the only
+         * acceptable field is one "chunked" (and never in HTTP/1.0). */
+        size_t te = 0;
+        bool only_chunked = true;
+        for (size_t i = 0; i < req->nheaders; i++) {
+            if (kiln_str_eq_c(req->headers[i].name, "transfer-encoding")) {
+                te++;
+                only_chunked = only_chunked &&
+                               kiln_str_caseeq(req->headers[i].value, KILN_STR("chunked"));
+            }
+        }
+        if (!chunked || te != 1 || !only_chunked || ll->http_minor == 0)
+            return fail(p, 400, "invalid_request",
+                        "Malformed request: unsupported transfer coding");
+    }
     if (has_length && ll->content_length > p->limits.max_body)
         return fail(p, 413, "payload_too_large", "Request body too large");
     req->has_body = chunked || (has_length && ll->content_length > 0);

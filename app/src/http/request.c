@@ -59,8 +59,10 @@ bool kiln_url_decode(kiln_arena *a, kiln_str s, bool plus_is_space, kiln_str *ou
 bool kiln_req_query(const struct kiln_req *req, const char *name, kiln_str *out)
 {
     size_t nlen = strlen(name);
+    if (!req->query.p)
+        return false;
     const char *p = req->query.p, *end = p + req->query.len;
-    while (p && p < end) {
+    while (p < end) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *pe = amp ? amp : end;
         const char *eq = memchr(p, '=', (size_t)(pe - p));

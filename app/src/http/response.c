@@ -92,11 +92,11 @@ void kiln_res_error(struct kiln_req *req, struct kiln_res *res, int status,
     kiln_buf_append_c(&b, "\"");
     if (details) {
         char *d = json_dumps(details, JSON_COMPACT);
-        if (d) {
-            kiln_buf_append_c(&b, ",\"details\":");
-            kiln_buf_append_c(&b, d);
-            free(d);
-        }
+        size_t mark = b.len;
+        /* Key and value go in together or not at all: half is not JSON. */
+        if (d && (kiln_buf_append_c(&b, ",\"details\":") || kiln_buf_append_c(&b, d)))
+            b.len = mark;
+        free(d);
         json_decref(details);
     }
     kiln_buf_append_c(&b, "}");

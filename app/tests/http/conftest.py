@@ -24,7 +24,6 @@ import os
 import pathlib
 import signal
 import subprocess
-import warnings
 
 import pytest
 

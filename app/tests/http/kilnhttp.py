@@ -25,7 +25,9 @@ import subprocess
 import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
-KILN_BIN = os.environ.get("KILN_BIN") or str(REPO_ROOT / "build" / "kiln")
+# Absolute, because servers run with their own temporary folder as cwd
+# (`make` passes KILN_BIN=build/kiln, relative to the repository root).
+KILN_BIN = os.path.abspath(os.environ.get("KILN_BIN") or str(REPO_ROOT / "build" / "kiln"))
 
 # x-request-id charset and length (API contract).
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -107,9 +109,11 @@ class KilnServer:
 
     def start(self, wait=True, ready_timeout=10.0):
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            # Own session: a Ctrl-C aimed at pytest does not hit the server
+            # behind the harness's back (teardown stops it and checks it).
             self.proc = subprocess.Popen([KILN_BIN] + self.args, env=self.env,
                                          cwd=self.workdir, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=err)
+                                         stdout=out, stderr=err, start_new_session=True)
         if wait:
             self.wait_ready(ready_timeout)
         return self
@@ -270,7 +274,12 @@ def chunked(*parts, trailers=b""):
 
 
 class ServerClosed(AssertionError):
-    """The server closed the connection before a complete response."""
+    """The server closed the connection before sending any of the response."""
+
+
+class IncompleteResponse(AssertionError):
+    """The server closed the connection in the middle of a response (a
+    truncated head, or fewer body bytes than Content-Length said)."""
 
 
 class ReadTimeout(AssertionError):
@@ -375,7 +384,8 @@ class RawConn:
     def _read_exact(self, n, deadline):
         while len(self.buf) < n:
             if not self._fill(deadline):
-                raise ServerClosed(f"closed after {len(self.buf)} of {n} body bytes")
+                raise IncompleteResponse(f"closed after {len(self.buf)} of {n} body bytes: "
+                                         f"{bytes(self.buf)[:300]!r}")
         out = bytes(self.buf[:n])
         del self.buf[:n]
         return out
@@ -383,7 +393,7 @@ class RawConn:
     def _read_line(self, deadline):
         while b"\r\n" not in self.buf:
             if not self._fill(deadline):
-                raise ServerClosed(f"closed inside a chunked body: {bytes(self.buf)[:200]!r}")
+                raise IncompleteResponse(f"closed inside a chunked body: {bytes(self.buf)[:200]!r}")
         i = self.buf.index(b"\r\n")
         line = bytes(self.buf[:i])
         del self.buf[:i + 2]
@@ -411,7 +421,7 @@ class RawConn:
                 if not self.buf:
                     raise ServerClosed("server closed the connection without a response"
                                        + (" (reset)" if self.reset else ""))
-                raise ServerClosed(f"closed inside a response head: {bytes(self.buf)[:300]!r}")
+                raise IncompleteResponse(f"closed inside a response head: {bytes(self.buf)[:300]!r}")
         i = self.buf.index(b"\r\n\r\n")
         head_bytes = bytes(self.buf[:i])
         del self.buf[:i + 4]

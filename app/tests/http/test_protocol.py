@@ -2,6 +2,8 @@
 bodies, Expect: 100-continue, Connection handling, Host rules, and malformed
 input (400 and close, the process survives)."""
 
+import socket
+
 import pytest
 
 from kilnhttp import ServerClosed, assert_error, assert_request_id, chunked, http_request
@@ -60,6 +62,70 @@ def test_pipelined_heads_and_gets(server):
     assert [r.headers.get("x-request-id") for r in responses] == [f"hp-{i}" for i in range(4)]
     assert [r.status for r in responses] == [200] * 4
     assert responses[3].json() == {"status": "ok"}
+
+
+def test_many_pipelined_requests_in_one_send(server):
+    paths = ["/livez", "/healthz", "/", "/readyz"] * 16
+    data = b"".join(http_request("GET", p, request_id=f"many-{i}") for i, p in enumerate(paths))
+    with server.connect() as conn:
+        conn.send(data)
+        responses = conn.read_responses(len(paths))
+    assert [r.headers.get("x-request-id") for r in responses] == \
+        [f"many-{i}" for i in range(len(paths))]
+    assert {r.status for r in responses} == {200}
+
+
+def test_request_sent_one_byte_at_a_time(server):
+    data = http_request("GET", "/healthz", body=b"abc", request_id="bytewise")
+    with server.connect() as conn:
+        for byte in data:
+            conn.send(bytes([byte]))
+        resp = conn.read_response()
+    assert resp.status == 200 and resp.headers["x-request-id"] == "bytewise"
+    assert resp.json() == {"status": "ok"}
+
+
+def test_nothing_is_answered_after_a_connection_close_request(server):
+    data = (http_request("GET", "/livez", headers=[("Connection", "close")], request_id="last")
+            + http_request("GET", "/livez", request_id="ignored"))
+    with server.connect() as conn:
+        conn.send(data)
+        resp = conn.read_response()
+        assert resp.headers["x-request-id"] == "last"
+        leftover = conn.wait_closed(2)
+    assert leftover == b"", f"answered a request sent after Connection: close: {leftover[:200]!r}"
+
+
+def test_connection_close_after_a_pipelined_worker_request(server):
+    # The close must wait for the earlier (slower, worker-side) response.
+    data = (http_request("GET", "/_test/sleep?ms=150", request_id="w-first")
+            + http_request("GET", "/livez", headers=[("Connection", "close")], request_id="w-last")
+            + http_request("GET", "/livez", request_id="w-ignored"))
+    with server.connect() as conn:
+        conn.send(data)
+        first, last = conn.read_responses(2)
+        assert first.headers["x-request-id"] == "w-first" and first.json() == {"slept_ms": 150}
+        assert last.headers["x-request-id"] == "w-last" and "close" in connection_tokens(last)
+        assert conn.wait_closed(2) == b""
+
+
+def test_half_closed_client_still_gets_its_answer(server):
+    with server.connect() as conn:
+        conn.send(http_request("GET", "/_test/sleep?ms=50", request_id="half"))
+        conn.sock.shutdown(socket.SHUT_WR)
+        resp = conn.read_response()
+    assert resp.status == 200 and resp.headers["x-request-id"] == "half"
+
+
+def test_header_names_and_transfer_coding_are_case_insensitive(server):
+    data = (b"GET /livez HTTP/1.1\r\nHOST: x\r\ncOnTeNt-LeNgTh: 3\r\nX-REQUEST-ID: ci-1\r\n\r\nabc"
+            b"GET /livez HTTP/1.1\r\nHost: x\r\nTRANSFER-ENCODING: CHUNKED\r\nx-request-id: ci-2\r\n\r\n"
+            + chunked(b"abc") + http_request("GET", "/livez", request_id="ci-3"))
+    with server.connect() as conn:
+        conn.send(data)
+        responses = conn.read_responses(3)
+    assert [(r.status, r.headers["x-request-id"]) for r in responses] == \
+        [(200, "ci-1"), (200, "ci-2"), (200, "ci-3")]
 
 
 # -- request bodies are consumed ---------------------------------------------------
@@ -201,6 +267,12 @@ BAD_400 = {
     "chunk-size-overflow": H(b"Transfer-Encoding: chunked",
                              body=b"ffffffffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
     "chunk-without-crlf": H(b"Transfer-Encoding: chunked", body=b"5\r\nhelloXX0\r\n\r\n"),
+    "chunk-size-0x-prefix": H(b"Transfer-Encoding: chunked", body=b"0x5\r\nhello\r\n0\r\n\r\n"),
+    "content-length-plus-sign": H(b"Content-Length: +5", body=b"hello"),
+    "content-length-list-differing": H(b"Content-Length: 5, 6", body=b"hello!"),
+    "non-ascii-header-name": H(b"X-\xc3\x9c: v"),
+    "space-in-target": b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+    "lowercase-http-name": b"GET /livez http/1.1\r\nHost: x\r\n\r\n",
 }
 
 
@@ -238,6 +310,17 @@ def test_unsupported_http_version_is_refused_and_closed(server, data):
         assert_error(resp, {505, 400}, {505: "http_version_not_supported", 400: "invalid_request"})
         conn.wait_closed(2)
     assert_alive(server)
+
+
+def test_worker_request_then_garbage_on_one_connection(server):
+    # The 400 and the close wait until the earlier worker response is out.
+    with server.connect() as conn:
+        conn.send(http_request("GET", "/_test/sleep?ms=150", request_id="slow-then-bad")
+                  + b"HELLO\r\n\r\n")
+        first = conn.read_response()
+        assert first.status == 200 and first.headers["x-request-id"] == "slow-then-bad"
+        assert_error(conn.read_response(), 400, "invalid_request")
+        conn.wait_closed(2)
 
 
 def test_good_request_then_garbage_on_one_connection(server):

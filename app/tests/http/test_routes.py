@@ -2,7 +2,6 @@
 x-request-id."""
 
 import datetime
-import re
 
 import pytest
 import requests
@@ -143,6 +142,11 @@ def test_generated_request_ids_differ(server):
 def test_valid_request_id_is_echoed(server, rid):
     r = get(server, "/livez", headers={"X-Request-ID": rid})
     assert r.headers.get("x-request-id") == rid
+
+
+def test_request_id_surrounding_whitespace_is_not_part_of_it(server):
+    resp = server.exchange(b"GET /livez HTTP/1.1\r\nHost: x\r\nx-request-id: \t ows-id \t\r\n\r\n")[0]
+    assert resp.headers["x-request-id"] == "ows-id"
 
 
 def test_request_id_is_echoed_on_errors(server):

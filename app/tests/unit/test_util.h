@@ -74,6 +74,19 @@ static inline void tu_assert_mem_eq(const char *got, size_t got_len, const char 
             tu_assert_mem_eq(s_.p, s_.len, w_, strlen(w_), #s, __FILE__, __LINE__); \
     } while (0)
 
+/* The same, naming a table case (ctx) in the failure message. */
+#define assert_kstr_eq_in(ctx, s, want)                                           \
+    do {                                                                          \
+        char x_[512];                                                             \
+        kiln_str s_ = (s);                                                        \
+        const char *w_ = (want);                                                  \
+        snprintf(x_, sizeof x_, "[%s] %s", (ctx), #s);                            \
+        if (!w_ && s_.p)                                                          \
+            tu_assert_mem_eq(s_.p, s_.len, "(null)", 6, x_, __FILE__, __LINE__);  \
+        else if (w_)                                                              \
+            tu_assert_mem_eq(s_.p, s_.len, w_, strlen(w_), x_, __FILE__, __LINE__); \
+    } while (0)
+
 /* Byte strings with explicit lengths (may contain NUL). */
 #define assert_mem_eq(got, got_len, want, want_len) \
     tu_assert_mem_eq((got), (got_len), (want), (want_len), #got, __FILE__, __LINE__)
