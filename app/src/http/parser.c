@@ -261,6 +261,28 @@ static int on_headers_complete(llhttp_t *ll)
     return HPE_PAUSED;
 }
 
+/*
+ * RFC 9112 7.1: chunk data is followed by CRLF. llhttp (loose build) skips
+ * those two bytes without looking at them, which lets "5\r\nhelloXX" through
+ * and opens a smuggling gap between us and a stricter proxy. We check them
+ * ourselves: from where the chunk's data ends, within this feed, and the
+ * rest at the start of the next feed.
+ */
+static int expect_crlf(struct kiln_parser *p, const char *from, unsigned need)
+{
+    static const char crlf[2] = { '\r', '\n' };
+    unsigned i = 2 - need;
+    while (need && from < p->feed_end) {
+        if (*from != crlf[i])
+            return fail(p, 400, "invalid_request", "Malformed request: invalid chunk framing");
+        from++;
+        i++;
+        need--;
+    }
+    p->crlf_left = (unsigned char)need;
+    return 0;
+}
+
 static int on_body(llhttp_t *ll, const char *at, size_t len)
 {
     struct kiln_parser *p = P(ll);
@@ -283,6 +305,9 @@ static int on_body(llhttp_t *ll, const char *at, size_t len)
     }
     memcpy(p->body + have, at, len);
     req->body = (kiln_str){ p->body, have + len };
+    /* llhttp counts content_length down to 0 at the end of each chunk. */
+    if ((ll->flags & F_CHUNKED) && ll->content_length == 0)
+        return expect_crlf(p, at + len, 2);
     return 0;
 }
 
@@ -330,6 +355,7 @@ void kiln_parser_begin(struct kiln_parser *p, struct kiln_req *req)
     p->field = KILN_STR_NULL;
     p->prev_lf = false;
     p->headers_paused = false;
+    p->crlf_left = 0;
     p->body = NULL;
     p->body_cap = 0;
     req->path = KILN_STR("/");
@@ -376,6 +402,11 @@ enum kiln_parse_result kiln_parser_feed(struct kiln_parser *p, const char *data,
     *consumed = 0;
     if (p->state == KILN_PARSER_ERROR)
         return KILN_PARSE_ERROR;
+    p->feed_end = end;
+    if (p->crlf_left && expect_crlf(p, data, p->crlf_left) != 0) {
+        p->state = KILN_PARSER_ERROR;
+        return KILN_PARSE_ERROR;
+    }
     for (;;) {
         bool in_head = p->state == KILN_PARSER_IDLE || p->state == KILN_PARSER_HEADERS;
         llhttp_errno_t e = llhttp_execute(&p->ll, cur, (size_t)(end - cur));

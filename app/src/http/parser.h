@@ -55,6 +55,8 @@ struct kiln_parser {
     kiln_str field;          /* completed field name awaiting its value */
     bool prev_lf;            /* header bytes so far ended with LF (obs-fold scan) */
     bool headers_paused;     /* paused at the end of the headers */
+    const char *feed_end;    /* end of the bytes of the current feed */
+    unsigned char crlf_left; /* bytes of a chunk's CRLF still to check */
     char *body;
     size_t body_cap;
 

@@ -723,6 +723,24 @@ static void conn_close(struct conn *c)
 
 /* ---- accept ---- */
 
+/* Best effort: a clear 503 (in the usual envelope) instead of a bare close. */
+static void refuse_busy(struct conn *c)
+{
+    char id[KILN_REQUEST_ID_LEN + 1];
+    char body[256], head[512];
+    kiln_request_id(id);
+    int blen = snprintf(body, sizeof body,
+                        "{\"error\":\"Too many connections\",\"code\":\"service_unavailable\","
+                        "\"message\":\"Too many connections\",\"request_id\":\"%s\"}", id);
+    int hlen = snprintf(head, sizeof head,
+                        "HTTP/1.1 503 Service Unavailable\r\n"
+                        "content-type: application/json; charset=utf-8\r\n"
+                        "content-length: %d\r\nx-request-id: %s\r\nretry-after: 1\r\n"
+                        "connection: close\r\n\r\n", blen, id);
+    uv_buf_t b[2] = { uv_buf_init(head, (unsigned)hlen), uv_buf_init(body, (unsigned)blen) };
+    uv_try_write((uv_stream_t *)&c->tcp, b, 2);
+}
+
 /* For a connection refused before it was set up (tcp is its first member). */
 static void on_close_free(uv_handle_t *h)
 {
@@ -745,17 +763,8 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     if (atomic_fetch_add(&s->nconns, 1) >= s->max_conns || l->draining) {
         atomic_fetch_sub(&s->nconns, 1);
-        if (!s->tls) {
-            /* Best effort: a clear answer instead of a bare reset. */
-            static const char busy[] =
-                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json; "
-                "charset=utf-8\r\ncontent-length: 101\r\nretry-after: 1\r\n"
-                "connection: close\r\n\r\n"
-                "{\"error\":\"Too many connections\",\"code\":\"service_unavailable\","
-                "\"message\":\"Too many connections\"}";
-            uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
-            uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-        }
+        if (!s->tls)
+            refuse_busy(c);
         uv_close((uv_handle_t *)&c->tcp, on_close_free);
         return;
     }
