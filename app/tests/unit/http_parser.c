@@ -759,6 +759,43 @@ static void test_transfer_coding_before_chunked_rejected(void **state)
     }
 }
 
+/*
+ * RFC 9112 7.1: chunk data ends with CRLF. llhttp's loose build skips the two
+ * bytes unchecked; the glue checks them, also when a read splits them.
+ * Each input is fed split at every position to cover both halves.
+ */
+static void test_chunk_data_must_end_with_crlf(void **state)
+{
+    struct fx *f = *state;
+    static const struct {
+        const char *body;
+        enum kiln_parse_result want;
+    } cases[] = {
+        { "5\r\nhello\r\n0\r\n\r\n", KILN_PARSE_DONE },
+        { "5\r\nhelloXX0\r\n\r\n", KILN_PARSE_ERROR },
+        { "5\r\nhello\rX0\r\n\r\n", KILN_PARSE_ERROR },
+        { "5\r\nhelloX\n0\r\n\r\n", KILN_PARSE_ERROR },
+        { "2\r\nab\r\n3\r\ncdeZZ0\r\n\r\n", KILN_PARSE_ERROR },
+    };
+    static const char head[] = "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        char raw[256];
+        size_t n = (size_t)snprintf(raw, sizeof raw, "%s%s", head, cases[i].body);
+        for (size_t cut = sizeof head - 1; cut <= n; cut++) {
+            size_t consumed;
+            start(f, DEFAULT_MAX_BODY);
+            enum kiln_parse_result r = kiln_parser_feed(&f->parser, raw, cut, &consumed);
+            if (r == KILN_PARSE_MORE && cut < n)
+                r = kiln_parser_feed(&f->parser, raw + cut, n - cut, &consumed);
+            if (r != cases[i].want)
+                fail_msg("case %zu split at %zu: %s, want %s", i, cut, result_name(r),
+                         result_name(cases[i].want));
+            if (r == KILN_PARSE_ERROR)
+                assert_int_equal(f->parser.error_status, 400);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -789,6 +826,7 @@ int main(void)
         T(test_long_target_limit),
         T(test_trailer_not_merged_into_headers),
         T(test_transfer_coding_before_chunked_rejected),
+        T(test_chunk_data_must_end_with_crlf),
 #undef T
     };
     return cmocka_run_group_tests_name("http/parser", tests, NULL, NULL);
