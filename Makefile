@@ -17,7 +17,7 @@ LLHTTP_INC = /usr/share/include/llhttp
 
 VERSION_STR := $(shell cat VERSION)$(shell git rev-parse --short HEAD >/dev/null 2>&1 && echo "+$$(git rev-parse --short HEAD)")
 
-PKGS      = libuv openssl jansson
+PKGS      = libuv openssl jansson libpq sqlite3 hiredis
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -38,9 +38,10 @@ FUZZ_SRC := $(wildcard app/tests/fuzz/*.c)
 
 # Three build flavours share the rules below: plain, asan (clang with
 # sanitizers) and fuzz (clang with libFuzzer).
-OBJ        = $(SRC:app/src/%.c=build/obj/%.o) $(LLHTTP:%=build/obj/llhttp/%.o)
-ASAN_OBJ   = $(SRC:app/src/%.c=build/asan/obj/%.o) $(LLHTTP:%=build/asan/obj/llhttp/%.o)
-FUZZ_OBJ   = $(SRC:app/src/%.c=build/fuzz/obj/%.o) $(LLHTTP:%=build/fuzz/obj/llhttp/%.o)
+OBJ        = $(SRC:app/src/%.c=build/obj/%.o) $(LLHTTP:%=build/obj/llhttp/%.o) build/obj/gen/migrations.o
+ASAN_OBJ   = $(SRC:app/src/%.c=build/asan/obj/%.o) $(LLHTTP:%=build/asan/obj/llhttp/%.o) build/asan/obj/gen/migrations.o
+FUZZ_OBJ   = $(SRC:app/src/%.c=build/fuzz/obj/%.o) $(LLHTTP:%=build/fuzz/obj/llhttp/%.o) build/fuzz/obj/gen/migrations.o
+MIGRATIONS := $(sort $(wildcard app/migrations/postgres/*.sql app/migrations/sqlite/*.sql))
 UNIT_BIN   = $(UNIT_SRC:app/tests/unit/%.c=build/tests/%)
 UNIT_ASAN  = $(UNIT_SRC:app/tests/unit/%.c=build/asan/tests/%)
 FUZZ_BIN   = $(FUZZ_SRC:app/tests/fuzz/%.c=build/fuzz/%)
@@ -56,6 +57,23 @@ deps:
 run: deps
 	@$(MAKE) --no-print-directory build/kiln
 	build/kiln serve
+
+# Migrations are embedded in the binary (store/migrate.h).
+build/gen/migrations.c: scripts/embed-migrations.sh $(MIGRATIONS)
+	@mkdir -p $(dir $@)
+	scripts/embed-migrations.sh $@
+
+build/obj/gen/%.o: build/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c $< -o $@
+
+build/asan/obj/gen/%.o: build/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CLANG) $(CPPFLAGS) -std=c17 -pthread $(SAN_FLAGS) $(WARN) -c $< -o $@
+
+build/fuzz/obj/gen/%.o: build/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CLANG) $(CPPFLAGS) -std=c17 -pthread $(FUZZ_FLAGS) $(WARN) -c $< -o $@
 
 # --- plain build ---
 build/obj/%.o: app/src/%.c

@@ -112,6 +112,104 @@ static char *hex_secret(size_t nbytes)
     return out;
 }
 
+static void file_var(struct loader *l, const char *name, char **out);
+
+static void bool_var(struct loader *l, const char *name, bool *out)
+{
+    const char *v = value(l, name);
+    if (!v)
+        return;
+    if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on"))
+        *out = true;
+    else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off"))
+        *out = false;
+    else
+        problem(l, "%s must be true or false (got \"%.40s\")", name, v);
+}
+
+static char *str_var(struct loader *l, const char *name, const char *def)
+{
+    const char *v = value(l, name);
+    return v ? kiln_strdup(v) : def ? kiln_strdup(def) : NULL;
+}
+
+/* One libpq key=value pair; values quoted as libpq wants (\\ and \'). */
+static void conninfo_add(kiln_buf *b, const char *key, const char *v)
+{
+    if (!v)
+        return;
+    kiln_buf_printf(b, "%s%s='", b->len ? " " : "", key);
+    for (const char *c = v; *c; c++) {
+        if (*c == '\\' || *c == '\'')
+            kiln_buf_append(b, "\\", 1);
+        kiln_buf_append(b, c, 1);
+    }
+    kiln_buf_append(b, "'", 1);
+}
+
+static void db_vars(struct loader *l, struct kiln_config *cfg)
+{
+    const char *url = value(l, "DATABASE_URL");
+    const char *host = value(l, "DB_HOST");
+    const char *sslmode = value(l, "DB_SSLMODE");
+    if (sslmode && strcmp(sslmode, "disable") && strcmp(sslmode, "allow") &&
+        strcmp(sslmode, "prefer") && strcmp(sslmode, "require") &&
+        strcmp(sslmode, "verify-ca") && strcmp(sslmode, "verify-full"))
+        problem(l, "DB_SSLMODE must be disable, allow, prefer, require, verify-ca or "
+                "verify-full (got \"%.40s\")", sslmode);
+    if (url) {
+        if (strncmp(url, "postgres://", 11) && strncmp(url, "postgresql://", 13))
+            problem(l, "DATABASE_URL must start with postgres:// or postgresql://");
+        cfg->db_conninfo = kiln_strdup(url);
+    } else if (host) {
+        unsigned port = 5432;
+        char portbuf[16];
+        kiln_buf b;
+        unsigned_var(l, "DB_PORT", 1, 65535, &port);
+        snprintf(portbuf, sizeof portbuf, "%u", port);
+        kiln_buf_init(&b, 16 * 1024);
+        conninfo_add(&b, "host", host);
+        conninfo_add(&b, "port", portbuf);
+        conninfo_add(&b, "dbname", value(l, "DB_NAME") ? value(l, "DB_NAME") : "kiln");
+        conninfo_add(&b, "user", value(l, "DB_USERNAME"));
+        conninfo_add(&b, "password", value(l, "DB_PASSWORD"));
+        conninfo_add(&b, "sslmode", sslmode);
+        conninfo_add(&b, "sslrootcert", value(l, "DB_SSLROOTCERT"));
+        conninfo_add(&b, "application_name", "kiln");
+        cfg->db_conninfo = kiln_strndup(b.p ? b.p : "", b.len);
+        kiln_buf_free(&b);
+    }
+    cfg->db_path = str_var(l, "DB_PATH", "./var/kiln.db");
+    bool_var(l, "DB_PREPARED_STATEMENTS", &cfg->db_prepared_statements);
+    unsigned_var(l, "DB_CONNECT_TIMEOUT_SECONDS", 1, 300, &cfg->db_connect_timeout_s);
+    {
+        unsigned q = cfg->db_query_timeout_ms / 1000;
+        unsigned_var(l, "DB_QUERY_TIMEOUT_SECONDS", 1, 3600, &q);
+        cfg->db_query_timeout_ms = q * 1000;
+    }
+    cfg->migrate_on_start = cfg->env != KILN_ENV_PRODUCTION;
+    bool_var(l, "MIGRATE_ON_START", &cfg->migrate_on_start);
+}
+
+static void kv_vars(struct loader *l, struct kiln_config *cfg)
+{
+    cfg->valkey_host = str_var(l, "VALKEY_HOST", NULL);
+    unsigned_var(l, "VALKEY_PORT", 1, 65535, &cfg->valkey_port);
+    cfg->valkey_user = str_var(l, "VALKEY_USER", NULL);
+    cfg->valkey_password = str_var(l, "VALKEY_PASSWORD", NULL);
+    bool_var(l, "VALKEY_SSL", &cfg->valkey_tls);
+    file_var(l, "VALKEY_CA_FILE", &cfg->valkey_ca_file);
+    unsigned_var(l, "VALKEY_CONNECT_TIMEOUT_MS", 1, 600000, &cfg->valkey_connect_timeout_ms);
+    unsigned_var(l, "VALKEY_COMMAND_TIMEOUT_MS", 1, 600000, &cfg->valkey_command_timeout_ms);
+    {
+        unsigned long long n = cfg->kv_memory_max_keys;
+        uint_var(l, "KV_MEMORY_MAX_KEYS", 1, 100000000, &n);
+        cfg->kv_memory_max_keys = (unsigned long)n;
+    }
+    if (cfg->valkey_user && !cfg->valkey_password)
+        problem(l, "VALKEY_USER is set but VALKEY_PASSWORD is not");
+}
+
 static void file_var(struct loader *l, const char *name, char **out)
 {
     const char *v = value(l, name);
@@ -141,6 +239,12 @@ int kiln_config_load(struct kiln_config *cfg, kiln_getenv_fn get, void *ctx,
     cfg->body_timeout_s = 30;
     cfg->workers = 10;
     cfg->worker_queue = 1024;
+    cfg->db_connect_timeout_s = 5;
+    cfg->db_query_timeout_ms = 15000;
+    cfg->valkey_port = 6379;
+    cfg->valkey_connect_timeout_ms = 2000;
+    cfg->valkey_command_timeout_ms = 2000;
+    cfg->kv_memory_max_keys = 100000;
 
     if ((v = value(&l, "KILN_ENV"))) {
         if (strcmp(v, "development") == 0) cfg->env = KILN_ENV_DEVELOPMENT;
@@ -200,6 +304,8 @@ int kiln_config_load(struct kiln_config *cfg, kiln_getenv_fn get, void *ctx,
     unsigned_var(&l, "BODY_TIMEOUT_SECONDS", 1, 3600, &cfg->body_timeout_s);
     unsigned_var(&l, "DB_POOL_SIZE", 1, 1024, &cfg->workers);
     unsigned_var(&l, "WORKER_QUEUE_SIZE", 1, 1000000, &cfg->worker_queue);
+    db_vars(&l, cfg);
+    kv_vars(&l, cfg);
 
     return l.count;
 }
@@ -211,6 +317,18 @@ void kiln_config_free(struct kiln_config *cfg)
         explicit_bzero(cfg->secret_key_base, cfg->secret_key_base_len);
         free(cfg->secret_key_base);
     }
+    if (cfg->db_conninfo) {
+        explicit_bzero(cfg->db_conninfo, strlen(cfg->db_conninfo));
+        free(cfg->db_conninfo);
+    }
+    if (cfg->valkey_password) {
+        explicit_bzero(cfg->valkey_password, strlen(cfg->valkey_password));
+        free(cfg->valkey_password);
+    }
+    free(cfg->db_path);
+    free(cfg->valkey_host);
+    free(cfg->valkey_user);
+    free(cfg->valkey_ca_file);
     free(cfg->bind_address);
     free(cfg->ssl_certfile);
     free(cfg->ssl_keyfile);

@@ -42,6 +42,25 @@ struct kiln_config {
     unsigned body_timeout_s;
     unsigned workers;              /* DB_POOL_SIZE */
     unsigned worker_queue;         /* WORKER_QUEUE_SIZE */
+
+    /* database: PostgreSQL when db_conninfo is set, SQLite at db_path otherwise */
+    char *db_conninfo;             /* owned; contains the password: never log */
+    char *db_path;
+    bool db_prepared_statements;
+    unsigned db_connect_timeout_s;
+    unsigned db_query_timeout_ms;
+    bool migrate_on_start;
+
+    /* kv: Valkey when valkey_host is set, in-process memory otherwise */
+    char *valkey_host;
+    unsigned valkey_port;
+    char *valkey_user;
+    char *valkey_password;         /* owned; never log */
+    bool valkey_tls;
+    char *valkey_ca_file;
+    unsigned valkey_connect_timeout_ms;
+    unsigned valkey_command_timeout_ms;
+    unsigned long kv_memory_max_keys;
 };
 
 /* Returns the value of a variable or NULL; ctx is passed through. */

@@ -14,7 +14,12 @@
     X(ETIMEDOUT, 5, "timed out")                               \
     X(ENOTFOUND, 6, "not found")                               \
     X(ECLOSED, 7, "closed")                                    \
-    X(ETLS, 8, "TLS error")
+    X(ETLS, 8, "TLS error")                                    \
+    X(EUNAVAILABLE, 9, "service unavailable")                  \
+    X(ECONFLICT, 10, "conflict")                               \
+    X(EDB, 11, "database error")                               \
+    X(EPROTO, 12, "protocol error")                            \
+    X(EAUTH, 13, "authentication failed")
 
 enum kiln_err {
     KILN_OK = 0,

@@ -1,0 +1,348 @@
+/*
+ * The driver-independent half of the database layer: lazy connection,
+ * reconnect with capped backoff, parameter checks, typed getters.
+ *
+ * Backoff: the first connect attempt after a failure is immediate (the
+ * server may simply have restarted); repeated failures wait 100 ms, doubling
+ * to 2 s. While waiting, queries fail at once with KILN_EUNAVAILABLE, so a
+ * dead database costs requests a fast 503, not a connect timeout each.
+ */
+#include "store/db_internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/err.h"
+
+#define BACKOFF_FIRST_MS 100
+#define BACKOFF_MAX_MS 2000
+
+void kiln__db_error(struct kiln_db *db, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(db->err, sizeof db->err, fmt, ap);
+    va_end(ap);
+    /* Driver messages end in newlines; a log line should not. */
+    size_t n = strlen(db->err);
+    while (n && (db->err[n - 1] == '\n' || db->err[n - 1] == '\r'))
+        db->err[--n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (db->err[i] == '\n' || db->err[i] == '\t')
+            db->err[i] = ' ';
+}
+
+uint64_t kiln__db_hash(const char *sql)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const unsigned char *p = (const unsigned char *)sql; *p; p++) {
+        h ^= *p;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+struct kiln_db *kiln_db_open(const struct kiln_db_config *cfg)
+{
+    struct kiln_db *db = kiln_calloc(1, sizeof *db);
+    db->cfg = cfg;
+    db->ops = cfg->dialect == KILN_DB_POSTGRES ? &kiln__db_pg_ops : &kiln__db_sqlite_ops;
+    return db;
+}
+
+void kiln_db_close(struct kiln_db *db)
+{
+    if (!db)
+        return;
+    if (db->conn)
+        db->ops->disconnect(db);
+    free(db);
+}
+
+enum kiln_db_dialect kiln_db_dialect(const struct kiln_db *db)
+{
+    return db->cfg->dialect;
+}
+
+const char *kiln_db_driver(const struct kiln_db *db)
+{
+    return db->ops->name;
+}
+
+const char *kiln_db_last_error(const struct kiln_db *db)
+{
+    return db->err;
+}
+
+static int ensure_connected(struct kiln_db *db)
+{
+    if (db->conn)
+        return 0;
+    uint64_t now = kiln_now_ms();
+    if (now < db->retry_at_ms) {
+        if (!db->err[0])
+            kiln__db_error(db, "database unavailable (retrying)");
+        return KILN_EUNAVAILABLE;
+    }
+    int err = db->ops->connect(db);
+    if (err) {
+        db->backoff_ms = db->backoff_ms ? db->backoff_ms * 2 : BACKOFF_FIRST_MS;
+        if (db->backoff_ms > BACKOFF_MAX_MS)
+            db->backoff_ms = BACKOFF_MAX_MS;
+        db->retry_at_ms = kiln_now_ms() + db->backoff_ms;
+        return KILN_EUNAVAILABLE;
+    }
+    db->backoff_ms = 0;
+    db->retry_at_ms = 0;
+    db->err[0] = '\0';
+    return 0;
+}
+
+/* A lost connection is dropped; the next query reconnects (no backoff yet:
+ * the server may be back already). */
+static int after(struct kiln_db *db, int err)
+{
+    if (err == KILN_EUNAVAILABLE && db->conn)
+        db->ops->disconnect(db);
+    return err;
+}
+
+/* RFC 3629 UTF-8 without NUL: what both PostgreSQL text and our JSON carry. */
+static bool valid_text(kiln_str s)
+{
+    const unsigned char *p = (const unsigned char *)s.p;
+    size_t i = 0;
+    while (i < s.len) {
+        unsigned c = p[i];
+        size_t n;
+        unsigned cp, min;
+        if (c == 0)
+            return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF) { n = 2; cp = c & 0x1F; min = 0x80; }
+        else if (c >= 0xE0 && c <= 0xEF) { n = 3; cp = c & 0x0F; min = 0x800; }
+        else if (c >= 0xF0 && c <= 0xF4) { n = 4; cp = c & 0x07; min = 0x10000; }
+        else return false;
+        if (s.len - i < n)
+            return false;
+        for (size_t k = 1; k < n; k++) {
+            if ((p[i + k] & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+int kiln_db_query_timeout(struct kiln_db *db, kiln_arena *a, const char *sql,
+                          const kiln_str *params, size_t nparams,
+                          struct kiln_db_rows *rows, unsigned timeout_ms)
+{
+    struct kiln_db_rows scratch;
+    if (!rows)
+        rows = &scratch;
+    memset(rows, 0, sizeof *rows);
+    if (nparams > 64)
+        return KILN_EINVAL;
+    const char *text[64];
+    for (size_t i = 0; i < nparams; i++) {
+        if (!params[i].p) {
+            text[i] = NULL;
+            continue;
+        }
+        /*
+         * PostgreSQL text cannot hold NUL or invalid UTF-8; refuse them here
+         * on both drivers, so the two behave the same and a caller can
+         * answer 422 instead of storing something else than it was given.
+         */
+        if (!valid_text(params[i])) {
+            kiln__db_error(db, "parameter $%zu is not valid UTF-8 text", i + 1);
+            return KILN_EINVAL;
+        }
+        text[i] = kiln_arena_strndup(a, params[i].p, params[i].len);
+    }
+    int err = ensure_connected(db);
+    if (err)
+        return err;
+    return after(db, db->ops->query(db, a, sql, text, nparams, rows,
+                                     timeout_ms ? timeout_ms : db->cfg->query_timeout_ms));
+}
+
+int kiln_db_query(struct kiln_db *db, kiln_arena *a, const char *sql,
+                  const kiln_str *params, size_t nparams, struct kiln_db_rows *rows)
+{
+    return kiln_db_query_timeout(db, a, sql, params, nparams, rows, 0);
+}
+
+int kiln_db_exec(struct kiln_db *db, const char *sql)
+{
+    int err = ensure_connected(db);
+    if (err)
+        return err;
+    return after(db, db->ops->exec(db, sql, db->cfg->query_timeout_ms));
+}
+
+int kiln_db_begin(struct kiln_db *db)
+{
+    return kiln_db_exec(db, "BEGIN");
+}
+
+int kiln_db_commit(struct kiln_db *db)
+{
+    return kiln_db_exec(db, "COMMIT");
+}
+
+int kiln_db_rollback(struct kiln_db *db)
+{
+    return kiln_db_exec(db, "ROLLBACK");
+}
+
+int kiln_db_ping(struct kiln_db *db, unsigned timeout_ms)
+{
+    int err = ensure_connected(db);
+    if (err)
+        return err;
+    kiln_arena *a = kiln_arena_new(512);
+    struct kiln_db_rows rows;
+    err = after(db, db->ops->query(db, a, "SELECT 1", NULL, 0, &rows, timeout_ms));
+    kiln_arena_free(a);
+    return err;
+}
+
+/* ---- getters ---- */
+
+kiln_str kiln_db_text(const struct kiln_db_rows *r, size_t row, size_t col)
+{
+    if (row >= r->nrows || col >= r->ncols)
+        return KILN_STR_NULL;
+    return r->cells[row * r->ncols + col];
+}
+
+bool kiln_db_is_null(const struct kiln_db_rows *r, size_t row, size_t col)
+{
+    return kiln_db_text(r, row, col).p == NULL;
+}
+
+bool kiln_db_int64(const struct kiln_db_rows *r, size_t row, size_t col, int64_t *out)
+{
+    kiln_str s = kiln_db_text(r, row, col);
+    bool neg = false;
+    uint64_t v;
+    if (!s.p || s.len == 0)
+        return false;
+    if (s.p[0] == '-') {
+        neg = true;
+        s.p++;
+        s.len--;
+    }
+    if (!kiln_str_to_u64(s, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &v))
+        return false;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return true;
+}
+
+bool kiln_db_bool(const struct kiln_db_rows *r, size_t row, size_t col, bool *out)
+{
+    kiln_str s = kiln_db_text(r, row, col);
+    /* PostgreSQL says t/f, SQLite 1/0. */
+    if (kiln_str_eq_c(s, "t") || kiln_str_eq_c(s, "1") || kiln_str_eq_c(s, "true")) {
+        *out = true;
+        return true;
+    }
+    if (kiln_str_eq_c(s, "f") || kiln_str_eq_c(s, "0") || kiln_str_eq_c(s, "false")) {
+        *out = false;
+        return true;
+    }
+    return false;
+}
+
+static bool digits(const char **p, const char *end, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (*p >= end || **p < '0' || **p > '9')
+            return false;
+        v = v * 10 + (**p - '0');
+        (*p)++;
+    }
+    *out = v;
+    return true;
+}
+
+/* Consume one character that is any of `any`. */
+static bool expect(const char **p, const char *end, const char *any)
+{
+    if (*p >= end || **p == '\0' || !strchr(any, **p))
+        return false;
+    (*p)++;
+    return true;
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; Howard Hinnant's). */
+static int64_t days_from_civil(int y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+bool kiln_db_timestamp(const struct kiln_db_rows *r, size_t row, size_t col, int64_t *out)
+{
+    kiln_str s = kiln_db_text(r, row, col);
+    if (!s.p)
+        return false;
+    const char *p = s.p, *end = s.p + s.len;
+    int y, mo, d, h, mi, sec, frac = 0, fdigits = 0;
+    if (!digits(&p, end, 4, &y) || !expect(&p, end, "-") || !digits(&p, end, 2, &mo) ||
+        !expect(&p, end, "-") || !digits(&p, end, 2, &d) || !expect(&p, end, " T") ||
+        !digits(&p, end, 2, &h) || !expect(&p, end, ":") || !digits(&p, end, 2, &mi) ||
+        !expect(&p, end, ":") || !digits(&p, end, 2, &sec))
+        return false;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+        return false;
+    if (p < end && *p == '.') {
+        p++;
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (fdigits < 6) {
+                frac = frac * 10 + (*p - '0');
+                fdigits++;
+            }
+            p++;
+        }
+        while (fdigits < 6) {
+            frac *= 10;
+            fdigits++;
+        }
+    }
+    int offset_s = 0;
+    if (p < end && (*p == 'Z' || *p == 'z')) {
+        p++;
+    } else if (p < end && (*p == '+' || *p == '-')) {
+        int sign = *p++ == '-' ? -1 : 1, oh = 0, om = 0;
+        if (!digits(&p, end, 2, &oh))
+            return false;
+        if (p < end && *p == ':')
+            p++;
+        if (p < end && !digits(&p, end, 2, &om))
+            return false;
+        offset_s = sign * (oh * 3600 + om * 60);
+    }
+    if (p != end)
+        return false;
+    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset_s;
+    *out = secs * 1000000 + frac;
+    return true;
+}

@@ -1,0 +1,94 @@
+/*
+ * The SQL database: PostgreSQL (libpq) when DATABASE_URL or DB_HOST is set,
+ * SQLite otherwise, behind one interface; callers cannot tell which they
+ * have. SQL uses $1..$n placeholders on both; parameters travel as text (or
+ * SQL NULL) and are never interpolated.
+ *
+ * One kiln_db handle is one connection, used by one thread at a time (one
+ * per worker). It connects lazily on the first query and, after the server
+ * goes away, reconnects with capped backoff; while it cannot, queries fail
+ * at once with KILN_EUNAVAILABLE (callers answer 503).
+ *
+ * Through a transaction-mode pooler (pgbouncer, RDS Proxy) no session state
+ * is used: no SET, no named prepared statements, no temp tables, unless
+ * prepared_statements is on (direct connections only).
+ *
+ * Errors: KILN_EUNAVAILABLE (cannot connect, connection lost, timed out),
+ * KILN_ECONFLICT (unique or foreign-key violation), KILN_EDB (any other
+ * error: bad SQL, a bug), KILN_EINVAL (bad arguments).
+ */
+#ifndef KILN_STORE_DB_H
+#define KILN_STORE_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "core/str.h"
+
+enum kiln_db_dialect {
+    KILN_DB_SQLITE,
+    KILN_DB_POSTGRES,
+};
+
+struct kiln_db_config {
+    enum kiln_db_dialect dialect;
+    const char *conninfo;          /* PostgreSQL: libpq URI or key=value */
+    const char *path;              /* SQLite: file */
+    bool prepared_statements;      /* PostgreSQL: named statements per connection */
+    unsigned connect_timeout_s;    /* 5 */
+    unsigned query_timeout_ms;     /* 15000 */
+};
+
+struct kiln_db;
+
+/* A handle; never NULL. No I/O until the first query. cfg must outlive it. */
+struct kiln_db *kiln_db_open(const struct kiln_db_config *cfg);
+void kiln_db_close(struct kiln_db *db);           /* NULL allowed */
+enum kiln_db_dialect kiln_db_dialect(const struct kiln_db *db);
+/* "postgres" or "sqlite". */
+const char *kiln_db_driver(const struct kiln_db *db);
+
+/* The rows of a result, in the arena given to the query. */
+struct kiln_db_rows {
+    size_t nrows;
+    size_t ncols;
+    kiln_str *cells;       /* row-major; p == NULL for SQL NULL */
+    const char **names;    /* column names */
+    uint64_t affected;     /* rows changed by INSERT/UPDATE/DELETE */
+};
+
+/*
+ * Run one statement. params[i] is the text of $i+1 (p == NULL: SQL NULL).
+ * rows may be NULL when the caller wants none. timeout_ms 0 uses the
+ * configured query timeout.
+ */
+int kiln_db_query(struct kiln_db *db, kiln_arena *a, const char *sql,
+                  const kiln_str *params, size_t nparams, struct kiln_db_rows *rows);
+int kiln_db_query_timeout(struct kiln_db *db, kiln_arena *a, const char *sql,
+                          const kiln_str *params, size_t nparams,
+                          struct kiln_db_rows *rows, unsigned timeout_ms);
+/* Statements with no parameters and no rows (DDL, BEGIN, COMMIT). */
+int kiln_db_exec(struct kiln_db *db, const char *sql);
+
+int kiln_db_begin(struct kiln_db *db);
+int kiln_db_commit(struct kiln_db *db);
+int kiln_db_rollback(struct kiln_db *db);
+
+/* SELECT 1 within timeout_ms; for health checks. */
+int kiln_db_ping(struct kiln_db *db, unsigned timeout_ms);
+
+/* Last error text for logs (never the password, never parameters), or "". */
+const char *kiln_db_last_error(const struct kiln_db *db);
+
+/* Typed getters. Return false for NULL or a value that does not parse. */
+kiln_str kiln_db_text(const struct kiln_db_rows *r, size_t row, size_t col);
+bool kiln_db_is_null(const struct kiln_db_rows *r, size_t row, size_t col);
+bool kiln_db_int64(const struct kiln_db_rows *r, size_t row, size_t col, int64_t *out);
+bool kiln_db_bool(const struct kiln_db_rows *r, size_t row, size_t col, bool *out);
+/* Microseconds since the epoch, from PostgreSQL's timestamptz text
+ * ("2026-02-13 17:54:34.599935+00") or ISO 8601 ("…T…Z"), as SQLite stores. */
+bool kiln_db_timestamp(const struct kiln_db_rows *r, size_t row, size_t col, int64_t *out);
+
+#endif

@@ -1,0 +1,53 @@
+/*
+ * Private to the db drivers: the handle and the vtable each driver fills.
+ * db.c owns the lazy connect, the reconnect backoff and parameter checks;
+ * a driver only connects, disconnects and runs one statement.
+ */
+#ifndef KILN_STORE_DB_INTERNAL_H
+#define KILN_STORE_DB_INTERNAL_H
+
+#include "store/db.h"
+
+struct kiln_db;
+
+struct kiln_db_ops {
+    const char *name;
+    /* 0 or an error; on error db->err says why. */
+    int (*connect)(struct kiln_db *db);
+    void (*disconnect)(struct kiln_db *db);
+    /* One statement with text parameters (already checked, NUL-terminated). */
+    int (*query)(struct kiln_db *db, kiln_arena *a, const char *sql, const char *const *params,
+                 size_t nparams, struct kiln_db_rows *rows, unsigned timeout_ms);
+    /* Several statements, no parameters, no rows (migrations, BEGIN). */
+    int (*exec)(struct kiln_db *db, const char *sql, unsigned timeout_ms);
+};
+
+#define KILN_DB_STMT_CACHE 32
+
+struct kiln_db {
+    const struct kiln_db_config *cfg;
+    const struct kiln_db_ops *ops;
+    void *conn;                  /* PGconn * or sqlite3 *; NULL when not connected */
+    uint64_t retry_at_ms;        /* no connect attempt before this (backoff) */
+    unsigned backoff_ms;
+    char err[512];
+    /* Statement cache (PostgreSQL names when prepared_statements is on;
+     * sqlite3_stmt pointers for SQLite), keyed by the SQL text's hash. */
+    struct {
+        uint64_t hash;
+        char *sql;
+        void *stmt;
+    } cache[KILN_DB_STMT_CACHE];
+    unsigned cache_next;
+};
+
+/* Set db->err (printf-style). */
+void kiln__db_error(struct kiln_db *db, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* FNV-1a of the SQL text, for the statement caches. */
+uint64_t kiln__db_hash(const char *sql);
+
+extern const struct kiln_db_ops kiln__db_pg_ops;
+extern const struct kiln_db_ops kiln__db_sqlite_ops;
+
+#endif

@@ -1,0 +1,237 @@
+/*
+ * SQLite driver: the embedded default, one file at DB_PATH. Every worker has
+ * its own connection (SQLITE_OPEN_NOMUTEX), WAL mode lets readers run beside
+ * the one writer, busy_timeout makes writers queue instead of failing, and
+ * synchronous=FULL makes an answered write survive power loss, not only a
+ * crash. Statements are prepared once per connection and reused. $1..$n in
+ * the SQL are SQLite named parameters ("$1"), bound by name.
+ */
+#include "store/db_internal.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/err.h"
+
+static sqlite3 *S(struct kiln_db *db)
+{
+    return db->conn;
+}
+
+static void sqlite_disconnect(struct kiln_db *db)
+{
+    for (unsigned i = 0; i < KILN_DB_STMT_CACHE; i++) {
+        sqlite3_finalize(db->cache[i].stmt);
+        free(db->cache[i].sql);
+        db->cache[i].stmt = NULL;
+        db->cache[i].sql = NULL;
+        db->cache[i].hash = 0;
+    }
+    sqlite3_close_v2(S(db));
+    db->conn = NULL;
+}
+
+/* mkdir -p for the folder of path. */
+static int make_parent(struct kiln_db *db, const char *path)
+{
+    char *dir = kiln_strdup(path);
+    char *slash = strrchr(dir, '/');
+    int err = 0;
+    if (slash && slash != dir) {
+        *slash = '\0';
+        for (char *p = dir + 1; *p; p++) {
+            if (*p != '/')
+                continue;
+            *p = '\0';
+            mkdir(dir, 0750);
+            *p = '/';
+        }
+        if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+            kiln__db_error(db, "sqlite: cannot create folder %s: %s", dir, strerror(errno));
+            err = KILN_EUNAVAILABLE;
+        }
+    }
+    free(dir);
+    return err;
+}
+
+static int sqlite_connect(struct kiln_db *db)
+{
+    sqlite3 *s = NULL;
+    int err = make_parent(db, db->cfg->path);
+    if (err)
+        return err;
+    int rc = sqlite3_open_v2(db->cfg->path, &s,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        kiln__db_error(db, "sqlite: cannot open %s: %s", db->cfg->path,
+                       s ? sqlite3_errmsg(s) : sqlite3_errstr(rc));
+        sqlite3_close_v2(s);
+        return KILN_EUNAVAILABLE;
+    }
+    sqlite3_busy_timeout(s, 5000);
+    char *msg = NULL;
+    rc = sqlite3_exec(s,
+                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
+                      "PRAGMA foreign_keys=ON;",
+                      NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        kiln__db_error(db, "sqlite: %s: %s", db->cfg->path, msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        sqlite3_close_v2(s);
+        return KILN_EUNAVAILABLE;
+    }
+    db->conn = s;
+    return 0;
+}
+
+static int error_of(struct kiln_db *db, int rc)
+{
+    kiln__db_error(db, "sqlite: %s", sqlite3_errmsg(S(db)));
+    switch (rc & 0xFF) {
+    case SQLITE_CONSTRAINT: return KILN_ECONFLICT;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_INTERRUPT:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN: return KILN_EUNAVAILABLE;
+    case SQLITE_TOOBIG:
+    case SQLITE_MISMATCH:
+    case SQLITE_RANGE: return KILN_EINVAL;
+    default: return KILN_EDB;
+    }
+}
+
+static sqlite3_stmt *statement(struct kiln_db *db, const char *sql, int *err)
+{
+    uint64_t h = kiln__db_hash(sql);
+    for (unsigned i = 0; i < KILN_DB_STMT_CACHE; i++)
+        if (db->cache[i].sql && db->cache[i].hash == h && !strcmp(db->cache[i].sql, sql))
+            return db->cache[i].stmt;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v3(S(db), sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+    if (rc != SQLITE_OK) {
+        *err = error_of(db, rc);
+        return NULL;
+    }
+    unsigned slot = db->cache_next++ % KILN_DB_STMT_CACHE;
+    sqlite3_finalize(db->cache[slot].stmt);
+    free(db->cache[slot].sql);
+    db->cache[slot].hash = h;
+    db->cache[slot].sql = kiln_strdup(sql);
+    db->cache[slot].stmt = st;
+    return st;
+}
+
+/* Progress handler: interrupt a statement past its deadline. */
+static int on_progress(void *arg)
+{
+    return kiln_now_ms() > *(uint64_t *)arg;
+}
+
+static int sqlite_query(struct kiln_db *db, kiln_arena *a, const char *sql,
+                        const char *const *params, size_t nparams, struct kiln_db_rows *rows,
+                        unsigned timeout_ms)
+{
+    int err = 0;
+    sqlite3_stmt *st = statement(db, sql, &err);
+    if (!st)
+        return err;
+    for (size_t i = 0; i < nparams; i++) {
+        char name[24];
+        snprintf(name, sizeof name, "$%zu", i + 1);
+        int idx = sqlite3_bind_parameter_index(st, name);
+        if (idx == 0)
+            continue; /* not used by this statement */
+        int rc = params[i] ? sqlite3_bind_text(st, idx, params[i], -1, SQLITE_TRANSIENT)
+                           : sqlite3_bind_null(st, idx);
+        if (rc != SQLITE_OK) {
+            err = error_of(db, rc);
+            goto out;
+        }
+    }
+
+    uint64_t deadline = kiln_now_ms() + timeout_ms;
+    sqlite3_progress_handler(S(db), 1000, on_progress, &deadline);
+    size_t cap = 0, n = 0;
+    int nc = sqlite3_column_count(st);
+    kiln_str *cells = NULL;
+    for (;;) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            err = error_of(db, rc);
+            break;
+        }
+        if (!rows)
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            kiln_str *grown = kiln_arena_alloc(a, ncap * (size_t)(nc ? nc : 1) * sizeof *grown);
+            if (n)
+                memcpy(grown, cells, n * (size_t)nc * sizeof *grown);
+            cells = grown;
+            cap = ncap;
+        }
+        for (int j = 0; j < nc; j++) {
+            kiln_str *cell = &cells[n * (size_t)nc + (size_t)j];
+            if (sqlite3_column_type(st, j) == SQLITE_NULL) {
+                *cell = KILN_STR_NULL;
+            } else {
+                const char *t = (const char *)sqlite3_column_text(st, j);
+                size_t len = (size_t)sqlite3_column_bytes(st, j);
+                *cell = (kiln_str){ kiln_arena_strndup(a, t ? t : "", len), len };
+            }
+        }
+        n++;
+    }
+    sqlite3_progress_handler(S(db), 0, NULL, NULL);
+    if (!err && rows) {
+        rows->nrows = n;
+        rows->ncols = (size_t)nc;
+        rows->cells = cells ? cells : kiln_arena_alloc(a, sizeof *cells);
+        rows->names = kiln_arena_alloc(a, (size_t)(nc ? nc : 1) * sizeof *rows->names);
+        for (int j = 0; j < nc; j++) {
+            const char *name = sqlite3_column_name(st, j);
+            rows->names[j] = kiln_arena_strndup(a, name ? name : "", name ? strlen(name) : 0);
+        }
+        rows->affected = (uint64_t)sqlite3_changes64(S(db));
+    }
+out:
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return err;
+}
+
+static int sqlite_exec(struct kiln_db *db, const char *sql, unsigned timeout_ms)
+{
+    char *msg = NULL;
+    uint64_t deadline = kiln_now_ms() + timeout_ms;
+    sqlite3_progress_handler(S(db), 1000, on_progress, &deadline);
+    int rc = sqlite3_exec(S(db), sql, NULL, NULL, &msg);
+    sqlite3_progress_handler(S(db), 0, NULL, NULL);
+    if (rc == SQLITE_OK)
+        return 0;
+    int err = error_of(db, rc);
+    if (msg)
+        kiln__db_error(db, "sqlite: %s", msg);
+    sqlite3_free(msg);
+    return err;
+}
+
+const struct kiln_db_ops kiln__db_sqlite_ops = {
+    .name = "sqlite",
+    .connect = sqlite_connect,
+    .disconnect = sqlite_disconnect,
+    .query = sqlite_query,
+    .exec = sqlite_exec,
+};

@@ -1,0 +1,78 @@
+/*
+ * The key-value store: sessions, cache and rate limits. Two drivers behind
+ * one interface, and callers cannot tell which they have:
+ *   - valkey: RESP over TCP or TLS to Valkey/Redis (VALKEY_HOST set). One
+ *     connection per kiln_kv handle, so one handle per worker thread; a
+ *     handle is used by one thread at a time. Connects lazily, reconnects
+ *     with capped backoff after a failure.
+ *   - memory: in-process (VALKEY_HOST unset). One shared store; every handle
+ *     opened on it is thread-safe. TTLs honoured, expired keys reclaimed,
+ *     bounded by KV_MEMORY_MAX_KEYS.
+ *
+ * Errors: KILN_ENOTFOUND (get of a missing or expired key),
+ * KILN_EUNAVAILABLE (cannot reach the server, timeout, or in backoff:
+ * callers answer 503), KILN_EAUTH (credentials refused: also 503 for
+ * callers), KILN_EPROTO (unexpected reply), KILN_EINVAL (bad arguments,
+ * e.g. an incr on a non-integer value).
+ * TTLs are in milliseconds; 0 means no expiry.
+ */
+#ifndef KILN_STORE_KV_H
+#define KILN_STORE_KV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "core/str.h"
+
+struct kiln_kv_config {
+    /* valkey driver when host is set; memory driver otherwise */
+    const char *host;
+    unsigned port;                 /* 6379 */
+    const char *user;              /* NULL: AUTH with password only */
+    const char *password;          /* NULL: no AUTH */
+    bool tls;
+    const char *ca_file;           /* NULL: system trust store */
+    unsigned connect_timeout_ms;   /* 2000 */
+    unsigned command_timeout_ms;   /* 2000 */
+    /* memory driver */
+    unsigned long max_keys;        /* KV_MEMORY_MAX_KEYS, 100000 */
+};
+
+/* Shared state of a driver (the memory store itself, or nothing for
+ * valkey). Create once at start, free after every handle is closed. */
+struct kiln_kv_store;
+struct kiln_kv;
+
+struct kiln_kv_store *kiln_kv_store_new(const struct kiln_kv_config *cfg);
+void kiln_kv_store_free(struct kiln_kv_store *s);
+/* "valkey" or "memory". */
+const char *kiln_kv_driver(const struct kiln_kv_store *s);
+bool kiln_kv_is_memory(const struct kiln_kv_store *s);
+
+/* A handle for one thread; never NULL. No I/O until the first command. */
+struct kiln_kv *kiln_kv_open(struct kiln_kv_store *s);
+void kiln_kv_close(struct kiln_kv *kv);           /* NULL allowed */
+
+/* Value copied into the arena (not NUL-terminated in general; a NUL is
+ * appended after len for convenience). */
+int kiln_kv_get(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out);
+int kiln_kv_set(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms);
+/* *deleted (may be NULL) is true when the key existed. */
+int kiln_kv_del(struct kiln_kv *kv, kiln_str key, bool *deleted);
+/* Set a TTL on an existing key; KILN_ENOTFOUND if the key does not exist. */
+int kiln_kv_expire(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms);
+/*
+ * Atomically add 1 and return the new value. When this increment created the
+ * key, ttl_ms (if non-zero) is set on it; later increments keep the TTL
+ * (fixed-window counters). *ttl_left_ms (may be NULL) gets the remaining TTL
+ * after the increment (0: none).
+ */
+int kiln_kv_incr(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms, int64_t *value,
+                 uint64_t *ttl_left_ms);
+/* Round trip (PING); the memory driver always succeeds. */
+int kiln_kv_ping(struct kiln_kv *kv, unsigned timeout_ms);
+/* Last error text for logs (never contains the password), or "". */
+const char *kiln_kv_last_error(const struct kiln_kv *kv);
+
+#endif
