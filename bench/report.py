@@ -2,7 +2,10 @@
 """Turn the raw files bench/run.sh leaves in build/bench into a text report
 (stdout) and build/bench/results.json. Standard library only.
 
-usage: report.py OUT_DIR
+usage: report.py OUT_DIR              everything (the database part too, when
+                                     bench/db.sh left OUT_DIR/db/meta.env)
+       report.py --db-only OUT_DIR    the database part alone (bench/db.sh);
+                                     writes OUT_DIR/db/results.json
 """
 import glob
 import json
@@ -11,6 +14,7 @@ import re
 import sys
 
 GOAL_LIVEZ_RATIO = 0.9
+GOAL_DB_RATIO = 0.6
 GOAL_IDLE_RSS_MIB = 10.0
 GOAL_HOLD_RSS_MIB = 100.0
 NOISY_OTHER_CPU_PCT = 10.0
@@ -114,7 +118,174 @@ def hold_result(meta, name, n):
     }
 
 
+# ------------------------------------------------------------- database --
+
+DB_TARGETS = [
+    ("kiln-healthz", "kiln GET /healthz (SELECT 1), prepared off"),
+    ("kiln-healthz-prepared", "kiln GET /healthz (SELECT 1), prepared on"),
+    ("pgbench-select1", "pgbench SELECT 1, -M extended"),
+    ("pgbench-select1-prepared", "pgbench SELECT 1, -M prepared"),
+    ("pgbench-pk", "pgbench PK SELECT, -M extended"),
+    ("pgbench-pk-prepared", "pgbench PK SELECT, -M prepared"),
+]
+
+
+def parse_pgbench(path):
+    text = open(path).read()
+    r = {"file": os.path.basename(path)}
+    m = re.search(r"^tps = ([0-9.]+) \(without initial connection time\)", text, re.M) or \
+        re.search(r"^tps = ([0-9.]+)", text, re.M)
+    r["rps"] = float(m.group(1)) if m else None
+    m = re.search(r"^latency average = ([0-9.]+) ms", text, re.M)
+    r["latency_avg_ms"] = float(m.group(1)) if m else None
+    m = re.search(r"^number of transactions actually processed: (\d+)", text, re.M)
+    r["requests"] = int(m.group(1)) if m else None
+    m = re.search(r"^number of failed transactions: (\d+)", text, re.M)
+    r["failed"] = int(m.group(1)) if m else 0
+    return r
+
+
+def db_results(out):
+    """The database part (bench/db.sh), or None when it did not run."""
+    d = os.path.join(out, "db")
+    if not os.path.exists(os.path.join(d, "meta.env")):
+        return None
+    meta = read_meta(d)
+    if meta.get("skipped"):
+        return {"skipped": meta["skipped"], "goals": []}
+    runs = {}
+    for key, _ in DB_TARGETS:
+        files = sorted(glob.glob(os.path.join(d, "run-%s-r*.txt" % key)))
+        parse = parse_wrk if key.startswith("kiln") else parse_pgbench
+        rs = [parse(f) for f in files]
+        good = [r for r in rs if r["rps"] is not None]
+        runs[key] = {"best": max(good, key=lambda r: r["rps"]) if good else None, "runs": rs}
+
+    def rps(key):
+        b = runs[key]["best"]
+        return b["rps"] if b else None
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    def gain(a, b):
+        r = ratio(a, b)
+        return None if r is None else r - 1.0
+
+    res = {
+        "config": {
+            "postgres_version": meta.get("postgres_version"),
+            "pgbench_version": meta.get("pgbench_version"),
+            "kiln_has_database": meta.get("kiln_db") == "1",
+            "seconds": int(meta["seconds"]),
+            "warmup_seconds": int(meta["warmup_seconds"]),
+            "rounds": int(meta["rounds"]),
+            "connections": int(meta["connections"]),
+            "threads": int(meta["threads"]),
+            "http_loops": int(meta["http_loops"]),
+            "db_pool_size": meta.get("db_pool_size"),
+            "wrk": "wrk -t%s -c%s -d%ss --latency" % (meta["threads"], meta["connections"],
+                                                     meta["seconds"]),
+            "pgbench": "pgbench -n -c %s -j %s -T %s -M extended|prepared -f SCRIPT" % (
+                meta["connections"], meta["threads"], meta["seconds"]),
+        },
+        "throughput": runs,
+        "ratios": {
+            "kiln_vs_pgbench_select1": ratio(rps("kiln-healthz"), rps("pgbench-select1")),
+            "kiln_vs_pgbench_select1_prepared": ratio(rps("kiln-healthz-prepared"),
+                                                      rps("pgbench-select1-prepared")),
+            "kiln_prepared_gain": gain(rps("kiln-healthz-prepared"), rps("kiln-healthz")),
+            "pgbench_select1_prepared_gain": gain(rps("pgbench-select1-prepared"),
+                                                  rps("pgbench-select1")),
+            "pgbench_pk_prepared_gain": gain(rps("pgbench-pk-prepared"), rps("pgbench-pk")),
+        },
+        "kiln_healthz_bodies": {k: meta.get(k + "_healthz_body") for k, _ in DB_TARGETS[:2]},
+        "kiln_stderr_lines": {k: int(meta.get(k + "_stderr_lines") or 0)
+                              for k, _ in DB_TARGETS[:2]},
+    }
+    value = res["ratios"]["kiln_vs_pgbench_select1"]
+    res["goals"] = [{
+        "goal": "kiln GET /healthz req/s / pgbench SELECT 1 tps (prepared off, -M extended)",
+        "value": value, "op": ">=", "limit": GOAL_DB_RATIO, "unit": "",
+        "pass": value is not None and value >= GOAL_DB_RATIO,
+        "note": "" if res["config"]["kiln_has_database"] else "kiln has no database driver",
+    }]
+    return res
+
+
+def print_db(db, p=print):
+    p("Database: kiln GET /healthz (one SELECT 1 on PostgreSQL per request) vs pgbench")
+    if db.get("skipped"):
+        p("skipped: " + db["skipped"])
+        return
+    c = db["config"]
+    p("PostgreSQL %s direct (no pooler), %s / %s, %d s warmup, best of %d rounds; "
+      "kiln HTTP_LOOPS=%d, DB_POOL_SIZE=%s" % (
+          c["postgres_version"], c["wrk"], c["pgbench"], c["warmup_seconds"], c["rounds"],
+          c["http_loops"], c["db_pool_size"]))
+    p("")
+    p("%-46s %11s %9s %9s   %s" % ("target", "req/s|tps", "p50 ms", "p99 ms", "per round"))
+    for key, label in DB_TARGETS:
+        t = db["throughput"][key]
+        if not t["runs"]:
+            p("%-46s %11s" % (label, "not run"))
+            continue
+        b = t["best"] or {}
+        per = "  ".join(fmt(r["rps"], ".0f", 0) for r in t["runs"])
+        p50 = b.get("p50_ms", b.get("latency_avg_ms"))
+        p("%-46s %11s %9s %9s   %s" % (label, fmt(b.get("rps"), ".0f", 11), fmt(p50, ".3f", 9),
+                                        fmt(b.get("p99_ms"), ".3f", 9), per))
+    p("(pgbench rows: the p50 column is pgbench's average latency)")
+    r = db["ratios"]
+    p("")
+    p("ratio kiln/pgbench SELECT 1, prepared off / -M extended:  %s" %
+      fmt(r["kiln_vs_pgbench_select1"], ".3f", 0))
+    p("ratio kiln/pgbench SELECT 1, prepared on / -M prepared:   %s" %
+      fmt(r["kiln_vs_pgbench_select1_prepared"], ".3f", 0))
+    pct = lambda v: "-" if v is None else "%+.1f%%" % (v * 100)
+    p("prepared statements gain: kiln %s, pgbench SELECT 1 %s, pgbench PK SELECT %s" % (
+        pct(r["kiln_prepared_gain"]), pct(r["pgbench_select1_prepared_gain"]),
+        pct(r["pgbench_pk_prepared_gain"])))
+    for k, body in db["kiln_healthz_bodies"].items():
+        if body is not None and '"ok"' not in body:
+            p("warning: %s /healthz before the runs: %s" % (k, body))
+    for k, n in db["kiln_stderr_lines"].items():
+        if n:
+            p("warning: %s wrote %d line(s) to stderr (build/bench/db/%s.stderr)" % (k, n, k))
+    for key, label in DB_TARGETS:
+        for run in db["throughput"][key]["runs"]:
+            se = run.get("socket_errors") or {}
+            if any(se.values()) or run.get("non_2xx") or run.get("failed"):
+                p("warning: %s (%s): socket errors %s, non-2xx %s, failed %s" % (
+                    label, run["file"], se or "-", run.get("non_2xx", "-"), run.get("failed", "-")))
+
+
+def print_goals(goals, p=print):
+    for g in goals:
+        unit = (" " + g["unit"]) if g["unit"] else ""
+        spec = ".3f" if not g["unit"] else ".1f"
+        p("%s  %s: %s%s %s %s%s%s" % (
+            "PASS" if g["pass"] else "MISS", g["goal"], fmt(g["value"], spec, 0), unit,
+            g["op"], format(g["limit"], ".2f" if not g["unit"] else ".0f"), unit,
+            " (" + g["note"] + ")" if g["note"] else ""))
+
+
+def main_db_only(out):
+    db = db_results(out)
+    if db is None:
+        sys.exit("report.py: no %s/db/meta.env (run bench/db.sh)" % out)
+    with open(os.path.join(out, "db", "results.json"), "w") as f:
+        json.dump(db, f, indent=2)
+        f.write("\n")
+    print_db(db)
+    print("")
+    print_goals(db["goals"])
+
+
 def main():
+    if sys.argv[1] == "--db-only":
+        main_db_only(sys.argv[2])
+        return
     out = sys.argv[1]
     meta = read_meta(out)
     rounds = int(meta["rounds"])
@@ -202,6 +373,10 @@ def main():
         "kiln_stderr_lines": int(meta.get("kiln_stderr_lines") or 0),
         "goals": goals,
     }
+    db = db_results(out)
+    if db is not None:
+        results["database"] = db
+        goals.extend(db["goals"])
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
@@ -256,14 +431,11 @@ def main():
     p("")
     p("ratio kiln/nginx req/s, GET /livez:           %s" % fmt(livez_ratio, ".3f", 0))
     p("ratio kiln GET /healthz / nginx GET /livez:   %s" % fmt(healthz_ratio, ".3f", 0))
+    if db is not None:
+        p("")
+        print_db(db)
     p("")
-    for g in goals:
-        unit = (" " + g["unit"]) if g["unit"] else ""
-        spec = ".3f" if not g["unit"] else ".1f"
-        p("%s  %s: %s%s %s %s%s%s" % (
-            "PASS" if g["pass"] else "MISS", g["goal"], fmt(g["value"], spec, 0), unit,
-            g["op"], format(g["limit"], ".2f" if not g["unit"] else ".0f"), unit,
-            " (" + g["note"] + ")" if g["note"] else ""))
+    print_goals(goals)
 
     warnings = []
     for key, label in TARGETS:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Kiln benchmark: throughput and latency against nginx on the same machine,
-# idle memory, and memory with 10,000 idle keep-alive connections.
+# idle memory, and memory with 10,000 idle keep-alive connections; then
+# (bench/db.sh, unless BENCH_DB=0) GET /healthz on PostgreSQL against pgbench.
 # See bench/README.md. Run through `make bench`, or directly from anywhere.
 #
 # Exit status: 0 when every measurement ran (goals may still be MISS);
@@ -41,6 +42,7 @@ command -v wrk >/dev/null || die "wrk not found (Debian package wrk; scripts/dep
 mkdir -p "$out"
 rm -f "$out"/wrk-*.txt "$out"/hold-*.out "$out"/hold-*.err "$out"/meta.env \
       "$out"/results.json "$out"/results.txt
+rm -rf "$out/db"
 
 # ---------------------------------------------------------------- cleanup --
 kiln_pid="" nginx_pid="" wrk_pid="" hold_pid=""
@@ -128,7 +130,7 @@ log "starting kiln ($KILN_BIN, HTTP_LOOPS=$HTTP_LOOPS) on $host:$kiln_port"
 setsid env -u SSL_CERTFILE -u SSL_KEYFILE \
     KILN_ENV=production SECRET_KEY_BASE="$secret" BIND_ADDRESS=$host PORT="$kiln_port" \
     HTTP_LOOPS="$HTTP_LOOPS" LOG_LEVEL=info MAX_CONNECTIONS=20000 \
-    KEEPALIVE_TIMEOUT_SECONDS=300 \
+    KEEPALIVE_TIMEOUT_SECONDS=300 DB_PATH="$root/$out/kiln.db" \
     "$KILN_BIN" serve >"$BENCH_KILN_LOG" 2>"$out/kiln.stderr" &
 kiln_pid=$!
 wait_ready kiln "$kiln_pid" "$kiln_port" /livez
@@ -328,6 +330,15 @@ hold_test nginx "$nginx_port" "${nginx_all_pids[@]}"
 "$tool" get "$host" "$kiln_port" /livez >/dev/null || die "kiln stopped answering GET /livez"
 kiln_errors=$(grep -c . "$out/kiln.stderr" 2>/dev/null || true)
 meta kiln_stderr_lines "${kiln_errors:-0}"
+
+# --------------------------------------------------------------- database --
+# The HTTP servers are done: stop them so that they take no CPU from the
+# database part.
+if [ "${BENCH_DB:-1}" != 0 ]; then
+    stop_pid "$nginx_pid"; nginx_pid=""
+    stop_pid "$kiln_pid"; kiln_pid=""
+    BENCH_DB_EMBEDDED=1 KILN_BIN="$KILN_BIN" bench/db.sh || die "the database part failed (bench/db.sh)"
+fi
 
 # ----------------------------------------------------------------- report --
 "$PYTHON" bench/report.py "$out" | tee "$out/results.txt"

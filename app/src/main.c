@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "api/app.h"
+#include "store/migrate.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/str.h"
@@ -26,7 +28,9 @@ static const char usage[] =
     "usage: kiln <command>\n"
     "\n"
     "commands:\n"
-    "  serve        run the HTTP server (configuration from the environment)\n"
+    "  serve        run the HTTP server (configuration from the environment);\n"
+    "               applies pending migrations first when MIGRATE_ON_START is on\n"
+    "  migrate      apply pending database migrations and exit\n"
     "  healthcheck  exit 0 if the server on $PORT answers GET /livez (for a\n"
     "               container HEALTHCHECK; speaks TLS when SSL_CERTFILE is set)\n"
     "  version      print the version\n"
@@ -34,16 +38,48 @@ static const char usage[] =
     "\n"
     "Configuration: environment variables, see docs/ENVIRONMENT.md.\n";
 
-static int cmd_serve(void)
+static void on_applied(void *ctx, const char *version)
 {
-    struct kiln_config cfg;
+    bool *print = ctx;
+    if (*print)
+        printf("applied %s\n", version);
+    kiln_log(KILN_LOG_INFO, "migration applied", "version", version, NULL);
+}
+
+/* Apply pending migrations on a connection of our own. 0 or 1 (logged). */
+static int run_migrations(const struct kiln_app *app, bool print)
+{
+    struct kiln_db *db = kiln_db_open(&app->db);
+    char err[1024];
+    size_t applied = 0;
+    int rc = kiln_migrate(db, on_applied, &print, &applied, err, sizeof err);
+    if (rc) {
+        kiln_log(KILN_LOG_ERROR, "migrations failed", "error", err, "driver",
+                 kiln_db_driver(db), NULL);
+        if (print)
+            fprintf(stderr, "kiln migrate: %s\n", err);
+    } else {
+        char n[24];
+        snprintf(n, sizeof n, "%zu", applied);
+        kiln_log(KILN_LOG_INFO, applied ? "migrations applied" : "no pending migrations",
+                 "applied", n, "driver", kiln_db_driver(db), NULL);
+        if (print && !applied)
+            printf("nothing to apply: the %s database is up to date\n", kiln_db_driver(db));
+    }
+    kiln_db_close(db);
+    return rc ? 1 : 0;
+}
+
+/* Load and validate the configuration; prints problems and returns 2. */
+static int load_config(struct kiln_config *cfg)
+{
     kiln_buf problems;
     kiln_buf_init(&problems, 64 * 1024);
-    int n = kiln_config_load(&cfg, kiln_config_process_env, NULL, &problems);
-    if (n == 0 && cfg.ssl_certfile) {
+    int n = kiln_config_load(cfg, kiln_config_process_env, NULL, &problems);
+    if (n == 0 && cfg->ssl_certfile) {
         /* Load the pair now so that a bad file is a config error (exit 2). */
         char err[512];
-        SSL_CTX *ctx = kiln_tls_ctx_new(cfg.ssl_certfile, cfg.ssl_keyfile, err, sizeof err);
+        SSL_CTX *ctx = kiln_tls_ctx_new(cfg->ssl_certfile, cfg->ssl_keyfile, err, sizeof err);
         if (!ctx) {
             kiln_buf_printf(&problems, "config: %s\n", err);
             n++;
@@ -54,19 +90,47 @@ static int cmd_serve(void)
         fwrite(problems.p, 1, problems.len, stderr);
         fprintf(stderr, "kiln: %d configuration problem%s; not starting\n", n, n == 1 ? "" : "s");
         kiln_buf_free(&problems);
-        kiln_config_free(&cfg);
+        kiln_config_free(cfg);
         return 2;
     }
     kiln_buf_free(&problems);
-    kiln_log_set_level(cfg.log_level);
+    kiln_log_set_level(cfg->log_level);
+    return 0;
+}
+
+static int cmd_migrate(void)
+{
+    struct kiln_config cfg;
+    struct kiln_app app;
+    int rc = load_config(&cfg);
+    if (rc)
+        return rc;
+    kiln_app_init(&app, &cfg);
+    rc = run_migrations(&app, true);
+    kiln_app_free(&app);
+    kiln_config_free(&cfg);
+    return rc;
+}
+
+static int cmd_serve(void)
+{
+    struct kiln_config cfg;
+    struct kiln_app app;
+    int rc = load_config(&cfg);
+    if (rc)
+        return rc;
     if (cfg.secret_key_base_generated)
         kiln_log(KILN_LOG_WARNING,
                  "SECRET_KEY_BASE not set: using a random key for this run; "
                  "sessions will not survive a restart",
                  "env", kiln_env_name(cfg.env), NULL);
-    int status = kiln_server_run(&cfg, kiln_routes, kiln_routes_count);
+    kiln_app_init(&app, &cfg);
+    rc = cfg.migrate_on_start ? run_migrations(&app, false) : 0;
+    if (rc == 0)
+        rc = kiln_server_run(&cfg, kiln_routes, kiln_routes_count, &app.hooks);
+    kiln_app_free(&app);
     kiln_config_free(&cfg);
-    return status;
+    return rc;
 }
 
 /* Reads "HTTP/1.x 200" from the local server, plain or TLS. */
@@ -155,10 +219,10 @@ int main(int argc, char **argv)
         printf("kiln %s\n", kiln_version());
         return 0;
     }
-    if (!strcmp(cmd, "serve") || !strcmp(cmd, "healthcheck")) {
+    if (!strcmp(cmd, "serve") || !strcmp(cmd, "healthcheck") || !strcmp(cmd, "migrate")) {
         if (argc > 2)
             goto extra;
-        return cmd[0] == 's' ? cmd_serve() : cmd_healthcheck();
+        return cmd[0] == 's' ? cmd_serve() : cmd[0] == 'm' ? cmd_migrate() : cmd_healthcheck();
     }
     fprintf(stderr, "kiln: unknown %s '%s'\n\n%s", cmd[0] == '-' ? "option" : "command", cmd,
             usage);

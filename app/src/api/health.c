@@ -8,7 +8,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <string.h>
+
 #include "api/api.h"
+#include "api/app.h"
+#include "core/log.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/version.h"
@@ -32,25 +36,52 @@ void api_livez(struct kiln_req *req, struct kiln_res *res)
     kiln_res_json_text(res, 200, KILN_STR("{\"status\":\"ok\"}"));
 }
 
-/* One check's result; the stores fill these in when they exist. */
+/* Health checks wait at most this long for each store (API.md). */
+#define CHECK_TIMEOUT_MS 2000
+
 struct check {
     const char *name;
     bool ok;
     const char *message;
 };
 
-static size_t run_checks(struct check *out)
+static size_t run_checks(struct kiln_req *req, struct check *out)
 {
-    /* No store is configured yet: both report so, and count as healthy. */
-    out[0] = (struct check){ "database", true, "not configured" };
-    out[1] = (struct check){ "valkey", true, "not configured" };
-    return 2;
+    struct kiln_db *db = app_db(req);
+    struct kiln_kv *kv = app_kv(req);
+    size_t n = 0;
+
+    out[n].name = "database";
+    out[n].ok = kiln_db_ping(db, CHECK_TIMEOUT_MS) == 0;
+    out[n].message = out[n].ok ? "connected"
+                               : kiln_arena_strndup(req->arena, kiln_db_last_error(db),
+                                                    strlen(kiln_db_last_error(db)));
+    n++;
+
+    out[n].name = "valkey";
+    if (!req->config->valkey_host) {
+        /* The in-process store: nothing to reach, nothing to fail. */
+        out[n].ok = true;
+        out[n].message = "not configured";
+    } else {
+        out[n].ok = kiln_kv_ping(kv, CHECK_TIMEOUT_MS) == 0;
+        out[n].message = out[n].ok ? "connected"
+                                   : kiln_arena_strndup(req->arena, kiln_kv_last_error(kv),
+                                                        strlen(kiln_kv_last_error(kv)));
+    }
+    n++;
+
+    for (size_t i = 0; i < n; i++)
+        if (!out[i].ok)
+            kiln_log(KILN_LOG_WARNING, "health check failed", "check", out[i].name, "error",
+                     out[i].message, "request_id", req->request_id, NULL);
+    return n;
 }
 
 static void health(struct kiln_req *req, struct kiln_res *res, bool allow_detail)
 {
     struct check checks[4];
-    size_t n = run_checks(checks);
+    size_t n = run_checks(req, checks);
     bool ok = !kiln_server_draining();
     for (size_t i = 0; i < n; i++)
         ok = ok && checks[i].ok;

@@ -70,6 +70,7 @@ struct kiln_req {
     size_t request_id_len;
     kiln_str trace_id;        /* x-amzn-trace-id or traceparent; p NULL if none */
     const char *remote_ip;    /* owned by the connection */
+    void *context;            /* the worker's context (stores); NULL on the loop */
     uint64_t start_ns;        /* monotonic, first byte of the request */
 };
 

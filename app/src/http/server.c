@@ -289,6 +289,7 @@ static void run_route(struct kiln_req *req, struct kiln_res *res)
 static void job_run(struct kiln_job *job)
 {
     struct conn *c = (struct conn *)((char *)job - offsetof(struct conn, job));
+    c->req->context = kiln_worker_context();
     run_route(c->req, c->res);
 }
 
@@ -1030,7 +1031,7 @@ static unsigned fit_max_connections(unsigned wanted)
 }
 
 int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *routes,
-                     size_t nroutes)
+                     size_t nroutes, const struct kiln_worker_hooks *hooks)
 {
     struct server s;
     struct control ctl;
@@ -1088,7 +1089,7 @@ int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *rout
         kiln_buf_init(&l->log, OUT_MAX);
     }
 
-    s.workers = kiln_workers_start(cfg->workers, cfg->worker_queue);
+    s.workers = kiln_workers_start(cfg->workers, cfg->worker_queue, hooks);
 
     uv_loop_init(&main_loop);
     uv_signal_init(&main_loop, &ctl.sigterm);

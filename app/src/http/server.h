@@ -14,13 +14,15 @@
 
 #include "core/config.h"
 #include "http/router.h"
+#include "http/workers.h"
 
 /*
  * Bind, serve, drain. Returns 0 after a clean drain, 1 when the server could
  * not start (the reason is logged). The route table must outlive the call.
+ * hooks (may be NULL) give each worker its context: req->context.
  */
 int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *routes,
-                     size_t nroutes);
+                     size_t nroutes, const struct kiln_worker_hooks *hooks);
 
 /* True from the moment a shutdown signal arrives (readiness turns 503).
  * Any thread. */

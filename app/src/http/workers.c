@@ -17,9 +17,11 @@ struct kiln_workers {
     bool stopping;
     unsigned nthreads;
     pthread_t *threads;
+    struct kiln_worker_hooks hooks;
 };
 
 static _Thread_local int worker_index = -1;
+static _Thread_local void *worker_context;
 
 struct start {
     struct kiln_workers *w;
@@ -31,12 +33,19 @@ int kiln_worker_index(void)
     return worker_index;
 }
 
+void *kiln_worker_context(void)
+{
+    return worker_context;
+}
+
 static void *worker_main(void *arg)
 {
     struct start *s = arg;
     struct kiln_workers *w = s->w;
     worker_index = s->index;
     free(s);
+    if (w->hooks.start)
+        worker_context = w->hooks.start(w->hooks.arg, (unsigned)worker_index);
     for (;;) {
         pthread_mutex_lock(&w->lock);
         while (!w->head && !w->stopping)
@@ -44,6 +53,9 @@ static void *worker_main(void *arg)
         struct kiln_job *job = w->head;
         if (!job) { /* stopping and drained */
             pthread_mutex_unlock(&w->lock);
+            if (w->hooks.stop)
+                w->hooks.stop(w->hooks.arg, worker_context);
+            worker_context = NULL;
             return NULL;
         }
         w->head = job->next;
@@ -57,9 +69,12 @@ static void *worker_main(void *arg)
     }
 }
 
-struct kiln_workers *kiln_workers_start(unsigned threads, unsigned queue_cap)
+struct kiln_workers *kiln_workers_start(unsigned threads, unsigned queue_cap,
+                                        const struct kiln_worker_hooks *hooks)
 {
     struct kiln_workers *w = kiln_calloc(1, sizeof *w);
+    if (hooks)
+        w->hooks = *hooks;
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->ready, NULL);
     w->cap = queue_cap;

@@ -19,12 +19,27 @@ struct kiln_job {
 
 struct kiln_workers;
 
-struct kiln_workers *kiln_workers_start(unsigned threads, unsigned queue_cap);
+/*
+ * Per-worker state (store connections). start runs on each worker thread
+ * before its first job and returns that worker's context; stop runs on the
+ * same thread after its last job. Either may be NULL.
+ */
+struct kiln_worker_hooks {
+    void *(*start)(void *arg, unsigned index);
+    void (*stop)(void *arg, void *context);
+    void *arg;
+};
+
+/* hooks may be NULL; it is copied. */
+struct kiln_workers *kiln_workers_start(unsigned threads, unsigned queue_cap,
+                                        const struct kiln_worker_hooks *hooks);
 /* 0, or KILN_EBUSY when the queue is full, KILN_ECLOSED after stop began. */
 int kiln_workers_submit(struct kiln_workers *w, struct kiln_job *job);
 /* Let queued jobs finish, then join the threads and free the pool. */
 void kiln_workers_stop(struct kiln_workers *w);
 /* Index of the calling worker thread (0..threads-1), or -1 elsewhere. */
 int kiln_worker_index(void);
+/* The calling worker's context from hooks->start, or NULL elsewhere. */
+void *kiln_worker_context(void);
 
 #endif

@@ -14,7 +14,11 @@
  * callers answer 503), KILN_EAUTH (credentials refused: also 503 for
  * callers), KILN_EPROTO (unexpected reply), KILN_EINVAL (bad arguments,
  * e.g. an incr on a non-integer value).
- * TTLs are in milliseconds; 0 means no expiry.
+ * During the valkey driver's reconnect backoff (100 ms doubling to 2 s)
+ * calls fail at once with the code of the connect failure that started it.
+ * TTLs are in milliseconds; 0 means no expiry. Keys and values are bytes
+ * (NUL allowed); keys up to 64 KiB, values up to 64 MiB, TTLs up to 10^13
+ * ms, KILN_EINVAL past that, for both drivers.
  */
 #ifndef KILN_STORE_KV_H
 #define KILN_STORE_KV_H
@@ -60,13 +64,16 @@ int kiln_kv_get(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out);
 int kiln_kv_set(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms);
 /* *deleted (may be NULL) is true when the key existed. */
 int kiln_kv_del(struct kiln_kv *kv, kiln_str key, bool *deleted);
-/* Set a TTL on an existing key; KILN_ENOTFOUND if the key does not exist. */
+/* Set a TTL on an existing key; KILN_ENOTFOUND if the key does not exist,
+ * KILN_EINVAL for ttl_ms 0 (it cannot remove a TTL). */
 int kiln_kv_expire(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms);
 /*
  * Atomically add 1 and return the new value. When this increment created the
  * key, ttl_ms (if non-zero) is set on it; later increments keep the TTL
  * (fixed-window counters). *ttl_left_ms (may be NULL) gets the remaining TTL
- * after the increment (0: none).
+ * after the increment (0: none). A value that is not a decimal int64 (as
+ * Redis's INCR reads it), or an increment past INT64_MAX: KILN_EINVAL, and
+ * the key is left as it was.
  */
 int kiln_kv_incr(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms, int64_t *value,
                  uint64_t *ttl_left_ms);

@@ -18,6 +18,24 @@ Fixtures:
 
 Every test runs under a watchdog (SIGALRM) so that a stuck socket fails the
 test instead of hanging the suite.
+
+Store modes (KILN_STORES, see kilnhttp.py): ``embedded`` (default: SQLite
+and the in-process kv store), ``postgres`` (PostgreSQL direct + plain Redis)
+and ``pgbouncer`` (PostgreSQL through pgbouncer + Redis over TLS with a
+password); the last two need the services of scripts/test-services.sh:
+
+    scripts/test-services.sh start build/services
+    set -a; . build/services/env; set +a
+    KILN_STORES=postgres /usr/bin/python3 -m pytest -q app/tests/http
+    KILN_STORES=pgbouncer /usr/bin/python3 -m pytest -q app/tests/http
+    scripts/test-services.sh stop build/services
+
+* ``services``: the ``kilnhttp.Services`` (skips the test when there are
+  none, i.e. in embedded mode without a services environment).
+* Tests marked ``disruptive`` (they stop and restart shared services) run
+  after all the others.
+* At teardown, no instance's stdout or stderr may contain a service
+  password.
 """
 
 import os
@@ -35,6 +53,33 @@ TEST_WATCHDOG_SECONDS = 60
 def pytest_configure(config):
     # verify=False against our self-signed certificate is intended.
     config.addinivalue_line("filterwarnings", "ignore::urllib3.exceptions.InsecureRequestWarning")
+    config.addinivalue_line("markers", "disruptive: stops shared services; runs last")
+    problem = kilnhttp.services_problem()
+    if problem:
+        raise pytest.UsageError(problem)
+
+
+def pytest_report_header(config):
+    svc = kilnhttp.services()
+    where = f" (services in {svc.dir})" if svc is not None else ""
+    return f"kiln stores: {kilnhttp.STORES}{where}; binary: {kilnhttp.KILN_BIN}"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # Tests that stop shared services go last, so that the instances other
+    # tests share never see an outage they did not cause.
+    calm = [i for i in items if i.get_closest_marker("disruptive") is None]
+    rough = [i for i in items if i.get_closest_marker("disruptive") is not None]
+    items[:] = calm + rough
+
+
+@pytest.fixture(scope="session")
+def services():
+    svc = kilnhttp.services()
+    if svc is None:
+        pytest.skip("needs the test services (KILN_STORES=postgres or pgbouncer with "
+                    "build/services/env loaded)")
+    return svc
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -87,6 +132,10 @@ class ServerPool:
             if srv.expected_exit is not None and rc != srv.expected_exit:
                 problems.append(f"port {srv.port}: exit code {rc}, want {srv.expected_exit}\n"
                                 f"stderr tail:\n{srv.stderr_text()[-3000:]}")
+            leaked = kilnhttp.secrets_in(srv.stdout_text() + srv.stderr_text())
+            if leaked:
+                problems.append(f"port {srv.port}: a service password appears in its output "
+                                f"({len(leaked)} of them)")
         if problems:
             pytest.fail("kiln instance(s) ended badly:\n" + "\n".join(problems), pytrace=False)
 

@@ -11,6 +11,9 @@ Two things live here:
   pipeline requests, send malformed ones, and watch the server close the
   connection.  Every read has a deadline: no test can hang on a socket.
 
+* The store mode (``KILN_STORES``) and the real services behind it (see
+  "stores" below): which database and key-value store every child gets.
+
 Only the standard library is used here; tests add pytest and requests.
 """
 
@@ -22,6 +25,8 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
+import threading
 import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -41,6 +46,261 @@ PASSTHROUGH_ENV = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTION
 
 
 # --------------------------------------------------------------------------
+# stores: KILN_STORES and the services of scripts/test-services.sh
+# --------------------------------------------------------------------------
+#
+# KILN_STORES picks what every kiln child (``KilnServer``, ``clean_env``)
+# is given unless a test overrides it:
+#
+#   embedded   (default) no DATABASE_URL / VALKEY_*: SQLite at a DB_PATH of
+#              its own per instance, the in-process memory kv store
+#   postgres   DATABASE_URL = $KILN_TEST_PG_URL (PostgreSQL, direct) and the
+#              plain Redis (VALKEY_HOST, VALKEY_PORT)
+#   pgbouncer  DATABASE_URL = $KILN_TEST_PGBOUNCER_URL (transaction pooling,
+#              the RDS Proxy stand-in) and the TLS Redis with a user and a
+#              password (VALKEY_SSL=true, VALKEY_CA_FILE, VALKEY_USER,
+#              VALKEY_PASSWORD)
+#
+# postgres and pgbouncer need the services' environment: either the
+# variables of DIR/env exported (set -a; . build/services/env; set +a) or
+# KILN_TEST_SERVICES_ENV=DIR/env naming the file.
+
+STORE_MODES = ("embedded", "postgres", "pgbouncer")
+STORES = (os.environ.get("KILN_STORES") or "embedded").strip()
+
+SERVICES_SCRIPT = REPO_ROOT / "scripts" / "test-services.sh"
+SERVICE_KEYS = (
+    "KILN_TEST_SERVICES_DIR", "KILN_TEST_PG_URL", "KILN_TEST_PG_HOST", "KILN_TEST_PG_PORT",
+    "KILN_TEST_PG_USER", "KILN_TEST_PG_PASSWORD", "KILN_TEST_PG_DB",
+    "KILN_TEST_PGBOUNCER_URL", "KILN_TEST_PGBOUNCER_PORT", "KILN_TEST_REDIS_HOST",
+    "KILN_TEST_REDIS_PORT", "KILN_TEST_REDIS_TLS_PORT", "KILN_TEST_REDIS_USER",
+    "KILN_TEST_REDIS_PASSWORD", "KILN_TEST_REDIS_CA", "KILN_TEST_REDIS_OTHER_CA",
+)
+
+
+class ServicesError(Exception):
+    """The services a store mode needs are not there."""
+
+
+def _read_env_file(path):
+    env = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    return env
+
+
+class Services:
+    """The services started by ``scripts/test-services.sh start DIR``."""
+
+    def __init__(self, env):
+        missing = [k for k in SERVICE_KEYS if not env.get(k)]
+        if missing:
+            raise ServicesError("the services environment lacks " + ", ".join(missing))
+        self.env = dict(env)
+        self.dir = pathlib.Path(env["KILN_TEST_SERVICES_DIR"])
+        self.pg_host = env["KILN_TEST_PG_HOST"]
+        self.pg_port = int(env["KILN_TEST_PG_PORT"])
+        self.pg_user = env["KILN_TEST_PG_USER"]
+        self.pg_password = env["KILN_TEST_PG_PASSWORD"]
+        self.pg_db = env["KILN_TEST_PG_DB"]
+        self.pg_url = env["KILN_TEST_PG_URL"]
+        self.pgbouncer_url = env["KILN_TEST_PGBOUNCER_URL"]
+        self.pgbouncer_port = int(env["KILN_TEST_PGBOUNCER_PORT"])
+        self.pg_socket_dir = env.get("KILN_TEST_PG_SOCKET_DIR") or str(self.dir / "pg-sock")
+        self.pg_superuser = env.get("KILN_TEST_PG_SUPERUSER") or "postgres"
+        pg_bin = env.get("KILN_TEST_PG_BIN") or "/usr/lib/postgresql/15/bin"
+        self.psql_bin = os.path.join(pg_bin, "psql") if os.path.exists(
+            os.path.join(pg_bin, "psql")) else "psql"
+        self.redis_host = env["KILN_TEST_REDIS_HOST"]
+        self.redis_port = int(env["KILN_TEST_REDIS_PORT"])
+        self.redis_tls_port = int(env["KILN_TEST_REDIS_TLS_PORT"])
+        self.redis_user = env["KILN_TEST_REDIS_USER"]
+        self.redis_password = env["KILN_TEST_REDIS_PASSWORD"]
+        self.redis_ca = env["KILN_TEST_REDIS_CA"]
+        self.redis_other_ca = env["KILN_TEST_REDIS_OTHER_CA"]
+        self._lock = threading.Lock()
+
+    # -- the secrets no kiln output may contain ------------------------------
+    @property
+    def secrets(self):
+        return [self.pg_password, self.redis_password]
+
+    # -- reachability ----------------------------------------------------------
+    def ports(self):
+        return {"postgres": self.pg_port, "pgbouncer": self.pgbouncer_port,
+                "redis": self.redis_port, "redis-tls": self.redis_tls_port}
+
+    def unreachable(self):
+        """Names of the services that do not accept a TCP connection."""
+        down = []
+        for name, port in self.ports().items():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                down.append(f"{name} (127.0.0.1:{port})")
+        return down
+
+    def wait_up(self, service, timeout=15.0):
+        port = self.ports()[service]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{service} not accepting on port {port} after {timeout} s")
+                time.sleep(0.05)
+
+    # -- scripts/test-services.sh ------------------------------------------
+    def ctl(self, action, service, timeout=60):
+        """``stop1``, ``start1`` or ``restart`` one service."""
+        r = subprocess.run([str(SERVICES_SCRIPT), action, str(self.dir), service],
+                           capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise AssertionError(f"test-services.sh {action} {service} failed ({r.returncode}): "
+                                 f"{r.stderr.decode(errors='replace')[-2000:]}")
+
+    # -- PostgreSQL as the superuser over the unix socket ------------------------
+    def psql(self, sql, db=None, check=True, timeout=30):
+        """Run SQL as the superuser; stdout as text (unaligned, tuples only,
+        fields separated by '|')."""
+        r = subprocess.run(
+            [self.psql_bin, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+             "-h", self.pg_socket_dir, "-p", str(self.pg_port), "-U", self.pg_superuser,
+             "-d", db or self.pg_db, "-c", sql],
+            capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGCONNECT_TIMEOUT": "5"})
+        if check and r.returncode != 0:
+            raise AssertionError(f"psql {sql!r} on {db}: {r.stderr.decode(errors='replace')}")
+        return r.stdout.decode()
+
+    def rows(self, sql, db=None):
+        out = self.psql(sql, db)
+        return [tuple(line.split("|")) for line in out.splitlines() if line]
+
+    def create_db(self, prefix="kt"):
+        """A fresh database owned by the kiln role; returns its name."""
+        with self._lock:
+            name = f"{prefix}_{os.getpid()}_{int(time.time() * 1000) % 10**9}_{os.urandom(3).hex()}"
+        self.psql(f'CREATE DATABASE "{name}" OWNER "{self.pg_user}"', db="postgres")
+        return name
+
+    def drop_db(self, name):
+        self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', db="postgres", check=False)
+
+    def db_url(self, db=None, via="postgres", password=None, user=None):
+        """postgresql://kiln:PW@127.0.0.1:PORT/DB, direct or through pgbouncer."""
+        port = self.pg_port if via == "postgres" else self.pgbouncer_port
+        return (f"postgresql://{user or self.pg_user}:{password or self.pg_password}"
+                f"@{self.pg_host}:{port}/{db or self.pg_db}")
+
+    # -- kv ---------------------------------------------------------------------
+    def valkey_plain_env(self):
+        return {"VALKEY_HOST": self.redis_host, "VALKEY_PORT": str(self.redis_port)}
+
+    def valkey_tls_env(self, **changes):
+        env = {"VALKEY_HOST": "localhost", "VALKEY_PORT": str(self.redis_tls_port),
+               "VALKEY_SSL": "true", "VALKEY_CA_FILE": self.redis_ca,
+               "VALKEY_USER": self.redis_user, "VALKEY_PASSWORD": self.redis_password}
+        env.update(changes)
+        return env
+
+
+_services = None
+_services_error = None
+
+
+def services():
+    """The ``Services``, or None when no services environment is set."""
+    global _services, _services_error
+    if _services is not None or _services_error is not None:
+        return _services
+    env = None
+    path = os.environ.get("KILN_TEST_SERVICES_ENV")
+    try:
+        if path:
+            env = _read_env_file(path)
+        elif os.environ.get("KILN_TEST_SERVICES") == "1":
+            env = {k: v for k, v in os.environ.items() if k.startswith("KILN_TEST_")}
+        if env is not None:
+            _services = Services(env)
+    except (OSError, ServicesError) as e:
+        _services_error = f"{path or 'environment'}: {e}"
+    return _services
+
+
+def services_problem():
+    """Why the store mode cannot run, or None."""
+    if STORES not in STORE_MODES:
+        return f"KILN_STORES={STORES!r}: want one of {', '.join(STORE_MODES)}"
+    if STORES == "embedded":
+        return None
+    how = ("start them with `scripts/test-services.sh start build/services`, then "
+           "`set -a; . build/services/env; set +a` or KILN_TEST_SERVICES_ENV=build/services/env")
+    svc = services()
+    if svc is None:
+        return (f"KILN_STORES={STORES} needs the test services "
+                f"({_services_error or 'no KILN_TEST_SERVICES=1 in the environment'}): {how}")
+    down = svc.unreachable()
+    if down:
+        return (f"KILN_STORES={STORES}: services not reachable: {', '.join(down)} "
+                f"(dir {svc.dir}); {how}")
+    return None
+
+
+_embedded_tmp = None
+_embedded_counter = iter(range(1_000_000_000))
+
+
+def _embedded_db_path():
+    """A DB_PATH of its own for a child started without a work folder."""
+    global _embedded_tmp
+    if _embedded_tmp is None:
+        _embedded_tmp = tempfile.TemporaryDirectory(prefix="kiln-test-db-")
+    return os.path.join(_embedded_tmp.name, f"kiln{next(_embedded_counter)}.db")
+
+
+def store_env(workdir=None, mode=None):
+    """The store variables a child gets in ``mode`` (default: KILN_STORES)."""
+    mode = mode or STORES
+    if mode == "embedded":
+        path = os.path.join(str(workdir), "kiln.db") if workdir is not None else _embedded_db_path()
+        return {"DB_PATH": path}
+    svc = services()
+    if svc is None:
+        raise AssertionError(services_problem() or f"KILN_STORES={mode}: no services")
+    if mode == "postgres":
+        return dict({"DATABASE_URL": svc.pg_url}, **svc.valkey_plain_env())
+    if mode == "pgbouncer":
+        return dict({"DATABASE_URL": svc.pgbouncer_url}, **svc.valkey_tls_env())
+    raise AssertionError(f"unknown store mode {mode!r}")
+
+
+def expected_checks(mode=None):
+    """``checks`` of /healthz?detailed=true on a healthy instance."""
+    mode = mode or STORES
+    if mode == "embedded":
+        return {"database": {"status": "ok", "message": "connected"},
+                "valkey": {"status": "ok", "message": "not configured"}}
+    return {"database": {"status": "ok", "message": "connected"},
+            "valkey": {"status": "ok", "message": "connected"}}
+
+
+def secrets_in(text):
+    """The service passwords that occur in ``text`` (should be none)."""
+    svc = services()
+    if svc is None:
+        return []
+    return [s for s in svc.secrets if s and s in text]
+
+
+# --------------------------------------------------------------------------
 # processes
 # --------------------------------------------------------------------------
 
@@ -51,9 +311,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def clean_env(port=None, overrides=None, base=True):
+def clean_env(port=None, overrides=None, base=True, workdir=None, stores=True):
     """The environment a Kiln child gets: PATH, KILN_ENV=test, PORT,
-    LOG_LEVEL=info, then ``overrides`` (a value of None removes the name)."""
+    LOG_LEVEL=info, the store variables of the KILN_STORES mode (DB_PATH in
+    ``workdir``, or in a temporary folder, in embedded mode), then
+    ``overrides`` (a value of None removes the name)."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     for name in PASSTHROUGH_ENV:
         if name in os.environ:
@@ -61,6 +323,8 @@ def clean_env(port=None, overrides=None, base=True):
     if base:
         env["KILN_ENV"] = "test"
         env["LOG_LEVEL"] = "info"
+    if base and stores:
+        env.update(store_env(workdir))
     if port is not None:
         env["PORT"] = str(port)
     for name, value in (overrides or {}).items():
@@ -97,7 +361,7 @@ class KilnServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.tls = tls
-        self.env = clean_env(self.port, env_overrides)
+        self.env = clean_env(self.port, env_overrides, workdir=self.workdir)
         self.args = list(args)
         self.stdout_path = self.workdir / "stdout.log"
         self.stderr_path = self.workdir / "stderr.log"

@@ -117,7 +117,7 @@ static void test_jobs_run_on_workers(void **state)
     struct shared *sh = *state;
     enum { THREADS = 4, JOBS = 20 };
     struct tjob jobs[JOBS];
-    struct kiln_workers *w = kiln_workers_start(THREADS, 64);
+    struct kiln_workers *w = kiln_workers_start(THREADS, 64, NULL);
     assert_non_null(w);
     assert_int_equal(kiln_worker_index(), -1);
 
@@ -152,7 +152,7 @@ static void test_bounded_queue(void **state)
 {
     struct shared *sh = *state;
     struct tjob busy, queued, rejected, later;
-    struct kiln_workers *w = kiln_workers_start(1, 1);
+    struct kiln_workers *w = kiln_workers_start(1, 1, NULL);
 
     job_init(&busy, sh, 0, true);
     job_init(&queued, sh, 1, false);
@@ -197,7 +197,7 @@ static void test_fifo_order(void **state)
     struct shared *sh = *state;
     enum { JOBS = 12 };
     struct tjob gate, jobs[JOBS];
-    struct kiln_workers *w = kiln_workers_start(1, JOBS);
+    struct kiln_workers *w = kiln_workers_start(1, JOBS, NULL);
 
     int rc[JOBS + 1];
     job_init(&gate, sh, -1, true);
@@ -227,7 +227,7 @@ static void test_stop_drains_queue(void **state)
     struct shared *sh = *state;
     enum { JOBS = 30 };
     struct tjob jobs[JOBS];
-    struct kiln_workers *w = kiln_workers_start(3, JOBS);
+    struct kiln_workers *w = kiln_workers_start(3, JOBS, NULL);
     for (int i = 0; i < JOBS; i++) {
         job_init(&jobs[i], sh, i, false);
         assert_int_equal(kiln_workers_submit(w, &jobs[i].job), 0);
@@ -241,7 +241,7 @@ static void test_stop_drains_queue(void **state)
 
 static void test_stop_idle_pool(void **state)
 {
-    struct kiln_workers *w = kiln_workers_start(8, 4);
+    struct kiln_workers *w = kiln_workers_start(8, 4, NULL);
     kiln_workers_stop(w);
     kiln_workers_stop(NULL);
 }

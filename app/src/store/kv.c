@@ -1,0 +1,199 @@
+/*
+ * The key-value store's front door: picks the driver (valkey when a host is
+ * configured, memory otherwise) and dispatches every call through the
+ * driver's vtable (kv_internal.h).
+ *
+ * Arguments are checked here, once, so that both drivers refuse the same
+ * things with the same error: callers must not be able to tell which driver
+ * they have, and a test that passes on one passes on the other.
+ */
+#include "store/kv.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "store/kv_internal.h"
+
+struct kiln_kv_store *kiln_kv_store_new(const struct kiln_kv_config *cfg)
+{
+    static const struct kiln_kv_config defaults = { 0 };
+    if (!cfg)
+        cfg = &defaults;
+    if (cfg->host && cfg->host[0])
+        return kiln__kv_valkey_new(cfg);
+    return kiln__kv_memory_new(cfg);
+}
+
+void kiln_kv_store_free(struct kiln_kv_store *s)
+{
+    if (s)
+        s->ops->store_free(s);
+}
+
+const char *kiln_kv_driver(const struct kiln_kv_store *s)
+{
+    return s->ops->name;
+}
+
+bool kiln_kv_is_memory(const struct kiln_kv_store *s)
+{
+    return strcmp(s->ops->name, "memory") == 0;
+}
+
+struct kiln_kv *kiln_kv_open(struct kiln_kv_store *s)
+{
+    struct kiln_kv *kv = s->ops->open(s);
+    kv->ops = s->ops;
+    kv->store = s;
+    kv->err[0] = '\0';
+    return kv;
+}
+
+void kiln_kv_close(struct kiln_kv *kv)
+{
+    if (kv)
+        kv->ops->close(kv);
+}
+
+const char *kiln_kv_last_error(const struct kiln_kv *kv)
+{
+    return kv ? kv->err : "no key-value handle";
+}
+
+int kiln__kv_error(struct kiln_kv *kv, int code, const char *fmt, ...)
+{
+    char tmp[KILN__KV_ERR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    /* The text ends up in logs and in /healthz bodies: printable ASCII only. */
+    size_t i = 0;
+    for (; tmp[i] && i < sizeof kv->err - 1; i++) {
+        unsigned char c = (unsigned char)tmp[i];
+        kv->err[i] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
+    kv->err[i] = '\0';
+    /* Callers never format the secret in; this is the last line of defence
+     * should a server or library echo it. */
+    if (kv->secret && kv->secret[0] && strstr(kv->err, kv->secret))
+        snprintf(kv->err, sizeof kv->err, "%s (details withheld: they contained the password)",
+                 kiln_err_message(code));
+    return code;
+}
+
+/* Common checks; on failure the handle's error says which argument. */
+static int check_key(struct kiln_kv *kv, kiln_str key)
+{
+    if (!key.p && key.len)
+        return kiln__kv_error(kv, KILN_EINVAL, "key is NULL");
+    if (key.len > KILN__KV_MAX_KEY)
+        return kiln__kv_error(kv, KILN_EINVAL, "key of %zu bytes is over the %u-byte limit",
+                              key.len, KILN__KV_MAX_KEY);
+    return 0;
+}
+
+static int check_ttl(struct kiln_kv *kv, uint64_t ttl_ms)
+{
+    if (ttl_ms > KILN__KV_MAX_TTL_MS)
+        return kiln__kv_error(kv, KILN_EINVAL, "TTL of %llu ms is too long",
+                              (unsigned long long)ttl_ms);
+    return 0;
+}
+
+/* A key of length 0 may come with p == NULL; give drivers a real pointer. */
+static kiln_str norm(kiln_str s)
+{
+    if (!s.p)
+        s.p = "";
+    return s;
+}
+
+int kiln_kv_get(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out)
+{
+    int rc;
+    if (!kv)
+        return KILN_EINVAL;
+    kv->err[0] = '\0';
+    if (!a || !out)
+        return kiln__kv_error(kv, KILN_EINVAL, "get needs an arena and an output");
+    if ((rc = check_key(kv, key)))
+        return rc;
+    *out = KILN_STR_NULL;
+    return kv->ops->get(kv, a, norm(key), out);
+}
+
+int kiln_kv_set(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms)
+{
+    int rc;
+    if (!kv)
+        return KILN_EINVAL;
+    kv->err[0] = '\0';
+    if ((rc = check_key(kv, key)) || (rc = check_ttl(kv, ttl_ms)))
+        return rc;
+    if (!value.p && value.len)
+        return kiln__kv_error(kv, KILN_EINVAL, "value is NULL");
+    if (value.len > KILN__KV_MAX_VALUE)
+        return kiln__kv_error(kv, KILN_EINVAL, "value of %zu bytes is over the %u-byte limit",
+                              value.len, KILN__KV_MAX_VALUE);
+    return kv->ops->set(kv, norm(key), norm(value), ttl_ms);
+}
+
+int kiln_kv_del(struct kiln_kv *kv, kiln_str key, bool *deleted)
+{
+    int rc;
+    bool dummy;
+    if (!kv)
+        return KILN_EINVAL;
+    kv->err[0] = '\0';
+    if ((rc = check_key(kv, key)))
+        return rc;
+    if (!deleted)
+        deleted = &dummy;
+    *deleted = false;
+    return kv->ops->del(kv, norm(key), deleted);
+}
+
+int kiln_kv_expire(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms)
+{
+    int rc;
+    if (!kv)
+        return KILN_EINVAL;
+    kv->err[0] = '\0';
+    if ((rc = check_key(kv, key)) || (rc = check_ttl(kv, ttl_ms)))
+        return rc;
+    /* PEXPIRE 0 would delete the key; "no expiry" here is not a deletion. */
+    if (ttl_ms == 0)
+        return kiln__kv_error(kv, KILN_EINVAL, "expire needs a TTL above 0 ms");
+    return kv->ops->expire(kv, norm(key), ttl_ms);
+}
+
+int kiln_kv_incr(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms, int64_t *value,
+                 uint64_t *ttl_left_ms)
+{
+    int rc;
+    int64_t v_dummy;
+    uint64_t t_dummy;
+    if (!kv)
+        return KILN_EINVAL;
+    kv->err[0] = '\0';
+    if ((rc = check_key(kv, key)) || (rc = check_ttl(kv, ttl_ms)))
+        return rc;
+    if (!value)
+        value = &v_dummy;
+    if (!ttl_left_ms)
+        ttl_left_ms = &t_dummy;
+    *value = 0;
+    *ttl_left_ms = 0;
+    return kv->ops->incr(kv, norm(key), ttl_ms, value, ttl_left_ms);
+}
+
+int kiln_kv_ping(struct kiln_kv *kv, unsigned timeout_ms)
+{
+    if (!kv)
+        return KILN_EINVAL;
+    kv->err[0] = '\0';
+    return kv->ops->ping(kv, timeout_ms);
+}

@@ -1,0 +1,1036 @@
+/*
+ * The Valkey driver: RESP over one TCP or TLS connection per handle, with
+ * our own non-blocking socket and poll() for every deadline, OpenSSL for TLS,
+ * and hiredis 0.14 only for what it is good at without a socket: formatting
+ * commands and reading replies (Debian's 0.14 has no TLS).
+ *
+ * The one design decision to know: a handle is synchronous and holds no
+ * state between commands but its connection. After any I/O error, timeout
+ * or unexpected reply the connection is dropped, and the next command
+ * connects again; only failed connects back off (BACKOFF_MIN_MS doubling up
+ * to BACKOFF_MAX_MS), and during that window commands fail at once with the
+ * code of the failure that started it, so a dead server costs callers no
+ * waiting and a restarted one is picked up without restarting kiln.
+ *
+ * Reply interpretation (kiln__kv_reply_*) needs no socket, so the resp_reply
+ * fuzz target drives it with whatever bytes it likes.
+ *
+ * Name resolution uses getaddrinfo, which the connect timeout does not
+ * bound (the resolver's own timeouts in resolv.conf do); it runs on worker
+ * threads, and only when connecting.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "store/kv_internal.h"
+
+#define DEFAULT_PORT 6379u
+#define DEFAULT_TIMEOUT_MS 2000u
+#define BACKOFF_MIN_MS 100u
+#define BACKOFF_MAX_MS 2000u
+/* Our replies are one value at most, plus small framing. */
+#define MAX_REPLY_BYTES (KILN__KV_MAX_VALUE + 64u * 1024)
+/* Our largest array reply is EXEC's three results. */
+#define MAX_ARRAY_ELEMENTS 16
+/* The output buffer is released after a command larger than this. */
+#define KEEP_OUT_BYTES (64u * 1024)
+#define MAX_REPLIES 5
+
+struct valkey_store {
+    struct kiln_kv_store base;
+    char *host;
+    char port[12];
+    char *user;              /* NULL: AUTH with the password alone */
+    char *password;          /* NULL: no AUTH; never logged */
+    bool host_is_ip;
+    unsigned connect_timeout_ms;
+    unsigned command_timeout_ms;
+    bool tls;
+    SSL_CTX *ssl_ctx;        /* NULL with tls set: tls_error says why */
+    BIO_METHOD *bio_method;
+    char tls_error[KILN__KV_ERR_MAX];
+};
+
+struct valkey {
+    struct kiln_kv base;
+    struct valkey_store *s;
+    int fd;                  /* -1: not connected */
+    SSL *ssl;
+    redisReader *reader;     /* fresh for each connection */
+    kiln_buf out;            /* the commands of one round trip */
+    /* Reconnect backoff: while kiln_now_ms() < retry_at, fail at once. */
+    unsigned backoff_ms;
+    uint64_t retry_at;
+    int connect_rc;
+    char connect_err[KILN__KV_ERR_MAX];
+};
+
+static const struct kiln_kv_ops valkey_ops;
+
+static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+/* Error text "valkey host:port: ..."; returns code. */
+__attribute__((format(printf, 3, 4)))
+static int fail(struct valkey *c, int code, const char *fmt, ...)
+{
+    char msg[KILN__KV_ERR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return kiln__kv_error(&c->base, code, "valkey %s:%s: %s", c->s->host, c->s->port, msg);
+}
+
+static const char *errno_text(int e, char *buf, size_t cap)
+{
+    return strerror_r(e, buf, cap); /* the GNU variant: returns the text */
+}
+
+/* ---- reply interpretation (no socket) ----------------------------------- */
+
+static void *(*default_create_array)(const redisReadTask *, int);
+static redisReplyObjectFunctions bounded_fns;
+static pthread_once_t bounded_once = PTHREAD_ONCE_INIT;
+
+/* A NULL here makes the reader fail with "Out of memory"; we treat any
+ * reader failure as a protocol error and drop the connection. */
+static void *create_array_bounded(const redisReadTask *task, int elements)
+{
+    if (elements < 0 || elements > MAX_ARRAY_ELEMENTS)
+        return NULL;
+    return default_create_array(task, elements);
+}
+
+/* hiredis's reply constructors are static; borrow them from a default
+ * reader and wrap the array one. */
+static void init_bounded_fns(void)
+{
+    redisReader *r = redisReaderCreate();
+    if (!r || !r->fn)
+        kiln_fatal("out of memory: redisReaderCreate");
+    bounded_fns = *r->fn;
+    redisReaderFree(r);
+    default_create_array = bounded_fns.createArray;
+    bounded_fns.createArray = create_array_bounded;
+}
+
+redisReader *kiln__kv_reader_new(void)
+{
+    pthread_once(&bounded_once, init_bounded_fns);
+    redisReader *r = redisReaderCreateWithFunctions(&bounded_fns);
+    if (!r)
+        kiln_fatal("out of memory: redisReaderCreate");
+    return r;
+}
+
+static bool starts_with(const redisReply *r, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return r->str && r->len >= n && memcmp(r->str, prefix, n) == 0;
+}
+
+static bool is_status(const redisReply *r, const char *text)
+{
+    return r->type == REDIS_REPLY_STATUS && r->str && r->len == strlen(text) &&
+           memcmp(r->str, text, r->len) == 0;
+}
+
+/*
+ * What an error reply means to callers: credentials (503 for them too, but
+ * worth telling apart in logs), a server that cannot serve right now
+ * (loading, failing over, out of memory), or anything else: a protocol
+ * surprise.
+ */
+static int classify_error(const redisReply *r)
+{
+    static const char *const unavailable[] = {
+        "LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN",
+        "CLUSTERDOWN", "OOM", "MISCONF",
+    };
+    if (starts_with(r, "NOAUTH") || starts_with(r, "WRONGPASS"))
+        return KILN_EAUTH;
+    for (size_t i = 0; i < sizeof unavailable / sizeof unavailable[0]; i++) {
+        size_t n = strlen(unavailable[i]);
+        if (starts_with(r, unavailable[i]) && (r->len == n || r->str[n] == ' '))
+            return KILN_EUNAVAILABLE;
+    }
+    return KILN_EPROTO;
+}
+
+/* Quote a server error, unless it contains the secret: checked on the whole
+ * text before truncation, so not even a prefix of the secret is copied. */
+static int reply_error(struct kiln_kv *kv, int code, const char *what, const redisReply *r)
+{
+    int len = r->len > 160 ? 160 : (int)r->len;
+    if (kv->secret && kv->secret[0] && r->str &&
+        memmem(r->str, r->len, kv->secret, strlen(kv->secret)))
+        return kiln__kv_error(kv, code, "%s: server error (text withheld)", what);
+    return kiln__kv_error(kv, code, "%s: server error: %.*s", what, len, r->str ? r->str : "");
+}
+
+static int unexpected(struct kiln_kv *kv, const char *what, const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_ERROR)
+        return reply_error(kv, classify_error(r), what, r);
+    return kiln__kv_error(kv, KILN_EPROTO, "%s: unexpected reply (type %d)", what, r->type);
+}
+
+int kiln__kv_reply_auth(struct kiln_kv *kv, const redisReply *r)
+{
+    if (is_status(r, "OK"))
+        return 0;
+    if (r->type != REDIS_REPLY_ERROR)
+        return unexpected(kv, "AUTH", r);
+    if (classify_error(r) == KILN_EUNAVAILABLE)
+        return reply_error(kv, KILN_EUNAVAILABLE, "AUTH", r);
+    /* Never quote an AUTH error: some servers and proxies echo arguments. */
+    if (memmem(r->str, r->len, "without any password configured", 31))
+        return kiln__kv_error(kv, KILN_EAUTH, "AUTH refused: the server has no password "
+                                              "set (unset VALKEY_PASSWORD)");
+    if (starts_with(r, "WRONGPASS"))
+        return kiln__kv_error(kv, KILN_EAUTH, "AUTH refused: wrong user name or password");
+    return kiln__kv_error(kv, KILN_EAUTH, "AUTH refused by the server");
+}
+
+int kiln__kv_reply_ping(struct kiln_kv *kv, const redisReply *r)
+{
+    if (is_status(r, "PONG"))
+        return 0;
+    return unexpected(kv, "PING", r);
+}
+
+int kiln__kv_reply_get(struct kiln_kv *kv, const redisReply *r, kiln_arena *a, kiln_str *out)
+{
+    if (r->type == REDIS_REPLY_NIL)
+        return KILN_ENOTFOUND;
+    if (r->type != REDIS_REPLY_STRING || (!r->str && r->len))
+        return unexpected(kv, "GET", r);
+    char *p = kiln_arena_alloc(a, r->len + 1);
+    if (r->len)
+        memcpy(p, r->str, r->len);
+    p[r->len] = '\0';
+    *out = (kiln_str){ p, r->len };
+    return 0;
+}
+
+int kiln__kv_reply_set(struct kiln_kv *kv, const redisReply *r)
+{
+    if (is_status(r, "OK"))
+        return 0;
+    return unexpected(kv, "SET", r);
+}
+
+int kiln__kv_reply_del(struct kiln_kv *kv, const redisReply *r, bool *deleted)
+{
+    if (r->type != REDIS_REPLY_INTEGER || r->integer < 0)
+        return unexpected(kv, "DEL", r);
+    *deleted = r->integer > 0;
+    return 0;
+}
+
+int kiln__kv_reply_expire(struct kiln_kv *kv, const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+        return 0;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0)
+        return KILN_ENOTFOUND;
+    return unexpected(kv, "PEXPIRE", r);
+}
+
+int kiln__kv_reply_incr(struct kiln_kv *kv, redisReply *const *r, size_t n, bool with_ttl,
+                        int64_t *value, uint64_t *ttl_left_ms)
+{
+    size_t queued = KILN__KV_INCR_REPLIES(with_ttl) - 2; /* between MULTI and EXEC */
+    if (n != queued + 2)
+        return kiln__kv_error(kv, KILN_EPROTO, "INCR: %zu replies, expected %zu", n,
+                              queued + 2);
+    if (!is_status(r[0], "OK"))
+        return unexpected(kv, "MULTI", r[0]);
+    for (size_t i = 1; i <= queued; i++)
+        if (!is_status(r[i], "QUEUED"))
+            return unexpected(kv, "INCR (queueing)", r[i]);
+
+    const redisReply *exec = r[n - 1];
+    if (exec->type != REDIS_REPLY_ARRAY)
+        return unexpected(kv, "EXEC", exec);
+    if (exec->elements != queued || !exec->element)
+        return kiln__kv_error(kv, KILN_EPROTO, "EXEC: %zu results, expected %zu",
+                              exec->elements, queued);
+    for (size_t i = 0; i < queued; i++)
+        if (!exec->element[i])
+            return kiln__kv_error(kv, KILN_EPROTO, "EXEC: missing result");
+
+    const redisReply *set = with_ttl ? exec->element[0] : NULL;
+    const redisReply *incr = exec->element[with_ttl ? 1 : 0];
+    const redisReply *pttl = exec->element[with_ttl ? 2 : 1];
+
+    /* SET NX: OK when it created the key, nil when the key was there. */
+    if (set && !is_status(set, "OK") && set->type != REDIS_REPLY_NIL)
+        return unexpected(kv, "SET NX", set);
+    if (incr->type == REDIS_REPLY_ERROR &&
+        (starts_with(incr, "ERR value is not an integer") ||
+         starts_with(incr, "ERR increment or decrement would overflow") ||
+         starts_with(incr, "WRONGTYPE")))
+        return reply_error(kv, KILN_EINVAL, "INCR", incr);
+    if (incr->type != REDIS_REPLY_INTEGER)
+        return unexpected(kv, "INCR", incr);
+    if (pttl->type != REDIS_REPLY_INTEGER || pttl->integer < -2)
+        return unexpected(kv, "PTTL", pttl);
+    *value = incr->integer;
+    /* -1: no TTL, -2: no key (cannot happen inside the transaction). A TTL
+     * with under a millisecond left reads as 1: 0 means "none". */
+    *ttl_left_ms = pttl->integer < 0 ? 0 : pttl->integer == 0 ? 1 : (uint64_t)pttl->integer;
+    return 0;
+}
+
+/* ---- TLS socket BIO ------------------------------------------------------ */
+
+/*
+ * OpenSSL's socket BIO writes with write(2), which raises SIGPIPE on a
+ * connection the server closed. The server ignores SIGPIPE, but a library
+ * should not rely on that: this BIO is the socket BIO with send(MSG_NOSIGNAL).
+ */
+static int bio_write_nosignal(BIO *b, const char *data, int len)
+{
+    int fd = -1;
+    ssize_t n;
+    BIO_get_fd(b, &fd);
+    do
+        n = send(fd, data, (size_t)len, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    BIO_clear_retry_flags(b);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        BIO_set_retry_write(b);
+    return (int)n;
+}
+
+static BIO_METHOD *bio_method_new(void)
+{
+    const BIO_METHOD *sock = BIO_s_socket();
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
+                                 "kiln valkey socket");
+    if (!m)
+        return NULL;
+    BIO_meth_set_write(m, bio_write_nosignal);
+    BIO_meth_set_read(m, BIO_meth_get_read(sock));
+    BIO_meth_set_puts(m, BIO_meth_get_puts(sock));
+    BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(sock));
+    BIO_meth_set_create(m, BIO_meth_get_create(sock));
+    BIO_meth_set_destroy(m, BIO_meth_get_destroy(sock));
+    return m;
+}
+
+/* The most specific reason OpenSSL has; clears its error queue. */
+static void tls_reason(SSL *ssl, int ret, int saved_errno, char *buf, size_t cap)
+{
+    char e[128];
+    int kind = SSL_get_error(ssl, ret);
+    unsigned long code = ERR_peek_last_error();
+    long verify = SSL_get_verify_result(ssl);
+
+    if (verify != X509_V_OK)
+        snprintf(buf, cap, "server certificate not trusted: %s",
+                 X509_verify_cert_error_string(verify));
+    else if (kind == SSL_ERROR_ZERO_RETURN)
+        snprintf(buf, cap, "closed by the server");
+    else if (code) {
+        ERR_error_string_n(code, e, sizeof e);
+        snprintf(buf, cap, "%s", e);
+    } else if (kind == SSL_ERROR_SYSCALL && saved_errno)
+        snprintf(buf, cap, "%s", errno_text(saved_errno, e, sizeof e));
+    else
+        snprintf(buf, cap, "connection closed by the server");
+    ERR_clear_error();
+}
+
+/* ---- socket I/O with deadlines ------------------------------------------- */
+
+/* 0 when fd is ready for events, KILN_ETIMEDOUT past the deadline. POLLERR
+ * and POLLHUP count as ready: the next I/O call reports what happened. */
+static int wait_fd(int fd, short events, uint64_t deadline)
+{
+    for (;;) {
+        uint64_t now = kiln_now_ms();
+        if (now >= deadline)
+            return KILN_ETIMEDOUT;
+        struct pollfd p = { .fd = fd, .events = events };
+        uint64_t left = deadline - now;
+        int n = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR)
+            return KILN_EIO;
+    }
+}
+
+static void conn_drop(struct valkey *c)
+{
+    SSL_free(c->ssl); /* no close_notify after an error: the stream is suspect */
+    c->ssl = NULL;
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    if (c->reader)
+        redisReaderFree(c->reader);
+    c->reader = NULL;
+}
+
+static int conn_write(struct valkey *c, const char *p, size_t len, uint64_t deadline,
+                      unsigned timeout_ms)
+{
+    char e[128];
+    while (len) {
+        short want = POLLOUT;
+        if (c->ssl) {
+            ERR_clear_error();
+            int n = SSL_write(c->ssl, p, len > INT_MAX ? INT_MAX : (int)len);
+            int saved = errno;
+            if (n > 0) {
+                p += n;
+                len -= (size_t)n;
+                continue;
+            }
+            int kind = SSL_get_error(c->ssl, n);
+            if (kind == SSL_ERROR_WANT_READ)
+                want = POLLIN;
+            else if (kind != SSL_ERROR_WANT_WRITE) {
+                tls_reason(c->ssl, n, saved, e, sizeof e);
+                return fail(c, KILN_EUNAVAILABLE, "TLS write: %s", e);
+            }
+        } else {
+            ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+            if (n > 0) {
+                p += n;
+                len -= (size_t)n;
+                continue;
+            }
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+                return fail(c, KILN_EUNAVAILABLE, "send: %s", errno_text(errno, e, sizeof e));
+        }
+        if (wait_fd(c->fd, want, deadline))
+            return fail(c, KILN_EUNAVAILABLE, "command not sent within %u ms", timeout_ms);
+    }
+    return 0;
+}
+
+/* Some bytes into buf: *got > 0, or an error. */
+static int conn_read(struct valkey *c, char *buf, size_t cap, uint64_t deadline,
+                     unsigned timeout_ms, size_t *got)
+{
+    char e[128];
+    for (;;) {
+        short want = POLLIN;
+        if (c->ssl) {
+            ERR_clear_error();
+            int n = SSL_read(c->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
+            int saved = errno;
+            if (n > 0) {
+                *got = (size_t)n;
+                return 0;
+            }
+            int kind = SSL_get_error(c->ssl, n);
+            if (kind == SSL_ERROR_WANT_WRITE)
+                want = POLLOUT;
+            else if (kind != SSL_ERROR_WANT_READ) {
+                tls_reason(c->ssl, n, saved, e, sizeof e);
+                return fail(c, KILN_EUNAVAILABLE, "TLS read: %s", e);
+            }
+        } else {
+            ssize_t n = recv(c->fd, buf, cap, 0);
+            if (n > 0) {
+                *got = (size_t)n;
+                return 0;
+            }
+            if (n == 0)
+                return fail(c, KILN_EUNAVAILABLE, "connection closed by the server");
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                return fail(c, KILN_EUNAVAILABLE, "recv: %s", errno_text(errno, e, sizeof e));
+        }
+        if (wait_fd(c->fd, want, deadline))
+            return fail(c, KILN_EUNAVAILABLE, "no reply within %u ms", timeout_ms);
+    }
+}
+
+/* Read n replies into out[] (NULL-filled first; the caller frees them). */
+static int read_replies(struct valkey *c, redisReply **out, size_t n, uint64_t deadline,
+                        unsigned timeout_ms)
+{
+    char buf[16384];
+    size_t got = 0, fed = 0;
+    int rc;
+
+    while (got < n) {
+        void *reply = NULL;
+        if (redisReaderGetReply(c->reader, &reply) != REDIS_OK)
+            return fail(c, KILN_EPROTO, "bad reply: %s", c->reader->errstr);
+        if (reply) {
+            out[got++] = reply;
+            continue;
+        }
+        if (fed > MAX_REPLY_BYTES)
+            return fail(c, KILN_EPROTO, "reply larger than %u bytes", MAX_REPLY_BYTES);
+        size_t k = 0;
+        if ((rc = conn_read(c, buf, sizeof buf, deadline, timeout_ms, &k)))
+            return rc;
+        if (redisReaderFeed(c->reader, buf, k) != REDIS_OK)
+            return fail(c, KILN_EPROTO, "bad reply: %s", c->reader->errstr);
+        fed += k;
+    }
+    return 0;
+}
+
+/* Append one formatted command to an output buffer. */
+static void add_command(kiln_buf *out, int argc, const char **argv, const size_t *lens)
+{
+    char *cmd = NULL;
+    int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    if (n < 0)
+        kiln_fatal("out of memory: redisFormatCommandArgv");
+    /* kv.c caps keys and values far below the buffer's maximum. */
+    if (kiln_buf_append(out, cmd, (size_t)n) != 0)
+        kiln_fatal("kv: command larger than the output buffer");
+    /* The AUTH command holds the password: leave no copy in freed memory. */
+    explicit_bzero(cmd, (size_t)n);
+    redisFreeCommand(cmd);
+}
+
+static void clear_out(kiln_buf *out)
+{
+    if (out->p)
+        explicit_bzero(out->p, out->len);
+    if (out->cap > KEEP_OUT_BYTES)
+        kiln_buf_free(out);
+    else
+        kiln_buf_reset(out);
+}
+
+static void free_replies(redisReply **r, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (r[i])
+            freeReplyObject(r[i]);
+        r[i] = NULL;
+    }
+}
+
+/* Send what is in out (then emptied) and read n replies, on the current
+ * connection; any failure drops it. */
+static int round_trip(struct valkey *c, kiln_buf *out, redisReply **replies, size_t n,
+                      uint64_t deadline, unsigned timeout_ms)
+{
+    int rc;
+    for (size_t i = 0; i < n; i++)
+        replies[i] = NULL;
+    rc = conn_write(c, out->p, out->len, deadline, timeout_ms);
+    clear_out(out);
+    if (rc == 0)
+        rc = read_replies(c, replies, n, deadline, timeout_ms);
+    if (rc) {
+        free_replies(replies, n);
+        conn_drop(c);
+    }
+    return rc;
+}
+
+/* ---- connecting ----------------------------------------------------------- */
+
+static int tcp_connect(struct valkey *c, uint64_t deadline, unsigned timeout_ms)
+{
+    struct valkey_store *s = c->s;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    struct addrinfo *res = NULL;
+    char e[128] = "no address";
+    int rc = KILN_EUNAVAILABLE;
+
+    int gai = getaddrinfo(s->host, s->port, &hints, &res);
+    if (gai != 0)
+        return fail(c, KILN_EUNAVAILABLE, "cannot resolve the host: %s", gai_strerror(gai));
+
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                        ai->ai_protocol);
+        if (fd < 0) {
+            char t[96];
+            snprintf(e, sizeof e, "socket: %s", errno_text(errno, t, sizeof t));
+            continue;
+        }
+        int err = 0;
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+            err = errno;
+            if (err == EINPROGRESS) {
+                socklen_t len = sizeof err;
+                if (wait_fd(fd, POLLOUT, deadline)) {
+                    close(fd);
+                    snprintf(e, sizeof e, "connect timed out after %u ms", timeout_ms);
+                    break; /* the deadline is spent for every address */
+                }
+                if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+                    err = errno;
+            }
+        }
+        if (err) {
+            char t[96];
+            snprintf(e, sizeof e, "connect: %s", errno_text(err, t, sizeof t));
+            close(fd);
+            continue;
+        }
+        /* Small pipelined commands must not wait for Nagle. Keepalive finds
+         * a peer that vanished while the connection sat idle. */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+        c->fd = fd;
+        rc = 0;
+        break;
+    }
+    freeaddrinfo(res);
+    if (rc)
+        return fail(c, rc, "%s", e);
+    return 0;
+}
+
+static int tls_handshake(struct valkey *c, uint64_t deadline, unsigned timeout_ms)
+{
+    struct valkey_store *s = c->s;
+    char e[200];
+
+    c->ssl = SSL_new(s->ssl_ctx);
+    BIO *bio = c->ssl ? BIO_new(s->bio_method) : NULL;
+    if (!bio) {
+        ERR_clear_error();
+        return fail(c, KILN_EUNAVAILABLE, "TLS: cannot create a session");
+    }
+    BIO_set_fd(bio, c->fd, BIO_NOCLOSE);
+    SSL_set_bio(c->ssl, bio, bio);
+    /* RFC 6066 3: SNI carries DNS names only; an IP address is checked
+     * against the certificate's IP SANs instead of its DNS names. */
+    if (s->host_is_ip) {
+        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), s->host) != 1)
+            goto setup_failed;
+    } else if (SSL_set_tlsext_host_name(c->ssl, s->host) != 1 ||
+               SSL_set1_host(c->ssl, s->host) != 1) {
+        goto setup_failed;
+    }
+
+    for (;;) {
+        ERR_clear_error();
+        int r = SSL_connect(c->ssl);
+        int saved = errno;
+        if (r == 1)
+            return 0;
+        int kind = SSL_get_error(c->ssl, r);
+        short want;
+        if (kind == SSL_ERROR_WANT_READ)
+            want = POLLIN;
+        else if (kind == SSL_ERROR_WANT_WRITE)
+            want = POLLOUT;
+        else {
+            tls_reason(c->ssl, r, saved, e, sizeof e);
+            return fail(c, KILN_EUNAVAILABLE, "TLS handshake: %s", e);
+        }
+        if (wait_fd(c->fd, want, deadline))
+            return fail(c, KILN_EUNAVAILABLE, "TLS handshake timed out after %u ms", timeout_ms);
+    }
+
+setup_failed:
+    ERR_clear_error();
+    return fail(c, KILN_EUNAVAILABLE, "TLS: cannot set the expected host name");
+}
+
+static int authenticate(struct valkey *c, uint64_t deadline, unsigned timeout_ms)
+{
+    struct valkey_store *s = c->s;
+    const char *argv[3] = { "AUTH", NULL, NULL };
+    size_t lens[3] = { 4, 0, 0 };
+    int argc = 1, rc;
+    redisReply *reply = NULL;
+    kiln_buf out; /* its own buffer: c->out already holds the caller's command */
+
+    /* Redis 6 ACLs: AUTH user password; older servers: AUTH password. */
+    if (s->user) {
+        argv[argc] = s->user;
+        lens[argc++] = strlen(s->user);
+    }
+    argv[argc] = s->password;
+    lens[argc++] = strlen(s->password);
+    kiln_buf_init(&out, SIZE_MAX / 2);
+    add_command(&out, argc, argv, lens);
+    rc = round_trip(c, &out, &reply, 1, deadline, timeout_ms);
+    kiln_buf_free(&out);
+    if (rc)
+        return rc;
+    if ((rc = kiln__kv_reply_auth(&c->base, reply))) {
+        /* Prefix the interpreted text with where it came from. */
+        char why[KILN__KV_ERR_MAX];
+        memcpy(why, c->base.err, sizeof why);
+        fail(c, rc, "%s", why);
+    }
+    freeReplyObject(reply);
+    return rc;
+}
+
+static int conn_open(struct valkey *c, uint64_t limit)
+{
+    struct valkey_store *s = c->s;
+    uint64_t now = kiln_now_ms();
+    unsigned ct = (unsigned)min_u64(s->connect_timeout_ms, limit - min_u64(limit, now));
+    unsigned cmd = (unsigned)min_u64(s->command_timeout_ms, limit - min_u64(limit, now));
+    int rc;
+
+    if (s->tls && !s->ssl_ctx)
+        return fail(c, KILN_EUNAVAILABLE, "TLS: %s", s->tls_error);
+    if ((rc = tcp_connect(c, now + ct, ct)))
+        return rc;
+    if (s->tls && (rc = tls_handshake(c, now + ct, ct)))
+        goto fail;
+    c->reader = kiln__kv_reader_new();
+    if (s->password && (rc = authenticate(c, kiln_now_ms() + cmd, cmd)))
+        goto fail;
+    return 0;
+fail:
+    conn_drop(c);
+    return rc;
+}
+
+/*
+ * Connect unless in backoff. During the backoff window the error is the one
+ * that started it, returned at once; the first call after the window tries
+ * again.
+ */
+static int connect_with_backoff(struct valkey *c, uint64_t limit)
+{
+    uint64_t now = kiln_now_ms();
+    if (c->retry_at && now < c->retry_at)
+        return kiln__kv_error(&c->base, c->connect_rc, "%s (next attempt in %llu ms)",
+                              c->connect_err, (unsigned long long)(c->retry_at - now));
+    int rc = conn_open(c, limit);
+    if (rc == 0) {
+        c->backoff_ms = 0;
+        c->retry_at = 0;
+        return 0;
+    }
+    c->backoff_ms = c->backoff_ms ? (unsigned)min_u64(c->backoff_ms * 2u, BACKOFF_MAX_MS)
+                                  : BACKOFF_MIN_MS;
+    c->retry_at = kiln_now_ms() + c->backoff_ms;
+    c->connect_rc = rc;
+    memcpy(c->connect_err, c->base.err, sizeof c->connect_err);
+    return rc;
+}
+
+/*
+ * Is the idle connection still worth using? Nothing should be readable on it
+ * between commands; something readable is the server's FIN or RST (idle
+ * timeout, restart) or garbage. Finding that out now means a restarted
+ * server costs no failed command. TLS 1.3 session tickets may still sit
+ * there: SSL_read consumes them and asks for more, which means alive.
+ */
+static bool conn_alive(struct valkey *c)
+{
+    struct pollfd p = { .fd = c->fd, .events = POLLIN };
+    if (poll(&p, 1, 0) == 0)
+        return true;
+    if (c->ssl && !(p.revents & (POLLERR | POLLHUP))) {
+        char b;
+        ERR_clear_error();
+        int n = SSL_read(c->ssl, &b, 1);
+        bool alive = n <= 0 && SSL_get_error(c->ssl, n) == SSL_ERROR_WANT_READ;
+        ERR_clear_error();
+        return alive;
+    }
+    return false;
+}
+
+/*
+ * One command (or pipeline) in c->out, n replies. limit is an overall
+ * deadline for connecting and the round trip (UINT64_MAX: the configured
+ * timeouts alone).
+ */
+static int run(struct valkey *c, redisReply **replies, size_t n, uint64_t limit)
+{
+    int rc;
+    if (c->fd >= 0 && !conn_alive(c))
+        conn_drop(c);
+    if (c->fd < 0 && (rc = connect_with_backoff(c, limit))) {
+        clear_out(&c->out);
+        return rc;
+    }
+    uint64_t now = kiln_now_ms();
+    unsigned t = (unsigned)min_u64(c->s->command_timeout_ms, limit - min_u64(limit, now));
+    return round_trip(c, &c->out, replies, n, now + t, t);
+}
+
+/* After an interpreted error that may leave the connection in a bad state
+ * (a protocol surprise, a failover, an auth change), start afresh. */
+static int after_reply(struct valkey *c, int rc)
+{
+    if (rc == KILN_EPROTO || rc == KILN_EUNAVAILABLE || rc == KILN_EAUTH) {
+        conn_drop(c);
+        char why[KILN__KV_ERR_MAX];
+        memcpy(why, c->base.err, sizeof why);
+        fail(c, rc, "%s", why);
+    }
+    return rc;
+}
+
+/* ---- the driver ------------------------------------------------------------ */
+
+static struct valkey *conn_of(struct kiln_kv *kv) { return (struct valkey *)kv; }
+
+static int valkey_get(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out)
+{
+    struct valkey *c = conn_of(kv);
+    redisReply *r;
+    const char *argv[] = { "GET", key.p };
+    size_t lens[] = { 3, key.len };
+    add_command(&c->out, 2, argv, lens);
+    int rc = run(c, &r, 1, UINT64_MAX);
+    if (rc)
+        return rc;
+    rc = kiln__kv_reply_get(kv, r, a, out);
+    freeReplyObject(r);
+    return after_reply(c, rc);
+}
+
+static int valkey_set(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms)
+{
+    struct valkey *c = conn_of(kv);
+    redisReply *r;
+    char ttl[24];
+    const char *argv[] = { "SET", key.p, value.p, "PX", ttl };
+    size_t lens[] = { 3, key.len, value.len, 2, 0 };
+    lens[4] = (size_t)snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)ttl_ms);
+    add_command(&c->out, ttl_ms ? 5 : 3, argv, lens);
+    int rc = run(c, &r, 1, UINT64_MAX);
+    if (rc)
+        return rc;
+    rc = kiln__kv_reply_set(kv, r);
+    freeReplyObject(r);
+    return after_reply(c, rc);
+}
+
+static int valkey_del(struct kiln_kv *kv, kiln_str key, bool *deleted)
+{
+    struct valkey *c = conn_of(kv);
+    redisReply *r;
+    const char *argv[] = { "DEL", key.p };
+    size_t lens[] = { 3, key.len };
+    add_command(&c->out, 2, argv, lens);
+    int rc = run(c, &r, 1, UINT64_MAX);
+    if (rc)
+        return rc;
+    rc = kiln__kv_reply_del(kv, r, deleted);
+    freeReplyObject(r);
+    return after_reply(c, rc);
+}
+
+static int valkey_expire(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms)
+{
+    struct valkey *c = conn_of(kv);
+    redisReply *r;
+    char ttl[24];
+    const char *argv[] = { "PEXPIRE", key.p, ttl };
+    size_t lens[] = { 7, key.len, 0 };
+    lens[2] = (size_t)snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)ttl_ms);
+    add_command(&c->out, 3, argv, lens);
+    int rc = run(c, &r, 1, UINT64_MAX);
+    if (rc)
+        return rc;
+    rc = kiln__kv_reply_expire(kv, r);
+    freeReplyObject(r);
+    return after_reply(c, rc);
+}
+
+/*
+ * Atomic increment with a TTL set only when this increment creates the key:
+ * MULTI, SET key 0 PX ttl NX, INCR, PTTL, EXEC, in one write. SET NX (rather
+ * than PEXPIRE NX after INCR) leaves an existing key's TTL, or its lack of
+ * one, alone, never touches a non-integer value that INCR then refuses, and
+ * works on servers older than Redis 7.
+ */
+static int valkey_incr(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms, int64_t *value,
+                       uint64_t *ttl_left_ms)
+{
+    struct valkey *c = conn_of(kv);
+    redisReply *r[MAX_REPLIES];
+    bool with_ttl = ttl_ms > 0;
+    size_t n = KILN__KV_INCR_REPLIES(with_ttl);
+    char ttl[24];
+    size_t ttl_len = (size_t)snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)ttl_ms);
+
+    const char *multi[] = { "MULTI" };
+    const size_t multi_len[] = { 5 };
+    const char *set[] = { "SET", key.p, "0", "PX", ttl, "NX" };
+    const size_t set_len[] = { 3, key.len, 1, 2, ttl_len, 2 };
+    const char *incr[] = { "INCR", key.p };
+    const size_t incr_len[] = { 4, key.len };
+    const char *pttl[] = { "PTTL", key.p };
+    const size_t pttl_len[] = { 4, key.len };
+    const char *exec[] = { "EXEC" };
+    const size_t exec_len[] = { 4 };
+
+    add_command(&c->out, 1, multi, multi_len);
+    if (with_ttl)
+        add_command(&c->out, 6, set, set_len);
+    add_command(&c->out, 2, incr, incr_len);
+    add_command(&c->out, 2, pttl, pttl_len);
+    add_command(&c->out, 1, exec, exec_len);
+    int rc = run(c, r, n, UINT64_MAX);
+    if (rc)
+        return rc;
+    rc = kiln__kv_reply_incr(kv, r, n, with_ttl, value, ttl_left_ms);
+    free_replies(r, n);
+    return after_reply(c, rc);
+}
+
+static int valkey_ping(struct kiln_kv *kv, unsigned timeout_ms)
+{
+    struct valkey *c = conn_of(kv);
+    redisReply *r;
+    const char *argv[] = { "PING" };
+    size_t lens[] = { 4 };
+    add_command(&c->out, 1, argv, lens);
+    int rc = run(c, &r, 1, timeout_ms ? kiln_now_ms() + timeout_ms : UINT64_MAX);
+    if (rc)
+        return rc;
+    rc = kiln__kv_reply_ping(kv, r);
+    freeReplyObject(r);
+    return after_reply(c, rc);
+}
+
+static struct kiln_kv *valkey_open(struct kiln_kv_store *base)
+{
+    struct valkey_store *s = (struct valkey_store *)base;
+    struct valkey *c = kiln_calloc(1, sizeof *c);
+    c->s = s;
+    c->fd = -1;
+    c->base.secret = s->password;
+    kiln_buf_init(&c->out, 2 * (size_t)MAX_REPLY_BYTES);
+    return &c->base;
+}
+
+static void valkey_close(struct kiln_kv *kv)
+{
+    struct valkey *c = conn_of(kv);
+    /* A polite close_notify, best effort: the socket is non-blocking. */
+    if (c->ssl) {
+        ERR_clear_error();
+        SSL_shutdown(c->ssl);
+        ERR_clear_error();
+    }
+    conn_drop(c);
+    clear_out(&c->out);
+    kiln_buf_free(&c->out);
+    free(c);
+}
+
+/* The shared TLS context; on failure ssl_ctx stays NULL and every connect
+ * fails with tls_error, so a bad CA file shows on /readyz and in logs. */
+static void tls_setup(struct valkey_store *s, const char *ca_file)
+{
+    char e[160];
+    const char *what;
+
+    s->bio_method = bio_method_new();
+    s->ssl_ctx = SSL_CTX_new(TLS_client_method());
+    if (!s->bio_method || !s->ssl_ctx) {
+        what = "cannot create a TLS context";
+        goto fail;
+    }
+    SSL_CTX_set_min_proto_version(s->ssl_ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(s->ssl_ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_mode(s->ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (ca_file) {
+        if (SSL_CTX_load_verify_locations(s->ssl_ctx, ca_file, NULL) != 1) {
+            what = "cannot load the CA file";
+            goto fail;
+        }
+    } else if (SSL_CTX_set_default_verify_paths(s->ssl_ctx) != 1) {
+        what = "cannot load the system trust store";
+        goto fail;
+    }
+    return;
+
+fail:
+    ERR_error_string_n(ERR_peek_last_error(), e, sizeof e);
+    ERR_clear_error();
+    snprintf(s->tls_error, sizeof s->tls_error, "%s%s%s: %s", what, ca_file ? " " : "",
+             ca_file ? ca_file : "", e);
+    SSL_CTX_free(s->ssl_ctx);
+    s->ssl_ctx = NULL;
+    kiln_log(KILN_LOG_ERROR, "kv: valkey TLS setup failed", "error", s->tls_error, NULL);
+}
+
+struct kiln_kv_store *kiln__kv_valkey_new(const struct kiln_kv_config *cfg)
+{
+    struct valkey_store *s = kiln_calloc(1, sizeof *s);
+    unsigned char addr[sizeof(struct in6_addr)];
+
+    s->base.ops = &valkey_ops;
+    s->host = kiln_strdup(cfg->host);
+    snprintf(s->port, sizeof s->port, "%u", cfg->port ? cfg->port : DEFAULT_PORT);
+    s->user = cfg->user && cfg->user[0] ? kiln_strdup(cfg->user) : NULL;
+    s->password = cfg->password && cfg->password[0] ? kiln_strdup(cfg->password) : NULL;
+    s->host_is_ip = inet_pton(AF_INET, s->host, addr) == 1 ||
+                    inet_pton(AF_INET6, s->host, addr) == 1;
+    s->connect_timeout_ms = cfg->connect_timeout_ms ? cfg->connect_timeout_ms
+                                                    : DEFAULT_TIMEOUT_MS;
+    s->command_timeout_ms = cfg->command_timeout_ms ? cfg->command_timeout_ms
+                                                    : DEFAULT_TIMEOUT_MS;
+    s->tls = cfg->tls;
+    if (s->tls)
+        tls_setup(s, cfg->ca_file && cfg->ca_file[0] ? cfg->ca_file : NULL);
+    return &s->base;
+}
+
+static void valkey_store_free(struct kiln_kv_store *base)
+{
+    struct valkey_store *s = (struct valkey_store *)base;
+    if (s->password) {
+        explicit_bzero(s->password, strlen(s->password));
+        free(s->password);
+    }
+    free(s->host);
+    free(s->user);
+    SSL_CTX_free(s->ssl_ctx);
+    if (s->bio_method)
+        BIO_meth_free(s->bio_method);
+    free(s);
+}
+
+static const struct kiln_kv_ops valkey_ops = {
+    .name = "valkey",
+    .store_free = valkey_store_free,
+    .open = valkey_open,
+    .close = valkey_close,
+    .get = valkey_get,
+    .set = valkey_set,
+    .del = valkey_del,
+    .expire = valkey_expire,
+    .incr = valkey_incr,
+    .ping = valkey_ping,
+};
