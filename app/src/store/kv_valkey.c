@@ -486,7 +486,10 @@ static int read_replies(struct valkey *c, redisReply **out, size_t n, uint64_t d
     while (got < n) {
         void *reply = NULL;
         if (redisReaderGetReply(c->reader, &reply) != REDIS_OK)
-            return fail(c, KILN_EPROTO, "bad reply: %s", c->reader->errstr);
+            return fail(c, KILN_EPROTO, "bad reply: %s",
+                        c->reader->err == REDIS_ERR_OOM
+                            ? "array too large (or out of memory)" /* create_array_bounded */
+                            : c->reader->errstr);
         if (reply) {
             out[got++] = reply;
             continue;
