@@ -13,6 +13,9 @@
 #   scripts/test-services.sh stop1 DIR SVC   stop one service   } SVC: postgres,
 #   scripts/test-services.sh start1 DIR SVC  start it again     } redis, redis-tls,
 #   scripts/test-services.sh restart DIR SVC stop + start       } pgbouncer
+#   scripts/test-services.sh pause1 DIR SVC  freeze a service (SIGSTOP): it keeps
+#   scripts/test-services.sh resume1 DIR SVC its connections but answers nothing
+#                                            (redis, redis-tls, pgbouncer only)
 #   scripts/test-services.sh status DIR      which services run (exit 1: not all)
 #   scripts/test-services.sh run DIR CMD...  start, run CMD with DIR/env
 #                                            exported, stop; CMD's exit status
@@ -50,7 +53,7 @@ log() { printf '%s: %s\n' "$prog" "$*" >&2; }
 die() { printf '%s: error: %s\n' "$prog" "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -113,6 +116,7 @@ stop_pid() {
     local pidfile=$1 name=$2 sig=${3:-TERM} pid
     pid=$(pid_of "$pidfile" "$name") || { rm -f "$pidfile"; return 0; }
     kill "-$sig" "$pid" 2>/dev/null || true
+    kill -CONT "$pid" 2>/dev/null || true   # a paused (pause1) one must run to exit
     for _ in $(seq 100); do
         kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }
         sleep 0.1
@@ -368,6 +372,16 @@ svc_stop() {
     esac
 }
 
+svc_signal() {   # svc_signal SERVICE SIGNAL: single-process services only
+    local pid
+    case $1 in
+        pgbouncer) pid=$(pid_of "$dir/pgbouncer/pgbouncer.pid" pgbouncer) ;;
+        redis|redis-tls) pid=$(pid_of "$dir/$1/redis.pid" redis-server) ;;
+        *) die "pause1/resume1: only redis, redis-tls and pgbouncer (got '$1')" ;;
+    esac || die "$1 is not running"
+    kill "-$2" "$pid"
+}
+
 svc_running() {
     case $1 in
         postgres) pg_running ;;
@@ -529,13 +543,15 @@ case $action in
     stop) [ $# = 0 ] || usage; cmd_stop ;;
     status) [ $# = 0 ] || usage; cmd_status ;;
     run) [ $# -ge 1 ] || usage; mkdir -p "$dir"; dir=$(cd "$dir" && pwd -P); cmd_run "$@" ;;
-    stop1|start1|restart)
+    stop1|start1|restart|pause1|resume1)
         [ $# = 1 ] || usage
         load_state
         case $action in
             stop1) svc_stop "$1" ;;
             start1) svc_start "$1" ;;
             restart) svc_stop "$1"; svc_start "$1" ;;
+            pause1) svc_signal "$1" STOP ;;
+            resume1) svc_signal "$1" CONT ;;
         esac ;;
     -h|--help|help) usage ;;
     *) usage ;;

@@ -1,7 +1,8 @@
 """The stores behind the HTTP surface: health checks per store mode, outages
-of PostgreSQL, pgbouncer and Redis while serving, wrong credentials and TLS
-trust, and migrations (`kiln migrate`, MIGRATE_ON_START, concurrent
-migrators, edited migrations).
+of PostgreSQL, pgbouncer and Redis while serving (stopped, or frozen with
+SIGSTOP so that they accept connections and answer nothing), wrong
+credentials, passwords with special characters, TLS trust, and migrations
+(`kiln migrate`, MIGRATE_ON_START, concurrent migrators, edited migrations).
 
 What runs where (KILN_STORES):
   embedded   health checks and migrations on SQLite
@@ -14,6 +15,7 @@ PostgreSQL is inspected as the superuser over the unix socket in
 KILN_TEST_SERVICES_DIR/pg-sock (psql); SQLite with Python's sqlite3.
 """
 
+import concurrent.futures
 import json
 import os
 import re
@@ -21,6 +23,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+import urllib.parse
 
 import pytest
 import requests
@@ -72,6 +75,31 @@ def wait_health(srv, want_status, timeout, path="/healthz", check=None):
             raise AssertionError(f"{path} did not answer {want_status} within {timeout} s; "
                                  f"last: {last}")
         time.sleep(0.1)
+
+
+def wait_all_healthy(srv, timeout, streak=30):
+    """Poll /healthz and /readyz in turn until ``streak`` answers in a row
+    are 200. Each worker owns its store connections and backs off on its
+    own (up to 2 s) after failed connects, so one 200 does not yet mean
+    that every worker has reconnected. Returns the seconds waited."""
+    start = time.monotonic()
+    ok, last, i = 0, None, 0
+    while ok < streak:
+        assert srv.running(), f"kiln exited ({srv.proc.returncode})"
+        path = ("/healthz", "/readyz")[i % 2]
+        i += 1
+        try:
+            r = get(srv, path + "?detailed=true")
+            last = (path, r.status_code, r.text)
+            ok = ok + 1 if r.status_code == 200 else 0
+        except requests.RequestException as e:
+            last, ok = repr(e), 0
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not {streak} healthy answers in a row within {timeout} s; "
+                                 f"last: {last}")
+        if ok == 0:
+            time.sleep(0.05)
+    return time.monotonic() - start
 
 
 def output_of(result):
@@ -291,9 +319,9 @@ def check_degraded(body, check):
     return body.get("status") == "degraded" and c.get("status") == "error"
 
 
-def run_outage(kiln, services, service, check):
+def run_outage(kiln, services, service, check, **env):
     other = "valkey" if check == "database" else "database"
-    srv = kiln()
+    srv = kiln(**env)
     wait_health(srv, 200, 10)
     with Traffic(srv) as traffic:
         time.sleep(0.5)
@@ -319,10 +347,9 @@ def run_outage(kiln, services, service, check):
         finally:
             services.ctl("start1", service)
         services.wait_up(service)
-        took, body = wait_health(srv, 200, RECOVER_SECONDS)
-        assert body["checks"] == expected_checks(), body
-        r = get(srv, "/readyz")
-        assert r.status_code == 200, r.text
+        took = wait_all_healthy(srv, RECOVER_SECONDS)
+        status, body = health(srv)
+        assert status == 200 and body["checks"] == expected_checks(), body
         time.sleep(0.3)
     traffic.check()
     assert srv.running()
@@ -336,11 +363,59 @@ def test_database_outage_degrades_and_recovers_without_restart(kiln, services, s
     run_outage(kiln, services, service, check)
 
 
+@pytest.mark.skipif(STORES != "postgres", reason="named prepared statements need a direct "
+                    "PostgreSQL connection (KILN_STORES=postgres)")
+@pytest.mark.disruptive
+def test_database_restart_with_prepared_statements(kiln, services):
+    # The statements prepared on the old connections are gone after the
+    # restart: the driver must prepare them again on the new ones.
+    run_outage(kiln, services, "postgres", "database", DB_PREPARED_STATEMENTS="true")
+
+
 @needs_services
 @pytest.mark.disruptive
 @pytest.mark.parametrize("service", kv_outage_services() or ["redis"])
 def test_valkey_outage_degrades_and_recovers_without_restart(kiln, services, service):
     run_outage(kiln, services, service, "valkey")
+
+
+def hang_services():
+    return {"postgres": ["redis"], "pgbouncer": ["pgbouncer", "redis-tls"]}.get(STORES, [])
+
+
+@needs_services
+@pytest.mark.disruptive
+@pytest.mark.parametrize("service", hang_services() or ["redis"])
+def test_frozen_store_answers_503_within_the_check_timeout(kiln, services, service):
+    """A store that accepts connections but never answers (SIGSTOP: a hung
+    server, a black-holed network) must not hang the health checks: each
+    check waits 2 s at most, /livez stays instant, and when the store
+    thaws kiln recovers without a restart."""
+    check = "database" if service == "pgbouncer" else "valkey"
+    srv = kiln(DB_POOL_SIZE="4")
+    wait_health(srv, 200, 10)
+    # Give every worker its store connections (they open lazily).
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(lambda _: get(srv, "/healthz").status_code, range(40))) == {200}
+    services.ctl("pause1", service)
+    try:
+        for i in range(4):
+            start = time.monotonic()
+            try:
+                status, body = health(srv)
+            except requests.Timeout:
+                raise AssertionError(f"GET /healthz #{i + 1} got no answer within 10 s while "
+                                     f"{service} was frozen") from None
+            elapsed = time.monotonic() - start
+            assert status == 503 and check_degraded(body, check), body
+            assert elapsed < 4, f"GET /healthz #{i + 1} took {elapsed:.1f} s with {service} frozen"
+        start = time.monotonic()
+        assert get(srv, "/livez").status_code == 200
+        assert time.monotonic() - start < 1, "/livez waited for the frozen store"
+    finally:
+        services.ctl("resume1", service)
+    wait_all_healthy(srv, RECOVER_SECONDS + 15)
+    assert srv.running()
 
 
 # -- wrong credentials and TLS trust -------------------------------------------------
@@ -388,6 +463,46 @@ def test_migrate_with_wrong_password_fails_without_leaking_it(services):
     assert result.returncode != 0, out
     assert_no_secret(out, WRONG_PASSWORD, services.pg_password)
     assert re.search(r"authenticat|password", out, re.I), out
+
+
+SPECIAL_PASSWORD = "p@ss:w/rd?#% q'uo\\te\"x"
+
+
+@pytest.fixture
+def special_role(services):
+    """A role whose password has every character that URLs and libpq
+    key=value strings treat specially; owner of a database of its own."""
+    role = f"kt_role_{os.getpid()}_{os.urandom(3).hex()}"
+    sql_pw = SPECIAL_PASSWORD.replace("'", "''")
+    services.psql(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{sql_pw}'", db="postgres")
+    services.psql(f'CREATE DATABASE "{role}" OWNER "{role}"', db="postgres")
+    yield role
+    services.drop_db(role)
+    services.psql(f'DROP ROLE IF EXISTS "{role}"', db="postgres", check=False)
+
+
+@needs_services
+@pytest.mark.parametrize("style", ["DB_HOST", "DATABASE_URL"])
+def test_database_password_with_special_characters(kiln, services, special_role, style):
+    if style == "DB_HOST":
+        env = {"DATABASE_URL": None, "DB_HOST": services.pg_host, "DB_PORT": str(services.pg_port),
+               "DB_NAME": special_role, "DB_USERNAME": special_role,
+               "DB_PASSWORD": SPECIAL_PASSWORD}
+    else:
+        env = {"DATABASE_URL": "postgresql://%s:%s@%s:%d/%s" % (
+            special_role, urllib.parse.quote(SPECIAL_PASSWORD, safe=""), services.pg_host,
+            services.pg_port, special_role)}
+    srv = kiln(MIGRATE_ON_START="true", **env)
+    took, body = wait_health(srv, 200, 10)
+    assert body["checks"]["database"] == {"status": "ok", "message": "connected"}, body
+    tables = {r[0] for r in services.rows(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+        db=special_role)}
+    assert {"users", "identities", "schema_migrations"} <= tables, tables
+    time.sleep(0.2)
+    out = srv.stdout_text() + srv.stderr_text()
+    assert SPECIAL_PASSWORD not in out
+    assert urllib.parse.quote(SPECIAL_PASSWORD, safe="") not in out
 
 
 def valkey_env(services, **changes):
