@@ -12,6 +12,7 @@
 
 #include "api/api.h"
 #include "api/app.h"
+#include "core/err.h"
 #include "core/log.h"
 #include "core/clock.h"
 #include "core/config.h"
@@ -42,7 +43,8 @@ void api_livez(struct kiln_req *req, struct kiln_res *res)
 struct check {
     const char *name;
     bool ok;
-    const char *message;
+    const char *message; /* for clients */
+    const char *detail;  /* for the log */
 };
 
 static size_t run_checks(struct kiln_req *req, struct check *out)
@@ -51,30 +53,30 @@ static size_t run_checks(struct kiln_req *req, struct check *out)
     struct kiln_kv *kv = app_kv(req);
     size_t n = 0;
 
-    out[n].name = "database";
-    out[n].ok = kiln_db_ping(db, CHECK_TIMEOUT_MS) == 0;
-    out[n].message = out[n].ok ? "connected"
-                               : kiln_arena_strndup(req->arena, kiln_db_last_error(db),
-                                                    strlen(kiln_db_last_error(db)));
+    /*
+     * Failures say what kind (unavailable, authentication failed, ...) and
+     * not the driver's text, which names internal hosts and ports: anyone
+     * can ask /healthz. The log line below has the details.
+     */
+    int err = kiln_db_ping(db, CHECK_TIMEOUT_MS);
+    out[n] = (struct check){ "database", err == 0, err ? kiln_err_message(err) : "connected",
+                             err ? kiln_db_last_error(db) : NULL };
     n++;
 
-    out[n].name = "valkey";
     if (!req->config->valkey_host) {
         /* The in-process store: nothing to reach, nothing to fail. */
-        out[n].ok = true;
-        out[n].message = "not configured";
+        out[n] = (struct check){ "valkey", true, "not configured", NULL };
     } else {
-        out[n].ok = kiln_kv_ping(kv, CHECK_TIMEOUT_MS) == 0;
-        out[n].message = out[n].ok ? "connected"
-                                   : kiln_arena_strndup(req->arena, kiln_kv_last_error(kv),
-                                                        strlen(kiln_kv_last_error(kv)));
+        err = kiln_kv_ping(kv, CHECK_TIMEOUT_MS);
+        out[n] = (struct check){ "valkey", err == 0, err ? kiln_err_message(err) : "connected",
+                                 err ? kiln_kv_last_error(kv) : NULL };
     }
     n++;
 
     for (size_t i = 0; i < n; i++)
         if (!out[i].ok)
             kiln_log(KILN_LOG_WARNING, "health check failed", "check", out[i].name, "error",
-                     out[i].message, "request_id", req->request_id, NULL);
+                     out[i].detail, "request_id", req->request_id, NULL);
     return n;
 }
 

@@ -27,13 +27,22 @@ void kiln__db_error(struct kiln_db *db, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(db->err, sizeof db->err, fmt, ap);
     va_end(ap);
-    /* Driver messages end in newlines; a log line should not. */
-    size_t n = strlen(db->err);
-    while (n && (db->err[n - 1] == '\n' || db->err[n - 1] == '\r'))
-        db->err[--n] = '\0';
-    for (size_t i = 0; i < n; i++)
-        if (db->err[i] == '\n' || db->err[i] == '\t')
-            db->err[i] = ' ';
+    /* Driver messages span lines ("…refused\n\tIs the server running…");
+     * a log field should be one line with single spaces. */
+    char *r = db->err, *w = db->err;
+    bool space = false;
+    for (; *r; r++) {
+        bool ws = *r == '\n' || *r == '\r' || *r == '\t' || *r == ' ';
+        if (ws) {
+            space = w != db->err;
+            continue;
+        }
+        if (space)
+            *w++ = ' ';
+        space = false;
+        *w++ = *r;
+    }
+    *w = '\0';
 }
 
 uint64_t kiln__db_hash(const char *sql)
@@ -78,7 +87,7 @@ const char *kiln_db_last_error(const struct kiln_db *db)
     return db->err;
 }
 
-static int ensure_connected(struct kiln_db *db)
+static int ensure_connected(struct kiln_db *db, unsigned budget_ms)
 {
     if (db->conn)
         return 0;
@@ -88,7 +97,10 @@ static int ensure_connected(struct kiln_db *db)
             kiln__db_error(db, "database unavailable (retrying)");
         return KILN_EUNAVAILABLE;
     }
-    int err = db->ops->connect(db);
+    unsigned timeout_ms = db->cfg->connect_timeout_s * 1000;
+    if (budget_ms && budget_ms < timeout_ms)
+        timeout_ms = budget_ms;
+    int err = db->ops->connect(db, timeout_ms);
     if (err) {
         db->backoff_ms = db->backoff_ms ? db->backoff_ms * 2 : BACKOFF_FIRST_MS;
         if (db->backoff_ms > BACKOFF_MAX_MS)
@@ -171,7 +183,7 @@ int kiln_db_query_timeout(struct kiln_db *db, kiln_arena *a, const char *sql,
         }
         text[i] = kiln_arena_strndup(a, params[i].p, params[i].len);
     }
-    int err = ensure_connected(db);
+    int err = ensure_connected(db, 0);
     if (err)
         return err;
     return after(db, db->ops->query(db, a, sql, text, nparams, rows,
@@ -186,7 +198,7 @@ int kiln_db_query(struct kiln_db *db, kiln_arena *a, const char *sql,
 
 int kiln_db_exec(struct kiln_db *db, const char *sql)
 {
-    int err = ensure_connected(db);
+    int err = ensure_connected(db, 0);
     if (err)
         return err;
     return after(db, db->ops->exec(db, sql, db->cfg->query_timeout_ms));
@@ -209,12 +221,17 @@ int kiln_db_rollback(struct kiln_db *db)
 
 int kiln_db_ping(struct kiln_db *db, unsigned timeout_ms)
 {
-    int err = ensure_connected(db);
+    /* One budget for connecting and querying: a health check must answer
+     * within its deadline even when it has to reconnect first. */
+    uint64_t deadline = kiln_now_ms() + timeout_ms;
+    int err = ensure_connected(db, timeout_ms);
     if (err)
         return err;
+    uint64_t now = kiln_now_ms();
+    unsigned left = now < deadline ? (unsigned)(deadline - now) : 1;
     kiln_arena *a = kiln_arena_new(512);
     struct kiln_db_rows rows;
-    err = after(db, db->ops->query(db, a, "SELECT 1", NULL, 0, &rows, timeout_ms));
+    err = after(db, db->ops->query(db, a, "SELECT 1", NULL, 0, &rows, left));
     kiln_arena_free(a);
     return err;
 }

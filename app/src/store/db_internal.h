@@ -12,8 +12,8 @@ struct kiln_db;
 
 struct kiln_db_ops {
     const char *name;
-    /* 0 or an error; on error db->err says why. */
-    int (*connect)(struct kiln_db *db);
+    /* 0 or an error within timeout_ms; on error db->err says why. */
+    int (*connect)(struct kiln_db *db, unsigned timeout_ms);
     void (*disconnect)(struct kiln_db *db);
     /* One statement with text parameters (already checked, NUL-terminated). */
     int (*query)(struct kiln_db *db, kiln_arena *a, const char *sql, const char *const *params,

@@ -46,23 +46,39 @@ static void on_notice(void *arg, const char *message)
     (void)message;
 }
 
-static int pg_connect(struct kiln_db *db)
+static int pg_connect(struct kiln_db *db, unsigned timeout_ms)
 {
-    char timeout[16];
-    snprintf(timeout, sizeof timeout, "%u", db->cfg->connect_timeout_s);
     /*
      * The configured string (URI or key=value) is expanded as "dbname";
-     * the keywords after it override, so timeouts and keepalives are ours
-     * whatever the URL says. Keepalives notice a dead server (failover)
-     * between queries instead of at the next query's timeout.
+     * the keywords after it override, so keepalives are ours whatever the
+     * URL says: they notice a dead server (failover) between queries
+     * instead of at the next query's timeout. The connect itself is
+     * driven with PQconnectPoll so that it honours a deadline in
+     * milliseconds (libpq's connect_timeout has whole seconds, at least 2).
      */
-    const char *keys[] = { "dbname", "connect_timeout", "keepalives", "keepalives_idle",
-                           "keepalives_interval", "keepalives_count", NULL };
-    const char *vals[] = { db->cfg->conninfo, timeout, "1", "30", "10", "3", NULL };
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    const char *keys[] = { "dbname", "keepalives", "keepalives_idle", "keepalives_interval",
+                           "keepalives_count", NULL };
+    const char *vals[] = { db->cfg->conninfo, "1", "30", "10", "3", NULL };
+    uint64_t deadline = kiln_now_ms() + timeout_ms;
+    PGconn *c = PQconnectStartParams(keys, vals, 1);
     if (!c) {
         kiln__db_error(db, "postgres: out of memory");
         return KILN_EUNAVAILABLE;
+    }
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    while (PQstatus(c) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+        uint64_t now = kiln_now_ms();
+        struct pollfd pfd = { .fd = PQsocket(c),
+                              .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT };
+        int n = now < deadline ? poll(&pfd, 1, (int)(deadline - now)) : 0;
+        if (n == 0) {
+            kiln__db_error(db, "postgres: connect timed out after %u ms", timeout_ms);
+            PQfinish(c);
+            return KILN_EUNAVAILABLE;
+        }
+        if (n < 0 && errno != EINTR)
+            break;
+        st = PQconnectPoll(c);
     }
     if (PQstatus(c) != CONNECTION_OK) {
         /* libpq's message names host and reason, never the password. */
@@ -110,12 +126,12 @@ static int wait_result(struct kiln_db *db, unsigned timeout_ms)
             return 0;
         uint64_t now = kiln_now_ms();
         if (now >= deadline) {
-            char buf[256];
-            PGcancel *cancel = PQgetCancel(c);
-            if (cancel) {
-                PQcancel(cancel, buf, sizeof buf);
-                PQfreeCancel(cancel);
-            }
+            /*
+             * Drop the connection (the caller does) rather than PQcancel:
+             * libpq 15's cancel opens a new connection and waits without a
+             * deadline, so a frozen server or pooler would hang the worker.
+             * The server ends the query when it finds the client gone.
+             */
             kiln__db_error(db, "postgres: query timed out after %u ms", timeout_ms);
             return KILN_EUNAVAILABLE;
         }

@@ -61,8 +61,9 @@ static int make_parent(struct kiln_db *db, const char *path)
     return err;
 }
 
-static int sqlite_connect(struct kiln_db *db)
+static int sqlite_connect(struct kiln_db *db, unsigned timeout_ms)
 {
+    (void)timeout_ms; /* a local file: opening does not wait on a network */
     sqlite3 *s = NULL;
     int err = make_parent(db, db->cfg->path);
     if (err)
