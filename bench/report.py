@@ -2,10 +2,15 @@
 """Turn the raw files bench/run.sh leaves in build/bench into a text report
 (stdout) and build/bench/results.json. Standard library only.
 
-usage: report.py OUT_DIR              everything (the database part too, when
-                                     bench/db.sh left OUT_DIR/db/meta.env)
+usage: report.py OUT_DIR              everything (the database and session
+                                     parts too, when bench/db.sh and
+                                     bench/session.sh left OUT_DIR/db/meta.env
+                                     and OUT_DIR/session/meta.env)
        report.py --db-only OUT_DIR    the database part alone (bench/db.sh);
                                      writes OUT_DIR/db/results.json
+       report.py --session-only OUT_DIR
+                                     the session part alone (bench/session.sh);
+                                     writes OUT_DIR/session/results.json
 """
 import glob
 import json
@@ -15,6 +20,7 @@ import sys
 
 GOAL_LIVEZ_RATIO = 0.9
 GOAL_DB_RATIO = 0.6
+GOAL_SESSION_RATIO = 0.5
 GOAL_IDLE_RSS_MIB = 10.0
 GOAL_HOLD_RSS_MIB = 100.0
 NOISY_OTHER_CPU_PCT = 10.0
@@ -260,6 +266,142 @@ def print_db(db, p=print):
                     label, run["file"], se or "-", run.get("non_2xx", "-"), run.get("failed", "-")))
 
 
+# -------------------------------------------------------------- sessions --
+
+SESSION_TARGETS = [
+    ("kiln-me-valkey", "kiln GET /api/v1/me, sessions in Valkey"),
+    ("kiln-me-memory", "kiln GET /api/v1/me, memory store"),
+    ("redis-get", "redis-benchmark GET"),
+]
+
+
+def parse_redis_benchmark(path):
+    """redis-benchmark --csv: "test","rps","avg_latency_ms",...,"p50_latency_ms",..."""
+    r = {"file": os.path.basename(path), "rps": None}
+    with open(path) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    header = None
+    for line in lines:
+        cells = [c.strip('"') for c in line.split(",")]
+        if cells[0] == "test":
+            header = cells
+        elif cells[0] == "GET" and header:
+            row = dict(zip(header, cells))
+            for key, name in (("rps", "rps"), ("avg_latency_ms", "latency_avg_ms"),
+                              ("p50_latency_ms", "p50_ms"), ("p99_latency_ms", "p99_ms")):
+                try:
+                    r[name] = float(row[key])
+                except (KeyError, ValueError):
+                    r[name] = None
+    return r
+
+
+def session_results(out):
+    """The session part (bench/session.sh), or None when it did not run."""
+    d = os.path.join(out, "session")
+    if not os.path.exists(os.path.join(d, "meta.env")):
+        return None
+    meta = read_meta(d)
+    if meta.get("skipped"):
+        return {"skipped": meta["skipped"], "goals": []}
+    runs = {}
+    for key, _ in SESSION_TARGETS:
+        files = sorted(glob.glob(os.path.join(d, "run-%s-r*.txt" % key)))
+        parse = parse_wrk if key.startswith("kiln") else parse_redis_benchmark
+        rs = [parse(f) for f in files]
+        good = [r for r in rs if r["rps"] is not None]
+        runs[key] = {"best": max(good, key=lambda r: r["rps"]) if good else None, "runs": rs}
+
+    def rps(key):
+        b = runs[key]["best"]
+        return b["rps"] if b else None
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    res = {
+        "config": {
+            "redis_version": meta.get("redis_version"),
+            "seconds": int(meta["seconds"]),
+            "warmup_seconds": int(meta["warmup_seconds"]),
+            "rounds": int(meta["rounds"]),
+            "connections": int(meta["connections"]),
+            "threads": int(meta["threads"]),
+            "users": int(meta["users"]),
+            "http_loops": int(meta["http_loops"]),
+            "wrk": "wrk -t%s -c%s -d%ss --latency -s SESSIONS.lua" % (
+                meta["threads"], meta["connections"], meta["seconds"]),
+            "redis_benchmark": "redis-benchmark -c %s -n %s --threads %s -t get" % (
+                meta["connections"], meta["redis_requests"], meta["threads"]),
+        },
+        "throughput": runs,
+        "ratios": {
+            "kiln_valkey_vs_redis_get": ratio(rps("kiln-me-valkey"), rps("redis-get")),
+            "kiln_memory_vs_redis_get": ratio(rps("kiln-me-memory"), rps("redis-get")),
+            "kiln_valkey_vs_memory": ratio(rps("kiln-me-valkey"), rps("kiln-me-memory")),
+        },
+        "kiln_stderr_lines": {k: int(meta.get(k + "_stderr_lines") or 0)
+                              for k, _ in SESSION_TARGETS[:2]},
+    }
+    value = res["ratios"]["kiln_valkey_vs_redis_get"]
+    res["goals"] = [{
+        "goal": "kiln GET /api/v1/me (Valkey) req/s / redis-benchmark GET req/s",
+        "value": value, "op": ">=", "limit": GOAL_SESSION_RATIO, "unit": "",
+        "pass": value is not None and value >= GOAL_SESSION_RATIO, "note": "",
+    }]
+    return res
+
+
+def print_session(ss, p=print):
+    p("Sessions: kiln GET /api/v1/me with a valid session vs redis-benchmark GET")
+    if ss.get("skipped"):
+        p("skipped: " + ss["skipped"])
+        return
+    c = ss["config"]
+    p("Redis %s plain TCP; %s (cycling through %d users' sessions) / %s; %d s warmup, "
+      "best of %d rounds; kiln HTTP_LOOPS=%d, rate limiting on" % (
+          c["redis_version"], c["wrk"], c["users"], c["redis_benchmark"], c["warmup_seconds"],
+          c["rounds"], c["http_loops"]))
+    p("")
+    p("%-42s %11s %9s %9s   %s" % ("target", "req/s", "p50 ms", "p99 ms", "per round"))
+    for key, label in SESSION_TARGETS:
+        t = ss["throughput"][key]
+        if not t["runs"]:
+            p("%-42s %11s" % (label, "not run"))
+            continue
+        b = t["best"] or {}
+        per = "  ".join(fmt(r["rps"], ".0f", 0) for r in t["runs"])
+        p("%-42s %11s %9s %9s   %s" % (label, fmt(b.get("rps"), ".0f", 11),
+                                        fmt(b.get("p50_ms"), ".3f", 9),
+                                        fmt(b.get("p99_ms"), ".3f", 9), per))
+    r = ss["ratios"]
+    p("")
+    p("ratio kiln /me on Valkey / redis-benchmark GET:   %s" % fmt(r["kiln_valkey_vs_redis_get"], ".3f", 0))
+    p("ratio kiln /me on memory / redis-benchmark GET:   %s" % fmt(r["kiln_memory_vs_redis_get"], ".3f", 0))
+    p("ratio kiln /me Valkey / memory store:             %s" % fmt(r["kiln_valkey_vs_memory"], ".3f", 0))
+    for k, n in ss["kiln_stderr_lines"].items():
+        if n:
+            p("warning: %s wrote %d line(s) to stderr (build/bench/session/%s.stderr)" % (k, n, k))
+    for key, label in SESSION_TARGETS[:2]:
+        for run in ss["throughput"][key]["runs"]:
+            se = run.get("socket_errors") or {}
+            if any(se.values()) or run.get("non_2xx"):
+                p("warning: %s (%s): socket errors %s, non-2xx %s (401: sessions lost; "
+                  "429: rate limited)" % (label, run["file"], se or "-", run.get("non_2xx", "-")))
+
+
+def main_session_only(out):
+    ss = session_results(out)
+    if ss is None:
+        sys.exit("report.py: no %s/session/meta.env (run bench/session.sh)" % out)
+    with open(os.path.join(out, "session", "results.json"), "w") as f:
+        json.dump(ss, f, indent=2)
+        f.write("\n")
+    print_session(ss)
+    print("")
+    print_goals(ss["goals"])
+
+
 def print_goals(goals, p=print):
     for g in goals:
         unit = (" " + g["unit"]) if g["unit"] else ""
@@ -285,6 +427,9 @@ def main_db_only(out):
 def main():
     if sys.argv[1] == "--db-only":
         main_db_only(sys.argv[2])
+        return
+    if sys.argv[1] == "--session-only":
+        main_session_only(sys.argv[2])
         return
     out = sys.argv[1]
     meta = read_meta(out)
@@ -377,6 +522,10 @@ def main():
     if db is not None:
         results["database"] = db
         goals.extend(db["goals"])
+    ss = session_results(out)
+    if ss is not None:
+        results["sessions"] = ss
+        goals.extend(ss["goals"])
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
@@ -434,6 +583,9 @@ def main():
     if db is not None:
         p("")
         print_db(db)
+    if ss is not None:
+        p("")
+        print_session(ss)
     p("")
     print_goals(goals)
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Kiln benchmark: throughput and latency against nginx on the same machine,
 # idle memory, and memory with 10,000 idle keep-alive connections; then
-# (bench/db.sh, unless BENCH_DB=0) GET /healthz on PostgreSQL against pgbench.
+# (bench/db.sh, unless BENCH_DB=0) GET /healthz on PostgreSQL against pgbench,
+# and (bench/session.sh, unless BENCH_SESSION=0) GET /api/v1/me with a
+# session in Valkey and in memory against redis-benchmark GET.
 # See bench/README.md. Run through `make bench`, or directly from anywhere.
 #
 # Exit status: 0 when every measurement ran (goals may still be MISS);
@@ -42,7 +44,7 @@ command -v wrk >/dev/null || die "wrk not found (Debian package wrk; scripts/dep
 mkdir -p "$out"
 rm -f "$out"/wrk-*.txt "$out"/hold-*.out "$out"/hold-*.err "$out"/meta.env \
       "$out"/results.json "$out"/results.txt
-rm -rf "$out/db"
+rm -rf "$out/db" "$out/session"
 
 # ---------------------------------------------------------------- cleanup --
 kiln_pid="" nginx_pid="" wrk_pid="" hold_pid=""
@@ -338,6 +340,14 @@ if [ "${BENCH_DB:-1}" != 0 ]; then
     stop_pid "$nginx_pid"; nginx_pid=""
     stop_pid "$kiln_pid"; kiln_pid=""
     BENCH_DB_EMBEDDED=1 KILN_BIN="$KILN_BIN" bench/db.sh || die "the database part failed (bench/db.sh)"
+fi
+
+# --------------------------------------------------------------- sessions --
+if [ "${BENCH_SESSION:-1}" != 0 ]; then
+    stop_pid "$nginx_pid"; nginx_pid=""
+    stop_pid "$kiln_pid"; kiln_pid=""
+    BENCH_SESSION_EMBEDDED=1 KILN_BIN="$KILN_BIN" bench/session.sh ||
+        die "the session part failed (bench/session.sh)"
 fi
 
 # ----------------------------------------------------------------- report --

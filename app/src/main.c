@@ -16,6 +16,8 @@
 
 #include "api/api.h"
 #include "api/app.h"
+#include "auth/oidc.h"
+#include "auth/session.h"
 #include "store/migrate.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -76,6 +78,7 @@ static int load_config(struct kiln_config *cfg)
     kiln_buf problems;
     kiln_buf_init(&problems, 64 * 1024);
     int n = kiln_config_load(cfg, kiln_config_process_env, NULL, &problems);
+    n += kiln_providers_load(kiln_config_process_env, NULL, cfg, &problems);
     if (n == 0 && cfg->ssl_certfile) {
         /* Load the pair now so that a bad file is a config error (exit 2). */
         char err[512];
@@ -90,6 +93,7 @@ static int load_config(struct kiln_config *cfg)
         fwrite(problems.p, 1, problems.len, stderr);
         fprintf(stderr, "kiln: %d configuration problem%s; not starting\n", n, n == 1 ? "" : "s");
         kiln_buf_free(&problems);
+        kiln_providers_free();
         kiln_config_free(cfg);
         return 2;
     }
@@ -108,6 +112,7 @@ static int cmd_migrate(void)
     kiln_app_init(&app, &cfg);
     rc = run_migrations(&app, true);
     kiln_app_free(&app);
+    kiln_providers_free();
     kiln_config_free(&cfg);
     return rc;
 }
@@ -124,11 +129,13 @@ static int cmd_serve(void)
                  "SECRET_KEY_BASE not set: using a random key for this run; "
                  "sessions will not survive a restart",
                  "env", kiln_env_name(cfg.env), NULL);
+    kiln_auth_init(&cfg);
     kiln_app_init(&app, &cfg);
     rc = cfg.migrate_on_start ? run_migrations(&app, false) : 0;
     if (rc == 0)
         rc = kiln_server_run(&cfg, kiln_routes, kiln_routes_count, &app.hooks);
     kiln_app_free(&app);
+    kiln_providers_free();
     kiln_config_free(&cfg);
     return rc;
 }

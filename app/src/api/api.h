@@ -24,4 +24,12 @@ void api_readyz(struct kiln_req *req, struct kiln_res *res);
 void api_healthz(struct kiln_req *req, struct kiln_res *res);
 void api_test_sleep(struct kiln_req *req, struct kiln_res *res);
 
+/* auth.c */
+void api_auth_request(struct kiln_req *req, struct kiln_res *res);
+void api_auth_callback(struct kiln_req *req, struct kiln_res *res);
+void api_auth_logout(struct kiln_req *req, struct kiln_res *res);
+void api_dev_login(struct kiln_req *req, struct kiln_res *res);
+void api_me(struct kiln_req *req, struct kiln_res *res);
+void api_test_protected(struct kiln_req *req, struct kiln_res *res);
+
 #endif

@@ -10,17 +10,14 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "store/stores.h"
 
-struct worker_stores {
-    struct kiln_db *db;
-    struct kiln_kv *kv;
-};
 
 static void *on_worker_start(void *arg, unsigned index)
 {
     struct kiln_app *app = arg;
     (void)index;
-    struct worker_stores *w = kiln_calloc(1, sizeof *w);
+    struct kiln_stores *w = kiln_calloc(1, sizeof *w);
     w->db = kiln_db_open(&app->db);
     w->kv = kiln_kv_open(app->kv_store);
     return w;
@@ -28,7 +25,7 @@ static void *on_worker_start(void *arg, unsigned index)
 
 static void on_worker_stop(void *arg, void *context)
 {
-    struct worker_stores *w = context;
+    struct kiln_stores *w = context;
     (void)arg;
     if (!w)
         return;
@@ -72,12 +69,12 @@ void kiln_app_free(struct kiln_app *app)
 
 struct kiln_db *app_db(const struct kiln_req *req)
 {
-    const struct worker_stores *w = req->context;
+    const struct kiln_stores *w = req->context;
     return w ? w->db : NULL;
 }
 
 struct kiln_kv *app_kv(const struct kiln_req *req)
 {
-    const struct worker_stores *w = req->context;
+    const struct kiln_stores *w = req->context;
     return w ? w->kv : NULL;
 }

@@ -10,6 +10,7 @@
  * runs on the worker pool.
  */
 #include "api/api.h"
+#include "auth/guard.h"
 
 const struct kiln_route kiln_routes[] = {
     /* Public: service info and health (API.md, Public routes). */
@@ -18,8 +19,24 @@ const struct kiln_route kiln_routes[] = {
     { KILN_GET, KILN_SCOPE_ROOT, "/readyz", NULL, api_readyz, 0 },
     { KILN_GET, KILN_SCOPE_ROOT, "/healthz", NULL, api_healthz, 0 },
 
-    /* Test support: answers only when KILN_ENV=test (404 otherwise). */
+    /* Login and logout (API.md; docs/AUTHENTICATION.md). logout comes
+     * before /auth/:provider, which would match it too. */
+    { KILN_GET, KILN_SCOPE_ROOT, "/auth/logout", kiln_guard_public, api_auth_logout, 0 },
+    { KILN_DELETE, KILN_SCOPE_ROOT, "/auth/logout", kiln_guard_public, api_auth_logout, 0 },
+    { KILN_POST, KILN_SCOPE_ROOT, "/auth/dev/login", kiln_guard_public, api_dev_login, 0 },
+    { KILN_GET, KILN_SCOPE_ROOT, "/auth/:provider", kiln_guard_public, api_auth_request, 0 },
+    { KILN_GET, KILN_SCOPE_ROOT, "/auth/:provider/callback", kiln_guard_public,
+      api_auth_callback, 0 },
+    { KILN_POST, KILN_SCOPE_ROOT, "/auth/:provider/callback", kiln_guard_public,
+      api_auth_callback, 0 },
+
+    /* Protected: a session is required (cookie or Bearer). */
+    { KILN_GET, KILN_SCOPE_API, "/me", kiln_guard_session, api_me, 0 },
+
+    /* Test support: answer only when KILN_ENV=test (404 otherwise). */
     { KILN_GET, KILN_SCOPE_ROOT, "/_test/sleep", NULL, api_test_sleep, KILN_ROUTE_INTERNAL },
+    { KILN_POST, KILN_SCOPE_API, "/_test/protected", kiln_guard_session, api_test_protected,
+      KILN_ROUTE_INTERNAL },
 };
 
 const size_t kiln_routes_count = sizeof kiln_routes / sizeof kiln_routes[0];

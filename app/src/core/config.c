@@ -113,6 +113,7 @@ static char *hex_secret(size_t nbytes)
 }
 
 static void file_var(struct loader *l, const char *name, char **out);
+static char *str_var(struct loader *l, const char *name, const char *def);
 
 static void bool_var(struct loader *l, const char *name, bool *out)
 {
@@ -208,6 +209,40 @@ static void kv_vars(struct loader *l, struct kiln_config *cfg)
     }
     if (cfg->valkey_user && !cfg->valkey_password)
         problem(l, "VALKEY_USER is set but VALKEY_PASSWORD is not");
+}
+
+static void auth_vars(struct loader *l, struct kiln_config *cfg)
+{
+    const char *v;
+    if ((v = value(l, "SECRET_KEY_BASE_PREVIOUS"))) {
+        cfg->secret_key_base_previous = kiln_strdup(v);
+        cfg->secret_key_base_previous_len = strlen(v);
+    }
+    if ((v = value(l, "PUBLIC_URL"))) {
+        if (strncmp(v, "http://", 7) && strncmp(v, "https://", 8))
+            problem(l, "PUBLIC_URL must start with http:// or https:// (got \"%.60s\")", v);
+        cfg->public_url = kiln_strdup(v);
+        size_t n = strlen(cfg->public_url);
+        while (n > 8 && cfg->public_url[n - 1] == '/')
+            cfg->public_url[--n] = '\0';
+    } else {
+        char url[64];
+        snprintf(url, sizeof url, "http://localhost:%u", cfg->port);
+        cfg->public_url = kiln_strdup(url);
+    }
+    cfg->allowed_origins = str_var(l, "ALLOWED_ORIGINS", NULL);
+    unsigned_var(l, "TRUSTED_PROXY_HOPS", 0, 16, &cfg->trusted_proxy_hops);
+    cfg->rate_limit_public = 180;
+    cfg->rate_limit_protected = 120;
+    unsigned_var(l, "RATE_LIMIT_PUBLIC", 0, 1000000, &cfg->rate_limit_public);
+    unsigned_var(l, "RATE_LIMIT_PROTECTED", 0, 1000000, &cfg->rate_limit_protected);
+    cfg->auth_success_redirect = str_var(l, "AUTH_SUCCESS_REDIRECT", "/");
+    cfg->auth_failure_redirect = str_var(l, "AUTH_FAILURE_REDIRECT", "/");
+    cfg->auth_logout_redirect = str_var(l, "AUTH_LOGOUT_REDIRECT", "/");
+    /* Secure cookies except plain-HTTP development (a browser would drop a
+     * Secure cookie sent over http://localhost in some versions). */
+    cfg->cookie_secure = strncmp(cfg->public_url, "https://", 8) == 0 ||
+                         cfg->env == KILN_ENV_PRODUCTION;
 }
 
 static void file_var(struct loader *l, const char *name, char **out)
@@ -306,6 +341,7 @@ int kiln_config_load(struct kiln_config *cfg, kiln_getenv_fn get, void *ctx,
     unsigned_var(&l, "WORKER_QUEUE_SIZE", 1, 1000000, &cfg->worker_queue);
     db_vars(&l, cfg);
     kv_vars(&l, cfg);
+    auth_vars(&l, cfg);
 
     return l.count;
 }
@@ -325,6 +361,15 @@ void kiln_config_free(struct kiln_config *cfg)
         explicit_bzero(cfg->valkey_password, strlen(cfg->valkey_password));
         free(cfg->valkey_password);
     }
+    if (cfg->secret_key_base_previous) {
+        explicit_bzero(cfg->secret_key_base_previous, cfg->secret_key_base_previous_len);
+        free(cfg->secret_key_base_previous);
+    }
+    free(cfg->public_url);
+    free(cfg->allowed_origins);
+    free(cfg->auth_success_redirect);
+    free(cfg->auth_failure_redirect);
+    free(cfg->auth_logout_redirect);
     free(cfg->db_path);
     free(cfg->valkey_host);
     free(cfg->valkey_user);

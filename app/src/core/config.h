@@ -61,6 +61,19 @@ struct kiln_config {
     unsigned valkey_connect_timeout_ms;
     unsigned valkey_command_timeout_ms;
     unsigned long kv_memory_max_keys;
+
+    /* sessions and login */
+    char *secret_key_base_previous; /* owned; never log; NULL if unset */
+    size_t secret_key_base_previous_len;
+    char *public_url;              /* no trailing slash */
+    char *allowed_origins;         /* comma-separated, or NULL */
+    unsigned trusted_proxy_hops;
+    char *auth_success_redirect;
+    char *auth_failure_redirect;
+    char *auth_logout_redirect;
+    bool cookie_secure;            /* Secure attribute on cookies */
+    unsigned rate_limit_public;    /* requests per 60 s; 0: off */
+    unsigned rate_limit_protected;
 };
 
 /* Returns the value of a variable or NULL; ctx is passed through. */

@@ -45,6 +45,8 @@ bool kiln_url_decode(kiln_arena *a, kiln_str s, bool plus_is_space, kiln_str *ou
                 return false;
             d[n++] = (char)(hi * 16 + lo);
             i += 2;
+        } else if (c == '\0') {
+            return false; /* raw or encoded, NUL never reaches a handler */
         } else if (c == '+' && plus_is_space) {
             d[n++] = ' ';
         } else {
@@ -56,12 +58,12 @@ bool kiln_url_decode(kiln_arena *a, kiln_str s, bool plus_is_space, kiln_str *ou
     return true;
 }
 
-bool kiln_req_query(const struct kiln_req *req, const char *name, kiln_str *out)
+bool kiln_form_value(kiln_arena *a, kiln_str data, const char *name, kiln_str *out)
 {
     size_t nlen = strlen(name);
-    if (!req->query.p)
+    if (!data.p)
         return false;
-    const char *p = req->query.p, *end = p + req->query.len;
+    const char *p = data.p, *end = p + data.len;
     while (p < end) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *pe = amp ? amp : end;
@@ -69,14 +71,19 @@ bool kiln_req_query(const struct kiln_req *req, const char *name, kiln_str *out)
         kiln_str key = { p, (size_t)((eq ? eq : pe) - p) };
         kiln_str dkey;
         /* Keys are compared decoded, so "detail%65d" is "detailed". */
-        if (kiln_url_decode(req->arena, key, true, &dkey) && dkey.len == nlen &&
+        if (kiln_url_decode(a, key, true, &dkey) && dkey.len == nlen &&
             memcmp(dkey.p, name, nlen) == 0) {
             kiln_str val = eq ? (kiln_str){ eq + 1, (size_t)(pe - eq - 1) } : KILN_STR("");
-            return kiln_url_decode(req->arena, val, true, out);
+            return kiln_url_decode(a, val, true, out);
         }
         p = amp ? amp + 1 : end;
     }
     return false;
+}
+
+bool kiln_req_query(const struct kiln_req *req, const char *name, kiln_str *out)
+{
+    return kiln_form_value(req->arena, req->query, name, out);
 }
 
 static const struct {

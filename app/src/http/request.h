@@ -70,6 +70,7 @@ struct kiln_req {
     size_t request_id_len;
     kiln_str trace_id;        /* x-amzn-trace-id or traceparent; p NULL if none */
     const char *remote_ip;    /* owned by the connection */
+    void *session;            /* set by the session guard (auth/session.h) */
     void *context;            /* the worker's context (stores); NULL on the loop */
     uint64_t start_ns;        /* monotonic, first byte of the request */
 };
@@ -85,8 +86,14 @@ kiln_str kiln_req_param(const struct kiln_req *req, const char *name);
 bool kiln_req_query(const struct kiln_req *req, const char *name, kiln_str *out);
 
 /*
- * Percent-decode s into the arena. Returns false on a malformed escape or an
- * encoded NUL. plus_is_space for application/x-www-form-urlencoded.
+ * A value of an application/x-www-form-urlencoded string (a query or a form
+ * body), decoded into the arena; false when absent or badly encoded.
+ */
+bool kiln_form_value(kiln_arena *a, kiln_str data, const char *name, kiln_str *out);
+
+/*
+ * Percent-decode s into the arena. Returns false on a malformed escape or a
+ * NUL (encoded or raw). plus_is_space for application/x-www-form-urlencoded.
  */
 bool kiln_url_decode(kiln_arena *a, kiln_str s, bool plus_is_space, kiln_str *out);
 

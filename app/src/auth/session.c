@@ -1,0 +1,212 @@
+/*
+ * Sessions and signed cookies; see session.h. Tags are compared in constant
+ * time (CRYPTO_memcmp); keys are HMAC-SHA256(SECRET_KEY_BASE, label), one
+ * label per purpose.
+ */
+#include "auth/session.h"
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/base64.h"
+#include "core/err.h"
+#include "core/random.h"
+
+#define KEY_LEN 32
+#define REFRESH_EVERY_S 60
+
+static struct {
+    unsigned char session[2][KEY_LEN];
+    unsigned char login[2][KEY_LEN];
+    int nkeys; /* 1, or 2 with the previous secret */
+} keys;
+
+static void derive(const char *secret, size_t len, const char *label, unsigned char out[KEY_LEN])
+{
+    unsigned int n = KEY_LEN;
+    HMAC(EVP_sha256(), secret, (int)len, (const unsigned char *)label, strlen(label), out, &n);
+}
+
+void kiln_auth_init(const struct kiln_config *cfg)
+{
+    derive(cfg->secret_key_base, cfg->secret_key_base_len, "kiln session cookie v1",
+           keys.session[0]);
+    derive(cfg->secret_key_base, cfg->secret_key_base_len, "kiln login cookie v1",
+           keys.login[0]);
+    keys.nkeys = 1;
+    if (cfg->secret_key_base_previous) {
+        derive(cfg->secret_key_base_previous, cfg->secret_key_base_previous_len,
+               "kiln session cookie v1", keys.session[1]);
+        derive(cfg->secret_key_base_previous, cfg->secret_key_base_previous_len,
+               "kiln login cookie v1", keys.login[1]);
+        keys.nkeys = 2;
+    }
+}
+
+static void tag(const unsigned char key[KEY_LEN], const void *data, size_t len,
+                unsigned char out[32])
+{
+    unsigned int n = 32;
+    HMAC(EVP_sha256(), key, KEY_LEN, data, len, out, &n);
+}
+
+void kiln_session_token(const char *sid, char out[KILN_SESSION_TOKEN_LEN + 1])
+{
+    unsigned char mac[32];
+    tag(keys.session[0], sid, KILN_SID_LEN, mac);
+    memcpy(out, sid, KILN_SID_LEN);
+    out[KILN_SID_LEN] = '.';
+    kiln_base64url_encode(mac, sizeof mac, out + KILN_SID_LEN + 1);
+}
+
+/* Does mac_b64 carry HMAC(key, data) for one of our keys? */
+static bool verify(unsigned char k[2][KEY_LEN], const char *data, size_t len,
+                   const char *mac_b64, size_t mac_len)
+{
+    unsigned char got[32], want[32];
+    size_t n = 0;
+    if (mac_len != 43 || !kiln_base64url_decode(mac_b64, mac_len, got, sizeof got, &n) ||
+        n != 32)
+        return false;
+    for (int i = 0; i < keys.nkeys; i++) {
+        tag(k[i], data, len, want);
+        if (CRYPTO_memcmp(got, want, 32) == 0)
+            return true;
+    }
+    return false;
+}
+
+bool kiln_session_token_verify(kiln_str t, char sid[KILN_SID_LEN + 1])
+{
+    if (t.len != KILN_SESSION_TOKEN_LEN || t.p[KILN_SID_LEN] != '.')
+        return false;
+    unsigned char raw[32];
+    size_t n = 0;
+    if (!kiln_base64url_decode(t.p, KILN_SID_LEN, raw, sizeof raw, &n) || n != 32)
+        return false;
+    if (!verify(keys.session, t.p, KILN_SID_LEN, t.p + KILN_SID_LEN + 1, 43))
+        return false;
+    memcpy(sid, t.p, KILN_SID_LEN);
+    sid[KILN_SID_LEN] = '\0';
+    return true;
+}
+
+static void kv_key(const char *sid, char out[64])
+{
+    memcpy(out, "backend_session:", 16);
+    memcpy(out + 16, sid, KILN_SID_LEN + 1);
+}
+
+static json_t *opt(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static int save(struct kiln_kv *kv, const char *sid, json_t *record)
+{
+    char key[64];
+    kv_key(sid, key);
+    char *text = json_dumps(record, JSON_COMPACT);
+    if (!text)
+        return KILN_EINVAL;
+    int err = kiln_kv_set(kv, kiln_str_c(key), kiln_str_c(text),
+                          (uint64_t)KILN_SESSION_TTL_S * 1000);
+    free(text);
+    return err;
+}
+
+int kiln_session_create(struct kiln_kv *kv, const struct kiln_session_user *u,
+                        char token[KILN_SESSION_TOKEN_LEN + 1])
+{
+    unsigned char raw[32];
+    char sid[KILN_SID_LEN + 1];
+    if (kiln_random_bytes(raw, sizeof raw) != 0)
+        return KILN_EIO;
+    kiln_base64url_encode(raw, sizeof raw, sid);
+    json_t *user = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "email", opt(u->email),
+                             "name", opt(u->name), "first_name", opt(u->first_name),
+                             "last_name", opt(u->last_name), "image", opt(u->image),
+                             "provider", opt(u->provider), "provider_uid",
+                             opt(u->provider_uid));
+    json_t *record = json_pack("{s:s, s:o, s:I}", "user_id", u->user_id, "user", user,
+                               "refreshed_at", (json_int_t)time(NULL));
+    int err = record ? save(kv, sid, record) : KILN_EINVAL;
+    json_decref(record);
+    if (!err)
+        kiln_session_token(sid, token);
+    return err;
+}
+
+int kiln_session_load(struct kiln_kv *kv, kiln_arena *a, const char *sid,
+                      struct kiln_session *out)
+{
+    char key[64];
+    kiln_str value;
+    kv_key(sid, key);
+    int err = kiln_kv_get(kv, a, kiln_str_c(key), &value);
+    if (err)
+        return err;
+    json_t *record = json_loadb(value.p, value.len, 0, NULL);
+    json_t *user = json_object_get(record, "user");
+    const char *user_id = json_string_value(json_object_get(record, "user_id"));
+    if (!record || !json_is_object(user) || !user_id) {
+        json_decref(record);
+        return KILN_ENOTFOUND; /* not ours or corrupt: no session */
+    }
+    memcpy(out->sid, sid, KILN_SID_LEN + 1);
+    out->user_id = kiln_arena_strndup(a, user_id, strlen(user_id));
+    char *u = json_dumps(user, JSON_COMPACT);
+    out->user_json = (kiln_str){ kiln_arena_strndup(a, u ? u : "{}", u ? strlen(u) : 2),
+                                 u ? strlen(u) : 2 };
+    free(u);
+    /* Rolling expiry, written at most once a minute per session. */
+    json_int_t refreshed = json_integer_value(json_object_get(record, "refreshed_at"));
+    time_t now = time(NULL);
+    if (now - (time_t)refreshed >= REFRESH_EVERY_S) {
+        json_object_set_new(record, "refreshed_at", json_integer((json_int_t)now));
+        save(kv, sid, record); /* best effort: a failed refresh is not a logout */
+    }
+    json_decref(record);
+    return 0;
+}
+
+int kiln_session_delete(struct kiln_kv *kv, const char *sid)
+{
+    char key[64];
+    kv_key(sid, key);
+    return kiln_kv_del(kv, kiln_str_c(key), NULL);
+}
+
+const char *kiln_login_cookie_seal(kiln_arena *a, kiln_str payload)
+{
+    unsigned char mac[32];
+    size_t blen = kiln_base64url_len(payload.len);
+    char *out = kiln_arena_alloc(a, blen + 1 + 43 + 1);
+    kiln_base64url_encode(payload.p, payload.len, out);
+    tag(keys.login[0], out, blen, mac);
+    out[blen] = '.';
+    kiln_base64url_encode(mac, sizeof mac, out + blen + 1);
+    return out;
+}
+
+bool kiln_login_cookie_open(kiln_arena *a, kiln_str value, kiln_str *payload)
+{
+    const char *dot = value.p ? memchr(value.p, '.', value.len) : NULL;
+    if (!dot || value.len > 4096)
+        return false;
+    size_t blen = (size_t)(dot - value.p);
+    if (!verify(keys.login, value.p, blen, dot + 1, value.len - blen - 1))
+        return false;
+    unsigned char *raw = kiln_arena_alloc(a, blen + 1);
+    size_t n = 0;
+    if (!kiln_base64url_decode(value.p, blen, raw, blen + 1, &n))
+        return false;
+    raw[n] = '\0';
+    *payload = (kiln_str){ (const char *)raw, n };
+    return true;
+}

@@ -1,0 +1,193 @@
+/* Outbound HTTP(S) on libcurl; see http_client.h. */
+#include "core/http_client.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "core/alloc.h"
+#include "core/err.h"
+#include "core/version.h"
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static CURLcode init_result = CURLE_FAILED_INIT;
+
+static void global_init(void)
+{
+    init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+int kiln_http_client_init(void)
+{
+    pthread_once(&init_once, global_init);
+    return init_result == CURLE_OK ? 0 : KILN_EIO;
+}
+
+struct sink {
+    kiln_buf *body;
+    size_t max;
+    bool too_big;
+};
+
+static size_t on_data(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    struct sink *s = userdata;
+    size_t n = size * nmemb;
+    /* Returning less than n makes curl stop with CURLE_WRITE_ERROR. */
+    if (n > s->max - s->body->len || kiln_buf_append(s->body, data, n) != 0) {
+        s->too_big = true;
+        return 0;
+    }
+    return n;
+}
+
+/* Out of memory is fatal here as everywhere (core/alloc.h). */
+static struct curl_slist *add_header(struct curl_slist *list, const char *h)
+{
+    struct curl_slist *l = curl_slist_append(list, h);
+    if (!l)
+        kiln_fatal("out of memory");
+    return l;
+}
+
+static int map_error(CURLcode code, bool too_big)
+{
+    if (too_big || code == CURLE_FILESIZE_EXCEEDED)
+        return KILN_ETOOBIG;
+    switch (code) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return KILN_ETIMEDOUT;
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+        return KILN_EINVAL;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+        return KILN_ETLS;
+    default:
+        return KILN_EIO;
+    }
+}
+
+int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_response *res)
+{
+    CURL *h = NULL;
+    struct curl_slist *headers = NULL;
+    char *auth = NULL;
+    char errbuf[CURL_ERROR_SIZE] = "";
+    char agent[64];
+    int rc = KILN_EIO;
+
+    memset(res, 0, sizeof *res);
+    size_t max = req->max_body ? req->max_body : KILN_HTTP_MAX_BODY;
+    kiln_buf_init(&res->body, max + 1); /* + the NUL we add at the end */
+    struct sink sink = { &res->body, max, false };
+
+    if (kiln_http_client_init() != 0) {
+        snprintf(res->error, sizeof res->error, "curl_global_init failed");
+        return KILN_EIO;
+    }
+    if (!req->url || (strncmp(req->url, "https://", 8) && strncmp(req->url, "http://", 7))) {
+        snprintf(res->error, sizeof res->error, "not an http(s) URL");
+        return KILN_EINVAL;
+    }
+    h = curl_easy_init();
+    if (!h) {
+        snprintf(res->error, sizeof res->error, "curl_easy_init failed");
+        return KILN_EIO;
+    }
+
+    headers = add_header(headers, "Accept: application/json");
+    if (req->form)
+        headers = add_header(headers, "Content-Type: application/x-www-form-urlencoded");
+    if (req->authorization) {
+        size_t n = strlen(req->authorization) + sizeof "Authorization: ";
+        auth = kiln_malloc(n);
+        snprintf(auth, n, "Authorization: %s", req->authorization);
+        headers = add_header(headers, auth);
+    }
+    snprintf(agent, sizeof agent, "kiln/%s", kiln_version());
+
+    /* Any option that fails to apply fails the request: a request that
+     * silently lost its TLS verification or timeout is worse than none. */
+    CURLcode c = CURLE_OK;
+#define SET(opt, val) \
+    if (c == CURLE_OK) c = curl_easy_setopt(h, opt, val)
+    SET(CURLOPT_URL, req->url);
+    SET(CURLOPT_ERRORBUFFER, errbuf);
+    /* Worker threads: no signals (SIGALRM for DNS timeouts is per process). */
+    SET(CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    SET(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_SSL_VERIFYPEER, 1L);
+    SET(CURLOPT_SSL_VERIFYHOST, 2L);
+    SET(CURLOPT_CONNECTTIMEOUT_MS,
+        (long)(req->connect_timeout_ms ? req->connect_timeout_ms : KILN_HTTP_CONNECT_TIMEOUT_MS));
+    SET(CURLOPT_TIMEOUT_MS, (long)(req->timeout_ms ? req->timeout_ms : KILN_HTTP_TIMEOUT_MS));
+    /* Refuse early when Content-Length already says too much; the write
+     * callback enforces the cap for chunked bodies. */
+    SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max);
+    SET(CURLOPT_WRITEFUNCTION, on_data);
+    SET(CURLOPT_WRITEDATA, &sink);
+    SET(CURLOPT_HTTPHEADER, headers);
+    SET(CURLOPT_USERAGENT, agent);
+    if (req->form) {
+        SET(CURLOPT_POST, 1L);
+        SET(CURLOPT_POSTFIELDS, req->form);
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->form_len);
+    }
+#undef SET
+    if (c != CURLE_OK) {
+        snprintf(res->error, sizeof res->error, "curl_easy_setopt: %s", curl_easy_strerror(c));
+        goto out;
+    }
+
+    c = curl_easy_perform(h);
+    if (c != CURLE_OK) {
+        rc = map_error(c, sink.too_big);
+        if (rc == KILN_ETOOBIG)
+            snprintf(res->error, sizeof res->error, "response body over %zu bytes", max);
+        else
+            snprintf(res->error, sizeof res->error, "%s%s%s", curl_easy_strerror(c),
+                     errbuf[0] ? ": " : "", errbuf);
+        goto out;
+    }
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &res->status);
+    /* NUL-terminate for parsers that want a C string; not counted. */
+    if (kiln_buf_append(&res->body, "", 1) != 0) {
+        rc = KILN_ETOOBIG;
+        snprintf(res->error, sizeof res->error, "response body over %zu bytes", max);
+        goto out;
+    }
+    res->body.len--;
+    rc = 0;
+
+out:
+    curl_easy_cleanup(h);
+    curl_slist_free_all(headers);
+    if (auth) {
+        /* The header may carry a client secret. */
+        explicit_bzero(auth, strlen(auth));
+        free(auth);
+    }
+    return rc;
+}
+
+void kiln_http_response_free(struct kiln_http_response *res)
+{
+    kiln_buf_free(&res->body);
+    res->status = 0;
+}

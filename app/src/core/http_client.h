@@ -1,0 +1,66 @@
+/*
+ * Outbound HTTP(S) on libcurl: one blocking request per call, for worker
+ * threads (OpenID discovery, JWKS, token exchange). Every request is bounded
+ * in time (connect and total timeouts) and in size (a cap on the response
+ * body, enforced while it streams in), verifies the TLS peer and host name,
+ * speaks only http and https, and never follows a redirect: a provider that
+ * redirects its token endpoint is misconfigured, and following would hand
+ * the form (which holds the client secret) to another host.
+ *
+ * Each call uses its own easy handle, so nothing is shared between threads
+ * but libcurl's global state, initialised once (kiln_http_client_init).
+ * Logins are rare next to API traffic; a connection cache is not worth the
+ * shared state.
+ *
+ * Threads: kiln_http_client_init on the main thread before workers start
+ * (kiln_http_fetch also calls it, through pthread_once); kiln_http_fetch
+ * from any thread.
+ */
+#ifndef KILN_CORE_HTTP_CLIENT_H
+#define KILN_CORE_HTTP_CLIENT_H
+
+#include <stddef.h>
+
+#include "core/buf.h"
+
+#define KILN_HTTP_CONNECT_TIMEOUT_MS 3000
+#define KILN_HTTP_TIMEOUT_MS 5000
+#define KILN_HTTP_MAX_BODY (1u << 20)
+
+struct kiln_http_request {
+    const char *url;             /* http:// or https:// */
+    /* POST body, sent as application/x-www-form-urlencoded; NULL: GET. */
+    const char *form;
+    size_t form_len;
+    /* The whole Authorization header value ("Basic …"), or NULL. */
+    const char *authorization;
+    unsigned connect_timeout_ms; /* 0: KILN_HTTP_CONNECT_TIMEOUT_MS */
+    unsigned timeout_ms;         /* whole transfer; 0: KILN_HTTP_TIMEOUT_MS */
+    size_t max_body;             /* 0: KILN_HTTP_MAX_BODY */
+};
+
+struct kiln_http_response {
+    long status;                 /* HTTP status, 0 when none came back */
+    /* The body, NUL-terminated (the NUL not counted in body.len); owned,
+     * released by kiln_http_response_free. */
+    kiln_buf body;
+    /* Why the request failed, for logs ("" on success); never holds the
+     * request body. */
+    char error[256];
+};
+
+/* curl_global_init, once per process. 0 or KILN_EIO. */
+int kiln_http_client_init(void);
+
+/*
+ * Perform req. Returns 0 when a response arrived, whatever its status (the
+ * caller judges res->status), or a negative kiln_err when none did:
+ * KILN_EINVAL (bad URL or scheme), KILN_ETIMEDOUT, KILN_ETLS, KILN_ETOOBIG
+ * (body over the cap) or KILN_EIO (connection refused, DNS, protocol); then
+ * res->error says why. res must be released with kiln_http_response_free
+ * in every case.
+ */
+int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_response *res);
+void kiln_http_response_free(struct kiln_http_response *res);
+
+#endif

@@ -1,0 +1,376 @@
+"""Login end to end against a real OIDC provider on loopback
+(oauth2-mock-server, app/tests/oidc/mock.js): the generic issuer
+(OIDC_PROVIDERS=mock) and the Google and Apple code paths pointed at the
+same provider; every failure the issue lists (denied consent, bad or
+replayed state, replayed code, bad signature, wrong audience, expired
+token, wrong nonce, provider unreachable), JWKS rotation, ES256, and a
+fresh session on every login.
+
+Every failure must be a 302 to AUTH_FAILURE_REDIRECT?error=<code>, never a
+500, with one warning log line naming the reason, and no code, token,
+client secret or cookie in kiln's output.
+"""
+
+import re
+import time
+import urllib.parse
+import uuid
+
+import pytest
+
+import authkit as ak
+from authkit import mock, oidc_kiln, plain_kiln  # noqa: F401 (fixtures)
+import kilnhttp
+
+
+def profile_for(mock, tag="ada", **extra):
+    sub = f"{tag}-{uuid.uuid4().hex[:10]}"
+    claims = dict(sub=sub, email=f"{sub}@example.com", email_verified=True,
+                  name="Ada Lovelace", given_name="Ada", family_name="Lovelace",
+                  picture=f"https://img.example.com/{sub}.png")
+    claims.update(extra)
+    mock.profile(**claims)
+    return claims
+
+
+def secrets_of(flow, cookie=None):
+    """Strings that must never reach kiln's output after this login."""
+    st = flow.mock.state()
+    out = [ak.MOCK_CLIENT_SECRET, ak.GOOGLE_CLIENT_SECRET, flow.login_cookie, cookie,
+           flow.callback_params.get("code")]
+    tok = st.get("last_id_token") or {}
+    if tok.get("raw"):
+        out.append(tok["raw"].split(".")[-1] or tok["raw"])
+    for t in st["requests"]["token"]:
+        out.append(t["form"].get("code_verifier"))
+        out.append(t["form"].get("client_secret"))
+    if cookie and "." in cookie:
+        out.append(cookie.split(".")[0])        # the sid alone
+    return [s for s in out if s and len(s) >= 8]
+
+
+# --------------------------------------------------------------------------
+# the redirect to the provider
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("provider", ["mock", "google", "apple"])
+def test_authorize_redirect(oidc_kiln, mock, provider):
+    flow = ak.Login(oidc_kiln, mock, provider).start()
+    u = urllib.parse.urlsplit(flow.authorize_url)
+    assert f"{u.scheme}://{u.netloc}{u.path}" == mock.issuer + "/authorize", flow.authorize_url
+    p = flow.authorize_params
+    assert p.get("response_type") == "code", p
+    assert p.get("client_id") == ak.CLIENT_IDS[provider], p
+    assert p.get("redirect_uri") == f"http://127.0.0.1:{oidc_kiln.port}/auth/{provider}/callback", p
+    assert "openid" in p.get("scope", "").split(), p
+    if provider != "apple":
+        assert {"email", "profile"} <= set(p["scope"].split()), p
+    else:
+        assert p.get("response_mode") == "form_post", p
+        assert {"name", "email"} <= set(p["scope"].split()), p
+    assert p.get("code_challenge_method") == "S256", p
+    assert re.match(r"^[A-Za-z0-9_-]{43}$", p.get("code_challenge", "")), p
+    for k in ("state", "nonce"):
+        assert len(p.get(k, "")) >= 16, f"{k} too short or missing: {p}"
+    assert p["state"] != p["nonce"]
+    # The pending login is bound to this browser: a short-lived cookie.
+    c = flow.login_cookie_attrs
+    assert c.attr("path") == "/auth", c
+    assert c.attr("httponly") is True, c
+    max_age = c.attr("max-age")
+    assert max_age is not None and 0 < int(max_age) <= 3600, f"want a short Max-Age: {c}"
+    ak.assert_no_session_cookie(flow.begin)
+    # A second attempt gets its own state, nonce and verifier.
+    again = ak.Login(oidc_kiln, mock, provider).start()
+    for k in ("state", "nonce", "code_challenge"):
+        assert again.authorize_params[k] != p[k], k
+    assert again.login_cookie != flow.login_cookie
+
+
+def test_redirect_uri_ignores_host_header(oidc_kiln, mock):
+    r = ak.call(oidc_kiln, "GET", "/auth/mock", headers=[("X-Forwarded-Host", "evil.test")])
+    assert r.status == 302, r
+    # call() sends Host: 127.0.0.1:<port>; send another Host too.
+    r2 = oidc_kiln.exchange(kilnhttp.http_request("GET", "/auth/mock", host="evil.test"))[0]
+    assert r2.status == 302, r2
+    for resp in (r, r2):
+        q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(resp.headers["location"]).query))
+        assert q["redirect_uri"] == f"http://127.0.0.1:{oidc_kiln.port}/auth/mock/callback", q
+
+
+def test_unknown_and_unconfigured_providers(oidc_kiln, plain_kiln):
+    for srv, path in ((oidc_kiln, "/auth/nosuch"), (oidc_kiln, "/auth/nosuch/callback"),
+                      (plain_kiln, "/auth/mock"), (plain_kiln, "/auth/google"),
+                      (plain_kiln, "/auth/apple"), (plain_kiln, "/auth/google/callback")):
+        r = ak.call(srv, "GET", path)
+        kilnhttp.assert_error(r, 404, None)
+        assert not ak.set_cookies(r), r
+
+
+# --------------------------------------------------------------------------
+# successful logins
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("provider", ["mock", "google"])
+def test_login_success(oidc_kiln, mock, provider):
+    claims = profile_for(mock)
+    flow, cookie = ak.login(oidc_kiln, mock, provider)
+    r = flow.callback
+    # The login cookie is cleared.
+    lc = ak.set_cookies(r).get(ak.LOGIN_COOKIE)
+    assert lc is not None and lc.cleared, f"login cookie not cleared: {r!r}"
+    want = dict(email=claims["email"], name="Ada Lovelace", first_name="Ada", last_name="Lovelace",
+                image=claims["picture"], provider=provider, provider_uid=claims["sub"])
+    ak.assert_me(ak.me(oidc_kiln, cookie), **want)
+    ak.assert_me(ak.me(oidc_kiln, cookie, path="/api/me"), **want)
+    ak.assert_me(ak.me(oidc_kiln, bearer=cookie), **want)
+
+    # What kiln sent to the token endpoint: the code, the same redirect_uri,
+    # the PKCE verifier of the challenge, its client credentials.
+    st = mock.state()
+    tok = [t for t in st["requests"]["token"] if t["form"].get("grant_type") == "authorization_code"]
+    assert len(tok) == 1, st["requests"]["token"]
+    form = tok[0]["form"]
+    assert form["code"] == flow.callback_params["code"]
+    assert form["redirect_uri"] == flow.redirect_uri
+    assert ak.s256(form["code_verifier"]) == flow.authorize_params["code_challenge"]
+    secret = ak.MOCK_CLIENT_SECRET if provider == "mock" else ak.GOOGLE_CLIENT_SECRET
+    sent = (tok[0].get("basic") or {}).get("client_secret") or form.get("client_secret")
+    assert sent == secret, f"client secret not sent (basic or post): {tok[0]}"
+    ak.assert_not_in_logs(oidc_kiln, *secrets_of(flow, cookie))
+
+
+def test_apple_form_post_login(oidc_kiln, mock):
+    sub = "001234." + uuid.uuid4().hex
+    email = f"{uuid.uuid4().hex[:8]}@privaterelay.appleid.com"
+    # Apple's ID token carries sub and email, never the name.
+    mock.profile(sub=sub, email=email, email_verified="true", is_private_email="true")
+    user = {"name": {"firstName": "Grace", "lastName": "Hopper"}, "email": email}
+    flow, cookie = ak.login(oidc_kiln, mock, "apple", user=user)
+    assert flow.callback_params.get("code") and flow.callback_params.get("state")
+    ak.assert_me(ak.me(oidc_kiln, cookie), email=email, first_name="Grace", last_name="Hopper",
+                 name="Grace Hopper", provider="apple", provider_uid=sub)
+
+    # The client secret is an ES256 JWT from team id, key id and the P8 key.
+    st = mock.state()
+    t = [t for t in st["requests"]["token"] if t["form"].get("grant_type") == "authorization_code"][-1]
+    secret = (t.get("basic") or {}).get("client_secret") or t["form"].get("client_secret")
+    assert secret and secret.count(".") == 2, f"no client secret JWT: {t}"
+    header, claims, _ = ak.jwt_parts(secret)
+    assert header.get("alg") == "ES256" and header.get("kid") == ak.APPLE_KEY_ID, header
+    assert claims.get("iss") == ak.APPLE_TEAM_ID, claims
+    assert claims.get("sub") == ak.APPLE_CLIENT_ID, claims
+    assert claims.get("aud") in ("https://appleid.apple.com", mock.issuer), claims
+    now = time.time()
+    assert claims["iat"] <= now + 60 and claims["exp"] > now, claims
+    assert claims["exp"] - claims["iat"] <= 15777000, "Apple allows at most 6 months"
+    assert ak.es256_verify(secret, ak.apple_key()[1]), "client secret JWT does not verify with the P8 key"
+    ak.assert_not_in_logs(oidc_kiln, secret.split(".")[-1], *secrets_of(flow, cookie))
+
+    # The name arrives only with the first login; later ones keep it.
+    flow2, cookie2 = ak.login(oidc_kiln, mock, "apple")
+    ak.assert_me(ak.me(oidc_kiln, cookie2), email=email, first_name="Grace", last_name="Hopper",
+                 provider="apple", provider_uid=sub)
+
+
+def test_es256_id_token(oidc_kiln, mock):
+    claims = profile_for(mock)
+    kid = mock.use(alg="ES256")
+    flow, cookie = ak.login(oidc_kiln, mock, "mock")
+    tok = mock.state()["last_id_token"]
+    assert tok["header"]["alg"] == "ES256" and tok["kid"] == kid, tok["header"]
+    ak.assert_me(ak.me(oidc_kiln, cookie), provider_uid=claims["sub"])
+
+
+def test_jwks_rotation(oidc_kiln, mock):
+    profile_for(mock)
+    ak.login(oidc_kiln, mock)                      # kiln has the JWKS cached now
+    old = mock.state()["kid"]
+    new = mock.rotate()
+    assert new != old and new in [k["kid"] for k in mock.jwks()["keys"]]
+    claims = profile_for(mock, tag="rotated")
+    flow, cookie = ak.login(oidc_kiln, mock)
+    assert mock.state()["last_id_token"]["kid"] == new
+    ak.assert_me(ak.me(oidc_kiln, cookie), provider_uid=claims["sub"])
+
+
+def test_new_session_on_every_login(oidc_kiln, mock):
+    claims = profile_for(mock)
+    _, first = ak.login(oidc_kiln, mock)
+    _, second = ak.login(oidc_kiln, mock)
+    assert first.split(".")[0] != second.split(".")[0] and first != second
+    # Same person, same provider identity.
+    u1 = ak.assert_me(ak.me(oidc_kiln, first), provider_uid=claims["sub"])
+    u2 = ak.assert_me(ak.me(oidc_kiln, second), provider_uid=claims["sub"])
+    assert u1 == u2
+    # Logging in while holding a session replaces it.
+    _, third = ak.login(oidc_kiln, mock, cookies={ak.SESSION_COOKIE: second})
+    assert third != second
+    ak.assert_unauthenticated(ak.me(oidc_kiln, second))
+    ak.assert_me(ak.me(oidc_kiln, third), provider_uid=claims["sub"])
+    ak.assert_me(ak.me(oidc_kiln, first), provider_uid=claims["sub"])   # another browser's
+
+
+# --------------------------------------------------------------------------
+# failures
+# --------------------------------------------------------------------------
+
+def fail(flow, code):
+    q = ak.assert_failure(flow, code)
+    ak.assert_reason_logged(flow.srv, flow, code)
+    ak.assert_not_in_logs(flow.srv, *secrets_of(flow))
+    assert flow.srv.running()
+    return q
+
+
+def test_denied_consent(oidc_kiln, mock):
+    mock.next(deny=True)
+    flow = ak.Login(oidc_kiln, mock).start().authorize()
+    assert flow.callback_params.get("error") == "access_denied" and "code" not in flow.callback_params
+    flow.finish()
+    fail(flow, "access_denied")
+
+
+def test_wrong_state(oidc_kiln, mock):
+    flow = ak.Login(oidc_kiln, mock).start().authorize()
+    params = dict(flow.callback_params, state=ak.tamper(flow.callback_params["state"], 3))
+    flow.finish(params=params)
+    fail(flow, "invalid_state")
+
+
+def test_missing_state(oidc_kiln, mock):
+    flow = ak.Login(oidc_kiln, mock).start().authorize()
+    params = {k: v for k, v in flow.callback_params.items() if k != "state"}
+    flow.finish(params=params)
+    fail(flow, "invalid_state")
+
+
+def test_missing_login_cookie(oidc_kiln, mock):
+    flow = ak.Login(oidc_kiln, mock).start().authorize()
+    flow.finish(login_cookie=False)
+    fail(flow, "invalid_state")
+
+
+def test_tampered_login_cookie(oidc_kiln, mock):
+    flow = ak.Login(oidc_kiln, mock).start().authorize()
+    flow.finish(login_cookie=ak.tamper(flow.login_cookie, len(flow.login_cookie) // 2))
+    fail(flow, "invalid_state")
+
+
+def test_login_cookie_of_another_attempt(oidc_kiln, mock):
+    other = ak.Login(oidc_kiln, mock).start()
+    flow = ak.Login(oidc_kiln, mock).start().authorize()
+    flow.finish(login_cookie=other.login_cookie)
+    fail(flow, "invalid_state")
+
+
+def test_login_bound_to_its_provider(oidc_kiln, mock):
+    """A pending login made for one provider cannot complete at another's
+    callback (a mix-up: here all providers are the same mock, so only the
+    binding can tell)."""
+    profile_for(mock)
+    flow = ak.Login(oidc_kiln, mock, "mock").start().authorize()
+    flow.finish(path="/auth/google/callback")
+    fail(flow, "invalid_state")
+
+
+def test_replayed_callback(oidc_kiln, mock):
+    profile_for(mock)
+    flow, cookie = ak.login(oidc_kiln, mock)
+    flow.finish()                               # same URL, same login cookie
+    fail(flow, "invalid_state")
+    ak.assert_me(ak.me(oidc_kiln, cookie))      # the first session is unharmed
+
+
+def test_replayed_code(oidc_kiln, mock):
+    profile_for(mock)
+    first, _ = ak.login(oidc_kiln, mock)
+    flow = ak.Login(oidc_kiln, mock).start().authorize()
+    flow.finish(params=dict(flow.callback_params, code=first.callback_params["code"]))
+    fail(flow, "token_exchange_failed")
+
+
+def test_token_endpoint_error(oidc_kiln, mock):
+    mock.next(token_status=500)
+    flow = ak.Login(oidc_kiln, mock).run()
+    fail(flow, "token_exchange_failed")
+
+
+@pytest.mark.parametrize("options,code", [
+    ({"bad_signature": True}, "bad_signature"),
+    ({"aud": "someone-else"}, "wrong_audience"),
+    ({"exp_offset": -600}, "token_expired"),
+    ({"nonce": "not-the-nonce-kiln-sent"}, "nonce_mismatch"),
+    ({"id_token": "not-a-jwt"}, "invalid_token"),
+], ids=["bad-signature", "wrong-aud", "expired", "wrong-nonce", "garbage"])
+def test_id_token_refused(oidc_kiln, mock, options, code):
+    profile_for(mock)
+    mock.next(**options)
+    flow = ak.Login(oidc_kiln, mock).run()
+    fail(flow, code)
+
+
+@pytest.mark.parametrize("options,codes", [
+    ({"iss": "http://localhost:1"}, ("wrong_issuer", "invalid_token")),
+    ({"alg_none": True}, ("invalid_token", "bad_signature")),
+    ({"drop_id_token": True}, ("invalid_token", "token_exchange_failed")),
+    ({"nonce": None}, ("nonce_mismatch", "invalid_token")),
+    ({"id_token": "eyJhbGciOiJSUzI1NiJ9.e30.e30"}, ("invalid_token", "bad_signature")),
+], ids=["wrong-iss", "alg-none", "no-id-token", "no-nonce", "no-kid-empty-claims"])
+def test_id_token_refused_other(oidc_kiln, mock, options, codes):
+    profile_for(mock)
+    mock.next(**options)
+    flow = ak.Login(oidc_kiln, mock).run()
+    r = flow.callback
+    q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(r.headers.get("location", "")).query))
+    assert q.get("error") in codes, r
+    fail(flow, q["error"])
+
+
+def test_bad_signature_es256(oidc_kiln, mock):
+    profile_for(mock)
+    mock.use(alg="ES256")
+    mock.next(bad_signature=True)
+    flow = ak.Login(oidc_kiln, mock).run()
+    fail(flow, "bad_signature")
+
+
+def test_callback_without_code(oidc_kiln, mock):
+    flow = ak.Login(oidc_kiln, mock).start().authorize()
+    flow.finish(params={"state": flow.callback_params["state"]})
+    r = flow.callback
+    assert r.status == 302 and r.headers["location"].startswith(ak.FAILURE_REDIRECT + "?error="), r
+    ak.assert_no_session_cookie(r)
+
+
+def test_provider_unreachable_at_token_exchange(oidc_kiln, mock):
+    profile_for(mock)
+    flow = ak.Login(oidc_kiln, mock).start().authorize()
+    mock.stop_provider()
+    try:
+        t0 = time.monotonic()
+        flow.finish(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        mock.start_provider()
+    fail(flow, "provider_unreachable")
+    assert took < 15, f"the callback took {took:.1f} s"
+    ak.login(oidc_kiln, mock)                   # and it comes back
+
+
+def test_provider_down_at_start(kiln, mock):
+    """kiln starts while its provider is down; GET /auth/<p> fails cleanly
+    and login works once the provider is back (no failure cached)."""
+    mock.stop_provider()
+    try:
+        srv = ak.start_kiln(kiln, **ak.provider_env(mock, providers=("mock",)))
+        r = ak.call(srv, "GET", "/auth/mock", request_id="down-" + uuid.uuid4().hex)
+        assert r.status in (302, 503), r
+        if r.status == 302:
+            ak.assert_failure(r, "provider_unreachable")
+        else:
+            kilnhttp.assert_error(r, 503, "service_unavailable")
+    finally:
+        mock.start_provider()
+    profile_for(mock)
+    ak.login(srv, mock)
