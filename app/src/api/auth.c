@@ -248,14 +248,15 @@ void api_auth_callback(struct kiln_req *req, struct kiln_res *res)
     if (kiln_provider_form_post(p))
         apple_name(req, &pr);
     const char *user_id = NULL;
-    if (kiln_user_login(app_db(req), req->arena, name, id.subject, &pr, &user_id) != 0) {
+    struct kiln_user_profile st;
+    if (kiln_user_login(app_db(req), req->arena, name, id.subject, &pr, &user_id, &st) != 0) {
         kiln_log(KILN_LOG_ERROR, "login: user store failed", "error",
                  kiln_db_last_error(app_db(req)), "request_id", req->request_id, NULL);
         fail_login(req, res, name, "service_unavailable");
         return;
     }
-    struct kiln_session_user u = { user_id, pr.email, pr.name, pr.first_name, pr.last_name,
-                                   pr.image, name, id.subject };
+    struct kiln_session_user u = { user_id, st.email, st.name, st.first_name, st.last_name,
+                                   st.image, name, id.subject };
     if (start_session(req, res, &u) != 0) {
         fail_login(req, res, name, "service_unavailable");
         return;
@@ -322,7 +323,8 @@ void api_dev_login(struct kiln_req *req, struct kiln_res *res)
         pr.last_name = sp ? sp + 1 : NULL;
     }
     const char *user_id = NULL;
-    int err = kiln_user_login(app_db(req), req->arena, "dev", pr.email, &pr, &user_id);
+    struct kiln_user_profile st;
+    int err = kiln_user_login(app_db(req), req->arena, "dev", pr.email, &pr, &user_id, &st);
     if (err == KILN_EINVAL) {
         kiln_res_error(req, res, 422, "validation_failed", "Validation failed",
                        json_pack("{s:[s]}", "email", "is invalid"));
@@ -332,15 +334,16 @@ void api_dev_login(struct kiln_req *req, struct kiln_res *res)
         kiln_res_error(req, res, 503, "service_unavailable", "Database unavailable", NULL);
         return;
     }
-    struct kiln_session_user u = { user_id, pr.email, pr.name, pr.first_name, pr.last_name,
-                                   NULL, "dev", pr.email };
+    struct kiln_session_user u = { user_id, st.email, st.name, st.first_name, st.last_name,
+                                   st.image, "dev", pr.email };
     if (start_session(req, res, &u) != 0) {
         kiln_res_error(req, res, 503, "service_unavailable", "Session store unavailable", NULL);
         return;
     }
-    json_t *user = json_pack("{s:s, s:s?, s:s?, s:s?, s:n, s:s, s:s}", "email", pr.email, "name",
-                             pr.name, "first_name", pr.first_name, "last_name", pr.last_name,
-                             "image", "provider", "dev", "provider_uid", pr.email);
+    json_t *user = json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s}", "email", st.email,
+                             "name", st.name, "first_name", st.first_name, "last_name",
+                             st.last_name, "image", st.image, "provider", "dev", "provider_uid",
+                             pr.email);
     kiln_res_json(req, res, 200,
                   json_pack("{s:o, s:b}", "user", user, "authenticated", 1));
 }

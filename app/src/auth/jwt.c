@@ -356,7 +356,9 @@ static enum kiln_jwt_status check_claims(json_t *c, const struct kiln_jwt_expect
     double exp, iat, nbf;
 
     json_t *iss = json_object_get(c, "iss");
-    if (!json_is_string(iss) || !want->issuer || strcmp(json_string_value(iss), want->issuer) != 0)
+    if (!json_is_string(iss) || !want->issuer ||
+        (strcmp(json_string_value(iss), want->issuer) != 0 &&
+         (!want->issuer_alt || strcmp(json_string_value(iss), want->issuer_alt) != 0)))
         FAIL(KILN_JWT_WRONG_ISSUER, "iss is not the provider's issuer");
 
     json_t *aud = json_object_get(c, "aud");

@@ -66,6 +66,9 @@ struct kiln_jwt_expect {
     const char *audience; /* our client_id: in aud; azp, when present, equals it */
     const char *nonce;    /* NULL: not checked; otherwise nonce must equal it */
     time_t now;           /* 0: time(NULL) */
+    /* A second accepted iss, or NULL. Google documents that its ID tokens
+     * carry "accounts.google.com" or "https://accounts.google.com". */
+    const char *issuer_alt;
 };
 
 /*

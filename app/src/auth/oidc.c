@@ -33,11 +33,14 @@
 #define MAX_PROVIDERS 16            /* OIDC_PROVIDERS entries, besides google/apple */
 #define MAX_NAME 32
 #define DISCOVERY_TTL_MS (3600u * 1000u)
+#define DISCOVERY_RETRY_MS (60u * 1000u) /* after a failed refresh, with a stale copy */
 #define JWKS_REFETCH_MS (60u * 1000u) /* at most one refetch per minute on unknown kid */
 #define APPLE_SECRET_TTL_S 3600
 #define APPLE_SECRET_RENEW_S 300    /* make a new one when less than this remains */
 #define MAX_URL 8192
 #define MAX_FORM 32768
+#define GOOGLE_ISSUER "https://accounts.google.com"
+#define APPLE_ISSUER "https://appleid.apple.com"
 
 enum kind { KIND_GOOGLE, KIND_APPLE, KIND_GENERIC };
 
@@ -361,6 +364,10 @@ static struct discovery *discovery_get(struct kiln_provider *p)
             fresh->refs = 1; /* the provider's reference */
             p->disc = fresh;
             p->disc_at_ms = kiln_now_ms();
+        } else if (p->disc) {
+            /* Keep serving the stale copy; try again in a minute rather
+             * than on every login. (Unsigned arithmetic wraps consistently.) */
+            p->disc_at_ms = kiln_now_ms() - DISCOVERY_TTL_MS + DISCOVERY_RETRY_MS;
         }
         pthread_cond_broadcast(&p->fetched);
     }
@@ -398,6 +405,9 @@ static struct keyset *keys_get(struct kiln_provider *p, const struct discovery *
         }
     }
     if (fetch) {
+        if (seen)
+            kiln_log(KILN_LOG_INFO, "oidc: token names an unknown kid, refetching the JWKS",
+                     "provider", p->name, NULL);
         p->keys_busy = true;
         pthread_mutex_unlock(&p->lock);
         struct keyset *fresh = fetch_keys(p, d->jwks_uri);
@@ -539,8 +549,8 @@ static void log_token_error(const struct kiln_provider *p, const struct kiln_htt
         code[i] = '\0';
     }
     snprintf(status, sizeof status, "%ld", res->status);
-    kiln_log(KILN_LOG_WARNING, "oidc: token exchange refused", "provider", p->name, "status",
-             status, "error", code[0] ? code : NULL, NULL);
+    kiln_log(KILN_LOG_INFO, "oidc: token endpoint refused the code", "provider", p->name,
+             "status", status, "error", code[0] ? code : NULL, NULL);
     json_decref(doc);
 }
 
@@ -616,7 +626,7 @@ int kiln_oidc_exchange(const struct kiln_provider *cp, kiln_arena *a, const char
     tok = json_loadb(res.body.p, res.body.len, 0, &jerr);
     json_t *id_token = json_is_object(tok) ? json_object_get(tok, "id_token") : NULL;
     if (!json_is_string(id_token)) {
-        kiln_log(KILN_LOG_WARNING, "oidc: token answer has no id_token", "provider", p->name,
+        kiln_log(KILN_LOG_INFO, "oidc: token answer has no id_token", "provider", p->name,
                  NULL);
         goto out;
     }
@@ -628,7 +638,9 @@ int kiln_oidc_exchange(const struct kiln_provider *cp, kiln_arena *a, const char
         goto out;
     }
     kiln_str token = { json_string_value(id_token), json_string_length(id_token) };
-    struct kiln_jwt_expect want = { p->issuer, p->client_id, nonce, 0 };
+    struct kiln_jwt_expect want = { p->issuer, p->client_id, nonce, 0, NULL };
+    if (p->kind == KIND_GOOGLE && strcmp(p->issuer, GOOGLE_ISSUER) == 0)
+        want.issuer_alt = "accounts.google.com";
     enum kiln_jwt_status st = kiln_jwt_verify(token, keys->jwks, &want, &claims, &detail);
     if (st == KILN_JWT_UNKNOWN_KEY) {
         /* The provider may have rotated its keys since we fetched them. */
@@ -638,8 +650,10 @@ int kiln_oidc_exchange(const struct kiln_provider *cp, kiln_arena *a, const char
     }
     if (st != KILN_JWT_OK) {
         *reason = kiln_jwt_reason(st);
-        kiln_log(KILN_LOG_WARNING, "oidc: ID token refused", "provider", p->name, "reason",
-                 *reason, "detail", detail, NULL);
+        /* Info, not warning: the caller logs the one warning line of a
+         * failed login, with its request id; this adds what exactly failed. */
+        kiln_log(KILN_LOG_INFO, "oidc: ID token refused", "provider", p->name, "detail", detail,
+                 NULL);
         goto out;
     }
 
@@ -844,7 +858,7 @@ static void load_google(struct loader *l)
     if (all_or_none(l, names, v, 2, issuer ? "GOOGLE_ISSUER" : NULL) != 1)
         return;
     if (!issuer)
-        issuer = "https://accounts.google.com";
+        issuer = GOOGLE_ISSUER;
     if (!check_issuer(l, "GOOGLE_ISSUER", issuer))
         return;
     add(provider_new("google", KIND_GOOGLE, issuer, v[0], v[1], "openid email profile"));
@@ -877,7 +891,7 @@ static void load_apple(struct loader *l)
         return;
     }
     if (!issuer)
-        issuer = "https://appleid.apple.com";
+        issuer = APPLE_ISSUER;
     if (!check_issuer(l, "APPLE_ISSUER", issuer))
         return;
     EVP_PKEY *key = NULL;

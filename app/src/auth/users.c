@@ -35,7 +35,7 @@ static int find(struct kiln_db *db, kiln_arena *a, const char *provider, const c
 
 int kiln_user_login(struct kiln_db *db, kiln_arena *a, const char *provider,
                     const char *subject, const struct kiln_user_profile *pr,
-                    const char **user_id)
+                    const char **user_id, struct kiln_user_profile *stored)
 {
     char now[KILN_RFC3339_LEN + 1];
     kiln_time_rfc3339_now(now);
@@ -45,13 +45,26 @@ int kiln_user_login(struct kiln_db *db, kiln_arena *a, const char *provider,
                           s_or_null(pr->first_name), s_or_null(pr->last_name),
                           s_or_null(pr->image), kiln_str_c(now), kiln_str_c(*user_id) };
         /* COALESCE: a provider that omits a field (Apple sends the name
-         * once) does not erase what we know. */
-        return kiln_db_query(db, a,
-                             "UPDATE users SET email = COALESCE($1, email), "
-                             "name = COALESCE($2, name), first_name = COALESCE($3, first_name), "
-                             "last_name = COALESCE($4, last_name), image = COALESCE($5, image), "
-                             "updated_at = $6 WHERE id = $7",
-                             p, 7, NULL);
+         * once) does not erase what we know; RETURNING gives the session
+         * what is stored. */
+        struct kiln_db_rows rows;
+        err = kiln_db_query(db, a,
+                            "UPDATE users SET email = COALESCE($1, email), "
+                            "name = COALESCE($2, name), first_name = COALESCE($3, first_name), "
+                            "last_name = COALESCE($4, last_name), image = COALESCE($5, image), "
+                            "updated_at = $6 WHERE id = $7 "
+                            "RETURNING email, name, first_name, last_name, image",
+                            p, 7, &rows);
+        if (err)
+            return err;
+        if (rows.nrows != 1)
+            return KILN_EDB;
+        stored->email = kiln_db_text(&rows, 0, 0).p;
+        stored->name = kiln_db_text(&rows, 0, 1).p;
+        stored->first_name = kiln_db_text(&rows, 0, 2).p;
+        stored->last_name = kiln_db_text(&rows, 0, 3).p;
+        stored->image = kiln_db_text(&rows, 0, 4).p;
+        return 0;
     }
     if (err != KILN_ENOTFOUND)
         return err;
@@ -80,10 +93,11 @@ int kiln_user_login(struct kiln_db *db, kiln_arena *a, const char *provider,
         err = kiln_db_commit(db);
     if (err) {
         kiln_db_rollback(db);
-        if (err == KILN_ECONFLICT)
-            return find(db, a, provider, subject, user_id);
+        if (err == KILN_ECONFLICT) /* a concurrent first login won: use its user */
+            return kiln_user_login(db, a, provider, subject, pr, user_id, stored);
         return err;
     }
     *user_id = kiln_arena_strndup(a, uid, KILN_UUID_LEN);
+    *stored = *pr;
     return 0;
 }

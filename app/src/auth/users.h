@@ -17,11 +17,12 @@ struct kiln_user_profile {
 /*
  * The user id for (provider, subject), creating the user on first login and
  * refreshing the stored profile fields that the provider sent (NULL fields
- * keep the stored value). *user_id is in the arena. Database errors as
- * db.h (KILN_EUNAVAILABLE: answer 503).
+ * keep the stored value). *user_id and *stored (the profile as stored
+ * afterwards: what a session should show) are in the arena. Database errors
+ * as db.h (KILN_EUNAVAILABLE: answer 503).
  */
 int kiln_user_login(struct kiln_db *db, kiln_arena *a, const char *provider,
                     const char *subject, const struct kiln_user_profile *p,
-                    const char **user_id);
+                    const char **user_id, struct kiln_user_profile *stored);
 
 #endif

@@ -41,17 +41,20 @@ static int split(kiln_str path, kiln_str *seg)
     return n;
 }
 
-struct kiln_router *kiln_router_new(const struct kiln_route *routes, size_t n)
+struct kiln_router *kiln_router_new(const struct kiln_route *routes, size_t n,
+                                    bool with_internal)
 {
     struct kiln_router *r = kiln_calloc(1, sizeof *r);
-    r->routes = kiln_calloc(n, sizeof *r->routes);
-    r->n = n;
+    r->routes = kiln_calloc(n ? n : 1, sizeof *r->routes);
     for (size_t i = 0; i < n; i++) {
-        int nseg = split(kiln_str_c(routes[i].path), r->routes[i].seg);
+        if ((routes[i].flags & KILN_ROUTE_INTERNAL) && !with_internal)
+            continue;
+        struct compiled *c = &r->routes[r->n++];
+        int nseg = split(kiln_str_c(routes[i].path), c->seg);
         if (nseg < 0)
             kiln_fatal("route table: too many path segments");
-        r->routes[i].nseg = (size_t)nseg;
-        r->routes[i].route = &routes[i];
+        c->nseg = (size_t)nseg;
+        c->route = &routes[i];
     }
     return r;
 }

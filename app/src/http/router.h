@@ -9,6 +9,7 @@
 #ifndef KILN_HTTP_ROUTER_H
 #define KILN_HTTP_ROUTER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "http/request.h"
@@ -54,8 +55,10 @@ enum kiln_match {
 
 struct kiln_router;
 
-/* Routes are referenced, not copied: the table must outlive the router. */
-struct kiln_router *kiln_router_new(const struct kiln_route *routes, size_t n);
+/* Routes are referenced, not copied: the table must outlive the router.
+ * Routes flagged KILN_ROUTE_INTERNAL are left out unless with_internal. */
+struct kiln_router *kiln_router_new(const struct kiln_route *routes, size_t n,
+                                    bool with_internal);
 void kiln_router_free(struct kiln_router *r);
 
 /*

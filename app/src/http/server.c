@@ -1047,7 +1047,8 @@ int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *rout
     s.limits.max_header_bytes = KILN_MAX_HEADER_BYTES;
     s.limits.max_fields = KILN_MAX_HEADER_FIELDS;
     s.max_conns = fit_max_connections(cfg->max_connections);
-    s.router = kiln_router_new(routes, nroutes);
+    /* Test-only routes exist only in KILN_ENV=test. */
+    s.router = kiln_router_new(routes, nroutes, cfg->env == KILN_ENV_TEST);
     ctl.server = &s;
     signal(SIGPIPE, SIG_IGN);
 

@@ -35,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct kiln_router *router;
     if (!router)
-        router = kiln_router_new(routes, sizeof routes / sizeof routes[0]);
+        router = kiln_router_new(routes, sizeof routes / sizeof routes[0], true);
     if (size < 1)
         return 0;
     size_t split = data[0] % (size + 1);

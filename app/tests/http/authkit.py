@@ -304,8 +304,8 @@ def dev_login(srv, email=None, name="Test User", cookies=None, **kw):
     return resp, assert_session_cookie(resp, secure=srv.env.get("PUBLIC_URL", "").startswith("https"))
 
 
-def session_for(srv, email=None, name="Test User"):
-    return dev_login(srv, email=email, name=name)[1]
+def session_for(srv, email=None, name="Test User", **kw):
+    return dev_login(srv, email=email, name=name, **kw)[1]
 
 
 def logout(srv, cookie, method="GET", **kw):
@@ -375,6 +375,7 @@ class Login:
         if request_id is None:
             request_id = "cb-" + uuid.uuid4().hex
         self.request_id = request_id
+        self.log_offset = len(self.srv.stdout_bytes())
         if form:
             if user is not None:
                 params["user"] = json.dumps(user)
@@ -396,13 +397,14 @@ class Login:
         if "cookies" in finish_kw:
             start_kw["cookies"] = finish_kw["cookies"]
         self.start(**start_kw).authorize()
-        return self.finish(**finish_kw)
+        self.finish(**finish_kw)
+        return self
 
 
 def login(srv, mock, provider="mock", **kw):
     """A successful login; returns (Login, session cookie value)."""
     flow = Login(srv, mock, provider)
-    r = flow.run(**kw)
+    r = flow.run(**kw).callback
     assert r.status == 302, f"callback: {r!r}\nkiln log tail: {srv.stdout_text()[-1500:]}"
     assert r.headers.get("location") == SUCCESS_REDIRECT, \
         f"callback redirected to {r.headers.get('location')!r}, want {SUCCESS_REDIRECT!r}" \
@@ -425,23 +427,47 @@ def assert_failure(flow_or_resp, code):
     return q
 
 
-def reason_lines(srv, request_id, reason, timeout=3.0):
-    """Warning log lines of one request that name ``reason``."""
+def log_records_since(srv, offset):
+    data = srv.stdout_bytes()[offset:]
+    data = data[:data.rfind(b"\n") + 1]
+    out = []
+    for line in data.split(b"\n"):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def is_warning(rec):
+    return str(rec.get("level", "")).lower() in ("warning", "warn")
+
+
+def assert_reason_logged(srv, flow, reason, timeout=3.0, traceable=False):
+    """One warning line of this callback names the reason.  ``traceable``:
+    and every other warning line naming it that appeared meanwhile carries
+    the request id too (tests run one at a time, so it can only be this
+    request's)."""
     deadline = time.monotonic() + timeout
     while True:
-        records, _ = srv.log_lines()
-        mine = [r for r in records if r.get("request_id") == request_id]
-        hits = [r for r in mine if str(r.get("level", "")).lower() in ("warning", "warn")
-                and r.get("message") != "request" and reason in json.dumps(r)]
-        if hits or time.monotonic() > deadline:
-            return hits, mine
+        recs = log_records_since(srv, flow.log_offset)
+        mine = [r for r in recs if r.get("request_id") == flow.request_id]
+        hits = [r for r in mine if is_warning(r) and r.get("message") != "request"
+                and reason in json.dumps(r)]
+        done = any(r.get("message") == "request" for r in mine)
+        if (hits and done) or time.monotonic() > deadline:
+            break
         time.sleep(0.05)
-
-
-def assert_reason_logged(srv, flow, reason):
-    hits, mine = reason_lines(srv, flow.request_id, reason)
     assert len(hits) == 1, (f"want one warning line naming {reason!r} for request "
                             f"{flow.request_id}, got {len(hits)}; that request's lines: {mine}")
+    if not traceable:
+        return
+    orphans = [r for r in recs if is_warning(r) and reason in json.dumps(r)
+               and r.get("request_id") != flow.request_id]
+    assert not orphans, (f"warning lines naming {reason!r} without this request's id "
+                         f"({flow.request_id}), so they cannot be traced to it: {orphans}")
 
 
 def assert_not_in_logs(srv, *secrets):

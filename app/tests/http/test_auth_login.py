@@ -62,9 +62,8 @@ def test_authorize_redirect(oidc_kiln, mock, provider):
     assert p.get("response_type") == "code", p
     assert p.get("client_id") == ak.CLIENT_IDS[provider], p
     assert p.get("redirect_uri") == f"http://127.0.0.1:{oidc_kiln.port}/auth/{provider}/callback", p
-    assert "openid" in p.get("scope", "").split(), p
     if provider != "apple":
-        assert {"email", "profile"} <= set(p["scope"].split()), p
+        assert {"openid", "email", "profile"} <= set(p.get("scope", "").split()), p
     else:
         assert p.get("response_mode") == "form_post", p
         assert {"name", "email"} <= set(p["scope"].split()), p
@@ -167,10 +166,24 @@ def test_apple_form_post_login(oidc_kiln, mock):
     assert ak.es256_verify(secret, ak.apple_key()[1]), "client secret JWT does not verify with the P8 key"
     ak.assert_not_in_logs(oidc_kiln, secret.split(".")[-1], *secrets_of(flow, cookie))
 
-    # The name arrives only with the first login; later ones keep it.
+    # The name arrives only with the first login; later ones keep it (the
+    # user record has it; the new session must too).
     flow2, cookie2 = ak.login(oidc_kiln, mock, "apple")
     ak.assert_me(ak.me(oidc_kiln, cookie2), email=email, first_name="Grace", last_name="Hopper",
-                 provider="apple", provider_uid=sub)
+                 name="Grace Hopper", provider="apple", provider_uid=sub)
+
+
+def test_apple_login_cookie_survives_the_cross_site_post(kiln, mock):
+    """Apple posts the callback from its own site: over HTTPS the pending
+    login cookie must be SameSite=None; Secure, or no browser sends it."""
+    srv = ak.start_kiln(kiln, PUBLIC_URL="https://kiln.example.com",
+                        **ak.provider_env(mock, providers=("apple",)))
+    r = ak.call(srv, "GET", "/auth/apple")
+    assert r.status == 302, r
+    c = ak.set_cookies(r)[ak.LOGIN_COOKIE]
+    assert c.attr("secure") is True and str(c.attr("samesite")).lower() == "none", c
+    q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(r.headers["location"]).query))
+    assert q["redirect_uri"] == "https://kiln.example.com/auth/apple/callback", q
 
 
 def test_es256_id_token(oidc_kiln, mock):
@@ -182,16 +195,19 @@ def test_es256_id_token(oidc_kiln, mock):
     ak.assert_me(ak.me(oidc_kiln, cookie), provider_uid=claims["sub"])
 
 
-def test_jwks_rotation(oidc_kiln, mock):
+def test_jwks_rotation(kiln, mock):
+    # An instance of its own: kiln may refetch the JWKS only so often, and
+    # other tests (unknown kids) must not have used that up.
+    srv = ak.start_kiln(kiln, **ak.provider_env(mock, providers=("mock",)))
     profile_for(mock)
-    ak.login(oidc_kiln, mock)                      # kiln has the JWKS cached now
+    ak.login(srv, mock)                            # kiln has the JWKS cached now
     old = mock.state()["kid"]
     new = mock.rotate()
     assert new != old and new in [k["kid"] for k in mock.jwks()["keys"]]
     claims = profile_for(mock, tag="rotated")
-    flow, cookie = ak.login(oidc_kiln, mock)
+    flow, cookie = ak.login(srv, mock)
     assert mock.state()["last_id_token"]["kid"] == new
-    ak.assert_me(ak.me(oidc_kiln, cookie), provider_uid=claims["sub"])
+    ak.assert_me(ak.me(srv, cookie), provider_uid=claims["sub"])
 
 
 def test_new_session_on_every_login(oidc_kiln, mock):
@@ -327,6 +343,21 @@ def test_id_token_refused_other(oidc_kiln, mock, options, codes):
     fail(flow, q["error"])
 
 
+@pytest.mark.parametrize("options,code", [
+    ({"bad_signature": True}, "bad_signature"),
+    ({"exp_offset": -600}, "token_expired"),
+    ({"token_status": 500}, "token_exchange_failed"),
+], ids=["bad-signature", "expired", "token-endpoint"])
+def test_failure_lines_carry_the_request_id(oidc_kiln, mock, options, code):
+    """Every warning line about a failed login names its request: with many
+    logins at once, a line without it cannot be traced to one."""
+    profile_for(mock)
+    mock.next(**options)
+    flow = ak.Login(oidc_kiln, mock).run()
+    ak.assert_failure(flow, code)
+    ak.assert_reason_logged(oidc_kiln, flow, code, traceable=True)
+
+
 def test_bad_signature_es256(oidc_kiln, mock):
     profile_for(mock)
     mock.use(alg="ES256")
@@ -374,3 +405,155 @@ def test_provider_down_at_start(kiln, mock):
         mock.start_provider()
     profile_for(mock)
     ak.login(srv, mock)
+
+
+# --------------------------------------------------------------------------
+# more claims: audiences, clock skew, subjects per provider
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("claims,ok", [
+    ({"aud": [ak.MOCK_CLIENT_ID, "other-client"], "azp": ak.MOCK_CLIENT_ID}, True),
+    ({"aud": [ak.MOCK_CLIENT_ID]}, True),
+    ({"aud": [ak.MOCK_CLIENT_ID, "other-client"], "azp": "other-client"}, False),
+    ({"aud": ["other-1", "other-2"]}, False),
+    ({"aud": ""}, False),
+], ids=["two-aud-azp-us", "one-aud-array", "two-aud-azp-other", "none-of-ours", "empty"])
+def test_audiences(oidc_kiln, mock, claims, ok):
+    profile_for(mock)
+    mock.next(claims=claims)
+    flow = ak.Login(oidc_kiln, mock).run()
+    if ok:
+        assert flow.callback.headers.get("location") == ak.SUCCESS_REDIRECT, flow.callback
+    else:
+        fail(flow, "wrong_audience")
+
+
+def test_clock_skew(oidc_kiln, mock):
+    # Expired 20 s ago: within a small skew.
+    profile_for(mock)
+    mock.next(exp_offset=-20)
+    flow = ak.Login(oidc_kiln, mock).run()
+    assert flow.callback.headers.get("location") == ak.SUCCESS_REDIRECT, flow.callback
+    # Issued an hour from now: refused.
+    mock.next(claims={"iat": int(time.time()) + 3600})
+    flow = ak.Login(oidc_kiln, mock).run()
+    q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(flow.callback.headers.get("location", "")).query))
+    assert q.get("error") in ("invalid_token", "token_expired"), flow.callback
+    fail(flow, q["error"])
+
+
+def login_user_id(srv, flow):
+    """The user id kiln's "login" log line gives this callback."""
+    rec = srv.wait_log(lambda r: r.get("request_id") == flow.request_id and r.get("user_id")
+                       and r.get("message") != "request")
+    return rec["user_id"]
+
+
+def test_same_subject_at_two_providers_is_two_people(oidc_kiln, mock):
+    sub = "shared-" + uuid.uuid4().hex[:8]
+    profile_for(mock, sub=sub)
+    f1, c1 = ak.login(oidc_kiln, mock, "mock")
+    f2, c2 = ak.login(oidc_kiln, mock, "google")
+    ak.assert_me(ak.me(oidc_kiln, c1), provider="mock", provider_uid=sub)
+    ak.assert_me(ak.me(oidc_kiln, c2), provider="google", provider_uid=sub)
+    assert login_user_id(oidc_kiln, f1) != login_user_id(oidc_kiln, f2)
+    f3, _ = ak.login(oidc_kiln, mock, "mock")
+    assert login_user_id(oidc_kiln, f3) == login_user_id(oidc_kiln, f1)
+
+
+# --------------------------------------------------------------------------
+# hostile callbacks
+# --------------------------------------------------------------------------
+
+def test_redirect_target_only_from_configuration(oidc_kiln, mock):
+    profile_for(mock)
+    flow = ak.Login(oidc_kiln, mock)
+    r = ak.call(oidc_kiln, "GET", "/auth/mock?redirect=http://evil.test/&return_to=http://evil.test/"
+                "&redirect_uri=http://evil.test/cb")
+    assert r.status == 302, r
+    q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(r.headers["location"]).query))
+    assert q["redirect_uri"] == flow.redirect_uri, q
+    flow.start().authorize()
+    params = dict(flow.callback_params, redirect="http://evil.test/", return_to="http://evil.test/")
+    r = flow.finish(params=params)
+    assert r.headers.get("location") == ak.SUCCESS_REDIRECT, r
+
+
+def test_provider_error_other_than_denied(oidc_kiln, mock):
+    flow = ak.Login(oidc_kiln, mock).start().authorize()
+    flow.finish(params={"error": "temporarily_unavailable", "error_description": "x" * 2000,
+                        "state": flow.callback_params["state"]})
+    r = flow.callback
+    assert r.status == 302 and r.headers["location"].startswith(ak.FAILURE_REDIRECT + "?error="), r
+    code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(r.headers["location"]).query))["error"]
+    assert code != "access_denied" and re.match(r"^[a-z_]{1,40}$", code), code
+    ak.assert_no_session_cookie(r)
+
+
+@pytest.mark.parametrize("params", [
+    {"code": "c" * 8000, "state": "STATE"},
+    {"code": "CODE", "state": "s" * 8000},
+    {"code": "CODE", "state": "STATE%00tail"},
+    {"code": "CODE%00", "state": "STATE"},
+    {"code": "%ff%fe", "state": "STATE"},
+    {"code": "CODE", "state": "%"},
+], ids=["long-code", "long-state", "nul-in-state", "nul-in-code", "bad-utf8", "bad-escape"])
+def test_junk_callback_params(oidc_kiln, mock, params):
+    flow = ak.Login(oidc_kiln, mock).start().authorize()
+    real = flow.callback_params
+    q = "&".join(f"{k}={v.replace('STATE', real['state']).replace('CODE', real['code'])}"
+                 for k, v in params.items())
+    r = ak.call(oidc_kiln, "GET", f"/auth/mock/callback?{q}",
+                cookies={ak.LOGIN_COOKIE: flow.login_cookie})
+    assert r.status in (302, 400, 414, 431), r
+    if r.status == 302:
+        assert r.headers["location"].startswith(ak.FAILURE_REDIRECT + "?error="), r
+    ak.assert_no_session_cookie(r)
+    assert oidc_kiln.running()
+
+
+def test_state_appears_twice(oidc_kiln, mock):
+    other = ak.Login(oidc_kiln, mock).start()
+    flow = ak.Login(oidc_kiln, mock).start().authorize()
+    p = flow.callback_params
+    q = urllib.parse.urlencode([("code", p["code"]), ("state", other.authorize_params["state"]),
+                                ("state", p["state"])])
+    r = ak.call(oidc_kiln, "GET", f"/auth/mock/callback?{q}",
+                cookies={ak.LOGIN_COOKIE: flow.login_cookie})
+    assert r.status == 302, r
+    # Whichever state kiln reads, a second value is no way around the check
+    # (either it is refused, or it read this attempt's own state).
+    if r.headers["location"] != ak.SUCCESS_REDIRECT:
+        ak.assert_failure(r, "invalid_state")
+
+
+def test_unknown_kids_do_not_hammer_the_jwks(kiln, mock):
+    """Tokens under kids nobody knows: refused, and kiln refetches the JWKS
+    at most once for them all (not once per token)."""
+    oidc_kiln = ak.start_kiln(kiln, **ak.provider_env(mock, providers=("mock",)))
+    profile_for(mock)
+    ak.login(oidc_kiln, mock)                  # JWKS cached
+    before = sum(1 for h in mock.state()["requests"]["http"] if h["path"] == "/jwks")
+    codes = []
+    for _ in range(5):
+        mock.next(unknown_kid=True)
+        flow = ak.Login(oidc_kiln, mock).run()
+        codes.append(dict(urllib.parse.parse_qsl(
+            urllib.parse.urlsplit(flow.callback.headers.get("location", "")).query)).get("error"))
+    assert set(codes) <= {"bad_signature", "invalid_token"} and None not in codes, codes
+    fetches = sum(1 for h in mock.state()["requests"]["http"] if h["path"] == "/jwks") - before
+    assert fetches <= 1, f"{fetches} JWKS fetches for 5 tokens with unknown kids"
+
+
+def test_concurrent_logins(oidc_kiln, mock):
+    import concurrent.futures
+    profile_for(mock)
+
+    def one(_):
+        return ak.login(oidc_kiln, mock)[1]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        cookies = list(pool.map(one, range(16)))
+    assert len(set(cookies)) == 16
+    for c in cookies:
+        ak.assert_me(ak.me(oidc_kiln, c))

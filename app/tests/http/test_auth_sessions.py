@@ -52,6 +52,23 @@ def test_dev_login_needs_an_email(plain_kiln, body):
     ak.assert_no_session_cookie(r)
 
 
+@pytest.mark.parametrize("body", ["[]", '"x"', "null", "42",
+                                  '{"email": "a@example.com", "name": 42}',
+                                  '{"email": "a@example.com", "name": "N", "extra": {"deep": [1, 2]}}',
+                                  '{"email": "' + "e" * 5000 + '@example.com", "name": "N"}',
+                                  '{"email": "a@example.com", "name": "' + "n" * 20000 + '"}'],
+                         ids=["array", "string", "null", "number", "name-number", "extra-fields",
+                              "long-email", "long-name"])
+def test_dev_login_odd_bodies(plain_kiln, body):
+    r = ak.call(plain_kiln, "POST", "/auth/dev/login", body=body,
+                headers=[("Content-Type", "application/json")])
+    assert r.status in (200, 400, 413, 422), r
+    if r.status != 200:
+        kilnhttp.assert_error(r, r.status, None)
+        ak.assert_no_session_cookie(r)
+    assert plain_kiln.running()
+
+
 def test_dev_login_bad_json(plain_kiln):
     r = ak.call(plain_kiln, "POST", "/auth/dev/login", body="{not json",
                 headers=[("Content-Type", "application/json")])
@@ -284,6 +301,24 @@ def test_session_record_in_valkey(plain_kiln, services):
     assert int(ak.redis_cli(services, "TTL", key)) >= ttl - 5
     ak.logout(plain_kiln, cookie)
     assert ak.redis_cli(services, "EXISTS", key) == "0", "logout left the session in Valkey"
+
+
+@ak.needs_valkey("edits the session record in Valkey")
+@pytest.mark.parametrize("record", [None, "", "garbage", "[]", "{}", '{"user":"x"}', "\xff\xfe"],
+                         ids=["deleted", "empty", "garbage", "array", "empty-object", "wrong-types",
+                              "binary"])
+def test_damaged_session_record(plain_kiln, services, record):
+    """A session whose record expired, vanished or is damaged is no session
+    (401), never a 500."""
+    cookie = ak.session_for(plain_kiln)
+    key = f"backend_session:{cookie.split('.')[0]}"
+    if record is None:
+        ak.redis_cli(services, "DEL", key)
+    else:
+        ak.redis_cli(services, "SET", key, record)
+    r = ak.me(plain_kiln, cookie)
+    ak.assert_unauthenticated(r)
+    assert plain_kiln.running()
 
 
 @pytest.mark.disruptive

@@ -16,7 +16,8 @@
 //   GET  /state    issuer, running, kids in the JWKS, the current signing kid
 //                  and alg, the pending one-shot options, the last ID token
 //                  (header and claims, as signed), the authorize and token
-//                  requests received since the last reset
+//                  requests received since the last reset, and every
+//                  request's method and path (requests.http, the last 1000)
 //   POST /reset    forget one-shot options, the profile and the request log;
 //                  sign with the first RS256 key again (keys stay published)
 //   POST /profile  {"sub","email","name","given_name","family_name","picture",
@@ -32,6 +33,8 @@
 //                                          and nbf moved before it)
 //                    bad_signature: true   ID token signed by a key that is
 //                                          not published (same kid and alg)
+//                    unknown_kid: true     ID token signed by an unpublished key
+//                                          under a kid nobody knows
 //                    alg_none: true        ID token with alg "none", no signature
 //                    id_token: "raw"       this string instead of the ID token
 //                    drop_id_token: true   no id_token in the token response
@@ -82,7 +85,7 @@ const keys = [];              // every private JWK we generated (all published)
 let current = null;           // the JWK that signs tokens now
 let profile = {};             // claims every ID token gets (POST /profile)
 let next = {};                // one-shot options (POST /next)
-let log = { authorize: [], token: [] };
+let log = { authorize: [], token: [], http: [] };
 let lastIdToken = null;       // {raw, header, claims, kid}
 
 async function generate(alg) {
@@ -105,10 +108,15 @@ function decodeJwtPart(part) {
     return JSON.parse(Buffer.from(part.replace(/-/g, '+').replace(/_/g, '/'), 'base64').toString('utf8'));
 }
 
-// Sign header.payload with a key nobody published (same alg, same kid).
-function rogueSign(idToken) {
-    const [h, p] = idToken.split('.');
+// Sign header.payload with a key nobody published (same alg; same kid, or
+// with newKid a kid nobody knows).
+function rogueSign(idToken, newKid) {
+    let [h, p] = idToken.split('.');
     const header = decodeJwtPart(h);
+    if (newKid) {
+        header.kid = crypto.randomBytes(20).toString('hex');
+        h = b64url(JSON.stringify(header));
+    }
     const data = Buffer.from(`${h}.${p}`);
     let sig;
     if (header.alg === 'ES256') {
@@ -193,6 +201,7 @@ service.on('beforeResponse', (tokenEndpointResponse, req) => {
     const body = tokenEndpointResponse.body;
     if (body && typeof body.id_token === 'string') {
         if (o.bad_signature) body.id_token = rogueSign(body.id_token);
+        if (o.unknown_kid) body.id_token = rogueSign(body.id_token, true);
         if (o.alg_none) body.id_token = algNone(body.id_token);
         if (typeof o.id_token === 'string') body.id_token = o.id_token;
         if (o.drop_id_token) delete body.id_token;
@@ -235,6 +244,8 @@ const sockets = new Set();
 let provider = null;
 
 function providerListener(req, res) {
+    log.http.push({ method: req.method, path: req.url.split('?')[0] });
+    if (log.http.length > 1000) log.http.shift();
     if (req.method === 'POST' && req.url.split('?')[0] === '/token')
         res.on('finish', () => recordToken(req, res.statusCode));
     handler(req, res);
@@ -287,7 +298,7 @@ async function control(method, pathname, body) {
     switch (pathname) {
     case '/reset':
         next = {}; profile = {}; tokenOptions = null; lastIdToken = null;
-        log = { authorize: [], token: [] };
+        log = { authorize: [], token: [], http: [] };
         current = keys.find((k) => k.alg === 'RS256');
         if (!provider) await startProvider();
         return state();

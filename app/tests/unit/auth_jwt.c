@@ -142,7 +142,7 @@ static const char *good_claims(void)
     return c;
 }
 
-static const struct kiln_jwt_expect expect = { ISS, AUD, NONCE, NOW };
+static const struct kiln_jwt_expect expect = { ISS, AUD, NONCE, NOW, NULL };
 
 static enum kiln_jwt_status verify_in(const struct kiln_jwks *set, const char *tok,
                                       const struct kiln_jwt_expect *want)
@@ -709,7 +709,7 @@ static void test_es256_sign_roundtrip(void **state)
 
     char *k = jwk_of(ec1, "KEY1234567", NULL);
     struct kiln_jwks *set = jwks_of(k);
-    struct kiln_jwt_expect apple = { "TEAM123456", "https://appleid.apple.com", NULL, 0 };
+    struct kiln_jwt_expect apple = { "TEAM123456", "https://appleid.apple.com", NULL, 0, NULL };
     json_t *c = NULL;
     /* The client secret has no sub-as-user semantics, but sub is present. */
     assert_int_equal(kiln_jwt_verify(kiln_str_c(jwt), set, &apple, &c, NULL), KILN_JWT_OK);
@@ -727,6 +727,30 @@ static void test_es256_sign_roundtrip(void **state)
     free(k);
     free(k2);
     free(jwt);
+}
+
+/* Google's two spellings of its issuer, and nothing else. */
+static void test_issuer_alt(void **state)
+{
+    (void)state;
+    struct kiln_jwt_expect google = { "https://accounts.google.com", AUD, NONCE, NOW,
+                                      "accounts.google.com" };
+    static const struct {
+        const char *iss;
+        enum kiln_jwt_status want;
+    } cases[] = {
+        { "https://accounts.google.com", KILN_JWT_OK },
+        { "accounts.google.com", KILN_JWT_OK },
+        { "http://accounts.google.com", KILN_JWT_WRONG_ISSUER },
+        { "accounts.google.com.evil", KILN_JWT_WRONG_ISSUER },
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        char *claims = claims_json(cases[i].iss, "\"" AUD "\"", NULL, 600, 0, NONCE);
+        char *t = sign_raw(rsa1, "{\"alg\":\"RS256\",\"kid\":\"r1\"}", claims);
+        ASSERT_STATUS(cases[i].iss, verify_in(jwks, t, &google), cases[i].want);
+        free(claims);
+        free(t);
+    }
 }
 
 static void test_reasons(void **state)
@@ -753,6 +777,7 @@ int main(void)
         cmocka_unit_test(test_jwks_parse),
         cmocka_unit_test(test_pem_load),
         cmocka_unit_test(test_es256_sign_roundtrip),
+        cmocka_unit_test(test_issuer_alt),
         cmocka_unit_test(test_reasons),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -54,7 +54,7 @@ static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof *f);
     f->arena = kiln_arena_new(4096);
-    f->router = kiln_router_new(routes, ARRAY_LEN(routes));
+    f->router = kiln_router_new(routes, ARRAY_LEN(routes), true);
     *state = f;
     return 0;
 }
@@ -265,7 +265,7 @@ static void test_allow_header_from_match(void **state)
 static void test_empty_table(void **state)
 {
     struct fx *f = *state;
-    struct kiln_router *r = kiln_router_new(routes, 0);
+    struct kiln_router *r = kiln_router_new(routes, 0, true);
     struct kiln_req req;
     unsigned allow;
     memset(&req, 0, sizeof req);
@@ -278,6 +278,30 @@ static void test_empty_table(void **state)
     kiln_router_free(NULL);
 }
 
+/* Test-only routes (KILN_ROUTE_INTERNAL) exist only when asked for. */
+static void test_internal_routes(void **state)
+{
+    struct fx *f = *state;
+    static const struct kiln_route table[] = {
+        { KILN_GET, KILN_SCOPE_ROOT, "/_test/sleep", NULL, handler, KILN_ROUTE_INTERNAL },
+        { KILN_GET, KILN_SCOPE_ROOT, "/livez", NULL, handler, 0 },
+    };
+    for (int with = 0; with <= 1; with++) {
+        struct kiln_router *r = kiln_router_new(table, ARRAY_LEN(table), with);
+        struct kiln_req req;
+        unsigned allow;
+        memset(&req, 0, sizeof req);
+        req.arena = f->arena;
+        req.method = KILN_GET;
+        req.path = KILN_STR("/_test/sleep");
+        assert_int_equal(kiln_router_match(r, &req, &allow),
+                         with ? KILN_MATCH_OK : KILN_MATCH_NOT_FOUND);
+        req.path = KILN_STR("/livez");
+        assert_int_equal(kiln_router_match(r, &req, &allow), KILN_MATCH_OK);
+        kiln_router_free(r);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -287,6 +311,7 @@ int main(void)
         T(test_allow_header),
         T(test_allow_header_from_match),
         T(test_empty_table),
+        T(test_internal_routes),
 #undef T
     };
     return cmocka_run_group_tests_name("http/router", tests, NULL, NULL);
