@@ -6,7 +6,9 @@
 # services whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-svc=$PWD/build/services
+# The OIDC provider of the login tests comes from the npm registry.
+scripts/npm-deps.sh
+svc=${KILN_SERVICES_DIR:-$PWD/build/services}
 scripts/test-services.sh start "$svc"
 trap 'scripts/test-services.sh stop "$svc"' EXIT
 set -a
