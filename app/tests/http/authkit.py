@@ -405,11 +405,12 @@ def login(srv, mock, provider="mock", **kw):
     """A successful login; returns (Login, session cookie value)."""
     flow = Login(srv, mock, provider)
     r = flow.run(**kw).callback
+    want = srv.env.get("AUTH_SUCCESS_REDIRECT", "/")
     assert r.status == 302, f"callback: {r!r}\nkiln log tail: {srv.stdout_text()[-1500:]}"
-    assert r.headers.get("location") == SUCCESS_REDIRECT, \
-        f"callback redirected to {r.headers.get('location')!r}, want {SUCCESS_REDIRECT!r}" \
+    assert r.headers.get("location") == want, \
+        f"callback redirected to {r.headers.get('location')!r}, want {want!r}" \
         f"\nkiln log tail: {srv.stdout_text()[-1500:]}"
-    cookie = assert_session_cookie(r)
+    cookie = assert_session_cookie(r, secure=srv.env.get("PUBLIC_URL", "").startswith("https:"))
     return flow, cookie
 
 

@@ -184,6 +184,30 @@ def test_apple_login_cookie_survives_the_cross_site_post(kiln, mock):
     assert c.attr("secure") is True and str(c.attr("samesite")).lower() == "none", c
     q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(r.headers["location"]).query))
     assert q["redirect_uri"] == "https://kiln.example.com/auth/apple/callback", q
+    # The whole login over "HTTPS": the session cookie is Secure.
+    mock.profile(sub="001.https." + uuid.uuid4().hex, email="h@example.com")
+    _, cookie = ak.login(srv, mock, "apple")
+    ak.assert_me(ak.me(srv, cookie), provider="apple")
+
+
+def test_default_redirects(kiln, mock):
+    """AUTH_*_REDIRECT default to "/"; a failure redirect that has a query
+    gets "&error=" appended."""
+    srv = ak.start_kiln(kiln, AUTH_SUCCESS_REDIRECT=None, AUTH_FAILURE_REDIRECT=None,
+                        AUTH_LOGOUT_REDIRECT=None, **ak.provider_env(mock, providers=("mock",)))
+    profile_for(mock)
+    _, cookie = ak.login(srv, mock)
+    assert ak.logout(srv, cookie).headers.get("location") == "/"
+    mock.next(deny=True)
+    flow = ak.Login(srv, mock).run()
+    assert flow.callback.headers.get("location") == "/?error=access_denied", flow.callback
+
+    srv = ak.start_kiln(kiln, AUTH_FAILURE_REDIRECT="https://app.example.com/login?from=kiln",
+                        **ak.provider_env(mock, providers=("mock",)))
+    mock.next(deny=True)
+    flow = ak.Login(srv, mock).run()
+    assert flow.callback.headers.get("location") == \
+        "https://app.example.com/login?from=kiln&error=access_denied", flow.callback
 
 
 def test_es256_id_token(oidc_kiln, mock):

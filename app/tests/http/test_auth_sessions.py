@@ -16,7 +16,6 @@ import pytest
 import authkit as ak
 from authkit import plain_kiln  # noqa: F401 (fixture)
 import kilnhttp
-from kilnhttp import STORES
 
 
 # --------------------------------------------------------------------------
@@ -74,6 +73,12 @@ def test_dev_login_bad_json(plain_kiln):
                 headers=[("Content-Type", "application/json")])
     kilnhttp.assert_error(r, 400, "invalid_json")
     ak.assert_no_session_cookie(r)
+
+
+def test_dev_login_in_development(kiln):
+    srv = ak.start_kiln(kiln, KILN_ENV="development")
+    cookie = ak.session_for(srv)
+    ak.assert_me(ak.me(srv, cookie))
 
 
 def test_production_has_no_dev_login_nor_test_route(kiln):
