@@ -6,6 +6,8 @@
 #include "auth/session.h"
 
 #include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -32,20 +34,52 @@ static void derive(const char *secret, size_t len, const char *label, unsigned c
     HMAC(EVP_sha256(), secret, (int)len, (const unsigned char *)label, strlen(label), out, &n);
 }
 
-void kiln_auth_init(const struct kiln_config *cfg)
+/* Where the secrets are (the configuration owns them). */
+static struct {
+    const char *cur, *prev;
+    size_t cur_len, prev_len;
+} secrets;
+static atomic_bool keys_ready;
+static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void derive_keys(void)
 {
-    derive(cfg->secret_key_base, cfg->secret_key_base_len, "kiln session cookie v1",
-           keys.session[0]);
-    derive(cfg->secret_key_base, cfg->secret_key_base_len, "kiln login cookie v1",
-           keys.login[0]);
+    derive(secrets.cur, secrets.cur_len, "kiln session cookie v1", keys.session[0]);
+    derive(secrets.cur, secrets.cur_len, "kiln login cookie v1", keys.login[0]);
     keys.nkeys = 1;
-    if (cfg->secret_key_base_previous) {
-        derive(cfg->secret_key_base_previous, cfg->secret_key_base_previous_len,
-               "kiln session cookie v1", keys.session[1]);
-        derive(cfg->secret_key_base_previous, cfg->secret_key_base_previous_len,
-               "kiln login cookie v1", keys.login[1]);
+    if (secrets.prev) {
+        derive(secrets.prev, secrets.prev_len, "kiln session cookie v1", keys.session[1]);
+        derive(secrets.prev, secrets.prev_len, "kiln login cookie v1", keys.login[1]);
         keys.nkeys = 2;
     }
+}
+
+/*
+ * The keys are derived on first use, not at start: the first HMAC
+ * initialises OpenSSL's providers (about 2 MiB of pages), which a process
+ * that serves no session never needs.
+ */
+void kiln_auth_init(const struct kiln_config *cfg)
+{
+    pthread_mutex_lock(&keys_lock);
+    secrets.cur = cfg->secret_key_base;
+    secrets.cur_len = cfg->secret_key_base_len;
+    secrets.prev = cfg->secret_key_base_previous;
+    secrets.prev_len = cfg->secret_key_base_previous_len;
+    atomic_store(&keys_ready, false);
+    pthread_mutex_unlock(&keys_lock);
+}
+
+static void need_keys(void)
+{
+    if (atomic_load(&keys_ready))
+        return;
+    pthread_mutex_lock(&keys_lock);
+    if (!atomic_load(&keys_ready)) {
+        derive_keys();
+        atomic_store(&keys_ready, true);
+    }
+    pthread_mutex_unlock(&keys_lock);
 }
 
 static void tag(const unsigned char key[KEY_LEN], const void *data, size_t len,
@@ -58,6 +92,7 @@ static void tag(const unsigned char key[KEY_LEN], const void *data, size_t len,
 void kiln_session_token(const char *sid, char out[KILN_SESSION_TOKEN_LEN + 1])
 {
     unsigned char mac[32];
+    need_keys();
     tag(keys.session[0], sid, KILN_SID_LEN, mac);
     memcpy(out, sid, KILN_SID_LEN);
     out[KILN_SID_LEN] = '.';
@@ -70,6 +105,7 @@ static bool verify(unsigned char k[2][KEY_LEN], const char *data, size_t len,
 {
     unsigned char got[32], want[32];
     size_t n = 0;
+    need_keys();
     if (mac_len != 43 || !kiln_base64url_decode(mac_b64, mac_len, got, sizeof got, &n) ||
         n != 32)
         return false;
@@ -185,6 +221,7 @@ int kiln_session_delete(struct kiln_kv *kv, const char *sid)
 const char *kiln_login_cookie_seal(kiln_arena *a, kiln_str payload)
 {
     unsigned char mac[32];
+    need_keys();
     size_t blen = kiln_base64url_len(payload.len);
     char *out = kiln_arena_alloc(a, blen + 1 + 43 + 1);
     kiln_base64url_encode(payload.p, payload.len, out);

@@ -30,7 +30,9 @@
 #define KILN_SID_LEN 43                       /* base64url of 32 bytes */
 #define KILN_SESSION_TOKEN_LEN (KILN_SID_LEN + 1 + 43)
 
-/* Derive the signing keys from cfg (SECRET_KEY_BASE[_PREVIOUS]). */
+/* Use cfg's SECRET_KEY_BASE[_PREVIOUS] for signing keys (derived on first
+ * use). The secret strings must outlive every call below. Calling it again
+ * (tests) starts over with the new keys; not while other threads sign. */
 void kiln_auth_init(const struct kiln_config *cfg);
 
 /* What the guard attaches to req->session. Strings in the request arena. */
