@@ -29,8 +29,9 @@ out=build/bench
 tool=$out/benchtool
 host=127.0.0.1
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+BENCH_TAG="bench"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 for v in BENCH_SECONDS BENCH_WARMUP_SECONDS BENCH_ROUNDS BENCH_CONNECTIONS BENCH_THREADS \
          BENCH_IDLE_CONNECTIONS HTTP_LOOPS; do
@@ -48,18 +49,6 @@ rm -rf "$out/db" "$out/session"
 
 # ---------------------------------------------------------------- cleanup --
 kiln_pid="" nginx_pid="" wrk_pid="" hold_pid=""
-stop_pid() {   # stop_pid PID: TERM, wait up to 5 s, then KILL
-    local pid=$1
-    [ -n "$pid" ] || return 0
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     trap - EXIT INT TERM
     stop_pid "$hold_pid"
@@ -121,7 +110,6 @@ wait_ready() {   # wait_ready NAME PID PORT PATH
     die "$1 did not answer 200 on GET $4 within 15 s"
 }
 
-meta() { printf '%s=%s\n' "$1" "$2" >>"$out/meta.env"; }
 
 # ------------------------------------------------------------------- kiln --
 kiln_port=$("$tool" freeport)

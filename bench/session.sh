@@ -40,8 +40,9 @@ out=build/bench/session
 tool=build/bench/benchtool
 host=127.0.0.1
 
-log() { printf 'bench session: %s\n' "$*" >&2; }
-die() { printf 'bench session: error: %s\n' "$*" >&2; exit 1; }
+BENCH_TAG="bench session"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 for v in BENCH_SESSION_SECONDS BENCH_WARMUP_SECONDS BENCH_SESSION_ROUNDS BENCH_CONNECTIONS \
          BENCH_THREADS BENCH_SESSION_USERS BENCH_REDIS_REQUESTS HTTP_LOOPS; do
@@ -50,7 +51,6 @@ done
 
 rm -rf "$out"
 mkdir -p "$out"
-meta() { printf '%s=%s\n' "$1" "$2" >>"$out/meta.env"; }
 : >"$out/meta.env"
 
 skip() {   # this part cannot run here: say why, exit 0
@@ -71,18 +71,6 @@ fi
 
 # ---------------------------------------------------------------- cleanup --
 kiln_pids=() wrk_pid="" rb_pid="" services_up=0
-stop_pid() {   # stop_pid PID: TERM, wait up to 5 s, then KILL
-    local pid=$1
-    [ -n "$pid" ] || return 0
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     trap - EXIT INT TERM
     local p
@@ -98,13 +86,6 @@ trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM
 
 # ------------------------------------------------------------------- kiln --
-alive_or_die() {   # alive_or_die NAME PID
-    kill -0 "$2" 2>/dev/null && return 0
-    local rc=0
-    wait "$2" 2>/dev/null || rc=$?
-    tail -n 20 "$out/$1.stderr" >&2 2>/dev/null || true
-    die "$1 is not running (exit status $rc)"
-}
 declare -A kiln_port kiln_pid
 start_kiln() {   # start_kiln NAME [ENV=VALUE...]
     local name=$1 port resp secret

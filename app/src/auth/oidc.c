@@ -735,35 +735,6 @@ void kiln_providers_free(void)
     memset(&reg, 0, sizeof reg);
 }
 
-struct loader {
-    kiln_getenv_fn get;
-    void *ctx;
-    kiln_buf *problems;
-    int count;
-};
-
-static void problem(struct loader *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void problem(struct loader *l, const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (l->problems)
-        kiln_buf_printf(l->problems, "config: %s\n", line);
-    l->count++;
-}
-
-/* The value, or NULL when unset or empty (empty counts as unset, as in
- * core/config.c). */
-static const char *value(struct loader *l, const char *name)
-{
-    const char *v = l->get(l->ctx, name);
-    return (v && *v) ? v : NULL;
-}
-
 /*
  * All of names[0..n) set, none, or some: then one problem line per missing
  * variable, naming the first one that is set. anchor, when set, counts as
@@ -771,13 +742,13 @@ static const char *value(struct loader *l, const char *name)
  * Returns 1 (all), 0 (none) or -1 (problems recorded). Values never appear
  * in the lines: some are secrets.
  */
-static int all_or_none(struct loader *l, const char *const *names, const char **vals, size_t n,
+static int all_or_none(struct kiln_env_reader *l, const char *const *names, const char **vals, size_t n,
                        const char *anchor)
 {
     size_t set = 0;
     const char *first = anchor;
     for (size_t i = 0; i < n; i++) {
-        vals[i] = value(l, names[i]);
+        vals[i] = kiln_env_value(l, names[i]);
         if (vals[i]) {
             set++;
             if (!first)
@@ -790,22 +761,22 @@ static int all_or_none(struct loader *l, const char *const *names, const char **
         return 0;
     for (size_t i = 0; i < n; i++)
         if (!vals[i])
-            problem(l, "%s is required when %s is set", names[i], first);
+            kiln_env_problem(l, "%s is required when %s is set", names[i], first);
     return -1;
 }
 
-static bool check_issuer(struct loader *l, const char *var, const char *v)
+static bool check_issuer(struct kiln_env_reader *l, const char *var, const char *v)
 {
     if (issuer_allowed(v))
         return true;
-    problem(l, "%s must be an https:// URL (http:// only for localhost or 127.0.0.1), "
+    kiln_env_problem(l, "%s must be an https:// URL (http:// only for localhost or 127.0.0.1), "
                "without query or fragment (got \"%.80s\")", var, v);
     return false;
 }
 
 /* RFC 6749 section 3.3 scope tokens, and openid among them (we need the
  * ID token). */
-static bool check_scopes(struct loader *l, const char *var, const char *v)
+static bool check_scopes(struct kiln_env_reader *l, const char *var, const char *v)
 {
     bool openid = false;
     const char *s = v;
@@ -816,7 +787,7 @@ static bool check_scopes(struct loader *l, const char *var, const char *v)
         while (*s && *s != ' ') {
             unsigned char c = (unsigned char)*s;
             if (c < 0x21 || c > 0x7e || c == '"' || c == '\\') {
-                problem(l, "%s holds a character not allowed in a scope", var);
+                kiln_env_problem(l, "%s holds a character not allowed in a scope", var);
                 return false;
             }
             s++;
@@ -825,7 +796,7 @@ static bool check_scopes(struct loader *l, const char *var, const char *v)
             openid = true;
     }
     if (!openid)
-        problem(l, "%s must include openid", var);
+        kiln_env_problem(l, "%s must include openid", var);
     return openid;
 }
 
@@ -850,11 +821,11 @@ static void add(struct kiln_provider *p)
     reg.v[reg.n++] = p;
 }
 
-static void load_google(struct loader *l)
+static void load_google(struct kiln_env_reader *l)
 {
     static const char *const names[] = { "GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET" };
     const char *v[2];
-    const char *issuer = value(l, "GOOGLE_ISSUER");
+    const char *issuer = kiln_env_value(l, "GOOGLE_ISSUER");
     if (all_or_none(l, names, v, 2, issuer ? "GOOGLE_ISSUER" : NULL) != 1)
         return;
     if (!issuer)
@@ -864,29 +835,29 @@ static void load_google(struct loader *l)
     add(provider_new("google", KIND_GOOGLE, issuer, v[0], v[1], "openid email profile"));
 }
 
-static void load_apple(struct loader *l)
+static void load_apple(struct kiln_env_reader *l)
 {
     static const char *const key_names[] = { "APPLE_TEAM_ID", "APPLE_KEY_ID",
                                              "APPLE_PRIVATE_KEY" };
-    const char *id = value(l, "APPLE_CLIENT_ID");
-    const char *secret = value(l, "APPLE_CLIENT_SECRET");
-    const char *issuer = value(l, "APPLE_ISSUER");
+    const char *id = kiln_env_value(l, "APPLE_CLIENT_ID");
+    const char *secret = kiln_env_value(l, "APPLE_CLIENT_SECRET");
+    const char *issuer = kiln_env_value(l, "APPLE_ISSUER");
     const char *k[3];
     int keyed = all_or_none(l, key_names, k, 3, NULL);
     if (keyed < 0)
         return;
     if (keyed && secret) {
-        problem(l, "APPLE_CLIENT_SECRET and APPLE_PRIVATE_KEY are alternatives: set one");
+        kiln_env_problem(l, "APPLE_CLIENT_SECRET and APPLE_PRIVATE_KEY are alternatives: set one");
         return;
     }
     if (!id) {
         if (keyed || secret || issuer)
-            problem(l, "APPLE_CLIENT_ID is required when %s is set",
+            kiln_env_problem(l, "APPLE_CLIENT_ID is required when %s is set",
                     keyed ? "APPLE_PRIVATE_KEY" : secret ? "APPLE_CLIENT_SECRET" : "APPLE_ISSUER");
         return;
     }
     if (!keyed && !secret) {
-        problem(l, "APPLE_PRIVATE_KEY (with APPLE_TEAM_ID and APPLE_KEY_ID) or "
+        kiln_env_problem(l, "APPLE_PRIVATE_KEY (with APPLE_TEAM_ID and APPLE_KEY_ID) or "
                    "APPLE_CLIENT_SECRET is required when APPLE_CLIENT_ID is set");
         return;
     }
@@ -898,7 +869,7 @@ static void load_apple(struct loader *l)
     if (keyed) {
         key = kiln_jwt_load_p256_pem(k[2], strlen(k[2]));
         if (!key) {
-            problem(l, "APPLE_PRIVATE_KEY is not a PEM EC P-256 private key (Apple's .p8 file)");
+            kiln_env_problem(l, "APPLE_PRIVATE_KEY is not a PEM EC P-256 private key (Apple's .p8 file)");
             return;
         }
     }
@@ -923,7 +894,7 @@ static bool name_ok(const char *s, size_t n)
     return true;
 }
 
-static void load_generic(struct loader *l, const char *name)
+static void load_generic(struct kiln_env_reader *l, const char *name)
 {
     char prefix[8 + MAX_NAME], vars[3][64], scopes_var[64];
     /* Env names cannot hold '-': OIDC_MY_IDP_ISSUER for my-idp. */
@@ -940,10 +911,10 @@ static void load_generic(struct loader *l, const char *name)
     snprintf(scopes_var, sizeof scopes_var, "%s_SCOPES", prefix);
     const char *const names[] = { vars[0], vars[1], vars[2] };
     const char *v[3];
-    const char *scopes = value(l, scopes_var);
+    const char *scopes = kiln_env_value(l, scopes_var);
     int all = all_or_none(l, names, v, 3, scopes ? scopes_var : NULL);
     if (all == 0)
-        problem(l, "%s, %s and %s are required (OIDC_PROVIDERS names %s)", vars[0], vars[1],
+        kiln_env_problem(l, "%s, %s and %s are required (OIDC_PROVIDERS names %s)", vars[0], vars[1],
                 vars[2], name);
     if (all != 1)
         return;
@@ -954,7 +925,7 @@ static void load_generic(struct loader *l, const char *name)
     add(provider_new(name, KIND_GENERIC, v[0], v[1], v[2], scopes));
 }
 
-static void load_list(struct loader *l, const char *list)
+static void load_list(struct kiln_env_reader *l, const char *list)
 {
     char seen[MAX_PROVIDERS][8 + MAX_NAME];
     size_t nseen = 0;
@@ -967,7 +938,7 @@ static void load_list(struct loader *l, const char *list)
         if (item.len == 0)
             continue;
         if (!name_ok(item.p, item.len)) {
-            problem(l, "OIDC_PROVIDERS: \"%.*s\" is not a provider name "
+            kiln_env_problem(l, "OIDC_PROVIDERS: \"%.*s\" is not a provider name "
                        "(1-32 of a-z, 0-9, _ and -)",
                     (int)(item.len > 40 ? 40 : item.len), item.p);
             continue;
@@ -978,7 +949,7 @@ static void load_list(struct loader *l, const char *list)
         /* google and apple have their own variables; dev is the
          * development login's path (/auth/dev/login). */
         if (!strcmp(name, "google") || !strcmp(name, "apple") || !strcmp(name, "dev")) {
-            problem(l, "OIDC_PROVIDERS: \"%s\" is reserved (google and apple use "
+            kiln_env_problem(l, "OIDC_PROVIDERS: \"%s\" is reserved (google and apple use "
                        "GOOGLE_* and APPLE_*)", name);
             continue;
         }
@@ -990,11 +961,11 @@ static void load_list(struct loader *l, const char *list)
         for (size_t i = 0; i < nseen; i++)
             dup = dup || strcmp(seen[i], key) == 0;
         if (dup) {
-            problem(l, "OIDC_PROVIDERS names \"%s\" twice", name);
+            kiln_env_problem(l, "OIDC_PROVIDERS names \"%s\" twice", name);
             continue;
         }
         if (nseen == MAX_PROVIDERS) {
-            problem(l, "OIDC_PROVIDERS: more than %d providers", MAX_PROVIDERS);
+            kiln_env_problem(l, "OIDC_PROVIDERS: more than %d providers", MAX_PROVIDERS);
             return;
         }
         memcpy(seen[nseen++], key, item.len + 1);
@@ -1005,11 +976,11 @@ static void load_list(struct loader *l, const char *list)
 int kiln_providers_load(kiln_getenv_fn get, void *ctx, const struct kiln_config *cfg,
                         kiln_buf *problems)
 {
-    struct loader l = { get, ctx, problems, 0 };
+    struct kiln_env_reader l = { get, ctx, problems, 0 };
     kiln_providers_free();
     load_google(&l);
     load_apple(&l);
-    const char *list = value(&l, "OIDC_PROVIDERS");
+    const char *list = kiln_env_value(&l, "OIDC_PROVIDERS");
     if (list)
         load_list(&l, list);
 
@@ -1025,7 +996,7 @@ int kiln_providers_load(kiln_getenv_fn get, void *ctx, const struct kiln_config 
 
     /* libcurl's global init is not for worker threads to race on. */
     if (reg.n && kiln_http_client_init() != 0)
-        problem(&l, "cannot initialise libcurl for login providers");
+        kiln_env_problem(&l, "cannot initialise libcurl for login providers");
     kiln_log(KILN_LOG_INFO, "oidc: login providers", "providers",
              reg.n ? reg.list : "none (no credentials configured)", NULL);
     return l.count;

@@ -7,6 +7,7 @@
 
 #include "core/alloc.h"
 #include "core/err.h"
+#include "core/str.h"
 
 void kiln_buf_init(kiln_buf *b, size_t max)
 {
@@ -101,36 +102,6 @@ void kiln_buf_consume(kiln_buf *b, size_t n)
     b->len -= n;
 }
 
-/* Length of the valid UTF-8 sequence at s (RFC 3629), or 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    unsigned min;
-    unsigned cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2; cp = c & 0x1F; min = 0x80;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3; cp = c & 0x0F; min = 0x800;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4; cp = c & 0x07; min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
 int kiln_buf_append_json_str(kiln_buf *b, const char *str, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -152,7 +123,7 @@ int kiln_buf_append_json_str(kiln_buf *b, const char *str, size_t n)
             u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
             u[4] = hex[c >> 4]; u[5] = hex[c & 15];
         } else if (c >= 0x80) {
-            adv = utf8_len(s + i, n - i);
+            adv = kiln_utf8_len(s + i, n - i);
             if (adv == 0) {
                 esc = "\\ufffd";
                 adv = 1;

@@ -33,31 +33,21 @@ const char *kiln_env_name(enum kiln_env env)
     return "development";
 }
 
-struct loader {
-    kiln_getenv_fn get;
-    void *ctx;
-    kiln_buf *problems;
-    int count;
-};
-
-static void problem(struct loader *l, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void problem(struct loader *l, const char *fmt, ...)
+void kiln_env_problem(struct kiln_env_reader *e, const char *fmt, ...)
 {
     char line[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    kiln_buf_printf(l->problems, "config: %s\n", line);
-    l->count++;
+    if (e->problems)
+        kiln_buf_printf(e->problems, "config: %s\n", line);
+    e->count++;
 }
 
-/* The value, or NULL when unset or empty (empty counts as unset). */
-static const char *value(struct loader *l, const char *name)
+const char *kiln_env_value(struct kiln_env_reader *e, const char *name)
 {
-    const char *v = l->get(l->ctx, name);
+    const char *v = e->get(e->ctx, name);
     return (v && *v) ? v : NULL;
 }
 
@@ -65,22 +55,22 @@ static const char *value(struct loader *l, const char *name)
  * Unsigned integer in [min, max]; unset keeps *out (the default). The value
  * is quoted in the problem line, cut to 40 bytes: these are not secrets.
  */
-static void uint_var(struct loader *l, const char *name, unsigned long long min,
+static void uint_var(struct kiln_env_reader *l, const char *name, unsigned long long min,
                      unsigned long long max, unsigned long long *out)
 {
-    const char *v = value(l, name);
+    const char *v = kiln_env_value(l, name);
     uint64_t n;
     if (!v)
         return;
     if (!kiln_str_to_u64(kiln_str_c(v), UINT64_MAX, &n) || n < min || n > max) {
-        problem(l, "%s must be an integer from %llu to %llu (got \"%.40s\")",
+        kiln_env_problem(l, "%s must be an integer from %llu to %llu (got \"%.40s\")",
                 name, min, max, v);
         return;
     }
     *out = n;
 }
 
-static void unsigned_var(struct loader *l, const char *name, unsigned min,
+static void unsigned_var(struct kiln_env_reader *l, const char *name, unsigned min,
                          unsigned max, unsigned *out)
 {
     unsigned long long v = *out;
@@ -99,25 +89,21 @@ static unsigned cpu_count(void)
 
 static char *hex_secret(size_t nbytes)
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char raw[64];
     char *out = kiln_malloc(nbytes * 2 + 1);
     if (nbytes > sizeof raw || kiln_random_bytes(raw, nbytes) != 0)
         kiln_fatal("cannot generate a SECRET_KEY_BASE");
-    for (size_t i = 0; i < nbytes; i++) {
-        out[2 * i] = hex[raw[i] >> 4];
-        out[2 * i + 1] = hex[raw[i] & 15];
-    }
-    out[nbytes * 2] = '\0';
+    kiln_hex_encode(raw, nbytes, out);
+    explicit_bzero(raw, sizeof raw);
     return out;
 }
 
-static void file_var(struct loader *l, const char *name, char **out);
-static char *str_var(struct loader *l, const char *name, const char *def);
+static void file_var(struct kiln_env_reader *l, const char *name, char **out);
+static char *str_var(struct kiln_env_reader *l, const char *name, const char *def);
 
-static void bool_var(struct loader *l, const char *name, bool *out)
+static void bool_var(struct kiln_env_reader *l, const char *name, bool *out)
 {
-    const char *v = value(l, name);
+    const char *v = kiln_env_value(l, name);
     if (!v)
         return;
     if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on"))
@@ -125,12 +111,12 @@ static void bool_var(struct loader *l, const char *name, bool *out)
     else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off"))
         *out = false;
     else
-        problem(l, "%s must be true or false (got \"%.40s\")", name, v);
+        kiln_env_problem(l, "%s must be true or false (got \"%.40s\")", name, v);
 }
 
-static char *str_var(struct loader *l, const char *name, const char *def)
+static char *str_var(struct kiln_env_reader *l, const char *name, const char *def)
 {
-    const char *v = value(l, name);
+    const char *v = kiln_env_value(l, name);
     return v ? kiln_strdup(v) : def ? kiln_strdup(def) : NULL;
 }
 
@@ -148,19 +134,19 @@ static void conninfo_add(kiln_buf *b, const char *key, const char *v)
     kiln_buf_append(b, "'", 1);
 }
 
-static void db_vars(struct loader *l, struct kiln_config *cfg)
+static void db_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
 {
-    const char *url = value(l, "DATABASE_URL");
-    const char *host = value(l, "DB_HOST");
-    const char *sslmode = value(l, "DB_SSLMODE");
+    const char *url = kiln_env_value(l, "DATABASE_URL");
+    const char *host = kiln_env_value(l, "DB_HOST");
+    const char *sslmode = kiln_env_value(l, "DB_SSLMODE");
     if (sslmode && strcmp(sslmode, "disable") && strcmp(sslmode, "allow") &&
         strcmp(sslmode, "prefer") && strcmp(sslmode, "require") &&
         strcmp(sslmode, "verify-ca") && strcmp(sslmode, "verify-full"))
-        problem(l, "DB_SSLMODE must be disable, allow, prefer, require, verify-ca or "
+        kiln_env_problem(l, "DB_SSLMODE must be disable, allow, prefer, require, verify-ca or "
                 "verify-full (got \"%.40s\")", sslmode);
     if (url) {
         if (strncmp(url, "postgres://", 11) && strncmp(url, "postgresql://", 13))
-            problem(l, "DATABASE_URL must start with postgres:// or postgresql://");
+            kiln_env_problem(l, "DATABASE_URL must start with postgres:// or postgresql://");
         cfg->db_conninfo = kiln_strdup(url);
     } else if (host) {
         unsigned port = 5432;
@@ -171,11 +157,11 @@ static void db_vars(struct loader *l, struct kiln_config *cfg)
         kiln_buf_init(&b, 16 * 1024);
         conninfo_add(&b, "host", host);
         conninfo_add(&b, "port", portbuf);
-        conninfo_add(&b, "dbname", value(l, "DB_NAME") ? value(l, "DB_NAME") : "kiln");
-        conninfo_add(&b, "user", value(l, "DB_USERNAME"));
-        conninfo_add(&b, "password", value(l, "DB_PASSWORD"));
+        conninfo_add(&b, "dbname", kiln_env_value(l, "DB_NAME") ? kiln_env_value(l, "DB_NAME") : "kiln");
+        conninfo_add(&b, "user", kiln_env_value(l, "DB_USERNAME"));
+        conninfo_add(&b, "password", kiln_env_value(l, "DB_PASSWORD"));
         conninfo_add(&b, "sslmode", sslmode);
-        conninfo_add(&b, "sslrootcert", value(l, "DB_SSLROOTCERT"));
+        conninfo_add(&b, "sslrootcert", kiln_env_value(l, "DB_SSLROOTCERT"));
         conninfo_add(&b, "application_name", "kiln");
         cfg->db_conninfo = kiln_strndup(b.p ? b.p : "", b.len);
         kiln_buf_free(&b);
@@ -192,7 +178,7 @@ static void db_vars(struct loader *l, struct kiln_config *cfg)
     bool_var(l, "MIGRATE_ON_START", &cfg->migrate_on_start);
 }
 
-static void kv_vars(struct loader *l, struct kiln_config *cfg)
+static void kv_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
 {
     cfg->valkey_host = str_var(l, "VALKEY_HOST", NULL);
     unsigned_var(l, "VALKEY_PORT", 1, 65535, &cfg->valkey_port);
@@ -208,19 +194,19 @@ static void kv_vars(struct loader *l, struct kiln_config *cfg)
         cfg->kv_memory_max_keys = (unsigned long)n;
     }
     if (cfg->valkey_user && !cfg->valkey_password)
-        problem(l, "VALKEY_USER is set but VALKEY_PASSWORD is not");
+        kiln_env_problem(l, "VALKEY_USER is set but VALKEY_PASSWORD is not");
 }
 
-static void auth_vars(struct loader *l, struct kiln_config *cfg)
+static void auth_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
 {
     const char *v;
-    if ((v = value(l, "SECRET_KEY_BASE_PREVIOUS"))) {
+    if ((v = kiln_env_value(l, "SECRET_KEY_BASE_PREVIOUS"))) {
         cfg->secret_key_base_previous = kiln_strdup(v);
         cfg->secret_key_base_previous_len = strlen(v);
     }
-    if ((v = value(l, "PUBLIC_URL"))) {
+    if ((v = kiln_env_value(l, "PUBLIC_URL"))) {
         if (strncmp(v, "http://", 7) && strncmp(v, "https://", 8))
-            problem(l, "PUBLIC_URL must start with http:// or https:// (got \"%.60s\")", v);
+            kiln_env_problem(l, "PUBLIC_URL must start with http:// or https:// (got \"%.60s\")", v);
         cfg->public_url = kiln_strdup(v);
         size_t n = strlen(cfg->public_url);
         while (n > 8 && cfg->public_url[n - 1] == '/')
@@ -245,20 +231,20 @@ static void auth_vars(struct loader *l, struct kiln_config *cfg)
                          cfg->env == KILN_ENV_PRODUCTION;
 }
 
-static void file_var(struct loader *l, const char *name, char **out)
+static void file_var(struct kiln_env_reader *l, const char *name, char **out)
 {
-    const char *v = value(l, name);
+    const char *v = kiln_env_value(l, name);
     if (!v)
         return;
     if (access(v, R_OK) != 0)
-        problem(l, "%s: cannot read \"%.200s\"", name, v);
+        kiln_env_problem(l, "%s: cannot read \"%.200s\"", name, v);
     *out = kiln_strdup(v);
 }
 
 int kiln_config_load(struct kiln_config *cfg, kiln_getenv_fn get, void *ctx,
                      kiln_buf *problems)
 {
-    struct loader l = { get, ctx, problems, 0 };
+    struct kiln_env_reader l = { get, ctx, problems, 0 };
     const char *v;
 
     memset(cfg, 0, sizeof *cfg);
@@ -281,34 +267,34 @@ int kiln_config_load(struct kiln_config *cfg, kiln_getenv_fn get, void *ctx,
     cfg->valkey_command_timeout_ms = 2000;
     cfg->kv_memory_max_keys = 100000;
 
-    if ((v = value(&l, "KILN_ENV"))) {
+    if ((v = kiln_env_value(&l, "KILN_ENV"))) {
         if (strcmp(v, "development") == 0) cfg->env = KILN_ENV_DEVELOPMENT;
         else if (strcmp(v, "test") == 0) cfg->env = KILN_ENV_TEST;
         else if (strcmp(v, "production") == 0) cfg->env = KILN_ENV_PRODUCTION;
-        else problem(&l, "KILN_ENV must be development, test or production (got \"%.40s\")", v);
+        else kiln_env_problem(&l, "KILN_ENV must be development, test or production (got \"%.40s\")", v);
     }
 
     unsigned_var(&l, "PORT", 1, 65535, &cfg->port);
 
-    v = value(&l, "BIND_ADDRESS");
+    v = kiln_env_value(&l, "BIND_ADDRESS");
     if (!v)
         v = cfg->env == KILN_ENV_PRODUCTION ? "0.0.0.0" : "127.0.0.1";
     {
         unsigned char addr[16];
         if (inet_pton(AF_INET, v, addr) != 1 && inet_pton(AF_INET6, v, addr) != 1)
-            problem(&l, "BIND_ADDRESS must be an IPv4 or IPv6 address (got \"%.60s\")", v);
+            kiln_env_problem(&l, "BIND_ADDRESS must be an IPv4 or IPv6 address (got \"%.60s\")", v);
         cfg->bind_address = kiln_strdup(v);
     }
 
-    if ((v = value(&l, "SECRET_KEY_BASE"))) {
+    if ((v = kiln_env_value(&l, "SECRET_KEY_BASE"))) {
         cfg->secret_key_base = kiln_strdup(v);
         cfg->secret_key_base_len = strlen(v);
         if (cfg->env == KILN_ENV_PRODUCTION &&
             cfg->secret_key_base_len < KILN_SECRET_KEY_BASE_MIN)
-            problem(&l, "SECRET_KEY_BASE must be at least %d bytes in production (got %zu bytes)",
+            kiln_env_problem(&l, "SECRET_KEY_BASE must be at least %d bytes in production (got %zu bytes)",
                     KILN_SECRET_KEY_BASE_MIN, cfg->secret_key_base_len);
     } else if (cfg->env == KILN_ENV_PRODUCTION) {
-        problem(&l, "SECRET_KEY_BASE is required in production (at least %d bytes; "
+        kiln_env_problem(&l, "SECRET_KEY_BASE is required in production (at least %d bytes; "
                 "e.g. openssl rand -hex 64)", KILN_SECRET_KEY_BASE_MIN);
     } else {
         cfg->secret_key_base = hex_secret(64);
@@ -322,13 +308,13 @@ int kiln_config_load(struct kiln_config *cfg, kiln_getenv_fn get, void *ctx,
         cfg->max_request_body = (size_t)n;
     }
 
-    if ((v = value(&l, "LOG_LEVEL")) && kiln_log_level_parse(v, &cfg->log_level) != 0)
-        problem(&l, "LOG_LEVEL must be debug, info, warning or error (got \"%.40s\")", v);
+    if ((v = kiln_env_value(&l, "LOG_LEVEL")) && kiln_log_level_parse(v, &cfg->log_level) != 0)
+        kiln_env_problem(&l, "LOG_LEVEL must be debug, info, warning or error (got \"%.40s\")", v);
 
     file_var(&l, "SSL_CERTFILE", &cfg->ssl_certfile);
     file_var(&l, "SSL_KEYFILE", &cfg->ssl_keyfile);
     if (!cfg->ssl_certfile != !cfg->ssl_keyfile)
-        problem(&l, "SSL_CERTFILE and SSL_KEYFILE must be set together (only %s is set)",
+        kiln_env_problem(&l, "SSL_CERTFILE and SSL_KEYFILE must be set together (only %s is set)",
                 cfg->ssl_certfile ? "SSL_CERTFILE" : "SSL_KEYFILE");
 
     unsigned_var(&l, "SHUTDOWN_TIMEOUT_SECONDS", 0, 3600, &cfg->shutdown_timeout_s);

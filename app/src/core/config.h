@@ -79,6 +79,22 @@ struct kiln_config {
 /* Returns the value of a variable or NULL; ctx is passed through. */
 typedef const char *(*kiln_getenv_fn)(void *ctx, const char *name);
 
+/*
+ * Reading variables with every problem collected, for kiln_config_load and
+ * for modules that read variables of their own (auth/oidc.c): problems are
+ * appended to problems (may be NULL) as "config: …\n" lines and counted.
+ */
+struct kiln_env_reader {
+    kiln_getenv_fn get;
+    void *ctx;
+    kiln_buf *problems;
+    int count;
+};
+void kiln_env_problem(struct kiln_env_reader *e, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* The value, or NULL when unset or empty (empty counts as unset). */
+const char *kiln_env_value(struct kiln_env_reader *e, const char *name);
+
 /* The process environment, for kiln_config_load. */
 const char *kiln_config_process_env(void *ctx, const char *name);
 

@@ -46,4 +46,15 @@ kiln_str kiln_str_trim(kiln_str s);
  */
 bool kiln_str_to_u64(kiln_str s, uint64_t max, uint64_t *out);
 
+/* Lower-case hex of n bytes; out needs 2n + 1 bytes (NUL-terminated). */
+void kiln_hex_encode(const void *data, size_t n, char *out);
+
+/*
+ * Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
+ * forms, no surrogates, nothing past U+10FFFF), or 0 if there is none.
+ */
+size_t kiln_utf8_len(const unsigned char *s, size_t n);
+/* The whole string is well-formed UTF-8. */
+bool kiln_utf8_valid(kiln_str s);
+
 #endif

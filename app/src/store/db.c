@@ -123,37 +123,10 @@ static int after(struct kiln_db *db, int err)
     return err;
 }
 
-/* RFC 3629 UTF-8 without NUL: what both PostgreSQL text and our JSON carry. */
+/* UTF-8 without NUL: what both PostgreSQL text and our JSON carry. */
 static bool valid_text(kiln_str s)
 {
-    const unsigned char *p = (const unsigned char *)s.p;
-    size_t i = 0;
-    while (i < s.len) {
-        unsigned c = p[i];
-        size_t n;
-        unsigned cp, min;
-        if (c == 0)
-            return false;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xC2 && c <= 0xDF) { n = 2; cp = c & 0x1F; min = 0x80; }
-        else if (c >= 0xE0 && c <= 0xEF) { n = 3; cp = c & 0x0F; min = 0x800; }
-        else if (c >= 0xF0 && c <= 0xF4) { n = 4; cp = c & 0x07; min = 0x10000; }
-        else return false;
-        if (s.len - i < n)
-            return false;
-        for (size_t k = 1; k < n; k++) {
-            if ((p[i + k] & 0xC0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i + k] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += n;
-    }
-    return true;
+    return !memchr(s.p, '\0', s.len) && kiln_utf8_valid(s);
 }
 
 int kiln_db_query_timeout(struct kiln_db *db, kiln_arena *a, const char *sql,

@@ -6,21 +6,17 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/str.h"
 
 /* Any constant will do; it only has to be the same in every kiln process. */
 #define MIGRATION_LOCK_KEY "7335311"
 
 void kiln_migration_checksum(const struct kiln_migration *m, char out[65])
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
     EVP_Digest(m->sql, m->len, md, &n, EVP_sha256(), NULL);
-    for (unsigned i = 0; i < 32; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[64] = '\0';
+    kiln_hex_encode(md, 32, out);
 }
 
 static const char *create_table(enum kiln_db_dialect d)
