@@ -133,7 +133,8 @@ static int cmd_serve(void)
     kiln_app_init(&app, &cfg);
     rc = cfg.migrate_on_start ? run_migrations(&app, false) : 0;
     if (rc == 0)
-        rc = kiln_server_run(&cfg, kiln_routes, kiln_routes_count, &app.hooks);
+        rc = kiln_server_run(&cfg, kiln_routes, kiln_routes_count, &app.hooks,
+                             &app.loop_hooks);
     kiln_app_free(&app);
     kiln_providers_free();
     kiln_config_free(&cfg);

@@ -3,6 +3,12 @@
  * the worker starts (no I/O yet: both connect on first use) and closed when
  * it stops. Nothing here is shared between workers except the memory kv
  * store, which is thread-safe.
+ *
+ * Each event loop gets stores of its own when the database is PostgreSQL:
+ * a pool of connections lent to its fibers and one shared kv handle
+ * (pipelined on Valkey). Handlers then run on the loop's fibers and wait
+ * without a thread switch. SQLite has no socket to wait on (its calls block
+ * the thread), so with SQLite every handler stays on the worker pool.
  */
 #include "api/app.h"
 
@@ -34,6 +40,18 @@ static void on_worker_stop(void *arg, void *context)
     free(w);
 }
 
+static void *on_loop_start(void *arg, unsigned index)
+{
+    struct kiln_app *app = arg;
+    (void)index;
+    if (app->db.dialect != KILN_DB_POSTGRES)
+        return NULL;
+    struct kiln_stores *l = kiln_calloc(1, sizeof *l);
+    l->db = kiln_db_pool_open(&app->db, app->loop_db_connections);
+    l->kv = kiln_kv_open_shared(app->kv_store);
+    return l;
+}
+
 void kiln_app_init(struct kiln_app *app, const struct kiln_config *cfg)
 {
     memset(app, 0, sizeof *app);
@@ -59,6 +77,13 @@ void kiln_app_init(struct kiln_app *app, const struct kiln_config *cfg)
     app->hooks.start = on_worker_start;
     app->hooks.stop = on_worker_stop;
     app->hooks.arg = app;
+
+    /* DB_POOL_SIZE connections shared out over the loops, at least one each. */
+    unsigned loops = cfg->http_loops ? cfg->http_loops : 1;
+    app->loop_db_connections = cfg->workers / loops ? cfg->workers / loops : 1;
+    app->loop_hooks.start = on_loop_start;
+    app->loop_hooks.stop = on_worker_stop;
+    app->loop_hooks.arg = app;
 }
 
 void kiln_app_free(struct kiln_app *app)

@@ -1,13 +1,15 @@
 /*
- * The application's wiring: which stores exist (from the configuration) and
- * how each worker gets its own connections to them. Handlers reach the
- * stores of the worker they run on through app_db / app_kv.
+ * The application's wiring: which stores exist (from the configuration),
+ * how each worker gets its own connections to them, and how each event loop
+ * gets the handles its fibers share. Handlers reach the stores of wherever
+ * they run through app_db / app_kv.
  */
 #ifndef KILN_API_APP_H
 #define KILN_API_APP_H
 
 #include "core/config.h"
 #include "http/request.h"
+#include "http/server.h"
 #include "http/workers.h"
 #include "store/db.h"
 #include "store/kv.h"
@@ -18,6 +20,8 @@ struct kiln_app {
     struct kiln_kv_config kv;
     struct kiln_kv_store *kv_store;
     struct kiln_worker_hooks hooks;
+    struct kiln_loop_hooks loop_hooks;
+    unsigned loop_db_connections;  /* per loop */
 };
 
 /* Store configuration from cfg; no I/O (connections open lazily). cfg must
@@ -25,8 +29,8 @@ struct kiln_app {
 void kiln_app_init(struct kiln_app *app, const struct kiln_config *cfg);
 void kiln_app_free(struct kiln_app *app);
 
-/* The stores of the worker running req. Only for routes that run on the
- * worker pool (not KILN_ROUTE_LOOP): there they are never NULL. */
+/* The stores of the worker or loop fiber running req. Not for
+ * KILN_ROUTE_LOOP routes; for every other route they are never NULL. */
 struct kiln_db *app_db(const struct kiln_req *req);
 struct kiln_kv *app_kv(const struct kiln_req *req);
 

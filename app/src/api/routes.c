@@ -6,8 +6,11 @@
  *
  * scope KILN_SCOPE_API mounts the route at /api/v1<path> (canonical) and at
  * /api<path> (the original's compatibility alias). KILN_ROUTE_LOOP answers on
- * the event loop and is only for handlers that never block; everything else
- * runs on the worker pool.
+ * the event loop and is only for handlers that never wait at all;
+ * KILN_ROUTE_BLOCKING is for handlers that block their thread (libcurl,
+ * sleep) and always run on the worker pool; everything else runs on a fiber
+ * of the connection's loop when the loops have stores (PostgreSQL), and on
+ * the worker pool otherwise (http/server.h).
  */
 #include "api/api.h"
 #include "auth/guard.h"
@@ -24,17 +27,21 @@ const struct kiln_route kiln_routes[] = {
     { KILN_GET, KILN_SCOPE_ROOT, "/auth/logout", kiln_guard_public, api_auth_logout, 0 },
     { KILN_DELETE, KILN_SCOPE_ROOT, "/auth/logout", kiln_guard_public, api_auth_logout, 0 },
     { KILN_POST, KILN_SCOPE_ROOT, "/auth/dev/login", kiln_guard_public, api_dev_login, 0 },
-    { KILN_GET, KILN_SCOPE_ROOT, "/auth/:provider", kiln_guard_public, api_auth_request, 0 },
+    /* These fetch the provider's discovery document, keys and tokens with
+     * libcurl, which blocks: the worker pool runs them. */
+    { KILN_GET, KILN_SCOPE_ROOT, "/auth/:provider", kiln_guard_public, api_auth_request,
+      KILN_ROUTE_BLOCKING },
     { KILN_GET, KILN_SCOPE_ROOT, "/auth/:provider/callback", kiln_guard_public,
-      api_auth_callback, 0 },
+      api_auth_callback, KILN_ROUTE_BLOCKING },
     { KILN_POST, KILN_SCOPE_ROOT, "/auth/:provider/callback", kiln_guard_public,
-      api_auth_callback, 0 },
+      api_auth_callback, KILN_ROUTE_BLOCKING },
 
     /* Protected: a session is required (cookie or Bearer). */
     { KILN_GET, KILN_SCOPE_API, "/me", kiln_guard_session, api_me, 0 },
 
     /* Test support: answer only when KILN_ENV=test (404 otherwise). */
-    { KILN_GET, KILN_SCOPE_ROOT, "/_test/sleep", NULL, api_test_sleep, KILN_ROUTE_INTERNAL },
+    { KILN_GET, KILN_SCOPE_ROOT, "/_test/sleep", NULL, api_test_sleep,
+      KILN_ROUTE_INTERNAL | KILN_ROUTE_BLOCKING },
     { KILN_POST, KILN_SCOPE_API, "/_test/protected", kiln_guard_session, api_test_protected,
       KILN_ROUTE_INTERNAL },
 };

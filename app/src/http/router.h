@@ -16,8 +16,10 @@
 
 struct kiln_res;
 
-/* Runs the handler; sets res (status, body). Runs on a worker thread unless
- * the route has KILN_ROUTE_LOOP. */
+/* Runs the handler; sets res (status, body). Runs on the event loop with
+ * KILN_ROUTE_LOOP, on the worker pool with KILN_ROUTE_BLOCKING or when the
+ * loops have no stores of their own (http/server.h), and otherwise on a
+ * fiber of the connection's loop (core/fiber.h). */
 typedef void (*kiln_handler_fn)(struct kiln_req *req, struct kiln_res *res);
 /* Returns 0 to let the request through, or sets res and returns non-zero. */
 typedef int (*kiln_guard_fn)(struct kiln_req *req, struct kiln_res *res);
@@ -33,6 +35,9 @@ enum kiln_route_flags {
     KILN_ROUTE_LOOP = 1 << 0,
     /* Not part of the public API (test-only routes); hidden from docs. */
     KILN_ROUTE_INTERNAL = 1 << 1,
+    /* Blocks its thread (outbound HTTPS through libcurl, sleeping): always
+     * runs on the worker pool, never on a loop's fiber. */
+    KILN_ROUTE_BLOCKING = 1 << 2,
 };
 
 struct kiln_route {

@@ -30,6 +30,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/fiber.h"
 #include "core/log.h"
 #include "core/random.h"
 #include "http/parser.h"
@@ -57,7 +58,7 @@ struct loop;
 enum conn_state {
     CONN_IDLE,        /* between requests (or before the first) */
     CONN_READING,     /* a request has started arriving */
-    CONN_PROCESSING,  /* the request is on a worker */
+    CONN_PROCESSING,  /* the request is on a worker or a fiber */
     CONN_LINGER,      /* final response sent, discarding input until close */
 };
 
@@ -84,7 +85,7 @@ struct conn {
     size_t lingered;
     bool writing;             /* wreq in flight */
     bool reading;             /* uv_read_start active */
-    bool job_running;         /* a worker holds req/res */
+    bool job_running;         /* a worker or fiber holds req/res */
     bool close_after_write;   /* no keep-alive: close when output drained */
     bool peer_eof;            /* client half-closed */
     bool closing;             /* uv_close called */
@@ -101,6 +102,8 @@ struct loop {
     uv_async_t wake;          /* worker results and drain requests */
     uv_timer_t sweep;         /* timeouts */
     uv_prepare_t flush;       /* log lines, once per iteration */
+    struct kiln_fibers *fibers; /* NULL: no loop context */
+    void *context;            /* from kiln_loop_hooks.start */
     bool listening;
     bool draining;
     bool stopping;
@@ -126,6 +129,7 @@ struct server {
     const struct kiln_config *cfg;
     struct kiln_router *router;
     struct kiln_workers *workers;
+    const struct kiln_loop_hooks *loop_hooks;
     SSL_CTX *tls;
     struct kiln_parser_limits limits;
     struct loop *loops;
@@ -151,6 +155,7 @@ static struct conn **done_link(struct conn *c)
 
 static void conn_close(struct conn *c);
 static void conn_send(struct conn *c);
+static void conn_free(struct conn *c);
 static void loop_maybe_stop(struct loop *l);
 
 /* ---- small helpers ---- */
@@ -305,7 +310,29 @@ static void job_finish(struct kiln_job *job)
     uv_async_send(&l->wake);
 }
 
-/* Route a complete request. Returns true if it went to a worker. */
+static void fiber_run(void *arg)
+{
+    struct conn *c = arg;
+    c->req->context = c->loop->context;
+    run_route(c->req, c->res);
+}
+
+/* A fiber's request finished after waiting: resume the connection, on the
+ * loop, as on_wake does for a worker's. */
+static void fiber_done(void *arg)
+{
+    struct conn *c = arg;
+    c->job_running = false;
+    if (c->closing) {
+        if (c->handle_closed)
+            conn_free(c);
+        return;
+    }
+    request_end(c);
+    conn_send(c);
+}
+
+/* Route a complete request. Returns true if it went to a worker or fiber. */
 static bool dispatch(struct conn *c)
 {
     struct server *s = c->loop->server;
@@ -332,6 +359,25 @@ static bool dispatch(struct conn *c)
     if (req->route->flags & KILN_ROUTE_LOOP) {
         run_route(req, res);
         return false;
+    }
+    struct loop *l = c->loop;
+    if (l->context && !(req->route->flags & KILN_ROUTE_BLOCKING)) {
+        if (kiln_fibers_alive(l->fibers) >= s->cfg->worker_queue) {
+            kiln_res_error(req, res, 503, "service_unavailable",
+                           "Server busy, retry shortly", NULL);
+            kiln_res_header(res, "retry-after", "1");
+            return false;
+        }
+        /* Runs until the handler first waits; it may even finish here,
+         * and then the request is answered like a loop route's. */
+        c->job_running = true;
+        if (kiln_fiber_spawn(l->fibers, fiber_run, fiber_done, c)) {
+            c->job_running = false;
+            return false;
+        }
+        c->state = CONN_PROCESSING;
+        c->deadline = 0;
+        return true;
     }
     c->job.run = job_run;
     c->job.finish = job_finish;
@@ -417,7 +463,10 @@ static void feed(struct conn *c, const char *data, size_t len)
         else if (len && kiln_buf_append(&c->in, data, len) != 0)
             conn_close(c);
         if (c->job_running) {
-            read_stop(c);
+            /* Keep reading: a client that waits for its answer sends
+             * nothing more, and stopping and restarting the read costs two
+             * epoll_ctl calls per request. Bytes that do arrive meanwhile
+             * stop the reading at the top of this function. */
             return;
         }
     }
@@ -839,6 +888,14 @@ static void loop_maybe_stop(struct loop *l)
         return;
     l->stopping = true;
     log_flush(l);
+    if (l->context) {
+        /* Every connection, and so every fiber, is gone. */
+        const struct kiln_loop_hooks *h = l->server->loop_hooks;
+        h->stop(h->arg, l->context);
+        l->context = NULL;
+    }
+    kiln_fibers_free(l->fibers);
+    l->fibers = NULL;
     close_loop_handle((uv_handle_t *)&l->wake);
     close_loop_handle((uv_handle_t *)&l->sweep);
     close_loop_handle((uv_handle_t *)&l->flush);
@@ -893,6 +950,15 @@ static void on_wake(uv_async_t *a)
 static void loop_thread(void *arg)
 {
     struct loop *l = arg;
+    const struct kiln_loop_hooks *h = l->server->loop_hooks;
+    if (h && h->start) {
+        l->fibers = kiln_fibers_new(&l->uv, 0);
+        l->context = h->start(h->arg, (unsigned)(l - l->server->loops));
+        if (!l->context) {
+            kiln_fibers_free(l->fibers);
+            l->fibers = NULL;
+        }
+    }
     uv_run(&l->uv, UV_RUN_DEFAULT);
     /* Free pooled arenas and buffers; the loop has no handles left. */
     while (l->narenas)
@@ -1031,7 +1097,8 @@ static unsigned fit_max_connections(unsigned wanted)
 }
 
 int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *routes,
-                     size_t nroutes, const struct kiln_worker_hooks *hooks)
+                     size_t nroutes, const struct kiln_worker_hooks *hooks,
+                     const struct kiln_loop_hooks *loop_hooks)
 {
     struct server s;
     struct control ctl;
@@ -1042,6 +1109,7 @@ int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *rout
     memset(&s, 0, sizeof s);
     memset(&ctl, 0, sizeof ctl);
     s.cfg = cfg;
+    s.loop_hooks = loop_hooks;
     s.nloops = cfg->http_loops;
     s.limits.max_body = cfg->max_request_body;
     s.limits.max_header_bytes = KILN_MAX_HEADER_BYTES;

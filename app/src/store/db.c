@@ -17,6 +17,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/fiber.h"
 
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 2000
@@ -63,13 +64,82 @@ struct kiln_db *kiln_db_open(const struct kiln_db_config *cfg)
     return db;
 }
 
+struct kiln_db *kiln_db_pool_open(const struct kiln_db_config *cfg, unsigned size)
+{
+    struct kiln_db *pool = kiln_db_open(cfg);
+    pool->nmembers = size ? size : 1;
+    pool->members = kiln_calloc(pool->nmembers, sizeof *pool->members);
+    for (unsigned i = 0; i < pool->nmembers; i++) {
+        pool->members[i] = kiln_db_open(cfg);
+        pool->members[i]->pool = pool;
+    }
+    pool->waiters_tail = &pool->waiters;
+    return pool;
+}
+
 void kiln_db_close(struct kiln_db *db)
 {
     if (!db)
         return;
+    for (unsigned i = 0; i < db->nmembers; i++)
+        kiln_db_close(db->members[i]);
+    free(db->members);
     if (db->conn)
         db->ops->disconnect(db);
     free(db);
+}
+
+/* ---- pool: lending connections to fibers ---- */
+
+struct pool_waiter {
+    struct pool_waiter *next;
+    struct kiln_fiber *fiber;
+    struct kiln_db *member;      /* set by the releasing fiber */
+};
+
+/* The connection the calling fiber may use: the one it holds for a
+ * transaction, an idle connected one, any idle one, or the next released. */
+static struct kiln_db *borrow(struct kiln_db *pool)
+{
+    struct kiln_fiber *self = kiln_fiber_self();
+    struct kiln_db *idle = NULL;
+    for (unsigned i = 0; i < pool->nmembers; i++) {
+        struct kiln_db *m = pool->members[i];
+        if (m->holder == self && m->in_transaction)
+            return m;
+        if (!m->holder && (!idle || (!idle->conn && m->conn)))
+            idle = m;
+    }
+    if (idle) {
+        idle->holder = self;
+        return idle;
+    }
+    if (!self)
+        kiln_fatal("kiln_db pool exhausted outside a fiber");
+    struct pool_waiter w = { .fiber = self };
+    *pool->waiters_tail = &w;
+    pool->waiters_tail = &w.next;
+    kiln_fiber_park();
+    w.member->holder = self;
+    return w.member;
+}
+
+/* After a call: keep a transaction's connection, else pass it on. */
+static void give_back(struct kiln_db *pool, struct kiln_db *m)
+{
+    memcpy(pool->err, m->err, sizeof pool->err);
+    if (m->in_transaction)
+        return;
+    m->holder = NULL;
+    struct pool_waiter *w = pool->waiters;
+    if (w) {
+        pool->waiters = w->next;
+        if (!pool->waiters)
+            pool->waiters_tail = &pool->waiters;
+        w->member = m;
+        m->holder = w->fiber; /* nobody else may take it before w runs */
+        kiln_fiber_wake(w->fiber);
+    }
 }
 
 enum kiln_db_dialect kiln_db_dialect(const struct kiln_db *db)
@@ -129,9 +199,9 @@ static bool valid_text(kiln_str s)
     return !memchr(s.p, '\0', s.len) && kiln_utf8_valid(s);
 }
 
-int kiln_db_query_timeout(struct kiln_db *db, kiln_arena *a, const char *sql,
-                          const kiln_str *params, size_t nparams,
-                          struct kiln_db_rows *rows, unsigned timeout_ms)
+static int one_query(struct kiln_db *db, kiln_arena *a, const char *sql,
+                     const kiln_str *params, size_t nparams, struct kiln_db_rows *rows,
+                     unsigned timeout_ms)
 {
     struct kiln_db_rows scratch;
     if (!rows)
@@ -163,13 +233,25 @@ int kiln_db_query_timeout(struct kiln_db *db, kiln_arena *a, const char *sql,
                                      timeout_ms ? timeout_ms : db->cfg->query_timeout_ms));
 }
 
+int kiln_db_query_timeout(struct kiln_db *db, kiln_arena *a, const char *sql,
+                          const kiln_str *params, size_t nparams,
+                          struct kiln_db_rows *rows, unsigned timeout_ms)
+{
+    if (!db->members)
+        return one_query(db, a, sql, params, nparams, rows, timeout_ms);
+    struct kiln_db *m = borrow(db);
+    int err = one_query(m, a, sql, params, nparams, rows, timeout_ms);
+    give_back(db, m);
+    return err;
+}
+
 int kiln_db_query(struct kiln_db *db, kiln_arena *a, const char *sql,
                   const kiln_str *params, size_t nparams, struct kiln_db_rows *rows)
 {
     return kiln_db_query_timeout(db, a, sql, params, nparams, rows, 0);
 }
 
-int kiln_db_exec(struct kiln_db *db, const char *sql)
+static int one_exec(struct kiln_db *db, const char *sql)
 {
     int err = ensure_connected(db, 0);
     if (err)
@@ -177,22 +259,54 @@ int kiln_db_exec(struct kiln_db *db, const char *sql)
     return after(db, db->ops->exec(db, sql, db->cfg->query_timeout_ms));
 }
 
+/* enter: BEGIN keeps the connection; leave: COMMIT/ROLLBACK returns it. */
+static int pool_exec(struct kiln_db *db, const char *sql, bool enter, bool leave)
+{
+    if (!db->members)
+        return one_exec(db, sql);
+    struct kiln_db *m = borrow(db);
+    int err = one_exec(m, sql);
+    if (enter && !err)
+        m->in_transaction = true;
+    if (leave || (m->in_transaction && !m->conn))
+        m->in_transaction = false; /* ended, or the connection (and it) is gone */
+    give_back(db, m);
+    return err;
+}
+
+int kiln_db_exec(struct kiln_db *db, const char *sql)
+{
+    return pool_exec(db, sql, false, false);
+}
+
 int kiln_db_begin(struct kiln_db *db)
 {
-    return kiln_db_exec(db, "BEGIN");
+    return pool_exec(db, "BEGIN", true, false);
 }
 
 int kiln_db_commit(struct kiln_db *db)
 {
-    return kiln_db_exec(db, "COMMIT");
+    return pool_exec(db, "COMMIT", false, true);
 }
 
 int kiln_db_rollback(struct kiln_db *db)
 {
-    return kiln_db_exec(db, "ROLLBACK");
+    return pool_exec(db, "ROLLBACK", false, true);
 }
 
+static int one_ping(struct kiln_db *db, unsigned timeout_ms);
+
 int kiln_db_ping(struct kiln_db *db, unsigned timeout_ms)
+{
+    if (!db->members)
+        return one_ping(db, timeout_ms);
+    struct kiln_db *m = borrow(db);
+    int err = one_ping(m, timeout_ms);
+    give_back(db, m);
+    return err;
+}
+
+static int one_ping(struct kiln_db *db, unsigned timeout_ms)
 {
     /* One budget for connecting and querying: a health check must answer
      * within its deadline even when it has to reconnect first. */

@@ -5,7 +5,8 @@
  * SQL NULL) and are never interpolated.
  *
  * One kiln_db handle is one connection, used by one thread at a time (one
- * per worker). It connects lazily on the first query and, after the server
+ * per worker), or a pool of them shared by one loop's fibers
+ * (kiln_db_pool_open). It connects lazily on the first query and, after the server
  * goes away, reconnects with capped backoff; while it cannot, queries fail
  * at once with KILN_EUNAVAILABLE (callers answer 503).
  *
@@ -45,6 +46,15 @@ struct kiln_db;
 
 /* A handle; never NULL. No I/O until the first query. cfg must outlive it. */
 struct kiln_db *kiln_db_open(const struct kiln_db_config *cfg);
+/*
+ * A handle shared by the fibers of one event loop (core/fiber.h): each call
+ * borrows one of size connections for its duration (a fiber that finds none
+ * free waits for one), and kiln_db_begin keeps the borrowed connection for
+ * the calling fiber until its kiln_db_commit or kiln_db_rollback. Idle
+ * connections are preferred, so a quiet loop keeps few open. Used on one
+ * loop thread only; kiln_db_close it there.
+ */
+struct kiln_db *kiln_db_pool_open(const struct kiln_db_config *cfg, unsigned size);
 void kiln_db_close(struct kiln_db *db);           /* NULL allowed */
 enum kiln_db_dialect kiln_db_dialect(const struct kiln_db *db);
 /* "postgres" or "sqlite". */

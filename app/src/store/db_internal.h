@@ -39,6 +39,15 @@ struct kiln_db {
         void *stmt;
     } cache[KILN_DB_STMT_CACHE];
     unsigned cache_next;
+    struct kiln_fdwatch *watch;  /* PostgreSQL: the socket's watcher on a fiber */
+
+    /* A pool (kiln_db_pool_open) lends members; a member knows its lender. */
+    struct kiln_db **members;
+    unsigned nmembers;
+    struct pool_waiter *waiters, **waiters_tail;
+    struct kiln_db *pool;        /* member: the pool it belongs to */
+    struct kiln_fiber *holder;   /* member: the fiber borrowing it */
+    bool in_transaction;         /* member: held from BEGIN to COMMIT/ROLLBACK */
 };
 
 /* Set db->err (printf-style). */

@@ -2,7 +2,8 @@
  * PostgreSQL driver on libpq. Queries go out with PQsendQueryParams (the
  * extended protocol's unnamed statement: no session state, so it works
  * through pgbouncer and RDS Proxy in transaction mode) and results are
- * awaited with poll() so that every query has a deadline. On a deadline the
+ * awaited with kiln_wait_fd (poll() on a worker, the loop on a fiber) so
+ * that every query has a deadline and a fiber never blocks its loop. On a deadline the
  * query is cancelled and the connection dropped: its state is unknown.
  * With prepared_statements on (direct connections only), each connection
  * prepares a statement once per SQL text and reuses it.
@@ -19,6 +20,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/fiber.h"
 
 static PGconn *C(struct kiln_db *db)
 {
@@ -27,6 +29,7 @@ static PGconn *C(struct kiln_db *db)
 
 static void pg_disconnect(struct kiln_db *db)
 {
+    kiln_fdwatch_close(&db->watch); /* before libpq closes the socket */
     PQfinish(C(db));
     db->conn = NULL;
     for (unsigned i = 0; i < KILN_DB_STMT_CACHE; i++) {
@@ -67,16 +70,18 @@ static int pg_connect(struct kiln_db *db, unsigned timeout_ms)
     }
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (PQstatus(c) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
-        uint64_t now = kiln_now_ms();
-        struct pollfd pfd = { .fd = PQsocket(c),
-                              .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT };
-        int n = now < deadline ? poll(&pfd, 1, (int)(deadline - now)) : 0;
-        if (n == 0) {
+        /* libpq may move to another socket (next address): a fresh
+         * watcher for every wait. */
+        struct kiln_fdwatch *watch = NULL;
+        int w = kiln_wait_fd(&watch, PQsocket(c),
+                             st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
+        kiln_fdwatch_close(&watch);
+        if (w == KILN_ETIMEDOUT) {
             kiln__db_error(db, "postgres: connect timed out after %u ms", timeout_ms);
             PQfinish(c);
             return KILN_EUNAVAILABLE;
         }
-        if (n < 0 && errno != EINTR)
+        if (w)
             break;
         st = PQconnectPoll(c);
     }
@@ -87,6 +92,12 @@ static int pg_connect(struct kiln_db *db, unsigned timeout_ms)
         return KILN_EUNAVAILABLE;
     }
     PQsetNoticeProcessor(c, on_notice, NULL);
+    /* Sends never block the thread: a large one is flushed by send_wait. */
+    if (PQsetnonblocking(c, 1) != 0) {
+        kiln__db_error(db, "postgres: cannot make the connection non-blocking");
+        PQfinish(c);
+        return KILN_EUNAVAILABLE;
+    }
     db->conn = c;
     return 0;
 }
@@ -112,11 +123,31 @@ static int error_of(struct kiln_db *db, PGresult *res)
     return KILN_EDB;
 }
 
-/* Wait for the result of the query just sent, or cancel it at the deadline. */
+/* Flush the query just queued, then wait for its result, or give up at the
+ * deadline. */
 static int wait_result(struct kiln_db *db, unsigned timeout_ms)
 {
     PGconn *c = C(db);
     uint64_t deadline = kiln_now_ms() + timeout_ms;
+    for (;;) {
+        int f = PQflush(c);
+        if (f == 0)
+            break;
+        if (f < 0) {
+            kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+            return KILN_EUNAVAILABLE;
+        }
+        /* The server may be sending while we still send: read too. */
+        if (kiln_wait_fd(&db->watch, PQsocket(c), POLLOUT | POLLIN, deadline) ==
+            KILN_ETIMEDOUT) {
+            kiln__db_error(db, "postgres: query not sent within %u ms", timeout_ms);
+            return KILN_EUNAVAILABLE;
+        }
+        if (!PQconsumeInput(c)) {
+            kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+            return KILN_EUNAVAILABLE;
+        }
+    }
     for (;;) {
         if (!PQconsumeInput(c)) {
             kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
@@ -135,9 +166,7 @@ static int wait_result(struct kiln_db *db, unsigned timeout_ms)
             kiln__db_error(db, "postgres: query timed out after %u ms", timeout_ms);
             return KILN_EUNAVAILABLE;
         }
-        struct pollfd pfd = { .fd = PQsocket(c), .events = POLLIN };
-        int n = poll(&pfd, 1, (int)(deadline - now));
-        if (n < 0 && errno != EINTR) {
+        if (kiln_wait_fd(&db->watch, PQsocket(c), POLLIN, deadline) == KILN_EIO) {
             kiln__db_error(db, "postgres: poll failed");
             return KILN_EUNAVAILABLE;
         }
@@ -196,7 +225,8 @@ static int collect(struct kiln_db *db, kiln_arena *a, struct kiln_db_rows *rows)
 }
 
 /* Name of this connection's prepared statement for sql, preparing it once. */
-static const char *prepared(struct kiln_db *db, const char *sql, size_t nparams, int *err)
+static const char *prepared(struct kiln_db *db, const char *sql, size_t nparams,
+                            unsigned timeout_ms, int *err)
 {
     uint64_t h = kiln__db_hash(sql);
     for (unsigned i = 0; i < KILN_DB_STMT_CACHE; i++)
@@ -209,19 +239,24 @@ static const char *prepared(struct kiln_db *db, const char *sql, size_t nparams,
         /* Evicted: deallocate so the server's memory stays bounded too. */
         char dealloc[64];
         snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", (char *)db->cache[slot].stmt);
-        PQclear(PQexec(C(db), dealloc));
+        if (!PQsendQuery(C(db), dealloc) || (*err = wait_result(db, timeout_ms)) != 0 ||
+            (*err = collect(db, NULL, NULL)) != 0) {
+            if (!*err)
+                *err = KILN_EUNAVAILABLE;
+            return NULL;
+        }
         free(db->cache[slot].sql);
         free(db->cache[slot].stmt);
         db->cache[slot].sql = NULL;
         db->cache[slot].stmt = NULL;
     }
-    PGresult *res = PQprepare(C(db), name, sql, (int)nparams, NULL);
-    if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
-        *err = error_of(db, res);
-        PQclear(res);
+    if (!PQsendPrepare(C(db), name, sql, (int)nparams, NULL)) {
+        kiln__db_error(db, "postgres: %s", PQerrorMessage(C(db)));
+        *err = KILN_EUNAVAILABLE;
         return NULL;
     }
-    PQclear(res);
+    if ((*err = wait_result(db, timeout_ms)) != 0 || (*err = collect(db, NULL, NULL)) != 0)
+        return NULL;
     db->cache[slot].hash = h;
     db->cache[slot].sql = kiln_strdup(sql);
     db->cache[slot].stmt = kiln_strdup(name);
@@ -235,7 +270,7 @@ static int pg_query(struct kiln_db *db, kiln_arena *a, const char *sql,
     int ok;
     if (db->cfg->prepared_statements) {
         int err = 0;
-        const char *name = prepared(db, sql, nparams, &err);
+        const char *name = prepared(db, sql, nparams, timeout_ms, &err);
         if (!name)
             return err;
         ok = PQsendQueryPrepared(C(db), name, (int)nparams, params, NULL, NULL, 0);

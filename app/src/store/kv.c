@@ -51,6 +51,17 @@ struct kiln_kv *kiln_kv_open(struct kiln_kv_store *s)
     return kv;
 }
 
+struct kiln_kv *kiln_kv_open_shared(struct kiln_kv_store *s)
+{
+    if (!s->ops->open_shared)
+        return kiln_kv_open(s);
+    struct kiln_kv *kv = s->ops->open_shared(s);
+    kv->ops = s->ops;
+    kv->store = s;
+    kv->err[0] = '\0';
+    return kv;
+}
+
 void kiln_kv_close(struct kiln_kv *kv)
 {
     if (kv)

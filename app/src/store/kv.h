@@ -2,8 +2,9 @@
  * The key-value store: sessions, cache and rate limits. Two drivers behind
  * one interface, and callers cannot tell which they have:
  *   - valkey: RESP over TCP or TLS to Valkey/Redis (VALKEY_HOST set). One
- *     connection per kiln_kv handle, so one handle per worker thread; a
- *     handle is used by one thread at a time. Connects lazily, reconnects
+ *     connection per kiln_kv handle, so one handle per worker thread (a
+ *     handle is used by one thread at a time), or one pipelined connection
+ *     shared by a loop's fibers (kiln_kv_open_shared). Connects lazily, reconnects
  *     with capped backoff after a failure.
  *   - memory: in-process (VALKEY_HOST unset). One shared store; every handle
  *     opened on it is thread-safe. TTLs honoured, expired keys reclaimed,
@@ -56,6 +57,16 @@ bool kiln_kv_is_memory(const struct kiln_kv_store *s);
 
 /* A handle for one thread; never NULL. No I/O until the first command. */
 struct kiln_kv *kiln_kv_open(struct kiln_kv_store *s);
+/*
+ * A handle shared by the fibers of the calling thread's event loop
+ * (core/fiber.h); call on that thread, use and close it there. On valkey,
+ * the commands of every fiber travel pipelined on one connection: written
+ * together once per loop iteration, replies handed back in order, so the
+ * server reads and answers a batch per wake-up instead of one command. A
+ * connection failure or timeout fails every command in flight on it. On the
+ * memory driver it is a plain handle.
+ */
+struct kiln_kv *kiln_kv_open_shared(struct kiln_kv_store *s);
 void kiln_kv_close(struct kiln_kv *kv);           /* NULL allowed */
 
 /* Value copied into the arena (not NUL-terminated in general; a NUL is

@@ -33,6 +33,8 @@ struct kiln_kv_ops {
     const char *name;
     void (*store_free)(struct kiln_kv_store *s);
     struct kiln_kv *(*open)(struct kiln_kv_store *s);
+    /* A handle for the fibers of the calling loop; NULL: open serves. */
+    struct kiln_kv *(*open_shared)(struct kiln_kv_store *s);
     void (*close)(struct kiln_kv *kv);
     int (*get)(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out);
     int (*set)(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms);

@@ -36,11 +36,13 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <uv.h>
 
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/fiber.h"
 #include "core/log.h"
 #include "store/kv_internal.h"
 
@@ -71,9 +73,13 @@ struct valkey_store {
     char tls_error[KILN__KV_ERR_MAX];
 };
 
+struct pipe;
+
 struct valkey {
     struct kiln_kv base;
     struct valkey_store *s;
+    struct pipe *pipe;       /* a shared handle's loop side; NULL otherwise */
+    struct kiln_fdwatch *watch; /* waiting on a fiber (connecting) */
     int fd;                  /* -1: not connected */
     SSL *ssl;
     redisReader *reader;     /* fresh for each connection */
@@ -367,24 +373,24 @@ static void tls_reason(SSL *ssl, int ret, int saved_errno, char *buf, size_t cap
 
 /* 0 when fd is ready for events, KILN_ETIMEDOUT past the deadline. POLLERR
  * and POLLHUP count as ready: the next I/O call reports what happened. */
-static int wait_fd(int fd, short events, uint64_t deadline)
+static int wait_fd(struct valkey *c, int fd, short events, uint64_t deadline)
 {
-    for (;;) {
-        uint64_t now = kiln_now_ms();
-        if (now >= deadline)
-            return KILN_ETIMEDOUT;
-        struct pollfd p = { .fd = fd, .events = events };
-        uint64_t left = deadline - now;
-        int n = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
-        if (n > 0)
-            return 0;
-        if (n < 0 && errno != EINTR)
-            return KILN_EIO;
-    }
+    if (fd == c->fd)
+        return kiln_wait_fd(&c->watch, fd, events, deadline);
+    /* A socket not yet ours (still connecting): a watcher for this wait. */
+    struct kiln_fdwatch *w = NULL;
+    int rc = kiln_wait_fd(&w, fd, events, deadline);
+    kiln_fdwatch_close(&w);
+    return rc;
 }
+
+static void pipe_io_stop(struct pipe *p);
 
 static void conn_drop(struct valkey *c)
 {
+    kiln_fdwatch_close(&c->watch); /* out of the loop before the fd closes */
+    if (c->pipe)
+        pipe_io_stop(c->pipe);
     SSL_free(c->ssl); /* no close_notify after an error: the stream is suspect */
     c->ssl = NULL;
     if (c->fd >= 0)
@@ -429,7 +435,7 @@ static int conn_write(struct valkey *c, const char *p, size_t len, uint64_t dead
             if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
                 return fail(c, KILN_EUNAVAILABLE, "send: %s", errno_text(errno, e, sizeof e));
         }
-        if (wait_fd(c->fd, want, deadline))
+        if (wait_fd(c, c->fd, want, deadline))
             return fail(c, KILN_EUNAVAILABLE, "command not sent within %u ms", timeout_ms);
     }
     return 0;
@@ -470,7 +476,7 @@ static int conn_read(struct valkey *c, char *buf, size_t cap, uint64_t deadline,
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 return fail(c, KILN_EUNAVAILABLE, "recv: %s", errno_text(errno, e, sizeof e));
         }
-        if (wait_fd(c->fd, want, deadline))
+        if (wait_fd(c, c->fd, want, deadline))
             return fail(c, KILN_EUNAVAILABLE, "no reply within %u ms", timeout_ms);
     }
 }
@@ -586,7 +592,7 @@ static int tcp_connect(struct valkey *c, uint64_t deadline, unsigned timeout_ms)
             err = errno;
             if (err == EINPROGRESS) {
                 socklen_t len = sizeof err;
-                if (wait_fd(fd, POLLOUT, deadline)) {
+                if (wait_fd(c, fd, POLLOUT, deadline)) {
                     close(fd);
                     snprintf(e, sizeof e, "connect timed out after %u ms", timeout_ms);
                     break; /* the deadline is spent for every address */
@@ -655,7 +661,7 @@ static int tls_handshake(struct valkey *c, uint64_t deadline, unsigned timeout_m
             tls_reason(c->ssl, r, saved, e, sizeof e);
             return fail(c, KILN_EUNAVAILABLE, "TLS handshake: %s", e);
         }
-        if (wait_fd(c->fd, want, deadline))
+        if (wait_fd(c, c->fd, want, deadline))
             return fail(c, KILN_EUNAVAILABLE, "TLS handshake timed out after %u ms", timeout_ms);
     }
 
@@ -767,6 +773,336 @@ static bool conn_alive(struct valkey *c)
     return false;
 }
 
+
+/* ---- shared handle: one pipelined connection for a loop's fibers ---------- */
+
+/*
+ * Every fiber's commands go into p->out in call order and one write per loop
+ * iteration (a uv_prepare, just before the loop polls) sends them; replies
+ * come back in the same order and are handed to the waiters in FIFO order.
+ * Connecting (TCP, TLS, AUTH) is done by the first fiber that needs the
+ * connection, with the same code as a private handle (wait_fd parks it);
+ * fibers arriving meanwhile queue behind it. Any failure fails every waiter:
+ * with replies in order, nothing after a lost or late reply can be trusted.
+ */
+struct waiter {
+    struct waiter *next;
+    struct kiln_fiber *fiber;
+    redisReply **replies;
+    size_t n, got;
+    uint64_t deadline;
+    int rc;
+    bool done;
+};
+
+struct pipe {
+    struct valkey *c;        /* NULL once the handle is closed */
+    uv_loop_t *loop;
+    uv_poll_t *poll;         /* the connected socket's watcher; NULL when down */
+    uv_prepare_t flush;
+    uv_timer_t timer;        /* the earliest waiter's deadline */
+    uint64_t timer_due;
+    int closed;              /* handles whose close callback ran */
+    kiln_buf out;            /* commands not yet written, from out_pos */
+    size_t out_pos;
+    struct waiter *head, **tail;
+    bool connecting;
+    bool want_write;
+};
+
+static void pipe_read(struct pipe *p);
+static void pipe_flush(struct pipe *p);
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Take the socket out of the loop (before conn_drop closes it). */
+static void pipe_io_stop(struct pipe *p)
+{
+    if (!p->poll)
+        return;
+    uv_poll_stop(p->poll);
+    uv_close((uv_handle_t *)p->poll, on_poll_closed);
+    p->poll = NULL;
+    p->want_write = false;
+}
+
+/* Fail every waiter with rc (c->base.err says why), drop the connection.
+ * self, when it is a waiter, is running and is not woken. */
+static void pipe_fail(struct pipe *p, int rc, struct kiln_fiber *self)
+{
+    struct valkey *c = p->c;
+    conn_drop(c);
+    if (p->out.p)
+        explicit_bzero(p->out.p, p->out.len);
+    kiln_buf_reset(&p->out);
+    p->out_pos = 0;
+    uv_prepare_stop(&p->flush);
+    uv_timer_stop(&p->timer);
+    struct waiter *w = p->head;
+    p->head = NULL;
+    p->tail = &p->head;
+    while (w) {
+        struct waiter *next = w->next;
+        free_replies(w->replies, w->n);
+        w->rc = rc;
+        w->done = true;
+        if (w->fiber != self)
+            kiln_fiber_wake(w->fiber);
+        w = next;
+    }
+}
+
+static void arm_timer(struct pipe *p, uint64_t deadline);
+
+static void on_pipe_timer(uv_timer_t *h)
+{
+    struct pipe *p = h->data;
+    if (!p->c || !p->head)
+        return;
+    if (p->connecting) {
+        /* The connect has its own deadline; look again after it. */
+        arm_timer(p, kiln_now_ms() + 100);
+        return;
+    }
+    uint64_t now = kiln_now_ms(), next = UINT64_MAX;
+    for (struct waiter *w = p->head; w; w = w->next) {
+        if (w->deadline <= now) {
+            pipe_fail(p, fail(p->c, KILN_EUNAVAILABLE, "no reply within %u ms",
+                              p->c->s->command_timeout_ms), NULL);
+            return;
+        }
+        next = min_u64(next, w->deadline);
+    }
+    if (next != UINT64_MAX)
+        arm_timer(p, next);
+}
+
+static void arm_timer(struct pipe *p, uint64_t deadline)
+{
+    if (uv_is_active((uv_handle_t *)&p->timer) && p->timer_due <= deadline)
+        return;
+    uint64_t now = kiln_now_ms();
+    p->timer_due = deadline;
+    uv_timer_start(&p->timer, on_pipe_timer, deadline > now ? deadline - now : 0, 0);
+}
+
+static void on_pipe_poll(uv_poll_t *h, int status, int events)
+{
+    struct pipe *p = h->data;
+    (void)status;
+    (void)events;
+    /* Errors show up as failed reads and writes. */
+    pipe_flush(p);
+    if (p->poll == h)
+        pipe_read(p);
+}
+
+static void on_pipe_prepare(uv_prepare_t *h)
+{
+    struct pipe *p = h->data;
+    uv_prepare_stop(h);
+    pipe_flush(p);
+}
+
+static void pipe_start(struct pipe *p)
+{
+    struct valkey *c = p->c;
+    kiln_fdwatch_close(&c->watch);
+    p->poll = kiln_malloc(sizeof *p->poll);
+    if (uv_poll_init_socket(p->loop, p->poll, c->fd) != 0) {
+        free(p->poll);
+        p->poll = NULL;
+        pipe_fail(p, fail(c, KILN_EUNAVAILABLE, "cannot watch the socket"), kiln_fiber_self());
+        return;
+    }
+    p->poll->data = p;
+    uv_poll_start(p->poll, UV_READABLE, on_pipe_poll);
+    uv_prepare_start(&p->flush, on_pipe_prepare);
+}
+
+/* Write what is queued, as far as the socket takes it. */
+static void pipe_flush(struct pipe *p)
+{
+    struct valkey *c = p->c;
+    char e[128];
+    if (!c || p->connecting || !p->poll)
+        return;
+    while (p->out_pos < p->out.len) {
+        const char *at = p->out.p + p->out_pos;
+        size_t len = p->out.len - p->out_pos;
+        if (c->ssl) {
+            ERR_clear_error();
+            int n = SSL_write(c->ssl, at, len > INT_MAX ? INT_MAX : (int)len);
+            int saved = errno;
+            if (n > 0) {
+                p->out_pos += (size_t)n;
+                continue;
+            }
+            int kind = SSL_get_error(c->ssl, n);
+            if (kind == SSL_ERROR_WANT_READ)
+                return; /* the next readable event calls again */
+            if (kind != SSL_ERROR_WANT_WRITE) {
+                tls_reason(c->ssl, n, saved, e, sizeof e);
+                pipe_fail(p, fail(c, KILN_EUNAVAILABLE, "TLS write: %s", e), NULL);
+                return;
+            }
+        } else {
+            ssize_t n = send(c->fd, at, len, MSG_NOSIGNAL);
+            if (n > 0) {
+                p->out_pos += (size_t)n;
+                continue;
+            }
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+                pipe_fail(p, fail(c, KILN_EUNAVAILABLE, "send: %s",
+                                  errno_text(errno, e, sizeof e)), NULL);
+                return;
+            }
+        }
+        if (!p->want_write) {
+            p->want_write = true;
+            uv_poll_start(p->poll, UV_READABLE | UV_WRITABLE, on_pipe_poll);
+        }
+        return;
+    }
+    if (p->out.cap > KEEP_OUT_BYTES)
+        kiln_buf_free(&p->out);
+    else
+        kiln_buf_reset(&p->out);
+    p->out_pos = 0;
+    if (p->want_write) {
+        p->want_write = false;
+        uv_poll_start(p->poll, UV_READABLE, on_pipe_poll);
+    }
+}
+
+/* Read what has arrived and hand complete replies to their waiters. */
+static void pipe_read(struct pipe *p)
+{
+    struct valkey *c = p->c;
+    char buf[16384], e[128];
+    for (;;) {
+        ssize_t n;
+        if (c->ssl) {
+            ERR_clear_error();
+            int r = SSL_read(c->ssl, buf, sizeof buf);
+            int saved = errno;
+            if (r <= 0) {
+                int kind = SSL_get_error(c->ssl, r);
+                if (kind == SSL_ERROR_WANT_READ || kind == SSL_ERROR_WANT_WRITE)
+                    break;
+                tls_reason(c->ssl, r, saved, e, sizeof e);
+                pipe_fail(p, fail(c, KILN_EUNAVAILABLE, "TLS read: %s", e), NULL);
+                return;
+            }
+            n = r;
+        } else {
+            n = recv(c->fd, buf, sizeof buf, 0);
+            if (n == 0) {
+                pipe_fail(p, fail(c, KILN_EUNAVAILABLE, "connection closed by the server"),
+                          NULL);
+                return;
+            }
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                    break;
+                pipe_fail(p, fail(c, KILN_EUNAVAILABLE, "recv: %s",
+                                  errno_text(errno, e, sizeof e)), NULL);
+                return;
+            }
+        }
+        if (redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK) {
+            pipe_fail(p, fail(c, KILN_EPROTO, "bad reply: %s", c->reader->errstr), NULL);
+            return;
+        }
+        if (c->reader->len - c->reader->pos > 2 * (size_t)MAX_REPLY_BYTES) {
+            pipe_fail(p, fail(c, KILN_EPROTO, "reply larger than %u bytes", MAX_REPLY_BYTES),
+                      NULL);
+            return;
+        }
+        if ((size_t)n < sizeof buf && !c->ssl)
+            break; /* drained: spare a recv that would say EAGAIN */
+    }
+    for (;;) {
+        void *reply = NULL;
+        if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
+            pipe_fail(p, fail(c, KILN_EPROTO, "bad reply: %s",
+                              c->reader->err == REDIS_ERR_OOM
+                                  ? "array too large (or out of memory)"
+                                  : c->reader->errstr), NULL);
+            return;
+        }
+        if (!reply)
+            break;
+        struct waiter *w = p->head;
+        if (!w) {
+            freeReplyObject(reply);
+            pipe_fail(p, fail(c, KILN_EPROTO, "reply to no command"), NULL);
+            return;
+        }
+        w->replies[w->got++] = reply;
+        if (w->got == w->n) {
+            p->head = w->next;
+            if (!p->head) {
+                p->tail = &p->head;
+                uv_timer_stop(&p->timer);
+            }
+            w->done = true;
+            kiln_fiber_wake(w->fiber);
+        }
+    }
+}
+
+/* run() for a shared handle: queue c->out, wait for n replies. */
+static int pipe_run(struct valkey *c, redisReply **replies, size_t n, uint64_t limit)
+{
+    struct pipe *p = c->pipe;
+    struct waiter w = { .fiber = kiln_fiber_self(), .replies = replies, .n = n };
+    if (!w.fiber)
+        kiln_fatal("kv: a shared valkey handle used outside a fiber");
+    for (size_t i = 0; i < n; i++)
+        replies[i] = NULL;
+    uint64_t now = kiln_now_ms();
+    w.deadline = now + min_u64(c->s->command_timeout_ms, limit - min_u64(limit, now));
+    if (kiln_buf_append(&p->out, c->out.p, c->out.len) != 0)
+        kiln_fatal("kv: pipeline larger than the output buffer");
+    clear_out(&c->out);
+    *p->tail = &w;
+    p->tail = &w.next;
+    arm_timer(p, w.deadline);
+    if (p->connecting) {
+        /* queued behind the fiber that is connecting */
+    } else if (c->fd >= 0) {
+        uv_prepare_start(&p->flush, on_pipe_prepare);
+    } else {
+        p->connecting = true;
+        int rc = connect_with_backoff(c, limit);
+        p->connecting = false;
+        if (rc)
+            pipe_fail(p, rc, w.fiber);
+        else
+            pipe_start(p);
+    }
+    if (!w.done)
+        kiln_fiber_park();
+    return w.rc;
+}
+
+static void on_pipe_closed(uv_handle_t *h)
+{
+    struct pipe *p = h->data;
+    if (++p->closed == 2) {
+        kiln_buf_free(&p->out);
+        free(p);
+    }
+}
+
 /*
  * One command (or pipeline) in c->out, n replies. limit is an overall
  * deadline for connecting and the round trip (UINT64_MAX: the configured
@@ -775,6 +1111,8 @@ static bool conn_alive(struct valkey *c)
 static int run(struct valkey *c, redisReply **replies, size_t n, uint64_t limit)
 {
     int rc;
+    if (c->pipe)
+        return pipe_run(c, replies, n, limit);
     if (c->fd >= 0 && !conn_alive(c))
         conn_drop(c);
     if (c->fd < 0 && (rc = connect_with_backoff(c, limit))) {
@@ -791,10 +1129,13 @@ static int run(struct valkey *c, redisReply **replies, size_t n, uint64_t limit)
 static int after_reply(struct valkey *c, int rc)
 {
     if (rc == KILN_EPROTO || rc == KILN_EUNAVAILABLE || rc == KILN_EAUTH) {
-        conn_drop(c);
         char why[KILN__KV_ERR_MAX];
         memcpy(why, c->base.err, sizeof why);
         fail(c, rc, "%s", why);
+        if (c->pipe)
+            pipe_fail(c->pipe, rc, NULL); /* whoever is in flight shares it */
+        else
+            conn_drop(c);
     }
     return rc;
 }
@@ -935,9 +1276,39 @@ static struct kiln_kv *valkey_open(struct kiln_kv_store *base)
     return &c->base;
 }
 
+static struct kiln_kv *valkey_open_shared(struct kiln_kv_store *base)
+{
+    uv_loop_t *loop = kiln_fiber_loop();
+    if (!loop)
+        kiln_fatal("kv: kiln_kv_open_shared outside a loop thread");
+    struct valkey *c = conn_of(valkey_open(base));
+    struct pipe *p = kiln_calloc(1, sizeof *p);
+    p->c = c;
+    p->loop = loop;
+    p->tail = &p->head;
+    kiln_buf_init(&p->out, 64 * (size_t)MAX_REPLY_BYTES);
+    uv_prepare_init(loop, &p->flush);
+    uv_timer_init(loop, &p->timer);
+    p->flush.data = p->timer.data = p;
+    /* Neither keeps the loop alive: the connections it serves do. */
+    uv_unref((uv_handle_t *)&p->flush);
+    uv_unref((uv_handle_t *)&p->timer);
+    c->pipe = p;
+    return &c->base;
+}
+
 static void valkey_close(struct kiln_kv *kv)
 {
     struct valkey *c = conn_of(kv);
+    struct pipe *p = c->pipe;
+    if (p) {
+        /* No fiber is left to wait on it: the loop is stopping. */
+        pipe_io_stop(p);
+        p->c = NULL;
+        uv_close((uv_handle_t *)&p->flush, on_pipe_closed);
+        uv_close((uv_handle_t *)&p->timer, on_pipe_closed);
+        c->pipe = NULL;
+    }
     /* A polite close_notify, best effort: the socket is non-blocking. */
     if (c->ssl) {
         ERR_clear_error();
@@ -1029,6 +1400,7 @@ static const struct kiln_kv_ops valkey_ops = {
     .name = "valkey",
     .store_free = valkey_store_free,
     .open = valkey_open,
+    .open_shared = valkey_open_shared,
     .close = valkey_close,
     .get = valkey_get,
     .set = valkey_set,
