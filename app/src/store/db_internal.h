@@ -20,6 +20,18 @@ struct kiln_db_ops {
                  size_t nparams, struct kiln_db_rows *rows, unsigned timeout_ms);
     /* Several statements, no parameters, no rows (migrations, BEGIN). */
     int (*exec)(struct kiln_db *db, const char *sql, unsigned timeout_ms);
+    /*
+     * Optional (NULL: pools lend whole connections instead). One statement
+     * on a pool member shared by many fibers of its loop: queued behind the
+     * others' on the connection (pipelined) and awaited on the calling
+     * fiber. The member is connected; a failure of the connection fails
+     * every statement in flight on it and disconnects it.
+     */
+    int (*pipe_query)(struct kiln_db *db, kiln_arena *a, const char *sql,
+                      const char *const *params, size_t nparams, struct kiln_db_rows *rows,
+                      unsigned timeout_ms);
+    /* Optional: free a pool member's pipeline state (after disconnect). */
+    void (*pipe_free)(struct kiln_db *db);
 };
 
 #define KILN_DB_STMT_CACHE 32
@@ -40,6 +52,10 @@ struct kiln_db {
     } cache[KILN_DB_STMT_CACHE];
     unsigned cache_next;
     struct kiln_fdwatch *watch;  /* PostgreSQL: the socket's watcher on a fiber */
+    void *pipe;                  /* PostgreSQL pool member: the pipeline's state */
+    unsigned inflight;           /* pool member: pipelined statements in flight */
+    bool connecting;             /* pool member: a fiber is connecting it */
+    struct pool_waiter *connect_waiters; /* pool member: fibers waiting for that */
 
     /* A pool (kiln_db_pool_open) lends members; a member knows its lender. */
     struct kiln_db **members;

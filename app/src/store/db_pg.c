@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -27,9 +28,12 @@ static PGconn *C(struct kiln_db *db)
     return db->conn;
 }
 
+static void pipe_down(struct kiln_db *db);
+
 static void pg_disconnect(struct kiln_db *db)
 {
     kiln_fdwatch_close(&db->watch); /* before libpq closes the socket */
+    pipe_down(db);
     PQfinish(C(db));
     db->conn = NULL;
     for (unsigned i = 0; i < KILN_DB_STMT_CACHE; i++) {
@@ -48,6 +52,8 @@ static void on_notice(void *arg, const char *message)
     (void)arg;
     (void)message;
 }
+
+static int pipe_up(struct kiln_db *db);
 
 static int pg_connect(struct kiln_db *db, unsigned timeout_ms)
 {
@@ -99,6 +105,8 @@ static int pg_connect(struct kiln_db *db, unsigned timeout_ms)
         return KILN_EUNAVAILABLE;
     }
     db->conn = c;
+    if (db->pool && kiln_fiber_loop())
+        return pipe_up(db);
     return 0;
 }
 
@@ -300,10 +308,366 @@ static int pg_exec(struct kiln_db *db, const char *sql, unsigned timeout_ms)
     return collect(db, NULL, NULL);
 }
 
+
+/* ---- pipeline: one connection, many fibers ------------------------------- */
+
+/*
+ * A loop's pool member in libpq's pipeline mode: each fiber's statement goes
+ * out with its own Sync (so it is its own implicit transaction, and an error
+ * aborts nothing of anyone else's) and parks; the loop reads results as they
+ * come and hands each fiber its own, in order. The server takes in a batch
+ * of statements per wake-up instead of one. Transactions are pipelined too:
+ * the pool keeps other fibers off a connection from BEGIN to COMMIT.
+ *
+ * Results per statement: its result (or error), NULL, then
+ * PGRES_PIPELINE_SYNC. With prepared statements a statement may be preceded
+ * in its segment by a DEALLOCATE and a Prepare, counted in `statements`.
+ */
+struct pipe_waiter {
+    struct pipe_waiter *next;
+    struct kiln_fiber *fiber;
+    kiln_arena *arena;
+    struct kiln_db_rows *rows;
+    unsigned statements;     /* in this segment; the last is the caller's */
+    unsigned ended;          /* statements whose results ended (NULL seen) */
+    int new_slot;            /* statement cache slot filled for it, or -1 */
+    uint64_t deadline;
+    int rc;
+    bool got_rows;
+    bool done;
+    char err[sizeof ((struct kiln_db *)0)->err];
+};
+
+struct pipe {
+    struct kiln_db *db;      /* NULL once the member is closed */
+    uv_poll_t *poll;         /* the connection's socket; NULL when down */
+    uv_timer_t timer;        /* the earliest deadline in flight */
+    uint64_t timer_due;
+    struct pipe_waiter *head, **tail;
+    bool want_write;
+};
+
+static void on_pipe_poll(uv_poll_t *h, int status, int events);
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Fail every statement in flight with the connection's error, and drop it. */
+static void pipe_fail(struct kiln_db *db, int rc)
+{
+    struct pipe *p = db->pipe;
+    struct pipe_waiter *w = p->head;
+    p->head = NULL;
+    p->tail = &p->head;
+    db->inflight = 0;
+    uv_timer_stop(&p->timer);
+    while (w) {
+        struct pipe_waiter *next = w->next;
+        w->rc = rc;
+        memcpy(w->err, db->err, sizeof w->err);
+        w->done = true;
+        if (w->fiber != kiln_fiber_self()) /* the caller itself is running */
+            kiln_fiber_wake(w->fiber);
+        w = next;
+    }
+    if (db->conn)
+        pg_disconnect(db);
+}
+
+static void pipe_down(struct kiln_db *db)
+{
+    struct pipe *p = db->pipe;
+    if (!p)
+        return;
+    if (p->head) {
+        kiln__db_error(db, "postgres: connection closed");
+        struct pipe_waiter *w = p->head;
+        p->head = NULL;
+        p->tail = &p->head;
+        for (; w; w = w->next) {
+            w->rc = KILN_EUNAVAILABLE;
+            memcpy(w->err, db->err, sizeof w->err);
+            w->done = true;
+            if (w->fiber != kiln_fiber_self())
+                kiln_fiber_wake(w->fiber);
+        }
+        db->inflight = 0;
+    }
+    if (p->poll) {
+        uv_poll_stop(p->poll); /* out of epoll before libpq closes the fd */
+        uv_close((uv_handle_t *)p->poll, on_poll_closed);
+        p->poll = NULL;
+    }
+    p->want_write = false;
+    uv_timer_stop(&p->timer);
+}
+
+static int pipe_up(struct kiln_db *db)
+{
+    PGconn *c = C(db);
+    struct pipe *p = db->pipe;
+    if (!p) {
+        p = kiln_calloc(1, sizeof *p);
+        p->db = db;
+        p->tail = &p->head;
+        uv_timer_init(kiln_fiber_loop(), &p->timer);
+        p->timer.data = p;
+        uv_unref((uv_handle_t *)&p->timer);
+        db->pipe = p;
+    }
+    kiln_fdwatch_close(&db->watch);
+    p->poll = kiln_malloc(sizeof *p->poll);
+    if (!PQenterPipelineMode(c) ||
+        uv_poll_init_socket(kiln_fiber_loop(), p->poll, PQsocket(c)) != 0) {
+        free(p->poll);
+        p->poll = NULL;
+        kiln__db_error(db, "postgres: cannot start the pipeline: %s", PQerrorMessage(c));
+        PQfinish(c);
+        db->conn = NULL;
+        return KILN_EUNAVAILABLE;
+    }
+    p->poll->data = p;
+    uv_poll_start(p->poll, UV_READABLE, on_pipe_poll);
+    return 0;
+}
+
+static void pipe_want_write(struct pipe *p, bool on)
+{
+    if (p->want_write == on || !p->poll)
+        return;
+    p->want_write = on;
+    uv_poll_start(p->poll, on ? UV_READABLE | UV_WRITABLE : UV_READABLE, on_pipe_poll);
+}
+
+static void on_pipe_timer(uv_timer_t *h);
+
+static void arm_timer(struct pipe *p, uint64_t deadline)
+{
+    if (uv_is_active((uv_handle_t *)&p->timer) && p->timer_due <= deadline)
+        return;
+    uint64_t now = kiln_now_ms();
+    p->timer_due = deadline;
+    uv_timer_start(&p->timer, on_pipe_timer, deadline > now ? deadline - now : 0, 0);
+}
+
+static void on_pipe_timer(uv_timer_t *h)
+{
+    struct pipe *p = h->data;
+    struct kiln_db *db = p->db;
+    if (!db || !p->head)
+        return;
+    uint64_t now = kiln_now_ms(), next = UINT64_MAX;
+    for (struct pipe_waiter *w = p->head; w; w = w->next) {
+        if (w->deadline <= now) {
+            /* As wait_result: drop the connection, the server ends the
+             * statement when it finds us gone. Everything behind it in the
+             * pipeline is lost with it. */
+            kiln__db_error(db, "postgres: query timed out after %llu ms",
+                           (unsigned long long)(db->cfg->query_timeout_ms));
+            pipe_fail(db, KILN_EUNAVAILABLE);
+            return;
+        }
+        if (w->deadline < next)
+            next = w->deadline;
+    }
+    arm_timer(p, next);
+}
+
+/* A failed statement: its error for the waiter; a prepared statement that
+ * failed to prepare leaves the cache. */
+static void waiter_error(struct kiln_db *db, struct pipe_waiter *w, PGresult *res)
+{
+    if (w->rc)
+        return;
+    if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
+        kiln__db_error(db, "postgres: statement aborted by an earlier error");
+        w->rc = KILN_EDB;
+    } else {
+        w->rc = error_of(db, res);
+    }
+    memcpy(w->err, db->err, sizeof w->err);
+    if (w->new_slot >= 0) {
+        unsigned i = (unsigned)w->new_slot;
+        free(db->cache[i].sql);
+        free(db->cache[i].stmt);
+        db->cache[i].sql = NULL;
+        db->cache[i].stmt = NULL;
+        db->cache[i].hash = 0;
+        w->new_slot = -1;
+    }
+}
+
+static void on_pipe_poll(uv_poll_t *h, int status, int events)
+{
+    struct pipe *p = h->data;
+    struct kiln_db *db = p->db;
+    if (!db || !db->conn || p->poll != h)
+        return;
+    PGconn *c = C(db);
+    (void)status;
+    if (events & UV_WRITABLE) {
+        int f = PQflush(c);
+        if (f < 0) {
+            kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+            pipe_fail(db, KILN_EUNAVAILABLE);
+            return;
+        }
+        pipe_want_write(p, f == 1);
+    }
+    if (!PQconsumeInput(c)) {
+        kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+        pipe_fail(db, KILN_EUNAVAILABLE);
+        return;
+    }
+    while (p->head && !PQisBusy(c)) {
+        struct pipe_waiter *w = p->head;
+        PGresult *res = PQgetResult(c);
+        if (!res) {
+            w->ended++;
+            continue;
+        }
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_PIPELINE_SYNC) {
+            p->head = w->next;
+            if (!p->head) {
+                p->tail = &p->head;
+                uv_timer_stop(&p->timer);
+            }
+            db->inflight--;
+            if (!w->rc && !w->got_rows && w->rows) {
+                /* No result for the caller's statement: cannot happen
+                 * unless the protocol went astray. */
+                kiln__db_error(db, "postgres: no result");
+                w->rc = KILN_EDB;
+                memcpy(w->err, db->err, sizeof w->err);
+            }
+            w->done = true;
+            kiln_fiber_wake(w->fiber);
+        } else if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+            if (w->ended + 1 == w->statements && !w->got_rows && !w->rc) {
+                if (w->rows)
+                    fill_rows(res, w->arena, w->rows);
+                w->got_rows = true;
+            }
+        } else {
+            waiter_error(db, w, res);
+        }
+        PQclear(res);
+    }
+    if (PQstatus(c) == CONNECTION_BAD) {
+        kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+        pipe_fail(db, KILN_EUNAVAILABLE);
+    } else if (!p->head) {
+        /* Nothing in flight: a readable socket now is the server closing
+         * it (restart, idle timeout); libpq notices on the next read. */
+    }
+}
+
+/* Queue the prepared-statement traffic for sql: its name, or NULL. */
+static const char *pipe_prepared(struct kiln_db *db, const char *sql, size_t nparams,
+                                 struct pipe_waiter *w)
+{
+    PGconn *c = C(db);
+    uint64_t h = kiln__db_hash(sql);
+    for (unsigned i = 0; i < KILN_DB_STMT_CACHE; i++)
+        if (db->cache[i].sql && db->cache[i].hash == h && !strcmp(db->cache[i].sql, sql))
+            return db->cache[i].stmt;
+    unsigned slot = db->cache_next++ % KILN_DB_STMT_CACHE;
+    char name[32];
+    snprintf(name, sizeof name, "kiln_%016llx", (unsigned long long)h);
+    if (db->cache[slot].sql) {
+        char dealloc[64];
+        snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", (char *)db->cache[slot].stmt);
+        if (!PQsendQueryParams(c, dealloc, 0, NULL, NULL, NULL, NULL, 0))
+            return NULL;
+        w->statements++;
+        free(db->cache[slot].sql);
+        free(db->cache[slot].stmt);
+        db->cache[slot].sql = NULL;
+        db->cache[slot].stmt = NULL;
+    }
+    if (!PQsendPrepare(c, name, sql, (int)nparams, NULL))
+        return NULL;
+    w->statements++;
+    db->cache[slot].hash = h;
+    db->cache[slot].sql = kiln_strdup(sql);
+    db->cache[slot].stmt = kiln_strdup(name);
+    w->new_slot = (int)slot;
+    return db->cache[slot].stmt;
+}
+
+static int pg_pipe_query(struct kiln_db *db, kiln_arena *a, const char *sql,
+                         const char *const *params, size_t nparams, struct kiln_db_rows *rows,
+                         unsigned timeout_ms)
+{
+    struct pipe *p = db->pipe;
+    PGconn *c = C(db);
+    struct pipe_waiter w = { .fiber = kiln_fiber_self(), .arena = a, .rows = rows,
+                             .new_slot = -1 };
+    int ok;
+    if (!p || !p->poll || !w.fiber) {
+        kiln__db_error(db, "postgres: pipelined query without a pipeline");
+        return KILN_EDB;
+    }
+    if (db->cfg->prepared_statements) {
+        const char *name = pipe_prepared(db, sql, nparams, &w);
+        ok = name && PQsendQueryPrepared(c, name, (int)nparams, params, NULL, NULL, 0);
+    } else {
+        ok = PQsendQueryParams(c, sql, (int)nparams, NULL, params, NULL, NULL, 0);
+    }
+    w.statements++;
+    /* PQpipelineSync also flushes, as far as the socket takes it. */
+    if (!ok || !PQpipelineSync(c)) {
+        kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+        /* What went out of this segment gets results nobody waits for:
+         * the connection cannot be trusted any more. */
+        pipe_fail(db, KILN_EUNAVAILABLE);
+        return KILN_EUNAVAILABLE;
+    }
+    w.deadline = kiln_now_ms() + timeout_ms;
+    *p->tail = &w;
+    p->tail = &w.next;
+    db->inflight++;
+    arm_timer(p, w.deadline);
+    int f = PQflush(c);
+    if (f < 0) {
+        kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+        pipe_fail(db, KILN_EUNAVAILABLE);
+    } else {
+        pipe_want_write(p, f == 1);
+    }
+    if (!w.done)
+        kiln_fiber_park();
+    if (w.rc)
+        memcpy(db->err, w.err, sizeof db->err);
+    return w.rc;
+}
+
+/* The member is being freed (its loop is stopping): the pipeline goes with
+ * it once libuv has closed the timer. */
+static void pipe_free(struct kiln_db *db)
+{
+    struct pipe *p = db->pipe;
+    if (!p)
+        return;
+    p->db = NULL;
+    db->pipe = NULL;
+    uv_close((uv_handle_t *)&p->timer, on_timer_closed);
+}
+
 const struct kiln_db_ops kiln__db_pg_ops = {
     .name = "postgres",
     .connect = pg_connect,
     .disconnect = pg_disconnect,
     .query = pg_query,
     .exec = pg_exec,
+    .pipe_query = pg_pipe_query,
+    .pipe_free = pipe_free,
 };

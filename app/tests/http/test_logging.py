@@ -141,7 +141,9 @@ def test_log_level_error_keeps_only_5xx(kiln):
     time.sleep(0.2)
     slow[1].start()
     time.sleep(0.2)
-    r = requests.get(srv.url("/healthz"), headers={"x-request-id": "lvl-503"}, timeout=5)
+    # The worker pool is full: another worker route is refused with a 503.
+    r = requests.get(srv.url("/_test/sleep?ms=1"), headers={"x-request-id": "lvl-503"},
+                     timeout=5)
     assert r.status_code == 503
     requests.get(srv.url("/livez"), headers={"x-request-id": "lvl-200"}, timeout=5)
     requests.get(srv.url("/nope"), headers={"x-request-id": "lvl-404"}, timeout=5)
