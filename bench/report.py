@@ -322,6 +322,7 @@ def session_results(out):
     res = {
         "config": {
             "redis_version": meta.get("redis_version"),
+            "postgres_version": meta.get("postgres_version"),
             "seconds": int(meta["seconds"]),
             "warmup_seconds": int(meta["warmup_seconds"]),
             "rounds": int(meta["rounds"]),
@@ -358,10 +359,11 @@ def print_session(ss, p=print):
         p("skipped: " + ss["skipped"])
         return
     c = ss["config"]
-    p("Redis %s plain TCP; %s (cycling through %d users' sessions) / %s; %d s warmup, "
+    p("both kilns on PostgreSQL %s (handlers on loop fibers), one + Valkey, one + memory kv; "
+      "Redis %s plain TCP; %s (cycling through %d users' sessions) / %s; %d s warmup, "
       "best of %d rounds; kiln HTTP_LOOPS=%d, rate limiting on" % (
-          c["redis_version"], c["wrk"], c["users"], c["redis_benchmark"], c["warmup_seconds"],
-          c["rounds"], c["http_loops"]))
+          c.get("postgres_version") or "?", c["redis_version"], c["wrk"], c["users"],
+          c["redis_benchmark"], c["warmup_seconds"], c["rounds"], c["http_loops"]))
     p("")
     p("%-42s %11s %9s %9s   %s" % ("target", "req/s", "p50 ms", "p99 ms", "per round"))
     for key, label in SESSION_TARGETS:

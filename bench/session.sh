@@ -8,14 +8,19 @@
 #   (bench/run.sh calls it with BENCH_SESSION_EMBEDDED=1; the report then
 #    comes out of bench/report.py with everything else)
 #
-# Redis 7 (the Valkey stand-in) is the plain one of scripts/test-services.sh,
-# started in build/bench/services and stopped at the end. Raw output goes to
-# build/bench/session/.
+# Both kilns run on PostgreSQL (DATABASE_URL), the production shape: one is
+# PostgreSQL + Valkey, the other PostgreSQL + the memory kv. With PostgreSQL
+# kiln runs request handlers on fibers of its event loops (with SQLite they
+# would hop to the worker pool), so this measures the path production takes.
+# PostgreSQL 15 and Redis 7 (the Valkey stand-in; the plain one) come from
+# scripts/test-services.sh, started in build/bench/services (fresh data each
+# run; the two kilns share its database, users included) and stopped at the
+# end. Raw output goes to build/bench/session/.
 #
 # Exit status: 0 when every measurement ran (goals may still be MISS), or the
 # part was skipped (no redis-server or PostgreSQL to start the services, or
-# a kiln without login); non-zero when a server failed to start or died, or
-# wrk/redis-benchmark failed.
+# a kiln without PostgreSQL support or login); non-zero when a server failed
+# to start or died, or wrk/redis-benchmark failed.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -60,9 +65,14 @@ skip() {   # this part cannot run here: say why, exit 0
 }
 command -v redis-server >/dev/null || skip "redis-server not found (Debian package redis-server)"
 command -v redis-benchmark >/dev/null || skip "redis-benchmark not found (Debian package redis-tools)"
-[ -x "$PG_BIN/initdb" ] || skip "PostgreSQL 15 is not installed (scripts/test-services.sh needs it)"
+[ -x "$PG_BIN/initdb" ] ||
+    skip "PostgreSQL 15 is not installed ($PG_BIN/initdb; Debian package postgresql): the kilns run on it"
 command -v wrk >/dev/null || die "wrk not found (Debian package wrk; scripts/deps.sh)"
 [ -x "$KILN_BIN" ] || die "$KILN_BIN not found or not executable (run: make build/kiln)"
+# A kiln without the database driver ignores DATABASE_URL (and would run on
+# SQLite in ./var): not the shape measured here.
+"$KILN_BIN" --help 2>&1 | grep -qw migrate ||
+    skip "$KILN_BIN has no PostgreSQL support (no 'migrate' command)"
 [ -x "$PYTHON" ] || die "$PYTHON not found"
 if [ ! -x "$tool" ]; then
     mkdir -p "$(dirname "$tool")"
@@ -93,12 +103,14 @@ start_kiln() {   # start_kiln NAME [ENV=VALUE...]
     port=$("$tool" freeport)
     secret=$(head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n')
     log "starting $name on $host:$port"
-    # Development: dev login on (how the sessions are made here). Limits
-    # high enough that BENCH_SESSION_USERS users never reach them, but on:
-    # the limiter's counter is part of every /me.
+    # Development: dev login on (how the sessions are made here). PostgreSQL
+    # (the services' database; the first kiln applies the migrations, the
+    # second finds them applied). Limits high enough that
+    # BENCH_SESSION_USERS users never reach them, but on: the limiter's
+    # counter is part of every /me.
     setsid env -i PATH="$PATH" KILN_ENV=development SECRET_KEY_BASE="$secret" \
         BIND_ADDRESS=$host PORT="$port" PUBLIC_URL="http://$host:$port" HTTP_LOOPS="$HTTP_LOOPS" \
-        LOG_LEVEL=info DB_PATH="$root/$out/$name.db" \
+        LOG_LEVEL=info DATABASE_URL="$KILN_TEST_PG_URL" MIGRATE_ON_START=true \
         RATE_LIMIT_PUBLIC=1000000 RATE_LIMIT_PROTECTED=1000000 "$@" \
         "$KILN_BIN" serve >"$BENCH_KILN_LOG" 2>"$out/$name.stderr" &
     kiln_pid[$name]=$!
@@ -157,21 +169,23 @@ EOF
         die "$name: could not make $BENCH_SESSION_USERS sessions (dev login)"
 }
 
-start_kiln kiln-me-memory
-if ! "$tool" get "$host" "${kiln_port[kiln-me-memory]}" /api/v1/me 2000 2>/dev/null | head -n 1 | grep -q '^401 '; then
-    skip "$KILN_BIN has no GET /api/v1/me answering 401 without a session (no login support yet)"
-fi
-
 # --------------------------------------------------------------- services --
-log "starting Redis (and the other test services) in $BENCH_SESSION_SERVICES"
+# Before any kiln: both need PostgreSQL.
+log "starting PostgreSQL, Redis (and the other test services) in $BENCH_SESSION_SERVICES"
 services_up=1
 scripts/test-services.sh start "$BENCH_SESSION_SERVICES" >"$out/services.log" 2>&1 ||
     { cat "$out/services.log" >&2; die "scripts/test-services.sh start failed"; }
 # shellcheck disable=SC1091
 . "$BENCH_SESSION_SERVICES/env"
+[ -n "${KILN_TEST_PG_URL:-}" ] || die "$BENCH_SESSION_SERVICES/env has no KILN_TEST_PG_URL"
 redis_host=$KILN_TEST_REDIS_HOST
 redis_port=$KILN_TEST_REDIS_PORT
 
+# ------------------------------------------------------------------ kilns --
+start_kiln kiln-me-memory
+if ! "$tool" get "$host" "${kiln_port[kiln-me-memory]}" /api/v1/me 2000 2>/dev/null | head -n 1 | grep -q '^401 '; then
+    skip "$KILN_BIN has no GET /api/v1/me answering 401 without a session (no login support yet)"
+fi
 start_kiln kiln-me-valkey VALKEY_HOST="$redis_host" VALKEY_PORT="$redis_port"
 make_sessions kiln-me-valkey
 make_sessions kiln-me-memory
@@ -217,6 +231,7 @@ meta users "$BENCH_SESSION_USERS"
 meta redis_requests "$BENCH_REDIS_REQUESTS"
 meta kiln_bin "$KILN_BIN"
 meta redis_version "$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
+meta postgres_version "$("$PG_BIN/postgres" --version 2>/dev/null | sed -n 's/^postgres (PostgreSQL) \([^ ]*\).*/\1/p')"
 meta wrk_version "$(wrk --version 2>&1 | head -n 1 | awk '{print $2}')"
 
 for t in "${targets[@]}"; do

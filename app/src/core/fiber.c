@@ -193,10 +193,9 @@ struct kiln_fibers *kiln_fibers_new(uv_loop_t *loop, size_t stack_size)
     s->ready_tail = &s->ready_head;
     uv_idle_init(loop, &s->idle);
     uv_check_init(loop, &s->check);
+    /* Active only while a fiber is runnable, and then they keep the loop
+     * running: a runnable fiber is work. */
     s->idle.data = s->check.data = s;
-    /* Not reasons to keep the loop alive on their own. */
-    uv_unref((uv_handle_t *)&s->idle);
-    uv_unref((uv_handle_t *)&s->check);
     sched_of_thread = s;
     return s;
 }

@@ -311,12 +311,32 @@ static void transaction_over(struct kiln_db *pool, struct kiln_db *m)
     }
 }
 
-static int pipe_statement(struct kiln_db *pool, struct kiln_db *m, kiln_arena *a,
-                          const char *sql, const char *const *text, size_t nparams,
-                          struct kiln_db_rows *rows, unsigned timeout_ms, unsigned budget_ms)
+enum step { STATEMENT, ENTER, LEAVE };
+
+/*
+ * One statement on a member for the calling fiber. ENTER (BEGIN) keeps the
+ * member for this fiber, LEAVE (COMMIT, ROLLBACK) lets it go.
+ */
+static int pipe_statement(struct kiln_db *pool, kiln_arena *a, const char *sql,
+                          const char *const *text, size_t nparams, struct kiln_db_rows *rows,
+                          unsigned timeout_ms, unsigned budget_ms, enum step step)
 {
+    struct kiln_fiber *self = kiln_fiber_self();
     uint64_t start = kiln_now_ms();
-    int err = member_ready(m, budget_ms);
+    struct kiln_db *m;
+    int err;
+    for (;;) {
+        m = pick(pool);
+        err = member_ready(m, budget_ms);
+        /* While this fiber waited for the connect, another may have begun
+         * a transaction on the member: look again. */
+        if (!m->in_transaction || m->holder == self)
+            break;
+    }
+    if (!err && step == ENTER) {
+        m->in_transaction = true;
+        m->holder = self;
+    }
     if (!err) {
         if (budget_ms) {
             uint64_t spent = kiln_now_ms() - start;
@@ -326,6 +346,8 @@ static int pipe_statement(struct kiln_db *pool, struct kiln_db *m, kiln_arena *a
                                  timeout_ms ? timeout_ms : m->cfg->query_timeout_ms);
     }
     memcpy(pool->err, m->err, sizeof pool->err);
+    if (m->in_transaction && m->holder == self && (step == LEAVE || (step == ENTER && err)))
+        transaction_over(pool, m);
     return err;
 }
 
@@ -362,7 +384,7 @@ int kiln_db_query_timeout(struct kiln_db *db, kiln_arena *a, const char *sql,
         int err = params_text(db, a, params, nparams, text);
         if (err)
             return err;
-        return pipe_statement(db, pick(db), a, sql, text, nparams, rows, timeout_ms, 0);
+        return pipe_statement(db, a, sql, text, nparams, rows, timeout_ms, 0, STATEMENT);
     }
     if (!db->members)
         return one_query(db, a, sql, params, nparams, rows, timeout_ms);
@@ -391,16 +413,10 @@ static int pool_exec(struct kiln_db *db, const char *sql, bool enter, bool leave
 {
     if (pipelined(db)) {
         /* One statement, extended protocol: BEGIN, COMMIT, ROLLBACK. */
-        struct kiln_db *m = pick(db);
-        if (enter) {
-            m->in_transaction = true;
-            m->holder = kiln_fiber_self();
-        }
         kiln_arena *a = kiln_arena_new(256);
-        int err = pipe_statement(db, m, a, sql, NULL, 0, NULL, 0, 0);
+        int err = pipe_statement(db, a, sql, NULL, 0, NULL, 0, 0,
+                                 enter ? ENTER : leave ? LEAVE : STATEMENT);
         kiln_arena_free(a);
-        if ((enter && err) || (leave && m->in_transaction && m->holder == kiln_fiber_self()))
-            transaction_over(db, m);
         return err;
     }
     if (!db->members)
@@ -442,8 +458,8 @@ int kiln_db_ping(struct kiln_db *db, unsigned timeout_ms)
     if (pipelined(db)) {
         kiln_arena *a = kiln_arena_new(512);
         struct kiln_db_rows rows;
-        int err = pipe_statement(db, pick(db), a, "SELECT 1", NULL, 0, &rows, timeout_ms,
-                                 timeout_ms);
+        int err = pipe_statement(db, a, "SELECT 1", NULL, 0, &rows, timeout_ms, timeout_ms,
+                                 STATEMENT);
         kiln_arena_free(a);
         return err;
     }
