@@ -293,6 +293,12 @@ static struct kiln_db_config pg_cfg(bool prepared)
                                     prepared, 5, 5000 };
 }
 
+static struct kiln_db_config pgbouncer_cfg(void)
+{
+    return (struct kiln_db_config){ KILN_DB_POSTGRES, env("KILN_TEST_PGBOUNCER_URL"), NULL,
+                                    false, 5, 5000 };
+}
+
 struct pgcase {
     struct kiln_db *db;
     int n;
@@ -317,9 +323,8 @@ static void double_it(void *arg)
     kiln_arena_free(a);
 }
 
-static void run_pipelined(bool prepared)
+static void run_pipelined(struct kiln_db_config cfg)
 {
-    struct kiln_db_config cfg = pg_cfg(prepared);
     struct rig *r = rig_new();
     struct kiln_db *db = kiln_db_pool_open(&cfg, 2);
     enum { N = 400 };
@@ -348,8 +353,14 @@ static void test_pg_pool_pipelines_many_fibers(void **state)
     (void)state;
     if (!env("KILN_TEST_PG_URL"))
         skip();
-    run_pipelined(false);
-    run_pipelined(true);
+    run_pipelined(pg_cfg(false));
+    run_pipelined(pg_cfg(true));
+    /* Through pgbouncer in transaction mode (the stand-in for RDS Proxy):
+     * a pipeline with a Sync per statement must come back whole and in
+     * order although the pooler may hand each transaction to another
+     * server connection. */
+    if (env("KILN_TEST_PGBOUNCER_URL"))
+        run_pipelined(pgbouncer_cfg());
 }
 
 struct txcase {
