@@ -79,7 +79,9 @@ int kiln_db_query(struct kiln_db *db, kiln_arena *a, const char *sql,
 int kiln_db_query_timeout(struct kiln_db *db, kiln_arena *a, const char *sql,
                           const kiln_str *params, size_t nparams,
                           struct kiln_db_rows *rows, unsigned timeout_ms);
-/* Statements with no parameters and no rows (DDL, BEGIN, COMMIT). */
+/* Statements with no parameters and no rows (DDL, BEGIN, COMMIT). On a
+ * pool, one statement per call (pipelined statements use the extended
+ * protocol, which takes one at a time). */
 int kiln_db_exec(struct kiln_db *db, const char *sql);
 
 int kiln_db_begin(struct kiln_db *db);

@@ -331,6 +331,7 @@ struct pipe_waiter {
     unsigned statements;     /* in this segment; the last is the caller's */
     unsigned ended;          /* statements whose results ended (NULL seen) */
     int new_slot;            /* statement cache slot filled for it, or -1 */
+    unsigned timeout_ms;
     uint64_t deadline;
     int rc;
     bool got_rows;
@@ -469,8 +470,7 @@ static void on_pipe_timer(uv_timer_t *h)
             /* As wait_result: drop the connection, the server ends the
              * statement when it finds us gone. Everything behind it in the
              * pipeline is lost with it. */
-            kiln__db_error(db, "postgres: query timed out after %llu ms",
-                           (unsigned long long)(db->cfg->query_timeout_ms));
+            kiln__db_error(db, "postgres: query timed out after %u ms", w->timeout_ms);
             pipe_fail(db, KILN_EUNAVAILABLE);
             return;
         }
@@ -631,6 +631,7 @@ static int pg_pipe_query(struct kiln_db *db, kiln_arena *a, const char *sql,
         pipe_fail(db, KILN_EUNAVAILABLE);
         return KILN_EUNAVAILABLE;
     }
+    w.timeout_ms = timeout_ms;
     w.deadline = kiln_now_ms() + timeout_ms;
     *p->tail = &w;
     p->tail = &w.next;

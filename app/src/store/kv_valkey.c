@@ -1,6 +1,7 @@
 /*
  * The Valkey driver: RESP over one TCP or TLS connection per handle, with
- * our own non-blocking socket and poll() for every deadline, OpenSSL for TLS,
+ * our own non-blocking socket and kiln_wait_fd for every deadline (poll()
+ * on a worker, the loop on a fiber), OpenSSL for TLS,
  * and hiredis 0.14 only for what it is good at without a socket: formatting
  * commands and reading replies (Debian's 0.14 has no TLS).
  *
@@ -16,8 +17,11 @@
  * fuzz target drives it with whatever bytes it likes.
  *
  * Name resolution uses getaddrinfo, which the connect timeout does not
- * bound (the resolver's own timeouts in resolv.conf do); it runs on worker
- * threads, and only when connecting.
+ * bound (the resolver's own timeouts in resolv.conf do) and which blocks
+ * the thread, a loop's included; it runs only when connecting.
+ *
+ * A handle from kiln_kv_open_shared is the same connection code driven by
+ * a loop: see "shared handle" below.
  */
 #include <arpa/inet.h>
 #include <errno.h>
