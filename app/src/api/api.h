@@ -32,4 +32,13 @@ void api_dev_login(struct kiln_req *req, struct kiln_res *res);
 void api_me(struct kiln_req *req, struct kiln_res *res);
 void api_test_protected(struct kiln_req *req, struct kiln_res *res);
 
+/* notes.c */
+void api_notes_list(struct kiln_req *req, struct kiln_res *res);
+void api_notes_show(struct kiln_req *req, struct kiln_res *res);
+void api_notes_create(struct kiln_req *req, struct kiln_res *res);
+void api_notes_update(struct kiln_req *req, struct kiln_res *res);
+void api_notes_delete(struct kiln_req *req, struct kiln_res *res);
+void api_notes_archive(struct kiln_req *req, struct kiln_res *res);
+void api_notes_unarchive(struct kiln_req *req, struct kiln_res *res);
+
 #endif

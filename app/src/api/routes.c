@@ -39,6 +39,18 @@ const struct kiln_route kiln_routes[] = {
     /* Protected: a session is required (cookie or Bearer). */
     { KILN_GET, KILN_SCOPE_API, "/me", kiln_guard_session, api_me, 0 },
 
+    /* Notes (notes.c; docs/RESOURCES.md uses them as the example). */
+    { KILN_GET, KILN_SCOPE_API, "/notes", kiln_guard_session, api_notes_list, 0 },
+    { KILN_POST, KILN_SCOPE_API, "/notes", kiln_guard_session, api_notes_create, 0 },
+    { KILN_GET, KILN_SCOPE_API, "/notes/:id", kiln_guard_session, api_notes_show, 0 },
+    { KILN_PUT, KILN_SCOPE_API, "/notes/:id", kiln_guard_session, api_notes_update, 0 },
+    { KILN_PATCH, KILN_SCOPE_API, "/notes/:id", kiln_guard_session, api_notes_update, 0 },
+    { KILN_DELETE, KILN_SCOPE_API, "/notes/:id", kiln_guard_session, api_notes_delete, 0 },
+    { KILN_POST, KILN_SCOPE_API, "/notes/:id/archive", kiln_guard_session, api_notes_archive,
+      0 },
+    { KILN_POST, KILN_SCOPE_API, "/notes/:id/unarchive", kiln_guard_session,
+      api_notes_unarchive, 0 },
+
     /* Test support: answer only when KILN_ENV=test (404 otherwise). */
     { KILN_GET, KILN_SCOPE_ROOT, "/_test/sleep", NULL, api_test_sleep,
       KILN_ROUTE_INTERNAL | KILN_ROUTE_BLOCKING },

@@ -222,6 +222,8 @@ static void auth_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
     cfg->rate_limit_protected = 120;
     unsigned_var(l, "RATE_LIMIT_PUBLIC", 0, 1000000, &cfg->rate_limit_public);
     unsigned_var(l, "RATE_LIMIT_PROTECTED", 0, 1000000, &cfg->rate_limit_protected);
+    cfg->cache_ttl_s = 300;
+    unsigned_var(l, "CACHE_TTL_SECONDS", 0, 86400, &cfg->cache_ttl_s);
     cfg->auth_success_redirect = str_var(l, "AUTH_SUCCESS_REDIRECT", "/");
     cfg->auth_failure_redirect = str_var(l, "AUTH_FAILURE_REDIRECT", "/");
     cfg->auth_logout_redirect = str_var(l, "AUTH_LOGOUT_REDIRECT", "/");

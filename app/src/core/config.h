@@ -74,6 +74,7 @@ struct kiln_config {
     bool cookie_secure;            /* Secure attribute on cookies */
     unsigned rate_limit_public;    /* requests per 60 s; 0: off */
     unsigned rate_limit_protected;
+    unsigned cache_ttl_s;          /* CACHE_TTL_SECONDS; 0: no caching */
 };
 
 /* Returns the value of a variable or NULL; ctx is passed through. */

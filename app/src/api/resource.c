@@ -1,0 +1,246 @@
+/* Helpers shared by the resource handlers; see resource.h. */
+#include "api/resource.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/app.h"
+#include "auth/session.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/uuid.h"
+
+const char *res_user_id(const struct kiln_req *req)
+{
+    const struct kiln_session *s = req->session;
+    return s ? s->user_id : NULL;
+}
+
+json_t *res_body_object(struct kiln_req *req, struct kiln_res *res)
+{
+    json_error_t jerr;
+    json_t *in = json_loadb(req->body.p, req->body.len, 0, &jerr);
+    if (!in) {
+        kiln_res_error(req, res, 400, "invalid_json", "Invalid JSON", NULL);
+        return NULL;
+    }
+    if (!json_is_object(in)) {
+        json_decref(in);
+        kiln_res_error(req, res, 400, "invalid_request", "Body must be a JSON object", NULL);
+        return NULL;
+    }
+    return in;
+}
+
+void res_error(struct res_errors *e, const char *field, const char *message)
+{
+    if (!e->details)
+        e->details = json_object();
+    json_t *list = json_object_get(e->details, field);
+    if (!list) {
+        list = json_array();
+        json_object_set_new(e->details, field, list);
+    }
+    json_array_append_new(list, json_string(message));
+}
+
+bool res_errors_answer(struct kiln_req *req, struct kiln_res *res, struct res_errors *e)
+{
+    if (!e->details)
+        return false;
+    kiln_res_error(req, res, 422, "validation_failed", "Validation failed", e->details);
+    e->details = NULL;
+    return true;
+}
+
+/* Code points in well-formed UTF-8 (jansson's strings are). */
+static size_t chars_of(const char *s, size_t n)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return c;
+}
+
+static bool blank(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isspace((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+bool res_string(json_t *obj, const char *field, bool null_ok, size_t min, size_t max,
+                struct res_errors *e, const char **out)
+{
+    json_t *v = json_object_get(obj, field);
+    *out = NULL;
+    if (!v)
+        return false;
+    if (json_is_null(v)) {
+        if (null_ok)
+            return true; /* present, *out NULL */
+        res_error(e, field, min > 0 ? "can't be blank" : "is invalid");
+        return false;
+    }
+    if (!json_is_string(v)) {
+        res_error(e, field, "is invalid");
+        return false;
+    }
+    const char *s = json_string_value(v);
+    size_t bytes = json_string_length(v);
+    /* Lengths count characters, as the original's validations do. */
+    size_t chars = chars_of(s, bytes);
+    if (memchr(s, '\0', bytes)) {
+        res_error(e, field, "is invalid"); /* \u0000: text columns cannot hold it */
+        return false;
+    }
+    if (min > 0 && (bytes == 0 || blank(s, bytes))) {
+        res_error(e, field, "can't be blank");
+        return false;
+    }
+    if (chars < min || chars > max) {
+        char msg[96];
+        if (chars < min)
+            snprintf(msg, sizeof msg, "should be at least %zu character(s)", min);
+        else
+            snprintf(msg, sizeof msg, "should be at most %zu character(s)", max);
+        res_error(e, field, msg);
+        return false;
+    }
+    *out = s;
+    return true;
+}
+
+bool res_bool(json_t *obj, const char *field, struct res_errors *e, bool *out)
+{
+    json_t *v = json_object_get(obj, field);
+    if (!v)
+        return false;
+    if (!json_is_boolean(v)) {
+        res_error(e, field, "is invalid");
+        return false;
+    }
+    *out = json_is_true(v);
+    return true;
+}
+
+void res_not_found(struct kiln_req *req, struct kiln_res *res, const char *code,
+                   const char *message)
+{
+    kiln_res_error(req, res, 404, code, message, NULL);
+}
+
+const char *res_id(struct kiln_req *req, struct kiln_res *res, const char *code,
+                   const char *message)
+{
+    kiln_str id = kiln_req_param(req, "id");
+    if (!id.p || id.len != KILN_UUID_LEN || !kiln_uuid_valid(id)) {
+        res_not_found(req, res, code, message);
+        return NULL;
+    }
+    char *out = kiln_arena_strndup(req->arena, id.p, id.len);
+    for (char *p = out; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    return out;
+}
+
+bool res_query_uint(struct kiln_req *req, struct kiln_res *res, const char *name,
+                    unsigned def, unsigned min, unsigned max, unsigned *out)
+{
+    kiln_str v;
+    uint64_t n;
+    if (!kiln_req_query(req, name, &v) || v.len == 0) {
+        *out = def;
+        return true;
+    }
+    if (!kiln_str_to_u64(v, UINT64_MAX, &n) || n < min) {
+        kiln_res_error(req, res, 400, "invalid_request",
+                       kiln_arena_sprintf(req->arena, "%s must be an integer of at least %u",
+                                          name, min),
+                       NULL);
+        return false;
+    }
+    *out = n > max ? max : (unsigned)n;
+    return true;
+}
+
+bool res_query_bool(struct kiln_req *req, struct kiln_res *res, const char *name, bool def,
+                    bool *out)
+{
+    kiln_str v;
+    if (!kiln_req_query(req, name, &v) || v.len == 0) {
+        *out = def;
+        return true;
+    }
+    if (kiln_str_eq_c(v, "true") || kiln_str_eq_c(v, "false")) {
+        *out = v.p[0] == 't';
+        return true;
+    }
+    kiln_res_error(req, res, 400, "invalid_request",
+                   kiln_arena_sprintf(req->arena, "%s must be true or false", name), NULL);
+    return false;
+}
+
+json_t *res_time(const struct kiln_db_rows *r, size_t row, size_t col)
+{
+    int64_t us;
+    if (!kiln_db_timestamp(r, row, col, &us))
+        return json_null();
+    struct timespec ts = { (time_t)(us / 1000000), (long)(us % 1000000) * 1000 };
+    char out[KILN_RFC3339_LEN + 1];
+    kiln_time_rfc3339(out, &ts);
+    return json_string(out);
+}
+
+json_t *res_text(const struct kiln_db_rows *r, size_t row, size_t col)
+{
+    kiln_str s = kiln_db_text(r, row, col);
+    return s.p ? json_stringn(s.p, s.len) : json_null();
+}
+
+const char *res_now(kiln_arena *a)
+{
+    char *out = kiln_arena_alloc(a, KILN_RFC3339_LEN + 1);
+    kiln_time_rfc3339_now(out);
+    return out;
+}
+
+void res_store_error(struct kiln_req *req, struct kiln_res *res, int err, const char *what)
+{
+    if (err == KILN_EUNAVAILABLE) {
+        kiln_log(KILN_LOG_ERROR, "database unavailable", "what", what, "error",
+                 kiln_db_last_error(app_db(req)), "request_id", req->request_id, NULL);
+        kiln_res_error(req, res, 503, "service_unavailable", "Database unavailable", NULL);
+        kiln_res_header(res, "retry-after", "1");
+        return;
+    }
+    /* The driver's text names the failure, never parameter values. */
+    kiln_log(KILN_LOG_ERROR, "database error", "what", what, "code", kiln_err_name(err),
+             "error", kiln_db_last_error(app_db(req)), "request_id", req->request_id, NULL);
+    kiln_res_error(req, res, 500, "internal_error", "Internal server error", NULL);
+}
+
+void res_no_content(struct kiln_res *res)
+{
+    res->status = 204;
+    res->body = (kiln_str){ "", 0 };
+}
+
+const char *res_like_pattern(kiln_arena *a, kiln_str s)
+{
+    char *out = kiln_arena_alloc(a, 2 * s.len + 3), *w = out;
+    *w++ = '%';
+    for (size_t i = 0; i < s.len; i++) {
+        char c = s.p[i];
+        if (c == '%' || c == '_' || c == '\\')
+            *w++ = '\\';
+        *w++ = c;
+    }
+    *w++ = '%';
+    *w = '\0';
+    return out;
+}
