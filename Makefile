@@ -38,9 +38,9 @@ FUZZ_SRC := $(wildcard app/tests/fuzz/*.c)
 
 # Three build flavours share the rules below: plain, asan (clang with
 # sanitizers) and fuzz (clang with libFuzzer).
-OBJ        = $(SRC:app/src/%.c=build/obj/%.o) $(LLHTTP:%=build/obj/llhttp/%.o) build/obj/gen/migrations.o
-ASAN_OBJ   = $(SRC:app/src/%.c=build/asan/obj/%.o) $(LLHTTP:%=build/asan/obj/llhttp/%.o) build/asan/obj/gen/migrations.o
-FUZZ_OBJ   = $(SRC:app/src/%.c=build/fuzz/obj/%.o) $(LLHTTP:%=build/fuzz/obj/llhttp/%.o) build/fuzz/obj/gen/migrations.o
+OBJ        = $(SRC:app/src/%.c=build/obj/%.o) $(LLHTTP:%=build/obj/llhttp/%.o) build/obj/gen/migrations.o build/obj/gen/docs.o
+ASAN_OBJ   = $(SRC:app/src/%.c=build/asan/obj/%.o) $(LLHTTP:%=build/asan/obj/llhttp/%.o) build/asan/obj/gen/migrations.o build/asan/obj/gen/docs.o
+FUZZ_OBJ   = $(SRC:app/src/%.c=build/fuzz/obj/%.o) $(LLHTTP:%=build/fuzz/obj/llhttp/%.o) build/fuzz/obj/gen/migrations.o build/fuzz/obj/gen/docs.o
 MIGRATIONS := $(sort $(wildcard app/migrations/postgres/*.sql app/migrations/sqlite/*.sql))
 UNIT_BIN   = $(UNIT_SRC:app/tests/unit/%.c=build/tests/%)
 UNIT_ASAN  = $(UNIT_SRC:app/tests/unit/%.c=build/asan/tests/%)
@@ -62,6 +62,11 @@ run: deps
 build/gen/migrations.c: scripts/embed-migrations.sh $(MIGRATIONS)
 	@mkdir -p $(dir $@)
 	scripts/embed-migrations.sh $@
+
+# The OpenAPI document and its HTML page (api/openapi.c).
+build/gen/docs.c: scripts/embed-docs.sh app/docs/openapi.json app/docs/docs.html
+	@mkdir -p $(dir $@)
+	scripts/embed-docs.sh $@
 
 build/obj/gen/%.o: build/gen/%.c
 	@mkdir -p $(dir $@)

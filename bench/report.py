@@ -2,15 +2,20 @@
 """Turn the raw files bench/run.sh leaves in build/bench into a text report
 (stdout) and build/bench/results.json. Standard library only.
 
-usage: report.py OUT_DIR              everything (the database and session
-                                     parts too, when bench/db.sh and
-                                     bench/session.sh left OUT_DIR/db/meta.env
-                                     and OUT_DIR/session/meta.env)
+usage: report.py OUT_DIR              everything (the database, session and
+                                     notes parts too, when bench/db.sh,
+                                     bench/session.sh and bench/notes.sh left
+                                     OUT_DIR/db/meta.env,
+                                     OUT_DIR/session/meta.env and
+                                     OUT_DIR/notes/meta.env)
        report.py --db-only OUT_DIR    the database part alone (bench/db.sh);
                                      writes OUT_DIR/db/results.json
        report.py --session-only OUT_DIR
                                      the session part alone (bench/session.sh);
                                      writes OUT_DIR/session/results.json
+       report.py --notes-only OUT_DIR
+                                     the notes part alone (bench/notes.sh);
+                                     writes OUT_DIR/notes/results.json
 """
 import glob
 import json
@@ -21,6 +26,8 @@ import sys
 GOAL_LIVEZ_RATIO = 0.9
 GOAL_DB_RATIO = 0.6
 GOAL_SESSION_RATIO = 0.5
+GOAL_NOTES_RATIO = 0.5
+GOAL_NOTES_P99_MS = 10.0
 GOAL_IDLE_RSS_MIB = 10.0
 GOAL_HOLD_RSS_MIB = 100.0
 NOISY_OTHER_CPU_PCT = 10.0
@@ -404,6 +411,186 @@ def main_session_only(out):
     print_goals(ss["goals"])
 
 
+# ----------------------------------------------------------------- notes --
+
+NOTES_TARGETS = [
+    ("kiln-list-valkey", "kiln GET /notes?limit=20, cache on (Valkey)"),
+    ("kiln-list", "kiln GET /notes?limit=20, cache off"),
+    ("kiln-insert", "kiln POST /notes, memory kv"),
+    ("kiln-insert-valkey", "kiln POST /notes, Valkey"),
+    ("pgbench-list", "pgbench list (SELECT + count), -M extended"),
+    ("pgbench-insert", "pgbench INSERT ... RETURNING, -M extended"),
+]
+
+
+def notes_results(out):
+    """The notes part (bench/notes.sh), or None when it did not run."""
+    d = os.path.join(out, "notes")
+    if not os.path.exists(os.path.join(d, "meta.env")):
+        return None
+    meta = read_meta(d)
+    if meta.get("skipped"):
+        return {"skipped": meta["skipped"], "goals": []}
+    runs = {}
+    for key, _ in NOTES_TARGETS:
+        files = sorted(glob.glob(os.path.join(d, "run-%s-r*.txt" % key)))
+        parse = parse_wrk if key.startswith("kiln") else parse_pgbench
+        rs = [parse(f) for f in files]
+        good = [r for r in rs if r["rps"] is not None]
+        runs[key] = {"best": max(good, key=lambda r: r["rps"]) if good else None, "runs": rs}
+
+    def rps(key):
+        b = runs[key]["best"]
+        return b["rps"] if b else None
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    conns = int(meta["connections"])
+    res = {
+        "config": {
+            "postgres_version": meta.get("postgres_version"),
+            "pgbench_version": meta.get("pgbench_version"),
+            "redis_version": meta.get("redis_version"),
+            "seconds": int(meta["seconds"]),
+            "warmup_seconds": int(meta["warmup_seconds"]),
+            "rounds": int(meta["rounds"]),
+            "connections": conns,
+            "threads": int(meta["threads"]),
+            "http_loops": int(meta["http_loops"]),
+            "db_pool_size": meta.get("db_pool_size"),
+            "users": int(meta["users"]),
+            "notes_per_user": int(meta["notes_per_user"]),
+            "other_users": int(meta.get("other_users") or 0),
+            "list_limit": int(meta["list_limit"]),
+            "list_body_bytes": inum(meta, "list_body_bytes"),
+            "wrk": "wrk -t%s -c%s -d%ss --latency -s TARGET.lua" % (
+                meta["threads"], meta["connections"], meta["seconds"]),
+            "pgbench": "pgbench -n -c %s -j %s -T %s -M extended -f SCRIPT" % (
+                meta["connections"], meta["threads"], meta["seconds"]),
+            "sql_matches_notes_c": meta.get("sql_check") == "ok",
+            "sql_check": meta.get("sql_check"),
+        },
+        "throughput": runs,
+        "ratios": {
+            "kiln_list_vs_pgbench_list": ratio(rps("kiln-list"), rps("pgbench-list")),
+            "kiln_list_cached_vs_pgbench_list": ratio(rps("kiln-list-valkey"),
+                                                      rps("pgbench-list")),
+            "kiln_list_cached_vs_uncached": ratio(rps("kiln-list-valkey"), rps("kiln-list")),
+            "kiln_insert_vs_pgbench_insert": ratio(rps("kiln-insert"), rps("pgbench-insert")),
+            "kiln_insert_valkey_vs_pgbench_insert": ratio(rps("kiln-insert-valkey"),
+                                                          rps("pgbench-insert")),
+        },
+        "valkey_list_keys": inum(meta, "valkey_list_keys"),
+        "notes_rows": inum(meta, "notes_rows_before"),
+        "list_uses_index": (inum(meta, "list_plan_index") or 0) >= 2,
+        "kiln_healthz_bodies": {k: meta.get(k + "_healthz_body")
+                                for k in ("kiln-notes", "kiln-notes-valkey")},
+        "kiln_stderr_lines": {k: int(meta.get(k + "_stderr_lines") or 0)
+                              for k in ("kiln-notes", "kiln-notes-valkey")},
+    }
+    note = "" if res["config"]["sql_matches_notes_c"] else "pgbench SQL differs from notes.c"
+    goals = []
+    for name, value in (
+            ("notes list (cache off) req/s / pgbench list tps", res["ratios"]["kiln_list_vs_pgbench_list"]),
+            ("notes insert req/s / pgbench insert tps", res["ratios"]["kiln_insert_vs_pgbench_insert"])):
+        goals.append({"goal": name, "value": value, "op": ">=", "limit": GOAL_NOTES_RATIO,
+                      "unit": "", "pass": value is not None and value >= GOAL_NOTES_RATIO,
+                      "note": note})
+    for key, label in NOTES_TARGETS:
+        if not key.startswith("kiln"):
+            continue
+        b = runs[key]["best"] or {}
+        value = b.get("p99_ms")
+        goals.append({"goal": "%s p99 at %d connections" % (label, conns), "value": value,
+                      "op": "<=", "limit": GOAL_NOTES_P99_MS, "unit": "ms",
+                      "pass": value is not None and value <= GOAL_NOTES_P99_MS, "note": ""})
+    res["goals"] = goals
+    return res
+
+
+def print_notes(nt, p=print):
+    p("Notes: kiln GET /api/v1/notes?limit=20 and POST /api/v1/notes vs pgbench running "
+      "the same statements")
+    if nt.get("skipped"):
+        p("skipped: " + nt["skipped"])
+        return
+    c = nt["config"]
+    p("both kilns on PostgreSQL %s direct (handlers on loop fibers, prepared statements off), "
+      "one + Valkey (Redis %s; list cache on, default CACHE_TTL_SECONDS), one + memory kv "
+      "(CACHE_TTL_SECONDS=0); %d users with %d notes each listed (a page of %d, %s bytes), "
+      "%d other users insert (their notes removed after each insert run), %s notes in the "
+      "table; %s / %s; %d s warmup, best of %d rounds; kiln HTTP_LOOPS=%d, "
+      "DB_POOL_SIZE=%s, rate limiting on" % (
+          c.get("postgres_version") or "?", c.get("redis_version") or "?", c["users"],
+          c["notes_per_user"], c["list_limit"],
+          "-" if c["list_body_bytes"] is None else c["list_body_bytes"], c["users"],
+          "-" if nt.get("notes_rows") is None else nt["notes_rows"], c["wrk"],
+          c["pgbench"], c["warmup_seconds"], c["rounds"], c["http_loops"], c["db_pool_size"]))
+    p("")
+    p("%-46s %11s %9s %9s   %s" % ("target", "req/s|tps", "p50 ms", "p99 ms", "per round"))
+    for key, label in NOTES_TARGETS:
+        t = nt["throughput"][key]
+        if not t["runs"]:
+            p("%-46s %11s" % (label, "not run"))
+            continue
+        b = t["best"] or {}
+        per = "  ".join(fmt(r["rps"], ".0f", 0) for r in t["runs"])
+        p50 = b.get("p50_ms", b.get("latency_avg_ms"))
+        p("%-46s %11s %9s %9s   %s" % (label, fmt(b.get("rps"), ".0f", 11), fmt(p50, ".3f", 9),
+                                        fmt(b.get("p99_ms"), ".3f", 9), per))
+    p("(pgbench rows: the p50 column is pgbench's average latency; one list transaction is "
+      "the page SELECT and the count(*))")
+    r = nt["ratios"]
+    p("")
+    p("ratio kiln list, cache off / pgbench list:        %s" %
+      fmt(r["kiln_list_vs_pgbench_list"], ".3f", 0))
+    p("ratio kiln list, cache on / pgbench list:         %s" %
+      fmt(r["kiln_list_cached_vs_pgbench_list"], ".3f", 0))
+    p("ratio kiln list, cache on / cache off:            %s" %
+      fmt(r["kiln_list_cached_vs_uncached"], ".3f", 0))
+    p("ratio kiln insert, memory kv / pgbench insert:    %s" %
+      fmt(r["kiln_insert_vs_pgbench_insert"], ".3f", 0))
+    p("ratio kiln insert, Valkey / pgbench insert:       %s" %
+      fmt(r["kiln_insert_valkey_vs_pgbench_insert"], ".3f", 0))
+    p("p99 of the kiln targets: " + ", ".join(
+        "%s %s ms" % (key, fmt((nt["throughput"][key]["best"] or {}).get("p99_ms"), ".2f", 0))
+        for key, _ in NOTES_TARGETS if key.startswith("kiln")))
+    if not c["sql_matches_notes_c"]:
+        p("warning: the pgbench statements no longer match app/src/api/notes.c (%s); "
+          "update bench/notes.sh" % c["sql_check"])
+    if not nt.get("list_uses_index"):
+        p("warning: the list's statements do not both use notes_user_archived_inserted_idx "
+          "(build/bench/notes/explain.txt)")
+    if not nt.get("valkey_list_keys"):
+        p("warning: Valkey held no notes list after the runs: the cached kiln did not cache")
+    for k, body in nt["kiln_healthz_bodies"].items():
+        if body is not None and '"ok"' not in body:
+            p("warning: %s /healthz before the runs: %s" % (k, body))
+    for k, n in nt["kiln_stderr_lines"].items():
+        if n:
+            p("warning: %s wrote %d line(s) to stderr (build/bench/notes/%s.stderr)" % (k, n, k))
+    for key, label in NOTES_TARGETS:
+        for run in nt["throughput"][key]["runs"]:
+            se = run.get("socket_errors") or {}
+            if any(se.values()) or run.get("non_2xx") or run.get("failed"):
+                p("warning: %s (%s): socket errors %s, non-2xx %s, failed %s (401: sessions "
+                  "lost; 429: rate limited)" % (label, run["file"], se or "-",
+                                                run.get("non_2xx", "-"), run.get("failed", "-")))
+
+
+def main_notes_only(out):
+    nt = notes_results(out)
+    if nt is None:
+        sys.exit("report.py: no %s/notes/meta.env (run bench/notes.sh)" % out)
+    with open(os.path.join(out, "notes", "results.json"), "w") as f:
+        json.dump(nt, f, indent=2)
+        f.write("\n")
+    print_notes(nt)
+    print("")
+    print_goals(nt["goals"])
+
+
 def print_goals(goals, p=print):
     for g in goals:
         unit = (" " + g["unit"]) if g["unit"] else ""
@@ -432,6 +619,9 @@ def main():
         return
     if sys.argv[1] == "--session-only":
         main_session_only(sys.argv[2])
+        return
+    if sys.argv[1] == "--notes-only":
+        main_notes_only(sys.argv[2])
         return
     out = sys.argv[1]
     meta = read_meta(out)
@@ -528,6 +718,10 @@ def main():
     if ss is not None:
         results["sessions"] = ss
         goals.extend(ss["goals"])
+    nt = notes_results(out)
+    if nt is not None:
+        results["notes"] = nt
+        goals.extend(nt["goals"])
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
@@ -588,6 +782,9 @@ def main():
     if ss is not None:
         p("")
         print_session(ss)
+    if nt is not None:
+        p("")
+        print_notes(nt)
     p("")
     print_goals(goals)
 

@@ -2,8 +2,10 @@
 # Kiln benchmark: throughput and latency against nginx on the same machine,
 # idle memory, and memory with 10,000 idle keep-alive connections; then
 # (bench/db.sh, unless BENCH_DB=0) GET /healthz on PostgreSQL against pgbench,
-# and (bench/session.sh, unless BENCH_SESSION=0) GET /api/v1/me with a
-# session in Valkey and in memory against redis-benchmark GET.
+# (bench/session.sh, unless BENCH_SESSION=0) GET /api/v1/me with a
+# session in Valkey and in memory against redis-benchmark GET, and
+# (bench/notes.sh, unless BENCH_NOTES=0) the notes list (cache on and off)
+# and insert against pgbench running the same statements.
 # See bench/README.md. Run through `make bench`, or directly from anywhere.
 #
 # Exit status: 0 when every measurement ran (goals may still be MISS);
@@ -45,7 +47,7 @@ command -v wrk >/dev/null || die "wrk not found (Debian package wrk; scripts/dep
 mkdir -p "$out"
 rm -f "$out"/wrk-*.txt "$out"/hold-*.out "$out"/hold-*.err "$out"/meta.env \
       "$out"/results.json "$out"/results.txt
-rm -rf "$out/db" "$out/session"
+rm -rf "$out/db" "$out/session" "$out/notes"
 
 # ---------------------------------------------------------------- cleanup --
 kiln_pid="" nginx_pid="" wrk_pid="" hold_pid=""
@@ -336,6 +338,14 @@ if [ "${BENCH_SESSION:-1}" != 0 ]; then
     stop_pid "$kiln_pid"; kiln_pid=""
     BENCH_SESSION_EMBEDDED=1 KILN_BIN="$KILN_BIN" bench/session.sh ||
         die "the session part failed (bench/session.sh)"
+fi
+
+# ------------------------------------------------------------------ notes --
+if [ "${BENCH_NOTES:-1}" != 0 ]; then
+    stop_pid "$nginx_pid"; nginx_pid=""
+    stop_pid "$kiln_pid"; kiln_pid=""
+    BENCH_NOTES_EMBEDDED=1 KILN_BIN="$KILN_BIN" bench/notes.sh ||
+        die "the notes part failed (bench/notes.sh)"
 fi
 
 # ----------------------------------------------------------------- report --

@@ -7,11 +7,13 @@
 #ifndef KILN_API_H
 #define KILN_API_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 #include "http/request.h"
 #include "http/response.h"
 #include "http/router.h"
+#include "store/db.h"
 
 /* The route table (routes.c). */
 extern const struct kiln_route kiln_routes[];
@@ -23,6 +25,10 @@ void api_livez(struct kiln_req *req, struct kiln_res *res);
 void api_readyz(struct kiln_req *req, struct kiln_res *res);
 void api_healthz(struct kiln_req *req, struct kiln_res *res);
 void api_test_sleep(struct kiln_req *req, struct kiln_res *res);
+
+/* openapi.c */
+void api_openapi(struct kiln_req *req, struct kiln_res *res);
+void api_docs(struct kiln_req *req, struct kiln_res *res);
 
 /* auth.c */
 void api_auth_request(struct kiln_req *req, struct kiln_res *res);
@@ -40,5 +46,34 @@ void api_notes_update(struct kiln_req *req, struct kiln_res *res);
 void api_notes_delete(struct kiln_req *req, struct kiln_res *res);
 void api_notes_archive(struct kiln_req *req, struct kiln_res *res);
 void api_notes_unarchive(struct kiln_req *req, struct kiln_res *res);
+
+/*
+ * A resource's JSON, for every handler that shows it: API.md's note from
+ * row i of a SELECT of NOTE_COLUMNS (notes.c), its task from TASK_COLUMNS
+ * (tasks.c). New references the caller owns.
+ */
+#define NOTE_COLUMNS "id, title, content, archived, inserted_at, updated_at"
+#define TASK_COLUMNS \
+    "id, project_id, title, details, status, due_date, inserted_at, updated_at"
+json_t *api_note_json(const struct kiln_db_rows *r, size_t i);
+json_t *api_task_json(const struct kiln_db_rows *r, size_t i);
+
+/* profile.c */
+void api_profile(struct kiln_req *req, struct kiln_res *res);
+void api_dashboard(struct kiln_req *req, struct kiln_res *res);
+
+/* projects.c */
+void api_projects_list(struct kiln_req *req, struct kiln_res *res);
+void api_projects_show(struct kiln_req *req, struct kiln_res *res);
+void api_projects_create(struct kiln_req *req, struct kiln_res *res);
+void api_projects_update(struct kiln_req *req, struct kiln_res *res);
+void api_projects_delete(struct kiln_req *req, struct kiln_res *res);
+
+/* tasks.c */
+void api_tasks_list(struct kiln_req *req, struct kiln_res *res);
+void api_tasks_show(struct kiln_req *req, struct kiln_res *res);
+void api_tasks_create(struct kiln_req *req, struct kiln_res *res);
+void api_tasks_update(struct kiln_req *req, struct kiln_res *res);
+void api_tasks_delete(struct kiln_req *req, struct kiln_res *res);
 
 #endif

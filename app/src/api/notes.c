@@ -33,13 +33,11 @@
 #define LIST_MAX 100
 #define GENERATION_TTL_MS (24ull * 3600 * 1000)
 
-#define NOTE_COLUMNS "id, title, content, archived, inserted_at, updated_at"
-
 static const char NOT_FOUND[] = "note_not_found";
 static const char NOT_FOUND_MSG[] = "Note not found";
 
-/* One row of NOTE_COLUMNS as API.md's note. */
-static json_t *note_json(const struct kiln_db_rows *r, size_t i)
+/* Shared through api.h: the dashboard shows notes in this same shape. */
+json_t *api_note_json(const struct kiln_db_rows *r, size_t i)
 {
     bool archived = false;
     kiln_db_bool(r, i, 3, &archived);
@@ -51,7 +49,7 @@ static json_t *note_json(const struct kiln_db_rows *r, size_t i)
 static void answer_note(struct kiln_req *req, struct kiln_res *res, int status,
                         const struct kiln_db_rows *rows)
 {
-    kiln_res_json(req, res, status, json_pack("{s:o}", "data", note_json(rows, 0)));
+    kiln_res_json(req, res, status, json_pack("{s:o}", "data", api_note_json(rows, 0)));
 }
 
 /* ---- the list cache ---- */
@@ -115,8 +113,11 @@ void api_notes_list(struct kiln_req *req, struct kiln_res *res)
         !res_query_uint(req, res, "offset", 0, 0, 1000000000u, &offset))
         return;
     if (kiln_req_query(req, "search", &search) && search.len) {
+        size_t chars = 0;
+        for (size_t i = 0; i < search.len; i++)
+            chars += ((unsigned char)search.p[i] & 0xC0) != 0x80;
         if (!kiln_utf8_valid(search) || memchr(search.p, '\0', search.len) ||
-            search.len > 4 * TITLE_MAX) {
+            chars > TITLE_MAX) {
             kiln_res_error(req, res, 400, "invalid_request",
                            "search must be UTF-8 text of at most 255 characters", NULL);
             return;
@@ -167,7 +168,7 @@ void api_notes_list(struct kiln_req *req, struct kiln_res *res)
     kiln_db_int64(&count, 0, 0, &total);
     json_t *data = json_array();
     for (size_t i = 0; i < rows.nrows; i++)
-        json_array_append_new(data, note_json(&rows, i));
+        json_array_append_new(data, api_note_json(&rows, i));
     json_t *body = json_pack("{s:o, s:{s:I, s:I, s:I, s:I}}", "data", data, "meta", "count",
                              (json_int_t)rows.nrows, "total", (json_int_t)total, "limit",
                              (json_int_t)limit, "offset", (json_int_t)offset);

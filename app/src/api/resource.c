@@ -22,7 +22,9 @@ const char *res_user_id(const struct kiln_req *req)
 json_t *res_body_object(struct kiln_req *req, struct kiln_res *res)
 {
     json_error_t jerr;
-    json_t *in = json_loadb(req->body.p, req->body.len, 0, &jerr);
+    /* Any JSON value parses (a scalar is then "not an object", not "not
+     * JSON"); strings may hold \u0000, which res_string refuses with a 422. */
+    json_t *in = json_loadb(req->body.p, req->body.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (!in) {
         kiln_res_error(req, res, 400, "invalid_json", "Invalid JSON", NULL);
         return NULL;
@@ -134,18 +136,24 @@ void res_not_found(struct kiln_req *req, struct kiln_res *res, const char *code,
     kiln_res_error(req, res, 404, code, message, NULL);
 }
 
-const char *res_id(struct kiln_req *req, struct kiln_res *res, const char *code,
-                   const char *message)
+/* Lower case: SQLite compares the stored text byte for byte. */
+const char *res_uuid(kiln_arena *a, kiln_str s)
 {
-    kiln_str id = kiln_req_param(req, "id");
-    if (!id.p || id.len != KILN_UUID_LEN || !kiln_uuid_valid(id)) {
-        res_not_found(req, res, code, message);
+    if (!s.p || s.len != KILN_UUID_LEN || !kiln_uuid_valid(s))
         return NULL;
-    }
-    char *out = kiln_arena_strndup(req->arena, id.p, id.len);
+    char *out = kiln_arena_strndup(a, s.p, s.len);
     for (char *p = out; *p; p++)
         *p = (char)tolower((unsigned char)*p);
     return out;
+}
+
+const char *res_id(struct kiln_req *req, struct kiln_res *res, const char *code,
+                   const char *message)
+{
+    const char *id = res_uuid(req->arena, kiln_req_param(req, "id"));
+    if (!id)
+        res_not_found(req, res, code, message);
+    return id;
 }
 
 bool res_query_uint(struct kiln_req *req, struct kiln_res *res, const char *name,

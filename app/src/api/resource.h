@@ -48,6 +48,9 @@ bool res_bool(json_t *obj, const char *field, struct res_errors *e, bool *out);
  * without touching the database: ids that cannot exist leak nothing. */
 const char *res_id(struct kiln_req *req, struct kiln_res *res, const char *code,
                    const char *message);
+/* s lower-cased in a, when it is a UUID; NULL otherwise. For ids that come
+ * in a body or a query rather than the path. */
+const char *res_uuid(kiln_arena *a, kiln_str s);
 /* Answer 404 with that code and message. */
 void res_not_found(struct kiln_req *req, struct kiln_res *res, const char *code,
                    const char *message);

@@ -21,6 +21,9 @@ const struct kiln_route kiln_routes[] = {
     { KILN_GET, KILN_SCOPE_ROOT, "/livez", NULL, api_livez, KILN_ROUTE_LOOP },
     { KILN_GET, KILN_SCOPE_ROOT, "/readyz", NULL, api_readyz, 0 },
     { KILN_GET, KILN_SCOPE_ROOT, "/healthz", NULL, api_healthz, 0 },
+    /* The OpenAPI document of this table, and its page (openapi.c). */
+    { KILN_GET, KILN_SCOPE_API, "/openapi", NULL, api_openapi, KILN_ROUTE_LOOP },
+    { KILN_GET, KILN_SCOPE_API, "/docs", NULL, api_docs, KILN_ROUTE_LOOP },
 
     /* Login and logout (API.md; docs/AUTHENTICATION.md). logout comes
      * before /auth/:provider, which would match it too. */
@@ -50,6 +53,25 @@ const struct kiln_route kiln_routes[] = {
       0 },
     { KILN_POST, KILN_SCOPE_API, "/notes/:id/unarchive", kiln_guard_session,
       api_notes_unarchive, 0 },
+
+    /* The user's profile and dashboard (profile.c), projects (projects.c)
+     * and their tasks (tasks.c). */
+    { KILN_GET, KILN_SCOPE_API, "/profile", kiln_guard_session, api_profile, 0 },
+    { KILN_GET, KILN_SCOPE_API, "/dashboard", kiln_guard_session, api_dashboard, 0 },
+    { KILN_GET, KILN_SCOPE_API, "/projects", kiln_guard_session, api_projects_list, 0 },
+    { KILN_POST, KILN_SCOPE_API, "/projects", kiln_guard_session, api_projects_create, 0 },
+    { KILN_GET, KILN_SCOPE_API, "/projects/:id", kiln_guard_session, api_projects_show, 0 },
+    { KILN_PUT, KILN_SCOPE_API, "/projects/:id", kiln_guard_session, api_projects_update, 0 },
+    { KILN_PATCH, KILN_SCOPE_API, "/projects/:id", kiln_guard_session, api_projects_update,
+      0 },
+    { KILN_DELETE, KILN_SCOPE_API, "/projects/:id", kiln_guard_session, api_projects_delete,
+      0 },
+    { KILN_GET, KILN_SCOPE_API, "/tasks", kiln_guard_session, api_tasks_list, 0 },
+    { KILN_POST, KILN_SCOPE_API, "/tasks", kiln_guard_session, api_tasks_create, 0 },
+    { KILN_GET, KILN_SCOPE_API, "/tasks/:id", kiln_guard_session, api_tasks_show, 0 },
+    { KILN_PUT, KILN_SCOPE_API, "/tasks/:id", kiln_guard_session, api_tasks_update, 0 },
+    { KILN_PATCH, KILN_SCOPE_API, "/tasks/:id", kiln_guard_session, api_tasks_update, 0 },
+    { KILN_DELETE, KILN_SCOPE_API, "/tasks/:id", kiln_guard_session, api_tasks_delete, 0 },
 
     /* Test support: answer only when KILN_ENV=test (404 otherwise). */
     { KILN_GET, KILN_SCOPE_ROOT, "/_test/sleep", NULL, api_test_sleep,

@@ -36,6 +36,8 @@ password); the last two need the services of scripts/test-services.sh:
   after all the others.
 * At teardown, no instance's stdout or stderr may contain a service
   password.
+* Every JSON response received through ``requests`` must match the OpenAPI
+  document (openapi_check.py).
 """
 
 import os
@@ -46,8 +48,16 @@ import subprocess
 import pytest
 
 import kilnhttp
+import openapi_check
 
 TEST_WATCHDOG_SECONDS = 60
+
+
+@pytest.fixture(scope="session", autouse=True)
+def responses_match_the_openapi_document():
+    undo = openapi_check.install()
+    yield
+    undo()
 
 
 def pytest_configure(config):
