@@ -170,18 +170,6 @@ void api_projects_update(struct kiln_req *req, struct kiln_res *res)
 
 void api_projects_delete(struct kiln_req *req, struct kiln_res *res)
 {
-    const char *id = res_id(req, res, NOT_FOUND, NOT_FOUND_MSG);
-    if (!id)
-        return;
-    kiln_str p[2] = { kiln_str_c(id), kiln_str_c(res_user_id(req)) };
-    struct kiln_db_rows rows;
-    int err = kiln_db_query(app_db(req), req->arena,
-                            "DELETE FROM projects WHERE id = $1 AND user_id = $2", p, 2,
-                            &rows);
-    if (err)
-        res_store_error(req, res, err, "projects delete");
-    else if (rows.affected == 0)
-        res_not_found(req, res, NOT_FOUND, NOT_FOUND_MSG);
-    else
-        res_no_content(res);
+    /* Its tasks go with it (ON DELETE CASCADE). */
+    res_delete_owned(req, res, "projects", NOT_FOUND, NOT_FOUND_MSG);
 }

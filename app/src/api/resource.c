@@ -238,6 +238,31 @@ void res_no_content(struct kiln_res *res)
     res->body = (kiln_str){ "", 0 };
 }
 
+bool res_delete_owned(struct kiln_req *req, struct kiln_res *res, const char *table,
+                      const char *code, const char *message)
+{
+    const char *id = res_id(req, res, code, message);
+    if (!id)
+        return false;
+    kiln_str p[2] = { kiln_str_c(id), kiln_str_c(res_user_id(req)) };
+    struct kiln_db_rows rows;
+    int err = kiln_db_query(app_db(req), req->arena,
+                            kiln_arena_sprintf(req->arena,
+                                               "DELETE FROM %s WHERE id = $1 AND user_id = $2",
+                                               table),
+                            p, 2, &rows);
+    if (err) {
+        res_store_error(req, res, err, kiln_arena_sprintf(req->arena, "%s delete", table));
+        return false;
+    }
+    if (rows.affected == 0) {
+        res_not_found(req, res, code, message);
+        return false;
+    }
+    res_no_content(res);
+    return true;
+}
+
 const char *res_like_pattern(kiln_arena *a, kiln_str s)
 {
     char *out = kiln_arena_alloc(a, 2 * s.len + 3), *w = out;

@@ -77,6 +77,15 @@ void res_store_error(struct kiln_req *req, struct kiln_res *res, int err, const 
 /* Answer 204 with no body. */
 void res_no_content(struct kiln_res *res);
 
+/*
+ * DELETE /<things>/:id for a table with id and user_id columns: 204, or 404
+ * with code and message (non-UUID id, missing, or another user's), or the
+ * store error. table is a constant of the caller, never request text.
+ * true when a row was deleted.
+ */
+bool res_delete_owned(struct kiln_req *req, struct kiln_res *res, const char *table,
+                      const char *code, const char *message);
+
 /* LIKE pattern matching s anywhere, with %, _ and \ in s taken literally
  * (ESCAPE '\'). Compare lower(column) LIKE lower(pattern) for case-blind
  * search on both databases. */

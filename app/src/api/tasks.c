@@ -329,17 +329,5 @@ void api_tasks_update(struct kiln_req *req, struct kiln_res *res)
 
 void api_tasks_delete(struct kiln_req *req, struct kiln_res *res)
 {
-    const char *id = res_id(req, res, NOT_FOUND, NOT_FOUND_MSG);
-    if (!id)
-        return;
-    kiln_str p[2] = { kiln_str_c(id), kiln_str_c(res_user_id(req)) };
-    struct kiln_db_rows rows;
-    int err = kiln_db_query(app_db(req), req->arena,
-                            "DELETE FROM tasks WHERE id = $1 AND user_id = $2", p, 2, &rows);
-    if (err)
-        res_store_error(req, res, err, "tasks delete");
-    else if (rows.affected == 0)
-        res_not_found(req, res, NOT_FOUND, NOT_FOUND_MSG);
-    else
-        res_no_content(res);
+    res_delete_owned(req, res, "tasks", NOT_FOUND, NOT_FOUND_MSG);
 }

@@ -6,11 +6,16 @@ import re
 import subprocess
 import uuid
 
+import authkit
+
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 DOC = (ROOT / "docs" / "RESOURCES.md").read_text()
 
 
-def test_its_commands_work(server, tmp_path):
+def test_its_commands_work(kiln, tmp_path):
+    # Its own instance: on Valkey, rate-limit counters are shared by every
+    # instance of the run (authkit.start_kiln sets limits no test reaches).
+    server = authkit.start_kiln(kiln)
     blocks = re.findall(r"```sh\n(.*?)```", DOC, re.S)
     assert len(blocks) >= 3, "the walk-through lost its command blocks"
     # A fresh user per run: the database may be shared with earlier runs.
