@@ -263,6 +263,30 @@ bool res_delete_owned(struct kiln_req *req, struct kiln_res *res, const char *ta
     return true;
 }
 
+static bool digits(const char *s, int n, int *out)
+{
+    *out = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        *out = *out * 10 + (s[i] - '0');
+    }
+    return true;
+}
+
+bool res_calendar_date(kiln_str s)
+{
+    static const int days[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    int y, m, d;
+    if (s.len != 10 || s.p[4] != '-' || s.p[7] != '-' || !digits(s.p, 4, &y) ||
+        !digits(s.p + 5, 2, &m) || !digits(s.p + 8, 2, &d))
+        return false;
+    if (y < 1 || m < 1 || m > 12 || d < 1)
+        return false;
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return d <= days[m - 1] + (m == 2 && leap);
+}
+
 const char *res_like_pattern(kiln_arena *a, kiln_str s)
 {
     char *out = kiln_arena_alloc(a, 2 * s.len + 3), *w = out;

@@ -86,6 +86,10 @@ void res_no_content(struct kiln_res *res);
 bool res_delete_owned(struct kiln_req *req, struct kiln_res *res, const char *table,
                       const char *code, const char *message);
 
+/* "YYYY-MM-DD" naming a day that exists (Gregorian, years 1..9999, the
+ * range PostgreSQL's date and SQLite's date() share). */
+bool res_calendar_date(kiln_str s);
+
 /* LIKE pattern matching s anywhere, with %, _ and \ in s taken literally
  * (ESCAPE '\'). Compare lower(column) LIKE lower(pattern) for case-blind
  * search on both databases. */

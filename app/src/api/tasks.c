@@ -51,32 +51,6 @@ static bool status_valid(kiln_str s)
            kiln_str_eq_c(s, "done");
 }
 
-static bool digits(const char *s, int n, int *out)
-{
-    *out = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        *out = *out * 10 + (s[i] - '0');
-    }
-    return true;
-}
-
-/* "YYYY-MM-DD" naming a day that exists (Gregorian, years 1..9999, the
- * range PostgreSQL's date and SQLite's date() share). */
-static bool calendar_date(const char *s, size_t len)
-{
-    static const int days[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-    int y, m, d;
-    if (len != 10 || s[4] != '-' || s[7] != '-' || !digits(s, 4, &y) ||
-        !digits(s + 5, 2, &m) || !digits(s + 8, 2, &d))
-        return false;
-    if (y < 1 || m < 1 || m > 12 || d < 1)
-        return false;
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    return d <= days[m - 1] + (m == 2 && leap);
-}
-
 /* due_date, with res_string's contract: true when present and valid (*out
  * NULL for JSON null), false when absent or invalid ("is invalid"). */
 static bool due_date_field(json_t *in, struct res_errors *e, const char **out)
@@ -87,7 +61,8 @@ static bool due_date_field(json_t *in, struct res_errors *e, const char **out)
         return false;
     if (json_is_null(v))
         return true;
-    if (json_is_string(v) && calendar_date(json_string_value(v), json_string_length(v))) {
+    kiln_str text = { json_string_value(v), json_string_length(v) };
+    if (json_is_string(v) && res_calendar_date(text)) {
         *out = json_string_value(v);
         return true;
     }
