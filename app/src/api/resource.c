@@ -2,6 +2,7 @@
 #include "api/resource.h"
 
 #include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -67,11 +68,34 @@ static size_t chars_of(const char *s, size_t n)
     return c;
 }
 
+/* Unicode White_Space beyond ASCII (NEL, no-break, ogham, the U+2000
+ * spaces, line/paragraph separators, narrow no-break, math, ideographic). */
+static bool unicode_space(uint32_t c)
+{
+    return c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
+           c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+/* Only whitespace, as Ecto's validate_required sees blank (well-formed
+ * UTF-8 assumed: jansson's strings are). */
 static bool blank(const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!isspace((unsigned char)s[i]))
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        uint32_t c = *p;
+        size_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+        if (len > (size_t)(end - p))
             return false;
+        if (len == 2)
+            c = (uint32_t)(p[0] & 0x1F) << 6 | (p[1] & 0x3F);
+        else if (len == 3)
+            c = (uint32_t)(p[0] & 0x0F) << 12 | (uint32_t)(p[1] & 0x3F) << 6 | (p[2] & 0x3F);
+        else if (len == 4)
+            c = 0x10000; /* no space above the BMP */
+        if (len == 1 ? !isspace((int)c) : !unicode_space(c))
+            return false;
+        p += len;
+    }
     return true;
 }
 

@@ -494,7 +494,9 @@ def test_search_wildcards_are_literal(alice):
 # validation
 # --------------------------------------------------------------------------
 
-BLANK_TITLES = {"absent": None, "empty": "", "spaces": "   ", "whitespace": " \t\n ", "null": "null"}
+BLANK_TITLES = {"absent": None, "empty": "", "spaces": "   ", "whitespace": " \t\n ", "null": "null",
+                # Unicode-only whitespace: no-break, em and ideographic spaces.
+                "unicode": "\u00a0\u2003\u3000"}
 
 
 @pytest.mark.parametrize("case", list(BLANK_TITLES))
@@ -505,6 +507,11 @@ def test_title_is_required_on_create(alice, case):
     d = details_of(alice.call("POST", "/notes", obj))
     assert d.get("title") == ["can't be blank"], d
     assert alice.list()["meta"]["total"] == 0, "a refused note was stored"
+
+
+def test_a_title_with_unicode_spaces_and_text_is_kept(alice):
+    n = alice.create(title="\u3000hello\u00a0")
+    assert n["title"] == "\u3000hello\u00a0"
 
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH"])
