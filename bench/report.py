@@ -418,7 +418,7 @@ NOTES_TARGETS = [
     ("kiln-list", "kiln GET /notes?limit=20, cache off"),
     ("kiln-insert", "kiln POST /notes, memory kv"),
     ("kiln-insert-valkey", "kiln POST /notes, Valkey"),
-    ("pgbench-list", "pgbench list (SELECT + count), -M extended"),
+    ("pgbench-list", "pgbench list (page + total), -M extended"),
     ("pgbench-insert", "pgbench INSERT ... RETURNING, -M extended"),
 ]
 
@@ -540,7 +540,7 @@ def print_notes(nt, p=print):
         p("%-46s %11s %9s %9s   %s" % (label, fmt(b.get("rps"), ".0f", 11), fmt(p50, ".3f", 9),
                                         fmt(b.get("p99_ms"), ".3f", 9), per))
     p("(pgbench rows: the p50 column is pgbench's average latency; one list transaction is "
-      "the page SELECT and the count(*))")
+      "the statement of the page with its total)")
     r = nt["ratios"]
     p("")
     p("ratio kiln list, cache off / pgbench list:        %s" %
