@@ -79,10 +79,23 @@ static int sqlite_connect(struct kiln_db *db, unsigned timeout_ms)
     }
     sqlite3_busy_timeout(s, 5000);
     char *msg = NULL;
-    rc = sqlite3_exec(s,
-                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
-                      "PRAGMA foreign_keys=ON;",
-                      NULL, NULL, &msg);
+    /*
+     * Turning a fresh file to WAL needs an exclusive lock, and SQLite
+     * answers BUSY at once, without the busy handler, while another
+     * process holds one (several kilns starting on a new file): retry for
+     * as long as the busy timeout would have waited.
+     */
+    for (int tries = 0;; tries++) {
+        rc = sqlite3_exec(s,
+                          "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
+                          "PRAGMA foreign_keys=ON;",
+                          NULL, NULL, &msg);
+        if ((rc & 0xFF) != SQLITE_BUSY || tries >= 500)
+            break;
+        sqlite3_free(msg);
+        msg = NULL;
+        sqlite3_sleep(10);
+    }
     if (rc != SQLITE_OK) {
         kiln__db_error(db, "sqlite: %s: %s", db->cfg->path, msg ? msg : sqlite3_errstr(rc));
         sqlite3_free(msg);
