@@ -217,15 +217,21 @@ bool res_query_bool(struct kiln_req *req, struct kiln_res *res, const char *name
     return false;
 }
 
-json_t *res_time(const struct kiln_db_rows *r, size_t row, size_t col)
+bool res_time_text(const struct kiln_db_rows *r, size_t row, size_t col,
+                   char out[KILN_RFC3339_LEN + 1])
 {
     int64_t us;
     if (!kiln_db_timestamp(r, row, col, &us))
-        return json_null();
+        return false;
     struct timespec ts = { (time_t)(us / 1000000), (long)(us % 1000000) * 1000 };
-    char out[KILN_RFC3339_LEN + 1];
     kiln_time_rfc3339(out, &ts);
-    return json_string(out);
+    return true;
+}
+
+json_t *res_time(const struct kiln_db_rows *r, size_t row, size_t col)
+{
+    char out[KILN_RFC3339_LEN + 1];
+    return res_time_text(r, row, col, out) ? json_string(out) : json_null();
 }
 
 json_t *res_text(const struct kiln_db_rows *r, size_t row, size_t col)

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/clock.h"
 #include "http/request.h"
 #include "http/response.h"
 #include "store/db.h"
@@ -65,6 +66,9 @@ bool res_query_bool(struct kiln_req *req, struct kiln_res *res, const char *name
 
 /* A timestamp column as API.md's RFC 3339 UTC microseconds, or JSON null. */
 json_t *res_time(const struct kiln_db_rows *r, size_t row, size_t col);
+/* The same as text in out; false for NULL or a value that does not parse. */
+bool res_time_text(const struct kiln_db_rows *r, size_t row, size_t col,
+                   char out[KILN_RFC3339_LEN + 1]);
 /* A text column as a JSON string, or null for SQL NULL. */
 json_t *res_text(const struct kiln_db_rows *r, size_t row, size_t col);
 /* The current time as a parameter for timestamp columns. */
