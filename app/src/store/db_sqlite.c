@@ -8,12 +8,17 @@
  */
 #include "store/db_internal.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <locale.h>
+#include <pthread.h>
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <wctype.h>
 
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -61,6 +66,123 @@ static int make_parent(struct kiln_db *db, const char *path)
     return err;
 }
 
+
+/* ---- LIKE that folds case beyond ASCII ---- */
+
+/*
+ * SQLite's LIKE (and lower()) fold ASCII letters only; PostgreSQL's lower()
+ * folds every letter. like() is replaced on each connection so that a
+ * search for "ÉCOLE" finds "école" on both databases: code points compared
+ * after towlower in the C.UTF-8 locale, % and _ on code points, the ESCAPE
+ * character honoured. Nothing in kiln relies on LIKE using an index.
+ */
+static locale_t utf8_loc;
+static pthread_once_t utf8_once = PTHREAD_ONCE_INIT;
+
+static void utf8_init(void)
+{
+    utf8_loc = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+}
+
+/* Next code point of s (well-formed or not: a bad byte reads as itself). */
+static uint32_t next_cp(const unsigned char **s, const unsigned char *end)
+{
+    const unsigned char *p = *s;
+    uint32_t c = *p;
+    size_t len = c < 0x80 ? 1 : c >= 0xC0 && c < 0xE0 ? 2 : c >= 0xE0 && c < 0xF0 ? 3
+               : c >= 0xF0 && c < 0xF8 ? 4 : 1;
+    if (len > (size_t)(end - p))
+        len = 1;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            len = 1;
+    if (len == 2)
+        c = (c & 0x1F) << 6 | (p[1] & 0x3F);
+    else if (len == 3)
+        c = (c & 0x0F) << 12 | (uint32_t)(p[1] & 0x3F) << 6 | (p[2] & 0x3F);
+    else if (len == 4)
+        c = (c & 0x07) << 18 | (uint32_t)(p[1] & 0x3F) << 12 | (uint32_t)(p[2] & 0x3F) << 6 |
+            (p[3] & 0x3F);
+    *s = p + len;
+    return c;
+}
+
+static uint32_t fold(uint32_t c)
+{
+    if (utf8_loc)
+        return (uint32_t)towlower_l((wint_t)c, utf8_loc);
+    return c < 0x80 ? (uint32_t)tolower((int)c) : c; /* no C.UTF-8: ASCII, as SQLite */
+}
+
+/* Does text match pattern? Iterative, with one backtrack point per %. */
+static bool like_match(const unsigned char *p, const unsigned char *pe, const unsigned char *t,
+                       const unsigned char *te, uint32_t esc)
+{
+    const unsigned char *star_p = NULL, *star_t = NULL;
+    while (t < te) {
+        if (p < pe) {
+            const unsigned char *q = p;
+            uint32_t pc = next_cp(&q, pe);
+            if (pc == '%' && pc != esc) {
+                star_p = p = q;
+                star_t = t;
+                continue;
+            }
+            const unsigned char *u = t;
+            uint32_t tc = next_cp(&u, te);
+            bool literal = false;
+            if (pc == esc && q < pe) {
+                pc = next_cp(&q, pe);
+                literal = true;
+            }
+            if ((!literal && pc == '_' && pc != esc) || fold(pc) == fold(tc)) {
+                p = q;
+                t = u;
+                continue;
+            }
+        }
+        if (!star_p)
+            return false;
+        /* Let the last % swallow one more code point. */
+        next_cp(&star_t, te);
+        t = star_t;
+        p = star_p;
+    }
+    while (p < pe) {
+        const unsigned char *q = p;
+        if (next_cp(&q, pe) != '%')
+            return false;
+        p = q;
+    }
+    return true;
+}
+
+static void like_func(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    /* like(pattern, text [, escape]) */
+    const unsigned char *pat = sqlite3_value_text(argv[0]);
+    const unsigned char *txt = sqlite3_value_text(argv[1]);
+    if (!pat || !txt)
+        return; /* NULL */
+    uint32_t esc = 0xFFFFFFFFu;
+    if (argc == 3) {
+        const unsigned char *e = sqlite3_value_text(argv[2]);
+        int elen = sqlite3_value_bytes(argv[2]);
+        const unsigned char *ee = e ? e + elen : NULL;
+        if (!e || elen == 0) {
+            sqlite3_result_error(ctx, "ESCAPE expression must be a single character", -1);
+            return;
+        }
+        esc = next_cp(&e, ee);
+        if (e != ee) {
+            sqlite3_result_error(ctx, "ESCAPE expression must be a single character", -1);
+            return;
+        }
+    }
+    sqlite3_result_int(ctx, like_match(pat, pat + sqlite3_value_bytes(argv[0]), txt,
+                                       txt + sqlite3_value_bytes(argv[1]), esc));
+}
+
 static int sqlite_connect(struct kiln_db *db, unsigned timeout_ms)
 {
     (void)timeout_ms; /* a local file: opening does not wait on a network */
@@ -102,6 +224,11 @@ static int sqlite_connect(struct kiln_db *db, unsigned timeout_ms)
         sqlite3_close_v2(s);
         return KILN_EUNAVAILABLE;
     }
+    pthread_once(&utf8_once, utf8_init);
+    sqlite3_create_function(s, "like", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, like_func,
+                            NULL, NULL);
+    sqlite3_create_function(s, "like", 3, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, like_func,
+                            NULL, NULL);
     db->conn = s;
     return 0;
 }

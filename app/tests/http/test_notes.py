@@ -461,6 +461,15 @@ def test_search_is_case_insensitive_on_title_and_content(alice, bob):
     assert alice.list(search="")["meta"]["total"] == 3   # an empty term filters nothing
 
 
+def test_search_folds_case_beyond_ascii(alice):
+    """On SQLite too, whose own LIKE folds ASCII only."""
+    n = alice.create(title="École d'été", content="Ωmega ÇA")
+    for term in ("ÉCOLE", "école", "D'ÉTÉ", "ωMEGA", "ça"):
+        ids = [x["id"] for x in alice.list(search=term)["data"]]
+        assert ids == [n["id"]], (term, ids)
+    assert alice.list(search="ecole")["data"] == [], "é must not match e"
+
+
 def test_search_wildcards_are_literal(alice):
     made = ["100%", "1000", "a_c", "abc", "back\\slash", "backslash", "x\\%y", "x%y", "it's"]
     for title in made:
