@@ -16,7 +16,9 @@
  * callers), KILN_EPROTO (unexpected reply), KILN_EINVAL (bad arguments,
  * e.g. an incr on a non-integer value).
  * During the valkey driver's reconnect backoff (100 ms doubling to 2 s)
- * calls fail at once with the code of the connect failure that started it.
+ * calls fail at once with the code of the connect failure that started it,
+ * unless another handle on the same store has connected since: then the
+ * server is back and the handle tries at once.
  * TTLs are in milliseconds; 0 means no expiry. Keys and values are bytes
  * (NUL allowed); keys up to 64 KiB, values up to 64 MiB, TTLs up to 10^13
  * ms, KILN_EINVAL past that, for both drivers.

@@ -32,6 +32,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -75,6 +76,9 @@ struct valkey_store {
     SSL_CTX *ssl_ctx;        /* NULL with tls set: tls_error says why */
     BIO_METHOD *bio_method;
     char tls_error[KILN__KV_ERR_MAX];
+    /* kiln_now_ms of the last successful connect by any handle: a handle in
+     * backoff tries at once when the server has been seen back since. */
+    _Atomic uint64_t connected_at;
 };
 
 struct pipe;
@@ -91,6 +95,7 @@ struct valkey {
     /* Reconnect backoff: while kiln_now_ms() < retry_at, fail at once. */
     unsigned backoff_ms;
     uint64_t retry_at;
+    uint64_t failed_at;      /* kiln_now_ms of the last failed connect */
     int connect_rc;
     char connect_err[KILN__KV_ERR_MAX];
 };
@@ -737,15 +742,18 @@ fail:
 static int connect_with_backoff(struct valkey *c, uint64_t limit)
 {
     uint64_t now = kiln_now_ms();
-    if (c->retry_at && now < c->retry_at)
+    bool seen_back = atomic_load(&c->s->connected_at) > c->failed_at;
+    if (c->retry_at && now < c->retry_at && !seen_back)
         return kiln__kv_error(&c->base, c->connect_rc, "%s (next attempt in %llu ms)",
                               c->connect_err, (unsigned long long)(c->retry_at - now));
     int rc = conn_open(c, limit);
     if (rc == 0) {
         c->backoff_ms = 0;
         c->retry_at = 0;
+        atomic_store(&c->s->connected_at, kiln_now_ms());
         return 0;
     }
+    c->failed_at = kiln_now_ms();
     c->backoff_ms = c->backoff_ms ? (unsigned)min_u64(c->backoff_ms * 2u, BACKOFF_MAX_MS)
                                   : BACKOFF_MIN_MS;
     c->retry_at = kiln_now_ms() + c->backoff_ms;
