@@ -196,8 +196,9 @@ void api_notes_list(struct kiln_req *req, struct kiln_res *res)
         "lower(title) LIKE lower(CAST($3 AS TEXT)) ESCAPE '\\' OR "
         "lower(content) LIKE lower(CAST($3 AS TEXT)) ESCAPE '\\')";
     /* One statement: the page, and the total as an uncorrelated subquery
-     * (computed once, from the index alone): one round trip per list. Past
-     * the last page no row carries the total, and a count says it. */
+     * (computed once, in the same snapshot as the page): one round trip per
+     * list. Past the last page no row carries the total, and a count says
+     * it. */
     struct kiln_db_rows rows, count;
     int err = kiln_db_query(db, req->arena,
                             kiln_arena_sprintf(req->arena,
