@@ -238,19 +238,8 @@ void api_notes_list(struct kiln_req *req, struct kiln_res *res)
 
 void api_notes_show(struct kiln_req *req, struct kiln_res *res)
 {
-    const char *id = res_id(req, res, NOT_FOUND, NOT_FOUND_MSG);
-    if (!id)
-        return;
-    kiln_str p[2] = { kiln_str_c(id), kiln_str_c(res_user_id(req)) };
     struct kiln_db_rows rows;
-    int err = kiln_db_query(app_db(req), req->arena,
-                            "SELECT " NOTE_COLUMNS " FROM notes WHERE id = $1 AND user_id = $2",
-                            p, 2, &rows);
-    if (err)
-        res_store_error(req, res, err, "notes show");
-    else if (rows.nrows == 0)
-        res_not_found(req, res, NOT_FOUND, NOT_FOUND_MSG);
-    else
+    if (res_fetch_owned(req, res, "notes", NOTE_COLUMNS, NOT_FOUND, NOT_FOUND_MSG, &rows))
         answer_note(req, res, 200, &rows);
 }
 

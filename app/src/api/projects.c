@@ -58,27 +58,17 @@ void api_projects_list(struct kiln_req *req, struct kiln_res *res)
 
 void api_projects_show(struct kiln_req *req, struct kiln_res *res)
 {
-    const char *id = res_id(req, res, NOT_FOUND, NOT_FOUND_MSG);
-    if (!id)
-        return;
-    kiln_str p[2] = { kiln_str_c(id), kiln_str_c(res_user_id(req)) };
-    struct kiln_db *db = app_db(req);
     struct kiln_db_rows project, tasks;
-    int err = kiln_db_query(db, req->arena,
-                            "SELECT " PROJECT_COLUMNS " FROM projects "
-                            "WHERE id = $1 AND user_id = $2",
-                            p, 2, &project);
-    if (!err && project.nrows)
-        err = kiln_db_query(db, req->arena,
+    if (!res_fetch_owned(req, res, "projects", PROJECT_COLUMNS, NOT_FOUND, NOT_FOUND_MSG,
+                         &project))
+        return;
+    kiln_str p[2] = { kiln_db_text(&project, 0, 0), kiln_str_c(res_user_id(req)) };
+    int err = kiln_db_query(app_db(req), req->arena,
                             "SELECT " TASK_COLUMNS " FROM tasks WHERE project_id = $1 AND "
                             "user_id = $2 ORDER BY inserted_at, id",
                             p, 2, &tasks);
     if (err) {
         res_store_error(req, res, err, "projects show");
-        return;
-    }
-    if (project.nrows == 0) {
-        res_not_found(req, res, NOT_FOUND, NOT_FOUND_MSG);
         return;
     }
     json_t *data = project_json(&project, 0), *list = json_array();

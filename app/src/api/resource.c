@@ -268,6 +268,30 @@ void res_no_content(struct kiln_res *res)
     res->body = (kiln_str){ "", 0 };
 }
 
+bool res_fetch_owned(struct kiln_req *req, struct kiln_res *res, const char *table,
+                     const char *columns, const char *code, const char *message,
+                     struct kiln_db_rows *row)
+{
+    const char *id = res_id(req, res, code, message);
+    if (!id)
+        return false;
+    kiln_str p[2] = { kiln_str_c(id), kiln_str_c(res_user_id(req)) };
+    int err = kiln_db_query(app_db(req), req->arena,
+                            kiln_arena_sprintf(req->arena,
+                                               "SELECT %s FROM %s WHERE id = $1 AND user_id = $2",
+                                               columns, table),
+                            p, 2, row);
+    if (err) {
+        res_store_error(req, res, err, kiln_arena_sprintf(req->arena, "%s show", table));
+        return false;
+    }
+    if (row->nrows == 0) {
+        res_not_found(req, res, code, message);
+        return false;
+    }
+    return true;
+}
+
 bool res_delete_owned(struct kiln_req *req, struct kiln_res *res, const char *table,
                       const char *code, const char *message)
 {

@@ -90,6 +90,15 @@ void res_no_content(struct kiln_res *res);
 bool res_delete_owned(struct kiln_req *req, struct kiln_res *res, const char *table,
                       const char *code, const char *message);
 
+/*
+ * GET /<things>/:id for the same kind of table: true with the row's columns
+ * (a constant list of the caller) in *row, or false after answering 404
+ * (code, message) or the store error.
+ */
+bool res_fetch_owned(struct kiln_req *req, struct kiln_res *res, const char *table,
+                     const char *columns, const char *code, const char *message,
+                     struct kiln_db_rows *row);
+
 /* "YYYY-MM-DD" naming a day that exists (Gregorian, years 1..9999, the
  * range PostgreSQL's date and SQLite's date() share). */
 bool res_calendar_date(kiln_str s);
