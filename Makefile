@@ -17,7 +17,7 @@ LLHTTP_INC = /usr/share/include/llhttp
 
 VERSION_STR := $(shell cat VERSION)$(shell git rev-parse --short HEAD >/dev/null 2>&1 && echo "+$$(git rev-parse --short HEAD)")
 
-PKGS      = libuv openssl jansson libpq sqlite3 hiredis libcurl
+PKGS      = libuv openssl jansson libpq sqlite3 hiredis libcurl expat
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

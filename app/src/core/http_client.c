@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 
@@ -43,6 +44,45 @@ static size_t on_data(char *data, size_t size, size_t nmemb, void *userdata)
         return 0;
     }
     return n;
+}
+
+/* Header lines: a new status line (a redirect or 100 Continue before the
+ * final answer) starts the list again, so only the final response's remain. */
+static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    kiln_buf *h = userdata;
+    size_t n = size * nmemb;
+    if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
+        h->len = 0;
+    else if (h->len + n <= 64 * 1024)
+        kiln_buf_append(h, data, n);
+    return n;
+}
+
+bool kiln_http_response_header(const struct kiln_http_response *res, const char *name,
+                               char *out, size_t cap)
+{
+    size_t nlen = strlen(name);
+    const char *p = res->headers.p, *end = p ? p + res->headers.len : NULL;
+    while (p && p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            eol = end;
+        if ((size_t)(eol - p) > nlen && p[nlen] == ':' && strncasecmp(p, name, nlen) == 0) {
+            const char *v = p + nlen + 1, *ve = eol;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            if ((size_t)(ve - v) >= cap)
+                return false;
+            memcpy(out, v, (size_t)(ve - v));
+            out[ve - v] = '\0';
+            return true;
+        }
+        p = eol + 1;
+    }
+    return false;
 }
 
 /* Out of memory is fatal here as everywhere (core/alloc.h). */
@@ -90,6 +130,7 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
     memset(res, 0, sizeof *res);
     size_t max = req->max_body ? req->max_body : KILN_HTTP_MAX_BODY;
     kiln_buf_init(&res->body, max + 1); /* + the NUL we add at the end */
+    kiln_buf_init(&res->headers, 64 * 1024 + 1);
     struct sink sink = { &res->body, max, false };
 
     if (kiln_http_client_init() != 0) {
@@ -107,12 +148,20 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
     }
 
     headers = add_header(headers, "Accept: application/json");
-    if (req->form) {
+    bool has_body = req->form || req->body || req->body_len;
+    if (req->form)
         headers = add_header(headers, "Content-Type: application/x-www-form-urlencoded");
-        /* No "Expect: 100-continue" round trip (curl adds it to larger
-         * bodies and then waits up to a second for the interim answer). */
-        headers = add_header(headers, "Expect:");
+    else if (has_body && req->content_type) {
+        char ct[256];
+        snprintf(ct, sizeof ct, "Content-Type: %s", req->content_type);
+        headers = add_header(headers, ct);
     }
+    /* No "Expect: 100-continue" round trip (curl adds it to larger bodies
+     * and then waits up to a second for the interim answer). */
+    if (has_body)
+        headers = add_header(headers, "Expect:");
+    for (size_t i = 0; i < req->nheaders; i++)
+        headers = add_header(headers, req->headers[i]);
     if (req->authorization) {
         size_t n = strlen(req->authorization) + sizeof "Authorization: ";
         auth = kiln_malloc(n);
@@ -148,10 +197,23 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
     SET(CURLOPT_WRITEDATA, &sink);
     SET(CURLOPT_HTTPHEADER, headers);
     SET(CURLOPT_USERAGENT, agent);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, &res->headers);
     if (req->form) {
         SET(CURLOPT_POST, 1L);
         SET(CURLOPT_POSTFIELDS, req->form);
         SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->form_len);
+    } else if (has_body) {
+        SET(CURLOPT_POST, 1L);
+        SET(CURLOPT_POSTFIELDS, req->body ? (const char *)req->body : "");
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    }
+    if (req->method && strcmp(req->method, "HEAD") == 0) {
+        SET(CURLOPT_NOBODY, 1L);
+    } else if (req->method && strcmp(req->method, has_body ? "POST" : "GET") != 0) {
+        /* PUT, DELETE, or POST without a body: the verb only; the body (if
+         * any) was set above. */
+        SET(CURLOPT_CUSTOMREQUEST, req->method);
     }
 #undef SET
     if (c != CURLE_OK) {
@@ -177,6 +239,8 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
         goto out;
     }
     res->body.len--;
+    if (kiln_buf_append(&res->headers, "", 1) == 0)
+        res->headers.len--;
     rc = 0;
 
 out:
@@ -193,5 +257,6 @@ out:
 void kiln_http_response_free(struct kiln_http_response *res)
 {
     kiln_buf_free(&res->body);
+    kiln_buf_free(&res->headers);
     res->status = 0;
 }

@@ -19,6 +19,7 @@
 #ifndef KILN_CORE_HTTP_CLIENT_H
 #define KILN_CORE_HTTP_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/buf.h"
@@ -34,6 +35,17 @@ struct kiln_http_request {
     size_t form_len;
     /* The whole Authorization header value ("Basic …"), or NULL. */
     const char *authorization;
+    /* "GET", "POST", "PUT", "HEAD", "DELETE"…; NULL: POST with a form or
+     * body, GET otherwise. HEAD reads no body. */
+    const char *method;
+    /* Any other body (AWS JSON, XML), sent with content_type; used when
+     * form is NULL. body may be NULL with body_len 0 for an empty body. */
+    const void *body;
+    size_t body_len;
+    const char *content_type;
+    /* Further request headers, each "Name: value" (signed AWS headers). */
+    const char *const *headers;
+    size_t nheaders;
     unsigned connect_timeout_ms; /* 0: KILN_HTTP_CONNECT_TIMEOUT_MS */
     unsigned timeout_ms;         /* whole transfer; 0: KILN_HTTP_TIMEOUT_MS */
     size_t max_body;             /* 0: KILN_HTTP_MAX_BODY */
@@ -44,6 +56,10 @@ struct kiln_http_response {
     /* The body, NUL-terminated (the NUL not counted in body.len); owned,
      * released by kiln_http_response_free. */
     kiln_buf body;
+    /* The response's header lines ("name: value\r\n" each, as received,
+     * final response only), NUL-terminated; empty when none. Read them
+     * with kiln_http_response_header. */
+    kiln_buf headers;
     /* Why the request failed, for logs ("" on success); never holds the
      * request body. */
     char error[256];
@@ -62,5 +78,9 @@ int kiln_http_client_init(void);
  */
 int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_response *res);
 void kiln_http_response_free(struct kiln_http_response *res);
+/* A response header's value (case-blind name, surrounding blanks trimmed),
+ * copied into out (cap bytes, NUL-terminated). false when absent or longer. */
+bool kiln_http_response_header(const struct kiln_http_response *res, const char *name,
+                               char *out, size_t cap);
 
 #endif
