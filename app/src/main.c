@@ -16,7 +16,10 @@
 
 #include "api/api.h"
 #include "api/app.h"
+#include "api/reload.h"
 #include "auth/oidc.h"
+#include "aws/aws.h"
+#include "aws/secrets.h"
 #include "auth/session.h"
 #include "store/migrate.h"
 #include "core/config.h"
@@ -72,13 +75,35 @@ static int run_migrations(const struct kiln_app *app, bool print)
     return rc ? 1 : 0;
 }
 
-/* Load and validate the configuration; prints problems and returns 2. */
+extern char **environ;
+
+/*
+ * Load and validate the configuration; prints problems and returns 2.
+ * Variables given as *_SECRET_ARN are fetched from Secrets Manager first
+ * (aws/secrets.h), so the configuration reads them like any other; a fetch
+ * that fails returns 1 (logged: the variable and AWS's reason, never a
+ * value).
+ */
 static int load_config(struct kiln_config *cfg)
 {
     kiln_buf problems;
     kiln_buf_init(&problems, 64 * 1024);
-    int n = kiln_config_load(cfg, kiln_config_process_env, NULL, &problems);
-    n += kiln_providers_load(kiln_config_process_env, NULL, cfg, &problems);
+    struct kiln_env_reader aws = { kiln_config_process_env, NULL, &problems, 0 };
+    kiln_aws_setup(&aws);
+    int n = aws.count + kiln_secret_vars_find(environ, &problems);
+    if (n == 0 && kiln_secret_vars_count() > 0) {
+        char err[1024];
+        if (kiln_secret_vars_resolve(err, sizeof err) != 0) {
+            kiln_log(KILN_LOG_ERROR, "cannot read a secret; not starting", "error", err, NULL);
+            fprintf(stderr, "kiln: cannot read a secret: %s\n", err);
+            kiln_buf_free(&problems);
+            kiln_secret_vars_free();
+            memset(cfg, 0, sizeof *cfg);
+            return 1;
+        }
+    }
+    n += kiln_config_load(cfg, kiln_secret_vars_getenv, NULL, &problems);
+    n += kiln_providers_load(kiln_secret_vars_getenv, NULL, cfg, &problems);
     if (n == 0 && cfg->ssl_certfile) {
         /* Load the pair now so that a bad file is a config error (exit 2). */
         char err[512];
@@ -95,6 +120,7 @@ static int load_config(struct kiln_config *cfg)
         kiln_buf_free(&problems);
         kiln_providers_free();
         kiln_config_free(cfg);
+        kiln_secret_vars_free();
         return 2;
     }
     kiln_buf_free(&problems);
@@ -114,6 +140,8 @@ static int cmd_migrate(void)
     kiln_app_free(&app);
     kiln_providers_free();
     kiln_config_free(&cfg);
+    kiln_secret_vars_free();
+    kiln_aws_reset();
     return rc;
 }
 
@@ -130,14 +158,30 @@ static int cmd_serve(void)
                  "sessions will not survive a restart",
                  "env", kiln_env_name(cfg.env), NULL);
     kiln_auth_init(&cfg);
+    /* Before any other thread exists, so that every one inherits it. */
+    kiln_reload_block_signal();
     kiln_app_init(&app, &cfg);
+    if (cfg.db_iam_auth || cfg.valkey_iam_auth) {
+        /* Warm the credentials cache: the first connection then signs its
+         * token without waiting for the credentials endpoint. */
+        struct kiln_aws_creds c;
+        char err[512];
+        if (kiln_aws_credentials(&c, err, sizeof err) != 0)
+            kiln_log(KILN_LOG_ERROR, "no AWS credentials for IAM auth yet", "error", err, NULL);
+        explicit_bzero(&c, sizeof c);
+    }
     rc = cfg.migrate_on_start ? run_migrations(&app, false) : 0;
-    if (rc == 0)
+    if (rc == 0) {
+        kiln_reload_start(&cfg);
         rc = kiln_server_run(&cfg, kiln_routes, kiln_routes_count, &app.hooks,
                              &app.loop_hooks);
+        kiln_reload_stop();
+    }
     kiln_app_free(&app);
     kiln_providers_free();
     kiln_config_free(&cfg);
+    kiln_secret_vars_free();
+    kiln_aws_reset();
     return rc;
 }
 

@@ -12,11 +12,131 @@
  */
 #include "api/app.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "aws/aws.h"
+#include "aws/iam.h"
+#include "aws/secrets.h"
 #include "core/alloc.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
 #include "store/stores.h"
+
+/*
+ * Credentials for new connections, asked for at each connect: an IAM token
+ * (DB_IAM_AUTH, VALKEY_IAM_AUTH) or the current value of a rotated secret
+ * (DB_USERNAME / DB_PASSWORD / VALKEY_USER / VALKEY_PASSWORD from
+ * *_SECRET_ARN, re-read by the secret reload). Connections already open keep
+ * the credentials they logged in with.
+ *
+ * An RDS token is valid 15 minutes; one is reused while more than 5 remain
+ * (RDS counts logins per token too, so a burst of reconnects after a
+ * failover does not sign hundreds), keyed by host, port and user.
+ */
+#define RDS_TOKEN_REUSE_S (KILN_IAM_TOKEN_TTL_S - 300)
+
+static struct {
+    pthread_mutex_t lock;
+    char key[600];           /* host:port:user */
+    char *token;
+    int64_t made_at;         /* seconds */
+} rds_token = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static int rds_token_for(const char *host, unsigned port, const char *user, char *out,
+                         size_t cap, char *err, size_t errcap)
+{
+    char key[600];
+    snprintf(key, sizeof key, "%s:%u:%s", host, port, user);
+    int64_t now = (int64_t)kiln_aws_now();
+    int rc = 0;
+    pthread_mutex_lock(&rds_token.lock);
+    if (!rds_token.token || strcmp(rds_token.key, key) != 0 ||
+        now - rds_token.made_at >= RDS_TOKEN_REUSE_S || now < rds_token.made_at) {
+        kiln_buf t;
+        kiln_buf_init(&t, 16 * 1024);
+        rc = kiln_rds_token(kiln_aws_region(), host, port, user, &t, err, errcap);
+        if (rc == 0) {
+            if (rds_token.token) {
+                explicit_bzero(rds_token.token, strlen(rds_token.token));
+                free(rds_token.token);
+            }
+            rds_token.token = kiln_strndup(t.p, t.len);
+            snprintf(rds_token.key, sizeof rds_token.key, "%s", key);
+            rds_token.made_at = now;
+        }
+        if (t.p)
+            explicit_bzero(t.p, t.len);
+        kiln_buf_free(&t);
+    }
+    if (rc == 0 && strlen(rds_token.token) >= cap) {
+        snprintf(err, errcap, "RDS auth token too long");
+        rc = KILN_EINVAL;
+    } else if (rc == 0) {
+        memcpy(out, rds_token.token, strlen(rds_token.token) + 1);
+    }
+    pthread_mutex_unlock(&rds_token.lock);
+    return rc;
+}
+
+static int db_credentials(void *ctx, const struct kiln_db_target *target, char *user,
+                          size_t user_cap, char *password, size_t password_cap, char *err,
+                          size_t errcap)
+{
+    const struct kiln_config *cfg = ctx;
+    kiln_secret_vars_copy("DB_USERNAME", user, user_cap);
+    if (!cfg->db_iam_auth) {
+        kiln_secret_vars_copy("DB_PASSWORD", password, password_cap);
+        return 0;
+    }
+    const char *who = user[0] ? user : target->user;
+    if (!target->host || !who) {
+        snprintf(err, errcap, "IAM auth needs a host and a user");
+        return KILN_EINVAL;
+    }
+    int rc = rds_token_for(target->host, target->port, who, password, password_cap, err, errcap);
+    if (rc && !cfg->require_iam_auth &&
+        (kiln_secret_vars_copy("DB_PASSWORD", password, password_cap) ||
+         strstr(cfg->db_conninfo, "password="))) {
+        /* Without REQUIRE_IAM_AUTH the configured password is the fallback
+         * (as in the original); say so, every time. */
+        kiln_log(KILN_LOG_WARNING, "database IAM token unavailable; using DB_PASSWORD",
+                 "reason", err, NULL);
+        return 0;
+    }
+    return rc;
+}
+
+static int kv_credentials(void *ctx, char *user, size_t user_cap, char *password,
+                          size_t password_cap, char *err, size_t errcap)
+{
+    const struct kiln_config *cfg = ctx;
+    if (!kiln_secret_vars_copy("VALKEY_USER", user, user_cap) && cfg->valkey_user)
+        snprintf(user, user_cap, "%s", cfg->valkey_user);
+    if (!cfg->valkey_iam_auth) {
+        if (!kiln_secret_vars_copy("VALKEY_PASSWORD", password, password_cap) &&
+            cfg->valkey_password)
+            snprintf(password, password_cap, "%s", cfg->valkey_password);
+        return 0;
+    }
+    kiln_buf t;
+    kiln_buf_init(&t, 16 * 1024);
+    int rc = kiln_elasticache_token(kiln_aws_region(), cfg->valkey_cluster_id, user, &t, err,
+                                    errcap);
+    if (rc == 0 && t.len >= password_cap) {
+        snprintf(err, errcap, "ElastiCache auth token too long");
+        rc = KILN_EINVAL;
+    } else if (rc == 0) {
+        memcpy(password, t.p, t.len + 1);
+    }
+    if (t.p)
+        explicit_bzero(t.p, t.len);
+    kiln_buf_free(&t);
+    return rc;
+}
 
 
 static void *on_worker_start(void *arg, unsigned index)
@@ -62,6 +182,11 @@ void kiln_app_init(struct kiln_app *app, const struct kiln_config *cfg)
     app->db.prepared_statements = cfg->db_prepared_statements;
     app->db.connect_timeout_s = cfg->db_connect_timeout_s;
     app->db.query_timeout_ms = cfg->db_query_timeout_ms;
+    if (cfg->db_iam_auth || kiln_secret_vars_has("DB_USERNAME") ||
+        kiln_secret_vars_has("DB_PASSWORD")) {
+        app->db.credentials = db_credentials;
+        app->db.credentials_ctx = (void *)cfg;
+    }
 
     app->kv.host = cfg->valkey_host;
     app->kv.port = cfg->valkey_port;
@@ -72,6 +197,12 @@ void kiln_app_init(struct kiln_app *app, const struct kiln_config *cfg)
     app->kv.connect_timeout_ms = cfg->valkey_connect_timeout_ms;
     app->kv.command_timeout_ms = cfg->valkey_command_timeout_ms;
     app->kv.max_keys = cfg->kv_memory_max_keys;
+    if (cfg->valkey_iam_auth || kiln_secret_vars_has("VALKEY_USER") ||
+        kiln_secret_vars_has("VALKEY_PASSWORD")) {
+        app->kv.credentials = kv_credentials;
+        app->kv.credentials_ctx = (void *)cfg;
+        app->kv.reauth_interval_s = cfg->valkey_iam_auth ? cfg->valkey_reauth_s : 0;
+    }
     app->kv_store = kiln_kv_store_new(&app->kv);
 
     app->hooks.start = on_worker_start;

@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -22,11 +23,20 @@
 #define KEY_LEN 32
 #define REFRESH_EVERY_S 60
 
-static struct {
+/*
+ * The signing keys: [0] from the current SECRET_KEY_BASE (signs and
+ * verifies), [1] from the previous one (verifies only). A set is immutable
+ * once published; a rotation publishes a new set with one atomic store, so
+ * signing and verifying take no lock. Replaced sets stay allocated until
+ * the next kiln_auth_init (a rotation a month costs 136 bytes), because a
+ * thread may still be reading one.
+ */
+struct keyset {
     unsigned char session[2][KEY_LEN];
     unsigned char login[2][KEY_LEN];
     int nkeys; /* 1, or 2 with the previous secret */
-} keys;
+    struct keyset *retired; /* the set this one replaced */
+};
 
 static void derive(const char *secret, size_t len, const char *label, unsigned char out[KEY_LEN])
 {
@@ -39,19 +49,31 @@ static struct {
     const char *cur, *prev;
     size_t cur_len, prev_len;
 } secrets;
-static atomic_bool keys_ready;
+static _Atomic(struct keyset *) current;
 static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void derive_keys(void)
+static void free_sets(struct keyset *k)
 {
-    derive(secrets.cur, secrets.cur_len, "kiln session cookie v1", keys.session[0]);
-    derive(secrets.cur, secrets.cur_len, "kiln login cookie v1", keys.login[0]);
-    keys.nkeys = 1;
-    if (secrets.prev) {
-        derive(secrets.prev, secrets.prev_len, "kiln session cookie v1", keys.session[1]);
-        derive(secrets.prev, secrets.prev_len, "kiln login cookie v1", keys.login[1]);
-        keys.nkeys = 2;
+    while (k) {
+        struct keyset *next = k->retired;
+        explicit_bzero(k, sizeof *k);
+        free(k);
+        k = next;
     }
+}
+
+static struct keyset *derive_keys(void)
+{
+    struct keyset *k = kiln_calloc(1, sizeof *k);
+    derive(secrets.cur, secrets.cur_len, "kiln session cookie v1", k->session[0]);
+    derive(secrets.cur, secrets.cur_len, "kiln login cookie v1", k->login[0]);
+    k->nkeys = 1;
+    if (secrets.prev) {
+        derive(secrets.prev, secrets.prev_len, "kiln session cookie v1", k->session[1]);
+        derive(secrets.prev, secrets.prev_len, "kiln login cookie v1", k->login[1]);
+        k->nkeys = 2;
+    }
+    return k;
 }
 
 /*
@@ -66,19 +88,38 @@ void kiln_auth_init(const struct kiln_config *cfg)
     secrets.cur_len = cfg->secret_key_base_len;
     secrets.prev = cfg->secret_key_base_previous;
     secrets.prev_len = cfg->secret_key_base_previous_len;
-    atomic_store(&keys_ready, false);
+    free_sets(atomic_exchange(&current, NULL));
     pthread_mutex_unlock(&keys_lock);
 }
 
-static void need_keys(void)
+static const struct keyset *need_keys(void)
 {
-    if (atomic_load(&keys_ready))
-        return;
+    struct keyset *k = atomic_load(&current);
+    if (k)
+        return k;
     pthread_mutex_lock(&keys_lock);
-    if (!atomic_load(&keys_ready)) {
-        derive_keys();
-        atomic_store(&keys_ready, true);
+    if (!(k = atomic_load(&current))) {
+        k = derive_keys();
+        atomic_store(&current, k);
     }
+    pthread_mutex_unlock(&keys_lock);
+    return k;
+}
+
+void kiln_auth_rotate_secret(const char *secret, size_t len)
+{
+    need_keys();
+    pthread_mutex_lock(&keys_lock);
+    struct keyset *old = atomic_load(&current);
+    struct keyset *k = kiln_calloc(1, sizeof *k);
+    derive(secret, len, "kiln session cookie v1", k->session[0]);
+    derive(secret, len, "kiln login cookie v1", k->login[0]);
+    /* The key that signed until now keeps verifying. */
+    memcpy(k->session[1], old->session[0], KEY_LEN);
+    memcpy(k->login[1], old->login[0], KEY_LEN);
+    k->nkeys = 2;
+    k->retired = old;
+    atomic_store(&current, k);
     pthread_mutex_unlock(&keys_lock);
 }
 
@@ -92,24 +133,24 @@ static void tag(const unsigned char key[KEY_LEN], const void *data, size_t len,
 void kiln_session_token(const char *sid, char out[KILN_SESSION_TOKEN_LEN + 1])
 {
     unsigned char mac[32];
-    need_keys();
-    tag(keys.session[0], sid, KILN_SID_LEN, mac);
+    tag(need_keys()->session[0], sid, KILN_SID_LEN, mac);
     memcpy(out, sid, KILN_SID_LEN);
     out[KILN_SID_LEN] = '.';
     kiln_base64url_encode(mac, sizeof mac, out + KILN_SID_LEN + 1);
 }
 
 /* Does mac_b64 carry HMAC(key, data) for one of our keys? */
-static bool verify(unsigned char k[2][KEY_LEN], const char *data, size_t len,
-                   const char *mac_b64, size_t mac_len)
+static bool verify(bool login, const char *data, size_t len, const char *mac_b64,
+                   size_t mac_len)
 {
     unsigned char got[32], want[32];
     size_t n = 0;
-    need_keys();
+    const struct keyset *ks = need_keys();
+    const unsigned char(*k)[KEY_LEN] = login ? ks->login : ks->session;
     if (mac_len != 43 || !kiln_base64url_decode(mac_b64, mac_len, got, sizeof got, &n) ||
         n != 32)
         return false;
-    for (int i = 0; i < keys.nkeys; i++) {
+    for (int i = 0; i < ks->nkeys; i++) {
         tag(k[i], data, len, want);
         if (CRYPTO_memcmp(got, want, 32) == 0)
             return true;
@@ -125,7 +166,7 @@ bool kiln_session_token_verify(kiln_str t, char sid[KILN_SID_LEN + 1])
     size_t n = 0;
     if (!kiln_base64url_decode(t.p, KILN_SID_LEN, raw, sizeof raw, &n) || n != 32)
         return false;
-    if (!verify(keys.session, t.p, KILN_SID_LEN, t.p + KILN_SID_LEN + 1, 43))
+    if (!verify(false, t.p, KILN_SID_LEN, t.p + KILN_SID_LEN + 1, 43))
         return false;
     memcpy(sid, t.p, KILN_SID_LEN);
     sid[KILN_SID_LEN] = '\0';
@@ -221,11 +262,11 @@ int kiln_session_delete(struct kiln_kv *kv, const char *sid)
 const char *kiln_login_cookie_seal(kiln_arena *a, kiln_str payload)
 {
     unsigned char mac[32];
-    need_keys();
+    const struct keyset *ks = need_keys();
     size_t blen = kiln_base64url_len(payload.len);
     char *out = kiln_arena_alloc(a, blen + 1 + 43 + 1);
     kiln_base64url_encode(payload.p, payload.len, out);
-    tag(keys.login[0], out, blen, mac);
+    tag(ks->login[0], out, blen, mac);
     out[blen] = '.';
     kiln_base64url_encode(mac, sizeof mac, out + blen + 1);
     return out;
@@ -237,7 +278,7 @@ bool kiln_login_cookie_open(kiln_arena *a, kiln_str value, kiln_str *payload)
     if (!dot || value.len > 4096)
         return false;
     size_t blen = (size_t)(dot - value.p);
-    if (!verify(keys.login, value.p, blen, dot + 1, value.len - blen - 1))
+    if (!verify(true, value.p, blen, dot + 1, value.len - blen - 1))
         return false;
     unsigned char *raw = kiln_arena_alloc(a, blen + 1);
     size_t n = 0;

@@ -34,6 +34,13 @@
  * use). The secret strings must outlive every call below. Calling it again
  * (tests) starts over with the new keys; not while other threads sign. */
 void kiln_auth_init(const struct kiln_config *cfg);
+/*
+ * A new SECRET_KEY_BASE (secret reload): it signs from now on, and the key
+ * that signed until now still verifies, so no session or login in flight is
+ * lost. Safe while other threads sign and verify. The secret is used at
+ * once and not kept.
+ */
+void kiln_auth_rotate_secret(const char *secret, size_t len);
 
 /* What the guard attaches to req->session. Strings in the request arena. */
 struct kiln_session {

@@ -139,12 +139,40 @@ static void db_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
     const char *url = kiln_env_value(l, "DATABASE_URL");
     const char *host = kiln_env_value(l, "DB_HOST");
     const char *sslmode = kiln_env_value(l, "DB_SSLMODE");
+    bool_var(l, "DB_IAM_AUTH", &cfg->db_iam_auth);
+    bool_var(l, "REQUIRE_IAM_AUTH", &cfg->require_iam_auth);
+    if (cfg->require_iam_auth && !cfg->db_iam_auth)
+        kiln_env_problem(l, "REQUIRE_IAM_AUTH=true needs DB_IAM_AUTH=true");
+    if (cfg->require_iam_auth && kiln_env_value(l, "DB_PASSWORD"))
+        kiln_env_problem(l, "DB_PASSWORD is set but REQUIRE_IAM_AUTH=true forbids password "
+                            "authentication; unset it");
+    if (cfg->db_iam_auth) {
+        /* An IAM token is a password sent in the clear inside the
+         * connection: RDS accepts it over TLS only. */
+        if (!sslmode)
+            sslmode = "require";
+        else if (!strcmp(sslmode, "disable") || !strcmp(sslmode, "allow") ||
+                 !strcmp(sslmode, "prefer"))
+            kiln_env_problem(l, "DB_IAM_AUTH=true needs DB_SSLMODE require, verify-ca or "
+                                "verify-full (got \"%.40s\")", sslmode);
+        if (!host)
+            kiln_env_problem(l, "DB_IAM_AUTH=true needs DB_HOST (the token is signed for "
+                                "the host and port)");
+        if (!kiln_env_value(l, "DB_USERNAME"))
+            kiln_env_problem(l, "DB_IAM_AUTH=true needs DB_USERNAME (the database user the "
+                                "token is for)");
+        if (!kiln_env_value(l, "AWS_REGION") && !kiln_env_value(l, "AWS_DEFAULT_REGION"))
+            kiln_env_problem(l, "DB_IAM_AUTH=true needs AWS_REGION");
+    }
     if (sslmode && strcmp(sslmode, "disable") && strcmp(sslmode, "allow") &&
         strcmp(sslmode, "prefer") && strcmp(sslmode, "require") &&
         strcmp(sslmode, "verify-ca") && strcmp(sslmode, "verify-full"))
         kiln_env_problem(l, "DB_SSLMODE must be disable, allow, prefer, require, verify-ca or "
                 "verify-full (got \"%.40s\")", sslmode);
-    if (url) {
+    if (url && cfg->db_iam_auth) {
+        kiln_env_problem(l, "DB_IAM_AUTH=true takes DB_HOST, DB_PORT, DB_NAME and DB_USERNAME, "
+                            "not DATABASE_URL");
+    } else if (url) {
         if (strncmp(url, "postgres://", 11) && strncmp(url, "postgresql://", 13))
             kiln_env_problem(l, "DATABASE_URL must start with postgres:// or postgresql://");
         cfg->db_conninfo = kiln_strdup(url);
@@ -159,7 +187,8 @@ static void db_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
         conninfo_add(&b, "port", portbuf);
         conninfo_add(&b, "dbname", kiln_env_value(l, "DB_NAME") ? kiln_env_value(l, "DB_NAME") : "kiln");
         conninfo_add(&b, "user", kiln_env_value(l, "DB_USERNAME"));
-        conninfo_add(&b, "password", kiln_env_value(l, "DB_PASSWORD"));
+        if (!cfg->require_iam_auth)
+            conninfo_add(&b, "password", kiln_env_value(l, "DB_PASSWORD"));
         conninfo_add(&b, "sslmode", sslmode);
         conninfo_add(&b, "sslrootcert", kiln_env_value(l, "DB_SSLROOTCERT"));
         conninfo_add(&b, "application_name", "kiln");
@@ -193,8 +222,28 @@ static void kv_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
         uint_var(l, "KV_MEMORY_MAX_KEYS", 1, 100000000, &n);
         cfg->kv_memory_max_keys = (unsigned long)n;
     }
-    if (cfg->valkey_user && !cfg->valkey_password)
+    bool_var(l, "VALKEY_IAM_AUTH", &cfg->valkey_iam_auth);
+    cfg->valkey_cluster_id = str_var(l, "VALKEY_CLUSTER_ID", NULL);
+    unsigned_var(l, "VALKEY_REAUTH_INTERVAL_SECONDS", 0, 43000, &cfg->valkey_reauth_s);
+    if (cfg->valkey_iam_auth) {
+        if (!cfg->valkey_user)
+            kiln_env_problem(l, "VALKEY_IAM_AUTH=true needs VALKEY_USER (the ElastiCache user "
+                                "the token is for)");
+        if (!cfg->valkey_cluster_id)
+            kiln_env_problem(l, "VALKEY_IAM_AUTH=true needs VALKEY_CLUSTER_ID (the cache the "
+                                "token is signed for)");
+        if (!cfg->valkey_tls)
+            kiln_env_problem(l, "VALKEY_IAM_AUTH=true needs VALKEY_SSL=true (ElastiCache "
+                                "accepts IAM tokens over TLS only)");
+        if (cfg->valkey_password)
+            kiln_env_problem(l, "VALKEY_PASSWORD is set with VALKEY_IAM_AUTH=true; unset one");
+        if (!kiln_env_value(l, "AWS_REGION") && !kiln_env_value(l, "AWS_DEFAULT_REGION"))
+            kiln_env_problem(l, "VALKEY_IAM_AUTH=true needs AWS_REGION");
+    } else if (cfg->valkey_user && !cfg->valkey_password) {
         kiln_env_problem(l, "VALKEY_USER is set but VALKEY_PASSWORD is not");
+    }
+    bool_var(l, "ENABLE_SECRET_RELOAD", &cfg->secret_reload);
+    unsigned_var(l, "SECRET_RELOAD_INTERVAL_SECONDS", 0, 86400 * 7, &cfg->secret_reload_interval_s);
 }
 
 static void auth_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
@@ -268,6 +317,8 @@ int kiln_config_load(struct kiln_config *cfg, kiln_getenv_fn get, void *ctx,
     cfg->valkey_connect_timeout_ms = 2000;
     cfg->valkey_command_timeout_ms = 2000;
     cfg->kv_memory_max_keys = 100000;
+    cfg->valkey_reauth_s = 39600;          /* 11 h: under ElastiCache's 12 h limit */
+    cfg->secret_reload_interval_s = 300;
 
     if ((v = kiln_env_value(&l, "KILN_ENV"))) {
         if (strcmp(v, "development") == 0) cfg->env = KILN_ENV_DEVELOPMENT;
@@ -360,6 +411,7 @@ void kiln_config_free(struct kiln_config *cfg)
     free(cfg->auth_logout_redirect);
     free(cfg->db_path);
     free(cfg->valkey_host);
+    free(cfg->valkey_cluster_id);
     free(cfg->valkey_user);
     free(cfg->valkey_ca_file);
     free(cfg->bind_address);

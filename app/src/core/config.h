@@ -50,6 +50,8 @@ struct kiln_config {
     unsigned db_connect_timeout_s;
     unsigned db_query_timeout_ms;
     bool migrate_on_start;
+    bool db_iam_auth;              /* DB_IAM_AUTH: RDS IAM token as the password */
+    bool require_iam_auth;         /* REQUIRE_IAM_AUTH: never a password */
 
     /* kv: Valkey when valkey_host is set, in-process memory otherwise */
     char *valkey_host;
@@ -61,6 +63,14 @@ struct kiln_config {
     unsigned valkey_connect_timeout_ms;
     unsigned valkey_command_timeout_ms;
     unsigned long kv_memory_max_keys;
+    bool valkey_iam_auth;          /* VALKEY_IAM_AUTH: ElastiCache IAM token */
+    char *valkey_cluster_id;       /* VALKEY_CLUSTER_ID */
+    unsigned valkey_reauth_s;      /* VALKEY_REAUTH_INTERVAL_SECONDS; 0: never */
+
+    /* ENABLE_SECRET_RELOAD: *_SECRET_ARN variables re-read on SIGHUP and
+     * every secret_reload_interval_s (0: SIGHUP only) */
+    bool secret_reload;
+    unsigned secret_reload_interval_s;
 
     /* sessions and login */
     char *secret_key_base_previous; /* owned; never log; NULL if unset */

@@ -33,6 +33,24 @@ enum kiln_db_dialect {
     KILN_DB_POSTGRES,
 };
 
+/* Where a PostgreSQL connection goes (from conninfo), for credentials that
+ * depend on it (an RDS IAM token is signed for host, port and user). */
+struct kiln_db_target {
+    const char *host;
+    unsigned port;
+    const char *user;              /* NULL when conninfo names none */
+};
+
+/*
+ * Credentials for one new connection, asked for each time one opens: user
+ * and password override conninfo's when non-empty. 0, or a kiln_err with
+ * err set (the connection then fails with KILN_EUNAVAILABLE). Called on the
+ * connecting thread; must not block for long (it may run on an event loop).
+ */
+typedef int (*kiln_db_credentials_fn)(void *ctx, const struct kiln_db_target *target,
+                                      char *user, size_t user_cap, char *password,
+                                      size_t password_cap, char *err, size_t errcap);
+
 struct kiln_db_config {
     enum kiln_db_dialect dialect;
     const char *conninfo;          /* PostgreSQL: libpq URI or key=value */
@@ -40,6 +58,8 @@ struct kiln_db_config {
     bool prepared_statements;      /* PostgreSQL: named statements per connection */
     unsigned connect_timeout_s;    /* 5 */
     unsigned query_timeout_ms;     /* 15000 */
+    kiln_db_credentials_fn credentials;  /* NULL: conninfo's */
+    void *credentials_ctx;
 };
 
 struct kiln_db;

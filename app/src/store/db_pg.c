@@ -55,6 +55,40 @@ static void on_notice(void *arg, const char *message)
 
 static int pipe_up(struct kiln_db *db);
 
+/* Ask the configured credentials source, with host, port and user from
+ * conninfo. */
+static int credentials(struct kiln_db *db, char *user, size_t ucap, char *password, size_t pcap)
+{
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(db->cfg->conninfo, &perr);
+    if (!opts) {
+        /* libpq's parse error may quote the string, password included. */
+        PQfreemem(perr);
+        kiln__db_error(db, "postgres: unreadable connection settings");
+        return KILN_EUNAVAILABLE;
+    }
+    struct kiln_db_target t = { .host = NULL, .port = 5432, .user = NULL };
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val || !o->val[0])
+            continue;
+        if (strcmp(o->keyword, "host") == 0)
+            t.host = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            t.port = (unsigned)strtoul(o->val, NULL, 10);
+        else if (strcmp(o->keyword, "user") == 0)
+            t.user = o->val;
+    }
+    char err[512] = "";
+    int rc = db->cfg->credentials(db->cfg->credentials_ctx, &t, user, ucap, password, pcap, err,
+                                  sizeof err);
+    PQconninfoFree(opts);
+    if (rc) {
+        kiln__db_error(db, "postgres: no credentials for a new connection: %s", err);
+        return KILN_EUNAVAILABLE;
+    }
+    return 0;
+}
+
 static int pg_connect(struct kiln_db *db, unsigned timeout_ms)
 {
     /*
@@ -66,10 +100,26 @@ static int pg_connect(struct kiln_db *db, unsigned timeout_ms)
      * milliseconds (libpq's connect_timeout has whole seconds, at least 2).
      */
     const char *keys[] = { "dbname", "keepalives", "keepalives_idle", "keepalives_interval",
-                           "keepalives_count", NULL };
-    const char *vals[] = { db->cfg->conninfo, "1", "30", "10", "3", NULL };
+                           "keepalives_count", NULL, NULL, NULL };
+    const char *vals[] = { db->cfg->conninfo, "1", "30", "10", "3", NULL, NULL, NULL };
+    char user[256] = "", password[8192] = "";
+    if (db->cfg->credentials) {
+        int rc = credentials(db, user, sizeof user, password, sizeof password);
+        if (rc)
+            return rc;
+        size_t k = 5;
+        if (user[0]) {
+            keys[k] = "user";
+            vals[k++] = user;
+        }
+        if (password[0]) {
+            keys[k] = "password";
+            vals[k++] = password;
+        }
+    }
     uint64_t deadline = kiln_now_ms() + timeout_ms;
     PGconn *c = PQconnectStartParams(keys, vals, 1);
+    explicit_bzero(password, sizeof password);
     if (!c) {
         kiln__db_error(db, "postgres: out of memory");
         return KILN_EUNAVAILABLE;

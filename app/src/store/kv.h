@@ -32,6 +32,15 @@
 #include "core/arena.h"
 #include "core/str.h"
 
+/*
+ * Credentials for AUTH, asked for at each connect and re-authentication:
+ * user (may stay empty: AUTH password) and password (an IAM token, or a
+ * rotated password). 0 or a kiln_err with err set. Runs on the connecting
+ * thread, possibly an event loop: must not block for long.
+ */
+typedef int (*kiln_kv_credentials_fn)(void *ctx, char *user, size_t user_cap, char *password,
+                                      size_t password_cap, char *err, size_t errcap);
+
 struct kiln_kv_config {
     /* valkey driver when host is set; memory driver otherwise */
     const char *host;
@@ -42,6 +51,12 @@ struct kiln_kv_config {
     const char *ca_file;           /* NULL: system trust store */
     unsigned connect_timeout_ms;   /* 2000 */
     unsigned command_timeout_ms;   /* 2000 */
+    kiln_kv_credentials_fn credentials;  /* NULL: user and password above */
+    void *credentials_ctx;
+    /* Send AUTH again (fresh credentials) on a connection this long after
+     * the last one: ElastiCache drops IAM connections 12 h after their
+     * AUTH. 0: never. Only with credentials set. */
+    unsigned reauth_interval_s;
     /* memory driver */
     unsigned long max_keys;        /* KV_MEMORY_MAX_KEYS, 100000 */
 };

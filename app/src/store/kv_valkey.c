@@ -69,6 +69,9 @@ struct valkey_store {
     char port[12];
     char *user;              /* NULL: AUTH with the password alone */
     char *password;          /* NULL: no AUTH; never logged */
+    kiln_kv_credentials_fn credentials; /* set: AUTH with what it gives */
+    void *credentials_ctx;
+    uint64_t reauth_ms;      /* 0: never re-authenticate */
     bool host_is_ip;
     unsigned connect_timeout_ms;
     unsigned command_timeout_ms;
@@ -98,6 +101,7 @@ struct valkey {
     uint64_t failed_at;      /* kiln_now_ms of the last failed connect */
     int connect_rc;
     char connect_err[KILN__KV_ERR_MAX];
+    uint64_t authed_at;      /* kiln_now_ms of the last AUTH on this connection */
 };
 
 static const struct kiln_kv_ops valkey_ops;
@@ -679,25 +683,53 @@ setup_failed:
     return fail(c, KILN_EUNAVAILABLE, "TLS: cannot set the expected host name");
 }
 
-static int authenticate(struct valkey *c, uint64_t deadline, unsigned timeout_ms)
+/*
+ * The AUTH command into out: the configured user and password, or what the
+ * credentials source gives now (an IAM token). Redis 6 ACLs: AUTH user
+ * password; older servers: AUTH password.
+ */
+static int auth_command(struct valkey *c, kiln_buf *out)
 {
     struct valkey_store *s = c->s;
     const char *argv[3] = { "AUTH", NULL, NULL };
     size_t lens[3] = { 4, 0, 0 };
-    int argc = 1, rc;
+    int argc = 1;
+    char user[256] = "", password[8192] = "", err[256] = "";
+    const char *u = s->user, *pw = s->password;
+    if (s->credentials) {
+        int rc = s->credentials(s->credentials_ctx, user, sizeof user, password, sizeof password,
+                                err, sizeof err);
+        if (rc) {
+            explicit_bzero(password, sizeof password);
+            return fail(c, KILN_EUNAVAILABLE, "no credentials for AUTH: %s", err);
+        }
+        u = user[0] ? user : NULL;
+        pw = password;
+    }
+    if (u) {
+        argv[argc] = u;
+        lens[argc++] = strlen(u);
+    }
+    argv[argc] = pw;
+    lens[argc++] = strlen(pw);
+    add_command(out, argc, argv, lens);
+    explicit_bzero(password, sizeof password);
+    return 0;
+}
+
+static int authenticate(struct valkey *c, uint64_t deadline, unsigned timeout_ms)
+{
+    int rc;
     redisReply *reply = NULL;
     kiln_buf out; /* its own buffer: c->out already holds the caller's command */
 
-    /* Redis 6 ACLs: AUTH user password; older servers: AUTH password. */
-    if (s->user) {
-        argv[argc] = s->user;
-        lens[argc++] = strlen(s->user);
-    }
-    argv[argc] = s->password;
-    lens[argc++] = strlen(s->password);
     kiln_buf_init(&out, SIZE_MAX / 2);
-    add_command(&out, argc, argv, lens);
+    if ((rc = auth_command(c, &out))) {
+        kiln_buf_free(&out);
+        return rc;
+    }
     rc = round_trip(c, &out, &reply, 1, deadline, timeout_ms);
+    clear_out(&out);
     kiln_buf_free(&out);
     if (rc)
         return rc;
@@ -708,6 +740,8 @@ static int authenticate(struct valkey *c, uint64_t deadline, unsigned timeout_ms
         fail(c, rc, "%s", why);
     }
     freeReplyObject(reply);
+    if (rc == 0)
+        c->authed_at = kiln_now_ms();
     return rc;
 }
 
@@ -726,7 +760,7 @@ static int conn_open(struct valkey *c, uint64_t limit)
     if (s->tls && (rc = tls_handshake(c, now + ct, ct)))
         goto fail;
     c->reader = kiln__kv_reader_new();
-    if (s->password && (rc = authenticate(c, kiln_now_ms() + cmd, cmd)))
+    if ((s->password || s->credentials) && (rc = authenticate(c, kiln_now_ms() + cmd, cmd)))
         goto fail;
     return 0;
 fail:
@@ -1120,7 +1154,7 @@ static void on_pipe_closed(uv_handle_t *h)
  * deadline for connecting and the round trip (UINT64_MAX: the configured
  * timeouts alone).
  */
-static int run(struct valkey *c, redisReply **replies, size_t n, uint64_t limit)
+static int run_once(struct valkey *c, redisReply **replies, size_t n, uint64_t limit)
 {
     int rc;
     if (c->pipe)
@@ -1134,6 +1168,48 @@ static int run(struct valkey *c, redisReply **replies, size_t n, uint64_t limit)
     uint64_t now = kiln_now_ms();
     unsigned t = (unsigned)min_u64(c->s->command_timeout_ms, limit - min_u64(limit, now));
     return round_trip(c, &c->out, replies, n, now + t, t);
+}
+
+static int after_reply(struct valkey *c, int rc);
+
+/*
+ * A connection whose last AUTH is older than the re-authentication interval
+ * sends AUTH again, with fresh credentials, in front of the next command:
+ * same round trip, and on a shared handle the same pipeline (authed_at is
+ * set first, so one fiber does it).
+ */
+static int run(struct valkey *c, redisReply **replies, size_t n, uint64_t limit)
+{
+    struct valkey_store *s = c->s;
+    if (!s->reauth_ms || c->fd < 0 || (c->pipe && !c->authed_at) ||
+        kiln_now_ms() - c->authed_at < s->reauth_ms)
+        return run_once(c, replies, n, limit);
+    c->authed_at = kiln_now_ms();
+    kiln_buf cmd = c->out;
+    kiln_buf_init(&c->out, cmd.max);
+    int rc = auth_command(c, &c->out);
+    if (rc == 0)
+        rc = kiln_buf_append(&c->out, cmd.p, cmd.len) == 0 ? 0 : KILN_ETOOBIG;
+    clear_out(&cmd);
+    kiln_buf_free(&cmd);
+    if (rc) {
+        clear_out(&c->out);
+        return rc;
+    }
+    redisReply *all[MAX_REPLIES + 1] = { NULL };
+    rc = run_once(c, all, n + 1, limit);
+    for (size_t i = 0; i < n; i++)
+        replies[i] = rc ? NULL : all[i + 1];
+    if (rc)
+        return rc;
+    int arc = kiln__kv_reply_auth(&c->base, all[0]);
+    freeReplyObject(all[0]);
+    if (arc) {
+        free_replies(replies, n);
+        return after_reply(c, arc);
+    }
+    kiln_log(KILN_LOG_DEBUG, "valkey: re-authenticated", NULL);
+    return 0;
 }
 
 /* After an interpreted error that may leave the connection in a bad state
@@ -1381,6 +1457,9 @@ struct kiln_kv_store *kiln__kv_valkey_new(const struct kiln_kv_config *cfg)
     snprintf(s->port, sizeof s->port, "%u", cfg->port ? cfg->port : DEFAULT_PORT);
     s->user = cfg->user && cfg->user[0] ? kiln_strdup(cfg->user) : NULL;
     s->password = cfg->password && cfg->password[0] ? kiln_strdup(cfg->password) : NULL;
+    s->credentials = cfg->credentials;
+    s->credentials_ctx = cfg->credentials_ctx;
+    s->reauth_ms = cfg->credentials ? (uint64_t)cfg->reauth_interval_s * 1000u : 0;
     s->host_is_ip = inet_pton(AF_INET, s->host, addr) == 1 ||
                     inet_pton(AF_INET6, s->host, addr) == 1;
     s->connect_timeout_ms = cfg->connect_timeout_ms ? cfg->connect_timeout_ms
