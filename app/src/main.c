@@ -149,6 +149,8 @@ static int cmd_serve(void)
 {
     struct kiln_config cfg;
     struct kiln_app app;
+    /* Before any other thread exists, so that every one inherits it. */
+    kiln_reload_block_signal();
     int rc = load_config(&cfg);
     if (rc)
         return rc;
@@ -158,8 +160,6 @@ static int cmd_serve(void)
                  "sessions will not survive a restart",
                  "env", kiln_env_name(cfg.env), NULL);
     kiln_auth_init(&cfg);
-    /* Before any other thread exists, so that every one inherits it. */
-    kiln_reload_block_signal();
     kiln_app_init(&app, &cfg);
     if (cfg.db_iam_auth || cfg.valkey_iam_auth) {
         /* Warm the credentials cache: the first connection then signs its
