@@ -390,6 +390,71 @@ static void test_config_free(void **state)
     kiln_config_free(&f->cfg);
 }
 
+/* IAM auth: what it needs, what it refuses, and TLS on by default. */
+static void test_iam_auth(void **state)
+{
+    struct fx *f = *state;
+    static env_t ok = { "DB_IAM_AUTH", "true", "REQUIRE_IAM_AUTH", "true", "DB_HOST", "db.example",
+                        "DB_USERNAME", "app", "AWS_REGION", "eu-west-1", NULL };
+    load(f, ok);
+    assert_problem_lines(f, 0, "iam ok");
+    assert_true(f->cfg.db_iam_auth && f->cfg.require_iam_auth);
+    assert_non_null(strstr(f->cfg.db_conninfo, "sslmode='require'"));
+    assert_null(strstr(f->cfg.db_conninfo, "password"));
+
+    static env_t weak_tls = { "DB_IAM_AUTH", "true", "DB_HOST", "db", "DB_USERNAME", "app",
+                              "AWS_REGION", "eu-west-1", "DB_SSLMODE", "prefer", NULL };
+    load(f, weak_tls);
+    assert_problem_lines(f, 1, "iam prefer");
+    assert_contains(f->problems.p, f->problems.len, "DB_SSLMODE");
+
+    static env_t with_password = { "DB_IAM_AUTH", "true", "REQUIRE_IAM_AUTH", "true",
+                                   "DB_HOST", "db", "DB_USERNAME", "app", "AWS_REGION", "x",
+                                   "DB_PASSWORD", "hunter2-secret", NULL };
+    load(f, with_password);
+    assert_problem_lines(f, 1, "require with password");
+    assert_contains(f->problems.p, f->problems.len, "REQUIRE_IAM_AUTH");
+    assert_null(memmem(f->problems.p, f->problems.len, "hunter2", 7));
+
+    static env_t require_alone = { "REQUIRE_IAM_AUTH", "true", NULL };
+    load(f, require_alone);
+    assert_problem_lines(f, 1, "require without iam");
+
+    static env_t missing = { "DB_IAM_AUTH", "true", NULL };
+    load(f, missing);
+    assert_problem_lines(f, 3, "iam without host, user, region");
+
+    static env_t url = { "DB_IAM_AUTH", "true", "DATABASE_URL", "postgres://a@b/c",
+                         "DB_USERNAME", "app", "AWS_REGION", "x", NULL };
+    load(f, url);
+    assert_contains(f->problems.p, f->problems.len, "DATABASE_URL");
+}
+
+static void test_valkey_iam_auth(void **state)
+{
+    struct fx *f = *state;
+    static env_t ok = { "VALKEY_HOST", "cache", "VALKEY_IAM_AUTH", "true", "VALKEY_USER", "app",
+                        "VALKEY_CLUSTER_ID", "kiln-cache", "VALKEY_SSL", "true",
+                        "AWS_REGION", "eu-west-1", NULL };
+    load(f, ok);
+    assert_problem_lines(f, 0, "valkey iam ok");
+    assert_true(f->cfg.valkey_iam_auth);
+    assert_string_equal(f->cfg.valkey_cluster_id, "kiln-cache");
+    assert_int_equal(f->cfg.valkey_reauth_s, 39600);
+
+    static env_t bad = { "VALKEY_HOST", "cache", "VALKEY_IAM_AUTH", "true", NULL };
+    load(f, bad);
+    /* user, cluster id, TLS, region */
+    assert_problem_lines(f, 4, "valkey iam missing");
+
+    static env_t reload = { "ENABLE_SECRET_RELOAD", "true", "SECRET_RELOAD_INTERVAL_SECONDS", "0",
+                            NULL };
+    load(f, reload);
+    assert_problem_lines(f, 0, "reload");
+    assert_true(f->cfg.secret_reload);
+    assert_int_equal(f->cfg.secret_reload_interval_s, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -410,6 +475,8 @@ int main(void)
         T(test_variables),
         T(test_env_name),
         T(test_config_free),
+        T(test_iam_auth),
+        T(test_valkey_iam_auth),
 #undef T
     };
     return cmocka_run_group_tests_name("core/config", tests, NULL, NULL);
