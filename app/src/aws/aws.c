@@ -78,6 +78,29 @@ static bool http_url(const char *u)
     return strncmp(u, "http://", 7) == 0 || strncmp(u, "https://", 8) == 0;
 }
 
+/*
+ * The SDKs accept a plain-http FULL_URI only towards the machine itself or
+ * the ECS/EKS agent addresses: anywhere else the authorization token and
+ * the credentials would cross a network in the clear.
+ */
+static bool container_url_allowed(const char *u)
+{
+    if (strncmp(u, "https://", 8) == 0)
+        return true;
+    CURLU *h = curl_url();
+    char *host = NULL;
+    bool ok = false;
+    if (h && curl_url_set(h, CURLUPART_URL, u, 0) == CURLUE_OK &&
+        curl_url_get(h, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        ok = strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
+             strcmp(host, "[::1]") == 0 || strcmp(host, "169.254.170.2") == 0 ||
+             strcmp(host, "169.254.170.23") == 0 || strcmp(host, "[fd00:ec2::23]") == 0;
+    }
+    curl_free(host);
+    curl_url_cleanup(h);
+    return ok;
+}
+
 static char *trim_slash(const char *u)
 {
     char *s = kiln_strdup(u);
@@ -125,6 +148,9 @@ void kiln_aws_setup(struct kiln_env_reader *e)
     } else if (full) {
         if (!http_url(full))
             kiln_env_problem(e, "AWS_CONTAINER_CREDENTIALS_FULL_URI must be an http:// or https:// URL");
+        else if (!container_url_allowed(full))
+            kiln_env_problem(e, "AWS_CONTAINER_CREDENTIALS_FULL_URI over plain http must point at "
+                                "this machine (loopback) or the ECS/EKS agent address");
         else
             cfg.container_url = kiln_strdup(full);
     }
