@@ -102,6 +102,14 @@ build/tests/%: app/tests/unit/%.c build/libkiln.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -iquote app/tests/unit $(CFLAGS) $(WARN) -o $@ $< build/libkiln.a $(LDLIBS) -lcmocka
 
+# Test tools (app/tests/tools/*.c): small programs over build/libkiln.a that
+# the black-box suite drives (sigv4_tool: test_sigv4_botocore.py).
+TOOL_BIN := $(patsubst app/tests/tools/%.c,build/tests/tools/%,$(wildcard app/tests/tools/*.c))
+build/tests/tools/%: app/tests/tools/%.c build/libkiln.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< build/libkiln.a $(LDLIBS)
+blackbox: $(TOOL_BIN)
+
 # --- ASan + UBSan build (clang) ---
 asan: build/asan/kiln $(UNIT_ASAN)
 

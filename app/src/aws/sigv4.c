@@ -492,8 +492,16 @@ int kiln_sigv4_presign(const struct kiln_sigv4 *s, const struct kiln_sigv4_reque
         rc = KILN_EINVAL;
         goto done;
     }
-    const char *payload = req->payload_hash ? req->payload_hash : KILN_SIGV4_UNSIGNED;
-    snprintf(out->payload_hash, sizeof out->payload_hash, "%s", payload);
+    /* S3 presigns UNSIGNED-PAYLOAD; every other service (RDS and
+     * ElastiCache tokens) signs the body's hash, empty for a GET: the
+     * server assumes one or the other, as botocore does. */
+    if (req->payload_hash)
+        snprintf(out->payload_hash, sizeof out->payload_hash, "%s", req->payload_hash);
+    else if (req->s3)
+        snprintf(out->payload_hash, sizeof out->payload_hash, "%s", KILN_SIGV4_UNSIGNED);
+    else
+        sha256_hex(req->payload, req->payload_len, out->payload_hash);
+    const char *payload = out->payload_hash;
 
     struct headers h = { .n = 0 };
     for (size_t i = 0; i < req->nheaders && rc == 0; i++)

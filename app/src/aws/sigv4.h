@@ -97,7 +97,8 @@ int kiln_sigv4_sign(const struct kiln_sigv4 *s, const struct kiln_sigv4_request 
 
 /*
  * Presign req in its query string (signed headers: host and req's; payload
- * UNSIGNED-PAYLOAD unless req says otherwise): query_out receives the whole
+ * hash: req's, else UNSIGNED-PAYLOAD for S3 and the payload's SHA-256 for
+ * other services, as botocore does): query_out receives the whole
  * query to send (req's parameters, X-Amz-Algorithm, -Credential, -Date,
  * -Expires, -SignedHeaders, -Security-Token when there is a token, then
  * -Signature), canonical order. expires_s: 1..604800. out may be NULL; when
