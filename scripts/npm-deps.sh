@@ -4,6 +4,8 @@
 #
 #   app/tests/oidc/   oauth2-mock-server (the OIDC provider of the login
 #                     tests, driven by app/tests/oidc/mock.js)
+#   app/tests/s3/     s3rver (the S3 of the uploads tests, driven by
+#                     app/tests/s3/s3.js)
 #
 # node_modules/ is not committed (.gitignore). Quick no-op when the installed
 # tree matches the lock file (a stamp holds the lock file's SHA-256), so
@@ -18,7 +20,7 @@
 #   scripts/npm-deps.sh --check    exit 1 (and say why) if not installed
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
-dirs="app/tests/oidc"
+dirs="app/tests/oidc app/tests/s3"
 check_only=0
 [ "${1:-}" = --check ] && check_only=1
 

@@ -6,7 +6,8 @@
 # services whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The OIDC provider of the login tests comes from the npm registry.
+# The OIDC provider of the login tests and the S3 of the uploads tests come
+# from the npm registry.
 scripts/npm-deps.sh
 svc=${KILN_SERVICES_DIR:-$PWD/build/services}
 scripts/test-services.sh start "$svc"

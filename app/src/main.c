@@ -104,6 +104,9 @@ static int load_config(struct kiln_config *cfg)
     }
     n += kiln_config_load(cfg, kiln_secret_vars_getenv, NULL, &problems);
     n += kiln_providers_load(kiln_secret_vars_getenv, NULL, cfg, &problems);
+    struct kiln_env_reader uploads = { kiln_secret_vars_getenv, NULL, &problems, 0 };
+    api_uploads_setup(&uploads);
+    n += uploads.count;
     if (n == 0 && cfg->ssl_certfile) {
         /* Load the pair now so that a bad file is a config error (exit 2). */
         char err[512];
@@ -119,6 +122,7 @@ static int load_config(struct kiln_config *cfg)
         fprintf(stderr, "kiln: %d configuration problem%s; not starting\n", n, n == 1 ? "" : "s");
         kiln_buf_free(&problems);
         kiln_providers_free();
+        api_uploads_free();
         kiln_config_free(cfg);
         kiln_secret_vars_free();
         return 2;
@@ -139,6 +143,7 @@ static int cmd_migrate(void)
     rc = run_migrations(&app, true);
     kiln_app_free(&app);
     kiln_providers_free();
+    api_uploads_free();
     kiln_config_free(&cfg);
     kiln_secret_vars_free();
     kiln_aws_reset();
@@ -179,6 +184,7 @@ static int cmd_serve(void)
     }
     kiln_app_free(&app);
     kiln_providers_free();
+    api_uploads_free();
     kiln_config_free(&cfg);
     kiln_secret_vars_free();
     kiln_aws_reset();

@@ -15,6 +15,8 @@
 #include "http/router.h"
 #include "store/db.h"
 
+struct kiln_env_reader;
+
 /* The route table (routes.c). */
 extern const struct kiln_route kiln_routes[];
 extern const size_t kiln_routes_count;
@@ -75,5 +77,19 @@ void api_tasks_show(struct kiln_req *req, struct kiln_res *res);
 void api_tasks_create(struct kiln_req *req, struct kiln_res *res);
 void api_tasks_update(struct kiln_req *req, struct kiln_res *res);
 void api_tasks_delete(struct kiln_req *req, struct kiln_res *res);
+
+/*
+ * uploads.c. api_uploads_setup reads UPLOADS_* and AWS_REGION through e at
+ * start (problems reported through e), on the main thread before any
+ * request; api_uploads_free at exit.
+ */
+void api_uploads_setup(struct kiln_env_reader *e);
+void api_uploads_free(void);
+void api_uploads_presign(struct kiln_req *req, struct kiln_res *res);
+void api_uploads_list(struct kiln_req *req, struct kiln_res *res);
+void api_uploads_types(struct kiln_req *req, struct kiln_res *res);
+void api_uploads_show(struct kiln_req *req, struct kiln_res *res);
+void api_uploads_download(struct kiln_req *req, struct kiln_res *res);
+void api_uploads_delete(struct kiln_req *req, struct kiln_res *res);
 
 #endif

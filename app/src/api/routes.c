@@ -73,6 +73,22 @@ const struct kiln_route kiln_routes[] = {
     { KILN_PATCH, KILN_SCOPE_API, "/tasks/:id", kiln_guard_session, api_tasks_update, 0 },
     { KILN_DELETE, KILN_SCOPE_API, "/tasks/:id", kiln_guard_session, api_tasks_delete, 0 },
 
+    /* Uploads (uploads.c): files in S3. A key travels as the path after
+     * /uploads/ (users/<user id>/uploads/<name>): the router refuses %2F
+     * in a segment. Every route that calls S3 (or may fetch credentials)
+     * blocks: the worker pool runs it. */
+    { KILN_GET, KILN_SCOPE_API, "/uploads", kiln_guard_session, api_uploads_list,
+      KILN_ROUTE_BLOCKING },
+    { KILN_POST, KILN_SCOPE_API, "/uploads/presign", kiln_guard_session, api_uploads_presign,
+      KILN_ROUTE_BLOCKING },
+    { KILN_GET, KILN_SCOPE_API, "/uploads/types", kiln_guard_session, api_uploads_types, 0 },
+    { KILN_GET, KILN_SCOPE_API, "/uploads/users/:user_id/uploads/:name", kiln_guard_session,
+      api_uploads_show, KILN_ROUTE_BLOCKING },
+    { KILN_DELETE, KILN_SCOPE_API, "/uploads/users/:user_id/uploads/:name", kiln_guard_session,
+      api_uploads_delete, KILN_ROUTE_BLOCKING },
+    { KILN_GET, KILN_SCOPE_API, "/uploads/users/:user_id/uploads/:name/download",
+      kiln_guard_session, api_uploads_download, KILN_ROUTE_BLOCKING },
+
     /* Test support: answer only when KILN_ENV=test (404 otherwise). */
     { KILN_GET, KILN_SCOPE_ROOT, "/_test/sleep", NULL, api_test_sleep,
       KILN_ROUTE_INTERNAL | KILN_ROUTE_BLOCKING },
