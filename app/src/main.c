@@ -37,7 +37,7 @@ static const char usage[] =
     "               applies pending migrations first when MIGRATE_ON_START is on\n"
     "  migrate      apply pending database migrations and exit\n"
     "  healthcheck  exit 0 if the server on $PORT answers GET /livez (for a\n"
-    "               container HEALTHCHECK; speaks TLS when SSL_CERTFILE is set)\n"
+    "               container HEALTHCHECK; speaks TLS when SSL_CERTFILE or\n               SSL_SELF_SIGNED is set)\n"
     "  version      print the version\n"
     "  help         show this help (also -h, --help)\n"
     "\n"
@@ -107,7 +107,7 @@ static int load_config(struct kiln_config *cfg)
     struct kiln_env_reader uploads = { kiln_secret_vars_getenv, NULL, &problems, 0 };
     api_uploads_setup(&uploads);
     n += uploads.count;
-    if (n == 0 && cfg->ssl_certfile) {
+    if (n == 0 && (cfg->ssl_certfile || cfg->ssl_self_signed)) {
         /* Load the pair now so that a bad file is a config error (exit 2). */
         char err[512];
         SSL_CTX *ctx = kiln_tls_ctx_new(cfg->ssl_certfile, cfg->ssl_keyfile, err, sizeof err);
@@ -230,7 +230,8 @@ static int cmd_healthcheck(void)
     char reply[64] = { 0 };
     int got = 0;
     const char *cert = getenv("SSL_CERTFILE");
-    if (cert && *cert) {
+    const char *self = getenv("SSL_SELF_SIGNED");
+    if ((cert && *cert) || (self && strcmp(self, "true") == 0)) {
         /* Our own process on loopback: liveness, not identity, is checked. */
         SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
         SSL *ssl = ctx ? SSL_new(ctx) : NULL;

@@ -366,6 +366,9 @@ int kiln_config_load(struct kiln_config *cfg, kiln_getenv_fn get, void *ctx,
 
     file_var(&l, "SSL_CERTFILE", &cfg->ssl_certfile);
     file_var(&l, "SSL_KEYFILE", &cfg->ssl_keyfile);
+    bool_var(&l, "SSL_SELF_SIGNED", &cfg->ssl_self_signed);
+    if (cfg->ssl_self_signed && cfg->ssl_certfile)
+        kiln_env_problem(&l, "SSL_SELF_SIGNED=true and SSL_CERTFILE are both set; set one");
     if (!cfg->ssl_certfile != !cfg->ssl_keyfile)
         kiln_env_problem(&l, "SSL_CERTFILE and SSL_KEYFILE must be set together (only %s is set)",
                 cfg->ssl_certfile ? "SSL_CERTFILE" : "SSL_KEYFILE");

@@ -34,6 +34,7 @@ struct kiln_config {
     enum kiln_log_level log_level;
     char *ssl_certfile;            /* both NULL, or both set */
     char *ssl_keyfile;
+    bool ssl_self_signed;          /* SSL_SELF_SIGNED: HTTPS, in-memory certificate */
     unsigned shutdown_timeout_s;
     unsigned http_loops;
     unsigned max_connections;

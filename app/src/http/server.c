@@ -1120,7 +1120,7 @@ int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *rout
     ctl.server = &s;
     signal(SIGPIPE, SIG_IGN);
 
-    if (cfg->ssl_certfile) {
+    if (cfg->ssl_certfile || cfg->ssl_self_signed) {
         char err[512];
         s.tls = kiln_tls_ctx_new(cfg->ssl_certfile, cfg->ssl_keyfile, err, sizeof err);
         if (!s.tls) {

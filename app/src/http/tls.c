@@ -7,7 +7,11 @@
 
 #include <stdlib.h>
 #include <openssl/err.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -44,6 +48,53 @@ static void last_error(const char *what, const char *path, char *err, size_t err
     ERR_clear_error();
 }
 
+/*
+ * An in-memory self-signed certificate (EC P-256, one year, CN and SAN
+ * "localhost"): for the hop from a load balancer that encrypts to its
+ * targets but does not verify them (the ALB), where a certificate file would
+ * be one more secret to ship. Never for clients that verify.
+ */
+static int use_self_signed(SSL_CTX *ctx, char *err, size_t errlen)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    X509_EXTENSION *san = NULL;
+    int ok = 0;
+    if (!key || !x)
+        goto out;
+    unsigned char serial[16];
+    if (RAND_bytes(serial, sizeof serial) != 1)
+        goto out;
+    serial[0] &= 0x7f;
+    BIGNUM *bn = BN_bin2bn(serial, sizeof serial, NULL);
+    ok = bn && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) != NULL;
+    BN_free(bn);
+    if (!ok)
+        goto out;
+    ok = 0;
+    X509_set_version(x, 2);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 365L * 24 * 3600);
+    X509_NAME *name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1,
+                               -1, 0);
+    X509_set_issuer_name(x, name);
+    X509_set_pubkey(x, key);
+    san = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1");
+    if (!san || !X509_add_ext(x, san, -1) || !X509_sign(x, key, EVP_sha256()))
+        goto out;
+    ok = SSL_CTX_use_certificate(ctx, x) == 1 && SSL_CTX_use_PrivateKey(ctx, key) == 1;
+out:
+    if (!ok) {
+        snprintf(err, errlen, "SSL_SELF_SIGNED: cannot make a certificate");
+        ERR_clear_error();
+    }
+    X509_EXTENSION_free(san);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return ok ? 0 : -1;
+}
+
 SSL_CTX *kiln_tls_ctx_new(const char *certfile, const char *keyfile, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -56,6 +107,11 @@ SSL_CTX *kiln_tls_ctx_new(const char *certfile, const char *keyfile, char *err, 
                                  SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
+    if (!certfile) {
+        if (use_self_signed(ctx, err, errlen) != 0)
+            goto fail;
+        return ctx;
+    }
     if (SSL_CTX_use_certificate_chain_file(ctx, certfile) != 1) {
         last_error("SSL_CERTFILE: cannot load certificate chain", certfile, err, errlen);
         goto fail;

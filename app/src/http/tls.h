@@ -15,8 +15,9 @@ typedef struct ssl_ctx_st SSL_CTX;
 struct kiln_tls;
 
 /*
- * Load and check a PEM chain and key. Returns NULL and writes one line about
- * the problem into err (never key material) on failure.
+ * Load and check a PEM chain and key (certfile NULL: a self-signed
+ * certificate made in memory, SSL_SELF_SIGNED). Returns NULL and writes one
+ * line about the problem into err (never key material) on failure.
  */
 SSL_CTX *kiln_tls_ctx_new(const char *certfile, const char *keyfile, char *err, size_t errlen);
 void kiln_tls_ctx_free(SSL_CTX *ctx);

@@ -124,7 +124,8 @@ class ServerPool:
         if tls is not None:
             env.setdefault("SSL_CERTFILE", str(tls[0]))
             env.setdefault("SSL_KEYFILE", str(tls[1]))
-        srv = kilnhttp.KilnServer(self.make_dir(), env, tls=tls is not None, args=args)
+        https = tls is not None or env.get("SSL_SELF_SIGNED") == "true"
+        srv = kilnhttp.KilnServer(self.make_dir(), env, tls=https, args=args)
         self.servers.append(srv)
         srv.start(wait=wait)
         return srv

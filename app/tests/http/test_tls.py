@@ -1,4 +1,4 @@
-"""HTTPS in-process: SSL_CERTFILE / SSL_KEYFILE."""
+"""HTTPS in-process: SSL_CERTFILE / SSL_KEYFILE, or SSL_SELF_SIGNED."""
 
 import socket
 import ssl
@@ -100,3 +100,29 @@ def test_healthcheck_speaks_tls(tls_server, tls_files):
     env = clean_env(tls_server.port, {"SSL_CERTFILE": tls_files[0], "SSL_KEYFILE": tls_files[1]})
     result = run_kiln(["healthcheck"], env=env)
     assert result.returncode == 0, result
+
+
+def test_self_signed_certificate(module_kiln):
+    """SSL_SELF_SIGNED: HTTPS with a certificate made in memory (the ALB to
+    task hop), a fresh key per start; the healthcheck speaks TLS to it."""
+    srv = module_kiln(SSL_SELF_SIGNED="true")
+    r = requests.get(srv.url("/healthz"), verify=False, timeout=5)
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    ctx = insecure_tls_context()
+    with RawConn(srv.port, tls=True, tls_context=ctx) as conn:
+        der = conn.sock.getpeercert(binary_form=True)
+        assert der and conn.sock.version() in ("TLSv1.2", "TLSv1.3")
+    pem = ssl.DER_cert_to_PEM_cert(der)
+    assert "BEGIN CERTIFICATE" in pem
+    env = clean_env(srv.port, {"SSL_SELF_SIGNED": "true"})
+    assert run_kiln(["healthcheck"], env=env).returncode == 0
+    # plain HTTP healthcheck against the TLS port fails: it does speak TLS
+    assert run_kiln(["healthcheck"], env=clean_env(srv.port)).returncode != 0
+
+
+def test_self_signed_with_certificate_files_is_a_config_error(tls_files):
+    env = clean_env(None, {"SSL_SELF_SIGNED": "true", "SSL_CERTFILE": tls_files[0],
+                           "SSL_KEYFILE": tls_files[1]})
+    result = run_kiln(["serve"], env=env)
+    assert result.returncode == 2
+    assert b"SSL_SELF_SIGNED" in result.stderr
