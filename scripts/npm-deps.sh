@@ -20,7 +20,7 @@
 #   scripts/npm-deps.sh --check    exit 1 (and say why) if not installed
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
-dirs="app/tests/oidc app/tests/s3"
+dirs="app/tests/oidc app/tests/s3 infra/tests"
 check_only=0
 [ "${1:-}" = --check ] && check_only=1
 
