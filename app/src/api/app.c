@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/reload.h"
 #include "aws/aws.h"
 #include "aws/iam.h"
 #include "aws/secrets.h"
@@ -110,6 +111,27 @@ static int db_credentials(void *ctx, const struct kiln_db_target *target, char *
     return rc;
 }
 
+/* Only credentials that come from secrets can have rotated under us. */
+static void db_rejected(void *ctx)
+{
+    (void)ctx;
+    if (kiln_secret_vars_has("DB_USERNAME") || kiln_secret_vars_has("DB_PASSWORD"))
+        kiln_reload_kick("database");
+}
+
+static void kv_rejected(void *ctx)
+{
+    (void)ctx;
+    if (kiln_secret_vars_has("VALKEY_USER") || kiln_secret_vars_has("VALKEY_PASSWORD"))
+        kiln_reload_kick("valkey");
+}
+
+static unsigned long credentials_version(void *ctx)
+{
+    (void)ctx;
+    return kiln_secret_vars_generation();
+}
+
 static int kv_credentials(void *ctx, char *user, size_t user_cap, char *password,
                           size_t password_cap, char *err, size_t errcap)
 {
@@ -186,6 +208,8 @@ void kiln_app_init(struct kiln_app *app, const struct kiln_config *cfg)
         kiln_secret_vars_has("DB_PASSWORD")) {
         app->db.credentials = db_credentials;
         app->db.credentials_ctx = (void *)cfg;
+        app->db.credentials_rejected = db_rejected;
+        app->db.credentials_version = credentials_version;
     }
 
     app->kv.host = cfg->valkey_host;
@@ -201,6 +225,8 @@ void kiln_app_init(struct kiln_app *app, const struct kiln_config *cfg)
         kiln_secret_vars_has("VALKEY_PASSWORD")) {
         app->kv.credentials = kv_credentials;
         app->kv.credentials_ctx = (void *)cfg;
+        app->kv.credentials_rejected = kv_rejected;
+        app->kv.credentials_version = credentials_version;
         app->kv.reauth_interval_s = cfg->valkey_iam_auth ? cfg->valkey_reauth_s : 0;
     }
     app->kv_store = kiln_kv_store_new(&app->kv);

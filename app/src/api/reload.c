@@ -17,8 +17,10 @@
 #define CREDENTIALS_REFRESH_S 60
 
 static pthread_t thread;
-static bool started;
+static atomic_bool started;
 static atomic_bool stopping;
+static atomic_bool kicked;
+static _Atomic int64_t last_kick;   /* seconds */
 static const struct kiln_config *config;
 
 void kiln_reload_block_signal(void)
@@ -125,7 +127,10 @@ static void *run(void *arg)
                 kiln_log(KILN_LOG_ERROR, "aws credentials refresh failed", "error", err, NULL);
             explicit_bzero(&c, sizeof c);
         }
-        if (sig == SIGHUP) {
+        if (sig == SIGHUP && atomic_exchange(&kicked, false) && reload) {
+            kiln_log(KILN_LOG_WARNING, "credentials refused; reading the secrets again now", NULL);
+            kiln_reload_secrets(cfg);
+        } else if (sig == SIGHUP) {
             if (reload)
                 kiln_reload_secrets(cfg);
             else
@@ -142,6 +147,19 @@ static void *run(void *arg)
     return NULL;
 }
 
+void kiln_reload_kick(const char *store)
+{
+    (void)store;
+    const struct kiln_config *cfg = config;
+    if (!atomic_load(&started) || !cfg || !cfg->secret_reload || kiln_secret_vars_count() == 0)
+        return;
+    int64_t now = (int64_t)time(NULL), last = atomic_load(&last_kick);
+    if (now - last < KILN_RELOAD_KICK_S || !atomic_compare_exchange_strong(&last_kick, &last, now))
+        return;
+    atomic_store(&kicked, true);
+    pthread_kill(thread, SIGHUP);
+}
+
 void kiln_reload_start(const struct kiln_config *cfg)
 {
     config = cfg;
@@ -150,15 +168,15 @@ void kiln_reload_start(const struct kiln_config *cfg)
         kiln_log(KILN_LOG_ERROR, "cannot start the secret reload thread", NULL);
         return;
     }
-    started = true;
+    atomic_store(&started, true);
 }
 
 void kiln_reload_stop(void)
 {
-    if (!started)
+    if (!atomic_load(&started))
         return;
     atomic_store(&stopping, true);
     pthread_kill(thread, SIGHUP);
     pthread_join(thread, NULL);
-    started = false;
+    atomic_store(&started, false);
 }

@@ -30,6 +30,15 @@ void kiln_reload_block_signal(void);
 void kiln_reload_start(const struct kiln_config *cfg);
 /* Stop and join it (no-op when not started). */
 void kiln_reload_stop(void);
+/*
+ * A store refused credentials that come from a secret (they may have been
+ * rotated since the last reload, e.g. the database user moved to the other
+ * of two alternating users): wake the thread to read the secrets now
+ * instead of at the next period. At most once per KILN_RELOAD_KICK_S; a
+ * no-op unless secret reload is on. Any thread, cheap.
+ */
+#define KILN_RELOAD_KICK_S 5
+void kiln_reload_kick(const char *store);
 /* One reload now, on the calling thread (the thread's own step). Returns
  * the number of variables changed, or -1 (logged). */
 int kiln_reload_secrets(const struct kiln_config *cfg);

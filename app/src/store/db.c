@@ -171,7 +171,10 @@ static int ensure_connected(struct kiln_db *db, unsigned budget_ms)
     if (db->conn)
         return 0;
     uint64_t now = kiln_now_ms();
-    if (now < db->retry_at_ms) {
+    const struct kiln_db_config *cfg = db->cfg;
+    bool new_credentials = cfg->credentials_version &&
+                           cfg->credentials_version(cfg->credentials_ctx) != db->failed_version;
+    if (now < db->retry_at_ms && !new_credentials) {
         if (!db->err[0])
             kiln__db_error(db, "database unavailable (retrying)");
         return KILN_EUNAVAILABLE;
@@ -179,12 +182,16 @@ static int ensure_connected(struct kiln_db *db, unsigned budget_ms)
     unsigned timeout_ms = db->cfg->connect_timeout_s * 1000;
     if (budget_ms && budget_ms < timeout_ms)
         timeout_ms = budget_ms;
+    /* The version these credentials were read at: a rotation landing
+     * while this attempt runs must still count as new afterwards. */
+    unsigned long version = cfg->credentials_version ? cfg->credentials_version(cfg->credentials_ctx) : 0;
     int err = db->ops->connect(db, timeout_ms);
     if (err) {
         db->backoff_ms = db->backoff_ms ? db->backoff_ms * 2 : BACKOFF_FIRST_MS;
         if (db->backoff_ms > BACKOFF_MAX_MS)
             db->backoff_ms = BACKOFF_MAX_MS;
         db->retry_at_ms = kiln_now_ms() + db->backoff_ms;
+        db->failed_version = version;
         return KILN_EUNAVAILABLE;
     }
     db->backoff_ms = 0;

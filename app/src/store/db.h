@@ -60,6 +60,14 @@ struct kiln_db_config {
     unsigned query_timeout_ms;     /* 15000 */
     kiln_db_credentials_fn credentials;  /* NULL: conninfo's */
     void *credentials_ctx;
+    /* Told (with credentials_ctx) when the server refuses a new
+     * connection's login: credentials may have rotated under us. NULL:
+     * nobody. */
+    void (*credentials_rejected)(void *ctx);
+    /* A number that moves when the credentials change (rotation): a handle
+     * waiting out its reconnect backoff tries at once when it has moved
+     * since its failure. NULL: backoff only. */
+    unsigned long (*credentials_version)(void *ctx);
 };
 
 struct kiln_db;

@@ -42,6 +42,7 @@ struct kiln_db {
     void *conn;                  /* PGconn * or sqlite3 *; NULL when not connected */
     uint64_t retry_at_ms;        /* no connect attempt before this (backoff) */
     unsigned backoff_ms;
+    unsigned long failed_version;  /* credentials_version at the failure */
     char err[512];
     /* Statement cache (PostgreSQL names when prepared_statements is on;
      * sqlite3_stmt pointers for SQLite), keyed by the SQL text's hash. */

@@ -144,6 +144,15 @@ static int pg_connect(struct kiln_db *db, unsigned timeout_ms)
     if (PQstatus(c) != CONNECTION_OK) {
         /* libpq's message names host and reason, never the password. */
         kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+        /* The server refused the login (its words: "password
+         * authentication failed", "PAM authentication failed" from RDS IAM,
+         * "not permitted to log in", RDS Proxy's "no credentials for the
+         * role"): say so, so that rotated credentials are read again. */
+        const char *m = PQerrorMessage(c);
+        if (db->cfg->credentials_rejected &&
+            (strstr(m, "authentication failed") || strstr(m, "not permitted to log in") ||
+             strstr(m, "no credentials for")))
+            db->cfg->credentials_rejected(db->cfg->credentials_ctx);
         PQfinish(c);
         return KILN_EUNAVAILABLE;
     }

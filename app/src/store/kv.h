@@ -53,6 +53,12 @@ struct kiln_kv_config {
     unsigned command_timeout_ms;   /* 2000 */
     kiln_kv_credentials_fn credentials;  /* NULL: user and password above */
     void *credentials_ctx;
+    /* Told when the server refuses AUTH (WRONGPASS): the credentials may
+     * have rotated. NULL: nobody. */
+    void (*credentials_rejected)(void *ctx);
+    /* As kiln_db_config's: moves when the credentials change, so that a
+     * handle in backoff tries at once. NULL: backoff only. */
+    unsigned long (*credentials_version)(void *ctx);
     /* Send AUTH again (fresh credentials) on a connection this long after
      * the last one: ElastiCache drops IAM connections 12 h after their
      * AUTH. 0: never. Only with credentials set. */

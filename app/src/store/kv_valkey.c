@@ -71,6 +71,8 @@ struct valkey_store {
     char *password;          /* NULL: no AUTH; never logged */
     kiln_kv_credentials_fn credentials; /* set: AUTH with what it gives */
     void *credentials_ctx;
+    void (*credentials_rejected)(void *ctx);
+    unsigned long (*credentials_version)(void *ctx);
     uint64_t reauth_ms;      /* 0: never re-authenticate */
     bool host_is_ip;
     unsigned connect_timeout_ms;
@@ -102,6 +104,7 @@ struct valkey {
     int connect_rc;
     char connect_err[KILN__KV_ERR_MAX];
     uint64_t authed_at;      /* kiln_now_ms of the last AUTH on this connection */
+    unsigned long failed_version; /* credentials_version at the last failed connect */
 };
 
 static const struct kiln_kv_ops valkey_ops;
@@ -738,6 +741,8 @@ static int authenticate(struct valkey *c, uint64_t deadline, unsigned timeout_ms
         char why[KILN__KV_ERR_MAX];
         memcpy(why, c->base.err, sizeof why);
         fail(c, rc, "%s", why);
+        if (rc == KILN_EAUTH && c->s->credentials_rejected)
+            c->s->credentials_rejected(c->s->credentials_ctx);
     }
     freeReplyObject(reply);
     if (rc == 0)
@@ -776,10 +781,16 @@ fail:
 static int connect_with_backoff(struct valkey *c, uint64_t limit)
 {
     uint64_t now = kiln_now_ms();
-    bool seen_back = atomic_load(&c->s->connected_at) > c->failed_at;
+    struct valkey_store *s = c->s;
+    bool seen_back = atomic_load(&s->connected_at) > c->failed_at ||
+                     (s->credentials_version &&
+                      s->credentials_version(s->credentials_ctx) != c->failed_version);
     if (c->retry_at && now < c->retry_at && !seen_back)
         return kiln__kv_error(&c->base, c->connect_rc, "%s (next attempt in %llu ms)",
                               c->connect_err, (unsigned long long)(c->retry_at - now));
+    /* Read before the attempt: a rotation landing during it still counts
+     * as new afterwards. */
+    unsigned long version = s->credentials_version ? s->credentials_version(s->credentials_ctx) : 0;
     int rc = conn_open(c, limit);
     if (rc == 0) {
         c->backoff_ms = 0;
@@ -788,6 +799,7 @@ static int connect_with_backoff(struct valkey *c, uint64_t limit)
         return 0;
     }
     c->failed_at = kiln_now_ms();
+    c->failed_version = version;
     c->backoff_ms = c->backoff_ms ? (unsigned)min_u64(c->backoff_ms * 2u, BACKOFF_MAX_MS)
                                   : BACKOFF_MIN_MS;
     c->retry_at = kiln_now_ms() + c->backoff_ms;
@@ -1459,6 +1471,8 @@ struct kiln_kv_store *kiln__kv_valkey_new(const struct kiln_kv_config *cfg)
     s->password = cfg->password && cfg->password[0] ? kiln_strdup(cfg->password) : NULL;
     s->credentials = cfg->credentials;
     s->credentials_ctx = cfg->credentials_ctx;
+    s->credentials_rejected = cfg->credentials_rejected;
+    s->credentials_version = cfg->credentials_version;
     s->reauth_ms = cfg->credentials ? (uint64_t)cfg->reauth_interval_s * 1000u : 0;
     s->host_is_ip = inet_pton(AF_INET, s->host, addr) == 1 ||
                     inet_pton(AF_INET6, s->host, addr) == 1;

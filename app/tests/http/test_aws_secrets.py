@@ -218,6 +218,59 @@ def test_rotation_on_sighup_keeps_sessions_and_moves_to_the_new_db_user(
 
 
 @needs_postgres
+def test_a_refused_login_reads_the_secrets_again_at_once(kiln, services, store, sm, ecs,
+                                                          ecs_token, pg):
+    """Alternating users behind a proxy: once the secret moves to user B,
+    user A's logins are refused before kiln's next reload. The first refused
+    connect makes kiln read the secrets at once (no SIGHUP, no period), so
+    the service heals within a request or two instead of a reload period."""
+    role_a, pw_a = pg.login_role("a")
+    role_b, pw_b = pg.login_role("b")
+    db_arn = sm.create_secret(f"kiln/{pg.db}/db-kick", {"username": role_a, "password": pw_a})
+    srv = ak.start_kiln(
+        kiln, DB_USERNAME_SECRET_ARN=db_arn + "#username",
+        DB_PASSWORD_SECRET_ARN=db_arn + "#password",
+        ENABLE_SECRET_RELOAD="true", SECRET_RELOAD_INTERVAL_SECONDS="0",
+        **db_env(services, pg), **aws_env(sm), **ecs_env(ecs, token=ecs_token))
+    awskit.assert_healthy(srv)
+    cookies = [ak.session_for(srv) for _ in range(2)]
+    traffic = awskit.Traffic(awskit.user_step(srv, cookies, cookies), threads=2, ok=(200, 201, 204, 503))
+    with traffic:
+        traffic.wait_count(20)
+        sm.put_secret(db_arn, {"username": role_b, "password": pw_b})
+        traffic.pause()
+        # A's login is refused from now on (its password changed: the
+        # rotation after this one has begun, or the proxy no longer knows
+        # A), and its open connections end
+        services.psql(f"ALTER ROLE \"{role_a}\" PASSWORD 'pw-rotated-away'", db="postgres")
+        pg.terminate(role_a)
+        time.sleep(0.5)
+        traffic.resume()
+        rec = awskit.wait_log_count(srv, awskit.is_reloaded, 1, timeout=10)[-1]
+        awskit.assert_names(rec, "DB_USERNAME", "DB_PASSWORD")
+        deadline = time.monotonic() + 15
+        while pg.users_connected() != [role_b]:
+            assert time.monotonic() < deadline, f"still {pg.activity()}"
+            time.sleep(0.1)
+        healed = time.time()
+        time.sleep(0.5)
+        traffic.wait_count(40)
+    # refused only while the reload ran (requests that needed a new
+    # connection; they fail fast, so count time, not requests): the
+    # service healed within 2 s of the first refusal, not after a period
+    refused = [r for r in traffic.results if r[4] == 503]
+    assert refused and refused[-1][1] - refused[0][0] < 2.0, refused
+    # (an attempt that began with A's credentials just before the reload
+    # may still end after it: judge what starts half a second later)
+    after = [r for r in traffic.results if r[0] > healed + 0.5 and r[4] not in (200, 201, 204)]
+    assert after == [], after[:5]
+    assert [r for r in traffic.results if r[4] not in (200, 201, 204, 503)] == []
+    assert any("credentials refused" in r.get("message", "") for r in awskit.log_records(srv))
+    assert sm.failures == []
+    awskit.assert_no_secrets(srv, pw_a, pw_b)
+
+
+@needs_postgres
 def test_rotation_of_the_valkey_user_and_password(kiln, services, store, sm):
     """VALKEY_USER/VALKEY_PASSWORD from one secret, on the TLS Redis with an
     ACL user of this test: after a reload, new connections use the new user

@@ -290,13 +290,13 @@ static void test_wait_fd_on_a_fiber_and_off_one(void **state)
 static struct kiln_db_config pg_cfg(bool prepared)
 {
     return (struct kiln_db_config){ KILN_DB_POSTGRES, env("KILN_TEST_PG_URL"), NULL,
-                                    prepared, 5, 5000, NULL, NULL };
+                                    prepared, 5, 5000, NULL, NULL, NULL, NULL };
 }
 
 static struct kiln_db_config pgbouncer_cfg(void)
 {
     return (struct kiln_db_config){ KILN_DB_POSTGRES, env("KILN_TEST_PGBOUNCER_URL"), NULL,
-                                    false, 5, 5000, NULL, NULL };
+                                    false, 5, 5000, NULL, NULL, NULL, NULL };
 }
 
 struct pgcase {
@@ -480,7 +480,7 @@ static void test_pg_pool_unreachable_fails_every_fiber_fast(void **state)
     /* Port 1: refused at once. */
     struct kiln_db_config cfg = { KILN_DB_POSTGRES,
                                   "postgresql://kiln@127.0.0.1:1/kiln?connect_timeout=2", NULL,
-                                  false, 2, 2000, NULL, NULL };
+                                  false, 2, 2000, NULL, NULL, NULL, NULL };
     struct rig *r = rig_new();
     struct kiln_db *db = kiln_db_pool_open(&cfg, 2);
     struct pingcase c[20];
