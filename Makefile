@@ -180,7 +180,30 @@ test: deps
 bench: deps build/kiln
 	bench/run.sh
 
+# --- container image (Dockerfile, scripts/image.sh) ---
+# By hand, as root; not part of `make test` (which checks the Dockerfile
+# statically: app/tests/http/test_image.py). Installs buildah and
+# debootstrap if missing, debootstraps a Debian base once (cached in
+# build/image/), builds localhost/kiln:<VERSION>-<commit> with buildah and
+# smoke-tests it: `kiln version`, a served HTTPS request, SIGTERM, nothing
+# written outside /var/lib/kiln and /tmp. About 90 s cold, seconds warm.
+.PHONY: image image-smoke
+image:
+	scripts/image.sh base build smoke
+
+image-smoke:
+	scripts/image.sh smoke
+
 clean:
 	rm -rf build
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# --- infra-check: the Terraform policy suite (infra/README.md) --------------
+#   make infra-check   parse infra/ with @cdktf/hcl2json (npm) and prove its
+#                      policy with pytest (infra/tests): one test per
+#                      property, plus mutation tests; seconds, no Terraform
+#                      binary or AWS account needed
+.PHONY: infra-check
+infra-check:
+	@scripts/infra-check.sh
