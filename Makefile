@@ -197,6 +197,90 @@ image-smoke:
 clean:
 	rm -rf build
 
+# --- Lambda: the secret rotation functions (infra/lambdas/README.md) ---------
+#   make lambdas                    build/lambdas/<arch>/rotate-<kind>.zip for this
+#                                   machine's architecture, copied to build/lambdas/
+#   LAMBDA_ARCH=arm64 make lambdas  the same cross-built for Graviton (as root the
+#                                   first time: scripts/lambda-deps.sh fetches the
+#                                   cross compiler and an arm64 sysroot)
+# One binary (kiln-rotate) in three zips; each zip's bootstrap picks its kind.
+LAMBDA_NATIVE  := $(shell uname -m | sed 's/^aarch64$$/arm64/')
+LAMBDA_ARCH    ?= $(LAMBDA_NATIVE)
+LAMBDA_KINDS    = secret-key-base db-user valkey-user
+LAMBDA_SRC     := $(sort $(wildcard infra/lambdas/src/*.c))
+LAMBDA_DIR      = build/lambdas/$(LAMBDA_ARCH)
+LAMBDA_ZIPS     = $(LAMBDA_KINDS:%=$(LAMBDA_DIR)/rotate-%.zip)
+LAMBDA_TRIPLET  = $(if $(filter arm64,$(LAMBDA_ARCH)),aarch64,x86_64)-linux-gnu
+LAMBDA_OBJ      = $(LAMBDA_SRC:infra/lambdas/src/%.c=$(LAMBDA_DIR)/obj/%.o)
+LAMBDA_LDFLAGS  = -Wl,--as-needed
+ifeq ($(LAMBDA_ARCH),$(LAMBDA_NATIVE))
+# Native: the objects of build/libkiln.a as they are.
+LAMBDA_SYSROOT  =
+LAMBDA_CC       = $(CC)
+LAMBDA_STRIP    = strip
+LAMBDA_CPPFLAGS = $(CPPFLAGS)
+LAMBDA_LIBKILN  = build/libkiln.a
+LAMBDA_LIBS     = $(LDLIBS)
+LAMBDA_DEPS     =
+else
+# Cross: Debian's cross gcc over a sysroot of Debian's :<arch> packages.
+LAMBDA_SYSROOT  = build/lambdas/sysroot-$(LAMBDA_ARCH)
+LAMBDA_CC       = $(LAMBDA_TRIPLET)-gcc --sysroot=$(LAMBDA_SYSROOT)
+LAMBDA_STRIP    = $(LAMBDA_TRIPLET)-strip
+LAMBDA_PKG      = PKG_CONFIG_SYSROOT_DIR=$(LAMBDA_SYSROOT) \
+                  PKG_CONFIG_LIBDIR=$(LAMBDA_SYSROOT)/usr/lib/$(LAMBDA_TRIPLET)/pkgconfig:$(LAMBDA_SYSROOT)/usr/share/pkgconfig \
+                  pkg-config
+LAMBDA_CPPFLAGS = -D_GNU_SOURCE -iquote app/src -I$(LLHTTP_INC) $$($(LAMBDA_PKG) --cflags $(PKGS)) \
+                  -DKILN_VERSION='"$(VERSION_STR)"'
+LAMBDA_LIBKILN  = $(LAMBDA_DIR)/libkiln.a
+LAMBDA_LIBS     = $$($(LAMBDA_PKG) --libs $(PKGS)) -pthread \
+                  -Wl,-rpath-link,$(LAMBDA_SYSROOT)/usr/lib/$(LAMBDA_TRIPLET):$(LAMBDA_SYSROOT)/lib/$(LAMBDA_TRIPLET)
+LAMBDA_DEPS     = $(LAMBDA_SYSROOT)/.kiln-sysroot
+LAMBDA_LIBOBJ   = $(SRC:app/src/%.c=$(LAMBDA_DIR)/obj/lib/%.o) $(LLHTTP:%=$(LAMBDA_DIR)/obj/llhttp/%.o) \
+                  $(LAMBDA_DIR)/obj/gen/migrations.o $(LAMBDA_DIR)/obj/gen/docs.o
+
+$(LAMBDA_SYSROOT)/.kiln-sysroot: scripts/lambda-deps.sh
+	scripts/lambda-deps.sh $(LAMBDA_ARCH) $(LAMBDA_SYSROOT)
+
+$(LAMBDA_DIR)/obj/lib/%.o: app/src/%.c | $(LAMBDA_DEPS)
+	@mkdir -p $(dir $@)
+	$(LAMBDA_CC) $(LAMBDA_CPPFLAGS) $(CFLAGS) $(WARN) -MMD -MP -c $< -o $@
+
+$(LAMBDA_DIR)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c | $(LAMBDA_DEPS)
+	@mkdir -p $(dir $@)
+	$(LAMBDA_CC) -I$(LLHTTP_INC) $(CFLAGS) -w -c $< -o $@
+
+$(LAMBDA_DIR)/obj/gen/%.o: build/gen/%.c | $(LAMBDA_DEPS)
+	@mkdir -p $(dir $@)
+	$(LAMBDA_CC) $(LAMBDA_CPPFLAGS) $(CFLAGS) $(WARN) -c $< -o $@
+
+$(LAMBDA_DIR)/libkiln.a: $(LAMBDA_LIBOBJ)
+	@rm -f $@
+	$(LAMBDA_TRIPLET)-ar rcs $@ $^
+endif
+
+$(LAMBDA_DIR)/obj/%.o: infra/lambdas/src/%.c | $(LAMBDA_DEPS)
+	@mkdir -p $(dir $@)
+	$(LAMBDA_CC) $(LAMBDA_CPPFLAGS) -iquote infra/lambdas/src $(CFLAGS) $(WARN) -MMD -MP -c $< -o $@
+
+$(LAMBDA_DIR)/kiln-rotate: $(LAMBDA_OBJ) $(LAMBDA_LIBKILN)
+	$(LAMBDA_CC) $(CFLAGS) $(LAMBDA_LDFLAGS) -o $@ $(LAMBDA_OBJ) $(LAMBDA_LIBKILN) $(LAMBDA_LIBS)
+
+$(LAMBDA_DIR)/rotate-%.zip: $(LAMBDA_DIR)/kiln-rotate infra/lambdas/pack.py
+	$(PYTHON) infra/lambdas/pack.py --binary $< --kind $* --triplet $(LAMBDA_TRIPLET) \
+		$(if $(LAMBDA_SYSROOT),--sysroot $(LAMBDA_SYSROOT)) --strip $(LAMBDA_STRIP) --out $@
+
+.PHONY: lambdas lambda-zips lambdas-native
+lambda-zips: $(LAMBDA_ZIPS)
+
+lambdas: lambda-zips
+	cp $(LAMBDA_ZIPS) build/lambdas/
+
+# The black-box suite runs the native zips (app/tests/http/test_rotation.py).
+lambdas-native:
+	@$(MAKE) --no-print-directory LAMBDA_ARCH=$(LAMBDA_NATIVE) lambda-zips
+blackbox: lambdas-native
+
 -include $(shell find build -name '*.d' 2>/dev/null)
 
 # --- infra-check: the Terraform policy suite (infra/README.md) --------------

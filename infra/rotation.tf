@@ -1,5 +1,5 @@
 # Secret rotation functions (code: infra/lambdas; zips: `make lambdas`
-# -> build/lambdas/rotate-<kind>.zip). They run in the private subnets so
+# -> build/lambdas/arm64/rotate-<kind>.zip). They run in the private subnets so
 # that the DB function can reach Aurora and the Valkey one the cache; after
 # a rotation they either let Kiln's hot reload pick the new value up
 # (ENABLE_SECRET_RELOAD) or force a new ECS deployment.
@@ -22,7 +22,7 @@ resource "aws_lambda_function" "rotation" {
   runtime       = "provided.al2023"
   architectures = ["arm64"]
   handler       = "bootstrap"
-  # build/lambdas/rotate-<kind>.zip from `make lambdas` (LAMBDA_ARCH=arm64).
+  # build/lambdas/arm64/rotate-<kind>.zip from `LAMBDA_ARCH=arm64 make lambdas`.
   filename         = "${var.lambda_artifacts_dir}/rotate-${each.key}.zip"
   source_code_hash = filebase64sha256("${var.lambda_artifacts_dir}/rotate-${each.key}.zip")
 

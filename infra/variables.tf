@@ -425,8 +425,8 @@ variable "valkey_password_rotation_days" {
 
 variable "lambda_artifacts_dir" {
   type        = string
-  description = "Folder of the rotation functions' zips built by `make lambdas` (<name>.zip), relative to the folder Terraform runs in (infra/)."
-  default     = "../build/lambdas"
+  description = "Folder of the rotation functions' arm64 zips built by `LAMBDA_ARCH=arm64 make lambdas` (rotate-<kind>.zip), relative to the folder Terraform runs in (infra/)."
+  default     = "../build/lambdas/arm64"
 }
 
 # --- Database ---

@@ -1943,8 +1943,11 @@ def rotation_lambdas_configured(tree):
         if "var." not in fname or not fname.rstrip("}").endswith('.zip"') and ".zip" not in fname:
             out.append(f"{fn.addr}: filename must come from a variable and name a zip")
         default_dir = ev(m, m.variables.get("lambda_artifacts_dir").body.get("default")) if "lambda_artifacts_dir" in m.variables else None
-        if default_dir is not None and not str(default_dir).rstrip("/").endswith("build/lambdas"):
-            out.append(f"lambda_artifacts_dir defaults to {default_dir!r}, not the build/lambdas of `make lambdas`")
+        if default_dir is not None and not str(default_dir).rstrip("/").endswith("build/lambdas/arm64"):
+            out.append(f"lambda_artifacts_dir defaults to {default_dir!r}, not the build/lambdas/arm64 "
+                       "of `LAMBDA_ARCH=arm64 make lambdas`")
+        if "rotate-" not in fname:
+            out.append(f"{fn.addr}: filename must name the rotate-<kind>.zip that `make lambdas` builds")
         lc = get(fn.body, "logging_config.log_group")
         lg = m.by_addr(target(str(lc)) or "") if lc else None
         if lg is None:

@@ -110,7 +110,8 @@ static char *trim_slash(const char *u)
     return s;
 }
 
-static const char *service_ids[] = { "SECRETS_MANAGER", "S3", "STS", "RDS", "ELASTICACHE", NULL };
+static const char *service_ids[] = { "SECRETS_MANAGER", "S3", "STS", "RDS", "ELASTICACHE", "ECS",
+                                      NULL };
 
 void kiln_aws_setup(struct kiln_env_reader *e)
 {

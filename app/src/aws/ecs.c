@@ -31,18 +31,9 @@ static bool arn_region(const char *s, char *out, size_t cap)
     return true;
 }
 
+/* AWS_ENDPOINT_URL_ECS and the rest: aws.c. */
 static int endpoint(const char *region, char *url, size_t cap)
 {
-    const char *ignore = getenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS");
-    const char *v = getenv("AWS_ENDPOINT_URL_ECS");
-    if (v && *v && !(ignore && strcasecmp(ignore, "true") == 0) &&
-        (strncmp(v, "http://", 7) == 0 || strncmp(v, "https://", 8) == 0)) {
-        snprintf(url, cap, "%s", v);
-        size_t n = strlen(url);
-        while (n > 0 && url[n - 1] == '/')
-            url[--n] = '\0';
-        return 0;
-    }
     return kiln_aws_endpoint("ECS", "ecs", region, url, cap);
 }
 

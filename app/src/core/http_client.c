@@ -22,6 +22,14 @@ static void global_init(void)
     init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+static char *ca_file;  /* set once at start, read-only afterwards */
+
+void kiln_http_client_set_ca_file(const char *path)
+{
+    free(ca_file);
+    ca_file = path ? kiln_strdup(path) : NULL;
+}
+
 int kiln_http_client_init(void)
 {
     pthread_once(&init_once, global_init);
@@ -187,6 +195,8 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
     SET(CURLOPT_FOLLOWLOCATION, 0L);
     SET(CURLOPT_SSL_VERIFYPEER, 1L);
     SET(CURLOPT_SSL_VERIFYHOST, 2L);
+    if (ca_file)
+        SET(CURLOPT_CAINFO, ca_file);
     SET(CURLOPT_CONNECTTIMEOUT_MS,
         (long)(req->connect_timeout_ms ? req->connect_timeout_ms : KILN_HTTP_CONNECT_TIMEOUT_MS));
     SET(CURLOPT_TIMEOUT_MS, (long)(req->timeout_ms ? req->timeout_ms : KILN_HTTP_TIMEOUT_MS));

@@ -67,6 +67,13 @@ struct kiln_http_response {
 
 /* curl_global_init, once per process. 0 or KILN_EIO. */
 int kiln_http_client_init(void);
+/*
+ * Trust this PEM bundle for every request instead of libcurl's built-in
+ * path (Debian's /etc/ssl/certs/ca-certificates.crt), for systems that keep
+ * theirs elsewhere (Amazon Linux: /etc/pki/tls/certs/ca-bundle.crt). Call at
+ * start, before any request; the string is copied. NULL: the default.
+ */
+void kiln_http_client_set_ca_file(const char *path);
 
 /*
  * Perform req. Returns 0 when a response arrived, whatever its status (the

@@ -11,10 +11,22 @@ it:
 * ``ImdsFake``: EC2 instance metadata, IMDSv2 only (token PUT, then the
   role's credentials); a GET without a valid token is 401.
 * ``SecretsManagerFake``: GetSecretValue over the awsJson1.1 protocol with
-  versions (AWSCURRENT / AWSPREVIOUS) and ``put_secret()`` to rotate.  Every
+  versions (AWSCURRENT / AWSPREVIOUS) and ``put_secret()`` to rotate; for
+  rotation functions also DescribeSecret, PutSecretValue and
+  UpdateSecretVersionStage, with ``enable_rotation()`` and
+  ``start_rotation()`` (what RotateSecret does before it invokes the
+  function: a new version id holding AWSPENDING and no value yet).  Every
   request's SigV4 signature is recomputed with botocore and compared;
   ``failures`` lists every request that did not pass (tests assert it is
   empty).
+* ``EcsFake``: ECS UpdateService (awsJson1.1), recording every
+  forceNewDeployment.  ``ElastiCacheFake``: ElastiCache ModifyUser (the
+  Query protocol, form body, XML answers), handing each user's new password
+  list to a callback (the tests apply it to the real Redis with ACL
+  SETUSER).  Both SigV4-checked like Secrets Manager.
+* ``LambdaRuntimeFake``: the Lambda Runtime API a custom runtime polls
+  (invocation/next as a long poll, response, error, init/error);
+  ``invoke()`` hands it one event and waits for the function's answer.
 * ``PgIamProxy``: a PostgreSQL front door that wants TLS and an RDS IAM
   token as the password (verified by regenerating it with botocore's
   ``generate_db_auth_token``), then logs in to the real PostgreSQL of the
@@ -422,6 +434,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address):
+        # A client gone mid-answer (a process stopped while it waited in a
+        # long poll) is not a fake's error; anything else is printed.
+        import sys
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -434,6 +453,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         call = Call(self.command, self.path, list(self.headers.items()), body)
+        call.sock = self.connection      # for fakes that hold a call open (long polls)
         try:
             status, headers, out = self.server.fake.handle(call)
         except Exception as e:   # a bug in the fake: answer 500 and remember it
@@ -460,6 +480,7 @@ class HttpFake:
         self.calls = []
         self._server = None
         self._thread = None
+        self.tls = None        # an ssl.SSLContext set before start(): HTTPS
 
     def _record(self, call):
         with self._lock:
@@ -468,6 +489,8 @@ class HttpFake:
     def start(self):
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05},
                                         name=type(self).__name__, daemon=True)
@@ -493,6 +516,8 @@ class HttpFake:
 
     @property
     def base_url(self):
+        if self.tls is not None:
+            return f"https://localhost:{self.port}"
         return f"http://127.0.0.1:{self.port}"
 
     def handle(self, call):
@@ -663,8 +688,14 @@ class Secret:
     def __init__(self, arn, name):
         self.arn = arn
         self.name = name
-        self.versions = collections.OrderedDict()   # version id → (value, created)
+        # version id → (value, created); value None: a version RotateSecret
+        # made that has no value yet (GetSecretValue cannot find it)
+        self.versions = collections.OrderedDict()
         self.stages = {}                            # stage → version id
+        self.rotation_enabled = False
+
+    def stages_of(self, vid):
+        return sorted(st for st, v in self.stages.items() if v == vid)
 
 
 class SecretsManagerFake(HttpFake):
@@ -712,10 +743,47 @@ class SecretsManagerFake(HttpFake):
             s.stages["AWSCURRENT"] = vid
             return vid
 
-    def value(self, secret_id, stage="AWSCURRENT"):
+    def value(self, secret_id, stage="AWSCURRENT", version=None):
         with self._lock:
             s = self._find(secret_id)
-            return s.versions[s.stages[stage]][0]
+            return s.versions[version or s.stages[stage]][0]
+
+    def json_value(self, secret_id, stage="AWSCURRENT", version=None):
+        return json.loads(self.value(secret_id, stage, version))
+
+    # -- rotation ----------------------------------------------------------------
+    def enable_rotation(self, secret_id, enabled=True):
+        with self._lock:
+            self._find(secret_id).rotation_enabled = enabled
+
+    def start_rotation(self, secret_id, token=None):
+        """What RotateSecret does before invoking the rotation function: a new
+        version id (the ClientRequestToken) holding AWSPENDING, no value
+        yet.  Returns the token."""
+        token = token or str(uuid.uuid4())
+        with self._lock:
+            s = self._find(secret_id)
+            s.versions[token] = (None, time.time())
+            s.stages["AWSPENDING"] = token
+        return token
+
+    def stages(self, secret_id):
+        """{version id: [stages]} of the versions that hold any stage."""
+        with self._lock:
+            s = self._find(secret_id)
+            return {vid: s.stages_of(vid) for vid in s.versions if s.stages_of(vid)}
+
+    def version_of(self, secret_id, stage):
+        with self._lock:
+            return self._find(secret_id).stages.get(stage)
+
+    def operations(self, op, ok=None):
+        """The calls of one operation ("PutSecretValue"…), in order; only
+        those answered 200 when ``ok`` is True, only refused ones when False."""
+        with self._lock:
+            calls = list(self.calls)
+        return [c for c in calls if c.header("X-Amz-Target") == f"secretsmanager.{op}" and
+                (ok is None or (c.status == 200) == ok)]
 
     def all_values(self):
         """Every value of every version (for "not in the logs" checks): the
@@ -726,6 +794,8 @@ class SecretsManagerFake(HttpFake):
         with self._lock:
             for s in self.secrets_by_arn.values():
                 for value, _ in s.versions.values():
+                    if value is None:
+                        continue
                     out.append(value)
                     try:
                         obj = json.loads(value)
@@ -794,8 +864,13 @@ class SecretsManagerFake(HttpFake):
         if ctype != "application/x-amz-json-1.1":
             return self._error(call, 400, "SerializationException",
                                f"Content-Type {ctype!r} is not application/x-amz-json-1.1")
-        target = call.header("X-Amz-Target")
-        if target != "secretsmanager.GetSecretValue":
+        target = call.header("X-Amz-Target") or ""
+        op = target[len("secretsmanager."):] if target.startswith("secretsmanager.") else None
+        handler = {"GetSecretValue": self._get_secret_value,
+                   "DescribeSecret": self._describe_secret,
+                   "PutSecretValue": self._put_secret_value,
+                   "UpdateSecretVersionStage": self._update_secret_version_stage}.get(op)
+        if handler is None:
             return self._error(call, 400, "UnknownOperationException",
                                f"operation {target!r} is not served by this fake")
         try:
@@ -809,6 +884,17 @@ class SecretsManagerFake(HttpFake):
             return self._error(call, 400, "ValidationException",
                                "1 validation error detected: Value null at 'secretId' failed to "
                                "satisfy constraint: Member must not be null")
+        return handler(call, creds, req, sid)
+
+    def _ok(self, obj):
+        return _json(200, obj, headers={"x-amzn-RequestId": str(uuid.uuid4())},
+                     ctype="application/x-amz-json-1.1")
+
+    def _not_found(self, call):
+        return self._error(call, 400, "ResourceNotFoundException",
+                           "Secrets Manager can't find the specified secret.")
+
+    def _get_secret_value(self, call, creds, req, sid):
         with self._lock:
             s = self._find(sid)
             if s is None:
@@ -820,14 +906,13 @@ class SecretsManagerFake(HttpFake):
                     vid = s.stages.get(stage or "AWSCURRENT")
                 elif stage is not None and s.stages.get(stage) != vid:
                     vid = None
-                found = vid in s.versions if vid else False
+                found = vid in s.versions and s.versions[vid][0] is not None if vid else False
                 if found:
                     value, created = s.versions[vid]
-                    stages = sorted(st for st, v in s.stages.items() if v == vid)
+                    stages = s.stages_of(vid)
                 denied = s.arn in self.denied
         if s is None:
-            return self._error(call, 400, "ResourceNotFoundException",
-                               "Secrets Manager can't find the specified secret.")
+            return self._not_found(call)
         if denied:
             return self._error(call, 400, "AccessDeniedException",
                                f"User: {creds.access_key} is not authorized to perform: "
@@ -836,10 +921,362 @@ class SecretsManagerFake(HttpFake):
             return self._error(call, 400, "ResourceNotFoundException",
                                "Secrets Manager can't find the specified secret value for "
                                "staging label: " + str(req.get("VersionStage") or "AWSCURRENT"))
-        return _json(200, {"ARN": s.arn, "Name": s.name, "VersionId": vid, "SecretString": value,
-                           "VersionStages": stages, "CreatedDate": round(created, 3)},
-                     headers={"x-amzn-RequestId": str(uuid.uuid4())},
+        return self._ok({"ARN": s.arn, "Name": s.name, "VersionId": vid, "SecretString": value,
+                         "VersionStages": stages, "CreatedDate": round(created, 3)})
+
+    def _describe_secret(self, call, creds, req, sid):
+        with self._lock:
+            s = self._find(sid)
+            if s is not None:
+                out = {"ARN": s.arn, "Name": s.name, "RotationEnabled": s.rotation_enabled,
+                       "VersionIdsToStages": {vid: s.stages_of(vid) for vid in s.versions
+                                              if s.stages_of(vid)}}
+                if s.rotation_enabled:
+                    out["RotationLambdaARN"] = (f"arn:aws:lambda:{self.region}:{self.account}:"
+                                                "function:kiln-rotate")
+        if s is None:
+            return self._not_found(call)
+        return self._ok(out)
+
+    def _put_secret_value(self, call, creds, req, sid):
+        """A new version with the token as its id (an existing id: the same
+        value again is fine, another one is ResourceExistsException); the
+        stages given (default AWSCURRENT) move onto it."""
+        token = req.get("ClientRequestToken")
+        value = req.get("SecretString")
+        stages = req.get("VersionStages", ["AWSCURRENT"])
+        if not isinstance(token, str) or not 32 <= len(token) <= 64:
+            return self._error(call, 400, "ValidationException",
+                               "ClientRequestToken must be 32 to 64 characters")
+        if not isinstance(value, str):
+            return self._error(call, 400, "InvalidParameterException",
+                               "You must provide either SecretString or SecretBinary.")
+        if not isinstance(stages, list) or not all(isinstance(x, str) for x in stages):
+            return self._error(call, 400, "ValidationException", "VersionStages is a list")
+        with self._lock:
+            s = self._find(sid)
+            exists = s is not None and s.versions.get(token, (None,))[0]
+            if s is not None and exists is None:
+                s.versions[token] = (value, time.time())
+                for st in stages:
+                    if st == "AWSCURRENT" and s.stages.get("AWSCURRENT") not in (None, token):
+                        s.stages["AWSPREVIOUS"] = s.stages["AWSCURRENT"]
+                    s.stages[st] = token
+            out = s and {"ARN": s.arn, "Name": s.name, "VersionId": token,
+                         "VersionStages": s.stages_of(token)}
+        if s is None:
+            return self._not_found(call)
+        if exists is not None and exists != value:
+            return self._error(call, 400, "ResourceExistsException",
+                               f"A resource with the ID you requested already exists: version "
+                               f"{token} has another value.")
+        return self._ok(out)
+
+    def _update_secret_version_stage(self, call, creds, req, sid):
+        stage = req.get("VersionStage")
+        to = req.get("MoveToVersionId")
+        frm = req.get("RemoveFromVersionId")
+        if not isinstance(stage, str) or not stage:
+            return self._error(call, 400, "ValidationException", "VersionStage is required")
+        with self._lock:
+            s = self._find(sid)
+            problem = None
+            if s is not None:
+                holder = s.stages.get(stage)
+                if to is not None and to not in s.versions:
+                    problem = f"version {to} does not exist"
+                elif frm is not None and holder != frm:
+                    problem = f"the staging label {stage} is not attached to version {frm}"
+                elif to is not None and holder not in (None, to) and frm is None:
+                    problem = (f"the staging label {stage} is attached to version {holder}: "
+                               "name it in RemoveFromVersionId")
+                else:
+                    if frm is not None:
+                        del s.stages[stage]
+                    if to is not None:
+                        s.stages[stage] = to
+                    if stage == "AWSCURRENT" and holder not in (None, to):
+                        s.stages["AWSPREVIOUS"] = holder
+                out = {"ARN": s.arn, "Name": s.name}
+        if s is None:
+            return self._not_found(call)
+        if problem:
+            return self._error(call, 400, "InvalidParameterException", problem)
+        return self._ok(out)
+
+
+# --------------------------------------------------------------------------
+# ECS (UpdateService) and ElastiCache (ModifyUser)
+# --------------------------------------------------------------------------
+
+class _SignedFake(HttpFake):
+    """Base of the fakes below: every request SigV4-checked for SERVICE."""
+
+    SERVICE = None
+    AUTH_ERRORS = SecretsManagerFake.AUTH_ERRORS
+
+    def __init__(self, store, region=REGION, account=ACCOUNT):
+        super().__init__()
+        self.store = store
+        self.region = region
+        self.account = account
+
+    @property
+    def failures(self):
+        with self._lock:
+            return [c for c in self.calls if c.error in self.AUTH_ERRORS or c.error == "FakeError"]
+
+    def _verify(self, call):
+        host = call.header("Host") or f"127.0.0.1:{self.port}"
+        creds = verify_sigv4_request(self.store, self.SERVICE, self.region, call.method,
+                                     f"http://{host}{call.path}", call.headers, call.body)
+        call.access_key = creds.access_key
+        return creds
+
+
+class EcsFake(_SignedFake):
+    """ECS UpdateService.  ``updates``: [(cluster, service, forceNewDeployment,
+    time)] of the accepted calls; ``services``: the (cluster, service) pairs
+    that exist (others answer ServiceNotFoundException); ``fail_next``: that
+    many calls answer ServerException first."""
+
+    SERVICE = "ecs"
+    TARGET = "AmazonEC2ContainerServiceV20141113.UpdateService"
+
+    def __init__(self, store, services=(("kiln", "kiln-api"),), **kw):
+        super().__init__(store, **kw)
+        self.services = set(services)
+        self.updates = []
+        self.fail_next = 0
+
+    def _error(self, call, status, code, message):
+        call.error, call.detail = code, message
+        return _json(status, {"__type": code, "message": message},
                      ctype="application/x-amz-json-1.1")
+
+    def handle(self, call):
+        if call.method != "POST" or urllib.parse.urlsplit(call.path).path != "/":
+            return self._error(call, 404, "UnknownOperationException", "not found")
+        try:
+            self._verify(call)
+        except AuthError as e:
+            return self._error(call, e.status, e.code, e.message)
+        if call.header("X-Amz-Target") != self.TARGET:
+            return self._error(call, 400, "UnknownOperationException",
+                               f"operation {call.header('X-Amz-Target')!r} is not served here")
+        ctype = (call.header("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/x-amz-json-1.1":
+            return self._error(call, 400, "SerializationException", f"Content-Type {ctype!r}")
+        try:
+            req = json.loads(call.body)
+        except ValueError:
+            return self._error(call, 400, "SerializationException", "body is not JSON")
+        cluster, service = req.get("cluster"), req.get("service")
+        with self._lock:
+            if self.fail_next:
+                self.fail_next -= 1
+                return self._error(call, 500, "ServerException", "try again")
+            if (cluster, service) not in self.services:
+                return self._error(call, 400, "ServiceNotFoundException",
+                                   f"Service {service} not found in cluster {cluster}")
+            self.updates.append((cluster, service, req.get("forceNewDeployment") is True,
+                                 time.time()))
+            dep = f"ecs-svc/{len(self.updates):019d}"
+        arn = f"arn:aws:ecs:{self.region}:{self.account}:service/{cluster}/{service}"
+        return _json(200, {"service": {
+            "serviceArn": arn, "serviceName": service, "status": "ACTIVE",
+            "deployments": [{"id": dep, "status": "PRIMARY", "rolloutState": "IN_PROGRESS"}]}},
+            ctype="application/x-amz-json-1.1")
+
+
+class ElastiCacheFake(_SignedFake):
+    """ElastiCache ModifyUser with Passwords.member.N.  ``users``: user id →
+    user name of the users that exist; ``on_modify(user_name, passwords)``
+    applies the new password list (to the real Redis: ACL SETUSER);
+    ``modifications``: [(user id, number of passwords, time)];
+    ``busy_next``: that many calls answer InvalidUserState first (a
+    modification still being applied)."""
+
+    SERVICE = "elasticache"
+    XMLNS = "http://elasticache.amazonaws.com/doc/2015-02-02/"
+
+    def __init__(self, store, on_modify=None, **kw):
+        super().__init__(store, **kw)
+        self.users = {}
+        self.on_modify = on_modify
+        self.modifications = []
+        self.passwords_seen = []
+        self.busy_next = 0
+
+    def _error(self, call, status, code, message, kind="Sender"):
+        call.error, call.detail = code, message
+        body = (f'<ErrorResponse xmlns="{self.XMLNS}"><Error><Type>{kind}</Type>'
+                f"<Code>{code}</Code><Message>{message}</Message></Error>"
+                f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>")
+        return status, {"Content-Type": "text/xml"}, body.encode()
+
+    def handle(self, call):
+        if call.method != "POST" or urllib.parse.urlsplit(call.path).path != "/":
+            return self._error(call, 404, "UnknownOperation", "not found")
+        try:
+            self._verify(call)
+        except AuthError as e:
+            return self._error(call, e.status, e.code, e.message)
+        ctype = (call.header("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/x-www-form-urlencoded":
+            return self._error(call, 400, "InvalidParameterValue", f"Content-Type {ctype!r}")
+        form = dict(urllib.parse.parse_qsl(call.body.decode(), keep_blank_values=True))
+        if form.get("Action") != "ModifyUser" or form.get("Version") != "2015-02-02":
+            return self._error(call, 400, "InvalidAction",
+                               f"{form.get('Action')!r} (version {form.get('Version')!r})")
+        user_id = form.get("UserId", "")
+        pws = [form[k] for k in sorted(k for k in form if k.startswith("Passwords.member."))]
+        with self._lock:
+            self.passwords_seen += pws
+            if self.busy_next:
+                self.busy_next -= 1
+                return self._error(call, 400, "InvalidUserState",
+                                   f"User {user_id} is not in active state.")
+            name = self.users.get(user_id)
+        if name is None:
+            return self._error(call, 404, "UserNotFound", f"User {user_id} not found.")
+        if not 1 <= len(pws) <= 2 or any(not 16 <= len(p) <= 128 for p in pws):
+            return self._error(call, 400, "InvalidParameterValue",
+                               "Passwords: one or two, 16 to 128 characters each")
+        if self.on_modify is not None:
+            self.on_modify(name, pws)
+        with self._lock:
+            self.modifications.append((user_id, len(pws), time.time()))
+        body = (f'<ModifyUserResponse xmlns="{self.XMLNS}"><ModifyUserResult>'
+                f"<UserId>{user_id}</UserId><UserName>{name}</UserName>"
+                f"<Status>modifying</Status><Engine>valkey</Engine>"
+                f"<Authentication><Type>password</Type><PasswordCount>{len(pws)}</PasswordCount>"
+                f"</Authentication></ModifyUserResult><ResponseMetadata><RequestId>"
+                f"{uuid.uuid4()}</RequestId></ResponseMetadata></ModifyUserResponse>")
+        return 200, {"Content-Type": "text/xml"}, body.encode()
+
+
+# --------------------------------------------------------------------------
+# Lambda Runtime API
+# --------------------------------------------------------------------------
+
+def _peer_gone(sock):
+    """Has the client of an open request closed its end?"""
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+class LambdaRuntimeFake(HttpFake):
+    """The Runtime API (2018-06-01) of one execution environment.
+    ``invoke(event)`` queues an event for the next GET …/invocation/next (a
+    long poll: it waits for one) and returns the function's answer:
+    ("response", body) or ("error", {"errorType","errorMessage"}, the
+    Lambda-Runtime-Function-Error-Type header).  ``init_errors``: what
+    /runtime/init/error received; ``polls``: the GET next calls answered."""
+
+    PREFIX = "/2018-06-01/runtime/"
+
+    def __init__(self, function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:kiln-rotate",
+                 deadline_s=60):
+        super().__init__()
+        self.function_arn = function_arn
+        self.deadline_s = deadline_s
+        self._cond = threading.Condition(self._lock)
+        self._queue = collections.deque()
+        self._results = {}
+        self._stopping = False
+        self.init_errors = []
+        self.polls = 0
+        self.waiting = 0
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        super().stop()
+
+    def wait_polling(self, timeout=10):
+        """Until the function waits in GET next (its init is done)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self.waiting and not self.init_errors:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("the function never asked for an invocation")
+                self._cond.wait(left)
+
+    def invoke(self, event, timeout=30):
+        rid = str(uuid.uuid4())
+        with self._cond:
+            self._queue.append((rid, json.dumps(event).encode()))
+            self._cond.notify_all()
+            deadline = time.monotonic() + timeout
+            while rid not in self._results:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.init_errors:
+                    raise AssertionError(f"no answer to invocation {rid} ({event.get('Step')}) "
+                                         f"within {timeout} s; init errors: {self.init_errors}")
+                self._cond.wait(left)
+            return self._results.pop(rid)
+
+    def handle(self, call):
+        path = urllib.parse.urlsplit(call.path).path
+        if not path.startswith(self.PREFIX):
+            return _json(404, {"errorMessage": "not found", "errorType": "NotFound"})
+        rest = path[len(self.PREFIX):]
+        if call.method == "GET" and rest == "invocation/next":
+            with self._cond:
+                self.waiting += 1
+                self._cond.notify_all()
+                try:
+                    # A poll whose function is gone (stopped while it
+                    # waited) must not take the next event.
+                    while not self._stopping and not _peer_gone(call.sock) and \
+                            not self._queue:
+                        self._cond.wait(0.1)
+                    if self._stopping or _peer_gone(call.sock):
+                        return _json(500, {"errorMessage": "shutting down or caller gone",
+                                           "errorType": "Runtime.Stopped"})
+                    rid, body = self._queue.popleft()
+                    self.polls += 1
+                finally:
+                    self.waiting -= 1
+            return 200, {"Content-Type": "application/json",
+                         "Lambda-Runtime-Aws-Request-Id": rid,
+                         "Lambda-Runtime-Deadline-Ms": str(int((time.time() + self.deadline_s)
+                                                               * 1000)),
+                         "Lambda-Runtime-Invoked-Function-Arn": self.function_arn,
+                         "Lambda-Runtime-Trace-Id": "Root=1-00000000-000000000000000000000000"
+                         }, body
+        if call.method == "POST" and rest == "init/error":
+            with self._cond:
+                self.init_errors.append((json.loads(call.body or b"null"),
+                                         call.header("Lambda-Runtime-Function-Error-Type")))
+                self._cond.notify_all()
+            return _json(202, {"status": "OK"})
+        parts = rest.split("/")
+        if call.method == "POST" and len(parts) == 3 and parts[0] == "invocation" and \
+                parts[2] in ("response", "error"):
+            rid = parts[1]
+            if parts[2] == "response":
+                result = ("response", json.loads(call.body or b"null"))
+            else:
+                result = ("error", json.loads(call.body or b"null"),
+                          call.header("Lambda-Runtime-Function-Error-Type"))
+            with self._cond:
+                self._results[rid] = result
+                self._cond.notify_all()
+            return _json(202, {"status": "OK"})
+        return _json(404, {"errorMessage": f"{call.method} {path}", "errorType": "NotFound"})
 
 
 # --------------------------------------------------------------------------
