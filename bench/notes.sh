@@ -412,7 +412,11 @@ run_target() {   # run_target TARGET SECONDS OUTFILE
         pgbench-*)
             local scripts=("${list_scripts[@]}")
             [ "$t" = pgbench-insert ] && scripts=("${insert_scripts[@]}")
+            # -l: one line per transaction (its latency in µs), so the
+            # report has pgbench's own p50/p99 next to kiln's
+            rm -f "${file%.txt}".pglog*
             "$pgbench_bin" -n -c "$BENCH_CONNECTIONS" -j "$BENCH_THREADS" -T "$secs" -M extended \
+                -l --log-prefix="${file%.txt}.pglog" \
                 "${pg_vars[@]}" -D now="$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)" "${scripts[@]}" \
                 "${pg_args[@]}" "$pg_db" >"$file" 2>&1 &
             pgbench_pid=$!

@@ -155,6 +155,19 @@ def parse_pgbench(path):
     r["requests"] = int(m.group(1)) if m else None
     m = re.search(r"^number of failed transactions: (\d+)", text, re.M)
     r["failed"] = int(m.group(1)) if m else 0
+    # Per-transaction logs (pgbench -l, bench/notes.sh): "client xact
+    # latency_us script epoch epoch_us" per line, one file per thread.
+    lat = []
+    for f in glob.glob(path[:-len(".txt")] + ".pglog*") if path.endswith(".txt") else []:
+        with open(f) as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2].isdigit():
+                    lat.append(int(parts[2]))
+    if lat:
+        lat.sort()
+        for pct, key in ((50, "p50_ms"), (99, "p99_ms")):
+            r[key] = lat[min(len(lat) - 1, (len(lat) * pct) // 100)] / 1000.0
     return r
 
 
@@ -539,8 +552,8 @@ def print_notes(nt, p=print):
         p50 = b.get("p50_ms", b.get("latency_avg_ms"))
         p("%-46s %11s %9s %9s   %s" % (label, fmt(b.get("rps"), ".0f", 11), fmt(p50, ".3f", 9),
                                         fmt(b.get("p99_ms"), ".3f", 9), per))
-    p("(pgbench rows: the p50 column is pgbench's average latency; one list transaction is "
-      "the statement of the page with its total)")
+    p("(pgbench rows: p50/p99 from its per-transaction log (-l), else the p50 column is its "
+      "average latency; one list transaction is the statement of the page with its total)")
     r = nt["ratios"]
     p("")
     p("ratio kiln list, cache off / pgbench list:        %s" %
@@ -553,6 +566,15 @@ def print_notes(nt, p=print):
       fmt(r["kiln_insert_vs_pgbench_insert"], ".3f", 0))
     p("ratio kiln insert, Valkey / pgbench insert:       %s" %
       fmt(r["kiln_insert_valkey_vs_pgbench_insert"], ".3f", 0))
+    pg_p99 = {k: (nt["throughput"][k]["best"] or {}).get("p99_ms")
+              for k in ("pgbench-list", "pgbench-insert")}
+    p("p99 of pgbench on the same statements: list %s ms, insert %s ms" % (
+        fmt(pg_p99["pgbench-list"], ".2f", 0), fmt(pg_p99["pgbench-insert"], ".2f", 0)))
+    kl = (nt["throughput"]["kiln-list"]["best"] or {}).get("p99_ms")
+    ki = (nt["throughput"]["kiln-insert"]["best"] or {}).get("p99_ms")
+    p("p99 ratio kiln / pgbench (same run): list, cache off %s; insert, memory kv %s" % (
+        fmt(kl / pg_p99["pgbench-list"] if kl and pg_p99["pgbench-list"] else None, ".2f", 0),
+        fmt(ki / pg_p99["pgbench-insert"] if ki and pg_p99["pgbench-insert"] else None, ".2f", 0)))
     p("p99 of the kiln targets: " + ", ".join(
         "%s %s ms" % (key, fmt((nt["throughput"][key]["best"] or {}).get("p99_ms"), ".2f", 0))
         for key, _ in NOTES_TARGETS if key.startswith("kiln")))
