@@ -1218,6 +1218,8 @@ static int run(struct valkey *c, redisReply **replies, size_t n, uint64_t limit)
     freeReplyObject(all[0]);
     if (arc) {
         free_replies(replies, n);
+        if (arc == KILN_EAUTH && s->credentials_rejected)
+            s->credentials_rejected(s->credentials_ctx);
         return after_reply(c, arc);
     }
     kiln_log(KILN_LOG_DEBUG, "valkey: re-authenticated", NULL);
