@@ -26,6 +26,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "store/stores.h"
+#include "core/wipe.h"
 
 /*
  * Credentials for new connections, asked for at each connect: an IAM token
@@ -61,10 +62,7 @@ static int rds_token_for(const char *host, unsigned port, const char *user, char
         kiln_buf_init(&t, 16 * 1024);
         rc = kiln_rds_token(kiln_aws_region(), host, port, user, &t, err, errcap);
         if (rc == 0) {
-            if (rds_token.token) {
-                explicit_bzero(rds_token.token, strlen(rds_token.token));
-                free(rds_token.token);
-            }
+            kiln_free_secret(rds_token.token);
             rds_token.token = kiln_strndup(t.p, t.len);
             snprintf(rds_token.key, sizeof rds_token.key, "%s", key);
             rds_token.made_at = now;

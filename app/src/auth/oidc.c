@@ -29,6 +29,7 @@
 #include "core/err.h"
 #include "core/http_client.h"
 #include "core/log.h"
+#include "core/wipe.h"
 
 #define MAX_PROVIDERS 16            /* OIDC_PROVIDERS entries, besides google/apple */
 #define MAX_NAME 32
@@ -154,14 +155,6 @@ static int append_param(kiln_buf *b, bool *first, const char *name, const char *
     rc |= kiln_buf_append_c(b, "=");
     rc |= append_encoded(b, value);
     return rc;
-}
-
-static void wipe_free(char *s)
-{
-    if (s) {
-        explicit_bzero(s, strlen(s));
-        free(s);
-    }
 }
 
 static void buf_wipe_free(kiln_buf *b)
@@ -444,7 +437,7 @@ static char *apple_secret(struct kiln_provider *p)
         char *text = claims ? json_dumps(claims, JSON_COMPACT) : NULL;
         char *jwt = text ? kiln_jwt_sign_es256(p->apple_key, p->key_id, kiln_str_c(text)) : NULL;
         if (jwt) {
-            wipe_free(p->apple_secret);
+            kiln_free_secret(p->apple_secret);
             p->apple_secret = jwt;
             p->apple_secret_exp = now + APPLE_SECRET_TTL_S;
         } else {
@@ -676,8 +669,8 @@ out:
         explicit_bzero(res.body.p, res.body.cap);
     kiln_http_response_free(&res);
     buf_wipe_free(&form);
-    wipe_free(authz);
-    wipe_free(secret);
+    kiln_free_secret(authz);
+    kiln_free_secret(secret);
     keyset_release(p, newer);
     keyset_release(p, keys);
     discovery_release(p, d);
@@ -714,14 +707,14 @@ static void provider_free(struct kiln_provider *p)
     free(p->name);
     free(p->issuer);
     free(p->client_id);
-    wipe_free(p->client_secret);
+    kiln_free_secret(p->client_secret);
     free(p->scopes);
     free(p->team_id);
     free(p->key_id);
     EVP_PKEY_free(p->apple_key);
     discovery_unref_locked(p->disc);
     keyset_unref_locked(p->keys);
-    wipe_free(p->apple_secret);
+    kiln_free_secret(p->apple_secret);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->fetched);
     free(p);

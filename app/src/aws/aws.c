@@ -15,6 +15,7 @@
 #include "core/alloc.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/wipe.h"
 
 #define ECS_HOST "http://169.254.170.2"
 #define IMDS_DEFAULT "http://169.254.169.254"
@@ -38,14 +39,6 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct kiln_aws_creds cached;         /* guarded by lock */
 static bool have_cached;
 
-static void zfree(char *s)
-{
-    if (s) {
-        explicit_bzero(s, strlen(s));
-        free(s);
-    }
-}
-
 static char *dup_or_null(const char *s)
 {
     return s ? kiln_strdup(s) : NULL;
@@ -56,10 +49,10 @@ void kiln_aws_reset(void)
     pthread_mutex_lock(&lock);
     free(cfg.region);
     free(cfg.key_id);
-    zfree(cfg.secret);
-    zfree(cfg.token);
+    kiln_free_secret(cfg.secret);
+    kiln_free_secret(cfg.token);
     free(cfg.container_url);
-    zfree(cfg.container_token);
+    kiln_free_secret(cfg.container_token);
     free(cfg.container_token_file);
     free(cfg.imds);
     free(cfg.endpoint_default);
@@ -194,6 +187,23 @@ void kiln_aws_setup(struct kiln_env_reader *e)
 const char *kiln_aws_region(void)
 {
     return cfg.region;
+}
+
+bool kiln_aws_arn_region(const char *s, char *out, size_t cap)
+{
+    if (strncmp(s, "arn:", 4) != 0)
+        return false;
+    const char *p = s;
+    for (int i = 0; i < 3; i++) {
+        if (!(p = strchr(p, ':')))
+            return false;
+        p++;
+    }
+    const char *e = strchr(p, ':');
+    if (!e || e == p || (size_t)(e - p) >= cap)
+        return false;
+    snprintf(out, cap, "%.*s", (int)(e - p), p);
+    return true;
 }
 
 time_t kiln_aws_now(void)

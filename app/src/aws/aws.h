@@ -64,6 +64,10 @@ int kiln_aws_credentials(struct kiln_aws_creds *out, char *err, size_t errcap);
 int kiln_aws_endpoint(const char *service_id, const char *host_prefix, const char *region,
                       char *out, size_t cap);
 
+/* The region field of an ARN (arn:partition:service:region:account:…)
+ * into out; false when s is no ARN or names no region. */
+bool kiln_aws_arn_region(const char *s, char *out, size_t cap);
+
 /* The signing clock (time(NULL)); one place to read it. */
 time_t kiln_aws_now(void);
 

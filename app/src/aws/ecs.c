@@ -13,24 +13,6 @@
 #include "core/alloc.h"
 #include "core/err.h"
 
-/* The region of an ECS ARN (arn:aws:ecs:<region>:<account>:cluster/…). */
-static bool arn_region(const char *s, char *out, size_t cap)
-{
-    if (strncmp(s, "arn:", 4) != 0)
-        return false;
-    const char *p = s;
-    for (int i = 0; i < 3; i++) {
-        if (!(p = strchr(p, ':')))
-            return false;
-        p++;
-    }
-    const char *e = strchr(p, ':');
-    if (!e || e == p || (size_t)(e - p) >= cap)
-        return false;
-    snprintf(out, cap, "%.*s", (int)(e - p), p);
-    return true;
-}
-
 /* AWS_ENDPOINT_URL_ECS and the rest: aws.c. */
 static int endpoint(const char *region, char *url, size_t cap)
 {
@@ -47,8 +29,8 @@ int kiln_ecs_force_deployment(const char *cluster, const char *service, char *de
         snprintf(err, errcap, "ECS: a cluster and a service are needed");
         return KILN_EINVAL;
     }
-    if (!arn_region(cluster, region, sizeof region) &&
-        !arn_region(service, region, sizeof region)) {
+    if (!kiln_aws_arn_region(cluster, region, sizeof region) &&
+        !kiln_aws_arn_region(service, region, sizeof region)) {
         const char *r = kiln_aws_region();
         if (!r) {
             snprintf(err, errcap, "ECS: no region: set AWS_REGION or use a cluster ARN");

@@ -12,6 +12,7 @@
 #include "aws/aws.h"
 #include "core/alloc.h"
 #include "core/err.h"
+#include "core/wipe.h"
 
 #define SUFFIX "_SECRET_ARN"
 #define MAX_VARS 64
@@ -29,52 +30,10 @@ static size_t nvars;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic unsigned long generation;
 
-static void zfree(char *s)
-{
-    if (s) {
-        explicit_bzero(s, strlen(s));
-        free(s);
-    }
-}
-
-/* The region of an ARN (arn:partition:service:region:account:…), or NULL. */
-static bool arn_region(const char *id, char *out, size_t cap)
-{
-    if (strncmp(id, "arn:", 4) != 0)
-        return false;
-    const char *p = id;
-    for (int i = 0; i < 3; i++) {
-        p = strchr(p, ':');
-        if (!p)
-            return false;
-        p++;
-    }
-    const char *e = strchr(p, ':');
-    if (!e || e == p || (size_t)(e - p) >= cap)
-        return false;
-    memcpy(out, p, (size_t)(e - p));
-    out[e - p] = '\0';
-    return true;
-}
-
-static void wipe_json_strings(json_t *v)
-{
-    const char *k;
-    json_t *x;
-    size_t i;
-    if (json_is_string(v)) {
-        explicit_bzero((char *)json_string_value(v), json_string_length(v));
-    } else if (json_is_object(v)) {
-        json_object_foreach(v, k, x) wipe_json_strings(x);
-    } else if (json_is_array(v)) {
-        json_array_foreach(v, i, x) wipe_json_strings(x);
-    }
-}
-
 /* The region of a call on secret_id: the ARN's, else AWS_REGION. */
 static bool region_of(const char *secret_id, char *region, size_t cap, char *err, size_t errcap)
 {
-    if (arn_region(secret_id, region, cap))
+    if (kiln_aws_arn_region(secret_id, region, cap))
         return true;
     const char *r = kiln_aws_region();
     if (!r) {
@@ -143,7 +102,7 @@ static int sm_call(const char *secret_id, const char *op, json_t *req, json_t **
              : type && strstr(type, "ResourceExists") ? KILN_ECONFLICT
                                                       : KILN_EUNAVAILABLE;
         if (d) {
-            wipe_json_strings(d);
+            kiln_json_wipe(d);
             json_decref(d);
         }
     } else {
@@ -158,7 +117,7 @@ static int sm_call(const char *secret_id, const char *op, json_t *req, json_t **
 static void doc_free(json_t *doc)
 {
     if (doc) {
-        wipe_json_strings(doc);
+        kiln_json_wipe(doc);
         json_decref(doc);
     }
 }
@@ -218,7 +177,7 @@ static int pick_field(const char *str, const char *field, kiln_buf *out, char *e
             kiln_buf_append_c(out, v);
         rc = v && json_is_object(inner) ? 0 : KILN_ENOTFOUND;
         if (inner) {
-            wipe_json_strings(inner);
+            kiln_json_wipe(inner);
             json_decref(inner);
         }
     }
@@ -235,7 +194,7 @@ int kiln_secrets_get(const char *secret_id, const char *field, kiln_buf *out, ch
     if (!str)
         return rc;
     rc = pick_field(str, field, out, err, errcap);
-    zfree(str);
+    kiln_free_secret(str);
     return rc;
 }
 
@@ -249,7 +208,7 @@ int kiln_secrets_get_version(const char *secret_id, const char *version_id,
     if (!str)
         return rc;
     rc = pick_field(str, NULL, out, err, errcap);
-    zfree(str);
+    kiln_free_secret(str);
     return rc;
 }
 
@@ -345,7 +304,7 @@ int kiln_secrets_put_value(const char *secret_id, const char *token, const char 
         json_object_set_new(req, "VersionStages", json_pack("[s]", stage));
     json_t *doc;
     int rc = sm_call(secret_id, "PutSecretValue", req, &doc, err, errcap);
-    wipe_json_strings(req);
+    kiln_json_wipe(req);
     json_decref(req);
     doc_free(doc);
     return rc;
@@ -444,9 +403,9 @@ static int fetch_all(char **values, char *err, size_t errcap)
         values[i] = b.p ? b.p : kiln_strdup("");
     }
     for (size_t i = 0; i < nvars; i++) {
-        zfree(strings[i]);
+        kiln_free_secret(strings[i]);
         if (rc)
-            zfree(values[i]);
+            kiln_free_secret(values[i]);
     }
     return rc;
 }
@@ -458,7 +417,7 @@ int kiln_secret_vars_resolve(char *err, size_t errcap)
         return -1;
     pthread_mutex_lock(&lock);
     for (size_t i = 0; i < nvars; i++) {
-        zfree(vars[i].value);
+        kiln_free_secret(vars[i].value);
         vars[i].value = values[i];
     }
     pthread_mutex_unlock(&lock);
@@ -483,13 +442,13 @@ int kiln_secret_vars_reload(kiln_buf *changed, char *err, size_t errcap)
     pthread_mutex_lock(&lock);
     for (size_t i = 0; i < nvars; i++) {
         if (vars[i].value && strcmp(vars[i].value, values[i]) == 0) {
-            zfree(values[i]);
+            kiln_free_secret(values[i]);
             continue;
         }
         if (n++)
             kiln_buf_append(changed, ",", 1);
         kiln_buf_append_c(changed, vars[i].name);
-        zfree(vars[i].value);
+        kiln_free_secret(vars[i].value);
         vars[i].value = values[i];
     }
     pthread_mutex_unlock(&lock);
@@ -537,7 +496,7 @@ void kiln_secret_vars_free(void)
         free(vars[i].name);
         free(vars[i].id);
         free(vars[i].field);
-        zfree(vars[i].value);
+        kiln_free_secret(vars[i].value);
     }
     memset(vars, 0, sizeof vars);
     nvars = 0;

@@ -32,6 +32,7 @@
 #include "core/log.h"
 #include "core/random.h"
 #include "rotate.h"
+#include "core/wipe.h"
 
 #define MAX_SECRET (64 * 1024)
 
@@ -68,14 +69,6 @@ uint64_t rot_time_left_ms(const struct rot_event *ev, uint64_t margin_ms, uint64
     uint64_t now = rot_now_ms();
     uint64_t left = ev->deadline_ms > now + margin_ms ? ev->deadline_ms - now - margin_ms : 0;
     return cap_ms && left > cap_ms ? cap_ms : left;
-}
-
-void rot_zfree(char *s)
-{
-    if (s) {
-        explicit_bzero(s, strlen(s));
-        free(s);
-    }
 }
 
 static void buf_wipe(kiln_buf *b)

@@ -43,6 +43,7 @@
 #include "core/str.h"
 #include "rotate.h"
 #include "store/db.h"
+#include "core/wipe.h"
 
 #define PASSWORD_BYTES 32
 #define SCRAM_ITERATIONS 4096
@@ -62,18 +63,8 @@ static void login_free(struct pg_login *l)
     free(l->host);
     free(l->dbname);
     free(l->username);
-    rot_zfree(l->password);
+    kiln_free_secret(l->password);
     memset(l, 0, sizeof *l);
-}
-
-static void wipe_strings(json_t *o)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach(o, k, v) {
-        if (json_is_string(v))
-            explicit_bzero((char *)json_string_value(v), json_string_length(v));
-    }
 }
 
 static char *field(json_t *o, const char *name)
@@ -111,7 +102,7 @@ static int parse_login(const char *secret, const char *which, bool need_host,
         out->port = (unsigned)strtoul(json_string_value(port), NULL, 10);
     else if (!port)
         out->port = need_host ? 5432 : 0;
-    wipe_strings(o);
+    kiln_json_wipe(o);
     json_decref(o);
 
     const char *missing = need_host && !out->host ? "host"
@@ -258,8 +249,8 @@ static int make_pending(const struct rot_env *env, const struct rot_event *ev,
         kiln_buf_append_c(pending, s);
         kiln_buf_append(pending, "", 1);
         pending->len--;
-        rot_zfree(s);
-        wipe_strings(o);
+        kiln_free_secret(s);
+        kiln_json_wipe(o);
         json_decref(o);
         kiln_log(KILN_LOG_INFO, "createSecret: the pending value switches users", "request_id",
                  ev->request_id, "from", cur.username, "to", other, NULL);
@@ -329,7 +320,7 @@ static int run_formatted(struct kiln_db *db, const char *fmt, const char *const 
         if (stmt.p)
             explicit_bzero((char *)stmt.p, stmt.len);
         rc = kiln_db_exec(db, text);
-        rot_zfree(text);
+        kiln_free_secret(text);
     }
     kiln_arena_free(a);
     return rc;

@@ -21,21 +21,12 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "rotate.h"
+#include "core/wipe.h"
 
 #define KEY_BYTES 64
 #define MIN_LEN 64
 #define FIELD "SECRET_KEY_BASE"
 #define FIELD_PREVIOUS "SECRET_KEY_BASE_PREVIOUS"
-
-static void wipe_strings(json_t *o)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach(o, k, v) {
-        if (json_is_string(v))
-            explicit_bzero((char *)json_string_value(v), json_string_length(v));
-    }
-}
 
 static int make_pending(const struct rot_env *env, const struct rot_event *ev,
                         const char *current, kiln_buf *pending, struct rot_error *e)
@@ -54,7 +45,7 @@ static int make_pending(const struct rot_env *env, const struct rot_event *ev,
         json_t *old = json_object_get(o, FIELD);
         if (old && !json_is_string(old)) {
             rot_fail(e, "InvalidSecret", "the secret's %s field is not a string", FIELD);
-            wipe_strings(o);
+            kiln_json_wipe(o);
             json_decref(o);
             explicit_bzero(key, sizeof key);
             return -1;
@@ -63,8 +54,8 @@ static int make_pending(const struct rot_env *env, const struct rot_event *ev,
         json_object_set_new(o, FIELD, json_string(key));
         char *s = json_dumps(o, JSON_COMPACT);
         kiln_buf_append_c(pending, s);
-        rot_zfree(s);
-        wipe_strings(o);
+        kiln_free_secret(s);
+        kiln_json_wipe(o);
         json_decref(o);
     }
     kiln_buf_append(pending, "", 1);
@@ -91,7 +82,7 @@ static int test(const struct rot_env *env, const struct rot_event *ev, const cha
     if (json_is_object(o)) {
         json_t *v = json_object_get(o, FIELD);
         len = json_is_string(v) ? json_string_length(v) : 0;
-        wipe_strings(o);
+        kiln_json_wipe(o);
     } else {
         len = strlen(pending);
     }

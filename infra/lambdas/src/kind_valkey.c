@@ -35,6 +35,7 @@
 #include "core/log.h"
 #include "rotate.h"
 #include "store/kv.h"
+#include "core/wipe.h"
 
 #define PASSWORD_BYTES 32
 #define RETRY_MS 1000
@@ -47,18 +48,8 @@ struct vk_login {
 static void login_free(struct vk_login *l)
 {
     free(l->username);
-    rot_zfree(l->password);
+    kiln_free_secret(l->password);
     memset(l, 0, sizeof *l);
-}
-
-static void wipe_strings(json_t *o)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach(o, k, v) {
-        if (json_is_string(v))
-            explicit_bzero((char *)json_string_value(v), json_string_length(v));
-    }
 }
 
 static int parse_login(const char *secret, const char *which, struct vk_login *out,
@@ -77,7 +68,7 @@ static int parse_login(const char *secret, const char *which, struct vk_login *o
         out->username = strdup(u);
     if (p && *p)
         out->password = strdup(p);
-    wipe_strings(o);
+    kiln_json_wipe(o);
     json_decref(o);
     if (!out->username || !out->password) {
         rot_fail(e, "InvalidSecret", "the %s secret has no \"%s\"", which,
@@ -132,8 +123,8 @@ static int make_pending(const struct rot_env *env, const struct rot_event *ev,
     kiln_buf_append_c(pending, s);
     kiln_buf_append(pending, "", 1);
     pending->len--;
-    rot_zfree(s);
-    wipe_strings(o);
+    kiln_free_secret(s);
+    kiln_json_wipe(o);
     json_decref(o);
     explicit_bzero(password, sizeof password);
     return 0;

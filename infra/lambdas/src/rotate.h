@@ -99,8 +99,6 @@ uint64_t rot_now_ms(void);
 /* The time left before ev's deadline minus margin_ms, capped at cap_ms (0:
  * no cap); cap_ms when the deadline is unknown. */
 uint64_t rot_time_left_ms(const struct rot_event *ev, uint64_t margin_ms, uint64_t cap_ms);
-/* Wipe and free a C string (NULL allowed). */
-void rot_zfree(char *s);
 
 /* Lambda Runtime API (runtime.c). api: host:port of AWS_LAMBDA_RUNTIME_API. */
 struct rt_invocation {
