@@ -249,17 +249,7 @@ const char *res_now(kiln_arena *a)
 
 void res_store_error(struct kiln_req *req, struct kiln_res *res, int err, const char *what)
 {
-    if (err == KILN_EUNAVAILABLE) {
-        kiln_log(KILN_LOG_ERROR, "database unavailable", "what", what, "error",
-                 kiln_db_last_error(app_db(req)), "request_id", req->request_id, NULL);
-        kiln_res_error(req, res, 503, "service_unavailable", "Database unavailable", NULL);
-        kiln_res_header(res, "retry-after", "1");
-        return;
-    }
-    /* The driver's text names the failure, never parameter values. */
-    kiln_log(KILN_LOG_ERROR, "database error", "what", what, "code", kiln_err_name(err),
-             "error", kiln_db_last_error(app_db(req)), "request_id", req->request_id, NULL);
-    kiln_res_error(req, res, 500, "internal_error", "Internal server error", NULL);
+    kiln_res_fail(req, res, err, "Database", what, kiln_db_last_error(app_db(req)));
 }
 
 void res_no_content(struct kiln_res *res)

@@ -74,8 +74,8 @@ json_t *res_text(const struct kiln_db_rows *r, size_t row, size_t col);
 /* The current time as a parameter for timestamp columns. */
 const char *res_now(kiln_arena *a);
 
-/* A store error: 503 service_unavailable (retry-after) when the store is
- * unreachable, 500 internal_error otherwise; logged either way. */
+/* A database error, answered through kiln_res_fail (http/response.h: the
+ * one map from errors to answers). */
 void res_store_error(struct kiln_req *req, struct kiln_res *res, int err, const char *what);
 
 /* Answer 204 with no body. */

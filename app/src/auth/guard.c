@@ -192,6 +192,7 @@ int kiln_guard_session(struct kiln_req *req, struct kiln_res *res)
     }
     s->via_cookie = via_cookie;
     req->session = s;
+    req->user_id = s->user_id;
     if (via_cookie && csrf(req, res) != 0)
         return -1;
     return rate_limit(req, res, req->config->rate_limit_protected,

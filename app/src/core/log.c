@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -141,6 +142,46 @@ void kiln_logf(enum kiln_log_level level, const char *fmt, ...)
     if (!err)
         kiln_log_write(b.p, b.len);
     kiln_buf_free(&b);
+}
+
+/* A handful of dependencies exist; a fixed table keeps this allocation-free.
+ * The lock is taken only on a failure path. */
+#define OUTAGE_SLOTS 16
+static struct {
+    const char *dependency;
+    int64_t second;     /* when the last line was written */
+    uint64_t unlogged;  /* failures since then */
+} outages[OUTAGE_SLOTS];
+static pthread_mutex_t outage_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void kiln_log_outage(const char *dependency, const char *error)
+{
+    int64_t now = (int64_t)(kiln_now_ns() / 1000000000ull);
+    uint64_t failures = 0;
+    pthread_mutex_lock(&outage_lock);
+    size_t i = 0;
+    while (i < OUTAGE_SLOTS && outages[i].dependency &&
+           strcmp(outages[i].dependency, dependency) != 0)
+        i++;
+    if (i == OUTAGE_SLOTS) {
+        i = OUTAGE_SLOTS - 1; /* more dependencies than slots: share the last */
+    } else if (!outages[i].dependency) {
+        outages[i].dependency = dependency;
+        outages[i].second = now - 1;
+    }
+    outages[i].unlogged++;
+    if (outages[i].second != now) {
+        failures = outages[i].unlogged;
+        outages[i].unlogged = 0;
+        outages[i].second = now;
+    }
+    pthread_mutex_unlock(&outage_lock);
+    if (!failures)
+        return;
+    char count[24];
+    snprintf(count, sizeof count, "%llu", (unsigned long long)failures);
+    kiln_log(KILN_LOG_ERROR, "dependency unavailable", "dependency", dependency, "error", error,
+             "failures", count, NULL);
 }
 
 enum kiln_log_level kiln_log_request_level(int status)

@@ -41,6 +41,16 @@ void kiln_log(enum kiln_log_level level, const char *message, ...);
 void kiln_logf(enum kiln_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/*
+ * A dependency (database, session store, file storage, ...) failed. During
+ * an outage every request fails the same way, so this writes at most one
+ * line per dependency per second ("dependency unavailable", with the
+ * dependency, the latest error and "failures": how many failures the line
+ * stands for, itself included); the failures in between are only counted.
+ * dependency must be a static string (it is the key); error may be NULL.
+ */
+void kiln_log_outage(const char *dependency, const char *error);
+
 /* The fields of the one line logged per request (DESIGN.md, Operating it). */
 struct kiln_log_request {
     kiln_str request_id;

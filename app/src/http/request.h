@@ -71,6 +71,7 @@ struct kiln_req {
     kiln_str trace_id;        /* x-amzn-trace-id or traceparent; p NULL if none */
     const char *remote_ip;    /* owned by the connection */
     void *session;            /* set by the session guard (auth/session.h) */
+    const char *user_id;      /* the session's internal user id, for logs; NULL if none */
     void *context;            /* the worker's context (stores); NULL on the loop */
     uint64_t start_ns;        /* monotonic, first byte of the request */
 };

@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
 
 const char *kiln_status_reason(int status)
 {
@@ -103,6 +105,58 @@ void kiln_res_error(struct kiln_req *req, struct kiln_res *res, int status,
     char *p = kiln_arena_strndup(req->arena, b.p ? b.p : "{}", b.p ? b.len : 2);
     kiln_res_json_text(res, status, (kiln_str){ p, b.p ? b.len : 2 });
     kiln_buf_free(&b);
+}
+
+int kiln_err_status(int err)
+{
+    switch (err) {
+    case KILN_EUNAVAILABLE:
+    case KILN_ETIMEDOUT:
+    case KILN_ECLOSED:
+    case KILN_EIO:
+    case KILN_ETLS:
+    case KILN_EPROTO:
+    case KILN_EAUTH:
+    case KILN_EBUSY: return 503;
+    case KILN_ENOTFOUND: return 404;
+    case KILN_ECONFLICT: return 409;
+    case KILN_ETOOBIG: return 413;
+    case KILN_EINVAL: return 422;
+    default: return 500;
+    }
+}
+
+void kiln_res_fail(struct kiln_req *req, struct kiln_res *res, int err, const char *dependency,
+                   const char *what, const char *detail)
+{
+    switch (kiln_err_status(err)) {
+    case 503:
+        kiln_log_outage(dependency, detail ? detail : kiln_err_message(err));
+        kiln_res_error(req, res, 503, "service_unavailable",
+                       kiln_arena_sprintf(req->arena, "%s unavailable", dependency), NULL);
+        kiln_res_header(res, "retry-after", "1");
+        return;
+    case 404:
+        kiln_res_error(req, res, 404, "not_found", "Not found", NULL);
+        return;
+    case 409:
+        kiln_res_error(req, res, 409, "conflict", "Conflict", NULL);
+        return;
+    case 413:
+        kiln_res_error(req, res, 413, "payload_too_large", "Payload too large", NULL);
+        return;
+    case 422:
+        kiln_res_error(req, res, 422, "validation_failed", "Validation failed", NULL);
+        return;
+    default:
+        /* A bug: loud, every time, with what the driver said (never
+         * parameter values: drivers do not put them in their errors). */
+        kiln_log(KILN_LOG_ERROR, "internal error", "dependency", dependency, "what", what,
+                 "code", kiln_err_name(err), "error", detail, "request_id", req->request_id,
+                 "user_id", req->user_id, NULL);
+        kiln_res_error(req, res, 500, "internal_error", "Internal server error", NULL);
+        return;
+    }
 }
 
 static bool has_body(const struct kiln_req *req, int status)

@@ -45,6 +45,32 @@ void kiln_res_error(struct kiln_req *req, struct kiln_res *res, int status,
                     const char *code, const char *message, json_t *details);
 
 /*
+ * THE map from errors to answers: every kiln_err a handler gets from a store
+ * or a service becomes its answer here, and nowhere else.
+ *
+ *   the dependency failed (EUNAVAILABLE, ETIMEDOUT, ECLOSED, EIO, ETLS,
+ *   EPROTO, EAUTH, EBUSY)        503 service_unavailable, "<Dependency>
+ *                                unavailable", retry-after: 1, and
+ *                                kiln_log_outage (one line per dependency
+ *                                per second, with a count)
+ *   ENOTFOUND                    404 not_found
+ *   ECONFLICT                    409 conflict
+ *   ETOOBIG                      413 payload_too_large
+ *   EINVAL                       422 validation_failed
+ *   anything else (EDB, a bug)   500 internal_error, and an error line
+ *                                naming what failed and why
+ *
+ * dependency names what was called, capitalised, static ("Database",
+ * "Session store", "File storage"); detail is the driver's or service's
+ * error text for the log (never shown to the client; NULL allowed); what
+ * says which operation failed ("notes create"), for the log.
+ */
+void kiln_res_fail(struct kiln_req *req, struct kiln_res *res, int err, const char *dependency,
+                   const char *what, const char *detail);
+/* The status kiln_res_fail answers err with (500 for a bug). */
+int kiln_err_status(int err);
+
+/*
  * Append the whole response to out: status line, headers, body (not for HEAD
  * or 204/304). keep_alive false adds "connection: close"; a keep-alive
  * HTTP/1.0 request gets "connection: keep-alive". date is the cached

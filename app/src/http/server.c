@@ -252,6 +252,7 @@ static void request_end(struct conn *c)
             .path = req->path,
             .status = status,
             .duration_ms = (double)(kiln_now_ns() - req->start_ns) / 1e6,
+            .user_id = req->user_id ? kiln_str_c(req->user_id) : KILN_STR_NULL,
             .user_agent = kiln_req_header(req, "user-agent"),
             .remote_ip = c->remote_ip,
         };
