@@ -250,10 +250,13 @@ void api_notes_create(struct kiln_req *req, struct kiln_res *res)
         return;
     struct res_errors e = { 0 };
     const char *title = NULL, *content = NULL;
+    bool archived = false;
     if (!json_object_get(in, "title"))
         res_error(&e, "title", "can't be blank");
     res_string(in, "title", false, 1, TITLE_MAX, &e, &title);
     res_string(in, "content", true, 0, CONTENT_MAX, &e, &content);
+    /* Checked as on update: a note may be created archived. */
+    res_bool(in, "archived", &e, &archived);
     if (res_errors_answer(req, res, &e)) {
         json_decref(in);
         return;
@@ -261,14 +264,15 @@ void api_notes_create(struct kiln_req *req, struct kiln_res *res)
     char id[KILN_UUID_LEN + 1];
     kiln_uuid_v4(id);
     const char *now = res_now(req->arena);
-    kiln_str p[6] = { kiln_str_c(id), kiln_str_c(res_user_id(req)), kiln_str_c(title),
-                      kiln_str_c(content ? content : ""), kiln_str_c(now), kiln_str_c(now) };
+    kiln_str p[7] = { kiln_str_c(id), kiln_str_c(res_user_id(req)), kiln_str_c(title),
+                      kiln_str_c(content ? content : ""), kiln_str_c(now), kiln_str_c(now),
+                      kiln_str_c(archived ? "1" : "0") };
     struct kiln_db_rows rows;
     int err = kiln_db_query(app_db(req), req->arena,
                             "INSERT INTO notes (id, user_id, title, content, archived, "
-                            "inserted_at, updated_at) VALUES ($1, $2, $3, $4, '0', $5, $6) "
+                            "inserted_at, updated_at) VALUES ($1, $2, $3, $4, $7, $5, $6) "
                             "RETURNING " NOTE_COLUMNS,
-                            p, 6, &rows);
+                            p, 7, &rows);
     json_decref(in); /* title and content point into it */
     if (err) {
         res_store_error(req, res, err, "notes create");

@@ -85,10 +85,13 @@ void api_projects_create(struct kiln_req *req, struct kiln_res *res)
         return;
     struct res_errors e = { 0 };
     const char *name = NULL, *description = NULL;
+    bool archived = false;
     if (!json_object_get(in, "name"))
         res_error(&e, "name", "can't be blank");
     res_string(in, "name", false, 1, NAME_MAX_CHARS, &e, &name);
     res_string(in, "description", true, 0, DESCRIPTION_MAX, &e, &description);
+    /* Checked as on update: a project may be created archived. */
+    res_bool(in, "archived", &e, &archived);
     if (res_errors_answer(req, res, &e)) {
         json_decref(in);
         return;
@@ -97,15 +100,15 @@ void api_projects_create(struct kiln_req *req, struct kiln_res *res)
     kiln_uuid_v4(id);
     const char *now = res_now(req->arena);
     /* description stays NULL when not given: "none" differs from "". */
-    kiln_str p[6] = { kiln_str_c(id), kiln_str_c(res_user_id(req)), kiln_str_c(name),
+    kiln_str p[7] = { kiln_str_c(id), kiln_str_c(res_user_id(req)), kiln_str_c(name),
                       description ? kiln_str_c(description) : KILN_STR_NULL,
-                      kiln_str_c(now), kiln_str_c(now) };
+                      kiln_str_c(now), kiln_str_c(now), kiln_str_c(archived ? "1" : "0") };
     struct kiln_db_rows rows;
     int err = kiln_db_query(app_db(req), req->arena,
                             "INSERT INTO projects (id, user_id, name, description, archived, "
-                            "inserted_at, updated_at) VALUES ($1, $2, $3, $4, '0', $5, $6) "
+                            "inserted_at, updated_at) VALUES ($1, $2, $3, $4, $7, $5, $6) "
                             "RETURNING " PROJECT_COLUMNS,
-                            p, 6, &rows);
+                            p, 7, &rows);
     json_decref(in); /* name and description point into it */
     if (err) {
         res_store_error(req, res, err, "projects create");

@@ -73,15 +73,23 @@ const struct kiln_route kiln_routes[] = {
     { KILN_PATCH, KILN_SCOPE_API, "/tasks/:id", kiln_guard_session, api_tasks_update, 0 },
     { KILN_DELETE, KILN_SCOPE_API, "/tasks/:id", kiln_guard_session, api_tasks_delete, 0 },
 
-    /* Uploads (uploads.c): files in S3. A key travels as the path after
-     * /uploads/ (users/<user id>/uploads/<name>): the router refuses %2F
-     * in a segment. Every route that calls S3 (or may fetch credentials)
-     * blocks: the worker pool runs it. */
+    /* Uploads (uploads.c): files in S3. A key (users/<user id>/uploads/
+     * <name>) travels either as one segment with its slashes encoded, as
+     * the original's clients send it (*key takes %2F), or as the path
+     * itself. Every route that calls S3 (or may fetch credentials) blocks:
+     * the worker pool runs it. The types route comes before the *key
+     * routes, which would match it too. */
     { KILN_GET, KILN_SCOPE_API, "/uploads", kiln_guard_session, api_uploads_list,
       KILN_ROUTE_BLOCKING },
     { KILN_POST, KILN_SCOPE_API, "/uploads/presign", kiln_guard_session, api_uploads_presign,
       KILN_ROUTE_BLOCKING },
     { KILN_GET, KILN_SCOPE_API, "/uploads/types", kiln_guard_session, api_uploads_types, 0 },
+    { KILN_GET, KILN_SCOPE_API, "/uploads/*key", kiln_guard_session, api_uploads_show,
+      KILN_ROUTE_BLOCKING },
+    { KILN_DELETE, KILN_SCOPE_API, "/uploads/*key", kiln_guard_session, api_uploads_delete,
+      KILN_ROUTE_BLOCKING },
+    { KILN_GET, KILN_SCOPE_API, "/uploads/*key/download", kiln_guard_session,
+      api_uploads_download, KILN_ROUTE_BLOCKING },
     { KILN_GET, KILN_SCOPE_API, "/uploads/users/:user_id/uploads/:name", kiln_guard_session,
       api_uploads_show, KILN_ROUTE_BLOCKING },
     { KILN_DELETE, KILN_SCOPE_API, "/uploads/users/:user_id/uploads/:name", kiln_guard_session,

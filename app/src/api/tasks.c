@@ -7,7 +7,11 @@
  * ... SELECT FROM projects, UPDATE ... WHERE EXISTS), so that a project
  * deleted or never owned cannot slip in between a check and the write.
  * Another user's project answers 404 project_not_found, exactly like one
- * that does not exist.
+ * that does not exist. On PostgreSQL the project row is read FOR KEY
+ * SHARE: a project being deleted at that moment makes the statement wait
+ * for the delete, then see no project (404), instead of passing the check
+ * and failing the foreign key at commit (a 500). SQLite has one writer at
+ * a time, so nothing can come between the read and the write there.
  *
  * Lists: GET /tasks newest first, like every other top-level list;
  * GET /projects/:id shows its tasks oldest first (projects.c).
@@ -151,6 +155,13 @@ void api_tasks_show(struct kiln_req *req, struct kiln_res *res)
         answer_task(req, res, 200, &rows);
 }
 
+/* The lock that holds a project still while a task enters it (see the top
+ * of this file); SQLite has no row locks and needs none. */
+static const char *key_share(struct kiln_req *req)
+{
+    return kiln_db_dialect(app_db(req)) == KILN_DB_POSTGRES ? " FOR KEY SHARE" : "";
+}
+
 /* The INSERT takes the project from the user's own projects: no row, no
  * task, and the answer is 404 project_not_found. */
 static void create(struct kiln_req *req, struct kiln_res *res, const char *project_id,
@@ -167,10 +178,13 @@ static void create(struct kiln_req *req, struct kiln_res *res, const char *proje
                       kiln_str_c(now) };
     struct kiln_db_rows rows;
     int err = kiln_db_query(app_db(req), req->arena,
-                            "INSERT INTO tasks (id, user_id, project_id, title, details, "
-                            "status, due_date, inserted_at, updated_at) "
-                            "SELECT $1, $2, id, $4, $5, $6, $7, $8, $8 FROM projects "
-                            "WHERE id = $3 AND user_id = $2 RETURNING " TASK_COLUMNS,
+                            kiln_arena_sprintf(req->arena,
+                                               "INSERT INTO tasks (id, user_id, project_id, "
+                                               "title, details, status, due_date, inserted_at, "
+                                               "updated_at) SELECT $1, $2, id, $4, $5, $6, $7, "
+                                               "$8, $8 FROM projects WHERE id = $3 AND "
+                                               "user_id = $2%s RETURNING " TASK_COLUMNS,
+                                               key_share(req)),
                             p, 8, &rows);
     if (err)
         res_store_error(req, res, err, "tasks create");
@@ -225,6 +239,7 @@ static int update(struct kiln_req *req, const char *id, const char *project_id,
                        kiln_str_c(t->has_due_date ? "1" : "0"),
                        kiln_str_c(res_now(req->arena)) };
     return kiln_db_query(app_db(req), req->arena,
+                         kiln_arena_sprintf(req->arena,
                          "UPDATE tasks SET project_id = COALESCE($3, project_id), "
                          "title = COALESCE($4, title), "
                          "details = CASE WHEN CAST($6 AS TEXT) = '1' THEN $5 "
@@ -235,7 +250,7 @@ static int update(struct kiln_req *req, const char *id, const char *project_id,
                          "updated_at = $10 "
                          "WHERE id = $1 AND user_id = $2 AND EXISTS (SELECT 1 FROM projects "
                          "WHERE projects.id = COALESCE($3, tasks.project_id) AND "
-                         "projects.user_id = $2) RETURNING " TASK_COLUMNS,
+                         "projects.user_id = $2%s) RETURNING " TASK_COLUMNS, key_share(req)),
                          p, 10, rows);
 }
 

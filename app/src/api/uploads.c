@@ -9,12 +9,16 @@
  * range; a key that comes in a path is checked before any S3 call (well
  * formed: 400 invalid_request; under another user's prefix: 403 forbidden).
  *
- * Keys in paths: the router refuses %2F inside a segment (docs/
- * ARCHITECTURE.md, Route), so a key travels as the path itself:
- * GET /uploads/users/<id>/uploads/<name> is the object "users/<id>/uploads/
- * <name>", and .../download its presigned URL. Every name Kiln makes is one
- * segment; objects with deeper keys that something else put under the
- * prefix are listed but not addressable.
+ * Keys in paths, two spellings of one key: the original's clients send it
+ * as one segment with its slashes encoded (GET /uploads/users%2F<id>%2F
+ * uploads%2F<name>, the route's *key parameter), and the path itself works
+ * too (GET /uploads/users/<id>/uploads/<name>); .../download is its
+ * presigned URL. Both are checked the same way before anything reaches
+ * S3: users/<id>/uploads/<name>, the session's own id, and no empty, "."
+ * or ".." segment (S3 keys are not paths, but the browser and every proxy
+ * between treat them as such). Every name Kiln makes is one segment; a
+ * deeper key something else put under the prefix is addressable only in
+ * the encoded spelling.
  *
  * Every route but /uploads/types calls S3 (or may fetch credentials), which
  * blocks: they run on the worker pool (routes.c, KILN_ROUTE_BLOCKING). S3
@@ -276,43 +280,59 @@ static const char *type_of_name(const char *name)
 }
 
 /* A key's text is safe to hand to S3: UTF-8, at most KILN_S3_KEY_MAX bytes,
- * no control character, no backslash, no "..". */
+ * no control character or backslash, and no empty, "." or ".." segment. */
 static bool key_well_formed(kiln_str k)
 {
     if (k.len == 0 || k.len > KILN_S3_KEY_MAX || !kiln_utf8_valid(k))
         return false;
-    for (size_t i = 0; i < k.len; i++) {
+    size_t seg = 0; /* where the current segment starts */
+    for (size_t i = 0; i <= k.len; i++) {
+        if (i == k.len || k.p[i] == '/') {
+            kiln_str s = { k.p + seg, i - seg };
+            if (s.len == 0 || kiln_str_eq_c(s, ".") || kiln_str_eq_c(s, ".."))
+                return false;
+            seg = i + 1;
+            continue;
+        }
         unsigned char c = (unsigned char)k.p[i];
-        if (c < 0x20 || c == 0x7f || c == '\\' ||
-            (c == '.' && i + 1 < k.len && k.p[i + 1] == '.'))
+        if (c < 0x20 || c == 0x7f || c == '\\')
             return false;
     }
     return true;
 }
 
 /*
- * The key named by the path (/uploads/users/:user_id/uploads/:name), or
- * NULL after answering 400 (not a key we would ever make or accept) or 403
- * (another user's). Nothing reaches S3 before this has passed.
+ * The key named by the path, in either spelling, or NULL after answering
+ * 400 (not a key we would ever make or accept) or 403 (another user's).
+ * Nothing reaches S3, and no other answer is given, before this passes.
  */
 static const char *path_key(struct kiln_req *req, struct kiln_res *res)
 {
-    kiln_str uid = kiln_req_param(req, "user_id"), name = kiln_req_param(req, "name");
-    const char *key = kiln_arena_sprintf(req->arena, "users/%.*s/uploads/%.*s", (int)uid.len,
-                                         uid.p ? uid.p : "", (int)name.len,
-                                         name.p ? name.p : "");
-    /* sprintf stops at a NUL; the router refuses %00, but compare lengths. */
-    size_t want = 6 + uid.len + 9 + name.len;
-    if (strlen(key) != want || !uid.len || !name.len ||
-        !key_well_formed((kiln_str){ key, want })) {
+    kiln_str key = kiln_req_param(req, "key");
+    if (!key.p) {
+        kiln_str uid = kiln_req_param(req, "user_id"), name = kiln_req_param(req, "name");
+        key.p = kiln_arena_sprintf(req->arena, "users/%.*s/uploads/%.*s", (int)uid.len,
+                                   uid.p ? uid.p : "", (int)name.len, name.p ? name.p : "");
+        key.len = strlen(key.p);
+    }
+    static const char users[] = "users/", uploads[] = "/uploads/";
+    const char *uid = key.p + sizeof users - 1;
+    const char *after = key.len > sizeof users - 1
+                            ? memchr(uid, '/', key.len - (sizeof users - 1))
+                            : NULL;
+    /* The router refuses %00, so the text has no NUL; users/<id>/uploads/
+     * <name> with every segment well formed. */
+    if (!key_well_formed(key) || strncmp(key.p, users, sizeof users - 1) != 0 || !after ||
+        (size_t)(key.p + key.len - after) <= sizeof uploads - 1 ||
+        strncmp(after, uploads, sizeof uploads - 1) != 0) {
         kiln_res_error(req, res, 400, "invalid_request", "Invalid upload key", NULL);
         return NULL;
     }
-    if (!kiln_str_eq_c(uid, res_user_id(req))) {
+    if (!kiln_str_eq_c((kiln_str){ uid, (size_t)(after - uid) }, res_user_id(req))) {
         kiln_res_error(req, res, 403, "forbidden", "This upload belongs to another user", NULL);
         return NULL;
     }
-    return key;
+    return kiln_arena_strndup(req->arena, key.p, key.len);
 }
 
 /* ---- answers ------------------------------------------------------------ */
@@ -321,8 +341,8 @@ static const char *path_key(struct kiln_req *req, struct kiln_res *res)
 static bool configured(struct kiln_req *req, struct kiln_res *res, struct kiln_s3 *s3)
 {
     if (!up.bucket) {
-        kiln_res_error(req, res, 503, "service_unavailable", "File uploads are not configured",
-                       NULL);
+        kiln_res_fail(req, res, KILN_EUNAVAILABLE, "File storage", "uploads",
+                      "uploads are off: UPLOADS_BUCKET is not set");
         return false;
     }
     s3->bucket = up.bucket;
@@ -331,13 +351,11 @@ static bool configured(struct kiln_req *req, struct kiln_res *res, struct kiln_s
     return true;
 }
 
-static void s3_failed(struct kiln_req *req, struct kiln_res *res, const char *what,
+/* What S3 said goes to the log (its error code), never to the client. */
+static void s3_failed(struct kiln_req *req, struct kiln_res *res, const char *what, int rc,
                       const char *err)
 {
-    kiln_log(KILN_LOG_ERROR, "uploads: S3 request failed", "what", what, "error", err,
-             "request_id", req->request_id, NULL);
-    kiln_res_error(req, res, 503, "service_unavailable", "File storage unavailable", NULL);
-    kiln_res_header(res, "retry-after", "1");
+    kiln_res_fail(req, res, rc, "File storage", what, err);
 }
 
 static json_t *string_or_null(const char *s)
@@ -354,12 +372,12 @@ static json_t *file_json(const struct kiln_s3_object *o, const char *content_typ
 }
 
 /* HeadObject of the path's key: true with *o, or false after answering
- * (400/403 from path_key, 404, 503). */
+ * (400/403 from path_key first, then 503 when uploads are off, 404, 503). */
 static bool head(struct kiln_req *req, struct kiln_res *res, struct kiln_s3 *s3,
                  struct kiln_s3_object *o)
 {
     const char *key = path_key(req, res);
-    if (!key)
+    if (!key || !configured(req, res, s3))
         return false;
     char err[256] = "";
     int rc = kiln_s3_head(s3, req->arena, key, o, err, sizeof err);
@@ -368,7 +386,7 @@ static bool head(struct kiln_req *req, struct kiln_res *res, struct kiln_s3 *s3,
         return false;
     }
     if (rc) {
-        s3_failed(req, res, "head", err);
+        s3_failed(req, res, "head", rc, err);
         return false;
     }
     return true;
@@ -427,8 +445,9 @@ void api_uploads_presign(struct kiln_req *req, struct kiln_res *res)
     struct kiln_s3_post_policy p = { key, type, up.max_bytes, up.expiry_s };
     struct kiln_s3_post post;
     char err[256] = "";
-    if (kiln_s3_presign_post(&s3, req->arena, &p, &post, err, sizeof err) != 0) {
-        s3_failed(req, res, "presign", err);
+    int rc = kiln_s3_presign_post(&s3, req->arena, &p, &post, err, sizeof err);
+    if (rc != 0) {
+        s3_failed(req, res, "presign", rc, err);
         return;
     }
     json_t *fields = json_object();
@@ -474,7 +493,7 @@ void api_uploads_list(struct kiln_req *req, struct kiln_res *res)
         return;
     }
     if (rc) {
-        s3_failed(req, res, "list", err);
+        s3_failed(req, res, "list", rc, err);
         return;
     }
     json_t *files = json_array();
@@ -494,7 +513,7 @@ void api_uploads_show(struct kiln_req *req, struct kiln_res *res)
 {
     struct kiln_s3 s3;
     struct kiln_s3_object o;
-    if (configured(req, res, &s3) && head(req, res, &s3, &o))
+    if (head(req, res, &s3, &o))
         kiln_res_json(req, res, 200, file_json(&o, o.content_type));
 }
 
@@ -502,7 +521,7 @@ void api_uploads_download(struct kiln_req *req, struct kiln_res *res)
 {
     struct kiln_s3 s3;
     struct kiln_s3_object o;
-    if (!configured(req, res, &s3) || !head(req, res, &s3, &o))
+    if (!head(req, res, &s3, &o))
         return;
     /* attachment: the browser saves the file instead of rendering it from
      * the bucket's origin. The name is [A-Za-z0-9._-] when Kiln made it;
@@ -516,9 +535,10 @@ void api_uploads_download(struct kiln_req *req, struct kiln_res *res)
               : "attachment";
     const char *url = NULL;
     char err[256] = "";
-    if (kiln_s3_presign_get(&s3, req->arena, o.key, up.expiry_s, disposition, &url, err,
-                            sizeof err) != 0) {
-        s3_failed(req, res, "presign get", err);
+    int rc = kiln_s3_presign_get(&s3, req->arena, o.key, up.expiry_s, disposition, &url, err,
+                                 sizeof err);
+    if (rc != 0) {
+        s3_failed(req, res, "presign get", rc, err);
         return;
     }
     kiln_res_json(req, res, 200, json_pack("{s:s, s:s}", "url", url, "key", o.key));
@@ -530,11 +550,12 @@ void api_uploads_delete(struct kiln_req *req, struct kiln_res *res)
     struct kiln_s3_object o;
     /* HeadObject first: S3 deletes a missing key with 204, and a client
      * should learn it named nothing (404, as for every other resource). */
-    if (!configured(req, res, &s3) || !head(req, res, &s3, &o))
+    if (!head(req, res, &s3, &o))
         return;
     char err[256] = "";
-    if (kiln_s3_delete(&s3, o.key, err, sizeof err) != 0) {
-        s3_failed(req, res, "delete", err);
+    int rc = kiln_s3_delete(&s3, o.key, err, sizeof err);
+    if (rc != 0) {
+        s3_failed(req, res, "delete", rc, err);
         return;
     }
     res_no_content(res);

@@ -8,6 +8,7 @@
  */
 #include "auth/guard.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -16,6 +17,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "http/cookie.h"
+#include "http/router.h"
 #include "store/stores.h"
 
 #define WINDOW_S 60
@@ -31,12 +33,47 @@ const struct kiln_session *kiln_req_session(const struct kiln_req *req)
     return req->session;
 }
 
+/* RFC 9110 5.3: several X-Forwarded-For field lines are one list, in
+ * order. Joined into the arena; p NULL when there is none. */
+static kiln_str forwarded_for(const struct kiln_req *req)
+{
+    kiln_str all = KILN_STR_NULL;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (!kiln_str_eq_c(req->headers[i].name, "x-forwarded-for"))
+            continue;
+        kiln_str v = req->headers[i].value;
+        if (!all.p) {
+            all = v;
+            continue;
+        }
+        char *joined = kiln_arena_alloc(req->arena, all.len + 1 + v.len);
+        memcpy(joined, all.p, all.len);
+        joined[all.len] = ',';
+        memcpy(joined + all.len + 1, v.p, v.len);
+        all = (kiln_str){ joined, all.len + 1 + v.len };
+    }
+    return all;
+}
+
+/* An entry is used only if it is an IP address: anything else (a name, a
+ * port, garbage) would let a client pick an arbitrary rate-limit key. */
+static bool ip_literal(kiln_str s)
+{
+    char text[INET6_ADDRSTRLEN + 1];
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (s.len == 0 || s.len > INET6_ADDRSTRLEN)
+        return false;
+    memcpy(text, s.p, s.len);
+    text[s.len] = '\0';
+    return inet_pton(AF_INET, text, addr) == 1 || inet_pton(AF_INET6, text, addr) == 1;
+}
+
 const char *kiln_client_ip(const struct kiln_req *req)
 {
     unsigned hops = req->config->trusted_proxy_hops;
     if (hops == 0)
         return req->remote_ip;
-    kiln_str xff = kiln_req_header(req, "x-forwarded-for");
+    kiln_str xff = forwarded_for(req);
     if (!xff.p)
         return req->remote_ip;
     /* Walk entries from the right: the last one was added by our nearest
@@ -48,13 +85,28 @@ const char *kiln_client_ip(const struct kiln_req *req)
             comma--;
         kiln_str entry = kiln_str_trim((kiln_str){ comma, (size_t)(end - comma) });
         if (i == hops)
-            return entry.len && entry.len < 64
-                       ? kiln_arena_strndup(req->arena, entry.p, entry.len)
-                       : req->remote_ip;
+            return ip_literal(entry) ? kiln_arena_strndup(req->arena, entry.p, entry.len)
+                                     : req->remote_ip;
         if (comma == xff.p)
             return req->remote_ip; /* fewer entries than hops */
         end = comma - 1;
     }
+}
+
+/*
+ * The counter's key names the route the router matched (method and
+ * pattern), never the bytes of the path: "/api/notes", "//api/v1/notes/"
+ * and "/api/v1/%6eotes" are one route and share one bucket, and a key's
+ * length is bounded by the route table whatever the request looks like.
+ * The /api alias counts with its canonical /api/v1 route.
+ */
+static const char *limit_key(struct kiln_req *req, const char *who)
+{
+    const struct kiln_route *r = req->route;
+    if (!r)
+        return kiln_arena_sprintf(req->arena, "rate:%s:-", who);
+    return kiln_arena_sprintf(req->arena, "rate:%s:%s %s%s", who, kiln_method_name(r->method),
+                              r->scope == KILN_SCOPE_API ? "/api/v1" : "", r->path);
 }
 
 static int rate_limit(struct kiln_req *req, struct kiln_res *res, unsigned limit,
@@ -63,14 +115,13 @@ static int rate_limit(struct kiln_req *req, struct kiln_res *res, unsigned limit
     struct kiln_kv *kv = kv_of(req);
     if (limit == 0 || !kv)
         return 0;
-    char *key = kiln_arena_sprintf(req->arena, "rate:%s:%.*s", who, (int)req->path.len,
-                                   req->path.p);
+    const char *key = limit_key(req, who);
     int64_t count = 0;
     uint64_t ttl_ms = 0;
     int err = kiln_kv_incr(kv, kiln_str_c(key), WINDOW_S * 1000, &count, &ttl_ms);
     if (err) {
-        kiln_log(KILN_LOG_WARNING, "rate limit skipped: kv unavailable", "error",
-                 kiln_kv_last_error(kv), "request_id", req->request_id, NULL);
+        /* Fail open: a limiter outage must not take the API down. */
+        kiln_log_outage("Session store", kiln_kv_last_error(kv));
         return 0;
     }
     uint64_t reset_in = ttl_ms ? (ttl_ms + 999) / 1000 : WINDOW_S;
@@ -136,25 +187,30 @@ static bool origin_allowed(const struct kiln_req *req, kiln_str origin)
  * cross-site form posts, but a form cannot send application/json, and a
  * cross-site fetch carries an Origin we do not allow. Bearer clients are
  * not browsers acting on ambient credentials, so they are not checked.
+ *
+ * A write with no body and no Content-Type (POST /notes/:id/archive as
+ * the original's clients send it) has no type to check: it passes, and
+ * the Origin rule, which every browser applies to such a request, is what
+ * stands between it and another site. A body, or a declared type, must be
+ * JSON: an empty HTML form still declares its type and is refused.
  */
 static int csrf(struct kiln_req *req, struct kiln_res *res)
 {
     if (!(req->method & (KILN_POST | KILN_PUT | KILN_PATCH | KILN_DELETE)))
         return 0;
-    kiln_str ct = kiln_req_header(req, "content-type");
-    kiln_str mime = ct;
+    kiln_str mime = kiln_req_header(req, "content-type");
     if (mime.p) {
         const char *semi = memchr(mime.p, ';', mime.len);
         if (semi)
             mime.len = (size_t)(semi - mime.p);
         mime = kiln_str_trim(mime);
     }
-    if (req->method != KILN_DELETE || req->body.len) {
-        if (!mime.p || !kiln_str_caseeq(mime, KILN_STR("application/json"))) {
-            kiln_res_error(req, res, 415, "unsupported_media_type",
-                           "Content-Type must be application/json", NULL);
-            return -1;
-        }
+    bool has_body = req->has_body || req->body.len;
+    if ((has_body || mime.p) &&
+        (!mime.p || !kiln_str_caseeq(mime, KILN_STR("application/json")))) {
+        kiln_res_error(req, res, 415, "unsupported_media_type",
+                       "Content-Type must be application/json", NULL);
+        return -1;
     }
     kiln_str origin = kiln_req_header(req, "origin");
     if (origin.p && !origin_allowed(req, origin)) {
@@ -164,30 +220,33 @@ static int csrf(struct kiln_req *req, struct kiln_res *res)
     return 0;
 }
 
+/* No valid session: limited per client IP before the 401 (API.md), so
+ * that guessing tokens costs the same as any other anonymous traffic. */
+static int refuse_anonymous(struct kiln_req *req, struct kiln_res *res)
+{
+    if (rate_limit(req, res, req->config->rate_limit_protected,
+                   kiln_arena_sprintf(req->arena, "ip:%s", kiln_client_ip(req))) != 0)
+        return -1;
+    kiln_res_error(req, res, 401, "authentication_required", "Authentication required", NULL);
+    return -1;
+}
+
 int kiln_guard_session(struct kiln_req *req, struct kiln_res *res)
 {
     bool via_cookie = false;
     char sid[KILN_SID_LEN + 1];
     kiln_str token = kiln_session_token_of(req, &via_cookie);
-    if (!token.p || !kiln_session_token_verify(token, sid)) {
-        kiln_res_error(req, res, 401, "authentication_required", "Authentication required",
-                       NULL);
-        return -1;
-    }
+    if (!token.p || !kiln_session_token_verify(token, sid))
+        return refuse_anonymous(req, res);
     struct kiln_kv *kv = kv_of(req);
     struct kiln_session *s = kiln_arena_alloc_z(req->arena, sizeof *s);
     int err = kv ? kiln_session_load(kv, req->arena, sid, s) : KILN_EUNAVAILABLE;
-    if (err == KILN_ENOTFOUND) {
-        kiln_res_error(req, res, 401, "authentication_required", "Authentication required",
-                       NULL);
-        return -1;
-    }
+    if (err == KILN_ENOTFOUND)
+        return refuse_anonymous(req, res);
     if (err) {
         /* A session store outage is not a logout (DESIGN.md). */
-        kiln_log(KILN_LOG_ERROR, "session store unavailable", "error",
-                 kv ? kiln_kv_last_error(kv) : "no kv", "request_id", req->request_id, NULL);
-        kiln_res_error(req, res, 503, "service_unavailable", "Session store unavailable", NULL);
-        kiln_res_header(res, "retry-after", "1");
+        kiln_res_fail(req, res, err, "Session store", "session load",
+                      kv ? kiln_kv_last_error(kv) : "no kv store");
         return -1;
     }
     s->via_cookie = via_cookie;

@@ -58,6 +58,23 @@ bool kiln_url_decode(kiln_arena *a, kiln_str s, bool plus_is_space, kiln_str *ou
     return true;
 }
 
+bool kiln_query_valid(kiln_str q)
+{
+    for (size_t i = 0; i < q.len; i++) {
+        if (q.p[i] == '\0')
+            return false;
+        if (q.p[i] != '%')
+            continue;
+        if (i + 2 >= q.len)
+            return false;
+        int hi = hexval(q.p[i + 1]), lo = hexval(q.p[i + 2]);
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+            return false;
+        i += 2;
+    }
+    return true;
+}
+
 bool kiln_form_value(kiln_arena *a, kiln_str data, const char *name, kiln_str *out)
 {
     size_t nlen = strlen(name);

@@ -98,6 +98,11 @@ bool kiln_form_value(kiln_arena *a, kiln_str data, const char *name, kiln_str *o
  */
 bool kiln_url_decode(kiln_arena *a, kiln_str s, bool plus_is_space, kiln_str *out);
 
+/* The query string decodes: every '%' starts a two-digit escape, and no
+ * escape or byte is NUL. The router refuses a request whose query does not
+ * (400), so handlers never see a value cut short or silently missing. */
+bool kiln_query_valid(kiln_str query);
+
 /* Method name → enum (exact, case-sensitive per RFC 9110 9.1). */
 enum kiln_method kiln_method_parse(kiln_str name);
 const char *kiln_method_name(enum kiln_method m);

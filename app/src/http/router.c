@@ -67,13 +67,24 @@ void kiln_router_free(struct kiln_router *r)
     free(r);
 }
 
-static bool match_segments(const struct compiled *c, const kiln_str *seg, size_t nseg)
+/* A pattern segment that captures: ":name" (one segment, no '/') or
+ * "*name" (one segment whose value may hold an encoded '/'). */
+static bool is_param(kiln_str pat)
+{
+    return pat.len > 1 && (pat.p[0] == ':' || pat.p[0] == '*');
+}
+
+static bool match_segments(const struct compiled *c, const kiln_str *seg, const bool *slash,
+                           size_t nseg)
 {
     if (c->nseg != nseg)
         return false;
     for (size_t i = 0; i < nseg; i++) {
-        if (c->seg[i].len && c->seg[i].p[0] == ':')
+        if (is_param(c->seg[i])) {
+            if (slash[i] && c->seg[i].p[0] != '*')
+                return false;
             continue;
+        }
         if (!kiln_str_eq(c->seg[i], seg[i]))
             return false;
     }
@@ -90,15 +101,26 @@ enum kiln_match kiln_router_match(const struct kiln_router *r, struct kiln_req *
                                   unsigned *allow)
 {
     kiln_str raw[KILN_ROUTER_MAX_SEGMENTS], seg[KILN_ROUTER_MAX_SEGMENTS];
+    bool slash[KILN_ROUTER_MAX_SEGMENTS];
+    bool any_slash = false;
     int n = split(req->path, raw);
     *allow = 0;
     if (n < 0)
         return KILN_MATCH_NOT_FOUND;
+    /* A query that does not decode is refused whole, before any handler
+     * could read a value cut short or silently missing (Plug refuses it
+     * too). */
+    if (!kiln_query_valid(req->query))
+        return KILN_MATCH_BAD_QUERY;
     for (int i = 0; i < n; i++) {
+        slash[i] = false;
         if (memchr(raw[i].p, '%', raw[i].len)) {
-            if (!kiln_url_decode(req->arena, raw[i], false, &seg[i]) ||
-                memchr(seg[i].p, '/', seg[i].len))
+            if (!kiln_url_decode(req->arena, raw[i], false, &seg[i]))
                 return KILN_MATCH_BAD_PATH;
+            /* An encoded '/' stays inside its segment; only a "*name"
+             * parameter may take such a segment. */
+            slash[i] = memchr(seg[i].p, '/', seg[i].len) != NULL;
+            any_slash |= slash[i];
         } else {
             seg[i] = raw[i];
         }
@@ -107,7 +129,7 @@ enum kiln_match kiln_router_match(const struct kiln_router *r, struct kiln_req *
     /* Where the API scope's routes start in this path, if anywhere. */
     size_t api_at = 0;
     bool is_api = false;
-    if (n >= 1 && kiln_str_eq_c(seg[0], "api")) {
+    if (n >= 1 && kiln_str_eq_c(seg[0], "api") && !slash[0]) {
         is_api = true;
         api_at = (n >= 2 && kiln_str_eq_c(seg[1], "v1")) ? 2 : 1;
     }
@@ -116,14 +138,16 @@ enum kiln_match kiln_router_match(const struct kiln_router *r, struct kiln_req *
     for (size_t i = 0; i < r->n; i++) {
         const struct compiled *c = &r->routes[i];
         const kiln_str *s = seg;
+        const bool *sl = slash;
         size_t ns = (size_t)n;
         if (c->route->scope == KILN_SCOPE_API) {
             if (!is_api)
                 continue;
             s = seg + api_at;
+            sl = slash + api_at;
             ns = (size_t)n - api_at;
         }
-        if (!match_segments(c, s, ns))
+        if (!match_segments(c, s, sl, ns))
             continue;
         unsigned bits = method_bits(c->route->method);
         *allow |= bits;
@@ -131,7 +155,7 @@ enum kiln_match kiln_router_match(const struct kiln_router *r, struct kiln_req *
             found = c;
             req->nparams = 0;
             for (size_t k = 0; k < c->nseg && req->nparams < KILN_MAX_PARAMS; k++) {
-                if (c->seg[k].len && c->seg[k].p[0] == ':') {
+                if (is_param(c->seg[k])) {
                     req->params[req->nparams].name =
                         (kiln_str){ c->seg[k].p + 1, c->seg[k].len - 1 };
                     req->params[req->nparams].value = s[k];
@@ -144,7 +168,10 @@ enum kiln_match kiln_router_match(const struct kiln_router *r, struct kiln_req *
         req->route = found->route;
         return KILN_MATCH_OK;
     }
-    return *allow ? KILN_MATCH_METHOD : KILN_MATCH_NOT_FOUND;
+    if (*allow)
+        return KILN_MATCH_METHOD;
+    /* An encoded '/' where no route takes one: malformed, as before. */
+    return any_slash ? KILN_MATCH_BAD_PATH : KILN_MATCH_NOT_FOUND;
 }
 
 const char *kiln_allow_header(kiln_arena *a, unsigned allow)

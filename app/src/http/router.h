@@ -2,7 +2,9 @@
  * The router: matches a method and path against the one route table
  * (app/src/api/routes.c). Paths are split on '/', empty segments ignored
  * (as Phoenix does: "/livez/" is "/livez"), segments percent-decoded, and
- * ":name" segments captured as parameters. Routes in the API scope are
+ * ":name" segments captured as parameters. An encoded '/' (%2F) is refused
+ * (400) except in a "*name" parameter, which captures one segment whose
+ * value may hold it (an upload key sent as one segment). Routes in the API scope are
  * mounted twice, at /api/v1 (canonical) and /api (compatibility alias).
  * A built router is immutable and shared by every thread.
  */
@@ -53,7 +55,9 @@ enum kiln_match {
     KILN_MATCH_OK,
     KILN_MATCH_NOT_FOUND,
     KILN_MATCH_METHOD,       /* path known, method not: see *allow */
-    KILN_MATCH_BAD_PATH,     /* malformed percent-encoding */
+    KILN_MATCH_BAD_PATH,     /* malformed percent-encoding, or an encoded '/'
+                                where no "*name" parameter takes it */
+    KILN_MATCH_BAD_QUERY,    /* malformed percent-encoding or NUL in the query */
 };
 
 #define KILN_ROUTER_MAX_SEGMENTS 32

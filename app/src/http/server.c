@@ -350,6 +350,10 @@ static bool dispatch(struct conn *c)
         kiln_res_error(req, res, 400, "invalid_request", "Malformed request: invalid path encoding",
                        NULL);
         return false;
+    case KILN_MATCH_BAD_QUERY:
+        kiln_res_error(req, res, 400, "invalid_request",
+                       "Malformed request: invalid query encoding", NULL);
+        return false;
     case KILN_MATCH_METHOD:
         kiln_res_error(req, res, 405, "method_not_allowed", "Method not allowed", NULL);
         kiln_res_header(res, "allow", kiln_allow_header(req->arena, allow));

@@ -36,12 +36,13 @@ static int unload(void **state)
     return 0;
 }
 
-/* "/notes/:id" in scope API -> "/api/v1/notes/{id}" (OpenAPI templating). */
+/* "/notes/:id" in scope API -> "/api/v1/notes/{id}" (OpenAPI templating);
+ * "*key" (a parameter that may hold an encoded '/') is "{key}" too. */
 static void doc_path(const struct kiln_route *r, char *out, size_t cap)
 {
     size_t o = (size_t)snprintf(out, cap, "%s", r->scope == KILN_SCOPE_API ? "/api/v1" : "");
     for (const char *p = r->path; *p && o + 2 < cap; p++) {
-        if (*p == ':') {
+        if ((*p == ':' || *p == '*') && (p == r->path || p[-1] == '/')) {
             out[o++] = '{';
             while (p[1] && p[1] != '/' && o + 2 < cap)
                 out[o++] = *++p;

@@ -24,6 +24,8 @@ enum {
     R_PUT_ONLY,
     R_DEEP,
     R_OPTIONS,
+    R_KEY,
+    R_KEY_DOWNLOAD,
     R_NONE = -1,
 };
 
@@ -43,6 +45,8 @@ static const struct kiln_route routes[] = {
     [R_PUT_ONLY] = { KILN_PUT, KILN_SCOPE_ROOT, "/put-only/", NULL, handler, 0 },
     [R_DEEP] = { KILN_GET, KILN_SCOPE_ROOT, DEEP_PATH, NULL, handler, 0 },
     [R_OPTIONS] = { KILN_OPTIONS, KILN_SCOPE_API, "/notes", NULL, handler, 0 },
+    [R_KEY] = { KILN_GET, KILN_SCOPE_API, "/files/*key", NULL, handler, 0 },
+    [R_KEY_DOWNLOAD] = { KILN_GET, KILN_SCOPE_API, "/files/*key/download", NULL, handler, 0 },
 };
 
 struct fx {
@@ -75,6 +79,7 @@ static const char *match_name(enum kiln_match m)
     case KILN_MATCH_NOT_FOUND: return "NOT_FOUND";
     case KILN_MATCH_METHOD: return "METHOD";
     case KILN_MATCH_BAD_PATH: return "BAD_PATH";
+    case KILN_MATCH_BAD_QUERY: return "BAD_QUERY";
     }
     return "?";
 }
@@ -151,6 +156,19 @@ static const struct match_case {
     { "GET", "/api/v1/notes/a%2fb", KILN_MATCH_BAD_PATH, R_NONE, 0, { NULL } },
     { "GET", "/nope/%2F", KILN_MATCH_BAD_PATH, R_NONE, 0, { NULL } },
 
+    /* "*key" takes one segment that may hold an encoded '/'; ":id" never */
+    { "GET", "/api/v1/files/users%2F7%2Fa.txt", KILN_MATCH_OK, R_KEY, 0,
+      { "key", "users/7/a.txt" } },
+    { "GET", "/api/files/users%2f7%2fa.txt/download", KILN_MATCH_OK, R_KEY_DOWNLOAD, 0,
+      { "key", "users/7/a.txt" } },
+    { "GET", "/api/v1/files/plain", KILN_MATCH_OK, R_KEY, 0, { "key", "plain" } },
+    { "GET", "/api/v1/files/a/b", KILN_MATCH_NOT_FOUND, R_NONE, 0, { NULL } },
+    { "GET", "/api/v1/files/a%2Fb/c", KILN_MATCH_BAD_PATH, R_NONE, 0, { NULL } },
+    { "GET", "/api%2Fv1/files/a", KILN_MATCH_BAD_PATH, R_NONE, 0, { NULL } },
+    { "DELETE", "/api/v1/files/a%2Fb", KILN_MATCH_METHOD, R_NONE, KILN_GET | KILN_HEAD,
+      { NULL } },
+    { "GET", "/api/v1/notes/a%2Fb/comments/1", KILN_MATCH_BAD_PATH, R_NONE, 0, { NULL } },
+
     /* KILN_ROUTER_MAX_SEGMENTS: 32 segments match, 33 are never found */
     { "GET", DEEP_PATH, KILN_MATCH_OK, R_DEEP, 0, { NULL } },
     { "GET", DEEP_PATH "/", KILN_MATCH_OK, R_DEEP, 0, { NULL } },
@@ -206,6 +224,50 @@ static void test_match_table(void **state)
                 fail_msg("%s: allow 0x%x, want 0x%x", ctx, allow, want_allow);
         }
     }
+}
+
+/* A query that does not decode is refused whole: a NUL (%00) would cut a
+ * value short on the way to the database, and a broken escape would make a
+ * parameter silently absent. */
+static const struct query_case {
+    const char *query;
+    bool valid;
+} query_cases[] = {
+    { "", true },
+    { "search=a", true },
+    { "search=a%20b&limit=5", true },
+    { "search=caf%C3%A9+x", true },
+    { "a=%2F%3f", true },
+    { "search=a%00zzz", false },
+    { "search=a%0", false },
+    { "search=a%", false },
+    { "search=%zz", false },
+    { "search=%g0", false },
+    { "%00=x", false },
+};
+
+static void test_query_validity(void **state)
+{
+    struct fx *f = *state;
+    for (size_t i = 0; i < ARRAY_LEN(query_cases); i++) {
+        const struct query_case *tc = &query_cases[i];
+        struct kiln_req req;
+        unsigned allow;
+        kiln_arena_reset(f->arena);
+        memset(&req, 0, sizeof req);
+        req.arena = f->arena;
+        req.method = KILN_GET;
+        req.path = KILN_STR("/livez");
+        req.query = kiln_str_c(tc->query);
+        if (kiln_query_valid(req.query) != tc->valid)
+            fail_msg("query %s: valid %d, want %d", tc->query, !tc->valid, tc->valid);
+        enum kiln_match m = kiln_router_match(f->router, &req, &allow);
+        enum kiln_match want = tc->valid ? KILN_MATCH_OK : KILN_MATCH_BAD_QUERY;
+        if (m != want)
+            fail_msg("query %s: %s, want %s", tc->query, match_name(m), match_name(want));
+    }
+    /* a raw NUL inside the query's length */
+    assert_false(kiln_query_valid((kiln_str){ "a=b\0c", 5 }));
 }
 
 /* A parameter value that needs no decoding still reads back through
@@ -307,6 +369,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
         T(test_match_table),
+        T(test_query_validity),
         T(test_param_lookup),
         T(test_allow_header),
         T(test_allow_header_from_match),
