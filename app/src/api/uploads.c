@@ -280,7 +280,7 @@ static const char *type_of_name(const char *name)
 }
 
 /* A key's text is safe to hand to S3: UTF-8, at most KILN_S3_KEY_MAX bytes,
- * no control character or backslash, and no empty, "." or ".." segment. */
+ * no control character, backslash or "..", and no empty or "." segment. */
 static bool key_well_formed(kiln_str k)
 {
     if (k.len == 0 || k.len > KILN_S3_KEY_MAX || !kiln_utf8_valid(k))
@@ -295,7 +295,8 @@ static bool key_well_formed(kiln_str k)
             continue;
         }
         unsigned char c = (unsigned char)k.p[i];
-        if (c < 0x20 || c == 0x7f || c == '\\')
+        if (c < 0x20 || c == 0x7f || c == '\\' ||
+            (c == '.' && i + 1 < k.len && k.p[i + 1] == '.'))
             return false;
     }
     return true;

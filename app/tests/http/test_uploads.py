@@ -515,6 +515,20 @@ def test_path_tricks_never_reach_s3(up_kiln, s3):
         f"{base}/a%0d%0ab": 400,
         f"{base}/..%2f..%2fx": 400,
         f"{base}/a%2Fb": 400,
+        f"{base}/.": 400,
+        f"{base}/%2e": 400,
+        f"/api/v1/uploads/users%2F{me}%2Fuploads%2F..": 400,
+        f"/api/v1/uploads/users%2F{me}%2Fuploads%2F.": 400,
+        f"/api/v1/uploads/users%2F{me}%2Fuploads%2Fa%2F..%2Fb": 400,
+        f"/api/v1/uploads/users%2F{me}%2Fuploads%2F%2Fb": 400,
+        f"/api/v1/uploads/users%2F{me}%2Fuploads%2F": 400,
+        f"/api/v1/uploads/users%2F{me}%2Fuploads": 400,
+        f"/api/v1/uploads/users%2F{me}": 400,
+        f"/api/v1/uploads/%2Fusers%2F{me}%2Fuploads%2Fx": 400,
+        f"/api/v1/uploads/users%2F{me}%2Fuploads%2Fx%2F": 400,
+        f"/api/v1/uploads/users%2F{me}%2Fuploads%2Fa%5cb": 400,
+        f"/api/v1/uploads/users%2F{me}x%2Fuploads%2Fx": 403,
+        f"/api/v1/uploads/users%2F..%2Fuploads%2Fx": 400,
         f"{base}/a%zz": 400,
         f"{base}/" + "k" * 1100: 400,
         f"/api/v1/uploads/users/%2e%2e/uploads/x": 400,
@@ -546,15 +560,26 @@ def test_without_a_session(up_kiln):
 def test_no_bucket_is_503_everywhere(module_kiln, s3):
     srv = ak.start_kiln(module_kiln, **uploads_env(s3, UPLOADS_BUCKET=None))
     u = User(srv)
+    me = "0b7e1c2a-9f7e-4c43-9a49-7d5f2f7f1a11"  # not this session's id
     before = s3_count(s3)
+    # With no bucket the session's own prefix is unknown to the test, so the
+    # key routes are checked with another user's key: the key check comes
+    # first (403), then the bucket (503 with retry-after).
     for method, path, kw in (("GET", "/uploads", {}), ("GET", "/uploads/types", {}),
                              ("POST", "/uploads/presign",
-                              {"json": {"filename": "a.txt", "content_type": "text/plain"}}),
-                             ("GET", "/uploads/users/x/uploads/y", {}),
-                             ("GET", "/uploads/users/x/uploads/y/download", {}),
-                             ("DELETE", "/uploads/users/x/uploads/y", {})):
+                              {"json": {"filename": "a.txt", "content_type": "text/plain"}})):
         for prefix in (V1, ALIAS):
-            assert_error(u.call(method, path, prefix=prefix, **kw), 503, "service_unavailable")
+            r = u.call(method, path, prefix=prefix, **kw)
+            assert_error(r, 503, "service_unavailable")
+            assert r.headers.get("retry-after") == "1", r.headers
+    for method, path in (("GET", f"/uploads/users/{me}/uploads/y"),
+                         ("GET", f"/uploads/users%2F{me}%2Fuploads%2Fy/download"),
+                         ("DELETE", f"/uploads/users/{me}/uploads/y"),
+                         ("GET", "/uploads/users/x/uploads/..")):
+        r = u.raw(method, V1 + path)
+        assert r.status in (400, 403), (method, path, r)
+    line = srv.wait_log(lambda l: l.get("message") == "dependency unavailable")
+    assert line["dependency"] == "File storage" and "UPLOADS_BUCKET" in line["error"], line
     assert s3_count(s3) == before
 
 
@@ -575,8 +600,10 @@ def test_s3_failures_are_503_without_s3s_words(up_kiln, s3):
         assert_error(u.call("GET", "/uploads"), 503, "service_unavailable")
     finally:
         s3.clear_failures()
-    line = up_kiln.wait_log(lambda l: l.get("message") == "uploads: S3 request failed")
-    assert "InternalError" in line["error"] and "SECRET-S3-DETAIL" not in line["error"], line
+    line = up_kiln.wait_log(lambda l: l.get("message") == "dependency unavailable" and
+                            "InternalError" in l.get("error", ""))
+    assert line["dependency"] == "File storage", line
+    assert "SECRET-S3-DETAIL" not in line["error"], line
     # The object is still there: the failed DELETE deleted nothing.
     assert u.call("GET", f"/uploads/{key}").status_code == 200
 
@@ -626,3 +653,39 @@ def test_allowed_types_configurable(module_kiln, s3):
     assert_error(u.call("POST", "/uploads/presign",
                         json={"filename": "a.txt", "content_type": "text/plain"}),
                  422, "validation_failed")
+
+
+def encoded(key):
+    """A key as the original's clients send it: one segment, '/' as %2F."""
+    return urllib.parse.quote(key, safe="")
+
+
+def test_a_key_as_one_encoded_segment(up_kiln, s3):
+    u = User(up_kiln)
+    key = u.upload(b"hello", filename="greeting.txt")
+    for prefix in (V1, ALIAS):
+        for spelling in (encoded(key), encoded(key).replace("%2F", "%2f")):
+            r = u.raw("GET", f"{prefix}/uploads/{spelling}")
+            assert r.status == 200, r
+            assert r.json()["key"] == key and r.json()["size"] == 5, r
+            r = u.raw("GET", f"{prefix}/uploads/{spelling}/download")
+            assert r.status == 200, r
+            assert r.json()["key"] == key, r
+            assert requests.get(r.json()["url"], timeout=10).content == b"hello"
+    # The same object in both spellings; delete it through the encoded one.
+    assert u.raw("GET", f"{V1}/uploads/{key}").status == 200
+    r = u.raw("DELETE", f"{V1}/uploads/{encoded(key)}")
+    assert r.status == 204, r
+    assert_error(u.call("GET", f"/uploads/{key}"), 404, "upload_not_found")
+    assert u.raw("GET", f"{V1}/uploads/{encoded(key)}").status == 404
+
+
+def test_an_encoded_key_of_another_user_is_403(up_kiln, s3):
+    alice, bob = User(up_kiln), User(up_kiln)
+    key = alice.upload(b"secret", filename="s.txt")
+    before = s3_count(s3)
+    for method, suffix in (("GET", ""), ("GET", "/download"), ("DELETE", "")):
+        r = bob.raw(method, f"{V1}/uploads/{encoded(key)}{suffix}")
+        assert_error(r, 403, "forbidden")
+    assert s3_count(s3) == before
+    assert alice.raw("GET", f"{V1}/uploads/{encoded(key)}").status == 200
