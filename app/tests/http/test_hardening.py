@@ -305,3 +305,45 @@ def test_a_long_path_leaves_a_short_key(kiln, services):
     keys = ak.redis_cli(services, "--scan", "--pattern", "rate:*").split()
     assert keys, "no rate-limit keys at all"
     assert max(len(k) for k in keys) < 200, max(keys, key=len)
+
+
+# --------------------------------------------------------------------------
+# 11. one map from errors to answers; an outage logs once a second
+# --------------------------------------------------------------------------
+
+@pytest.mark.skipif(kilnhttp.STORES == "embedded", reason="needs PostgreSQL to stop")
+@pytest.mark.disruptive
+def test_a_database_outage_logs_once_a_second_with_a_count(kiln, services):
+    import time
+    srv = ak.start_kiln(kiln)
+    cookie = ak.session_for(srv)
+    assert ak.call(srv, "GET", "/api/v1/projects", cookies={ak.SESSION_COOKIE: cookie}).status == 200
+    services.ctl("stop1", "postgres")
+    try:
+        refused = 0
+        t0 = time.monotonic()
+        with srv.connect() as conn:
+            while time.monotonic() - t0 < 2.5:
+                r = ak.call(srv, "GET", "/api/v1/projects", cookies={ak.SESSION_COOKIE: cookie},
+                            conn=conn)
+                body = kilnhttp.assert_error(r, 503, "service_unavailable")
+                assert r.headers.get("retry-after") == "1", r
+                assert body["message"] == "Database unavailable", body
+                refused += 1
+        elapsed = time.monotonic() - t0
+    finally:
+        services.ctl("start1", "postgres")
+        services.wait_up("postgres")
+    assert refused >= 50, f"only {refused} requests in {elapsed:.1f} s"
+    time.sleep(0.3)
+    records, _ = srv.log_lines()
+    others = [r for r in records if r.get("message") not in ("request",) and
+              r.get("level") in ("warning", "error")]
+    outage = [r for r in others if r.get("message") == "dependency unavailable"]
+    # One line per second (a second boundary may split the first one).
+    assert 1 <= len(outage) <= elapsed + 2, outage
+    assert all(r["dependency"] == "Database" for r in outage), outage
+    counted = sum(int(r["failures"]) for r in outage)
+    assert counted <= refused and counted >= refused - refused // 2, (counted, refused)
+    # Nothing else is logged per refused request.
+    assert len(others) - len(outage) <= 3, others

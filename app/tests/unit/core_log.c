@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -440,6 +441,42 @@ static void test_log_huge_value_is_cut_not_dropped(void **state)
     json_decref(j);
 }
 
+/* An outage writes one line per dependency per second, and that line
+ * counts every failure it stands for; other dependencies are counted apart. */
+static void test_outage_once_a_second_with_a_count(void **state)
+{
+    struct pipe_fx *f = *state;
+    /* Start just after a second boundary so the loop below fits in one. */
+    struct timespec ts;
+    do {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+    } while (ts.tv_nsec > 100 * 1000 * 1000);
+    for (int i = 0; i < 500; i++)
+        kiln_log_outage("Test dependency", "connection refused");
+    kiln_log_outage("Other dependency", "timed out");
+    drain(f);
+    size_t lines = 0;
+    for (size_t i = 0; i < f->len; i++)
+        lines += f->buf[i] == '\n';
+    assert_int_equal(lines, 2);
+    json_t *first = parse_line(f->buf, (size_t)((char *)memchr(f->buf, '\n', f->len) - f->buf));
+    assert_string_equal(jstr(first, "level"), "error");
+    assert_string_equal(jstr(first, "message"), "dependency unavailable");
+    assert_string_equal(jstr(first, "dependency"), "Test dependency");
+    assert_string_equal(jstr(first, "error"), "connection refused");
+    assert_string_equal(jstr(first, "failures"), "1");
+    json_decref(first);
+    /* The next second's line carries the 499 failures in between, and
+     * this one. */
+    struct timespec wait = { 1, 50 * 1000 * 1000 };
+    nanosleep(&wait, NULL);
+    kiln_log_outage("Test dependency", "still refused");
+    json_t *next = drain_one_line(f);
+    assert_string_equal(jstr(next, "failures"), "500");
+    assert_string_equal(jstr(next, "error"), "still refused");
+    json_decref(next);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -458,6 +495,7 @@ int main(void)
         T(test_log_lines),
         T(test_log_write_raw),
         T(test_log_huge_value_is_cut_not_dropped),
+        T(test_outage_once_a_second_with_a_count),
 #undef T
     };
     return cmocka_run_group_tests_name("core/log", tests, NULL, NULL);

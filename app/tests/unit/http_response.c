@@ -11,6 +11,8 @@
 
 #include "core/arena.h"
 #include "core/buf.h"
+#include "core/err.h"
+#include "core/log.h"
 #include "http/request.h"
 #include "http/response.h"
 
@@ -357,6 +359,60 @@ static void test_res_json_null_is_500(void **state)
     json_decref(j);
 }
 
+/* THE map from errors to answers: each kiln_err's status, code, and
+ * retry-after on every 503. */
+static const struct fail_case {
+    int err;
+    int status;
+    const char *code;
+    bool retry_after;
+} fail_cases[] = {
+    { KILN_EUNAVAILABLE, 503, "service_unavailable", true },
+    { KILN_ETIMEDOUT, 503, "service_unavailable", true },
+    { KILN_ECLOSED, 503, "service_unavailable", true },
+    { KILN_EIO, 503, "service_unavailable", true },
+    { KILN_ETLS, 503, "service_unavailable", true },
+    { KILN_EPROTO, 503, "service_unavailable", true },
+    { KILN_EAUTH, 503, "service_unavailable", true },
+    { KILN_EBUSY, 503, "service_unavailable", true },
+    { KILN_ENOTFOUND, 404, "not_found", false },
+    { KILN_ECONFLICT, 409, "conflict", false },
+    { KILN_ETOOBIG, 413, "payload_too_large", false },
+    { KILN_EINVAL, 422, "validation_failed", false },
+    { KILN_EDB, 500, "internal_error", false },
+    { -999, 500, "internal_error", false },
+};
+
+static void test_fail_map(void **state)
+{
+    struct fx *f = *state;
+    kiln_log_set_level(KILN_LOG_ERROR + 1); /* the lines are core_log.c's to test */
+    for (size_t i = 0; i < ARRAY_LEN(fail_cases); i++) {
+        const struct fail_case *tc = &fail_cases[i];
+        memset(&f->res, 0, sizeof f->res);
+        kiln_res_fail(&f->req, &f->res, tc->err, "Database", "test", "detail text");
+        assert_int_equal(f->res.status, tc->status);
+        assert_int_equal(kiln_err_status(tc->err), tc->status);
+        json_t *j = json_loadb(f->res.body.p, f->res.body.len, 0, NULL);
+        assert_non_null(j);
+        assert_string_equal(json_string_value(json_object_get(j, "code")), tc->code);
+        /* The driver's words never reach the client. */
+        assert_null(strstr(json_string_value(json_object_get(j, "message")), "detail"));
+        if (tc->status == 503)
+            assert_string_equal(json_string_value(json_object_get(j, "message")),
+                                "Database unavailable");
+        json_decref(j);
+        bool has_retry = false;
+        for (size_t h = 0; h < f->res.nheaders; h++)
+            if (kiln_str_eq_c(f->res.headers[h].name, "retry-after"))
+                has_retry = kiln_str_eq_c(f->res.headers[h].value, "1");
+        if (has_retry != tc->retry_after)
+            fail_msg("%s: retry-after %d, want %d", kiln_err_name(tc->err), has_retry,
+                     tc->retry_after);
+    }
+    kiln_log_set_level(KILN_LOG_INFO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -380,6 +436,7 @@ int main(void)
         T(test_error_envelope_empty_request_id),
         T(test_res_json),
         T(test_res_json_null_is_500),
+        T(test_fail_map),
 #undef T
     };
     return cmocka_run_group_tests_name("http/response", tests, NULL, NULL);
