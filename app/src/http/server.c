@@ -368,6 +368,9 @@ static bool dispatch(struct conn *c)
     struct loop *l = c->loop;
     if (l->context && !(req->route->flags & KILN_ROUTE_BLOCKING)) {
         if (kiln_fibers_alive(l->fibers) >= s->cfg->worker_queue) {
+            /* Saturation is an outage of our own capacity: said once a
+             * second, with a count, like any other (core/log.h). */
+            kiln_log_outage("Request queue", "a loop's fibers reached WORKER_QUEUE_SIZE");
             kiln_res_error(req, res, 503, "service_unavailable",
                            "Server busy, retry shortly", NULL);
             kiln_res_header(res, "retry-after", "1");
@@ -388,6 +391,7 @@ static bool dispatch(struct conn *c)
     c->job.finish = job_finish;
     int err = kiln_workers_submit(s->workers, &c->job);
     if (err) {
+        kiln_log_outage("Request queue", "the worker queue reached WORKER_QUEUE_SIZE");
         kiln_res_error(req, res, 503, "service_unavailable",
                        "Server busy, retry shortly", NULL);
         kiln_res_header(res, "retry-after", "1");
