@@ -77,6 +77,20 @@ def test_archive_with_no_body_and_no_type(srv, cookie, framing, action):
         assert r.json()["data"]["archived"] is (action == "archive"), r
 
 
+def test_a_bodyless_write_reads_as_an_empty_object(srv, cookie):
+    # As Plug's JSON parser reads it: an update that changes nothing, a
+    # create that lacks its required field.
+    note = create(srv, cookie, "/api/v1/notes", {"title": "kept"})
+    for method in ("PUT", "PATCH"):
+        r = raw(srv, method, f"/api/v1/notes/{note['id']}", cookie=cookie)
+        assert r.status == 200 and r.json()["data"]["title"] == "kept", r
+    r = raw(srv, "POST", "/api/v1/notes", cookie=cookie)
+    err = kilnhttp.assert_error(r, 422, "validation_failed")
+    assert err["details"] == {"title": ["can't be blank"]}, err
+    r = raw(srv, "POST", "/api/v1/tasks", cookie=cookie)
+    kilnhttp.assert_error(r, 400, "invalid_request")
+
+
 def test_a_declared_type_other_than_json_is_still_refused(srv, cookie):
     note = create(srv, cookie, "/api/v1/notes", {"title": "t"})
     path = f"/api/v1/notes/{note['id']}/archive"
