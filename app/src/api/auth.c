@@ -34,6 +34,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/random.h"
+#include "core/wipe.h"
 #include "http/cookie.h"
 
 #define LOGIN_TTL_S 600
@@ -297,6 +298,7 @@ void api_auth_callback(struct kiln_req *req, struct kiln_res *res)
     char *verifier =
         s_verifier ? kiln_arena_strndup(req->arena, s_verifier, strlen(s_verifier)) : NULL;
     ok = s_provider && nonce && verifier && !strcmp(s_provider, name);
+    kiln_json_wipe(pending); /* the verifier is a secret until the exchange */
     json_decref(pending);
     if (value.len)
         explicit_bzero((char *)value.p, value.len);

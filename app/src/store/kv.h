@@ -10,7 +10,7 @@
  *     opened on it is thread-safe. TTLs honoured, expired keys reclaimed,
  *     bounded by KV_MEMORY_MAX_KEYS.
  *
- * Errors: KILN_ENOTFOUND (get of a missing or expired key),
+ * Errors: KILN_ENOTFOUND (get, take or replace of a missing or expired key),
  * KILN_EUNAVAILABLE (cannot reach the server, timeout, or in backoff:
  * callers answer 503), KILN_EAUTH (credentials refused: also 503 for
  * callers), KILN_EPROTO (unexpected reply), KILN_EINVAL (bad arguments,
