@@ -2,13 +2,20 @@
  * Login, logout and the current user (API.md public routes, /me).
  *
  * The login flow: GET /auth/:provider makes state, nonce and a PKCE
- * verifier, remembers the state in the kv store (single use, 10 minutes)
- * and binds the attempt to this browser with a signed `_kiln_login` cookie
- * holding all three; the callback checks the state against both, exchanges
- * the code (auth/oidc.c verifies the ID token), finds or creates the user,
- * and starts a brand-new session. Every failure redirects to
- * AUTH_FAILURE_REDIRECT with ?error=<reason> and logs one warning line:
- * never a 500, never a token in the log.
+ * verifier and keeps the pending login on the server, in the kv store at
+ * login_state:<state> (provider, nonce, verifier; single use, 10 minutes);
+ * a signed `_kiln_login` cookie binds the attempt to this browser with the
+ * provider, the state and an expiry only, so the cookie alone redeems
+ * nothing. The callback checks the state against the cookie, takes the kv
+ * entry (get and delete in one step: of concurrent replays exactly one
+ * wins), exchanges the code with its verifier (auth/oidc.c verifies the ID
+ * token against its nonce), finds or creates the user, and starts a
+ * brand-new session. Every failure redirects to AUTH_FAILURE_REDIRECT with
+ * ?error=<reason> and logs one warning line, never a token; a store that
+ * failed is logged as kiln_res_fail would (an outage line, or an error line
+ * for a bug).
+ *
+ * The JSON routes answer every store error through kiln_res_fail.
  */
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -18,6 +25,7 @@
 
 #include "api/api.h"
 #include "api/app.h"
+#include "api/resource.h"
 #include "auth/guard.h"
 #include "auth/oidc.h"
 #include "auth/session.h"
@@ -26,6 +34,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/random.h"
+#include "core/wipe.h"
 #include "http/cookie.h"
 
 #define LOGIN_TTL_S 600
@@ -86,6 +95,44 @@ static void fail_login(struct kiln_req *req, struct kiln_res *res, const char *p
     set_cookie(req, res, KILN_LOGIN_COOKIE, KILN_STR(""), "/auth", 0, login_same_site(req));
 }
 
+/*
+ * A store failed during the browser flow: the browser still goes to the
+ * failure page, and the log says what failed the way kiln_res_fail does
+ * for the JSON routes: an outage line per dependency, or, for anything else
+ * (a bug), an error line naming what failed and why.
+ */
+static void fail_login_store(struct kiln_req *req, struct kiln_res *res, const char *provider,
+                             int err, const char *dependency, const char *what,
+                             const char *detail)
+{
+    if (kiln_err_status(err) == 503) {
+        kiln_log_outage(dependency, detail);
+        fail_login(req, res, provider, "service_unavailable");
+        return;
+    }
+    kiln_log(KILN_LOG_ERROR, "internal error", "dependency", dependency, "what", what, "code",
+             kiln_err_name(err), "error", detail, "request_id", req->request_id, NULL);
+    fail_login(req, res, provider, "internal_error");
+}
+
+/*
+ * A session store error on a JSON route, through the one map. The kv store
+ * answers EINVAL only for arguments we built, and session.c only for a
+ * record it could not encode: our bugs, never the client's data. So what
+ * is not an outage is answered as a bug, a 500, and not as the 422 (or 404)
+ * the map gives those codes; the log keeps the real code.
+ */
+static void session_store_fail(struct kiln_req *req, struct kiln_res *res, int err,
+                               const char *what)
+{
+    const char *detail = kiln_kv_last_error(app_kv(req));
+    if (kiln_err_status(err) != 503) {
+        detail = kiln_arena_sprintf(req->arena, "%s: %s", kiln_err_name(err), detail);
+        err = KILN_EDB; /* the map's code for "a bug": 500 */
+    }
+    kiln_res_fail(req, res, err, "Session store", what, detail);
+}
+
 static const struct kiln_provider *provider_or_404(struct kiln_req *req, struct kiln_res *res)
 {
     kiln_str name = kiln_req_param(req, "provider");
@@ -120,19 +167,28 @@ void api_auth_request(struct kiln_req *req, struct kiln_res *res)
         fail_login(req, res, name, reason ? reason : "provider_unreachable");
         return;
     }
-    /* Single use: the callback deletes it, a replay finds nothing. */
+    /*
+     * The pending login. Nonce and verifier stay here, on the server: a
+     * cookie can leak (a shared machine, a proxy's log, an extension) and
+     * with the verifier in it, whoever holds it and the code could redeem
+     * the login. Every value is base64url or a provider name ([a-z0-9_-]),
+     * so no JSON escaping is needed.
+     */
     char *key = kiln_arena_sprintf(req->arena, "login_state:%s", state);
-    if (kiln_kv_set(app_kv(req), kiln_str_c(key), kiln_str_c(name),
-                    LOGIN_TTL_S * 1000ull) != 0) {
-        kiln_res_error(req, res, 503, "service_unavailable", "Session store unavailable", NULL);
+    char *value = kiln_arena_sprintf(req->arena, "{\"p\":\"%s\",\"n\":\"%s\",\"v\":\"%s\"}",
+                                     name, nonce, verifier);
+    int err = kiln_kv_set(app_kv(req), kiln_str_c(key), kiln_str_c(value),
+                          LOGIN_TTL_S * 1000ull);
+    explicit_bzero(verifier, sizeof verifier);
+    explicit_bzero(value, strlen(value));
+    if (err) {
+        session_store_fail(req, res, err, "login start");
         return;
     }
-    json_t *pending = json_pack("{s:s, s:s, s:s, s:s, s:I}", "p", name, "s", state, "n", nonce,
-                                "v", verifier, "e", (json_int_t)(time(NULL) + LOGIN_TTL_S));
-    char *text = json_dumps(pending, JSON_COMPACT);
-    json_decref(pending);
-    const char *sealed = kiln_login_cookie_seal(req->arena, kiln_str_c(text ? text : "{}"));
-    free(text);
+    /* What binds the attempt to this browser, and nothing that redeems it. */
+    const char *pending = kiln_arena_sprintf(req->arena, "{\"p\":\"%s\",\"s\":\"%s\",\"e\":%lld}",
+                                             name, state, (long long)time(NULL) + LOGIN_TTL_S);
+    const char *sealed = kiln_login_cookie_seal(req->arena, kiln_str_c(pending));
     set_cookie(req, res, KILN_LOGIN_COOKIE, kiln_str_c(sealed), "/auth", LOGIN_TTL_S,
                login_same_site(req));
     redirect(res, url);
@@ -201,37 +257,52 @@ void api_auth_callback(struct kiln_req *req, struct kiln_res *res)
     }
     const char *code = param(req, "code"), *state = param(req, "state");
     kiln_str cookie, payload;
-    json_t *pending = NULL;
+    json_t *bound = NULL;
     if (!code || !state || !kiln_cookie_get(req, KILN_LOGIN_COOKIE, &cookie) ||
         !kiln_login_cookie_open(req->arena, cookie, &payload) ||
-        !(pending = json_loadb(payload.p, payload.len, 0, NULL))) {
+        !(bound = json_loadb(payload.p, payload.len, 0, NULL))) {
         fail_login(req, res, name, "invalid_state");
         return;
     }
-    const char *c_provider = json_string_value(json_object_get(pending, "p"));
-    const char *c_state = json_string_value(json_object_get(pending, "s"));
-    const char *c_nonce = json_string_value(json_object_get(pending, "n"));
-    const char *c_verifier = json_string_value(json_object_get(pending, "v"));
-    json_int_t expires = json_integer_value(json_object_get(pending, "e"));
-    bool ok = c_provider && c_state && c_nonce && c_verifier && !strcmp(c_provider, name) &&
+    /* This browser started this attempt, at this provider, not long ago. */
+    const char *c_provider = json_string_value(json_object_get(bound, "p"));
+    const char *c_state = json_string_value(json_object_get(bound, "s"));
+    json_int_t expires = json_integer_value(json_object_get(bound, "e"));
+    bool ok = c_provider && c_state && !strcmp(c_provider, name) &&
               strlen(c_state) == strlen(state) &&
               CRYPTO_memcmp(c_state, state, strlen(state)) == 0 && expires > time(NULL);
-    char *nonce = c_nonce ? kiln_arena_strndup(req->arena, c_nonce, strlen(c_nonce)) : NULL;
-    char *verifier =
-        c_verifier ? kiln_arena_strndup(req->arena, c_verifier, strlen(c_verifier)) : NULL;
-    json_decref(pending);
+    json_decref(bound);
     if (!ok) {
         fail_login(req, res, name, "invalid_state");
         return;
     }
-    bool existed = false;
+    /* Single use: taken (read and deleted at once), so of any number of
+     * replays, concurrent or not, one at most finds it. */
+    kiln_str value;
     char *key = kiln_arena_sprintf(req->arena, "login_state:%s", state);
-    int err = kiln_kv_del(app_kv(req), kiln_str_c(key), &existed);
-    if (err) {
-        fail_login(req, res, name, "service_unavailable");
+    int err = kiln_kv_take(app_kv(req), req->arena, kiln_str_c(key), &value);
+    if (err == KILN_ENOTFOUND) { /* replayed or expired */
+        fail_login(req, res, name, "invalid_state");
         return;
     }
-    if (!existed) { /* replayed or expired */
+    if (err) {
+        fail_login_store(req, res, name, err, "Session store", "login callback",
+                         kiln_kv_last_error(app_kv(req)));
+        return;
+    }
+    json_t *pending = json_loadb(value.p, value.len, 0, NULL);
+    const char *s_provider = json_string_value(json_object_get(pending, "p"));
+    const char *s_nonce = json_string_value(json_object_get(pending, "n"));
+    const char *s_verifier = json_string_value(json_object_get(pending, "v"));
+    char *nonce = s_nonce ? kiln_arena_strndup(req->arena, s_nonce, strlen(s_nonce)) : NULL;
+    char *verifier =
+        s_verifier ? kiln_arena_strndup(req->arena, s_verifier, strlen(s_verifier)) : NULL;
+    ok = s_provider && nonce && verifier && !strcmp(s_provider, name);
+    kiln_json_wipe(pending); /* the verifier is a secret until the exchange */
+    json_decref(pending);
+    if (value.len)
+        explicit_bzero((char *)value.p, value.len);
+    if (!ok) { /* not a pending login of ours (an older format, or damaged) */
         fail_login(req, res, name, "invalid_state");
         return;
     }
@@ -239,8 +310,10 @@ void api_auth_callback(struct kiln_req *req, struct kiln_res *res)
     struct kiln_oidc_identity id;
     const char *reason = NULL;
     memset(&id, 0, sizeof id);
-    if (kiln_oidc_exchange(p, req->arena, code, verifier, redirect_uri(req, name), nonce, &id,
-                           &reason) != 0) {
+    err = kiln_oidc_exchange(p, req->arena, code, verifier, redirect_uri(req, name), nonce, &id,
+                             &reason);
+    explicit_bzero(verifier, strlen(verifier));
+    if (err != 0) {
         fail_login(req, res, name, reason ? reason : "invalid_token");
         return;
     }
@@ -249,16 +322,17 @@ void api_auth_callback(struct kiln_req *req, struct kiln_res *res)
         apple_name(req, &pr);
     const char *user_id = NULL;
     struct kiln_user_profile st;
-    if (kiln_user_login(app_db(req), req->arena, name, id.subject, &pr, &user_id, &st) != 0) {
-        kiln_log(KILN_LOG_ERROR, "login: user store failed", "error",
-                 kiln_db_last_error(app_db(req)), "request_id", req->request_id, NULL);
-        fail_login(req, res, name, "service_unavailable");
+    err = kiln_user_login(app_db(req), req->arena, name, id.subject, &pr, &user_id, &st);
+    if (err) {
+        fail_login_store(req, res, name, err, "Database", "login: user",
+                         kiln_db_last_error(app_db(req)));
         return;
     }
     struct kiln_session_user u = { user_id, st.email, st.name, st.first_name, st.last_name,
                                    st.image, name, id.subject };
-    if (start_session(req, res, &u) != 0) {
-        fail_login(req, res, name, "service_unavailable");
+    if ((err = start_session(req, res, &u)) != 0) {
+        fail_login_store(req, res, name, err, "Session store", "login: session",
+                         kiln_kv_last_error(app_kv(req)));
         return;
     }
     set_cookie(req, res, KILN_LOGIN_COOKIE, KILN_STR(""), "/auth", 0, login_same_site(req));
@@ -267,16 +341,78 @@ void api_auth_callback(struct kiln_req *req, struct kiln_res *res)
     redirect(res, req->config->auth_success_redirect);
 }
 
+/* scheme://host[:port] at the start of a Referer, or a NULL string. */
+static kiln_str referer_origin(kiln_str referer)
+{
+    const char *p = referer.p, *end = referer.p + referer.len;
+    const char *sep = referer.len >= 3 ? memmem(p, referer.len, "://", 3) : NULL;
+    if (!sep || sep == p)
+        return KILN_STR_NULL;
+    const char *q = sep + 3;
+    while (q < end && *q != '/' && *q != '?' && *q != '#')
+        q++;
+    return q == sep + 3 ? KILN_STR_NULL : (kiln_str){ p, (size_t)(q - p) };
+}
+
+/*
+ * May this GET end the session? A browser sends the session cookie on a
+ * top-level navigation from any site (SameSite=Lax lets those through), so
+ * without this another site could log the user out with a link or a
+ * redirect. What the browser tells us, strongest first:
+ *   - Origin (some browsers send it on navigations): must be allowed.
+ *   - Sec-Fetch-Site (every current browser): "same-origin", or "none" (a
+ *     typed URL, a bookmark), is ours. "cross-site" is not, and neither is
+ *     "same-site": a sibling host under the same registrable domain may be
+ *     someone else's (user content, a forgotten subdomain). Either is
+ *     accepted only with a Referer naming an allowed origin, which is how
+ *     a front end on its own host (ALLOWED_ORIGINS) logs out with a link:
+ *     browsers send at least the origin as the Referer by default.
+ *   - Neither (older browsers, other clients): a Referer, if any, must
+ *     name an allowed origin.
+ */
+static bool logout_from_here(const struct kiln_req *req)
+{
+    kiln_str origin = kiln_req_header(req, "origin");
+    if (origin.p)
+        return kiln_origin_allowed(req, origin);
+    kiln_str site = kiln_req_header(req, "sec-fetch-site");
+    if (site.p && (kiln_str_caseeq(site, KILN_STR("same-origin")) ||
+                   kiln_str_caseeq(site, KILN_STR("none"))))
+        return true;
+    kiln_str referer = kiln_req_header(req, "referer");
+    if (!referer.p)
+        return !site.p;
+    kiln_str from = referer_origin(referer);
+    return from.p && kiln_origin_allowed(req, from);
+}
+
 void api_auth_logout(struct kiln_req *req, struct kiln_res *res)
 {
-    bool via_cookie;
+    bool via_cookie = false;
     char sid[KILN_SID_LEN + 1];
     kiln_str token = kiln_session_token_of(req, &via_cookie);
-    if (token.p && kiln_session_token_verify(token, sid) &&
-        kiln_session_delete(app_kv(req), sid) != 0) {
-        /* Not gone: telling the browser it is would be a lie. */
-        kiln_res_error(req, res, 503, "service_unavailable", "Session store unavailable", NULL);
-        return;
+    /* Only the cookie rides along on requests another site makes; a Bearer
+     * token was sent on purpose. */
+    if (token.p && via_cookie) {
+        if (req->method == KILN_DELETE) {
+            if (kiln_guard_csrf(req, res) != 0)
+                return;
+        } else if (!logout_from_here(req)) {
+            /* The browser goes where a logout goes; the session and its
+             * cookie stay. */
+            kiln_log(KILN_LOG_INFO, "logout ignored: request from another site", "request_id",
+                     req->request_id, NULL);
+            redirect(res, req->config->auth_logout_redirect);
+            return;
+        }
+    }
+    if (token.p && kiln_session_token_verify(token, sid)) {
+        int err = kiln_session_delete(app_kv(req), sid);
+        if (err) {
+            /* Not gone: telling the browser it is would be a lie. */
+            session_store_fail(req, res, err, "logout");
+            return;
+        }
     }
     set_cookie(req, res, KILN_SESSION_COOKIE, KILN_STR(""), "/", 0, "Lax");
     redirect(res, req->config->auth_logout_redirect);
@@ -289,26 +425,30 @@ static void me_body(struct kiln_req *req, struct kiln_res *res, kiln_str user_js
     kiln_res_json_text(res, 200, kiln_str_c(body));
 }
 
+/*
+ * The development login: a login CSRF (another site signing the browser in
+ * as its own user) is as possible here as anywhere, so the CSRF rules of
+ * cookie-authenticated writes apply: a JSON body, an allowed Origin.
+ */
 void api_dev_login(struct kiln_req *req, struct kiln_res *res)
 {
     if (req->config->env == KILN_ENV_PRODUCTION) {
         kiln_res_error(req, res, 404, "not_found", "Not found", NULL);
         return;
     }
-    json_error_t jerr;
-    json_t *in = json_loadb(req->body.p, req->body.len, 0, &jerr);
-    if (!in || !json_is_object(in)) {
-        json_decref(in);
-        kiln_res_error(req, res, 400, in ? "invalid_request" : "invalid_json",
-                       in ? "Body must be a JSON object" : "Invalid JSON", NULL);
+    if (kiln_guard_csrf(req, res) != 0)
         return;
-    }
-    const char *email = json_string_value(json_object_get(in, "email"));
-    const char *name = json_string_value(json_object_get(in, "name"));
-    if (!email || !*email || strlen(email) > 255 || (name && strlen(name) > 255)) {
+    json_t *in = res_body_object(req, res);
+    if (!in)
+        return;
+    struct res_errors errs = { NULL };
+    const char *email = NULL, *name = NULL;
+    if (!res_string(in, "email", false, 1, 255, &errs, &email) &&
+        !json_object_get(in, "email"))
+        res_error(&errs, "email", "can't be blank");
+    res_string(in, "name", true, 0, 255, &errs, &name);
+    if (res_errors_answer(req, res, &errs)) {
         json_decref(in);
-        kiln_res_error(req, res, 422, "validation_failed", "Validation failed",
-                       json_pack("{s:[s]}", "email", "can't be blank"));
         return;
     }
     struct kiln_user_profile pr = { kiln_arena_strndup(req->arena, email, strlen(email)),
@@ -331,13 +471,13 @@ void api_dev_login(struct kiln_req *req, struct kiln_res *res)
         return;
     }
     if (err) {
-        kiln_res_error(req, res, 503, "service_unavailable", "Database unavailable", NULL);
+        kiln_res_fail(req, res, err, "Database", "dev login", kiln_db_last_error(app_db(req)));
         return;
     }
     struct kiln_session_user u = { user_id, st.email, st.name, st.first_name, st.last_name,
                                    st.image, "dev", pr.email };
-    if (start_session(req, res, &u) != 0) {
-        kiln_res_error(req, res, 503, "service_unavailable", "Session store unavailable", NULL);
+    if ((err = start_session(req, res, &u)) != 0) {
+        session_store_fail(req, res, err, "dev login");
         return;
     }
     json_t *user = json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s}", "email", st.email,

@@ -31,4 +31,14 @@ const char *kiln_client_ip(const struct kiln_req *req);
  * *via_cookie tells which. */
 kiln_str kiln_session_token_of(const struct kiln_req *req, bool *via_cookie);
 
+/*
+ * The CSRF check kiln_guard_session makes on cookie-authenticated writes,
+ * for handlers of public routes that act on cookies: 0, or the 415 or 403
+ * answered and non-zero.
+ */
+int kiln_guard_csrf(struct kiln_req *req, struct kiln_res *res);
+/* Is origin (an Origin header's value, or scheme://host[:port]) PUBLIC_URL
+ * or one of ALLOWED_ORIGINS? */
+bool kiln_origin_allowed(const struct kiln_req *req, kiln_str origin);
+
 #endif

@@ -184,15 +184,18 @@ static json_t *opt(const char *s)
     return s ? json_string(s) : json_null();
 }
 
-static int save(struct kiln_kv *kv, const char *sid, json_t *record)
+/* Write the record with a full TTL: a new session (set), or a refresh of
+ * one that must still exist (replace). */
+static int save(struct kiln_kv *kv, const char *sid, json_t *record, bool refresh)
 {
     char key[64];
     kv_key(sid, key);
     char *text = json_dumps(record, JSON_COMPACT);
     if (!text)
         return KILN_EINVAL;
-    int err = kiln_kv_set(kv, kiln_str_c(key), kiln_str_c(text),
-                          (uint64_t)KILN_SESSION_TTL_S * 1000);
+    uint64_t ttl_ms = (uint64_t)KILN_SESSION_TTL_S * 1000;
+    int err = refresh ? kiln_kv_replace(kv, kiln_str_c(key), kiln_str_c(text), ttl_ms)
+                      : kiln_kv_set(kv, kiln_str_c(key), kiln_str_c(text), ttl_ms);
     free(text);
     return err;
 }
@@ -212,7 +215,7 @@ int kiln_session_create(struct kiln_kv *kv, const struct kiln_session_user *u,
                              opt(u->provider_uid));
     json_t *record = json_pack("{s:s, s:o, s:I}", "user_id", u->user_id, "user", user,
                                "refreshed_at", (json_int_t)time(NULL));
-    int err = record ? save(kv, sid, record) : KILN_EINVAL;
+    int err = record ? save(kv, sid, record, false) : KILN_EINVAL;
     json_decref(record);
     if (!err)
         kiln_session_token(sid, token);
@@ -241,15 +244,23 @@ int kiln_session_load(struct kiln_kv *kv, kiln_arena *a, const char *sid,
     out->user_json = (kiln_str){ kiln_arena_strndup(a, u ? u : "{}", u ? strlen(u) : 2),
                                  u ? strlen(u) : 2 };
     free(u);
-    /* Rolling expiry, written at most once a minute per session. */
+    /*
+     * Rolling expiry, written at most once a minute per session. The write
+     * happens only if the record still exists (SET XX): a logout between
+     * the read above and this write must win, not be undone by it; then
+     * this request has no session either.
+     */
     json_int_t refreshed = json_integer_value(json_object_get(record, "refreshed_at"));
     time_t now = time(NULL);
     if (now - (time_t)refreshed >= REFRESH_EVERY_S) {
         json_object_set_new(record, "refreshed_at", json_integer((json_int_t)now));
-        save(kv, sid, record); /* best effort: a failed refresh is not a logout */
+        err = save(kv, sid, record, true);
+        /* Any other failure: best effort, a failed refresh is not a logout. */
+        if (err != KILN_ENOTFOUND)
+            err = 0;
     }
     json_decref(record);
-    return 0;
+    return err;
 }
 
 int kiln_session_delete(struct kiln_kv *kv, const char *sid)

@@ -1,7 +1,7 @@
 /*
  * Server-side sessions. A session is JSON in the kv store at
  * backend_session:<sid> (TTL 7 days, rolling: refreshed on use at most once
- * a minute). sid = 32 random bytes, base64url. The cookie
+ * a minute, and only while it exists). sid = 32 random bytes, base64url. The cookie
  * `_backend_session` (or `Authorization: Bearer`) carries sid "." tag, where
  * tag = HMAC-SHA256(key, sid) with a key derived from SECRET_KEY_BASE: a
  * forged or tampered cookie is refused without a kv lookup. While
@@ -70,8 +70,10 @@ int kiln_session_create(struct kiln_kv *kv, const struct kiln_session_user *user
                         char token[KILN_SESSION_TOKEN_LEN + 1]);
 /*
  * Load the session of a verified sid into out. KILN_ENOTFOUND when it does
- * not exist (expired, logged out); kv errors as they come. Refreshes the
- * TTL when the last refresh is a minute old or more.
+ * not exist (expired, logged out), also when it was deleted between the
+ * read and the refresh; kv errors as they come. Refreshes the TTL when the
+ * last refresh is a minute old or more, only while the record still exists
+ * (kiln_kv_replace), so a refresh never brings back a deleted session.
  */
 int kiln_session_load(struct kiln_kv *kv, kiln_arena *a, const char *sid,
                       struct kiln_session *out);

@@ -114,6 +114,16 @@ static int check_ttl(struct kiln_kv *kv, uint64_t ttl_ms)
     return 0;
 }
 
+static int check_value(struct kiln_kv *kv, kiln_str value)
+{
+    if (!value.p && value.len)
+        return kiln__kv_error(kv, KILN_EINVAL, "value is NULL");
+    if (value.len > KILN__KV_MAX_VALUE)
+        return kiln__kv_error(kv, KILN_EINVAL, "value of %zu bytes is over the %u-byte limit",
+                              value.len, KILN__KV_MAX_VALUE);
+    return 0;
+}
+
 /* A key of length 0 may come with p == NULL; give drivers a real pointer. */
 static kiln_str norm(kiln_str s)
 {
@@ -142,14 +152,36 @@ int kiln_kv_set(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_m
     if (!kv)
         return KILN_EINVAL;
     kv->err[0] = '\0';
-    if ((rc = check_key(kv, key)) || (rc = check_ttl(kv, ttl_ms)))
+    if ((rc = check_key(kv, key)) || (rc = check_ttl(kv, ttl_ms)) ||
+        (rc = check_value(kv, value)))
         return rc;
-    if (!value.p && value.len)
-        return kiln__kv_error(kv, KILN_EINVAL, "value is NULL");
-    if (value.len > KILN__KV_MAX_VALUE)
-        return kiln__kv_error(kv, KILN_EINVAL, "value of %zu bytes is over the %u-byte limit",
-                              value.len, KILN__KV_MAX_VALUE);
     return kv->ops->set(kv, norm(key), norm(value), ttl_ms);
+}
+
+int kiln_kv_replace(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms)
+{
+    int rc;
+    if (!kv)
+        return KILN_EINVAL;
+    kv->err[0] = '\0';
+    if ((rc = check_key(kv, key)) || (rc = check_ttl(kv, ttl_ms)) ||
+        (rc = check_value(kv, value)))
+        return rc;
+    return kv->ops->replace(kv, norm(key), norm(value), ttl_ms);
+}
+
+int kiln_kv_take(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out)
+{
+    int rc;
+    if (!kv)
+        return KILN_EINVAL;
+    kv->err[0] = '\0';
+    if (!a || !out)
+        return kiln__kv_error(kv, KILN_EINVAL, "take needs an arena and an output");
+    if ((rc = check_key(kv, key)))
+        return rc;
+    *out = KILN_STR_NULL;
+    return kv->ops->take(kv, a, norm(key), out);
 }
 
 int kiln_kv_del(struct kiln_kv *kv, kiln_str key, bool *deleted)

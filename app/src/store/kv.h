@@ -10,7 +10,7 @@
  *     opened on it is thread-safe. TTLs honoured, expired keys reclaimed,
  *     bounded by KV_MEMORY_MAX_KEYS.
  *
- * Errors: KILN_ENOTFOUND (get of a missing or expired key),
+ * Errors: KILN_ENOTFOUND (get, take or replace of a missing or expired key),
  * KILN_EUNAVAILABLE (cannot reach the server, timeout, or in backoff:
  * callers answer 503), KILN_EAUTH (credentials refused: also 503 for
  * callers), KILN_EPROTO (unexpected reply), KILN_EINVAL (bad arguments,
@@ -96,6 +96,21 @@ void kiln_kv_close(struct kiln_kv *kv);           /* NULL allowed */
  * appended after len for convenience). */
 int kiln_kv_get(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out);
 int kiln_kv_set(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms);
+/*
+ * Set only over a key that exists (SET ... XX): KILN_ENOTFOUND, and nothing
+ * written, when it does not (never set, deleted, expired). ttl_ms as for
+ * kiln_kv_set (0: the key keeps no TTL). For writes that must not bring
+ * back a key someone else deleted meanwhile (a session refreshed while it
+ * is being logged out).
+ */
+int kiln_kv_replace(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms);
+/*
+ * Get and delete in one atomic step (GETDEL, Redis 6.2 or later, every
+ * Valkey): of any number of callers racing for one key, exactly one gets
+ * the value; the others get KILN_ENOTFOUND. For single-use tokens. The
+ * value is copied into the arena as kiln_kv_get's.
+ */
+int kiln_kv_take(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out);
 /* *deleted (may be NULL) is true when the key existed. */
 int kiln_kv_del(struct kiln_kv *kv, kiln_str key, bool *deleted);
 /* Set a TTL on an existing key; KILN_ENOTFOUND if the key does not exist,

@@ -38,6 +38,8 @@ struct kiln_kv_ops {
     void (*close)(struct kiln_kv *kv);
     int (*get)(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out);
     int (*set)(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms);
+    int (*replace)(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms);
+    int (*take)(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out);
     int (*del)(struct kiln_kv *kv, kiln_str key, bool *deleted);
     int (*expire)(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms);
     int (*incr)(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms, int64_t *value,
@@ -95,6 +97,10 @@ int kiln__kv_reply_auth(struct kiln_kv *kv, const redisReply *r);
 int kiln__kv_reply_ping(struct kiln_kv *kv, const redisReply *r);
 int kiln__kv_reply_get(struct kiln_kv *kv, const redisReply *r, kiln_arena *a, kiln_str *out);
 int kiln__kv_reply_set(struct kiln_kv *kv, const redisReply *r);
+/* SET XX: OK when written, nil (KILN_ENOTFOUND) when the key was absent. */
+int kiln__kv_reply_replace(struct kiln_kv *kv, const redisReply *r);
+/* GETDEL: as GET's. */
+int kiln__kv_reply_take(struct kiln_kv *kv, const redisReply *r, kiln_arena *a, kiln_str *out);
 int kiln__kv_reply_del(struct kiln_kv *kv, const redisReply *r, bool *deleted);
 int kiln__kv_reply_expire(struct kiln_kv *kv, const redisReply *r);
 

@@ -501,6 +501,59 @@ static int memory_set(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t
     return 0;
 }
 
+/* SET XX: the lookup and the write under one hold of the lock, so a delete
+ * lands either before (nothing written) or after (it wins). */
+static int memory_replace(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms)
+{
+    struct mem_store *s = store_of(kv);
+    uint64_t h = hash_key(s, key);
+    char *copy = value.len ? kiln_malloc(value.len) : NULL, *old = copy;
+    int rc = KILN_ENOTFOUND;
+    if (value.len)
+        memcpy(copy, value.p, value.len);
+
+    pthread_mutex_lock(&s->lock);
+    uint64_t now = kiln_now_ms();
+    reclaim(s, now, SWEEP_PER_WRITE);
+    struct entry *e = find(s, key, h, now);
+    if (e) {
+        old = e->value;
+        e->value = copy;
+        e->vlen = value.len;
+        set_deadline(s, e, deadline(now, ttl_ms));
+        rc = 0;
+    }
+    pthread_mutex_unlock(&s->lock);
+
+    free(old); /* the replaced value, or our unused copy */
+    return rc;
+}
+
+/* GETDEL: found, copied and unlinked under one hold of the lock, so of two
+ * takers racing for a key only one finds it. */
+static int memory_take(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out)
+{
+    struct mem_store *s = store_of(kv);
+    uint64_t h = hash_key(s, key);
+    int rc = KILN_ENOTFOUND;
+
+    pthread_mutex_lock(&s->lock);
+    uint64_t now = kiln_now_ms();
+    struct entry *e = find(s, key, h, now);
+    if (e) {
+        char *p = kiln_arena_alloc(a, e->vlen + 1);
+        if (e->vlen)
+            memcpy(p, e->value, e->vlen);
+        p[e->vlen] = '\0';
+        *out = (kiln_str){ p, e->vlen };
+        remove_entry(s, e);
+        rc = 0;
+    }
+    reclaim(s, now, SWEEP_PER_WRITE);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 static int memory_del(struct kiln_kv *kv, kiln_str key, bool *deleted)
 {
     struct mem_store *s = store_of(kv);
@@ -595,6 +648,8 @@ static const struct kiln_kv_ops memory_ops = {
     .close = memory_close,
     .get = memory_get,
     .set = memory_set,
+    .replace = memory_replace,
+    .take = memory_take,
     .del = memory_del,
     .expire = memory_expire,
     .incr = memory_incr,

@@ -241,12 +241,14 @@ int kiln__kv_reply_ping(struct kiln_kv *kv, const redisReply *r)
     return unexpected(kv, "PING", r);
 }
 
-int kiln__kv_reply_get(struct kiln_kv *kv, const redisReply *r, kiln_arena *a, kiln_str *out)
+/* A bulk string or nil: GET's reply, and GETDEL's. */
+static int reply_value(struct kiln_kv *kv, const char *what, const redisReply *r, kiln_arena *a,
+                       kiln_str *out)
 {
     if (r->type == REDIS_REPLY_NIL)
         return KILN_ENOTFOUND;
     if (r->type != REDIS_REPLY_STRING || (!r->str && r->len))
-        return unexpected(kv, "GET", r);
+        return unexpected(kv, what, r);
     char *p = kiln_arena_alloc(a, r->len + 1);
     if (r->len)
         memcpy(p, r->str, r->len);
@@ -255,11 +257,30 @@ int kiln__kv_reply_get(struct kiln_kv *kv, const redisReply *r, kiln_arena *a, k
     return 0;
 }
 
+int kiln__kv_reply_get(struct kiln_kv *kv, const redisReply *r, kiln_arena *a, kiln_str *out)
+{
+    return reply_value(kv, "GET", r, a, out);
+}
+
+int kiln__kv_reply_take(struct kiln_kv *kv, const redisReply *r, kiln_arena *a, kiln_str *out)
+{
+    return reply_value(kv, "GETDEL", r, a, out);
+}
+
 int kiln__kv_reply_set(struct kiln_kv *kv, const redisReply *r)
 {
     if (is_status(r, "OK"))
         return 0;
     return unexpected(kv, "SET", r);
+}
+
+int kiln__kv_reply_replace(struct kiln_kv *kv, const redisReply *r)
+{
+    if (is_status(r, "OK"))
+        return 0;
+    if (r->type == REDIS_REPLY_NIL)
+        return KILN_ENOTFOUND; /* XX: the key was not there, nothing written */
+    return unexpected(kv, "SET XX", r);
 }
 
 int kiln__kv_reply_del(struct kiln_kv *kv, const redisReply *r, bool *deleted)
@@ -1278,6 +1299,42 @@ static int valkey_set(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t
     return after_reply(c, rc);
 }
 
+/* One command, so atomic on the server: a DEL lands before it (nothing
+ * written) or after it (the key is gone). */
+static int valkey_replace(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms)
+{
+    struct valkey *c = conn_of(kv);
+    redisReply *r;
+    char ttl[24];
+    const char *argv[] = { "SET", key.p, value.p, "XX", "PX", ttl };
+    size_t lens[] = { 3, key.len, value.len, 2, 2, 0 };
+    lens[5] = (size_t)snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)ttl_ms);
+    add_command(&c->out, ttl_ms ? 6 : 4, argv, lens);
+    int rc = run(c, &r, 1, UINT64_MAX);
+    if (rc)
+        return rc;
+    rc = kiln__kv_reply_replace(kv, r);
+    freeReplyObject(r);
+    return after_reply(c, rc);
+}
+
+/* GETDEL rather than GET + DEL in MULTI: one command, one reply, and the
+ * same single winner among concurrent takers. */
+static int valkey_take(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out)
+{
+    struct valkey *c = conn_of(kv);
+    redisReply *r;
+    const char *argv[] = { "GETDEL", key.p };
+    size_t lens[] = { 6, key.len };
+    add_command(&c->out, 2, argv, lens);
+    int rc = run(c, &r, 1, UINT64_MAX);
+    if (rc)
+        return rc;
+    rc = kiln__kv_reply_take(kv, r, a, out);
+    freeReplyObject(r);
+    return after_reply(c, rc);
+}
+
 static int valkey_del(struct kiln_kv *kv, kiln_str key, bool *deleted)
 {
     struct valkey *c = conn_of(kv);
@@ -1511,6 +1568,8 @@ static const struct kiln_kv_ops valkey_ops = {
     .close = valkey_close,
     .get = valkey_get,
     .set = valkey_set,
+    .replace = valkey_replace,
+    .take = valkey_take,
     .del = valkey_del,
     .expire = valkey_expire,
     .incr = valkey_incr,

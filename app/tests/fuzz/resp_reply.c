@@ -2,14 +2,14 @@
  * libFuzzer target for what the valkey driver does with a server's bytes,
  * without a socket: bytes → hiredis reader (our bounded one, fed in two
  * pieces at a point chosen by the input, since reads split anywhere) →
- * every reply through every interpretation function (get, set, del, expire,
- * ping, auth), and every run of consecutive replies through the incr
- * transaction's, with and without a TTL.
+ * every reply through every interpretation function (get, take, set,
+ * replace, del, expire, ping, auth), and every run of consecutive replies
+ * through the incr transaction's, with and without a TTL.
  *
  * Beyond "no crash, no leak", it checks the promises callers rely on: only
  * the documented error codes come out, a failure always has a printable
  * error text, that text never contains the password, and a value read by
- * get is the reply's bytes with a NUL after them.
+ * get or take is the reply's bytes with a NUL after them.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -63,7 +63,13 @@ static void interpret(struct kiln_kv *kv, kiln_arena *a, const redisReply *r)
             (out.len && memcmp(out.p, r->str, out.len) != 0))
             abort();
     }
+    out = KILN_STR_NULL;
+    rc = kiln__kv_reply_take(kv, r, a, &out);
+    check(kv, rc, false);
+    if (rc == 0 && (r->type != REDIS_REPLY_STRING || out.len != r->len || out.p[out.len] != '\0'))
+        abort();
     check(kv, kiln__kv_reply_set(kv, r), false);
+    check(kv, kiln__kv_reply_replace(kv, r), false);
     check(kv, kiln__kv_reply_del(kv, r, &deleted), false);
     check(kv, kiln__kv_reply_expire(kv, r), false);
     check(kv, kiln__kv_reply_ping(kv, r), false);

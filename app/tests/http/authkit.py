@@ -471,6 +471,23 @@ def assert_reason_logged(srv, flow, reason, timeout=3.0, traceable=False):
                          f"({flow.request_id}), so they cannot be traced to it: {orphans}")
 
 
+def wait_log(srv, match, offset=0, timeout=5.0):
+    """The log records (from byte ``offset`` of stdout on) for which
+    ``match(record)`` is true, waiting up to ``timeout`` for one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        hits = [r for r in log_records_since(srv, offset) if match(r)]
+        if hits or time.monotonic() > deadline:
+            return hits
+        time.sleep(0.05)
+
+
+def outage_logged(srv, dependency, offset=0, timeout=5.0):
+    """kiln_log_outage's line for this dependency (at most one a second)."""
+    return wait_log(srv, lambda r: r.get("message") == "dependency unavailable"
+                    and r.get("dependency") == dependency, offset, timeout)
+
+
 def assert_not_in_logs(srv, *secrets):
     out = srv.stdout_text() + srv.stderr_text()
     leaked = [s for s in secrets if s and s in out]

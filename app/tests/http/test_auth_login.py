@@ -11,6 +11,8 @@ Every failure must be a 302 to AUTH_FAILURE_REDIRECT?error=<code>, never a
 client secret or cookie in kiln's output.
 """
 
+import base64
+import json
 import re
 import time
 import urllib.parse
@@ -581,3 +583,96 @@ def test_concurrent_logins(oidc_kiln, mock):
     assert len(set(cookies)) == 16
     for c in cookies:
         ak.assert_me(ak.me(oidc_kiln, c))
+
+
+# --------------------------------------------------------------------------
+# what the browser holds, single use, and the session store failing
+# --------------------------------------------------------------------------
+
+def login_cookie_payload(value):
+    """The JSON inside a _kiln_login value: base64url(payload) "." tag
+    (kiln_login_cookie_seal)."""
+    body = value.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+
+
+def test_login_cookie_holds_no_verifier_nor_nonce(oidc_kiln, mock):
+    """The PKCE verifier and the nonce stay on the server: the signed login
+    cookie only binds the attempt (provider, state, expiry) to the browser.
+    Someone who reads the cookie and the code still cannot redeem it."""
+    profile_for(mock)
+    flow, cookie = ak.login(oidc_kiln, mock)
+    payload = login_cookie_payload(flow.login_cookie)
+    assert set(payload) <= {"p", "s", "e"}, payload
+    assert payload["p"] == "mock" and payload["s"] == flow.authorize_params["state"], payload
+    nonce = flow.authorize_params["nonce"]
+    verifier = [t["form"]["code_verifier"] for t in mock.state()["requests"]["token"]][-1]
+    assert ak.s256(verifier) == flow.authorize_params["code_challenge"]
+    text = json.dumps(payload)
+    for secret, what in ((nonce, "nonce"), (verifier, "verifier")):
+        assert secret not in text and secret not in flow.login_cookie, f"the {what} is in the cookie"
+    ak.assert_not_in_logs(oidc_kiln, verifier, nonce)
+
+
+@ak.needs_valkey("reads the pending login in Valkey")
+def test_pending_login_lives_in_valkey(oidc_kiln, mock, services):
+    flow = ak.Login(oidc_kiln, mock).start()
+    key = f"login_state:{flow.authorize_params['state']}"
+    ttl = int(ak.redis_cli(services, "TTL", key))
+    assert 590 <= ttl <= 600, f"TTL of {key}: {ttl}"
+    pending = json.loads(ak.redis_cli(services, "GET", key))
+    assert pending.get("p") == "mock" and pending.get("n") == flow.authorize_params["nonce"], pending
+    assert ak.s256(pending["v"]) == flow.authorize_params["code_challenge"], pending
+    profile_for(mock)
+    flow.authorize().finish()
+    assert flow.callback.headers.get("location") == ak.SUCCESS_REDIRECT, flow.callback
+    assert ak.redis_cli(services, "EXISTS", key) == "0", "the pending login outlived its callback"
+
+
+def test_concurrent_replays_have_one_winner(oidc_kiln, mock):
+    """The same callback (URL and login cookie) sent many times at once:
+    the pending login is taken atomically, so exactly one completes."""
+    import concurrent.futures
+    profile_for(mock)
+    flow = ak.Login(oidc_kiln, mock).start().authorize()
+    q = urllib.parse.urlencode(flow.callback_params)
+
+    def one(_):
+        return ak.call(oidc_kiln, "GET", f"/auth/mock/callback?{q}",
+                       cookies={ak.LOGIN_COOKIE: flow.login_cookie}, timeout=20)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, range(8)))
+    wins = [r for r in answers if r.headers.get("location") == ak.SUCCESS_REDIRECT]
+    assert len(wins) == 1, [r.headers.get("location") for r in answers]
+    ak.assert_me(ak.me(oidc_kiln, ak.assert_session_cookie(wins[0])))
+    for r in answers:
+        if r is not wins[0]:
+            ak.assert_failure(r, "invalid_state")
+
+
+@pytest.mark.disruptive
+@ak.needs_valkey("stops the Redis that kiln uses")
+def test_session_store_outage_during_login(kiln, mock, services):
+    """GET /auth/<p> answers 503 with retry-after; a callback redirects to
+    the failure page (a browser flow) with service_unavailable. Both log
+    which dependency failed."""
+    srv = ak.start_kiln(kiln, VALKEY_CONNECT_TIMEOUT_MS=500, VALKEY_COMMAND_TIMEOUT_MS=1000,
+                        **ak.provider_env(mock, providers=("mock",)))
+    profile_for(mock)
+    flow = ak.Login(srv, mock).start().authorize()
+    name = ak.redis_service_name()
+    services.ctl("stop1", name)
+    try:
+        offset = len(srv.stdout_bytes())
+        r = ak.call(srv, "GET", "/auth/mock", timeout=15)
+        kilnhttp.assert_error(r, 503, "service_unavailable")
+        assert r.headers.get("retry-after") == "1", r
+        assert ak.outage_logged(srv, "Session store", offset), "no outage line at login start"
+        time.sleep(1.1)                          # outage lines: one a second
+        flow.finish(timeout=15)
+        ak.assert_failure(flow, "service_unavailable")
+        assert ak.outage_logged(srv, "Session store", flow.log_offset), \
+            "no outage line at the callback"
+    finally:
+        services.ctl("start1", name)

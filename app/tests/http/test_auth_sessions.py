@@ -68,6 +68,92 @@ def test_dev_login_odd_bodies(plain_kiln, body):
     assert plain_kiln.running()
 
 
+@pytest.mark.parametrize("fields,details", [
+    ({"name": 42}, {"name": ["is invalid"]}),
+    ({"name": True}, {"name": ["is invalid"]}),
+    ({"name": ["Ada"]}, {"name": ["is invalid"]}),
+    ({"name": {"first": "Ada"}}, {"name": ["is invalid"]}),
+    ({"name": "n" * 256}, {"name": ["should be at most 255 character(s)"]}),
+    ({"email": 42}, {"email": ["is invalid"]}),
+    ({"email": True, "name": 1.5}, {"email": ["is invalid"], "name": ["is invalid"]}),
+    ({"email": {"a": "b"}}, {"email": ["is invalid"]}),
+    ({"email": None, "name": []}, {"email": ["can't be blank"], "name": ["is invalid"]}),
+    ({"email": "   "}, {"email": ["can't be blank"]}),
+    ({"email": "e" * 250 + "@x.com"}, {"email": ["should be at most 255 character(s)"]}),
+], ids=["name-number", "name-bool", "name-array", "name-object", "name-too-long",
+        "email-number", "both", "email-object", "blank-email-and-name-array", "email-spaces",
+        "email-too-long"])
+def test_dev_login_field_types(plain_kiln, fields, details):
+    """Any JSON type may come in; a field of the wrong type is a 422 that
+    names it, all fields in one answer."""
+    body = dict({"email": ak.unique_email(), "name": "Typed"}, **fields)
+    r = ak.call(plain_kiln, "POST", "/auth/dev/login", json_body=body)
+    err = kilnhttp.assert_error(r, 422, "validation_failed")
+    assert err.get("details") == details, err
+    ak.assert_no_session_cookie(r)
+
+
+def test_dev_login_name_may_be_null_or_absent(plain_kiln):
+    for body in ({"email": ak.unique_email(), "name": None}, {"email": ak.unique_email()}):
+        r = ak.call(plain_kiln, "POST", "/auth/dev/login", json_body=body)
+        assert r.status == 200, r
+        assert r.json()["user"]["name"] is None, r.json()
+        ak.assert_me(ak.me(plain_kiln, ak.assert_session_cookie(r)), email=body["email"], name=None)
+    # 255 characters (not bytes) is the limit.
+    name = "é" * 255
+    r = ak.call(plain_kiln, "POST", "/auth/dev/login", json_body={"email": ak.unique_email(),
+                                                                  "name": name})
+    assert r.status == 200 and r.json()["user"]["name"] == name, r
+
+
+@pytest.fixture
+def broken_identities(kiln, tmp_path, request):
+    """A kiln on a database of its own (SQLite file, or a fresh PostgreSQL
+    database in the service modes) whose identities table is then renamed
+    away: every login query fails as a bug would (SQLite "no such table",
+    PostgreSQL 42P01), not as an outage."""
+    db = None
+    if kilnhttp.STORES == "embedded":
+        import sqlite3
+        path = str(tmp_path / "broken.db")
+        srv = ak.start_kiln(kiln, DB_PATH=path)
+
+        def execute(sql):
+            with sqlite3.connect(path, timeout=10) as c:
+                c.execute(sql)
+    else:
+        svc = request.getfixturevalue("services")
+        db = svc.create_db()
+        srv = ak.start_kiln(kiln, DATABASE_URL=svc.db_url(db, via=kilnhttp.STORES))
+
+        def execute(sql):
+            svc.psql(sql, db=db)
+    ak.session_for(srv)                      # the schema works before
+    execute("ALTER TABLE identities RENAME TO identities_gone")
+    yield srv
+    srv.stop()
+    if db:
+        svc.drop_db(db)
+
+
+def test_dev_login_database_bug_is_a_500(broken_identities):
+    """A database error that is not an outage is a bug: 500 with an error
+    line naming the dependency, never a 503 that would send clients into
+    retries."""
+    srv = broken_identities
+    offset = len(srv.stdout_bytes())
+    rid = "devbug-" + uuid.uuid4().hex
+    r = ak.call(srv, "POST", "/auth/dev/login", request_id=rid,
+                json_body={"email": ak.unique_email(), "name": "Bug"})
+    kilnhttp.assert_error(r, 500, "internal_error")
+    assert r.headers.get("retry-after") is None, r
+    ak.assert_no_session_cookie(r)
+    hits = ak.wait_log(srv, lambda rec: rec.get("request_id") == rid
+                       and rec.get("message") == "internal error", offset)
+    assert hits and hits[0].get("dependency") == "Database", hits
+    assert "identities" in (hits[0].get("error") or ""), hits
+
+
 def test_dev_login_bad_json(plain_kiln):
     r = ak.call(plain_kiln, "POST", "/auth/dev/login", body="{not json",
                 headers=[("Content-Type", "application/json")])
@@ -348,10 +434,22 @@ def test_valkey_outage(kiln, services):
         for path in ("/", "/livez"):
             r = ak.call(srv, "GET", path, timeout=15)
             assert r.status == 200, (path, r)
+        offset = len(srv.stdout_bytes())
         r = ak.call(srv, "POST", "/auth/dev/login", timeout=15,
                     json_body={"email": ak.unique_email(), "name": "x"})
         kilnhttp.assert_error(r, 503, "service_unavailable")
+        assert r.headers.get("retry-after") == "1", r
         ak.assert_no_session_cookie(r)
+        assert ak.outage_logged(srv, "Session store", offset), "no outage line for the session store"
+        # Logout cannot say the session is gone: 503, cookie kept.
+        time.sleep(1.1)                          # outage lines: one a second
+        offset = len(srv.stdout_bytes())
+        for method in ("GET", "DELETE"):
+            r = ak.logout(srv, good, method=method, timeout=15)
+            kilnhttp.assert_error(r, 503, "service_unavailable")
+            assert r.headers.get("retry-after") == "1", r
+            assert ak.SESSION_COOKIE not in ak.set_cookies(r), r
+        assert ak.outage_logged(srv, "Session store", offset), "no outage line for logout"
         assert srv.running()
     finally:
         services.ctl("start1", name)

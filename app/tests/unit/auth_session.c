@@ -11,6 +11,7 @@
 #include "core/config.h"
 #include "core/err.h"
 #include "http/cookie.h"
+#include "store/kv_internal.h"
 
 static char key_a[] = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 static char key_b[] = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -128,6 +129,79 @@ static void test_session_store(void **state)
     kiln_kv_store_free(store);
 }
 
+/*
+ * A logout that lands between a session's read and its rolling refresh
+ * must win: the refresh may not write the record back. Reproduced exactly
+ * with a handle on the memory store whose get deletes the key right after
+ * reading it.
+ */
+static int (*plain_get)(struct kiln_kv *, kiln_arena *, kiln_str, kiln_str *);
+
+static int get_then_logout(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out)
+{
+    bool gone;
+    int rc = plain_get(kv, a, key, out);
+    if (rc == 0)
+        kv->ops->del(kv, key, &gone);
+    return rc;
+}
+
+static void old_refresh(struct kiln_kv *kv, kiln_arena *a, const char *sid_)
+{
+    /* The record as a session last refreshed long ago: the next load refreshes. */
+    char key[80];
+    kiln_str v;
+    snprintf(key, sizeof key, "backend_session:%s", sid_);
+    assert_int_equal(kiln_kv_get(kv, a, kiln_str_c(key), &v), 0);
+    char *p = strstr(v.p, "\"refreshed_at\":");
+    assert_non_null(p);
+    char *rec = kiln_arena_sprintf(a, "%.*s\"refreshed_at\":1000}", (int)(p - v.p), v.p);
+    assert_int_equal(kiln_kv_set(kv, kiln_str_c(key), kiln_str_c(rec), 60000), 0);
+}
+
+static void test_refresh_never_revives_a_deleted_session(void **state)
+{
+    (void)state;
+    use_keys(key_a, NULL);
+    struct kiln_kv_config kc;
+    memset(&kc, 0, sizeof kc);
+    struct kiln_kv_store *store = kiln_kv_store_new(&kc);
+    struct kiln_kv *kv = kiln_kv_open(store);
+    kiln_arena *a = kiln_arena_new(1024);
+    struct kiln_session_user u = { "8d0c6a1e-0000-4000-8000-000000000002", "r@b.c", NULL,
+                                   NULL, NULL, NULL, "dev", "r@b.c" };
+    char t[KILN_SESSION_TOKEN_LEN + 1], s1[KILN_SID_LEN + 1], key[80];
+    struct kiln_session s;
+    kiln_str v;
+
+    /* A plain refresh rewrites the record with the full TTL. */
+    assert_int_equal(kiln_session_create(kv, &u, t), 0);
+    assert_true(kiln_session_token_verify(kiln_str_c(t), s1));
+    snprintf(key, sizeof key, "backend_session:%s", s1);
+    old_refresh(kv, a, s1);
+    assert_int_equal(kiln_session_load(kv, a, s1, &s), 0);
+    assert_int_equal(kiln_kv_get(kv, a, kiln_str_c(key), &v), 0);
+    assert_null(strstr(v.p, "\"refreshed_at\":1000}"));
+
+    /* The same refresh with a logout in between. */
+    struct kiln_kv_ops racing = *kv->ops;
+    plain_get = racing.get;
+    racing.get = get_then_logout;
+    struct kiln_kv *racer = kiln_kv_open(store);
+    const struct kiln_kv_ops *own = racer->ops;
+    racer->ops = &racing;
+    old_refresh(kv, a, s1);
+    assert_int_equal(kiln_session_load(racer, a, s1, &s), KILN_ENOTFOUND);
+    racer->ops = own;
+    assert_int_equal(kiln_kv_get(kv, a, kiln_str_c(key), &v), KILN_ENOTFOUND);
+    assert_int_equal(kiln_session_load(kv, a, s1, &s), KILN_ENOTFOUND);
+
+    kiln_kv_close(racer);
+    kiln_arena_free(a);
+    kiln_kv_close(kv);
+    kiln_kv_store_free(store);
+}
+
 static void test_cookie_parsing(void **state)
 {
     (void)state;
@@ -172,6 +246,7 @@ int main(void)
         cmocka_unit_test(test_key_rotation),
         cmocka_unit_test(test_login_cookie),
         cmocka_unit_test(test_session_store),
+        cmocka_unit_test(test_refresh_never_revives_a_deleted_session),
         cmocka_unit_test(test_cookie_parsing),
     };
     return cmocka_run_group_tests_name("auth/session", tests, NULL, NULL);

@@ -436,6 +436,112 @@ static void t_incr_limits(void **state)
     del_key(f, k);
 }
 
+/* Replace writes only over a live key (SET XX): a rolling session refresh
+ * must never bring back a session deleted in the meantime. */
+static void t_replace(void **state)
+{
+    FIXTURE(state);
+    kiln_str k = key(f, "replace");
+    kiln_str v;
+    assert_rc(kiln_kv_replace(f->kv, k, KILN_STR("ghost"), 60000), KILN_ENOTFOUND);
+    assert_rc(kiln_kv_get(f->kv, f->arena, k, &v), KILN_ENOTFOUND);
+    assert_rc(kiln_kv_set(f->kv, k, KILN_STR("first"), 50), 0);
+    assert_rc(kiln_kv_replace(f->kv, k, KILN_STR("second"), 60000), 0);
+    /* The new TTL replaced the short one. */
+    sleep_ms(120);
+    assert_value(f, k, "second");
+    /* Deleted: gone for good, whatever is replaced afterwards. */
+    del_key(f, k);
+    assert_rc(kiln_kv_replace(f->kv, k, KILN_STR("third"), 60000), KILN_ENOTFOUND);
+    assert_rc(kiln_kv_get(f->kv, f->arena, k, &v), KILN_ENOTFOUND);
+    /* Expired counts as deleted. */
+    assert_rc(kiln_kv_set(f->kv, k, KILN_STR("brief"), 50), 0);
+    sleep_ms(120);
+    assert_rc(kiln_kv_replace(f->kv, k, KILN_STR("late"), 60000), KILN_ENOTFOUND);
+    assert_rc(kiln_kv_get(f->kv, f->arena, k, &v), KILN_ENOTFOUND);
+    /* Like SET: a replace without a TTL leaves none. */
+    assert_rc(kiln_kv_set(f->kv, k, KILN_STR("a"), 50), 0);
+    assert_rc(kiln_kv_replace(f->kv, k, KILN_STR("b"), 0), 0);
+    sleep_ms(120);
+    assert_value(f, k, "b");
+    del_key(f, k);
+}
+
+/* Take is get and delete in one step: single use. */
+static void t_take(void **state)
+{
+    FIXTURE(state);
+    static const char vb[] = "pending\0login\r\n";
+    kiln_str k = key(f, "take");
+    kiln_str v = KILN_STR("stale");
+    assert_rc(kiln_kv_take(f->kv, f->arena, k, &v), KILN_ENOTFOUND);
+    assert_null(v.p);
+    assert_rc(kiln_kv_set(f->kv, k, (kiln_str){ vb, sizeof vb - 1 }, 60000), 0);
+    assert_rc(kiln_kv_take(f->kv, f->arena, k, &v), 0);
+    assert_mem_eq(v.p, v.len, vb, sizeof vb - 1);
+    assert_int_equal(v.p[v.len], '\0');
+    assert_rc(kiln_kv_get(f->kv, f->arena, k, &v), KILN_ENOTFOUND);
+    assert_rc(kiln_kv_take(f->kv, f->arena, k, &v), KILN_ENOTFOUND);
+    /* An expired key is not taken. */
+    assert_rc(kiln_kv_set(f->kv, k, KILN_STR("brief"), 50), 0);
+    sleep_ms(120);
+    assert_rc(kiln_kv_take(f->kv, f->arena, k, &v), KILN_ENOTFOUND);
+}
+
+/* Many handles race to take one key: exactly one gets it, every round. */
+struct take_race {
+    struct kiln_kv_store *store;
+    kiln_str key;
+    pthread_barrier_t start, done;
+    atomic_int winners, errors;
+    int rounds;
+};
+
+static void *take_racer(void *arg)
+{
+    struct take_race *r = arg;
+    struct kiln_kv *kv = kiln_kv_open(r->store);
+    kiln_arena *a = kiln_arena_new(1024);
+    for (int i = 0; i < r->rounds; i++) {
+        kiln_str v;
+        pthread_barrier_wait(&r->start);
+        int rc = kiln_kv_take(kv, a, r->key, &v);
+        if (rc == 0)
+            r->winners++;
+        else if (rc != KILN_ENOTFOUND)
+            r->errors++;
+        kiln_arena_reset(a);
+        pthread_barrier_wait(&r->done);
+    }
+    kiln_arena_free(a);
+    kiln_kv_close(kv);
+    return NULL;
+}
+
+static void t_take_races(void **state)
+{
+    FIXTURE(state);
+    enum { THREADS = 6, ROUNDS = 40 };
+    struct take_race r = { .store = f->store, .key = key(f, "take_race"), .rounds = ROUNDS };
+    pthread_t t[THREADS];
+    pthread_barrier_init(&r.start, NULL, THREADS + 1);
+    pthread_barrier_init(&r.done, NULL, THREADS + 1);
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, take_racer, &r), 0);
+    for (int i = 0; i < ROUNDS; i++) {
+        assert_rc(kiln_kv_set(f->kv, r.key, KILN_STR("once"), 60000), 0);
+        pthread_barrier_wait(&r.start);
+        pthread_barrier_wait(&r.done);
+        if (r.winners != i + 1)
+            fail_msg("round %d: %d winners so far, want %d", i, (int)r.winners, i + 1);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&r.start);
+    pthread_barrier_destroy(&r.done);
+    assert_int_equal(r.errors, 0);
+}
+
 static void t_ping(void **state)
 {
     FIXTURE(state);
@@ -498,8 +604,13 @@ static void t_argument_limits(void **state)
     assert_rc(kiln_kv_set(f->kv, k, KILN_STR("v"), 0), KILN_EINVAL);
     assert_rc(kiln_kv_get(f->kv, f->arena, k, &v), KILN_EINVAL);
     assert_rc(kiln_kv_incr(f->kv, k, 0, NULL, NULL), KILN_EINVAL);
+    assert_rc(kiln_kv_replace(f->kv, k, KILN_STR("v"), 0), KILN_EINVAL);
+    assert_rc(kiln_kv_take(f->kv, f->arena, k, &v), KILN_EINVAL);
     assert_rc(kiln_kv_set(f->kv, key(f, "limits"), KILN_STR("v"), KILN__KV_MAX_TTL_MS + 1),
               KILN_EINVAL);
+    assert_rc(kiln_kv_replace(f->kv, key(f, "limits"), KILN_STR("v"), KILN__KV_MAX_TTL_MS + 1),
+              KILN_EINVAL);
+    assert_rc(kiln_kv_take(f->kv, NULL, key(f, "limits"), &v), KILN_EINVAL);
     assert_rc(kiln_kv_get(f->kv, NULL, key(f, "limits"), &v), KILN_EINVAL);
     assert_rc(kiln_kv_get(NULL, f->arena, key(f, "limits"), &v), KILN_EINVAL);
     free(big);
@@ -524,6 +635,9 @@ static const struct {
     { "incr_existing_keys", t_incr_existing_keys },
     { "incr_not_integer", t_incr_not_integer },
     { "incr_limits", t_incr_limits },
+    { "replace", t_replace },
+    { "take", t_take },
+    { "take_races", t_take_races },
     { "ping", t_ping },
     { "large_value", t_large_value },
     { "many_keys", t_many_keys },
