@@ -22,6 +22,12 @@
 
 #define KILN_MAX_HEADER_BYTES (16 * 1024)
 #define KILN_MAX_HEADER_FIELDS 100
+/*
+ * One chunk-size line, size and extensions, CRLF excluded (RFC 9112 7.1.1
+ * sets no bound). Extensions also count toward max_header_bytes, so all of
+ * a request's extensions together weigh no more than a header section.
+ */
+#define KILN_MAX_CHUNK_LINE_BYTES 256
 
 struct kiln_parser_limits {
     size_t max_body;         /* MAX_REQUEST_BODY_BYTES */
