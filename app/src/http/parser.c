@@ -290,10 +290,10 @@ static int on_headers_complete(llhttp_t *ll)
  * or "GET / RTSP/1.0". So every byte of a request that is not body data is
  * read here too, after llhttp and before the request is handed on, and must
  * fit RFC 9112's lines:
- *   - a CR is followed by LF, and an LF preceded by CR (2.2: a bare CR is
- *     invalid; a recipient MAY take a bare LF as a line end, kiln does not,
- *     because the ALB or any proxy in front need not read it the same way,
- *     and every client we know of sends CRLF);
+ *   - a CR is followed by LF, and an LF preceded by CR (2.2: a recipient
+ *     MUST treat a bare CR as invalid or replace it with SP; it MAY take a
+ *     bare LF as a line end, and kiln does not, because the ALB or any proxy
+ *     in front need not read it the same way, and HTTP clients send CRLF);
  *   - request-line = method SP request-target SP HTTP-version with one SP
  *     each and nothing but visible ASCII (3; a parser that splits on HTAB,
  *     VT, FF, CR (3 allows it) or on 0x85/0xA0 after decoding would find
