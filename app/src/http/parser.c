@@ -5,6 +5,13 @@
  * version we speak, size limits, and where each piece of the request lives.
  * Spans from llhttp point into the caller's read buffer, which is reused, so
  * every span is copied into the request's arena as it arrives.
+ *
+ * The one decision to know: llhttp is not trusted with line endings. The
+ * build compiles its loose variant (LLHTTP_STRICT_MODE is 0), which ends a
+ * header section at "\r\n\r" plus any byte, and neither variant refuses
+ * every bare CR, LF-only line or doubled space. So every byte that is not
+ * body data is read a second time by the framing scan below, and a request
+ * is handed on only when both readings agree.
  */
 #include "http/parser.h"
 
@@ -124,18 +131,20 @@ static int on_header_value_complete(llhttp_t *ll)
     struct kiln_parser *p = P(ll);
     struct kiln_req *req = p->req;
     kiln_str v = kiln_str_trim(acc_take(p));
+    /* RFC 9110 5.5: no control characters in a field value except HTAB.
+     * llhttp 8.1 refuses them itself unless lenient headers are set (they
+     * are not); checked here too so that no llhttp setting or version can
+     * let one through to a handler or a log line. Trailers as well. */
+    for (size_t i = 0; i < v.len; i++) {
+        unsigned char ch = (unsigned char)v.p[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7F)
+            return fail(p, 400, "invalid_request", "Malformed request: invalid header value");
+    }
     /* Trailer fields after a chunked body: RFC 9110 6.5.1 forbids merging
      * them into the header section, and nothing here reads them. */
     if (p->state == KILN_PARSER_BODY) {
         p->field = KILN_STR_NULL;
         return 0;
-    }
-    /* RFC 9110 5.5: no control characters in a field value except HTAB.
-     * llhttp's loose mode lets some through; a proxy might not. */
-    for (size_t i = 0; i < v.len; i++) {
-        unsigned char ch = (unsigned char)v.p[i];
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7F)
-            return fail(p, 400, "invalid_request", "Malformed request: invalid header value");
     }
     if (req->nheaders == req->headers_cap) {
         size_t cap = req->headers_cap ? req->headers_cap * 2 : 16;
@@ -188,12 +197,17 @@ static int split_target(struct kiln_parser *p)
     return 0;
 }
 
-static int on_headers_complete(llhttp_t *ll)
+/*
+ * End of the header section: llhttp pauses here (on_headers_complete) so
+ * that feed scans the section's bytes first; only a section that passed the
+ * scan gets here, before llhttp reads on into the body. A malformed request
+ * line is thus always 400, never 505 or 417 for what llhttp made of it.
+ */
+static int head_complete(struct kiln_parser *p)
 {
-    struct kiln_parser *p = P(ll);
+    llhttp_t *ll = &p->ll;
     struct kiln_req *req = p->req;
 
-    p->state = KILN_PARSER_BODY;
     req->http_major = ll->http_major;
     req->http_minor = ll->http_minor;
     req->method_name = kiln_str_c(llhttp_method_name((llhttp_method_t)ll->method));
@@ -256,30 +270,186 @@ static int on_headers_complete(llhttp_t *ll)
     /* Upgrade (e.g. websocket) is not spoken: answer, then close. */
     if (ll->upgrade)
         req->keep_alive = false;
-    /* Pause so that feed can check the header bytes for obs-fold. */
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *ll)
+{
+    struct kiln_parser *p = P(ll);
+    p->state = KILN_PARSER_BODY;
     p->headers_paused = true;
     return HPE_PAUSED;
 }
 
 /*
- * RFC 9112 7.1: chunk data is followed by CRLF. llhttp (loose build) skips
- * those two bytes without looking at them, which lets "5\r\nhelloXX" through
- * and opens a smuggling gap between us and a stricter proxy. We check them
- * ourselves: from where the chunk's data ends, within this feed, and the
- * rest at the start of the next feed.
+ * The framing scan. Where two parsers split one byte stream differently,
+ * the bytes one takes for a line end or a body the other takes for a
+ * request: smuggling. llhttp's loose build reads "\r\n\rX" as the end of a
+ * header section, a CR and any byte as the end of a chunk-size line, the two
+ * bytes after chunk data unread; and no build of it refuses "GET  / HTTP/1.1"
+ * or "GET / RTSP/1.0". So every byte of a request that is not body data is
+ * read here too, after llhttp and before the request is handed on, and must
+ * fit RFC 9112's lines:
+ *   - a CR is followed by LF, and an LF preceded by CR (2.2: a recipient
+ *     MUST treat a bare CR as invalid or replace it with SP; it MAY take a
+ *     bare LF as a line end, and kiln does not, because the ALB or any proxy
+ *     in front need not read it the same way, and HTTP clients send CRLF);
+ *   - request-line = method SP request-target SP HTTP-version with one SP
+ *     each and nothing but visible ASCII (3; a parser that splits on HTAB,
+ *     VT, FF, CR (3 allows it) or on 0x85/0xA0 after decoding would find
+ *     other parts), the version "HTTP/" DIGIT "." DIGIT (2.3);
+ *   - no field line, header or trailer, starts with SP or HTAB (obs-fold,
+ *     5.2; whitespace before the first field, 2.2);
+ *   - chunk data is followed by CRLF (7.1);
+ *   - a chunk-size line is at most KILN_MAX_CHUNK_LINE_BYTES, and its
+ *     extensions count toward the header section's limit (7.1.1 sets no
+ *     bound; llhttp reads any length, so without one a client could stream
+ *     extension bytes for ever without sending a byte of body).
+ * The scan keeps its place across feeds (a CR that ends one read and the LF
+ * that starts the next are one line end), and it must agree with llhttp on
+ * where the header section, each chunk's data and the message end; where it
+ * does not, the request is refused, not trusted.
  */
-static int expect_crlf(struct kiln_parser *p, const char *from, unsigned need)
+enum line {
+    LINE_LEAD,       /* before the request line: empty lines only */
+    LINE_REQUEST,    /* the request line */
+    LINE_FIELD,      /* a header field line, or the empty line ending them */
+    LINE_BODY,       /* after the header section, not chunked: body data only */
+    LINE_CHUNK_SIZE, /* chunk-size [ chunk-ext ] */
+    LINE_CHUNK_DATA, /* chunk data (never scanned), then its CRLF */
+    LINE_TRAILER,    /* a trailer field line, or the empty line ending them */
+    LINE_END,        /* the message is complete */
+};
+
+static int bad_framing(struct kiln_parser *p, const char *message)
 {
-    static const char crlf[2] = { '\r', '\n' };
-    unsigned i = 2 - need;
-    while (need && from < p->feed_end) {
-        if (*from != crlf[i])
-            return fail(p, 400, "invalid_request", "Malformed request: invalid chunk framing");
-        from++;
-        i++;
-        need--;
+    return fail(p, 400, "invalid_request", message);
+}
+
+/* Byte i of the version part of the request line: "HTTP/" DIGIT "." DIGIT. */
+static bool version_byte_ok(size_t i, unsigned char c)
+{
+    static const char pattern[] = "HTTP/#.#"; /* #: any digit */
+    if (i >= sizeof pattern - 1)
+        return false;
+    return pattern[i] == '#' ? c >= '0' && c <= '9' : c == (unsigned char)pattern[i];
+}
+
+static int request_line_byte(struct kiln_parser *p, unsigned char c)
+{
+    if (c == ' ') {
+        /* One SP between two parts: none first, none doubled, two in all. */
+        if (p->line_len == p->part_start || ++p->spaces > 2)
+            return bad_framing(p, "Malformed request: invalid request line");
+        p->part_start = p->line_len + 1;
+    } else if (c < 0x21 || c > 0x7E) {
+        return bad_framing(p, "Malformed request: invalid request line");
+    } else if (p->spaces == 2 && !version_byte_ok(p->line_len - p->part_start, c)) {
+        return bad_framing(p, "Malformed request: invalid HTTP version");
     }
-    p->crlf_left = (unsigned char)need;
+    p->line_len++;
+    return 0;
+}
+
+/* A byte of a line other than CR and LF. */
+static int line_byte(struct kiln_parser *p, unsigned char c)
+{
+    switch ((enum line)p->line) {
+    case LINE_LEAD:
+        p->line = LINE_REQUEST;
+        return request_line_byte(p, c);
+    case LINE_REQUEST:
+        return request_line_byte(p, c);
+    case LINE_FIELD:
+    case LINE_TRAILER:
+        if (p->line_len == 0 && (c == ' ' || c == '\t'))
+            return bad_framing(p, "Malformed request: obsolete line folding");
+        p->line_len++;
+        return 0;
+    case LINE_CHUNK_SIZE:
+        if (++p->line_len > KILN_MAX_CHUNK_LINE_BYTES)
+            return bad_framing(p, "Malformed request: chunk-size line too long");
+        if (c == ';')
+            p->chunk_ext = true;
+        if (p->chunk_ext) {
+            if (++p->header_bytes > p->limits.max_header_bytes)
+                return bad_framing(p, "Malformed request: chunk extensions too long");
+        } else if (c != '0') {
+            p->chunk_nonzero = true; /* llhttp has checked it is a hex digit */
+        }
+        return 0;
+    case LINE_CHUNK_DATA:
+        /* The first byte after a chunk's data, and not CR. */
+        return bad_framing(p, "Malformed request: invalid chunk framing");
+    case LINE_BODY:
+    case LINE_END:
+        break;
+    }
+    return bad_framing(p, "Malformed request: invalid message framing");
+}
+
+/* A CRLF: the line before it is complete. */
+static int line_end(struct kiln_parser *p)
+{
+    size_t len = p->line_len;
+    p->line_len = 0;
+    switch ((enum line)p->line) {
+    case LINE_LEAD:
+        /* RFC 9112 2.2: empty lines before the request line are ignored;
+         * they count toward the header limit so that they end. */
+        p->header_bytes += 2;
+        if (p->header_bytes > p->limits.max_header_bytes)
+            return bad_framing(p, "Malformed request: too many empty lines");
+        return 0;
+    case LINE_REQUEST:
+        if (p->spaces != 2 || len - p->part_start != sizeof "HTTP/1.1" - 1)
+            return bad_framing(p, "Malformed request: invalid request line");
+        p->line = LINE_FIELD;
+        return 0;
+    case LINE_FIELD:
+        /* The empty line: llhttp has called on_headers_complete already (the
+         * scan always follows it), so its framing decision is known. */
+        if (len == 0)
+            p->line = (p->ll.flags & F_CHUNKED) ? LINE_CHUNK_SIZE : LINE_BODY;
+        return 0;
+    case LINE_CHUNK_SIZE:
+        p->line = p->chunk_nonzero ? LINE_CHUNK_DATA : LINE_TRAILER;
+        p->chunk_nonzero = p->chunk_ext = false;
+        return 0;
+    case LINE_CHUNK_DATA:
+        p->line = LINE_CHUNK_SIZE;
+        return 0;
+    case LINE_TRAILER:
+        if (len == 0)
+            p->line = LINE_END;
+        return 0;
+    case LINE_BODY:
+    case LINE_END:
+        break;
+    }
+    return bad_framing(p, "Malformed request: invalid message framing");
+}
+
+/* Scan [from, to): bytes llhttp has read that are not body data. */
+static int scan(struct kiln_parser *p, const char *from, const char *to)
+{
+    for (const char *s = from; s < to; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (p->cr) {
+            p->cr = false;
+            if (c != '\n')
+                return bad_framing(p, "Malformed request: CR without LF");
+            if (line_end(p) != 0)
+                return -1;
+        } else if (c == '\r') {
+            p->cr = true;
+        } else if (c == '\n') {
+            return bad_framing(p, "Malformed request: LF without CR");
+        } else if (line_byte(p, c) != 0) {
+            return -1;
+        }
+    }
+    p->scan_from = to;
     return 0;
 }
 
@@ -287,6 +457,14 @@ static int on_body(llhttp_t *ll, const char *at, size_t len)
 {
     struct kiln_parser *p = P(ll);
     struct kiln_req *req = p->req;
+    /* What came before this data (a chunk-size line, the CRLF after the
+     * previous chunk) is framing: scanned now, and it must end where llhttp
+     * says the data starts. */
+    if (scan(p, p->scan_from, at) != 0)
+        return -1;
+    if (p->cr || (p->line != LINE_BODY && p->line != LINE_CHUNK_DATA))
+        return bad_framing(p, "Malformed request: invalid message framing");
+    p->scan_from = at + len;
     size_t have = req->body.len;
     if (len > p->limits.max_body - have)
         return fail(p, 413, "payload_too_large", "Request body too large");
@@ -305,9 +483,6 @@ static int on_body(llhttp_t *ll, const char *at, size_t len)
     }
     memcpy(p->body + have, at, len);
     req->body = (kiln_str){ p->body, have + len };
-    /* llhttp counts content_length down to 0 at the end of each chunk. */
-    if ((ll->flags & F_CHUNKED) && ll->content_length == 0)
-        return expect_crlf(p, at + len, 2);
     return 0;
 }
 
@@ -353,30 +528,16 @@ void kiln_parser_begin(struct kiln_parser *p, struct kiln_req *req)
     p->acc = NULL;
     p->acc_len = p->acc_cap = 0;
     p->field = KILN_STR_NULL;
-    p->prev_lf = false;
     p->headers_paused = false;
-    p->crlf_left = 0;
     p->body = NULL;
     p->body_cap = 0;
+    p->scan_from = NULL;
+    p->line = LINE_LEAD;
+    p->cr = p->chunk_ext = p->chunk_nonzero = false;
+    p->spaces = 0;
+    p->line_len = p->part_start = 0;
     req->path = KILN_STR("/");
     req->query = KILN_STR("");
-}
-
-/*
- * obs-fold (RFC 9112 5.2) and whitespace before the first field (2.2): a
- * header line that starts with SP or HTAB. llhttp accepts folds and hands
- * the continuation over as more of the value; a proxy in front may read it
- * differently, so such a request is refused instead of unfolded. Scans only
- * header-section bytes, carrying "last byte was LF" across reads.
- */
-static bool folded(struct kiln_parser *p, const char *from, const char *to)
-{
-    for (const char *c = from; c < to; c++) {
-        if (p->prev_lf && (*c == ' ' || *c == '\t'))
-            return true;
-        p->prev_lf = *c == '\n';
-    }
-    return false;
 }
 
 static const char *error_message(llhttp_errno_t e)
@@ -402,38 +563,47 @@ enum kiln_parse_result kiln_parser_feed(struct kiln_parser *p, const char *data,
     *consumed = 0;
     if (p->state == KILN_PARSER_ERROR)
         return KILN_PARSE_ERROR;
-    p->feed_end = end;
-    if (p->crlf_left && expect_crlf(p, data, p->crlf_left) != 0) {
-        p->state = KILN_PARSER_ERROR;
-        return KILN_PARSE_ERROR;
-    }
     for (;;) {
-        bool in_head = p->state == KILN_PARSER_IDLE || p->state == KILN_PARSER_HEADERS;
+        p->scan_from = cur;
         llhttp_errno_t e = llhttp_execute(&p->ll, cur, (size_t)(end - cur));
         const char *pos = e == HPE_OK ? end : llhttp_get_error_pos(&p->ll);
         if (!pos || pos < cur || pos > end)
             pos = end;
         *consumed = (size_t)(pos - data);
-        if (e == HPE_OK) {
-            if (in_head && folded(p, cur, end))
-                break;
+        if (e != HPE_OK && e != HPE_PAUSED)
+            break;
+        /* Whatever llhttp has read, the scan reads too, before a request
+         * or any part of it (a 100 Continue) goes further. */
+        if (scan(p, p->scan_from, pos) != 0)
+            break;
+        if (e == HPE_OK)
             return KILN_PARSE_MORE;
-        }
-        if (e == HPE_PAUSED && p->headers_paused) {
+        if (p->headers_paused) {
             p->headers_paused = false;
-            if (in_head && folded(p, cur, pos))
+            /* llhttp and the scan must agree where the section ends. */
+            if (p->cr || p->line_len != 0 ||
+                (p->line != LINE_BODY && p->line != LINE_CHUNK_SIZE)) {
+                bad_framing(p, "Malformed request: invalid message framing");
+                break;
+            }
+            if (head_complete(p) != 0)
                 break;
             llhttp_resume(&p->ll);
             cur = pos;
             continue;
         }
-        if (e == HPE_PAUSED && p->state == KILN_PARSER_DONE)
+        if (p->state == KILN_PARSER_DONE) {
+            /* ... and where the message ends. */
+            if (p->cr || (p->line != LINE_BODY && p->line != LINE_END)) {
+                bad_framing(p, "Malformed request: invalid message framing");
+                break;
+            }
             return KILN_PARSE_DONE;
-        if (!p->error_status)
-            fail(p, 400, "invalid_request", error_message(e));
-        p->state = KILN_PARSER_ERROR;
-        return KILN_PARSE_ERROR;
+        }
+        break;
     }
-    fail(p, 400, "invalid_request", "Malformed request: obsolete line folding");
+    if (!p->error_status)
+        fail(p, 400, "invalid_request", error_message(llhttp_get_errno(&p->ll)));
+    p->state = KILN_PARSER_ERROR;
     return KILN_PARSE_ERROR;
 }

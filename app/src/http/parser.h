@@ -8,7 +8,9 @@
  * request before feeding the bytes of each request; kiln_parser_feed until it
  * says DONE (the request is complete; *consumed tells where the next one
  * starts) or ERROR (answer error_status and close: after an error the byte
- * stream can no longer be trusted to be in sync).
+ * stream can no longer be trusted to be in sync). Every byte outside body
+ * data must fit RFC 9112's lines exactly (no bare CR or LF, one SP between
+ * the parts of the request line): see "The framing scan" in parser.c.
  * Single-threaded: the thread that owns the connection.
  */
 #ifndef KILN_HTTP_PARSER_H
@@ -22,6 +24,12 @@
 
 #define KILN_MAX_HEADER_BYTES (16 * 1024)
 #define KILN_MAX_HEADER_FIELDS 100
+/*
+ * One chunk-size line, size and extensions, CRLF excluded (RFC 9112 7.1.1
+ * sets no bound). Extensions also count toward max_header_bytes, so all of
+ * a request's extensions together weigh no more than a header section.
+ */
+#define KILN_MAX_CHUNK_LINE_BYTES 256
 
 struct kiln_parser_limits {
     size_t max_body;         /* MAX_REQUEST_BODY_BYTES */
@@ -48,17 +56,25 @@ struct kiln_parser {
     struct kiln_req *req;
     struct kiln_parser_limits limits;
     enum kiln_parse_state state;
-    size_t header_bytes;
+    size_t header_bytes;     /* header section, trailers and chunk extensions */
     unsigned host_count;
     char *acc;               /* span being assembled (url, field or value) */
     size_t acc_len, acc_cap;
     kiln_str field;          /* completed field name awaiting its value */
-    bool prev_lf;            /* header bytes so far ended with LF (obs-fold scan) */
     bool headers_paused;     /* paused at the end of the headers */
-    const char *feed_end;    /* end of the bytes of the current feed */
-    unsigned char crlf_left; /* bytes of a chunk's CRLF still to check */
     char *body;
     size_t body_cap;
+
+    /* The framing scan (parser.c): every byte that is not body data, in
+     * RFC 9112's lines, carried across feeds. */
+    const char *scan_from;   /* first byte of this feed not scanned yet */
+    unsigned char line;      /* which line the scan is in (parser.c) */
+    bool cr;                 /* the last byte scanned was CR: LF must follow */
+    bool chunk_ext;          /* chunk-size line: in its extensions */
+    bool chunk_nonzero;      /* chunk-size line: the size is not 0 */
+    unsigned char spaces;    /* request line: SPs so far */
+    size_t line_len;         /* bytes of the current line, CRLF excluded */
+    size_t part_start;       /* request line: where the current part starts */
 
     int error_status;        /* set when feed returns ERROR */
     const char *error_code;  /* API.md error code, static */

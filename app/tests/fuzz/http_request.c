@@ -2,7 +2,11 @@
  * libFuzzer target for the request path without a socket: bytes → parser
  * (split into two feeds at a point chosen by the input, since real reads
  * split anywhere) → router → response serialization, for every pipelined
- * request in the input, as the server does.
+ * request in the input, as the server does. Every request the parser
+ * accepts must also pass head_is_strict, an independent reading of RFC 9112's
+ * lines (no bare CR or LF, one SP between the request line's parts), so the
+ * fuzzer looks for inputs that llhttp and the glue's framing scan let through
+ * together.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -31,6 +35,42 @@ static const struct kiln_route routes[] = {
     { KILN_DELETE, KILN_SCOPE_API, "/notes/:id", NULL, handler, 0 },
 };
 
+/*
+ * The head of an accepted request, read again as simply as possible: empty
+ * lines, a request line of three parts split by single SPs in visible ASCII
+ * and ending in an HTTP version, then CRLF-terminated lines up to an empty
+ * one, with every CR followed by LF and every LF preceded by CR.
+ */
+static bool head_is_strict(const char *r, size_t n)
+{
+    size_t i = 0;
+    while (i + 1 < n && r[i] == '\r' && r[i + 1] == '\n')
+        i += 2;
+    size_t start = i, version = 0;
+    unsigned spaces = 0;
+    for (; i < n && r[i] != '\r'; i++) {
+        unsigned char c = (unsigned char)r[i];
+        if (c == ' ') {
+            if (i == start || r[i - 1] == ' ' || ++spaces > 2)
+                return false;
+            version = i + 1;
+        } else if (c < 0x21 || c > 0x7e) {
+            return false;
+        }
+    }
+    if (spaces != 2 || i - version != 8 || memcmp(r + version, "HTTP/", 5) != 0)
+        return false;
+    for (; i < n; i++) {
+        if (r[i] == '\n' && r[i - 1] != '\r')
+            return false;
+        if (r[i] == '\r' && (i + 1 >= n || r[i + 1] != '\n'))
+            return false;
+        if (i >= 3 && memcmp(r + i - 3, "\r\n\r\n", 4) == 0)
+            return true;
+    }
+    return false;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct kiln_router *router;
@@ -56,6 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *chunks[2] = { p, p + split };
     size_t lens[2] = { split, len - split };
     struct kiln_req *req = NULL;
+    size_t req_start = 0; /* offset in p of the current request */
     for (int ci = 0; ci < 2; ci++) {
         const char *d = chunks[ci];
         size_t n = lens[ci];
@@ -86,6 +127,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 kiln_res_serialize(req, &res, false, "Thu, 01 Jan 1970 00:00:00 GMT", &out);
                 goto done;
             }
+            size_t req_end = (size_t)(d - p);
+            if (!head_is_strict(p + req_start, req_end - req_start))
+                abort(); /* accepted a head that RFC 9112's lines refuse */
+            req_start = req_end;
             unsigned allow = 0;
             kiln_str q;
             kiln_req_query(req, "search", &q);

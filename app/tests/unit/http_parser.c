@@ -796,6 +796,282 @@ static void test_chunk_data_must_end_with_crlf(void **state)
     }
 }
 
+/* ---- HTTP/1.1, strictly (issue 14, point 5) ----------------------------- */
+
+#define CHUNKED_HEAD "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+/*
+ * Requests that must be refused with 400 invalid_request wherever the reads
+ * split them. Each names what llhttp's loose build did with it before the
+ * glue's framing scan (RFC 9112 2.2: a CR not followed by LF is invalid
+ * anywhere outside content; 3: request-line = method SP target SP version).
+ */
+static const struct strict_case {
+    const char *name;
+    const char *raw;
+} strict_cases[] = {
+    /* Bare CR. "\r\n\r" plus any byte ended the header section, and what
+     * followed was read as a second request: smuggling. */
+    { "bare CR ends the header section (smuggling)",
+      "GET / HTTP/1.1\r\nHost: a\r\n\rGET /x HTTP/1.1\r\nHost: a\r\n\r\n" },
+    { "bare CR then X ends the header section", "GET / HTTP/1.1\r\nHost: a\r\n\rX" },
+    { "bare CR twice ends the header section", "GET / HTTP/1.1\r\nHost: a\r\n\r\r\n" },
+    { "bare CR before the request line", "\rGET / HTTP/1.1\r\nHost: a\r\n\r\n" },
+    { "bare CR in an empty line before the request line",
+      "\r\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n" },
+    { "bare CR ends the request line", "GET / HTTP/1.1\rHost: a\r\n\r\n" },
+    { "bare CR in the target", "GET /a\rb HTTP/1.1\r\nHost: a\r\n\r\n" },
+    { "bare CR in a header value", "GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n" },
+    { "bare CR ends a header line", "GET / HTTP/1.1\r\nHost: a\rX-A: b\r\n\r\n" },
+    { "bare CR ends a chunk size", CHUNKED_HEAD "5\r\rhello\r\n0\r\n\r\n" },
+    { "bare CR then X ends a chunk size", CHUNKED_HEAD "5\rX\nhello\r\n0\r\n\r\n" },
+    { "bare CR after a chunk size", CHUNKED_HEAD "5\rhello\r\n0\r\n\r\n" },
+    { "bare CR in a chunk extension value", CHUNKED_HEAD "5;a=b\rc\r\nhello\r\n0\r\n\r\n" },
+    { "bare CR after a chunk extension name", CHUNKED_HEAD "5;a\r=b\r\nhello\r\n0\r\n\r\n" },
+    { "bare CR ends a chunk extension", CHUNKED_HEAD "5;a=b\r\rhello\r\n0\r\n\r\n" },
+    { "bare CR in a quoted chunk extension", CHUNKED_HEAD "5;a=\"b\rc\"\r\nhello\r\n0\r\n\r\n" },
+    { "bare CR ends the last chunk", CHUNKED_HEAD "0\r\r\n" },
+    { "bare CR ends the trailer section (smuggling)",
+      CHUNKED_HEAD "0\r\nX-T: y\r\n\rGET /x HTTP/1.1\r\nHost: a\r\n\r\n" },
+    { "bare CR ends an empty trailer section", CHUNKED_HEAD "0\r\n\rX" },
+    { "bare CR twice ends the trailer section", CHUNKED_HEAD "5\r\nhello\r\n0\r\n\r\r\n" },
+    { "bare CR in a trailer value", CHUNKED_HEAD "0\r\nX-T: y\rZ\r\n\r\n" },
+    { "bare CR after chunk data", CHUNKED_HEAD "5\r\nhello\rX0\r\n\r\n" },
+    /* LF without CR (RFC 9112 2.2 allows a recipient to accept it; kiln does
+     * not: see parser.c). */
+    { "LF ends the request line", "GET / HTTP/1.1\nHost: a\r\n\r\n" },
+    { "LF ends the header section", "GET / HTTP/1.1\r\nHost: a\r\n\n" },
+    { "LF ends a header line", "GET / HTTP/1.1\r\nHost: a\nX-A: b\r\n\r\n" },
+    { "LF before the request line", "\nGET / HTTP/1.1\r\nHost: a\r\n\r\n" },
+    { "LF ends a chunk size", CHUNKED_HEAD "5\nhello\r\n0\r\n\r\n" },
+    { "LF ends the trailer section", CHUNKED_HEAD "0\r\n\n" },
+    { "LF ends a trailer line", CHUNKED_HEAD "0\r\nX-T: y\n\r\n" },
+    /* The request line is exactly method SP request-target SP HTTP-version. */
+    { "two spaces after the method", "GET  / HTTP/1.1\r\nHost: a\r\n\r\n" },
+    { "two spaces before the version", "GET /  HTTP/1.1\r\nHost: a\r\n\r\n" },
+    { "space before the method", " GET / HTTP/1.1\r\nHost: a\r\n\r\n" },
+    { "space after the version", "GET / HTTP/1.1 \r\nHost: a\r\n\r\n" },
+    { "tab after the method", "GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n" },
+    { "tab before the version", "GET /\tHTTP/1.1\r\nHost: a\r\n\r\n" },
+    { "tab in the target", "GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n" },
+    { "form feed in the target", "GET /a\x0c" "b HTTP/1.1\r\nHost: a\r\n\r\n" },
+    { "byte 0xff in the target", "GET /a\xff" "b HTTP/1.1\r\nHost: a\r\n\r\n" },
+    { "byte 0x85 (NEL) in the target", "GET /a\x85" "b HTTP/1.1\r\nHost: a\r\n\r\n" },
+    { "byte 0xa0 (NBSP) in the target", "GET /a\xa0" "b HTTP/1.1\r\nHost: a\r\n\r\n" },
+    { "no version (HTTP/0.9)", "GET /\r\n\r\n" },
+    { "protocol other than HTTP", "GET / RTSP/1.0\r\nHost: a\r\n\r\n" },
+    { "ICE protocol", "SOURCE / ICE/1.0\r\nHost: a\r\n\r\n" },
+    /* Trailers follow the header section's rules. */
+    { "obs-fold in a trailer", CHUNKED_HEAD "0\r\nX-T: y\r\n z\r\n\r\n" },
+    { "space before a trailer name", CHUNKED_HEAD "0\r\n X-T: y\r\n\r\n" },
+    { "empty trailer name", CHUNKED_HEAD "0\r\n: y\r\n\r\n" },
+};
+
+/* The request must be refused with 400 invalid_request (no request accepted). */
+static bool refused(enum kiln_parse_result r, struct fx *f, const char *name, const char *how,
+                    size_t at)
+{
+    if (r == KILN_PARSE_ERROR && f->parser.error_status == 400 && f->parser.error_code &&
+        strcmp(f->parser.error_code, "invalid_request") == 0)
+        return true;
+    print_error("%s (%s %zu): %s %d %s (%s), want ERROR 400 invalid_request\n", name, how, at,
+                result_name(r), f->parser.error_status,
+                f->parser.error_code ? f->parser.error_code : "-",
+                f->parser.error_message ? f->parser.error_message : "-");
+    return false;
+}
+
+static void expect_refused(enum kiln_parse_result r, struct fx *f, const char *name,
+                           const char *how, size_t at)
+{
+    if (!refused(r, f, name, how, at))
+        fail();
+}
+
+/* Feed raw in two reads split at cut (0: one read). */
+static enum kiln_parse_result feed_split(struct fx *f, const char *raw, size_t len, size_t cut)
+{
+    size_t consumed;
+    enum kiln_parse_result r;
+    start(f, DEFAULT_MAX_BODY);
+    if (cut == 0 || cut >= len)
+        return kiln_parser_feed(&f->parser, raw, len, &consumed);
+    r = kiln_parser_feed(&f->parser, raw, cut, &consumed);
+    if (r != KILN_PARSE_MORE)
+        return r;
+    return kiln_parser_feed(&f->parser, raw + cut, len - cut, &consumed);
+}
+
+/* One byte per read: the last result. */
+static enum kiln_parse_result feed_bytewise(struct fx *f, const char *raw, size_t len)
+{
+    size_t consumed;
+    enum kiln_parse_result r = KILN_PARSE_MORE;
+    start(f, DEFAULT_MAX_BODY);
+    for (size_t i = 0; i < len && r == KILN_PARSE_MORE; i++)
+        r = kiln_parser_feed(&f->parser, raw + i, 1, &consumed);
+    return r;
+}
+
+/* Refused in one read, split in two at every byte, and byte by byte; prints
+ * the first failure of the case and returns false if there is one. */
+static bool refused_every_split(struct fx *f, const char *name, const char *raw, size_t len)
+{
+    for (size_t cut = 0; cut < len; cut++)
+        if (!refused(feed_split(f, raw, len, cut), f, name, "split at", cut))
+            return false;
+    return refused(feed_bytewise(f, raw, len), f, name, "byte by byte", len);
+}
+
+static void test_strict_framing_refused(void **state)
+{
+    struct fx *f = *state;
+    size_t failed = 0;
+    for (size_t i = 0; i < ARRAY_LEN(strict_cases); i++)
+        if (!refused_every_split(f, strict_cases[i].name, strict_cases[i].raw,
+                                 strlen(strict_cases[i].raw)))
+            failed++;
+    if (failed)
+        fail_msg("%zu of %zu cases accepted or answered otherwise", failed,
+                 ARRAY_LEN(strict_cases));
+}
+
+/* What stays accepted, wherever the reads split it. */
+static const struct strict_ok_case {
+    const char *name;
+    const char *raw;
+    const char *body;
+} strict_ok_cases[] = {
+    /* RFC 9112 2.2: a server SHOULD ignore at least one empty line before
+     * the request line. */
+    { "CRLF before the request line", "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", "" },
+    { "two CRLF before the request line", "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", "" },
+    { "chunk extension", CHUNKED_HEAD "5;name=value\r\nhello\r\n0\r\n\r\n", "hello" },
+    { "two chunk extensions", CHUNKED_HEAD "5;a;b\r\nhello\r\n0;last\r\n\r\n", "hello" },
+    { "quoted chunk extension", CHUNKED_HEAD "5;a=\"b c\"\r\nhello\r\n0\r\n\r\n", "hello" },
+    { "trailer fields", CHUNKED_HEAD "5\r\nhello\r\n0\r\nX-A: 1\r\nX-B: 2\r\n\r\n", "hello" },
+    { "CR LF inside chunk data", CHUNKED_HEAD "4\r\n\r\n\r\n\r\n0\r\n\r\n", "\r\n\r\n" },
+    { "bare CR inside chunk data", CHUNKED_HEAD "3\r\na\rb\r\n0\r\n\r\n", "a\rb" },
+    { "bare CR inside a Content-Length body",
+      "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n\r\rX", "\r\rX" },
+    { "tab and obs-text in a header value", "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\tc\xe9\r\n\r\n",
+      "" },
+};
+
+static void test_strict_framing_accepted(void **state)
+{
+    struct fx *f = *state;
+    for (size_t i = 0; i < ARRAY_LEN(strict_ok_cases); i++) {
+        const struct strict_ok_case *tc = &strict_ok_cases[i];
+        size_t len = strlen(tc->raw);
+        for (size_t cut = 0; cut <= len; cut++) {
+            enum kiln_parse_result r =
+                cut < len ? feed_split(f, tc->raw, len, cut) : feed_bytewise(f, tc->raw, len);
+            if (r != KILN_PARSE_DONE)
+                fail_msg("%s (split at %zu): %s, want DONE (error %d: %s)", tc->name, cut,
+                         result_name(r), f->parser.error_status,
+                         f->parser.error_message ? f->parser.error_message : "-");
+            assert_kstr_eq_in(tc->name, f->req.body, tc->body);
+        }
+    }
+}
+
+/* The pipelined request after a refused one is never parsed. */
+static void test_bare_cr_smuggled_request_not_parsed(void **state)
+{
+    struct fx *f = *state;
+    const char *raw = "GET / HTTP/1.1\r\nHost: a\r\n\rGET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    start(f, DEFAULT_MAX_BODY);
+    FEED(f, raw, KILN_PARSE_ERROR);
+    assert_int_equal(f->parser.error_status, 400);
+    assert_int_equal(f->parser.state, KILN_PARSER_ERROR);
+    assert_kstr_eq(f->req.target, "/");
+}
+
+/* A chunked request whose chunk-size lines are n copies of line. */
+static char *chunks_request(const char *line, size_t n, size_t *len)
+{
+    size_t cap = sizeof CHUNKED_HEAD + n * (strlen(line) + 8) + 16;
+    char *raw = malloc(cap);
+    size_t o = (size_t)snprintf(raw, cap, "%s", CHUNKED_HEAD);
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(raw + o, cap - o, "%s\r\nx\r\n", line);
+    o += (size_t)snprintf(raw + o, cap - o, "0\r\n\r\n");
+    *len = o;
+    return raw;
+}
+
+/* "1;n=vvv…" of exactly len bytes (size digit and extension, no CRLF). */
+static char *ext_line(size_t len)
+{
+    char *s = malloc(len + 1);
+    memcpy(s, "1;n=", 4);
+    memset(s + 4, 'v', len - 4);
+    s[len] = '\0';
+    return s;
+}
+
+/*
+ * RFC 9112 7.1.1 leaves chunk extensions unbounded; llhttp reads them
+ * without limit. Kiln bounds one chunk-size line (size and extensions) and
+ * counts every extension byte of a request toward the header section's
+ * limit, so a body cannot carry more metadata than a header section could.
+ */
+static void test_chunk_extension_limits(void **state)
+{
+    struct fx *f = *state;
+    size_t len;
+    char *line, *raw;
+
+    /* One line at the limit: accepted. */
+    line = ext_line(KILN_MAX_CHUNK_LINE_BYTES);
+    raw = chunks_request(line, 1, &len);
+    start(f, DEFAULT_MAX_BODY);
+    feed_expect(f, raw, len, KILN_PARSE_DONE, "chunk-size line at the limit");
+    assert_kstr_eq(f->req.body, "x");
+    free(raw);
+    free(line);
+
+    /* One byte over: refused, however the reads fall. */
+    line = ext_line(KILN_MAX_CHUNK_LINE_BYTES + 1);
+    raw = chunks_request(line, 1, &len);
+    if (!refused_every_split(f, "chunk-size line over the limit", raw, len))
+        fail();
+    free(raw);
+    free(line);
+
+    /* Leading zeros count too: a size line is bounded whatever it holds. */
+    line = malloc(KILN_MAX_CHUNK_LINE_BYTES + 2);
+    memset(line, '0', KILN_MAX_CHUNK_LINE_BYTES);
+    strcpy(line + KILN_MAX_CHUNK_LINE_BYTES, "1");
+    raw = chunks_request(line, 1, &len);
+    start(f, DEFAULT_MAX_BODY);
+    expect_refused(kiln_parser_feed(&f->parser, raw, len, &(size_t){ 0 }), f,
+                   "leading zeros over the limit", "length", len);
+    free(raw);
+    free(line);
+
+    /* Each line within its limit, but together more than a header section. */
+    size_t per_line = KILN_MAX_CHUNK_LINE_BYTES;
+    size_t n = KILN_MAX_HEADER_BYTES / (per_line - 1) + 1;
+    line = ext_line(per_line);
+    raw = chunks_request(line, n, &len);
+    start(f, DEFAULT_MAX_BODY);
+    expect_refused(kiln_parser_feed(&f->parser, raw, len, &(size_t){ 0 }), f,
+                   "extensions adding up past the header limit", "chunks", n);
+    expect_refused(feed_bytewise(f, raw, len), f, "extensions adding up, byte by byte",
+                   "chunks", n);
+    free(raw);
+
+    /* A few such lines are fine. */
+    raw = chunks_request(line, 8, &len);
+    start(f, DEFAULT_MAX_BODY);
+    feed_expect(f, raw, len, KILN_PARSE_DONE, "8 long chunk-size lines");
+    assert_kstr_eq(f->req.body, "xxxxxxxx");
+    free(raw);
+    free(line);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -827,6 +1103,10 @@ int main(void)
         T(test_trailer_not_merged_into_headers),
         T(test_transfer_coding_before_chunked_rejected),
         T(test_chunk_data_must_end_with_crlf),
+        T(test_strict_framing_refused),
+        T(test_strict_framing_accepted),
+        T(test_bare_cr_smuggled_request_not_parsed),
+        T(test_chunk_extension_limits),
 #undef T
     };
     return cmocka_run_group_tests_name("http/parser", tests, NULL, NULL);
