@@ -85,7 +85,7 @@ RUN set -eu; \
     apt-get upgrade -y -qq >/dev/null; \
     apt-get install -y -qq --no-install-recommends \
         libuv1 libssl3 libjansson4 libpq5 libsqlite3-0 libhiredis0.14 libcurl4 \
-        libexpat1 ca-certificates >/dev/null; \
+        libexpat1 ca-certificates libcap2-bin >/dev/null; \
     apt-get clean; \
     rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log; \
     groupadd --system --gid 10001 kiln; \
@@ -95,8 +95,25 @@ RUN set -eu; \
 
 COPY --from=build /src/build/kiln /usr/local/bin/kiln
 COPY --from=build /out/certs/ /etc/kiln/
-# Fails the build if a library is missing from the list above.
-RUN ["/usr/local/bin/kiln", "version"]
+# PORT below 1024 as uid 10001 (the original's task definitions say
+# PORT=443): the file capability cap_net_bind_service, permitted only (+p,
+# no effective bit). Kiln raises it for the listeners' bind and drops it
+# right after (app/src/core/caps.h). Not +ep: with the effective bit, execve
+# fails (EPERM, the task never starts) wherever the container's bounding set
+# lacks it, and ECS task definitions that drop ALL capabilities (Kiln's own,
+# which listens on 8443) are common; with +p the binary starts everywhere
+# and only a low PORT needs NET_BIND_SERVICE kept (Docker's and Fargate's
+# default set has it). Nothing for the operator to set, no sysctl.
+# Set here, not in the build stage: some builders' COPY --from drops the
+# security.capability attribute (BuildKit). setcap comes and goes in this
+# one step; `kiln version` fails the build if a library is missing from the
+# list above.
+RUN set -eu; \
+    setcap cap_net_bind_service=+p /usr/local/bin/kiln; \
+    getcap /usr/local/bin/kiln | grep -q 'cap_net_bind_service=p$'; \
+    apt-get purge -y -qq --auto-remove libcap2-bin >/dev/null; \
+    rm -rf /var/log/apt /var/log/dpkg.log /var/cache/apt/*.bin; \
+    /usr/local/bin/kiln version
 
 # Production defaults; the ECS task definition adds the rest (database,
 # Valkey, secrets by ARN, TRUSTED_PROXY_HOPS=1, PUBLIC_URL). HTTPS with a

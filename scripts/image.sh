@@ -23,8 +23,11 @@
 #          GET /healthz?detailed=true from outside (chroot isolation shares
 #          the host's network); then SIGTERM must end it with status 0,
 #          and nothing may have been written outside /var/lib/kiln and /tmp
-#          (what a read-only root filesystem needs). Prints OK or FAIL, and
-#          the image's size.
+#          (what a read-only root filesystem needs); then PORT=443 as uid
+#          10001 (the original's task definitions): the binary carries
+#          cap_net_bind_service=p (getcap from the host) and `kiln serve`
+#          answers GET https://127.0.0.1:443/livez (needs port 443 free on
+#          the host's loopback). Prints OK or FAIL, and the image's size.
 #
 # Environment: DEBIAN_MIRROR (http://deb.debian.org/debian),
 # DEBIAN_SECURITY_MIRROR (http://deb.debian.org/debian-security), SUITE
@@ -270,11 +273,12 @@ step_smoke() {
     else
         log "smoke: files written outside /var/lib/kiln and /tmp: none (read-only root filesystem ok)"
     fi
-    buildah umount "$ctr" >/dev/null 2>&1 || true
     grep '^smoke:' "$out" | sed "s/^smoke: /$prog: smoke: /" >&2 || true
     if [ $rc != 0 ]; then
         tail -n 20 "$out" >&2
     fi
+    smoke_port_443 "$ctr" "$mnt" "$key" || rc=1
+    buildah umount "$ctr" >/dev/null 2>&1 || true
     buildah rm "$ctr" >/dev/null 2>&1 || true
     trap - EXIT
 
@@ -285,6 +289,60 @@ step_smoke() {
         echo "image: OK $image ($size)"
     else
         echo "image: FAIL $image ($size); log: $out"
+    fi
+    return $rc
+}
+
+# PORT=443 as the image's user, uid 10001: what the original's task
+# definitions ask for. The file capability (Dockerfile) makes it work; a
+# kernel that lets anyone bind 443 (ip_unprivileged_port_start <= 443)
+# would prove nothing, so the capability itself is checked too.
+smoke_port_443() {
+    local ctr=$1 mnt=$2 key=$3 rc=0 caps start out443 runpid body status
+    caps=$(getcap "$mnt/usr/local/bin/kiln" 2>/dev/null | sed 's/^.* //')
+    if [ "$caps" = cap_net_bind_service=p ]; then
+        log "smoke: file capability of /usr/local/bin/kiln: $caps"
+    else
+        log "smoke: FAIL: /usr/local/bin/kiln has capabilities '${caps:-none}', want cap_net_bind_service=p"
+        rc=1
+    fi
+    start=$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start 2>/dev/null || echo 1024)
+    if [ "$start" -le 443 ]; then
+        log "smoke: note: this host lets any user bind port 443 (ip_unprivileged_port_start=$start): the serve below does not prove the capability"
+    fi
+    if (exec 3<>/dev/tcp/127.0.0.1/443) 2>/dev/null; then
+        log "smoke: FAIL: cannot check PORT=443: something on this host listens on 127.0.0.1:443"
+        return 1
+    fi
+    out443=$cache/smoke-443.log
+    rm -f "$mnt/tmp/smoke443-done"
+    # shellcheck disable=SC2016  # expanded by the shell in the container
+    run --env PORT=443 --env BIND_ADDRESS=127.0.0.1 --env "SECRET_KEY_BASE=$key" \
+        --env HTTP_LOOPS=1 --env DB_POOL_SIZE=2 "$ctr" -- /bin/sh -c '
+            echo "smoke: uid $(id -u) serving on PORT=443"
+            /usr/local/bin/kiln serve & pid=$!
+            for i in $(seq 150); do [ -e /tmp/smoke443-done ] && break; sleep 0.1; done
+            kill -TERM $pid; wait $pid; rc=$?
+            echo "smoke: PORT=443 serve exit status after SIGTERM: $rc"
+            [ $rc = 0 ]' >"$out443" 2>&1 &
+    runpid=$!
+    body=
+    for _ in $(seq 100); do
+        if body=$(curl -sk --max-time 2 -w '\n%{http_code}' "https://127.0.0.1:443/livez" 2>/dev/null); then
+            break
+        fi
+        body=
+        sleep 0.1
+    done
+    status=${body##*$'\n'}
+    body=${body%$'\n'*}
+    log "smoke: GET https://127.0.0.1:443/livez as uid 10001: ${status:-no answer} $body"
+    [ "$status" = 200 ] || rc=1
+    touch "$mnt/tmp/smoke443-done"
+    wait "$runpid" || rc=1
+    grep '^smoke:' "$out443" | sed "s/^smoke: /$prog: smoke: /" >&2 || true
+    if [ $rc != 0 ]; then
+        tail -n 20 "$out443" >&2
     fi
     return $rc
 }

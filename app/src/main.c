@@ -22,6 +22,7 @@
 #include "aws/secrets.h"
 #include "auth/session.h"
 #include "store/migrate.h"
+#include "core/caps.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/str.h"
@@ -281,6 +282,10 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "serve") || !strcmp(cmd, "healthcheck") || !strcmp(cmd, "migrate")) {
         if (argc > 2)
             goto extra;
+        /* Only serve binds a port: the others give up the image's file
+         * capability before doing anything (core/caps.h). */
+        if (cmd[0] != 's')
+            kiln_caps_bind_end();
         return cmd[0] == 's' ? cmd_serve() : cmd[0] == 'm' ? cmd_migrate() : cmd_healthcheck();
     }
     fprintf(stderr, "kiln: unknown %s '%s'\n\n%s", cmd[0] == '-' ? "option" : "command", cmd,

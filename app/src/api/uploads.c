@@ -133,6 +133,19 @@ static bool uint_env(struct kiln_env_reader *e, const char *name, uint64_t min, 
     return true;
 }
 
+/* An AWS region name as it appears in host names: "eu-west-1",
+ * "us-gov-west-1", "cn-north-1". */
+static bool region_valid(const char *r)
+{
+    size_t n = strlen(r);
+    if (n < 4 || n > 32 || r[0] == '-' || r[n - 1] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((r[i] >= 'a' && r[i] <= 'z') || (r[i] >= '0' && r[i] <= '9') || r[i] == '-'))
+            return false;
+    return true;
+}
+
 void api_uploads_free(void)
 {
     free(up.bucket);
@@ -155,14 +168,28 @@ void api_uploads_setup(struct kiln_env_reader *e)
     load_types(e, types ? types : DEFAULT_TYPES);
 
     const char *bucket = kiln_env_value(e, "UPLOADS_BUCKET");
-    const char *region = kiln_env_value(e, "AWS_REGION");
-    if (!region)
+    /* The bucket's region (the original's variable): a bucket may live in
+     * another region than the task, whose AWS_REGION ECS sets. */
+    const char *region = kiln_env_value(e, "UPLOADS_REGION");
+    const char *region_var = "UPLOADS_REGION";
+    if (!region) {
+        region = kiln_env_value(e, "AWS_REGION");
+        region_var = "AWS_REGION";
+    }
+    if (!region) {
         region = kiln_env_value(e, "AWS_DEFAULT_REGION");
+        region_var = "AWS_DEFAULT_REGION";
+    }
     if (bucket && !kiln_s3_bucket_valid(bucket))
         kiln_env_problem(e, "UPLOADS_BUCKET is not an S3 bucket name (3 to 63 of a-z 0-9 . -)");
     else if (bucket && !region)
-        kiln_env_problem(e, "UPLOADS_BUCKET is set but AWS_REGION (or AWS_DEFAULT_REGION) "
-                            "is not: S3 requests are signed for a region");
+        kiln_env_problem(e, "UPLOADS_BUCKET is set but UPLOADS_REGION (or AWS_REGION, "
+                            "AWS_DEFAULT_REGION) is not: S3 requests are signed for a region");
+    else if (bucket && !region_valid(region))
+        /* It becomes part of the endpoint's host name and of every
+         * signature: a typo must stop the start, not every upload. */
+        kiln_env_problem(e, "%s is not an AWS region name (e.g. eu-west-1; got \"%.40s\")",
+                         region_var, region);
     else if (bucket) {
         up.bucket = kiln_strdup(bucket);
         up.region = kiln_strdup(region);

@@ -213,6 +213,7 @@ static void kv_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
     unsigned_var(l, "VALKEY_PORT", 1, 65535, &cfg->valkey_port);
     cfg->valkey_user = str_var(l, "VALKEY_USER", NULL);
     cfg->valkey_password = str_var(l, "VALKEY_PASSWORD", NULL);
+    const char *ssl = kiln_env_value(l, "VALKEY_SSL");
     bool_var(l, "VALKEY_SSL", &cfg->valkey_tls);
     file_var(l, "VALKEY_CA_FILE", &cfg->valkey_ca_file);
     unsigned_var(l, "VALKEY_CONNECT_TIMEOUT_MS", 1, 600000, &cfg->valkey_connect_timeout_ms);
@@ -232,9 +233,15 @@ static void kv_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
         if (!cfg->valkey_cluster_id)
             kiln_env_problem(l, "VALKEY_IAM_AUTH=true needs VALKEY_CLUSTER_ID (the cache the "
                                 "token is signed for)");
-        if (!cfg->valkey_tls)
-            kiln_env_problem(l, "VALKEY_IAM_AUTH=true needs VALKEY_SSL=true (ElastiCache "
-                                "accepts IAM tokens over TLS only)");
+        /* ElastiCache accepts IAM tokens over TLS only, so IAM implies TLS,
+         * as it did in the original (whose task definitions set no
+         * VALKEY_SSL); only an explicit VALKEY_SSL=false contradicts it. */
+        if (!ssl)
+            cfg->valkey_tls = true;
+        else if (!cfg->valkey_tls)
+            kiln_env_problem(l, "VALKEY_IAM_AUTH=true needs TLS (ElastiCache accepts IAM "
+                                "tokens over TLS only): unset VALKEY_SSL=%.10s or set it "
+                                "to true", ssl);
         if (cfg->valkey_password)
             kiln_env_problem(l, "VALKEY_PASSWORD is set with VALKEY_IAM_AUTH=true; unset one");
         if (!kiln_env_value(l, "AWS_REGION") && !kiln_env_value(l, "AWS_DEFAULT_REGION"))
@@ -273,6 +280,11 @@ static void auth_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
     unsigned_var(l, "RATE_LIMIT_PROTECTED", 0, 1000000, &cfg->rate_limit_protected);
     cfg->cache_ttl_s = 300;
     unsigned_var(l, "CACHE_TTL_SECONDS", 0, 86400, &cfg->cache_ttl_s);
+    /* A load balancer that polls every few seconds still sees a change
+     * within a second; a minute is the most that could still be called
+     * health. */
+    cfg->health_cache_ms = 1000;
+    unsigned_var(l, "HEALTH_CACHE_MS", 0, 60000, &cfg->health_cache_ms);
     cfg->auth_success_redirect = str_var(l, "AUTH_SUCCESS_REDIRECT", "/");
     cfg->auth_failure_redirect = str_var(l, "AUTH_FAILURE_REDIRECT", "/");
     cfg->auth_logout_redirect = str_var(l, "AUTH_LOGOUT_REDIRECT", "/");
@@ -325,6 +337,17 @@ int kiln_config_load(struct kiln_config *cfg, kiln_getenv_fn get, void *ctx,
         else if (strcmp(v, "test") == 0) cfg->env = KILN_ENV_TEST;
         else if (strcmp(v, "production") == 0) cfg->env = KILN_ENV_PRODUCTION;
         else kiln_env_problem(&l, "KILN_ENV must be development, test or production (got \"%.40s\")", v);
+    } else if ((v = kiln_env_value(&l, "MIX_ENV"))) {
+        /* The original's task definitions say MIX_ENV=prod and nothing
+         * else about it: read as development it would bind 127.0.0.1
+         * (unreachable in a container), allow the development login and
+         * accept a missing SECRET_KEY_BASE. An unknown name is refused
+         * rather than guessed: a custom Mix environment could be either. */
+        if (strcmp(v, "dev") == 0) cfg->env = KILN_ENV_DEVELOPMENT;
+        else if (strcmp(v, "test") == 0) cfg->env = KILN_ENV_TEST;
+        else if (strcmp(v, "prod") == 0) cfg->env = KILN_ENV_PRODUCTION;
+        else kiln_env_problem(&l, "MIX_ENV must be dev, test or prod when KILN_ENV is unset "
+                                  "(got \"%.40s\"); or set KILN_ENV", v);
     }
 
     unsigned_var(&l, "PORT", 1, 65535, &cfg->port);

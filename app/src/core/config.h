@@ -86,6 +86,11 @@ struct kiln_config {
     unsigned rate_limit_public;    /* requests per 60 s; 0: off */
     unsigned rate_limit_protected;
     unsigned cache_ttl_s;          /* CACHE_TTL_SECONDS; 0: no caching */
+
+    /* HEALTH_CACHE_MS: how long a finished /healthz, /readyz check of the
+     * stores answers later requests too (0: only requests that arrive
+     * while it runs share it) */
+    unsigned health_cache_ms;
 };
 
 /* Returns the value of a variable or NULL; ctx is passed through. */

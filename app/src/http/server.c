@@ -28,6 +28,7 @@
 #include <uv.h>
 
 #include "core/alloc.h"
+#include "core/caps.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/fiber.h"
@@ -1139,6 +1140,10 @@ int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *rout
     }
 
     s.loops = kiln_calloc(s.nloops, sizeof *s.loops);
+    /* A port below 1024 as a non-root user: the image's file capability,
+     * effective for the binds only (core/caps.h). Dropped right after,
+     * before the loop and worker threads exist, so none of them has it. */
+    kiln_caps_bind_begin();
     for (; opened < s.nloops; opened++) {
         struct loop *l = &s.loops[opened];
         l->server = &s;
@@ -1147,8 +1152,16 @@ int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *rout
         if (err) {
             char port[16];
             snprintf(port, sizeof port, "%u", cfg->port);
+            kiln_caps_bind_end();
             kiln_log(KILN_LOG_ERROR, "cannot listen", "address", cfg->bind_address, "port", port,
-                     "error", uv_strerror(err), NULL);
+                     "error", uv_strerror(err), "hint",
+                     err == UV_EACCES && cfg->port < 1024
+                         ? "ports below 1024 need CAP_NET_BIND_SERVICE: the image's kiln "
+                           "binary has it as a file capability, unless the container drops "
+                           "it (capabilities drop ALL); keep NET_BIND_SERVICE, or use a "
+                           "port from 1024 up"
+                         : NULL,
+                     NULL);
             uv_run(&l->uv, UV_RUN_DEFAULT);
             uv_loop_close(&l->uv);
             goto out;
@@ -1166,6 +1179,7 @@ int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *rout
         kiln_buf_init(&l->out, OUT_MAX);
         kiln_buf_init(&l->log, OUT_MAX);
     }
+    kiln_caps_bind_end();
 
     s.workers = kiln_workers_start(cfg->workers, cfg->worker_queue, hooks);
 

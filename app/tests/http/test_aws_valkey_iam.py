@@ -119,18 +119,20 @@ def test_valkey_iam_token_for_another_cluster_answers_503(kiln, services, store)
 
 
 @service_free
-@pytest.mark.parametrize("drop,names", [
-    ("VALKEY_USER", ("VALKEY_IAM_AUTH", "VALKEY_USER")),
-    ("VALKEY_CLUSTER_ID", ("VALKEY_IAM_AUTH", "VALKEY_CLUSTER_ID")),
-    ("VALKEY_SSL", ("VALKEY_IAM_AUTH", "VALKEY_SSL")),
+@pytest.mark.parametrize("change,names", [
+    ({"VALKEY_USER": None}, ("VALKEY_IAM_AUTH", "VALKEY_USER")),
+    ({"VALKEY_CLUSTER_ID": None}, ("VALKEY_IAM_AUTH", "VALKEY_CLUSTER_ID")),
+    # IAM implies TLS when VALKEY_SSL is unset (test_original_taskdef.py);
+    # saying false contradicts it
+    ({"VALKEY_SSL": "false"}, ("VALKEY_IAM_AUTH", "VALKEY_SSL", "TLS")),
 ])
-def test_valkey_iam_configuration_errors(store, drop, names):
+def test_valkey_iam_configuration_errors(store, change, names):
     creds = store.static()
     env = {"VALKEY_HOST": "localhost", "VALKEY_PORT": "6379", "VALKEY_SSL": "true",
            "VALKEY_IAM_AUTH": "true", "VALKEY_USER": USER, "VALKEY_CLUSTER_ID": CLUSTER,
            "VALKEY_PASSWORD": None}
     env.update(aws_env(None, creds))
-    env[drop] = None
+    env.update(change)
     r = awskit.run_serve(env)
     assert r.returncode == 2, (r.returncode, awskit.output_of(r)[-2000:])
     lines = awskit.config_lines(r)

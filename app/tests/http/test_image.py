@@ -172,6 +172,35 @@ def test_sqlite_volume_directory_belongs_to_kiln():
         "/var/lib/kiln (DB_PATH's folder, the volume for SQLite) must belong to kiln"
 
 
+def test_binary_may_bind_port_443_as_uid_10001():
+    """PORT=443 (the original's task definitions) as the non-root user: the
+    file capability cap_net_bind_service, set in the runtime stage after the
+    binary is copied (COPY --from loses it on some builders), permitted
+    only: with the effective bit execve fails wherever the container drops
+    the capability (ECS "drop ALL"), and Kiln raises it itself for the bind
+    (app/src/core/caps.c)."""
+    final = stages()[-1][1]
+    kws = [kw for kw, _ in final]
+    copy_at = next(i for i, (kw, a) in enumerate(final)
+                   if kw == "COPY" and "--from=build" in a and "/usr/local/bin/kiln" in a)
+    setcap = [(i, a) for i, (kw, a) in enumerate(final) if kw == "RUN" and "setcap" in a]
+    assert setcap, "no RUN setcap in the runtime stage"
+    at, run = setcap[-1]
+    assert at > copy_at, "setcap must run after the binary is copied into the runtime stage"
+    assert at < kws.index("USER"), "setcap needs root: before USER"
+    assert re.search(r"setcap\s+cap_net_bind_service=\+p\s+/usr/local/bin/kiln\b", run), run
+    text = " ".join(a for _, a in instructions())
+    assert not re.search(r"cap_net_bind_service[=+]*\+?e", text), \
+        "an effective bit on the file capability makes execve fail where it is dropped"
+    assert "getcap" in run, "the build should check that the capability is there"
+    assert re.search(r"(apt-get purge|dpkg --purge)[^;]*libcap2-bin", run), \
+        "setcap (libcap2-bin) should leave the image in the step that used it"
+    assert "libcap2-bin" in _runtime_packages(), "setcap comes from libcap2-bin"
+    body = (ROOT / "scripts" / "image.sh").read_text()
+    assert "PORT=443" in body and "getcap" in body, \
+        "scripts/image.sh smoke should serve PORT=443 as uid 10001 and check the capability"
+
+
 def _runtime_packages():
     final = stages()[-1][1]
     runs = " ".join(a for kw, a in final if kw == "RUN")

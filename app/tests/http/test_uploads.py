@@ -628,6 +628,9 @@ def test_s3_unreachable_or_bucket_missing(module_kiln, s3):
 @pytest.mark.parametrize("env,needle", [
     ({"UPLOADS_BUCKET": "Not_A_Bucket"}, "UPLOADS_BUCKET"),
     ({"AWS_REGION": None}, "AWS_REGION"),
+    ({"AWS_REGION": None}, "UPLOADS_REGION"),
+    ({"UPLOADS_REGION": "eu west 1"}, "UPLOADS_REGION"),
+    ({"UPLOADS_REGION": "s3.evil.example/x"}, "UPLOADS_REGION"),
     ({"UPLOADS_MAX_SIZE_MB": "0"}, "UPLOADS_MAX_SIZE_MB"),
     ({"UPLOADS_MAX_SIZE_MB": "10MB"}, "UPLOADS_MAX_SIZE_MB"),
     ({"UPLOADS_PRESIGNED_URL_EXPIRY": "604801"}, "UPLOADS_PRESIGNED_URL_EXPIRY"),
@@ -642,6 +645,18 @@ def test_configuration_errors(s3, env, needle):
     lines = [l for l in res.stderr.decode().splitlines() if l.startswith("config:")]
     assert any(needle in l for l in lines), res.stderr
     assert SECRET_KEY not in res.stderr.decode().replace("S3RVER/", "")
+
+
+def test_uploads_region_wins_over_aws_region(module_kiln, s3):
+    """UPLOADS_REGION (the original's variable) is the bucket's region: the
+    POST policy and download URLs are signed for it, not for the task's
+    AWS_REGION."""
+    srv = ak.start_kiln(module_kiln, **uploads_env(s3, UPLOADS_REGION="eu-west-2"))
+    rec = srv.wait_log(lambda r: r.get("message") == "uploads: S3 bucket configured")
+    assert rec.get("region") == "eu-west-2", rec
+    u = User(srv)
+    f = u.presign()["fields"]
+    assert f["x-amz-credential"] == f"{ACCESS_KEY}/{f['x-amz-date'][:8]}/eu-west-2/s3/aws4_request"
 
 
 def test_allowed_types_configurable(module_kiln, s3):

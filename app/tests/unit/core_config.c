@@ -444,8 +444,36 @@ static void test_valkey_iam_auth(void **state)
 
     static env_t bad = { "VALKEY_HOST", "cache", "VALKEY_IAM_AUTH", "true", NULL };
     load(f, bad);
-    /* user, cluster id, TLS, region */
-    assert_problem_lines(f, 4, "valkey iam missing");
+    /* user, cluster id, region; TLS is implied */
+    assert_problem_lines(f, 3, "valkey iam missing");
+    assert_true(f->cfg.valkey_tls);
+
+    /* The original's task definitions set no VALKEY_SSL: IAM implies TLS. */
+    static env_t no_ssl = { "VALKEY_HOST", "cache", "VALKEY_IAM_AUTH", "true",
+                            "VALKEY_USER", "app", "VALKEY_CLUSTER_ID", "kiln-cache",
+                            "AWS_REGION", "eu-west-1", NULL };
+    load(f, no_ssl);
+    assert_problem_lines(f, 0, "valkey iam without VALKEY_SSL");
+    assert_true(f->cfg.valkey_tls);
+
+    /* An explicit VALKEY_SSL=false contradicts it: one line naming both. */
+    static const char *const falses[] = { "false", "0", "no", "off" };
+    for (size_t i = 0; i < ARRAY_LEN(falses); i++) {
+        const char *env[] = { "VALKEY_HOST", "cache", "VALKEY_IAM_AUTH", "true",
+                              "VALKEY_USER", "app", "VALKEY_CLUSTER_ID", "kiln-cache",
+                              "AWS_REGION", "eu-west-1", "VALKEY_SSL", falses[i], NULL };
+        load(f, env);
+        assert_problem_lines(f, 1, falses[i]);
+        assert_contains(f->problems.p, f->problems.len, "VALKEY_IAM_AUTH");
+        assert_contains(f->problems.p, f->problems.len, "VALKEY_SSL");
+        assert_contains(f->problems.p, f->problems.len, "TLS");
+    }
+
+    /* Without IAM, VALKEY_SSL keeps its default: plain TCP. */
+    static env_t plain = { "VALKEY_HOST", "cache", NULL };
+    load(f, plain);
+    assert_problem_lines(f, 0, "valkey plain");
+    assert_false(f->cfg.valkey_tls);
 
     static env_t reload = { "ENABLE_SECRET_RELOAD", "true", "SECRET_RELOAD_INTERVAL_SECONDS", "0",
                             NULL };
@@ -453,6 +481,104 @@ static void test_valkey_iam_auth(void **state)
     assert_problem_lines(f, 0, "reload");
     assert_true(f->cfg.secret_reload);
     assert_int_equal(f->cfg.secret_reload_interval_s, 0);
+}
+
+/* MIX_ENV (the original's) picks the environment when KILN_ENV is unset. */
+static void test_mix_env(void **state)
+{
+    struct fx *f = *state;
+    static const struct {
+        const char *mix, *kiln;
+        enum kiln_env want;
+        int problems;
+    } cases[] = {
+        { "prod", NULL, KILN_ENV_PRODUCTION, 0 },
+        { "dev", NULL, KILN_ENV_DEVELOPMENT, 0 },
+        { "test", NULL, KILN_ENV_TEST, 0 },
+        { "staging", NULL, KILN_ENV_DEVELOPMENT, 1 },
+        { "production", NULL, KILN_ENV_DEVELOPMENT, 1 },
+        /* KILN_ENV wins, whatever MIX_ENV says */
+        { "prod", "development", KILN_ENV_DEVELOPMENT, 0 },
+        { "staging", "test", KILN_ENV_TEST, 0 },
+        { "", NULL, KILN_ENV_DEVELOPMENT, 0 },
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        const char *env[] = { "SECRET_KEY_BASE", SECRET64, "MIX_ENV", cases[i].mix,
+                              cases[i].kiln ? "KILN_ENV" : NULL, cases[i].kiln, NULL };
+        char ctx[96];
+        snprintf(ctx, sizeof ctx, "MIX_ENV=%s KILN_ENV=%s", cases[i].mix,
+                 cases[i].kiln ? cases[i].kiln : "(unset)");
+        load(f, env);
+        assert_problem_lines(f, cases[i].problems, ctx);
+        if (cases[i].problems)
+            assert_contains(f->problems.p, f->problems.len, "MIX_ENV");
+        else
+            assert_int_equal(f->cfg.env, cases[i].want);
+    }
+    /* Production by MIX_ENV is production in full: all interfaces, and a
+     * SECRET_KEY_BASE is required. */
+    static env_t prod = { "MIX_ENV", "prod", "SECRET_KEY_BASE", SECRET64, NULL };
+    load(f, prod);
+    assert_string_equal(f->cfg.bind_address, "0.0.0.0");
+    assert_false(f->cfg.migrate_on_start);
+    static env_t prod_no_secret = { "MIX_ENV", "prod", NULL };
+    load(f, prod_no_secret);
+    assert_problem_lines(f, 1, "MIX_ENV=prod without SECRET_KEY_BASE");
+    assert_contains(f->problems.p, f->problems.len, "SECRET_KEY_BASE");
+}
+
+/* The variables of the original's ECS task definition (issue 14), as they
+ * are: no VALKEY_SSL, no DB_SSLMODE, MIX_ENV instead of KILN_ENV, PORT=443,
+ * and the region from ECS (AWS_REGION). */
+static void test_original_task_definition(void **state)
+{
+    struct fx *f = *state;
+    static env_t env = {
+        "MIX_ENV", "prod", "PORT", "443", "SECRET_KEY_BASE", SECRET64,
+        "DB_HOST", "kiln.proxy-abc.eu-west-1.rds.amazonaws.com", "DB_PORT", "5432",
+        "DB_NAME", "kiln", "DB_USERNAME", "kiln_app", "DB_IAM_AUTH", "true",
+        "REQUIRE_IAM_AUTH", "true",
+        "VALKEY_HOST", "kiln-abc.serverless.euw1.cache.amazonaws.com", "VALKEY_PORT", "6379",
+        "VALKEY_IAM_AUTH", "true", "VALKEY_CLUSTER_ID", "kiln-cache", "VALKEY_USER", "kiln-app",
+        "UPLOADS_BUCKET", "kiln-uploads", "UPLOADS_REGION", "eu-west-1",
+        "UPLOADS_MAX_SIZE_MB", "25", "UPLOADS_PRESIGNED_URL_EXPIRY", "900",
+        "AWS_REGION", "eu-west-1", "AWS_DEFAULT_REGION", "eu-west-1",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/credentials/x", NULL,
+    };
+    load(f, env);
+    assert_problem_lines(f, 0, "original task definition");
+    assert_int_equal(f->cfg.env, KILN_ENV_PRODUCTION);
+    assert_int_equal(f->cfg.port, 443);
+    assert_string_equal(f->cfg.bind_address, "0.0.0.0");
+    assert_true(f->cfg.db_iam_auth && f->cfg.require_iam_auth);
+    assert_non_null(strstr(f->cfg.db_conninfo, "sslmode='require'"));
+    assert_true(f->cfg.valkey_iam_auth && f->cfg.valkey_tls);
+    assert_false(f->cfg.migrate_on_start);
+}
+
+static void test_health_cache(void **state)
+{
+    struct fx *f = *state;
+    static env_t none = { NULL };
+    load(f, none);
+    assert_int_equal(f->cfg.health_cache_ms, 1000);
+    static const struct var_case cases[] = {
+        { "HEALTH_CACHE_MS", "0", 0 },
+        { "HEALTH_CACHE_MS", "60000", 0 },
+        { "HEALTH_CACHE_MS", "60001", 1 },
+        { "HEALTH_CACHE_MS", "1s", 1 },
+        { "HEALTH_CACHE_MS", "-1", 1 },
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        const char *env[] = { cases[i].name, cases[i].value, NULL };
+        load(f, env);
+        assert_problem_lines(f, cases[i].problems, cases[i].value);
+        if (cases[i].problems)
+            assert_contains(f->problems.p, f->problems.len, "HEALTH_CACHE_MS");
+    }
+    static env_t off = { "HEALTH_CACHE_MS", "0", NULL };
+    load(f, off);
+    assert_int_equal(f->cfg.health_cache_ms, 0);
 }
 
 int main(void)
@@ -477,6 +603,9 @@ int main(void)
         T(test_config_free),
         T(test_iam_auth),
         T(test_valkey_iam_auth),
+        T(test_mix_env),
+        T(test_original_task_definition),
+        T(test_health_cache),
 #undef T
     };
     return cmocka_run_group_tests_name("core/config", tests, NULL, NULL);
