@@ -629,6 +629,8 @@ static void finish_close(struct conn *c)
     if (c->closing || c->shutting)
         return;
     c->shutting = true;
+    /* Bounds the wait for the FIN too (on_sweep); on_shutdown restarts it. */
+    c->deadline = now_ms(c->loop) + (c->drain_linger ? DRAIN_LINGER_MS : LINGER_MS);
     if (c->tls) {
         kiln_tls_shutdown(c->tls);
         kiln_buf_reset(&c->inflight);
@@ -921,7 +923,7 @@ static void drain_close_idle(struct conn *c)
 {
     struct loop *l = c->loop;
     if (c->shutting) {
-        conn_close(c); /* the FIN never left: give up */
+        conn_close(c); /* the FIN did not leave in time: give up */
         return;
     }
     int fd, pending = 0;
@@ -932,7 +934,6 @@ static void drain_close_idle(struct conn *c)
     }
     c->drain_linger = true;
     c->close_after_write = true; /* what arrives now is discarded */
-    c->deadline = now_ms(l) + DRAIN_LINGER_MS;
     finish_close(c);
 }
 
@@ -1096,7 +1097,7 @@ static void loop_drain(struct loop *l)
     l->draining = true;
     l->idle_until = now_ms(l) + l->server->cfg->shutdown_idle_grace_ms;
     for (struct conn *c = l->conns; c; c = c->next) {
-        if (c->state == CONN_IDLE && !c->writing && c->deadline > l->idle_until)
+        if (c->state == CONN_IDLE && !c->writing && !c->shutting && c->deadline > l->idle_until)
             c->deadline = l->idle_until;
     }
     if (l->listening)
