@@ -316,6 +316,7 @@ int kiln_config_load(struct kiln_config *cfg, kiln_getenv_fn get, void *ctx,
     cfg->max_request_body = 2000000;
     cfg->log_level = KILN_LOG_INFO;
     cfg->shutdown_timeout_s = 25;
+    cfg->shutdown_idle_grace_ms = 1000;
     cfg->http_loops = cpu_count();
     cfg->max_connections = 16384;
     cfg->keepalive_timeout_s = 75;
@@ -397,6 +398,7 @@ int kiln_config_load(struct kiln_config *cfg, kiln_getenv_fn get, void *ctx,
                 cfg->ssl_certfile ? "SSL_CERTFILE" : "SSL_KEYFILE");
 
     unsigned_var(&l, "SHUTDOWN_TIMEOUT_SECONDS", 0, 3600, &cfg->shutdown_timeout_s);
+    unsigned_var(&l, "SHUTDOWN_IDLE_GRACE_MS", 0, 60000, &cfg->shutdown_idle_grace_ms);
     unsigned_var(&l, "HTTP_LOOPS", 1, 256, &cfg->http_loops);
     unsigned_var(&l, "MAX_CONNECTIONS", 1, 1000000, &cfg->max_connections);
     unsigned_var(&l, "KEEPALIVE_TIMEOUT_SECONDS", 1, 3600, &cfg->keepalive_timeout_s);

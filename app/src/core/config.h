@@ -36,6 +36,7 @@ struct kiln_config {
     char *ssl_keyfile;
     bool ssl_self_signed;          /* SSL_SELF_SIGNED: HTTPS, in-memory certificate */
     unsigned shutdown_timeout_s;
+    unsigned shutdown_idle_grace_ms; /* drain: idle keep-alive connections stay open this long */
     unsigned http_loops;
     unsigned max_connections;
     unsigned keepalive_timeout_s;

@@ -22,10 +22,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
+#ifdef __linux__
+#include <linux/filter.h>
+#endif
 
 #include "core/alloc.h"
 #include "core/caps.h"
@@ -45,6 +49,14 @@
  * discarding) so the client sees the response instead of a TCP reset. */
 #define LINGER_MS 2000
 #define LINGER_MAX_BYTES (256 * 1024)
+/* Drain: how long a stopping listener drops new SYNs before it takes what is
+ * queued and closes, so that handshakes already under way (an RTT: well
+ * under a millisecond on loopback or inside a VPC) land in its queue. */
+#define LISTEN_SETTLE_MS 100
+/* Drain: after our FIN to an idle keep-alive connection, how long we read
+ * and discard before closing, so that a request crossing the FIN meets a
+ * clean EOF (which clients retry) instead of a reset. */
+#define DRAIN_LINGER_MS 500
 /* Output waiting behind a slow reader: one response at most is produced while
  * a write is pending, so this only bounds a single response. */
 #define OUT_MAX ((size_t)1 << 30)
@@ -89,6 +101,8 @@ struct conn {
     bool job_running;         /* a worker or fiber holds req/res */
     bool close_after_write;   /* no keep-alive: close when output drained */
     bool peer_eof;            /* client half-closed */
+    bool shutting;            /* uv_shutdown called */
+    bool drain_linger;        /* closed idle by the drain: short linger */
     bool closing;             /* uv_close called */
     bool handle_closed;       /* close_cb ran */
     bool body_started;        /* body deadline set */
@@ -103,6 +117,8 @@ struct loop {
     uv_async_t wake;          /* worker results and drain requests */
     uv_timer_t sweep;         /* timeouts */
     uv_prepare_t flush;       /* log lines, once per iteration */
+    uv_timer_t handover;      /* drain: closes the listener after LISTEN_SETTLE_MS */
+    uint64_t idle_until;      /* drain: when idle connections are closed (loop ms) */
     struct kiln_fibers *fibers; /* NULL: no loop context */
     void *context;            /* from kiln_loop_hooks.start */
     bool listening;
@@ -137,6 +153,7 @@ struct server {
     unsigned nloops;
     unsigned max_conns;
     atomic_uint nconns;
+    bool migrate_req;         /* net.ipv4.tcp_migrate_req is on (see listener_handover) */
     uv_async_t loop_exited;   /* on the main loop */
     atomic_uint exited;
 };
@@ -164,6 +181,14 @@ static void loop_maybe_stop(struct loop *l);
 static uint64_t now_ms(struct loop *l)
 {
     return uv_now(&l->uv);
+}
+
+/* When a connection that has just gone idle is closed: after the keep-alive
+ * timeout, or while draining when the idle grace ends (loop_drain). */
+static uint64_t idle_deadline(struct loop *l)
+{
+    uint64_t d = now_ms(l) + l->server->cfg->keepalive_timeout_s * 1000ull;
+    return l->draining && l->idle_until < d ? l->idle_until : d;
 }
 
 static const char *loop_date(struct loop *l)
@@ -267,7 +292,7 @@ static void request_end(struct conn *c)
     c->req = NULL;
     c->res = NULL;
     c->state = CONN_IDLE;
-    c->deadline = now_ms(l) + l->server->cfg->keepalive_timeout_s * 1000ull;
+    c->deadline = idle_deadline(l);
     if (!keep)
         c->close_after_write = true;
 }
@@ -599,7 +624,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     /* Keep reading (and discarding) briefly so that unread request bytes
      * do not turn our last response into a TCP reset. */
     c->state = CONN_LINGER;
-    c->deadline = now_ms(c->loop) + LINGER_MS;
+    c->deadline = now_ms(c->loop) + (c->drain_linger ? DRAIN_LINGER_MS : LINGER_MS);
     if (c->peer_eof)
         conn_close(c);
     else
@@ -608,8 +633,13 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 
 static void finish_close(struct conn *c)
 {
-    if (c->closing)
+    /* Once only: bytes read while the shutdown is pending lead here again,
+     * and a second uv_shutdown fails (which would close at once). */
+    if (c->closing || c->shutting)
         return;
+    c->shutting = true;
+    /* Bounds the wait for the FIN too (on_sweep); on_shutdown restarts it. */
+    c->deadline = now_ms(c->loop) + (c->drain_linger ? DRAIN_LINGER_MS : LINGER_MS);
     if (c->tls) {
         kiln_tls_shutdown(c->tls);
         kiln_buf_reset(&c->inflight);
@@ -644,10 +674,8 @@ static void output_drained(struct conn *c)
         conn_close(c);
         return;
     }
-    if (!c->job_running && !c->writing && c->state == CONN_IDLE && c->loop->draining) {
-        conn_close(c);
-        return;
-    }
+    /* Idle while draining: stay open until the idle grace ends (on_sweep),
+     * since the client may be sending its next request right now. */
     if (!c->job_running)
         read_start(c);
 }
@@ -672,7 +700,7 @@ static void on_write(uv_write_t *w, int status)
     if (c->inflight.cap > 16 * 1024)
         kiln_buf_free(&c->inflight);
     if (c->state == CONN_IDLE)
-        c->deadline = now_ms(c->loop) + c->loop->server->cfg->keepalive_timeout_s * 1000ull;
+        c->deadline = idle_deadline(c->loop);
     output_drained(c);
 }
 
@@ -807,21 +835,16 @@ static void on_close_free(uv_handle_t *h)
     free(h->data);
 }
 
-static void on_connection(uv_stream_t *listener, int status)
+/*
+ * Set up a connection whose handle holds an accepted socket. While draining
+ * it is served like any other (its answer carries connection: close): the
+ * kernel queued it on this loop's listener, and turning it away would fail
+ * a client that did nothing wrong.
+ */
+static void conn_start(struct loop *l, struct conn *c)
 {
-    struct loop *l = listener->data;
     struct server *s = l->server;
-    if (status < 0)
-        return;
-    struct conn *c = kiln_calloc(1, sizeof *c);
-    c->loop = l;
-    uv_tcp_init(&l->uv, &c->tcp);
-    c->tcp.data = c;
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
-        uv_close((uv_handle_t *)&c->tcp, on_close_free);
-        return;
-    }
-    if (atomic_fetch_add(&s->nconns, 1) >= s->max_conns || l->draining) {
+    if (atomic_fetch_add(&s->nconns, 1) >= s->max_conns) {
         atomic_fetch_sub(&s->nconns, 1);
         if (!s->tls)
             refuse_busy(c);
@@ -853,12 +876,75 @@ static void on_connection(uv_stream_t *listener, int status)
         c->tls = kiln_tls_new(s->tls);
     c->state = CONN_IDLE;
     /* A connection that never sends a byte gets the header timeout (it may be
-     * a slowloris), not the longer keep-alive one. */
+     * a slowloris), not the longer keep-alive one; while draining, no more
+     * than the idle grace. */
     c->deadline = now_ms(l) + s->cfg->header_timeout_s * 1000ull;
+    if (l->draining) {
+        uint64_t grace = now_ms(l) + s->cfg->shutdown_idle_grace_ms;
+        if (grace < c->deadline)
+            c->deadline = grace;
+    }
     read_start(c);
 }
 
+static void on_connection(uv_stream_t *listener, int status)
+{
+    struct loop *l = listener->data;
+    if (status < 0)
+        return;
+    struct conn *c = kiln_calloc(1, sizeof *c);
+    c->loop = l;
+    uv_tcp_init(&l->uv, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, on_close_free);
+        return;
+    }
+    conn_start(l, c);
+}
+
+/* A socket taken from the listener's queue by hand (listener_stop). */
+static void conn_adopt(struct loop *l, int fd)
+{
+    struct conn *c = kiln_calloc(1, sizeof *c);
+    c->loop = l;
+    uv_tcp_init(&l->uv, &c->tcp);
+    c->tcp.data = c;
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        close(fd); /* not the handle's until uv_tcp_open succeeds */
+        uv_close((uv_handle_t *)&c->tcp, on_close_free);
+        return;
+    }
+    conn_start(l, c);
+}
+
 /* ---- timers, wake-ups, drain ---- */
+
+/*
+ * The idle grace is over for a keep-alive connection. A request may be
+ * crossing our close: one already in the kernel's buffer is read on this
+ * loop's next turn and answered (with connection: close); otherwise we send
+ * FIN and discard what still comes for DRAIN_LINGER_MS, so that a request
+ * sent at this very moment meets a clean EOF, which clients retry, instead
+ * of a reset. (No server closes the race entirely: RFC 9112 9.3.1.)
+ */
+static void drain_close_idle(struct conn *c)
+{
+    struct loop *l = c->loop;
+    if (c->shutting) {
+        conn_close(c); /* the FIN did not leave in time: give up */
+        return;
+    }
+    int fd, pending = 0;
+    if (c->reading && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 &&
+        ioctl(fd, FIONREAD, &pending) == 0 && pending > 0) {
+        c->deadline = now_ms(l) + SWEEP_INTERVAL_MS;
+        return;
+    }
+    c->drain_linger = true;
+    c->close_after_write = true; /* what arrives now is discarded */
+    finish_close(c);
+}
 
 static void on_sweep(uv_timer_t *t)
 {
@@ -872,6 +958,8 @@ static void on_sweep(uv_timer_t *t)
                 /* Slow headers or body: answer 408 and close (RFC 9110 15.5.9). */
                 request_fail(c, 408, "request_timeout", "Request timeout");
                 conn_send(c);
+            } else if (l->draining && c->state == CONN_IDLE && !c->writing && !c->job_running) {
+                drain_close_idle(c);
             } else {
                 conn_close(c); /* idle, stalled writer, or linger over */
             }
@@ -894,7 +982,8 @@ static void close_loop_handle(uv_handle_t *h)
 
 static void loop_maybe_stop(struct loop *l)
 {
-    if (!l->draining || l->nconns || l->stopping)
+    /* The listener first: what it has queued becomes connections. */
+    if (!l->draining || l->nconns || l->listening || l->stopping)
         return;
     l->stopping = true;
     log_flush(l);
@@ -909,27 +998,119 @@ static void loop_maybe_stop(struct loop *l)
     close_loop_handle((uv_handle_t *)&l->wake);
     close_loop_handle((uv_handle_t *)&l->sweep);
     close_loop_handle((uv_handle_t *)&l->flush);
-    if (l->listening)
-        close_loop_handle((uv_handle_t *)&l->listener);
+    close_loop_handle((uv_handle_t *)&l->handover);
 }
 
+/*
+ * Take every connection the kernel has queued on the listener, then close
+ * it. Closing a listener resets what is still queued on it (unless the
+ * kernel migrates it: listener_handover), and those clients did nothing
+ * wrong: they are accepted and served here instead.
+ */
+static void listener_stop(struct loop *l)
+{
+    if (!l->listening)
+        return;
+    uv_timer_stop(&l->handover);
+    int fd;
+    if (uv_fileno((uv_handle_t *)&l->listener, &fd) == 0) {
+        for (;;) {
+            int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (cfd >= 0)
+                conn_adopt(l, cfd);
+            else if (errno != EINTR && errno != ECONNABORTED)
+                break; /* EAGAIN: the queue is empty */
+        }
+    }
+    l->listening = false;
+    uv_close((uv_handle_t *)&l->listener, NULL);
+    loop_maybe_stop(l);
+}
+
+static void on_handover(uv_timer_t *t)
+{
+    listener_stop(t->data);
+}
+
+/*
+ * Make the listener refuse new handshakes while it finishes those under
+ * way: a classic BPF socket filter (no privilege needed) that drops every
+ * segment with SYN and without ACK. A socket filter on a TCP socket sees
+ * the segment from its TCP header, so byte 13 holds the flags. A dropped
+ * SYN is as if lost: the client sends it again after a second, and by then
+ * the listener is closed, so the kernel picks an SO_REUSEPORT sibling (or
+ * refuses it when there is none). The ACK that completes a handshake
+ * already under way still passes and queues the connection.
+ */
+static int drop_new_handshakes(struct loop *l)
+{
+#ifdef SO_ATTACH_FILTER
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),            /* A = TCP flags */
+        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x12),         /* SYN | ACK */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x02, 0, 1),   /* SYN alone? */
+        BPF_STMT(BPF_RET | BPF_K, 0),                      /* drop */
+        BPF_STMT(BPF_RET | BPF_K, 0xffffffff),             /* keep */
+    };
+    struct sock_fprog prog = { (unsigned short)(sizeof code / sizeof code[0]), code };
+    int fd;
+    if (uv_fileno((uv_handle_t *)&l->listener, &fd) != 0)
+        return UV_EBADF;
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) != 0)
+        return -errno;
+    return 0;
+#else
+    (void)l;
+    return UV_ENOTSUP;
+#endif
+}
+
+/*
+ * The listener's part of the drain: no connection the kernel gave this
+ * listener may be reset. Two ways, chosen by the host:
+ *
+ * - net.ipv4.tcp_migrate_req=1 (Linux 5.14+, per network namespace): the
+ *   kernel moves what a closing listener has queued, and handshakes still
+ *   under way, to an SO_REUSEPORT sibling. Take the queue and close now.
+ * - otherwise: stop new handshakes (drop_new_handshakes), let those under
+ *   way land for LISTEN_SETTLE_MS while accepting as usual, then take the
+ *   queue and close. A client whose SYN was dropped retries after a second.
+ *
+ * docs/OPERATIONS.md has the host setting.
+ */
+static void listener_handover(struct loop *l)
+{
+    if (l->server->migrate_req) {
+        listener_stop(l);
+        return;
+    }
+    int err = drop_new_handshakes(l);
+    if (err) {
+        kiln_log(KILN_LOG_WARNING, "shutdown: cannot filter the listener; closing it now",
+                 "error", uv_strerror(err), NULL);
+        listener_stop(l);
+        return;
+    }
+    uv_timer_start(&l->handover, on_handover, LISTEN_SETTLE_MS, 0);
+}
+
+/*
+ * Start this loop's drain (SIGTERM or SIGINT): requests in progress finish,
+ * every answer from now on carries connection: close, idle keep-alive
+ * connections stay open for SHUTDOWN_IDLE_GRACE_MS (a request already on
+ * its way on one is answered, not met by EOF), and the listener hands over
+ * what it has queued.
+ */
 static void loop_drain(struct loop *l)
 {
     l->draining = true;
-    if (l->listening) {
-        /* Stop accepting: closing the listener also lets the kernel refuse
-         * new connections instead of queueing them. */
-        l->listening = false;
-        uv_close((uv_handle_t *)&l->listener, NULL);
+    l->idle_until = now_ms(l) + l->server->cfg->shutdown_idle_grace_ms;
+    for (struct conn *c = l->conns; c; c = c->next) {
+        if (c->state == CONN_IDLE && !c->writing && !c->shutting && c->deadline > l->idle_until)
+            c->deadline = l->idle_until;
     }
-    struct conn *c = l->conns;
-    while (c) {
-        struct conn *next = c->next;
-        bool idle = c->state == CONN_IDLE && !c->writing && !c->job_running && !c->in.len;
-        if (idle)
-            conn_close(c);
-        c = next;
-    }
+    if (l->listening)
+        listener_handover(l);
     loop_maybe_stop(l);
 }
 
@@ -1022,6 +1203,19 @@ static int open_listener(struct loop *l, const struct kiln_config *cfg)
     return 0;
 }
 
+/* Whether the kernel hands a closing listener's queue to its SO_REUSEPORT
+ * siblings (net.ipv4.tcp_migrate_req, Linux 5.14+; absent: no). Read once at
+ * start: it is a setting of the host (of its network namespace). */
+static bool kernel_migrates_queue(void)
+{
+    FILE *f = fopen("/proc/sys/net/ipv4/tcp_migrate_req", "re");
+    if (!f)
+        return false;
+    int c = fgetc(f);
+    fclose(f);
+    return c == '1';
+}
+
 /* ---- main thread: signals and the drain deadline ---- */
 
 struct control {
@@ -1051,8 +1245,11 @@ static void begin_drain(struct control *ctl, int signum)
     }
     ctl->stopping = true;
     atomic_store(&draining, true);
-    kiln_logf(KILN_LOG_INFO, "shutdown: signal %d, draining (timeout %us)", signum,
-              s->cfg->shutdown_timeout_s);
+    kiln_logf(KILN_LOG_INFO,
+              "shutdown: signal %d, draining (timeout %us, idle grace %ums, queued connections "
+              "%s)", signum, s->cfg->shutdown_timeout_s, s->cfg->shutdown_idle_grace_ms,
+              s->migrate_req ? "accepted, then migrated by the kernel"
+                             : "accepted after new handshakes are dropped");
     for (unsigned i = 0; i < s->nloops; i++)
         uv_async_send(&s->loops[i].wake);
     uv_timer_start(&ctl->deadline, on_deadline, s->cfg->shutdown_timeout_s * 1000ull, 0);
@@ -1125,6 +1322,7 @@ int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *rout
     s.limits.max_header_bytes = KILN_MAX_HEADER_BYTES;
     s.limits.max_fields = KILN_MAX_HEADER_FIELDS;
     s.max_conns = fit_max_connections(cfg->max_connections);
+    s.migrate_req = kernel_migrates_queue();
     /* Test-only routes exist only in KILN_ENV=test. */
     s.router = kiln_router_new(routes, nroutes, cfg->env == KILN_ENV_TEST);
     ctl.server = &s;
@@ -1173,6 +1371,8 @@ int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *rout
         uv_timer_init(&l->uv, &l->sweep);
         l->sweep.data = l;
         uv_timer_start(&l->sweep, on_sweep, SWEEP_INTERVAL_MS, SWEEP_INTERVAL_MS);
+        uv_timer_init(&l->uv, &l->handover);
+        l->handover.data = l;
         uv_prepare_init(&l->uv, &l->flush);
         l->flush.data = l;
         uv_prepare_start(&l->flush, on_flush);

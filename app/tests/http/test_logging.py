@@ -1,12 +1,19 @@
-"""Request logs: one JSON object per line on stdout per request."""
+"""Request logs: one JSON object per line on stdout per request; the user's
+internal id on every line of an authenticated request (and on the "internal
+error" line of a failed one); the rate-limited "dependency unavailable" line
+of an outage."""
 
+import json
+import sqlite3
 import threading
 import time
 
 import pytest
 import requests
 
-from kilnhttp import RFC3339_UTC_RE, http_request
+import authkit as ak
+import kilnhttp
+from kilnhttp import RFC3339_UTC_RE, STORES, http_request
 
 REQUEST_KEYS = {"time", "level", "message", "request_id", "method", "path", "status",
                 "duration_ms", "user_agent", "remote_ip"}
@@ -156,3 +163,193 @@ def test_log_level_error_keeps_only_5xx(kiln):
     records, _ = srv.log_lines()
     logged = {r.get("request_id") for r in records}
     assert not logged & {"lvl-200", "lvl-404", "lvl-slow-0", "lvl-slow-1"}, logged
+
+
+# --------------------------------------------------------------------------
+# user_id: the session's internal user id, on authenticated requests only
+# --------------------------------------------------------------------------
+
+class OwnDb:
+    """A database of the store mode that this test alone uses, so that it
+    can be broken behind kiln's back: a SQLite file in embedded mode, a
+    fresh PostgreSQL database (direct or through pgbouncer) otherwise."""
+
+    def __init__(self, tmp_path):
+        self.svc = None
+        if STORES == "embedded":
+            self.path = str(tmp_path / "own.db")
+            self.env = {"DB_PATH": self.path, "DATABASE_URL": None}
+        else:
+            self.svc = kilnhttp.services()
+            self.name = self.svc.create_db("klog")
+            self.env = {"DATABASE_URL": self.svc.db_url(self.name, via=STORES)}
+
+    def rows(self, sql):
+        if self.svc is not None:
+            return self.svc.rows(sql, db=self.name)
+        con = sqlite3.connect(self.path, timeout=10)
+        try:
+            return [tuple(str(c) for c in row) for row in con.execute(sql).fetchall()]
+        finally:
+            con.close()
+
+    def execute(self, sql):
+        if self.svc is not None:
+            self.svc.psql(sql, db=self.name)
+            return
+        con = sqlite3.connect(self.path, timeout=10)
+        try:
+            con.execute(sql)
+            con.commit()
+        finally:
+            con.close()
+
+    def drop(self):
+        if self.svc is not None:
+            self.svc.drop_db(self.name)
+
+
+@pytest.fixture
+def own_db(tmp_path):
+    db = OwnDb(tmp_path)
+    yield db
+    db.drop()
+
+
+@pytest.fixture
+def logged_in(kiln, own_db):
+    """(kiln on own_db, bearer token, the user's internal id from the users
+    table)."""
+    srv = ak.start_kiln(kiln, DB_QUERY_TIMEOUT_SECONDS=1, **own_db.env)
+    email = ak.unique_email("log")
+    token = ak.session_for(srv, email=email)
+    rows = own_db.rows("SELECT user_id FROM identities WHERE provider = 'dev' AND "
+                       f"subject = '{email}'")
+    assert len(rows) == 1, rows
+    return srv, token, rows[0][0]
+
+
+def test_authenticated_request_lines_carry_the_internal_user_id(logged_in):
+    srv, token, user_id = logged_in
+    r = ak.call(srv, "GET", "/api/v1/dashboard", bearer=token, request_id="log-user-dash")
+    assert r.status == 200, r
+    # The id the API shows as the user's own is the one of the users table.
+    assert r.json()["data"]["user"]["id"] == user_id
+    assert srv.log_for("log-user-dash")["user_id"] == user_id
+
+    # Also when the handler refuses: a 404 of a protected route.
+    r = ak.call(srv, "GET", "/api/v1/notes/00000000-0000-4000-8000-000000000000", bearer=token,
+                request_id="log-user-404")
+    assert r.status == 404, r
+    rec = srv.log_for("log-user-404")
+    assert rec["user_id"] == user_id and rec["status"] == 404, rec
+
+
+def test_anonymous_request_lines_carry_no_user_id(logged_in):
+    srv, _, _ = logged_in
+    assert ak.call(srv, "GET", "/livez", request_id="log-anon-livez").status == 200
+    r = ak.call(srv, "GET", "/api/v1/notes", request_id="log-anon-401")
+    ak.assert_unauthenticated(r)
+    r = ak.call(srv, "GET", "/api/v1/notes", bearer="not-a-session", request_id="log-anon-bad")
+    ak.assert_unauthenticated(r)
+    for rid in ("log-anon-livez", "log-anon-401", "log-anon-bad"):
+        rec = srv.log_for(rid)
+        assert "user_id" not in rec, rec
+
+
+def test_internal_error_line_names_the_request_and_the_user(logged_in, own_db):
+    srv, token, user_id = logged_in
+    # A bug as the server sees one: a table its statements need is gone.
+    own_db.execute("DROP TABLE tasks")
+    r = ak.call(srv, "GET", "/api/v1/tasks", bearer=token, request_id="log-bug")
+    body = kilnhttp.assert_error(r, 500, "internal_error")
+    assert body["message"] == "Internal server error", body
+    assert "tasks" not in json.dumps(body), f"the driver's error reached the client: {body}"
+
+    line = srv.wait_log(lambda rec: rec.get("message") == "internal error")
+    assert line["level"] == "error", line
+    assert line["request_id"] == "log-bug" and line["user_id"] == user_id, line
+    assert line["dependency"] == "Database" and line["what"] == "tasks list", line
+    assert line["code"] and "tasks" in line["error"], line
+    req = srv.wait_log(lambda rec: rec.get("request_id") == "log-bug" and "status" in rec)
+    assert req["status"] == 500 and req["level"] == "error" and req["user_id"] == user_id, req
+
+
+def hold_write_lock(own_db, seconds):
+    """Block writers to the notes table for ``seconds`` from another
+    connection; returns the thread holding the lock once it holds it."""
+    held = threading.Event()
+
+    def sqlite_lock():
+        con = sqlite3.connect(own_db.path, timeout=10, isolation_level=None)
+        try:
+            con.execute("BEGIN EXCLUSIVE")
+            held.set()
+            time.sleep(seconds)
+            con.execute("ROLLBACK")
+        finally:
+            con.close()
+
+    def postgres_lock():
+        own_db.svc.psql("BEGIN; LOCK TABLE notes IN ACCESS EXCLUSIVE MODE; "
+                        f"SELECT pg_sleep({seconds}); COMMIT;", db=own_db.name,
+                        timeout=seconds + 30)
+
+    t = threading.Thread(target=sqlite_lock if own_db.svc is None else postgres_lock, daemon=True)
+    t.start()
+    if own_db.svc is None:
+        assert held.wait(10), "could not lock the SQLite file"
+    else:
+        deadline = time.monotonic() + 10
+        while not own_db.svc.rows(
+                "SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE c.relname = 'notes' AND l.mode = 'AccessExclusiveLock' AND l.granted",
+                db=own_db.name):
+            assert time.monotonic() < deadline, "could not lock the notes table"
+            time.sleep(0.05)
+    return t
+
+
+def test_outage_is_one_line_per_second_not_one_per_request(logged_in, own_db):
+    srv, token, user_id = logged_in
+    # SQLite waits out its busy timeout (5 s), PostgreSQL the query timeout
+    # (DB_QUERY_TIMEOUT_SECONDS=1): either way the database is unavailable.
+    holder = hold_write_lock(own_db, 8)
+    results = {}
+
+    def create(i):
+        results[i] = ak.call(srv, "POST", "/api/v1/notes", bearer=token,
+                             headers=[("Content-Type", "application/json")],
+                             body=json.dumps({"title": f"n{i}"}), request_id=f"log-out-{i}",
+                             timeout=20)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    holder.join(30)
+    for i in range(3):
+        r = results[i]
+        body = kilnhttp.assert_error(r, 503, "service_unavailable")
+        assert body["message"] == "Database unavailable", body
+        assert r.headers.get("retry-after") == "1", r.headers
+        req = srv.log_for(f"log-out-{i}")
+        assert req["status"] == 503 and req["user_id"] == user_id, req
+
+    time.sleep(0.3)
+    records, _ = srv.log_lines()
+    outage = [rec for rec in records if rec.get("message") == "dependency unavailable"]
+    assert outage, "no dependency unavailable line"
+    # The three failures came within a second or two: at most one line per
+    # second, and the counts add up to no more than the failures.
+    assert len(outage) <= 2, outage
+    for rec in outage:
+        assert rec["level"] == "error" and rec["dependency"] == "Database", rec
+        assert rec.get("error"), rec
+        assert int(rec["failures"]) >= 1, rec
+        # One line stands for many requests: it names none of them.
+        assert "request_id" not in rec and "user_id" not in rec, rec
+    assert sum(int(rec["failures"]) for rec in outage) <= 3, outage
+    assert not [rec for rec in records if rec.get("message") == "internal error"], \
+        "an outage is not a bug"

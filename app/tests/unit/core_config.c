@@ -95,6 +95,7 @@ static void test_defaults(void **state)
     assert_null(f->cfg.ssl_certfile);
     assert_null(f->cfg.ssl_keyfile);
     assert_int_equal(f->cfg.shutdown_timeout_s, 25);
+    assert_int_equal(f->cfg.shutdown_idle_grace_ms, 1000);
     assert_int_equal(f->cfg.max_connections, 16384);
     assert_int_equal(f->cfg.keepalive_timeout_s, 75);
     assert_int_equal(f->cfg.header_timeout_s, 10);
@@ -341,6 +342,9 @@ static const struct var_case {
     { "MAX_REQUEST_BODY_BYTES", "2MB", 1 },
     { "SHUTDOWN_TIMEOUT_SECONDS", "0", 0 },
     { "SHUTDOWN_TIMEOUT_SECONDS", "3601", 1 },
+    { "SHUTDOWN_IDLE_GRACE_MS", "0", 0 },
+    { "SHUTDOWN_IDLE_GRACE_MS", "60000", 0 },
+    { "SHUTDOWN_IDLE_GRACE_MS", "60001", 1 },
     { "HTTP_LOOPS", "0", 1 },
     { "HTTP_LOOPS", "4", 0 },
     { "MAX_CONNECTIONS", "1000001", 1 },
