@@ -315,7 +315,7 @@ settle_notes || die "VACUUM ANALYZE notes failed"
 # unnamed statement with its parameter values, so kiln's NULL $3 is folded
 # the same way. The INSERT's id ($1, a UUID made by kiln) is
 # gen_random_uuid(); its timestamps ($5, $6, RFC 3339 text from kiln) are
-# one text value per run.
+# one text value per run, and archived ($7) is '0' as kiln sends it.
 psql_q "SELECT email || ' ' || id FROM users
         WHERE email LIKE 'notes-list-%' OR email LIKE 'notes-insert-%' ORDER BY email" \
     >"$out/users.txt" || die "cannot read the users' ids"
@@ -328,7 +328,7 @@ WHERE = (" FROM notes WHERE user_id = $1 AND archived = $2 AND (CAST($3 AS TEXT)
          "lower(content) LIKE lower(CAST($3 AS TEXT)) ESCAPE '\\')")
 ORDER = " ORDER BY inserted_at DESC, id DESC LIMIT $4 OFFSET $5"
 INSERT = ("INSERT INTO notes (id, user_id, title, content, archived, inserted_at, updated_at) "
-          "VALUES ($1, $2, $3, $4, '0', $5, $6) RETURNING ")
+          "VALUES ($1, $2, $3, $4, $7, $5, $6) RETURNING ")
 COUNT = "SELECT count(*)" + WHERE
 # One statement per list: the page with the total as a subquery.
 LIST = "SELECT " + COLUMNS + ", (" + COUNT + ") AS total" + WHERE + ORDER
@@ -362,7 +362,7 @@ for i in range(n):
     with open("%s/pgbench-list-%d.sql" % (out, i), "w") as f:
         f.write(sub(LIST, p) + ";\n")
     p = {1: "gen_random_uuid()", 2: ":insert%d" % i, 3: ":title", 4: ":content", 5: ":now",
-         6: ":now"}
+         6: ":now", 7: ":archived"}
     with open("%s/pgbench-insert-%d.sql" % (out, i), "w") as f:
         f.write(sub(ADD, p) + ";\n")
 # EXPLAIN of the list's statement for the first listed user, with
