@@ -120,7 +120,7 @@ start_kiln() {   # start_kiln NAME PREPARED
     setsid env -i PATH="$PATH" KILN_ENV=production SECRET_KEY_BASE="$secret" \
         BIND_ADDRESS=$host PORT="$port" HTTP_LOOPS="$HTTP_LOOPS" LOG_LEVEL=info \
         DATABASE_URL="$KILN_TEST_PG_URL" DB_PREPARED_STATEMENTS="$prepared" \
-        MIGRATE_ON_START=false "${pool[@]}" \
+        MIGRATE_ON_START=false HEALTH_CACHE_MS=0 "${pool[@]}" \
         "$KILN_BIN" serve >"$BENCH_KILN_LOG" 2>"$out/$name.stderr" &
     kiln_pid[$name]=$!
     kiln_pids+=("$!")

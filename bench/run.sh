@@ -122,7 +122,7 @@ log "starting kiln ($KILN_BIN, HTTP_LOOPS=$HTTP_LOOPS) on $host:$kiln_port"
 setsid env -u SSL_CERTFILE -u SSL_KEYFILE \
     KILN_ENV=production SECRET_KEY_BASE="$secret" BIND_ADDRESS=$host PORT="$kiln_port" \
     HTTP_LOOPS="$HTTP_LOOPS" LOG_LEVEL=info MAX_CONNECTIONS=20000 \
-    KEEPALIVE_TIMEOUT_SECONDS=300 DB_PATH="$root/$out/kiln.db" \
+    KEEPALIVE_TIMEOUT_SECONDS=300 DB_PATH="$root/$out/kiln.db" HEALTH_CACHE_MS=0 \
     "$KILN_BIN" serve >"$BENCH_KILN_LOG" 2>"$out/kiln.stderr" &
 kiln_pid=$!
 wait_ready kiln "$kiln_pid" "$kiln_port" /livez

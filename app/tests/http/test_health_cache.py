@@ -1,7 +1,7 @@
 """/healthz and /readyz cannot be used to load the stores (issue 14, point
 9): concurrent checks share one in-flight SELECT 1 + PING, and a finished
-result answers for HEALTH_CACHE_MS (1000 by default; 0: no reuse after
-the check, only sharing while it runs). A store outage still shows within
+result answers for HEALTH_CACHE_MS (1000 by default; 0: every request
+checks for itself, the per-request path bench/ measures). A store outage still shows within
 that time plus the check's own, and draining answers 503 at once
 (test_shutdown.py: a readyz answered 200 just before SIGTERM does not
 keep answering 200 from the cache).
