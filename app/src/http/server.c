@@ -846,6 +846,8 @@ static void conn_start(struct loop *l, struct conn *c)
     struct server *s = l->server;
     if (atomic_fetch_add(&s->nconns, 1) >= s->max_conns) {
         atomic_fetch_sub(&s->nconns, 1);
+        /* Like every 503: said once a second, with a count (core/log.h). */
+        kiln_log_outage("Connections", "MAX_CONNECTIONS reached: new connections refused");
         if (!s->tls)
             refuse_busy(c);
         uv_close((uv_handle_t *)&c->tcp, on_close_free);
