@@ -38,6 +38,22 @@ cd "$(dirname "$0")/.."
 trap 'printf "image: error: unexpected failure at line %s (status %s)\n" "$LINENO" "$?" >&2' ERR
 
 prog=image
+# GET an HTTPS URL of the container (self-signed), retrying for up to 10 s
+# while it starts: sets status (the HTTP code, empty when nothing answered)
+# and body.
+https_get() {
+    local out=
+    for _ in $(seq 100); do
+        if out=$(curl -sk --max-time 2 -w '\n%{http_code}' "$1" 2>/dev/null); then
+            break
+        fi
+        out=
+        sleep 0.1
+    done
+    status=${out##*$'\n'}
+    body=${out%$'\n'*}
+}
+
 log() { printf '%s: %s\n' "$prog" "$*" >&2; }
 die() { printf '%s: error: %s\n' "$prog" "$*" >&2; exit 1; }
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
@@ -245,16 +261,7 @@ step_smoke() {
             echo "smoke: kiln serve exit status after SIGTERM: $rc"
             [ -n "$ok" ] && [ $rc = 0 ]' >"$out" 2>&1 &
     runpid=$!
-    body=
-    for _ in $(seq 100); do
-        if body=$(curl -sk --max-time 2 -w '\n%{http_code}' "https://127.0.0.1:$port/healthz?detailed=true" 2>/dev/null); then
-            break
-        fi
-        body=
-        sleep 0.1
-    done
-    status=${body##*$'\n'}
-    body=${body%$'\n'*}
+    https_get "https://127.0.0.1:$port/healthz?detailed=true"
     log "smoke: GET https://127.0.0.1:$port/healthz?detailed=true: ${status:-no answer} $body"
     [ "$status" = 200 ] || rc=1
     # tell the shell inside to stop the server (its /tmp is the container's)
@@ -326,16 +333,7 @@ smoke_port_443() {
             echo "smoke: PORT=443 serve exit status after SIGTERM: $rc"
             [ $rc = 0 ]' >"$out443" 2>&1 &
     runpid=$!
-    body=
-    for _ in $(seq 100); do
-        if body=$(curl -sk --max-time 2 -w '\n%{http_code}' "https://127.0.0.1:443/livez" 2>/dev/null); then
-            break
-        fi
-        body=
-        sleep 0.1
-    done
-    status=${body##*$'\n'}
-    body=${body%$'\n'*}
+    https_get "https://127.0.0.1:443/livez"
     log "smoke: GET https://127.0.0.1:443/livez as uid 10001: ${status:-no answer} $body"
     [ "$status" = 200 ] || rc=1
     touch "$mnt/tmp/smoke443-done"

@@ -132,56 +132,57 @@ static kiln_str norm(kiln_str s)
     return s;
 }
 
-int kiln_kv_get(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out)
+/* The checks every read that copies a value out starts with (get, take). */
+static int begin_read(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out,
+                      const char *op)
 {
     int rc;
     if (!kv)
         return KILN_EINVAL;
     kv->err[0] = '\0';
     if (!a || !out)
-        return kiln__kv_error(kv, KILN_EINVAL, "get needs an arena and an output");
+        return kiln__kv_error(kv, KILN_EINVAL, "%s needs an arena and an output", op);
     if ((rc = check_key(kv, key)))
         return rc;
     *out = KILN_STR_NULL;
-    return kv->ops->get(kv, a, norm(key), out);
+    return 0;
+}
+
+/* The checks every write of a value starts with (set, replace). */
+static int begin_write(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms)
+{
+    int rc;
+    if (!kv)
+        return KILN_EINVAL;
+    kv->err[0] = '\0';
+    if ((rc = check_key(kv, key)) || (rc = check_ttl(kv, ttl_ms)) ||
+        (rc = check_value(kv, value)))
+        return rc;
+    return 0;
+}
+
+int kiln_kv_get(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out)
+{
+    int rc = begin_read(kv, a, key, out, "get");
+    return rc ? rc : kv->ops->get(kv, a, norm(key), out);
 }
 
 int kiln_kv_set(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms)
 {
-    int rc;
-    if (!kv)
-        return KILN_EINVAL;
-    kv->err[0] = '\0';
-    if ((rc = check_key(kv, key)) || (rc = check_ttl(kv, ttl_ms)) ||
-        (rc = check_value(kv, value)))
-        return rc;
-    return kv->ops->set(kv, norm(key), norm(value), ttl_ms);
+    int rc = begin_write(kv, key, value, ttl_ms);
+    return rc ? rc : kv->ops->set(kv, norm(key), norm(value), ttl_ms);
 }
 
 int kiln_kv_replace(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms)
 {
-    int rc;
-    if (!kv)
-        return KILN_EINVAL;
-    kv->err[0] = '\0';
-    if ((rc = check_key(kv, key)) || (rc = check_ttl(kv, ttl_ms)) ||
-        (rc = check_value(kv, value)))
-        return rc;
-    return kv->ops->replace(kv, norm(key), norm(value), ttl_ms);
+    int rc = begin_write(kv, key, value, ttl_ms);
+    return rc ? rc : kv->ops->replace(kv, norm(key), norm(value), ttl_ms);
 }
 
 int kiln_kv_take(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out)
 {
-    int rc;
-    if (!kv)
-        return KILN_EINVAL;
-    kv->err[0] = '\0';
-    if (!a || !out)
-        return kiln__kv_error(kv, KILN_EINVAL, "take needs an arena and an output");
-    if ((rc = check_key(kv, key)))
-        return rc;
-    *out = KILN_STR_NULL;
-    return kv->ops->take(kv, a, norm(key), out);
+    int rc = begin_read(kv, a, key, out, "take");
+    return rc ? rc : kv->ops->take(kv, a, norm(key), out);
 }
 
 int kiln_kv_del(struct kiln_kv *kv, kiln_str key, bool *deleted)

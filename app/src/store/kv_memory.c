@@ -452,6 +452,16 @@ static struct mem_store *store_of(struct kiln_kv *kv)
     return (struct mem_store *)kv->store;
 }
 
+/* e's value, copied into the arena with a NUL after it. Under the lock. */
+static void copy_out(kiln_arena *a, const struct entry *e, kiln_str *out)
+{
+    char *p = kiln_arena_alloc(a, e->vlen + 1);
+    if (e->vlen)
+        memcpy(p, e->value, e->vlen);
+    p[e->vlen] = '\0';
+    *out = (kiln_str){ p, e->vlen };
+}
+
 static int memory_get(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str *out)
 {
     struct mem_store *s = store_of(kv);
@@ -461,72 +471,61 @@ static int memory_get(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str 
     pthread_mutex_lock(&s->lock);
     struct entry *e = find(s, key, h, kiln_now_ms());
     if (e) {
-        char *p = kiln_arena_alloc(a, e->vlen + 1);
-        if (e->vlen)
-            memcpy(p, e->value, e->vlen);
-        p[e->vlen] = '\0';
-        *out = (kiln_str){ p, e->vlen };
+        copy_out(a, e, out);
         rc = 0;
     }
     pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/*
+ * SET, or with only_existing SET XX: the lookup and the write under one
+ * hold of the lock, so a delete lands either before (nothing written) or
+ * after (it wins).
+ */
+static int put(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms,
+               bool only_existing)
+{
+    struct mem_store *s = store_of(kv);
+    uint64_t h = hash_key(s, key), evicted = 0;
+    /* Copy the value before taking the lock, free the old one after. */
+    char *copy = value.len ? kiln_malloc(value.len) : NULL, *old = copy;
+    int rc = 0;
+    if (value.len)
+        memcpy(copy, value.p, value.len);
+
+    pthread_mutex_lock(&s->lock);
+    uint64_t now = kiln_now_ms();
+    reclaim(s, now, SWEEP_PER_WRITE);
+    struct entry *e = find(s, key, h, now);
+    if (!e && !only_existing) {
+        evicted = make_room(s, now);
+        e = insert(s, key, h);
+    }
+    if (e) {
+        old = e->value;
+        e->value = copy;
+        e->vlen = value.len;
+        /* Like SET: a write without a TTL clears the old one. */
+        set_deadline(s, e, deadline(now, ttl_ms));
+    } else {
+        rc = KILN_ENOTFOUND;
+    }
+    pthread_mutex_unlock(&s->lock);
+
+    free(old); /* the replaced value, or our unused copy */
+    warn_eviction(s, evicted);
     return rc;
 }
 
 static int memory_set(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms)
 {
-    struct mem_store *s = store_of(kv);
-    uint64_t h = hash_key(s, key), evicted = 0;
-    /* Copy the value before taking the lock, free the old one after. */
-    char *copy = value.len ? kiln_malloc(value.len) : NULL;
-    if (value.len)
-        memcpy(copy, value.p, value.len);
-
-    pthread_mutex_lock(&s->lock);
-    uint64_t now = kiln_now_ms();
-    reclaim(s, now, SWEEP_PER_WRITE);
-    struct entry *e = find(s, key, h, now);
-    if (!e) {
-        evicted = make_room(s, now);
-        e = insert(s, key, h);
-    }
-    char *old = e->value;
-    e->value = copy;
-    e->vlen = value.len;
-    /* Like SET: a write without a TTL clears the old one. */
-    set_deadline(s, e, deadline(now, ttl_ms));
-    pthread_mutex_unlock(&s->lock);
-
-    free(old);
-    warn_eviction(s, evicted);
-    return 0;
+    return put(kv, key, value, ttl_ms, false);
 }
 
-/* SET XX: the lookup and the write under one hold of the lock, so a delete
- * lands either before (nothing written) or after (it wins). */
 static int memory_replace(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms)
 {
-    struct mem_store *s = store_of(kv);
-    uint64_t h = hash_key(s, key);
-    char *copy = value.len ? kiln_malloc(value.len) : NULL, *old = copy;
-    int rc = KILN_ENOTFOUND;
-    if (value.len)
-        memcpy(copy, value.p, value.len);
-
-    pthread_mutex_lock(&s->lock);
-    uint64_t now = kiln_now_ms();
-    reclaim(s, now, SWEEP_PER_WRITE);
-    struct entry *e = find(s, key, h, now);
-    if (e) {
-        old = e->value;
-        e->value = copy;
-        e->vlen = value.len;
-        set_deadline(s, e, deadline(now, ttl_ms));
-        rc = 0;
-    }
-    pthread_mutex_unlock(&s->lock);
-
-    free(old); /* the replaced value, or our unused copy */
-    return rc;
+    return put(kv, key, value, ttl_ms, true);
 }
 
 /* GETDEL: found, copied and unlinked under one hold of the lock, so of two
@@ -541,11 +540,7 @@ static int memory_take(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str
     uint64_t now = kiln_now_ms();
     struct entry *e = find(s, key, h, now);
     if (e) {
-        char *p = kiln_arena_alloc(a, e->vlen + 1);
-        if (e->vlen)
-            memcpy(p, e->value, e->vlen);
-        p[e->vlen] = '\0';
-        *out = (kiln_str){ p, e->vlen };
+        copy_out(a, e, out);
         remove_entry(s, e);
         rc = 0;
     }

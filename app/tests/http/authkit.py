@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import pathlib
+import random
 import re
 import subprocess
 import tempfile
@@ -59,6 +60,16 @@ COOKIE_VALUE_RE = re.compile(r'^[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]+$')
 
 def secret_key_base():
     return os.urandom(64).hex()
+
+
+def client_ip():
+    """A random address for X-Forwarded-For, so that a test's rate-limit
+    counters are its own (every test client is 127.0.0.1)."""
+    return f"10.{random.randint(0, 255)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+
+
+def xff(ip):
+    return [("X-Forwarded-For", ip)]
 
 
 def unique_email(tag="user"):

@@ -12,7 +12,6 @@ and protected ones under a fresh user; the one test that must use the
 socket address only relies on reaching the limit, not on where it starts.
 """
 
-import random
 import time
 
 import pytest
@@ -24,8 +23,7 @@ PUBLIC, PROTECTED = 4, 5
 PUBLIC_PATH = "/auth/logout"        # public, cheap, no state needed
 
 
-def client_ip():
-    return f"10.{random.randint(0, 255)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+client_ip = ak.client_ip
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +39,7 @@ def direct(module_kiln):
     return ak.start_kiln(module_kiln, RATE_LIMIT_PUBLIC=PUBLIC, RATE_LIMIT_PROTECTED=PROTECTED)
 
 
-def xff(ip):
-    return [("X-Forwarded-For", ip)]
+xff = ak.xff
 
 
 def new_user(srv):

@@ -16,7 +16,6 @@ as a request shaped the way such a client sends it:
   must be an IP address.
 """
 
-import random
 import uuid
 
 import pytest
@@ -232,8 +231,7 @@ def test_archived_on_create_is_kept(srv, cookie, resource, body):
 LIMIT = 4
 
 
-def client_ip():
-    return f"10.{random.randint(0, 255)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+client_ip = ak.client_ip
 
 
 @pytest.fixture(scope="module")
@@ -242,8 +240,7 @@ def limited(module_kiln):
                          TRUSTED_PROXY_HOPS=1)
 
 
-def xff(ip):
-    return [("X-Forwarded-For", ip)]
+xff = ak.xff
 
 
 def test_every_spelling_of_a_route_shares_one_bucket(limited):
