@@ -18,8 +18,13 @@ LLHTTP_INC = /usr/share/include/llhttp
 VERSION_STR := $(shell cat VERSION)$(shell git rev-parse --short HEAD >/dev/null 2>&1 && echo "+$$(git rev-parse --short HEAD)")
 
 PKGS      = libuv openssl jansson libpq sqlite3 hiredis libcurl expat
+# libpq and libcurl are compiled against but not linked: Kiln loads them
+# with dlopen when the configuration needs them (app/src/core/dl.h, whose
+# sonames DLOPEN_LIBS reads, for the image and the Lambda zips).
+LINK_PKGS = $(filter-out libpq libcurl,$(PKGS))
+DLOPEN_LIBS := $(shell sed -n 's/^\#define KILN_[A-Z]*_SONAME "\(.*\)"$$/\1/p' app/src/core/dl.h)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(LINK_PKGS) 2>/dev/null)
 
 WARN      = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-unused-parameter
@@ -233,7 +238,7 @@ LAMBDA_PKG      = PKG_CONFIG_SYSROOT_DIR=$(LAMBDA_SYSROOT) \
 LAMBDA_CPPFLAGS = -D_GNU_SOURCE -iquote app/src -I$(LLHTTP_INC) $$($(LAMBDA_PKG) --cflags $(PKGS)) \
                   -DKILN_VERSION='"$(VERSION_STR)"'
 LAMBDA_LIBKILN  = $(LAMBDA_DIR)/libkiln.a
-LAMBDA_LIBS     = $$($(LAMBDA_PKG) --libs $(PKGS)) -pthread \
+LAMBDA_LIBS     = $$($(LAMBDA_PKG) --libs $(LINK_PKGS)) -pthread \
                   -Wl,-rpath-link,$(LAMBDA_SYSROOT)/usr/lib/$(LAMBDA_TRIPLET):$(LAMBDA_SYSROOT)/lib/$(LAMBDA_TRIPLET)
 LAMBDA_DEPS     = $(LAMBDA_SYSROOT)/.kiln-sysroot
 LAMBDA_LIBOBJ   = $(SRC:app/src/%.c=$(LAMBDA_DIR)/obj/lib/%.o) $(LLHTTP:%=$(LAMBDA_DIR)/obj/llhttp/%.o) \
@@ -268,7 +273,8 @@ $(LAMBDA_DIR)/kiln-rotate: $(LAMBDA_OBJ) $(LAMBDA_LIBKILN)
 
 $(LAMBDA_DIR)/rotate-%.zip: $(LAMBDA_DIR)/kiln-rotate infra/lambdas/pack.py
 	$(PYTHON) infra/lambdas/pack.py --binary $< --kind $* --triplet $(LAMBDA_TRIPLET) \
-		$(if $(LAMBDA_SYSROOT),--sysroot $(LAMBDA_SYSROOT)) --strip $(LAMBDA_STRIP) --out $@
+		$(if $(LAMBDA_SYSROOT),--sysroot $(LAMBDA_SYSROOT)) --dlopen "$(DLOPEN_LIBS)" \
+		--strip $(LAMBDA_STRIP) --out $@
 
 .PHONY: lambdas lambda-zips lambdas-native
 lambda-zips: $(LAMBDA_ZIPS)

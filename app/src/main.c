@@ -23,6 +23,7 @@
 #include "auth/session.h"
 #include "store/migrate.h"
 #include "core/caps.h"
+#include "core/dl.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/str.h"
@@ -268,6 +269,7 @@ int main(int argc, char **argv)
         fputs(usage, stderr);
         return 2;
     }
+    kiln_dl_setup_env();
     const char *cmd = argv[1];
     if (!strcmp(cmd, "help") || !strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
         fputs(usage, stdout);

@@ -88,9 +88,10 @@ def resolve(name, dirs):
     return None
 
 
-def closure(binary, dirs):
-    """{soname: real path} of every library the binary needs, recursively."""
-    found, todo = {}, list(needed(binary))
+def closure(binary, dirs, dlopened=()):
+    """{soname: real path} of every library the binary needs, recursively,
+    and of the libraries it loads with dlopen (Makefile DLOPEN_LIBS)."""
+    found, todo = {}, list(needed(binary)) + list(dlopened)
     while todo:
         name = todo.pop()
         if name in found:
@@ -119,6 +120,8 @@ def main():
                     choices=["secret-key-base", "db-user", "valkey-user"])
     ap.add_argument("--triplet", required=True)
     ap.add_argument("--sysroot", default="")
+    ap.add_argument("--dlopen", default="",
+                    help="space-separated sonames the binary loads at run time")
     ap.add_argument("--strip", default="")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -129,7 +132,7 @@ def main():
         os.path.realpath(os.path.join(a.sysroot or "/", interp.lstrip("/"))))
     if not os.path.exists(loader):
         sys.exit(f"pack: the loader {interp} is not in {', '.join(dirs)}")
-    libs = closure(a.binary, dirs)
+    libs = closure(a.binary, dirs, a.dlopen.split())
     libs.pop(os.path.basename(interp), None)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -35,6 +35,8 @@
 #include "aws/s3.h"
 #include "core/alloc.h"
 #include "core/config.h"
+#include "core/dl.h"
+#include "core/http_client.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/str.h"
@@ -190,6 +192,10 @@ void api_uploads_setup(struct kiln_env_reader *e)
          * signature: a typo must stop the start, not every upload. */
         kiln_env_problem(e, "%s is not an AWS region name (e.g. eu-west-1; got \"%.40s\")",
                          region_var, region);
+    else if (bucket && kiln_http_client_init() != 0)
+        /* Loaded now (core/dl.h) so that no request pays for it. */
+        kiln_env_problem(e, "UPLOADS_BUCKET is set but " KILN_CURL_SONAME
+                            " (S3 requests) cannot be loaded");
     else if (bucket) {
         up.bucket = kiln_strdup(bucket);
         up.region = kiln_strdup(region);

@@ -9,7 +9,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include <curl/curl.h>
+#include "core/dl.h"
 #include <jansson.h>
 
 #include "core/alloc.h"
@@ -80,17 +80,19 @@ static bool container_url_allowed(const char *u)
 {
     if (strncmp(u, "https://", 8) == 0)
         return true;
-    CURLU *h = curl_url();
+    if (kiln_dl_curl() != 0)
+        return false;
+    CURLU *h = kiln_curl.curl_url();
     char *host = NULL;
     bool ok = false;
-    if (h && curl_url_set(h, CURLUPART_URL, u, 0) == CURLUE_OK &&
-        curl_url_get(h, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+    if (h && kiln_curl.curl_url_set(h, CURLUPART_URL, u, 0) == CURLUE_OK &&
+        kiln_curl.curl_url_get(h, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
         ok = strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
              strcmp(host, "[::1]") == 0 || strcmp(host, "169.254.170.2") == 0 ||
              strcmp(host, "169.254.170.23") == 0 || strcmp(host, "[fd00:ec2::23]") == 0;
     }
-    curl_free(host);
-    curl_url_cleanup(h);
+    kiln_curl.curl_free(host);
+    kiln_curl.curl_url_cleanup(h);
     return ok;
 }
 
@@ -453,22 +455,26 @@ int kiln_aws_request(const struct kiln_aws_call *call, struct kiln_http_response
     kiln_buf_init(&res->headers, 1);
     err[0] = '\0';
 
+    if (kiln_dl_curl() != 0) {
+        snprintf(err, errcap, "cannot load " KILN_CURL_SONAME);
+        return KILN_EIO;
+    }
     struct kiln_aws_creds creds;
     int rc = kiln_aws_credentials(&creds, err, errcap);
     if (rc)
         return rc;
 
-    CURLU *u = curl_url();
+    CURLU *u = kiln_curl.curl_url();
     char *host = NULL, *port = NULL, *path = NULL, *query = NULL;
-    if (!u || curl_url_set(u, CURLUPART_URL, call->url, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK) {
+    if (!u || kiln_curl.curl_url_set(u, CURLUPART_URL, call->url, 0) != CURLUE_OK ||
+        kiln_curl.curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        kiln_curl.curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK) {
         snprintf(err, errcap, "malformed AWS URL");
         rc = KILN_EINVAL;
         goto out;
     }
-    curl_url_get(u, CURLUPART_PORT, &port, 0);      /* only when explicit */
-    curl_url_get(u, CURLUPART_QUERY, &query, 0);
+    kiln_curl.curl_url_get(u, CURLUPART_PORT, &port, 0);      /* only when explicit */
+    kiln_curl.curl_url_get(u, CURLUPART_QUERY, &query, 0);
 
     char hostport[512];
     snprintf(hostport, sizeof hostport, "%s%s%s", host, port ? ":" : "", port ? port : "");
@@ -533,10 +539,10 @@ int kiln_aws_request(const struct kiln_aws_call *call, struct kiln_http_response
     kiln_sigv4_signed_free(&sig);
 out:
     explicit_bzero(&creds, sizeof creds);
-    curl_free(host);
-    curl_free(port);
-    curl_free(path);
-    curl_free(query);
-    curl_url_cleanup(u);
+    kiln_curl.curl_free(host);
+    kiln_curl.curl_free(port);
+    kiln_curl.curl_free(path);
+    kiln_curl.curl_free(query);
+    kiln_curl.curl_url_cleanup(u);
     return rc;
 }

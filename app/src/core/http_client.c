@@ -8,7 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include <curl/curl.h>
+#include "core/dl.h"
 
 #include "core/alloc.h"
 #include "core/err.h"
@@ -19,7 +19,9 @@ static CURLcode init_result = CURLE_FAILED_INIT;
 
 static void global_init(void)
 {
-    init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (kiln_dl_curl() != 0)
+        return; /* init_result stays CURLE_FAILED_INIT */
+    init_result = kiln_curl.curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
 static char *ca_file;  /* set once at start, read-only afterwards */
@@ -96,7 +98,7 @@ bool kiln_http_response_header(const struct kiln_http_response *res, const char 
 /* Out of memory is fatal here as everywhere (core/alloc.h). */
 static struct curl_slist *add_header(struct curl_slist *list, const char *h)
 {
-    struct curl_slist *l = curl_slist_append(list, h);
+    struct curl_slist *l = kiln_curl.curl_slist_append(list, h);
     if (!l)
         kiln_fatal("out of memory");
     return l;
@@ -142,14 +144,14 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
     struct sink sink = { &res->body, max, false };
 
     if (kiln_http_client_init() != 0) {
-        snprintf(res->error, sizeof res->error, "curl_global_init failed");
+        snprintf(res->error, sizeof res->error, "cannot load or initialise " KILN_CURL_SONAME);
         return KILN_EIO;
     }
     if (!req->url || (strncmp(req->url, "https://", 8) && strncmp(req->url, "http://", 7))) {
         snprintf(res->error, sizeof res->error, "not an http(s) URL");
         return KILN_EINVAL;
     }
-    h = curl_easy_init();
+    h = kiln_curl.curl_easy_init();
     if (!h) {
         snprintf(res->error, sizeof res->error, "curl_easy_init failed");
         return KILN_EIO;
@@ -182,7 +184,7 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
      * silently lost its TLS verification or timeout is worse than none. */
     CURLcode c = CURLE_OK;
 #define SET(opt, val) \
-    if (c == CURLE_OK) c = curl_easy_setopt(h, opt, val)
+    if (c == CURLE_OK) c = kiln_curl.curl_easy_setopt(h, opt, val)
     SET(CURLOPT_URL, req->url);
     SET(CURLOPT_ERRORBUFFER, errbuf);
     /* Worker threads: no signals (SIGALRM for DNS timeouts is per process). */
@@ -227,21 +229,21 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
     }
 #undef SET
     if (c != CURLE_OK) {
-        snprintf(res->error, sizeof res->error, "curl_easy_setopt: %s", curl_easy_strerror(c));
+        snprintf(res->error, sizeof res->error, "curl_easy_setopt: %s", kiln_curl.curl_easy_strerror(c));
         goto out;
     }
 
-    c = curl_easy_perform(h);
+    c = kiln_curl.curl_easy_perform(h);
     if (c != CURLE_OK) {
         rc = map_error(c, sink.too_big);
         if (rc == KILN_ETOOBIG)
             snprintf(res->error, sizeof res->error, "response body over %zu bytes", max);
         else
-            snprintf(res->error, sizeof res->error, "%s%s%s", curl_easy_strerror(c),
+            snprintf(res->error, sizeof res->error, "%s%s%s", kiln_curl.curl_easy_strerror(c),
                      errbuf[0] ? ": " : "", errbuf);
         goto out;
     }
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &res->status);
+    kiln_curl.curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &res->status);
     /* NUL-terminate for parsers that want a C string; not counted. */
     if (kiln_buf_append(&res->body, "", 1) != 0) {
         rc = KILN_ETOOBIG;
@@ -254,8 +256,8 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
     rc = 0;
 
 out:
-    curl_easy_cleanup(h);
-    curl_slist_free_all(headers);
+    kiln_curl.curl_easy_cleanup(h);
+    kiln_curl.curl_slist_free_all(headers);
     if (auth) {
         /* The header may carry a client secret. */
         explicit_bzero(auth, strlen(auth));

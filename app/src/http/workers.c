@@ -1,4 +1,10 @@
-/* Fixed threads over a mutex + condition-variable FIFO; see workers.h. */
+/*
+ * Threads over a mutex + condition-variable FIFO; see workers.h. Threads
+ * start when work first needs them, not at start: an idle or lightly used
+ * server never pays for the stacks, malloc arenas and per-worker store
+ * connections (an SQLite connection each) of the whole pool, and a start
+ * does not wait for ten clone()s (docs/ARCHITECTURE.md, Footprint).
+ */
 #include "http/workers.h"
 
 #include <stdlib.h>
@@ -15,7 +21,9 @@ struct kiln_workers {
     struct kiln_job *head, *tail;
     unsigned queued, cap;
     bool stopping;
-    unsigned nthreads;
+    unsigned nthreads;       /* the most that may run */
+    unsigned started;        /* threads[0..started) exist */
+    unsigned idle;           /* waiting for a job, not yet woken for one */
     pthread_t *threads;
     struct kiln_worker_hooks hooks;
 };
@@ -48,8 +56,11 @@ static void *worker_main(void *arg)
         worker_context = w->hooks.start(w->hooks.arg, (unsigned)worker_index);
     for (;;) {
         pthread_mutex_lock(&w->lock);
-        while (!w->head && !w->stopping)
+        while (!w->head && !w->stopping) {
+            w->idle++;
             pthread_cond_wait(&w->ready, &w->lock);
+            w->idle--;
+        }
         struct kiln_job *job = w->head;
         if (!job) { /* stopping and drained */
             pthread_mutex_unlock(&w->lock);
@@ -69,6 +80,22 @@ static void *worker_main(void *arg)
     }
 }
 
+/* Called with w->lock held, after taking slot index = w->started++. */
+static void spawn(struct kiln_workers *w, unsigned index)
+{
+    struct start *s = kiln_malloc(sizeof *s);
+    s->w = w;
+    s->index = (int)index;
+    /* Workers never handle signals; the main thread does. The mask is
+     * inherited from the caller, which may be an event loop. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    if (pthread_create(&w->threads[index], NULL, worker_main, s) != 0)
+        kiln_fatal("cannot start worker thread");
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 struct kiln_workers *kiln_workers_start(unsigned threads, unsigned queue_cap,
                                         const struct kiln_worker_hooks *hooks)
 {
@@ -78,20 +105,8 @@ struct kiln_workers *kiln_workers_start(unsigned threads, unsigned queue_cap,
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->ready, NULL);
     w->cap = queue_cap;
-    w->nthreads = threads;
-    w->threads = kiln_calloc(threads, sizeof *w->threads);
-    /* Workers never handle signals; the main thread does. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    for (unsigned i = 0; i < threads; i++) {
-        struct start *s = kiln_malloc(sizeof *s);
-        s->w = w;
-        s->index = (int)i;
-        if (pthread_create(&w->threads[i], NULL, worker_main, s) != 0)
-            kiln_fatal("cannot start worker thread");
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    w->nthreads = threads ? threads : 1;
+    w->threads = kiln_calloc(w->nthreads, sizeof *w->threads);
     return w;
 }
 
@@ -111,6 +126,12 @@ int kiln_workers_submit(struct kiln_workers *w, struct kiln_job *job)
             w->head = job;
         w->tail = job;
         w->queued++;
+        /* More jobs waiting than threads waiting for them: one more
+         * thread, while the pool is below its size. Created under the
+         * lock so that stop never misses one (a clone, rare: at most
+         * nthreads times in the process's life). */
+        if (w->queued > w->idle && w->started < w->nthreads)
+            spawn(w, w->started++);
         pthread_cond_signal(&w->ready);
     }
     pthread_mutex_unlock(&w->lock);
@@ -124,8 +145,9 @@ void kiln_workers_stop(struct kiln_workers *w)
     pthread_mutex_lock(&w->lock);
     w->stopping = true;
     pthread_cond_broadcast(&w->ready);
+    unsigned started = w->started; /* no submit succeeds after stopping */
     pthread_mutex_unlock(&w->lock);
-    for (unsigned i = 0; i < w->nthreads; i++)
+    for (unsigned i = 0; i < started; i++)
         pthread_join(w->threads[i], NULL);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->ready);

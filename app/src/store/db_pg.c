@@ -11,7 +11,7 @@
 #include "store/db_internal.h"
 
 #include <errno.h>
-#include <libpq-fe.h>
+#include "core/dl.h"
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +34,8 @@ static void pg_disconnect(struct kiln_db *db)
 {
     kiln_fdwatch_close(&db->watch); /* before libpq closes the socket */
     pipe_down(db);
-    PQfinish(C(db));
+    if (db->conn) /* NULL too when libpq could not be loaded */
+        kiln_pq.PQfinish(C(db));
     db->conn = NULL;
     for (unsigned i = 0; i < KILN_DB_STMT_CACHE; i++) {
         free(db->cache[i].sql);
@@ -60,10 +61,10 @@ static int pipe_up(struct kiln_db *db);
 static int credentials(struct kiln_db *db, char *user, size_t ucap, char *password, size_t pcap)
 {
     char *perr = NULL;
-    PQconninfoOption *opts = PQconninfoParse(db->cfg->conninfo, &perr);
+    PQconninfoOption *opts = kiln_pq.PQconninfoParse(db->cfg->conninfo, &perr);
     if (!opts) {
         /* libpq's parse error may quote the string, password included. */
-        PQfreemem(perr);
+        kiln_pq.PQfreemem(perr);
         kiln__db_error(db, "postgres: unreadable connection settings");
         return KILN_EUNAVAILABLE;
     }
@@ -81,7 +82,7 @@ static int credentials(struct kiln_db *db, char *user, size_t ucap, char *passwo
     char err[512] = "";
     int rc = db->cfg->credentials(db->cfg->credentials_ctx, &t, user, ucap, password, pcap, err,
                                   sizeof err);
-    PQconninfoFree(opts);
+    kiln_pq.PQconninfoFree(opts);
     if (rc) {
         kiln__db_error(db, "postgres: no credentials for a new connection: %s", err);
         return KILN_EUNAVAILABLE;
@@ -102,6 +103,10 @@ static int pg_connect(struct kiln_db *db, unsigned timeout_ms)
     const char *keys[] = { "dbname", "keepalives", "keepalives_idle", "keepalives_interval",
                            "keepalives_count", NULL, NULL, NULL };
     const char *vals[] = { db->cfg->conninfo, "1", "30", "10", "3", NULL, NULL, NULL };
+    if (kiln_dl_pq() != 0) {
+        kiln__db_error(db, "postgres: cannot load " KILN_PQ_SONAME);
+        return KILN_EUNAVAILABLE;
+    }
     char user[256] = "", password[8192] = "";
     if (db->cfg->credentials) {
         int rc = credentials(db, user, sizeof user, password, sizeof password);
@@ -118,49 +123,49 @@ static int pg_connect(struct kiln_db *db, unsigned timeout_ms)
         }
     }
     uint64_t deadline = kiln_now_ms() + timeout_ms;
-    PGconn *c = PQconnectStartParams(keys, vals, 1);
+    PGconn *c = kiln_pq.PQconnectStartParams(keys, vals, 1);
     explicit_bzero(password, sizeof password);
     if (!c) {
         kiln__db_error(db, "postgres: out of memory");
         return KILN_EUNAVAILABLE;
     }
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-    while (PQstatus(c) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+    while (kiln_pq.PQstatus(c) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
         /* libpq may move to another socket (next address): a fresh
          * watcher for every wait. */
         struct kiln_fdwatch *watch = NULL;
-        int w = kiln_wait_fd(&watch, PQsocket(c),
+        int w = kiln_wait_fd(&watch, kiln_pq.PQsocket(c),
                              st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
         kiln_fdwatch_close(&watch);
         if (w == KILN_ETIMEDOUT) {
             kiln__db_error(db, "postgres: connect timed out after %u ms", timeout_ms);
-            PQfinish(c);
+            kiln_pq.PQfinish(c);
             return KILN_EUNAVAILABLE;
         }
         if (w)
             break;
-        st = PQconnectPoll(c);
+        st = kiln_pq.PQconnectPoll(c);
     }
-    if (PQstatus(c) != CONNECTION_OK) {
+    if (kiln_pq.PQstatus(c) != CONNECTION_OK) {
         /* libpq's message names host and reason, never the password. */
-        kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+        kiln__db_error(db, "postgres: %s", kiln_pq.PQerrorMessage(c));
         /* The server refused the login (its words: "password
          * authentication failed", "PAM authentication failed" from RDS IAM,
          * "not permitted to log in", RDS Proxy's "no credentials for the
          * role"): say so, so that rotated credentials are read again. */
-        const char *m = PQerrorMessage(c);
+        const char *m = kiln_pq.PQerrorMessage(c);
         if (db->cfg->credentials_rejected &&
             (strstr(m, "authentication failed") || strstr(m, "not permitted to log in") ||
              strstr(m, "no credentials for")))
             db->cfg->credentials_rejected(db->cfg->credentials_ctx);
-        PQfinish(c);
+        kiln_pq.PQfinish(c);
         return KILN_EUNAVAILABLE;
     }
-    PQsetNoticeProcessor(c, on_notice, NULL);
+    kiln_pq.PQsetNoticeProcessor(c, on_notice, NULL);
     /* Sends never block the thread: a large one is flushed by send_wait. */
-    if (PQsetnonblocking(c, 1) != 0) {
+    if (kiln_pq.PQsetnonblocking(c, 1) != 0) {
         kiln__db_error(db, "postgres: cannot make the connection non-blocking");
-        PQfinish(c);
+        kiln_pq.PQfinish(c);
         return KILN_EUNAVAILABLE;
     }
     db->conn = c;
@@ -172,13 +177,13 @@ static int pg_connect(struct kiln_db *db, unsigned timeout_ms)
 /* Map a failed result to a kiln_err by SQLSTATE class (PostgreSQL appendix A). */
 static int error_of(struct kiln_db *db, PGresult *res)
 {
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(C(db));
+    const char *state = res ? kiln_pq.PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? kiln_pq.PQresultErrorMessage(res) : kiln_pq.PQerrorMessage(C(db));
     /* Only the primary message: DETAIL lines may quote row values. */
-    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *primary = res ? kiln_pq.PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     kiln__db_error(db, "postgres: %s%s%s", state ? state : "", state ? " " : "",
                    primary ? primary : msg);
-    if (PQstatus(C(db)) == CONNECTION_BAD || !state)
+    if (kiln_pq.PQstatus(C(db)) == CONNECTION_BAD || !state)
         return KILN_EUNAVAILABLE;
     if (!strncmp(state, "23", 2))
         return KILN_ECONFLICT;          /* integrity constraint violation */
@@ -197,30 +202,30 @@ static int wait_result(struct kiln_db *db, unsigned timeout_ms)
     PGconn *c = C(db);
     uint64_t deadline = kiln_now_ms() + timeout_ms;
     for (;;) {
-        int f = PQflush(c);
+        int f = kiln_pq.PQflush(c);
         if (f == 0)
             break;
         if (f < 0) {
-            kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+            kiln__db_error(db, "postgres: %s", kiln_pq.PQerrorMessage(c));
             return KILN_EUNAVAILABLE;
         }
         /* The server may be sending while we still send: read too. */
-        if (kiln_wait_fd(&db->watch, PQsocket(c), POLLOUT | POLLIN, deadline) ==
+        if (kiln_wait_fd(&db->watch, kiln_pq.PQsocket(c), POLLOUT | POLLIN, deadline) ==
             KILN_ETIMEDOUT) {
             kiln__db_error(db, "postgres: query not sent within %u ms", timeout_ms);
             return KILN_EUNAVAILABLE;
         }
-        if (!PQconsumeInput(c)) {
-            kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+        if (!kiln_pq.PQconsumeInput(c)) {
+            kiln__db_error(db, "postgres: %s", kiln_pq.PQerrorMessage(c));
             return KILN_EUNAVAILABLE;
         }
     }
     for (;;) {
-        if (!PQconsumeInput(c)) {
-            kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+        if (!kiln_pq.PQconsumeInput(c)) {
+            kiln__db_error(db, "postgres: %s", kiln_pq.PQerrorMessage(c));
             return KILN_EUNAVAILABLE;
         }
-        if (!PQisBusy(c))
+        if (!kiln_pq.PQisBusy(c))
             return 0;
         uint64_t now = kiln_now_ms();
         if (now >= deadline) {
@@ -233,7 +238,7 @@ static int wait_result(struct kiln_db *db, unsigned timeout_ms)
             kiln__db_error(db, "postgres: query timed out after %u ms", timeout_ms);
             return KILN_EUNAVAILABLE;
         }
-        if (kiln_wait_fd(&db->watch, PQsocket(c), POLLIN, deadline) == KILN_EIO) {
+        if (kiln_wait_fd(&db->watch, kiln_pq.PQsocket(c), POLLIN, deadline) == KILN_EIO) {
             kiln__db_error(db, "postgres: poll failed");
             return KILN_EUNAVAILABLE;
         }
@@ -242,26 +247,26 @@ static int wait_result(struct kiln_db *db, unsigned timeout_ms)
 
 static void fill_rows(PGresult *res, kiln_arena *a, struct kiln_db_rows *rows)
 {
-    int nr = PQntuples(res), nc = PQnfields(res);
+    int nr = kiln_pq.PQntuples(res), nc = kiln_pq.PQnfields(res);
     rows->nrows = (size_t)nr;
     rows->ncols = (size_t)nc;
     rows->cells = kiln_arena_alloc(a, (size_t)(nr > 0 ? nr : 1) * (size_t)(nc > 0 ? nc : 1) *
                                           sizeof *rows->cells);
     rows->names = kiln_arena_alloc(a, (size_t)(nc > 0 ? nc : 1) * sizeof *rows->names);
     for (int j = 0; j < nc; j++)
-        rows->names[j] = kiln_arena_strndup(a, PQfname(res, j), strlen(PQfname(res, j)));
+        rows->names[j] = kiln_arena_strndup(a, kiln_pq.PQfname(res, j), strlen(kiln_pq.PQfname(res, j)));
     for (int i = 0; i < nr; i++) {
         for (int j = 0; j < nc; j++) {
             kiln_str *cell = &rows->cells[(size_t)i * (size_t)nc + (size_t)j];
-            if (PQgetisnull(res, i, j)) {
+            if (kiln_pq.PQgetisnull(res, i, j)) {
                 *cell = KILN_STR_NULL;
             } else {
-                size_t len = (size_t)PQgetlength(res, i, j);
-                *cell = (kiln_str){ kiln_arena_strndup(a, PQgetvalue(res, i, j), len), len };
+                size_t len = (size_t)kiln_pq.PQgetlength(res, i, j);
+                *cell = (kiln_str){ kiln_arena_strndup(a, kiln_pq.PQgetvalue(res, i, j), len), len };
             }
         }
     }
-    const char *affected = PQcmdTuples(res);
+    const char *affected = kiln_pq.PQcmdTuples(res);
     rows->affected = affected && *affected ? strtoull(affected, NULL, 10) : 0;
 }
 
@@ -271,8 +276,8 @@ static int collect(struct kiln_db *db, kiln_arena *a, struct kiln_db_rows *rows)
     int err = 0;
     bool got = false;
     PGresult *res;
-    while ((res = PQgetResult(C(db)))) {
-        ExecStatusType st = PQresultStatus(res);
+    while ((res = kiln_pq.PQgetResult(C(db)))) {
+        ExecStatusType st = kiln_pq.PQresultStatus(res);
         if (!err) {
             if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
                 if (rows && !got)
@@ -282,10 +287,10 @@ static int collect(struct kiln_db *db, kiln_arena *a, struct kiln_db_rows *rows)
                 err = error_of(db, res);
             }
         }
-        PQclear(res);
+        kiln_pq.PQclear(res);
     }
-    if (!err && PQstatus(C(db)) == CONNECTION_BAD) {
-        kiln__db_error(db, "postgres: %s", PQerrorMessage(C(db)));
+    if (!err && kiln_pq.PQstatus(C(db)) == CONNECTION_BAD) {
+        kiln__db_error(db, "postgres: %s", kiln_pq.PQerrorMessage(C(db)));
         err = KILN_EUNAVAILABLE;
     }
     return err;
@@ -306,7 +311,7 @@ static const char *prepared(struct kiln_db *db, const char *sql, size_t nparams,
         /* Evicted: deallocate so the server's memory stays bounded too. */
         char dealloc[64];
         snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", (char *)db->cache[slot].stmt);
-        if (!PQsendQuery(C(db), dealloc) || (*err = wait_result(db, timeout_ms)) != 0 ||
+        if (!kiln_pq.PQsendQuery(C(db), dealloc) || (*err = wait_result(db, timeout_ms)) != 0 ||
             (*err = collect(db, NULL, NULL)) != 0) {
             if (!*err)
                 *err = KILN_EUNAVAILABLE;
@@ -317,8 +322,8 @@ static const char *prepared(struct kiln_db *db, const char *sql, size_t nparams,
         db->cache[slot].sql = NULL;
         db->cache[slot].stmt = NULL;
     }
-    if (!PQsendPrepare(C(db), name, sql, (int)nparams, NULL)) {
-        kiln__db_error(db, "postgres: %s", PQerrorMessage(C(db)));
+    if (!kiln_pq.PQsendPrepare(C(db), name, sql, (int)nparams, NULL)) {
+        kiln__db_error(db, "postgres: %s", kiln_pq.PQerrorMessage(C(db)));
         *err = KILN_EUNAVAILABLE;
         return NULL;
     }
@@ -340,12 +345,12 @@ static int pg_query(struct kiln_db *db, kiln_arena *a, const char *sql,
         const char *name = prepared(db, sql, nparams, timeout_ms, &err);
         if (!name)
             return err;
-        ok = PQsendQueryPrepared(C(db), name, (int)nparams, params, NULL, NULL, 0);
+        ok = kiln_pq.PQsendQueryPrepared(C(db), name, (int)nparams, params, NULL, NULL, 0);
     } else {
-        ok = PQsendQueryParams(C(db), sql, (int)nparams, NULL, params, NULL, NULL, 0);
+        ok = kiln_pq.PQsendQueryParams(C(db), sql, (int)nparams, NULL, params, NULL, NULL, 0);
     }
     if (!ok) {
-        kiln__db_error(db, "postgres: %s", PQerrorMessage(C(db)));
+        kiln__db_error(db, "postgres: %s", kiln_pq.PQerrorMessage(C(db)));
         return KILN_EUNAVAILABLE;
     }
     int err = wait_result(db, timeout_ms);
@@ -357,8 +362,8 @@ static int pg_query(struct kiln_db *db, kiln_arena *a, const char *sql,
 static int pg_exec(struct kiln_db *db, const char *sql, unsigned timeout_ms)
 {
     /* The simple protocol: several statements in one string (migrations). */
-    if (!PQsendQuery(C(db), sql)) {
-        kiln__db_error(db, "postgres: %s", PQerrorMessage(C(db)));
+    if (!kiln_pq.PQsendQuery(C(db), sql)) {
+        kiln__db_error(db, "postgres: %s", kiln_pq.PQerrorMessage(C(db)));
         return KILN_EUNAVAILABLE;
     }
     int err = wait_result(db, timeout_ms);
@@ -484,12 +489,12 @@ static int pipe_up(struct kiln_db *db)
     }
     kiln_fdwatch_close(&db->watch);
     p->poll = kiln_malloc(sizeof *p->poll);
-    if (!PQenterPipelineMode(c) ||
-        uv_poll_init_socket(kiln_fiber_loop(), p->poll, PQsocket(c)) != 0) {
+    if (!kiln_pq.PQenterPipelineMode(c) ||
+        uv_poll_init_socket(kiln_fiber_loop(), p->poll, kiln_pq.PQsocket(c)) != 0) {
         free(p->poll);
         p->poll = NULL;
-        kiln__db_error(db, "postgres: cannot start the pipeline: %s", PQerrorMessage(c));
-        PQfinish(c);
+        kiln__db_error(db, "postgres: cannot start the pipeline: %s", kiln_pq.PQerrorMessage(c));
+        kiln_pq.PQfinish(c);
         db->conn = NULL;
         return KILN_EUNAVAILABLE;
     }
@@ -545,7 +550,7 @@ static void waiter_error(struct kiln_db *db, struct pipe_waiter *w, PGresult *re
 {
     if (w->rc)
         return;
-    if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
+    if (kiln_pq.PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
         kiln__db_error(db, "postgres: statement aborted by an earlier error");
         w->rc = KILN_EDB;
     } else {
@@ -572,27 +577,27 @@ static void on_pipe_poll(uv_poll_t *h, int status, int events)
     PGconn *c = C(db);
     (void)status;
     if (events & UV_WRITABLE) {
-        int f = PQflush(c);
+        int f = kiln_pq.PQflush(c);
         if (f < 0) {
-            kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+            kiln__db_error(db, "postgres: %s", kiln_pq.PQerrorMessage(c));
             pipe_fail(db, KILN_EUNAVAILABLE);
             return;
         }
         pipe_want_write(p, f == 1);
     }
-    if (!PQconsumeInput(c)) {
-        kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+    if (!kiln_pq.PQconsumeInput(c)) {
+        kiln__db_error(db, "postgres: %s", kiln_pq.PQerrorMessage(c));
         pipe_fail(db, KILN_EUNAVAILABLE);
         return;
     }
-    while (p->head && !PQisBusy(c)) {
+    while (p->head && !kiln_pq.PQisBusy(c)) {
         struct pipe_waiter *w = p->head;
-        PGresult *res = PQgetResult(c);
+        PGresult *res = kiln_pq.PQgetResult(c);
         if (!res) {
             w->ended++;
             continue;
         }
-        ExecStatusType st = PQresultStatus(res);
+        ExecStatusType st = kiln_pq.PQresultStatus(res);
         if (st == PGRES_PIPELINE_SYNC) {
             p->head = w->next;
             if (!p->head) {
@@ -618,10 +623,10 @@ static void on_pipe_poll(uv_poll_t *h, int status, int events)
         } else {
             waiter_error(db, w, res);
         }
-        PQclear(res);
+        kiln_pq.PQclear(res);
     }
-    if (PQstatus(c) == CONNECTION_BAD) {
-        kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+    if (kiln_pq.PQstatus(c) == CONNECTION_BAD) {
+        kiln__db_error(db, "postgres: %s", kiln_pq.PQerrorMessage(c));
         pipe_fail(db, KILN_EUNAVAILABLE);
     } else if (!p->head) {
         /* Nothing in flight: a readable socket now is the server closing
@@ -644,7 +649,7 @@ static const char *pipe_prepared(struct kiln_db *db, const char *sql, size_t npa
     if (db->cache[slot].sql) {
         char dealloc[64];
         snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", (char *)db->cache[slot].stmt);
-        if (!PQsendQueryParams(c, dealloc, 0, NULL, NULL, NULL, NULL, 0))
+        if (!kiln_pq.PQsendQueryParams(c, dealloc, 0, NULL, NULL, NULL, NULL, 0))
             return NULL;
         w->statements++;
         free(db->cache[slot].sql);
@@ -652,7 +657,7 @@ static const char *pipe_prepared(struct kiln_db *db, const char *sql, size_t npa
         db->cache[slot].sql = NULL;
         db->cache[slot].stmt = NULL;
     }
-    if (!PQsendPrepare(c, name, sql, (int)nparams, NULL))
+    if (!kiln_pq.PQsendPrepare(c, name, sql, (int)nparams, NULL))
         return NULL;
     w->statements++;
     db->cache[slot].hash = h;
@@ -677,14 +682,14 @@ static int pg_pipe_query(struct kiln_db *db, kiln_arena *a, const char *sql,
     }
     if (db->cfg->prepared_statements) {
         const char *name = pipe_prepared(db, sql, nparams, &w);
-        ok = name && PQsendQueryPrepared(c, name, (int)nparams, params, NULL, NULL, 0);
+        ok = name && kiln_pq.PQsendQueryPrepared(c, name, (int)nparams, params, NULL, NULL, 0);
     } else {
-        ok = PQsendQueryParams(c, sql, (int)nparams, NULL, params, NULL, NULL, 0);
+        ok = kiln_pq.PQsendQueryParams(c, sql, (int)nparams, NULL, params, NULL, NULL, 0);
     }
     w.statements++;
     /* PQpipelineSync also flushes, as far as the socket takes it. */
-    if (!ok || !PQpipelineSync(c)) {
-        kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+    if (!ok || !kiln_pq.PQpipelineSync(c)) {
+        kiln__db_error(db, "postgres: %s", kiln_pq.PQerrorMessage(c));
         /* What went out of this segment gets results nobody waits for:
          * the connection cannot be trusted any more. */
         pipe_fail(db, KILN_EUNAVAILABLE);
@@ -696,9 +701,9 @@ static int pg_pipe_query(struct kiln_db *db, kiln_arena *a, const char *sql,
     p->tail = &w.next;
     db->inflight++;
     arm_timer(p, w.deadline);
-    int f = PQflush(c);
+    int f = kiln_pq.PQflush(c);
     if (f < 0) {
-        kiln__db_error(db, "postgres: %s", PQerrorMessage(c));
+        kiln__db_error(db, "postgres: %s", kiln_pq.PQerrorMessage(c));
         pipe_fail(db, KILN_EUNAVAILABLE);
     } else {
         pipe_want_write(p, f == 1);

@@ -1,0 +1,79 @@
+/*
+ * libpq and libcurl, loaded when first needed instead of at exec.
+ *
+ * Both drag in most of the process's shared objects: libpq brings
+ * Kerberos (GSSAPI) and OpenLDAP, which brings GnuTLS, p11-kit, nettle and
+ * GMP; libcurl brings nghttp2, librtmp, libssh2, libpsl, libidn2. Linked
+ * normally, the loader maps, relocates and initialises all of them at
+ * every start (GnuTLS's constructor alone reads its configuration and
+ * sets up its crypto backend), although an embedded-mode Kiln with no
+ * OIDC provider and no AWS never calls either. That was most of the start
+ * time and a third of the idle RSS (docs/ARCHITECTURE.md, Footprint).
+ *
+ * The calls go through tables of function pointers filled by dlsym, named
+ * after the functions (kiln_pq.PQstatus(conn)): the prototypes come from
+ * the libraries' own headers, so every call is still type-checked. The
+ * sonames here are the one list of libraries Kiln loads at run time;
+ * the Makefile reads them from this file for the image and the Lambda zips.
+ */
+#ifndef KILN_CORE_DL_H
+#define KILN_CORE_DL_H
+
+/* curl's typecheck macros would rewrite kiln_curl.curl_easy_setopt(...). */
+#define CURL_DISABLE_TYPECHECK 1
+#include <curl/curl.h>
+#include <libpq-fe.h>
+
+#define KILN_PQ_SONAME "libpq.so.5"
+#define KILN_CURL_SONAME "libcurl.so.4"
+
+#define KILN_PQ_FUNCS(X) \
+    X(PQclear) X(PQcmdTuples) X(PQconnectPoll) X(PQconnectStartParams) X(PQconninfoFree) \
+    X(PQconninfoParse) X(PQconsumeInput) X(PQenterPipelineMode) X(PQerrorMessage) \
+    X(PQfinish) X(PQflush) X(PQfname) X(PQfreemem) X(PQgetResult) X(PQgetisnull) \
+    X(PQgetlength) X(PQgetvalue) X(PQisBusy) X(PQnfields) X(PQntuples) X(PQpipelineSync) \
+    X(PQresultErrorField) X(PQresultErrorMessage) X(PQresultStatus) X(PQsendPrepare) \
+    X(PQsendQuery) X(PQsendQueryParams) X(PQsendQueryPrepared) X(PQsetNoticeProcessor) \
+    X(PQsetnonblocking) X(PQsocket) X(PQstatus)
+
+#define KILN_CURL_FUNCS(X) \
+    X(curl_easy_cleanup) X(curl_easy_getinfo) X(curl_easy_init) X(curl_easy_perform) \
+    X(curl_easy_setopt) X(curl_easy_strerror) X(curl_free) X(curl_global_init) \
+    X(curl_slist_append) X(curl_slist_free_all) X(curl_url) X(curl_url_cleanup) \
+    X(curl_url_get) X(curl_url_set)
+
+#define KILN_DL_MEMBER(f) __typeof__(f) *f;
+struct kiln_pq_api {
+    KILN_PQ_FUNCS(KILN_DL_MEMBER)
+};
+struct kiln_curl_api {
+    KILN_CURL_FUNCS(KILN_DL_MEMBER)
+};
+#undef KILN_DL_MEMBER
+
+/* Filled once by kiln_dl_pq / kiln_dl_curl; read-only afterwards. */
+extern struct kiln_pq_api kiln_pq;
+extern struct kiln_curl_api kiln_curl;
+
+/*
+ * Load the library once (any thread; later calls return the first
+ * result): 0, or KILN_EIO with the reason logged once ("cannot load
+ * libpq.so.5: ..."). Callers check before their first call through the
+ * table.
+ */
+int kiln_dl_pq(void);
+int kiln_dl_curl(void);
+
+/*
+ * GnuTLS comes in only under libpq (through OpenLDAP) and libcurl (through
+ * librtmp), for LDAP service lookups and rtmps:// that Kiln never makes,
+ * and both of those call gnutls_global_init themselves when they do. Its
+ * constructor's implicit initialisation (reading its system configuration,
+ * setting up its crypto backend) cost about 4 ms and 0.8 MiB of RSS at
+ * every start on the reference machine, so main() sets
+ * GNUTLS_NO_IMPLICIT_INIT=1 (unless the operator set it) before any thread
+ * exists: setenv is not safe later.
+ */
+void kiln_dl_setup_env(void);
+
+#endif
