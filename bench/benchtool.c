@@ -33,8 +33,10 @@
  *       (anything else: close, and try again). Then SIGTERM, and wait for the
  *       exit (SIGKILL after 10 s) before the next start. Per start it prints
  *           START i ready_ms=R listen_ms=L stop_ms=S attempts=A exit=E
+ *                   minflt=F majflt=J cpu_ms=C
  *       (L: exec to the first accepted connect; S: SIGTERM to exit; E: the
- *       exit status, or "signal N"), then
+ *       exit status, or "signalN"; F, J, C: page faults and user + system
+ *       CPU time of the whole run, start to exit, all threads), then
  *           SUMMARY n=N median_ms=M min_ms=m max_ms=X
  *       A start that gets no 200 within TIMEOUT_MS (default 10000), or whose
  *       command exits first, ends the whole run (exit 1). Something already
@@ -453,13 +455,18 @@ static int port_answers(const struct sockaddr_in *sa)
 }
 
 /* Wait for pid to exit, up to timeout_ms, then SIGKILL it. Returns the
- * wait status (-1 when waitpid failed). */
-static int reap(pid_t pid, int timeout_ms)
+ * wait status (-1 when waitpid failed); fills ru (all its threads) when not
+ * NULL. */
+static int reap_ru(pid_t pid, int timeout_ms, struct rusage *ru)
 {
     double deadline = mono_ms() + timeout_ms;
     int status = 0;
+    struct rusage dummy;
+    if (!ru)
+        ru = &dummy;
+    memset(ru, 0, sizeof(*ru));
     for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
+        pid_t r = wait4(pid, &status, WNOHANG, ru);
         if (r == pid)
             return status;
         if (r < 0 && errno != EINTR)
@@ -468,12 +475,17 @@ static int reap(pid_t pid, int timeout_ms)
             fprintf(stderr, "benchtool start: pid %d still running %d ms after SIGTERM; "
                             "sending SIGKILL\n", (int)pid, timeout_ms);
             kill(pid, SIGKILL);
-            while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            while (wait4(pid, &status, 0, ru) < 0 && errno == EINTR)
                 ;
             return status;
         }
         sleep_us(1000);
     }
+}
+
+static int reap(pid_t pid, int timeout_ms)
+{
+    return reap_ru(pid, timeout_ms, NULL);
 }
 
 static void describe_status(int status, char *buf, size_t n)
@@ -700,12 +712,16 @@ static int cmd_start(const char *port, int n, int timeout_ms, char **cmd)
         samples[i - 1] = sample;
         double t_term = mono_ms();
         kill(pid, SIGTERM);
-        int status = reap(pid, 10000);
+        struct rusage ru;
+        int status = reap_ru(pid, 10000, &ru);
         double stop_ms = mono_ms() - t_term;
         char d[32];
         describe_status(status, d, sizeof(d));
-        printf("START %d ready_ms=%.3f listen_ms=%.3f stop_ms=%.1f attempts=%d exit=%s\n", i,
-               sample, listen_ms - exec_ms, stop_ms, attempts, d);
+        double cpu_ms = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000.0 +
+                        (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000.0;
+        printf("START %d ready_ms=%.3f listen_ms=%.3f stop_ms=%.1f attempts=%d exit=%s "
+               "minflt=%ld majflt=%ld cpu_ms=%.1f\n", i, sample, listen_ms - exec_ms, stop_ms,
+               attempts, d, ru.ru_minflt, ru.ru_majflt, cpu_ms);
         fflush(stdout);
         if (start_signal)
             return 128 + start_signal;
