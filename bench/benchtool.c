@@ -37,7 +37,10 @@
  *       (L: exec to the first accepted connect; S: SIGTERM to exit; E: the
  *       exit status, or "signalN"; F, J, C: page faults and user + system
  *       CPU time of the whole run, start to exit, all threads), then
- *           SUMMARY n=N median_ms=M min_ms=m max_ms=X
+ *           SUMMARY n=N median_ms=M min_ms=m max_ms=X children_cpu_ms=K
+ *                   self_cpu_ms=B wall_ms=W
+ *       (K: the commands' CPU time, all starts; B: benchtool's own; W: the
+ *       whole run, wall clock)
  *       A start that gets no 200 within TIMEOUT_MS (default 10000), or whose
  *       command exits first, ends the whole run (exit 1). Something already
  *       answering on PORT before a start is an error too (exit 1).
@@ -541,6 +544,7 @@ static int cmd_start(const char *port, int n, int timeout_ms, char **cmd)
         return 2;
     pid_t self = getpid();
     prctl(PR_SET_TIMERSLACK, 1UL); /* 100 us sleeps, not 150 */
+    double t_begin = mono_ms(), children_cpu_ms = 0;
 
     for (int i = 1; i <= n; i++) {
         int a = port_answers(&sa);
@@ -719,6 +723,7 @@ static int cmd_start(const char *port, int n, int timeout_ms, char **cmd)
         describe_status(status, d, sizeof(d));
         double cpu_ms = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000.0 +
                         (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000.0;
+        children_cpu_ms += cpu_ms;
         printf("START %d ready_ms=%.3f listen_ms=%.3f stop_ms=%.1f attempts=%d exit=%s "
                "minflt=%ld majflt=%ld cpu_ms=%.1f\n", i, sample, listen_ms - exec_ms, stop_ms,
                attempts, d, ru.ru_minflt, ru.ru_majflt, cpu_ms);
@@ -728,8 +733,13 @@ static int cmd_start(const char *port, int n, int timeout_ms, char **cmd)
     }
     qsort(samples, (size_t)n, sizeof(double), cmp_double);
     double median = n % 2 ? samples[n / 2] : (samples[n / 2 - 1] + samples[n / 2]) / 2;
-    printf("SUMMARY n=%d median_ms=%.3f min_ms=%.3f max_ms=%.3f\n", n, median, samples[0],
-           samples[n - 1]);
+    struct rusage own;
+    getrusage(RUSAGE_SELF, &own);
+    double self_cpu_ms = (double)(own.ru_utime.tv_sec + own.ru_stime.tv_sec) * 1000.0 +
+                         (double)(own.ru_utime.tv_usec + own.ru_stime.tv_usec) / 1000.0;
+    printf("SUMMARY n=%d median_ms=%.3f min_ms=%.3f max_ms=%.3f children_cpu_ms=%.1f "
+           "self_cpu_ms=%.1f wall_ms=%.1f\n", n, median, samples[0], samples[n - 1],
+           children_cpu_ms, self_cpu_ms, mono_ms() - t_begin);
     fflush(stdout);
     free(samples);
     return 0;

@@ -108,8 +108,10 @@ start_to_ready() {
     local mode=$1 port rc=0
     local -a envs
     mapfile -t envs < <(mode_env "$mode")
+    local busy0 busy1 t0 t1
     port=$("$tool" freeport)
     log "$mode: $BENCH_START_RUNS starts on $host:$port (exec to the first GET /livez 200)"
+    busy0=$(cpu_busy_ticks); t0=$(date +%s%N)
     # benchtool runs with kiln's environment and execs kiln itself, so no
     # env or shell start-up is inside the interval. In the background (and
     # waited for) so that a Ctrl-C reaches the trap at once.
@@ -119,6 +121,7 @@ start_to_ready() {
     start_pid=$!
     wait "$start_pid" || rc=$?
     start_pid=""
+    busy1=$(cpu_busy_ticks); t1=$(date +%s%N)
     if [ "$rc" != 0 ] || ! grep -q '^SUMMARY ' "$out/start-$mode.txt"; then
         grep -v '^benchtool' "$out/start-$mode.log" | tail -n 5 >&2 || true
         grep '^benchtool' "$out/start-$mode.log" >&2 || true
@@ -126,6 +129,16 @@ start_to_ready() {
     fi
     log "$mode: $(grep '^SUMMARY ' "$out/start-$mode.txt")"
     meta "${mode}_start_port" "$port"
+    # For the share of the CPUs that other processes took meanwhile (the
+    # report subtracts the kilns' and benchtool's own CPU time).
+    meta "${mode}_start_busy_ms" "$(( (busy1 - busy0) * 1000 / clk ))"
+    meta "${mode}_start_wall_ms" "$(( (t1 - t0) / 1000000 ))"
+}
+
+# Busy time of all CPUs (user nice system irq softirq steal), in ticks.
+clk=$(getconf CLK_TCK)
+cpu_busy_ticks() {
+    awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
 }
 
 # status_of PORT PATH: the status code of one GET, or "none"

@@ -668,6 +668,8 @@ def parse_start(path):
         "minflt_median": median(r["minflt"] for r in runs),
         "majflt_total": sum(r["majflt"] or 0 for r in runs),
         "cpu_ms_median": median(r["cpu_ms"] for r in runs),
+        "children_cpu_ms": summary.get("children_cpu_ms"),
+        "self_cpu_ms": summary.get("self_cpu_ms"),
         "stop_ms_max": max((r["stop_ms"] for r in runs if r["stop_ms"] is not None), default=None),
         "unclean_exits": sum(1 for r in runs if r["exit"] != "0"),
         "runs": runs,
@@ -816,6 +818,14 @@ def footprint_results(out):
         smaps = parse_smaps(os.path.join(d, "smaps-%s.txt" % mode), meta.get("kiln_path", ""))
         if start is None and status is None:
             continue
+        if start is not None:
+            # Share of all CPUs other processes used during the starts: busy
+            # time from /proc/stat minus the kilns' and benchtool's own.
+            busy, wall = num(meta, mode + "_start_busy_ms"), num(meta, mode + "_start_wall_ms")
+            ours = (start.get("children_cpu_ms") or 0) + (start.get("self_cpu_ms") or 0)
+            cpus = inum(meta, "cpus") or 1
+            start["other_cpu_pct"] = (max(0.0, (busy - ours) * 100.0 / (wall * cpus))
+                                      if busy is not None and wall else None)
         res["modes"][mode] = {
             "label": label,
             "start": start,
@@ -847,10 +857,10 @@ def print_footprint(fp, p=print):
     p("start to ready: exec to the first GET /livez 200 (a connect tried every ~0.1 ms), "
       "%s starts per mode, each stopped (SIGTERM) before the next" % (c.get("start_runs") or "?"))
     p("")
-    p("%-34s %8s %8s %8s %10s %8s %8s" % ("mode", "median", "min", "max", "listening",
-                                          "faults", "CPU"))
-    p("%-34s %8s %8s %8s %10s %8s %8s" % ("", "ms", "ms", "ms", "ms (med)", "(med)",
-                                          "ms (med)"))
+    p("%-34s %8s %8s %8s %10s %8s %8s %7s" % ("mode", "median", "min", "max", "listening",
+                                              "faults", "CPU", "others"))
+    p("%-34s %8s %8s %8s %10s %8s %8s %7s" % ("", "ms", "ms", "ms", "ms (med)", "(med)",
+                                              "ms (med)", "CPU %"))
     for mode, label in FOOTPRINT_MODES:
         m = fp["modes"].get(mode)
         if m is None:
@@ -858,12 +868,14 @@ def print_footprint(fp, p=print):
                 p("%-34s skipped: %s" % (label, fp["skipped"][mode]))
             continue
         s = m["start"] or {}
-        p("%-34s %8s %8s %8s %10s %8s %8s" % (
+        p("%-34s %8s %8s %8s %10s %8s %8s %7s" % (
             label, fmt(s.get("median_ms"), ".1f", 8), fmt(s.get("min_ms"), ".1f", 8),
             fmt(s.get("max_ms"), ".1f", 8), fmt(s.get("listen_median_ms"), ".1f", 10),
-            fmt(s.get("minflt_median"), ".0f", 8), fmt(s.get("cpu_ms_median"), ".1f", 8)))
+            fmt(s.get("minflt_median"), ".0f", 8), fmt(s.get("cpu_ms_median"), ".1f", 8),
+            fmt(s.get("other_cpu_pct"), ".0f", 7)))
     p("(listening: exec to the first accepted connect; faults: minor page faults and CPU: "
-      "user + system, all threads, of a whole run from exec to exit after SIGTERM)")
+      "user + system, all threads, of a whole run from exec to exit after SIGTERM; others: "
+      "the share of all CPUs that other processes used during the starts)")
     for mode, label in FOOTPRINT_MODES:
         m = fp["modes"].get(mode)
         if m and m["start"]:
@@ -930,6 +942,9 @@ def print_footprint(fp, p=print):
         if s.get("unclean_exits"):
             p("warning: %s: %d of %d starts did not exit with status 0 after SIGTERM "
               "(build/bench/footprint/start-%s.txt)" % (mode, s["unclean_exits"], s["n"], mode))
+        if s.get("other_cpu_pct") is not None and s["other_cpu_pct"] > NOISY_OTHER_CPU_PCT:
+            p("warning: %s: other processes used %.0f%% of the CPUs during the starts; the "
+              "start times are unreliable (rerun on a quiet machine)" % (mode, s["other_cpu_pct"]))
         if s.get("majflt_total"):
             p("note: %s: %d major page faults over the starts (files read from disk, not the "
               "page cache)" % (mode, s["majflt_total"]))
