@@ -802,7 +802,7 @@ def footprint_results(out):
             "kiln_bin": meta.get("kiln_bin"),
             "kiln_version": meta.get("kiln_version"),
             "kernel": meta.get("kernel"),
-            "open_file_limit": meta.get("nofile"),
+            "open_file_limit": inum(meta, "nofile") if (meta.get("nofile") or "").isdigit() else meta.get("nofile"),
             "postgres_version": meta.get("postgres_version"),
             "redis_version": meta.get("redis_version"),
         },
