@@ -163,7 +163,8 @@ idle_rss() {
     # whose trap stops it (setsid execs, so $! is kiln's pid).
     setsid env -i "${envs[@]}" PORT="$port" "$kiln_abs" serve >"$out/kiln-$mode.log" 2>&1 &
     kiln_pid=$!
-    for _ in $(seq 150); do
+    local t_end=$((SECONDS + 15))
+    while [ "$SECONDS" -lt "$t_end" ]; do
         kill -0 "$kiln_pid" 2>/dev/null || break
         if resp=$("$tool" get "$host" "$port" /livez 500 2>/dev/null) && [ "${resp%% *}" = 200 ]; then
             break
