@@ -760,10 +760,10 @@ def parse_smaps(path, kiln_path):
             name, kind = p, "other"
         elif mp["perms"].startswith("---"):
             name, kind = "anonymous: guard pages and reservations", "anon"
-        elif anon_none(prev):
-            name, kind = "anonymous: stacks (after a guard page)", "anon"
         elif mp["start"] % HEAP_MAX == 0 and anon_none(nxt):
             name, kind = "anonymous: malloc arenas of other threads", "anon"
+        elif anon_none(prev):
+            name, kind = "anonymous: stacks (after a guard page)", "anon"
         else:
             name, kind = "anonymous: other mmaps", "anon"
         g = groups.setdefault(name, {"name": name, "kind": kind, "rss_kib": 0, "pss_kib": 0,
