@@ -2,12 +2,14 @@
 """Turn the raw files bench/run.sh leaves in build/bench into a text report
 (stdout) and build/bench/results.json. Standard library only.
 
-usage: report.py OUT_DIR              everything (the database, session and
-                                     notes parts too, when bench/db.sh,
-                                     bench/session.sh and bench/notes.sh left
-                                     OUT_DIR/db/meta.env,
-                                     OUT_DIR/session/meta.env and
-                                     OUT_DIR/notes/meta.env)
+usage: report.py OUT_DIR              everything (the database, session,
+                                     notes and footprint parts too, when
+                                     bench/db.sh, bench/session.sh,
+                                     bench/notes.sh and bench/footprint.sh
+                                     left OUT_DIR/db/meta.env,
+                                     OUT_DIR/session/meta.env,
+                                     OUT_DIR/notes/meta.env and
+                                     OUT_DIR/footprint/meta.env)
        report.py --db-only OUT_DIR    the database part alone (bench/db.sh);
                                      writes OUT_DIR/db/results.json
        report.py --session-only OUT_DIR
@@ -16,6 +18,10 @@ usage: report.py OUT_DIR              everything (the database, session and
        report.py --notes-only OUT_DIR
                                      the notes part alone (bench/notes.sh);
                                      writes OUT_DIR/notes/results.json
+       report.py --footprint-only OUT_DIR
+                                     the footprint part alone
+                                     (bench/footprint.sh); writes
+                                     OUT_DIR/footprint/results.json
 """
 import glob
 import json
@@ -28,8 +34,10 @@ GOAL_DB_RATIO = 0.6
 GOAL_SESSION_RATIO = 0.5
 GOAL_NOTES_RATIO = 0.5
 GOAL_NOTES_P99_MS = 10.0
-GOAL_IDLE_RSS_MIB = 10.0
-GOAL_HOLD_RSS_MIB = 100.0
+GOAL_IDLE_RSS_MIB = 8.0
+GOAL_HOLD_RSS_MIB = 64.0
+GOAL_FOOTPRINT_RSS_MIB = 8.0
+GOAL_START_MS = 10.0
 NOISY_OTHER_CPU_PCT = 10.0
 
 TARGETS = [
@@ -613,6 +621,347 @@ def main_notes_only(out):
     print_goals(nt["goals"])
 
 
+# ------------------------------------------------------------- footprint --
+
+FOOTPRINT_MODES = [
+    ("embedded", "embedded (SQLite + memory store)"),
+    ("postgres", "production (PostgreSQL + Valkey)"),
+]
+FOOTPRINT_TOP = 12
+HEAP_MAX = 64 << 20   # glibc's per-thread malloc arenas: 64 MiB aligned reservations
+
+
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2.0
+
+
+def parse_start(path):
+    """benchtool start output: START lines, then SUMMARY."""
+    runs, summary = [], {}
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        for line in f:
+            kv = parse_kv(line)
+            if line.startswith("START "):
+                run = {"run": int(line.split()[1])}
+                for key in ("ready_ms", "listen_ms", "stop_ms", "cpu_ms"):
+                    run[key] = float(kv[key]) if key in kv else None
+                for key in ("attempts", "minflt", "majflt"):
+                    run[key] = int(kv[key]) if key in kv else None
+                run["exit"] = kv.get("exit")
+                runs.append(run)
+            elif line.startswith("SUMMARY "):
+                summary = {k: float(v) for k, v in kv.items()}
+    if not runs:
+        return None
+    return {
+        "n": len(runs),
+        "median_ms": summary.get("median_ms", median(r["ready_ms"] for r in runs)),
+        "min_ms": summary.get("min_ms"),
+        "max_ms": summary.get("max_ms"),
+        "listen_median_ms": median(r["listen_ms"] for r in runs),
+        "minflt_median": median(r["minflt"] for r in runs),
+        "majflt_total": sum(r["majflt"] or 0 for r in runs),
+        "cpu_ms_median": median(r["cpu_ms"] for r in runs),
+        "children_cpu_ms": summary.get("children_cpu_ms"),
+        "self_cpu_ms": summary.get("self_cpu_ms"),
+        "stop_ms_max": max((r["stop_ms"] for r in runs if r["stop_ms"] is not None), default=None),
+        "unclean_exits": sum(1 for r in runs if r["exit"] != "0"),
+        "runs": runs,
+    }
+
+
+def parse_proc_status(path):
+    if not os.path.exists(path):
+        return None
+    st = {}
+    with open(path) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            st[k] = v.strip()
+
+    def kib(key):
+        v = st.get(key, "").split()
+        return int(v[0]) if v and v[0].isdigit() else None
+    return {
+        "vmrss_kib": kib("VmRSS"),
+        "rss_anon_kib": kib("RssAnon"),
+        "rss_file_kib": kib("RssFile"),
+        "rss_shmem_kib": kib("RssShmem"),
+        "vmhwm_kib": kib("VmHWM"),
+        "vmsize_kib": kib("VmSize"),
+        "threads": int(st["Threads"]) if st.get("Threads", "").isdigit() else None,
+    }
+
+
+SMAPS_HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)$")
+
+
+def parse_smaps(path, kiln_path):
+    """Rss, Pss and private KiB per mapping group: the kiln binary, each
+    file (shared libraries by name), [heap], [stack], and the anonymous
+    mappings split by a heuristic into stacks (right after a PROT_NONE
+    guard page: threads and fibers), malloc arenas (64 MiB aligned, followed
+    by their PROT_NONE reserve) and the rest."""
+    if not os.path.exists(path):
+        return None
+    maps = []
+    with open(path) as f:
+        for line in f:
+            m = SMAPS_HEADER.match(line)
+            if m:
+                maps.append({"start": int(m.group(1), 16), "end": int(m.group(2), 16),
+                             "perms": m.group(3), "path": m.group(4).strip(),
+                             "rss": 0, "pss": 0, "private": 0})
+                continue
+            if not maps:
+                continue
+            k, _, v = line.partition(":")
+            v = v.split()
+            if not v or not v[0].isdigit():
+                continue
+            if k == "Rss":
+                maps[-1]["rss"] = int(v[0])
+            elif k == "Pss":
+                maps[-1]["pss"] = int(v[0])
+            elif k in ("Private_Clean", "Private_Dirty"):
+                maps[-1]["private"] += int(v[0])
+
+    def anon_none(mp):
+        return mp is not None and mp["path"] == "" and mp["perms"].startswith("---")
+
+    groups = {}
+    for i, mp in enumerate(maps):
+        p = mp["path"]
+        prev = maps[i - 1] if i > 0 and maps[i - 1]["end"] == mp["start"] else None
+        nxt = maps[i + 1] if i + 1 < len(maps) and maps[i + 1]["start"] == mp["end"] else None
+        if p.endswith(" (deleted)"):
+            p = p[:-len(" (deleted)")]
+        if p and (p == kiln_path or os.path.basename(p) == "kiln" and not kiln_path):
+            name, kind = "kiln binary", "kiln"
+        elif p.startswith("/"):
+            base = os.path.basename(p)
+            if re.search(r"\.so(\.|$)", base):
+                name, kind = base, "library"
+            else:
+                name, kind = p, "file"
+        elif p == "[heap]":
+            name, kind = "[heap] (brk: main malloc arena)", "heap"
+        elif p == "[stack]":
+            name, kind = "[stack] (main thread)", "stack"
+        elif p in ("[vdso]", "[vvar]", "[vsyscall]", "[vvar_vclock]"):
+            name, kind = "[vdso], [vvar]", "kernel"
+        elif p:
+            name, kind = p, "other"
+        elif mp["perms"].startswith("---"):
+            name, kind = "anonymous: guard pages and reservations", "anon"
+        elif mp["start"] % HEAP_MAX == 0 and anon_none(nxt):
+            name, kind = "anonymous: malloc arenas of other threads", "anon"
+        elif anon_none(prev):
+            name, kind = "anonymous: stacks (after a guard page)", "anon"
+        else:
+            name, kind = "anonymous: other mmaps", "anon"
+        g = groups.setdefault(name, {"name": name, "kind": kind, "rss_kib": 0, "pss_kib": 0,
+                                     "private_kib": 0, "mappings": 0})
+        g["rss_kib"] += mp["rss"]
+        g["pss_kib"] += mp["pss"]
+        g["private_kib"] += mp["private"]
+        g["mappings"] += 1
+    glist = sorted(groups.values(), key=lambda g: (-g["rss_kib"], g["name"]))
+    by_kind = {}
+    for g in glist:
+        k = by_kind.setdefault(g["kind"], {"rss_kib": 0, "groups": 0})
+        k["rss_kib"] += g["rss_kib"]
+        k["groups"] += 1
+    return {
+        "mappings": len(maps),
+        "rss_kib": sum(m["rss"] for m in maps),
+        "pss_kib": sum(m["pss"] for m in maps),
+        "private_kib": sum(m["private"] for m in maps),
+        "by_kind": by_kind,
+        "groups": glist,
+    }
+
+
+def footprint_results(out):
+    """The footprint part (bench/footprint.sh), or None when it did not run."""
+    d = os.path.join(out, "footprint")
+    if not os.path.exists(os.path.join(d, "meta.env")):
+        return None
+    meta = read_meta(d)
+    res = {
+        "config": {
+            "cpus": inum(meta, "cpus"),
+            "start_runs": inum(meta, "start_runs"),
+            "start_timeout_ms": inum(meta, "start_timeout_ms"),
+            "kiln_bin": meta.get("kiln_bin"),
+            "kiln_version": meta.get("kiln_version"),
+            "kernel": meta.get("kernel"),
+            "open_file_limit": inum(meta, "nofile") if (meta.get("nofile") or "").isdigit() else meta.get("nofile"),
+            "postgres_version": meta.get("postgres_version"),
+            "redis_version": meta.get("redis_version"),
+        },
+        "modes": {},
+        "skipped": {},
+    }
+    if meta.get("postgres_skipped"):
+        res["skipped"]["postgres"] = meta["postgres_skipped"]
+    goals = []
+    for mode, label in FOOTPRINT_MODES:
+        start = parse_start(os.path.join(d, "start-%s.txt" % mode))
+        status = parse_proc_status(os.path.join(d, "status-%s.txt" % mode))
+        smaps = parse_smaps(os.path.join(d, "smaps-%s.txt" % mode), meta.get("kiln_path", ""))
+        if start is None and status is None:
+            continue
+        if start is not None:
+            # Share of all CPUs other processes used during the starts: busy
+            # time from /proc/stat minus the kilns' and benchtool's own.
+            busy, wall = num(meta, mode + "_start_busy_ms"), num(meta, mode + "_start_wall_ms")
+            ours = (start.get("children_cpu_ms") or 0) + (start.get("self_cpu_ms") or 0)
+            cpus = inum(meta, "cpus") or 1
+            start["other_cpu_pct"] = (max(0.0, (busy - ours) * 100.0 / (wall * cpus))
+                                      if busy is not None and wall else None)
+        res["modes"][mode] = {
+            "label": label,
+            "start": start,
+            "memory": status,
+            "smaps": smaps,
+            "statuses": {k: meta.get("%s_%s_statuses" % (mode, k)) for k in
+                         ("livez", "healthz", "me")},
+            "kiln_log_warnings": inum(meta, mode + "_kiln_log_warnings") or 0,
+            "http_loops": inum(meta, mode + "_loops"),
+            "workers": inum(meta, mode + "_workers"),
+        }
+        value = (start or {}).get("median_ms")
+        goals.append({"goal": "start to ready (median of %d), %s" % (
+                          (start or {}).get("n", 0), label),
+                      "value": value, "op": "<=", "limit": GOAL_START_MS, "unit": "ms",
+                      "pass": value is not None and value <= GOAL_START_MS, "note": ""})
+        value = mib((status or {}).get("vmrss_kib"))
+        goals.append({"goal": "idle RSS, %s" % label, "value": value, "op": "<=",
+                      "limit": GOAL_FOOTPRINT_RSS_MIB, "unit": "MiB",
+                      "pass": value is not None and value <= GOAL_FOOTPRINT_RSS_MIB, "note": ""})
+    res["goals"] = goals
+    return res
+
+
+def print_footprint(fp, p=print):
+    c = fp["config"]
+    p("Footprint: %s, KILN_ENV=production, migrations applied before, otherwise kiln's "
+      "defaults (%s CPUs)" % (c.get("kiln_version") or "?", c.get("cpus") or "?"))
+    p("start to ready: exec to the first GET /livez 200 (a connect tried every ~0.1 ms), "
+      "%s starts per mode, each stopped (SIGTERM) before the next" % (c.get("start_runs") or "?"))
+    p("")
+    p("%-34s %8s %8s %8s %10s %8s %8s %7s" % ("mode", "median", "min", "max", "listening",
+                                              "faults", "CPU", "others"))
+    p("%-34s %8s %8s %8s %10s %8s %8s %7s" % ("", "ms", "ms", "ms", "ms (med)", "(med)",
+                                              "ms (med)", "CPU %"))
+    for mode, label in FOOTPRINT_MODES:
+        m = fp["modes"].get(mode)
+        if m is None:
+            if mode in fp["skipped"]:
+                p("%-34s skipped: %s" % (label, fp["skipped"][mode]))
+            continue
+        s = m["start"] or {}
+        p("%-34s %8s %8s %8s %10s %8s %8s %7s" % (
+            label, fmt(s.get("median_ms"), ".1f", 8), fmt(s.get("min_ms"), ".1f", 8),
+            fmt(s.get("max_ms"), ".1f", 8), fmt(s.get("listen_median_ms"), ".1f", 10),
+            fmt(s.get("minflt_median"), ".0f", 8), fmt(s.get("cpu_ms_median"), ".1f", 8),
+            fmt(s.get("other_cpu_pct"), ".0f", 7)))
+    p("(listening: exec to the first accepted connect; faults: minor page faults and CPU: "
+      "user + system, all threads, of a whole run from exec to exit after SIGTERM; others: "
+      "the share of all CPUs that other processes used during the starts)")
+    for mode, label in FOOTPRINT_MODES:
+        m = fp["modes"].get(mode)
+        if m and m["start"]:
+            p("%s, every start (ms): %s" % (mode, " ".join(
+                fmt(r["ready_ms"], ".1f", 0) for r in m["start"]["runs"])))
+    p("")
+    p("idle memory (/proc/PID/status) after GET /livez, /healthz, /api/v1/me three times each "
+      "and 0.5 s:")
+    p("%-34s %9s %9s %9s %9s %8s  %s" % ("mode", "VmRSS MiB", "RssAnon", "RssFile", "RssShmem",
+                                         "threads", "(loops, workers)"))
+    for mode, label in FOOTPRINT_MODES:
+        m = fp["modes"].get(mode)
+        if m is None:
+            continue
+        r = m["memory"] or {}
+        p("%-34s %9s %9s %9s %9s %8s  (%s, %s)" % (
+            label, fmt(mib(r.get("vmrss_kib")), ".2f", 9), fmt(mib(r.get("rss_anon_kib")), ".2f", 9),
+            fmt(mib(r.get("rss_file_kib")), ".2f", 9), fmt(mib(r.get("rss_shmem_kib")), ".2f", 9),
+            fmt(r.get("threads"), "d", 8), fmt(m["http_loops"], "d", 0), fmt(m["workers"], "d", 0)))
+    for mode, label in FOOTPRINT_MODES:
+        m = fp["modes"].get(mode)
+        if m is None or not m["smaps"]:
+            continue
+        sm = m["smaps"]
+        p("")
+        p("where the RSS goes, %s (/proc/PID/smaps, KiB; Pss shares each page among the "
+          "processes mapping it):" % label)
+        p("  %-46s %7s %7s %8s %5s" % ("mapping", "Rss", "Pss", "private", "maps"))
+        for g in sm["groups"][:FOOTPRINT_TOP]:
+            p("  %-46s %7d %7d %8d %5d" % (g["name"][:46], g["rss_kib"], g["pss_kib"],
+                                          g["private_kib"], g["mappings"]))
+        rest = sm["groups"][FOOTPRINT_TOP:]
+        if rest:
+            p("  %-46s %7d %7d %8d %5d" % (
+                "(%d more)" % len(rest), sum(g["rss_kib"] for g in rest),
+                sum(g["pss_kib"] for g in rest), sum(g["private_kib"] for g in rest),
+                sum(g["mappings"] for g in rest)))
+        p("  %-46s %7d %7d %8d %5d" % ("total", sm["rss_kib"], sm["pss_kib"], sm["private_kib"],
+                                      sm["mappings"]))
+        bk = sm["by_kind"]
+        parts = []
+        for kind, name in (("kiln", "kiln binary"), ("library", "shared libraries"),
+                           ("heap", "[heap]"), ("anon", "anonymous"), ("stack", "[stack]"),
+                           ("file", "other files"), ("kernel", "vdso"), ("other", "other")):
+            if kind in bk:
+                k = bk[kind]
+                label_k = name + (" (%d)" % k["groups"] if kind == "library" else "")
+                parts.append("%s %.2f" % (label_k, k["rss_kib"] / 1024.0))
+        p("  by kind (MiB): " + ", ".join(parts))
+    for mode, label in FOOTPRINT_MODES:
+        m = fp["modes"].get(mode)
+        if m is None:
+            continue
+        st = m["statuses"]
+        if st.get("healthz") and set(st["healthz"].split()) != {"200"}:
+            p("warning: %s: GET /healthz answered %s (not all 200)" % (mode, st["healthz"]))
+        if st.get("me") and set(st["me"].split()) != {"401"}:
+            p("warning: %s: GET /api/v1/me without a session answered %s (not all 401)" % (
+                mode, st["me"]))
+        if m["kiln_log_warnings"]:
+            p("warning: %s: kiln logged %d warning or error line(s) (build/bench/footprint/"
+              "kiln-%s.log)" % (mode, m["kiln_log_warnings"], mode))
+        s = m["start"] or {}
+        if s.get("unclean_exits"):
+            p("warning: %s: %d of %d starts did not exit with status 0 after SIGTERM "
+              "(build/bench/footprint/start-%s.txt)" % (mode, s["unclean_exits"], s["n"], mode))
+        if s.get("other_cpu_pct") is not None and s["other_cpu_pct"] > NOISY_OTHER_CPU_PCT:
+            p("warning: %s: other processes used %.0f%% of the CPUs during the starts; the "
+              "start times are unreliable (rerun on a quiet machine)" % (mode, s["other_cpu_pct"]))
+        if s.get("majflt_total"):
+            p("note: %s: %d major page faults over the starts (files read from disk, not the "
+              "page cache)" % (mode, s["majflt_total"]))
+
+
+def main_footprint_only(out):
+    fp = footprint_results(out)
+    if fp is None:
+        sys.exit("report.py: no %s/footprint/meta.env (run bench/footprint.sh)" % out)
+    with open(os.path.join(out, "footprint", "results.json"), "w") as f:
+        json.dump(fp, f, indent=2)
+        f.write("\n")
+    print_footprint(fp)
+    print("")
+    print_goals(fp["goals"])
+
+
 def print_goals(goals, p=print):
     for g in goals:
         unit = (" " + g["unit"]) if g["unit"] else ""
@@ -644,6 +993,9 @@ def main():
         return
     if sys.argv[1] == "--notes-only":
         main_notes_only(sys.argv[2])
+        return
+    if sys.argv[1] == "--footprint-only":
+        main_footprint_only(sys.argv[2])
         return
     out = sys.argv[1]
     meta = read_meta(out)
@@ -744,6 +1096,10 @@ def main():
     if nt is not None:
         results["notes"] = nt
         goals.extend(nt["goals"])
+    fp = footprint_results(out)
+    if fp is not None:
+        results["footprint"] = fp
+        goals.extend(fp["goals"])
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
@@ -807,6 +1163,9 @@ def main():
     if nt is not None:
         p("")
         print_notes(nt)
+    if fp is not None:
+        p("")
+        print_footprint(fp)
     p("")
     print_goals(goals)
 

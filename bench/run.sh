@@ -5,7 +5,9 @@
 # (bench/session.sh, unless BENCH_SESSION=0) GET /api/v1/me with a
 # session in Valkey and in memory against redis-benchmark GET, and
 # (bench/notes.sh, unless BENCH_NOTES=0) the notes list (cache on and off)
-# and insert against pgbench running the same statements.
+# and insert against pgbench running the same statements, and
+# (bench/footprint.sh, unless BENCH_FOOTPRINT=0) start-to-ready and idle RSS
+# on SQLite + memory store and on PostgreSQL + Valkey.
 # See bench/README.md. Run through `make bench`, or directly from anywhere.
 #
 # Exit status: 0 when every measurement ran (goals may still be MISS);
@@ -47,7 +49,7 @@ command -v wrk >/dev/null || die "wrk not found (Debian package wrk; scripts/dep
 mkdir -p "$out"
 rm -f "$out"/wrk-*.txt "$out"/hold-*.out "$out"/hold-*.err "$out"/meta.env \
       "$out"/results.json "$out"/results.txt
-rm -rf "$out/db" "$out/session" "$out/notes"
+rm -rf "$out/db" "$out/session" "$out/notes" "$out/footprint"
 
 # ---------------------------------------------------------------- cleanup --
 kiln_pid="" nginx_pid="" wrk_pid="" hold_pid=""
@@ -346,6 +348,14 @@ if [ "${BENCH_NOTES:-1}" != 0 ]; then
     stop_pid "$kiln_pid"; kiln_pid=""
     BENCH_NOTES_EMBEDDED=1 KILN_BIN="$KILN_BIN" bench/notes.sh ||
         die "the notes part failed (bench/notes.sh)"
+fi
+
+# -------------------------------------------------------------- footprint --
+if [ "${BENCH_FOOTPRINT:-1}" != 0 ]; then
+    stop_pid "$nginx_pid"; nginx_pid=""
+    stop_pid "$kiln_pid"; kiln_pid=""
+    BENCH_FOOTPRINT_EMBEDDED=1 KILN_BIN="$KILN_BIN" bench/footprint.sh ||
+        die "the footprint part failed (bench/footprint.sh)"
 fi
 
 # ----------------------------------------------------------------- report --
