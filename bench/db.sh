@@ -150,8 +150,9 @@ run_target() {   # run_target TARGET SECONDS OUTFILE
     local t=$1 secs=$2 file=$3 rc=0
     case $t in
         kiln-*)
+            # bench/latency.lua: a done() that prints p50/p99/p99.9/max
             wrk -t"$BENCH_THREADS" -c"$BENCH_CONNECTIONS" -d"${secs}s" --latency \
-                "http://$host:${kiln_port[$t]}/healthz" >"$file" 2>&1 &
+                -s bench/latency.lua "http://$host:${kiln_port[$t]}/healthz" >"$file" 2>&1 &
             wrk_pid=$!
             wait "$wrk_pid" || rc=$?
             wrk_pid=""
@@ -164,8 +165,12 @@ run_target() {   # run_target TARGET SECONDS OUTFILE
             local script=select1 mode=extended
             case $t in *pk*) script=pk ;; esac
             case $t in *-prepared) mode=prepared ;; esac
+            # -l: one line per transaction (its latency in µs), so the
+            # report has pgbench's own p50/p99/p99.9 next to kiln's
+            rm -f "${file%.txt}".pglog*
             "$pgbench_bin" -n -c "$BENCH_CONNECTIONS" -j "$BENCH_THREADS" -T "$secs" \
-                -M "$mode" -f "$out/$script.sql" "${pg_args[@]}" "$bench_db" >"$file" 2>&1 &
+                -M "$mode" -l --log-prefix="${file%.txt}.pglog" \
+                -f "$out/$script.sql" "${pg_args[@]}" "$bench_db" >"$file" 2>&1 &
             pgbench_pid=$!
             wait "$pgbench_pid" || rc=$?
             pgbench_pid=""
@@ -204,7 +209,7 @@ for r in $(seq "$BENCH_DB_ROUNDS"); do
         esac
     done
 done
-rm -f "$out"/warmup-*.txt
+rm -f "$out"/warmup-*
 
 for t in "${targets[@]}"; do
     case $t in

@@ -3,7 +3,9 @@
 # for a page of notes and their count for meta.total) with the list cache on (Valkey) and
 # off (CACHE_TTL_SECONDS=0), and POST /api/v1/notes (one INSERT ...
 # RETURNING), under wrk, against pgbench running the same statements with
-# the same parameters at the same concurrency. See bench/README.md.
+# the same parameters at the same concurrency; then one hot user: 64
+# connections on one session listing GET /api/v1/notes (default limit, cache
+# off) against pgbench on that user's list statement. See bench/README.md.
 #
 #   bench/notes.sh         standalone: measures, prints the notes report
 #   (bench/run.sh calls it with BENCH_NOTES_EMBEDDED=1; the report then
@@ -14,8 +16,9 @@
 # each run) and stopped at the end. Two kilns share that database: one with
 # Valkey (sessions, rate-limit counters and the list cache in it; the
 # default CACHE_TTL_SECONDS), one with the in-process memory store and
-# CACHE_TTL_SECONDS=0 (every list runs its statement). Raw output goes
-# to build/bench/notes/.
+# CACHE_TTL_SECONDS=0 (every list runs its statement); a third, for the hot
+# user, with Valkey and CACHE_TTL_SECONDS=0. Raw output goes to
+# build/bench/notes/.
 #
 # Exit status: 0 when every measurement ran (goals may still be MISS), or the
 # part was skipped (no PostgreSQL, pgbench or Redis to run it with, or a kiln
@@ -36,6 +39,7 @@ BENCH_THREADS=${BENCH_THREADS:-2}
 BENCH_NOTES_USERS=${BENCH_NOTES_USERS:-4}            # users listed (and users inserting)
 BENCH_NOTES_PER_USER=${BENCH_NOTES_PER_USER:-200}    # notes each listed user has
 BENCH_NOTES_OTHER_USERS=${BENCH_NOTES_OTHER_USERS:-100}  # users whose notes are only there
+BENCH_NOTES_HOT_NOTES=${BENCH_NOTES_HOT_NOTES:-100}  # the hot user's notes (0: no hot-user case)
 BENCH_NOTES_POOL_SIZE=${BENCH_NOTES_POOL_SIZE:-}     # empty: kiln's default (DB_POOL_SIZE)
 BENCH_KILN_LOG=${BENCH_KILN_LOG:-/dev/null}
 BENCH_NOTES_SERVICES=${BENCH_NOTES_SERVICES:-build/bench/services-notes}
@@ -60,6 +64,8 @@ done
 [ "$BENCH_NOTES_USERS" -le 64 ] || die "BENCH_NOTES_USERS must be at most 64"
 [[ $BENCH_NOTES_OTHER_USERS =~ ^[0-9]+$ ]] ||
     die "BENCH_NOTES_OTHER_USERS must be a non-negative integer (got '$BENCH_NOTES_OTHER_USERS')"
+[[ $BENCH_NOTES_HOT_NOTES =~ ^[0-9]+$ ]] ||
+    die "BENCH_NOTES_HOT_NOTES must be a non-negative integer (got '$BENCH_NOTES_HOT_NOTES')"
 [ -z "$BENCH_NOTES_POOL_SIZE" ] || [[ $BENCH_NOTES_POOL_SIZE =~ ^[1-9][0-9]*$ ]] ||
     die "BENCH_NOTES_POOL_SIZE must be a positive integer"
 
@@ -182,6 +188,13 @@ if ! "$tool" get "$host" "${kiln_port[kiln-notes]}" "/api/v1/notes?limit=$list_l
     skip "$KILN_BIN has no GET /api/v1/notes answering 401 without a session (no notes endpoints yet)"
 fi
 start_kiln kiln-notes-valkey VALKEY_HOST="$redis_host" VALKEY_PORT="$redis_port"
+# The hot user's kiln: sessions and rate-limit counters in Valkey, as in
+# production, but no list cache, so every list runs its statement.
+kilns=(kiln-notes kiln-notes-valkey)
+if [ "$BENCH_NOTES_HOT_NOTES" -gt 0 ]; then
+    start_kiln kiln-notes-hot VALKEY_HOST="$redis_host" VALKEY_PORT="$redis_port" CACHE_TTL_SECONDS=0
+    kilns+=(kiln-notes-hot)
+fi
 
 # -------------------------------------------------------- users and notes --
 # BENCH_NOTES_USERS users to list (BENCH_NOTES_PER_USER notes each, made
@@ -279,6 +292,7 @@ def lua(path, comment, method, url, cookie_list, body=None):
                     % (method, url))
         f.write("  end\nend\n")
         f.write("request = function()\n  i = i % #reqs + 1\n  return reqs[i]\nend\n")
+        f.write(open("bench/latency.lua").read())
 
 for name, target in (("kiln-notes", ""), ("kiln-notes-valkey", "-valkey")):
     lua("%s/kiln-list%s.lua" % (out, target), "GET %s, one session per listed user" % list_path,
@@ -365,6 +379,14 @@ for i in range(n):
          6: ":now", 7: ":archived"}
     with open("%s/pgbench-insert-%d.sql" % (out, i), "w") as f:
         f.write(sub(ADD, p) + ";\n")
+# The hot user's list: the same statement; its id and the default limit
+# (from GET /api/v1/notes without ?limit) are -D variables at run time.
+p = {1: ":hot", 2: ":archived", 3: "NULL", 4: ":hotlimit", 5: ":offset"}
+with open("%s/pgbench-hot.sql" % out, "w") as f:
+    f.write(sub(LIST, p) + ";\n")
+with open("%s/explain-hot.sql.in" % out, "w") as f:
+    f.write("EXPLAIN (ANALYZE, BUFFERS) " + sub(LIST, {1: "'@HOT@'", 2: "'0'", 3: "NULL",
+                                                      4: "'@LIMIT@'", 5: "'0'"}) + ";\n")
 # EXPLAIN of the list's statement for the first listed user, with
 # kiln's parameter values as literals (the custom plan an unnamed statement
 # gets).
@@ -415,7 +437,10 @@ run_target() {   # run_target TARGET SECONDS OUTFILE
     case $t in
         kiln-*)
             kiln="kiln-notes" path="/api/v1/notes"
-            case $t in *-valkey) kiln="kiln-notes-valkey" ;; esac
+            case $t in
+                *-valkey) kiln="kiln-notes-valkey" ;;
+                kiln-hot) kiln="kiln-notes-hot" ;;
+            esac
             wrk -t"$BENCH_THREADS" -c"$BENCH_CONNECTIONS" -d"${secs}s" --latency \
                 -s "$out/$t.lua" "http://$host:${kiln_port[$kiln]}$path" >"$file" 2>&1 &
             wrk_pid=$!
@@ -429,8 +454,9 @@ run_target() {   # run_target TARGET SECONDS OUTFILE
         pgbench-*)
             local scripts=("${list_scripts[@]}")
             [ "$t" = pgbench-insert ] && scripts=("${insert_scripts[@]}")
+            [ "$t" = pgbench-hot ] && scripts=(-f "$out/pgbench-hot.sql")
             # -l: one line per transaction (its latency in µs), so the
-            # report has pgbench's own p50/p99 next to kiln's
+            # report has pgbench's own p50/p99/p99.9 next to kiln's
             rm -f "${file%.txt}".pglog*
             "$pgbench_bin" -n -c "$BENCH_CONNECTIONS" -j "$BENCH_THREADS" -T "$secs" -M extended \
                 -l --log-prefix="${file%.txt}.pglog" \
@@ -457,6 +483,7 @@ meta threads "$BENCH_THREADS"
 meta users "$BENCH_NOTES_USERS"
 meta notes_per_user "$BENCH_NOTES_PER_USER"
 meta other_users "$BENCH_NOTES_OTHER_USERS"
+meta hot_notes "$BENCH_NOTES_HOT_NOTES"
 meta notes_rows_before "$(psql_q "SELECT count(*) FROM notes")"
 meta list_plan_index "$list_plan_index"
 meta list_limit "$list_limit"
@@ -483,12 +510,132 @@ for r in $(seq "$BENCH_NOTES_ROUNDS"); do
         esac
     done
 done
-rm -f "$out"/warmup-*.txt
+
+# ------------------------------------------------------------ one hot user --
+# One user with BENCH_NOTES_HOT_NOTES notes, all 64 connections on its one
+# session (one rate-limit counter, one user's index range): GET
+# /api/v1/notes with the default limit on kiln-notes-hot (Valkey, cache
+# off), and pgbench on the same statement for that user. The notes are made
+# here, after the last VACUUM of the main rounds (the insert runs' clean-up
+# vacuums the whole table, hence a phase of its own, after them, with the
+# same warmup and rounds, kiln and pgbench interleaved), through POST
+# /api/v1/notes as a client makes them, and nothing vacuums the table
+# afterwards (100 inserts are far below autovacuum's thresholds; the vacuum
+# counts in meta.env say if one ran anyway): the hot user's rows are the
+# table's only ones not all-visible, so the count's index-only scan fetches
+# their heap tuples, for kiln and pgbench alike (explain-hot.txt).
+notes_vacuums() {
+    psql_q "SELECT vacuum_count + autovacuum_count FROM pg_stat_user_tables WHERE relname = 'notes'"
+}
+# hot_visibility USER_ID: "A/P H/N": A of the table's P pages all-visible in
+# the visibility map, H of the user's N notes on pages that are not
+# (pg_visibility, as the services' superuser over the unix socket); "-"
+# where that cannot be read.
+hot_visibility() {
+    "$psql_bin" -h "$KILN_TEST_PG_SOCKET_DIR" -p "$KILN_TEST_PG_PORT" -U "$KILN_TEST_PG_SUPERUSER" \
+        -d "$pg_db" -X -q -A -t -v ON_ERROR_STOP=1 2>/dev/null <<SQL || echo -
+CREATE EXTENSION IF NOT EXISTS pg_visibility;
+SELECT (SELECT all_visible || '/' || pg_relation_size('notes') / current_setting('block_size')::int
+          FROM pg_visibility_map_summary('notes')) || ' ' ||
+       (SELECT count(*) FILTER (WHERE NOT v.all_visible) || '/' || count(*)
+          FROM notes n JOIN pg_visibility_map('notes') v
+            ON v.blkno = (n.ctid::text::point)[0]::bigint
+         WHERE n.user_id = '$1');
+SQL
+}
+if [ "$BENCH_NOTES_HOT_NOTES" -gt 0 ]; then
+    log "one hot user: $BENCH_NOTES_HOT_NOTES notes through POST /api/v1/notes on kiln-notes-hot (no VACUUM after)"
+    "$PYTHON" - "$host" "${kiln_port[kiln-notes-hot]}" "$BENCH_NOTES_HOT_NOTES" "$out" \
+        "$insert_content" <<'PYEOF' || die "could not make the hot user's notes and session"
+import http.client, json, sys
+host, port, n, out, content = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+conn = http.client.HTTPConnection(host, port, timeout=10)
+
+def call(method, path, cookie=None, body=None):
+    headers = {}
+    if cookie:
+        headers["Cookie"] = "_backend_session=" + cookie
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        body = json.dumps(body)
+    conn.request(method, path, body=body, headers=headers)
+    r = conn.getresponse()
+    return r.status, r.getheaders(), r.read()
+
+status, headers, _ = call("POST", "/auth/dev/login",
+                          body={"email": "notes-hot@example.com", "name": "Bench hot user"})
+if status != 200:
+    sys.exit("dev login answered %d" % status)
+cookie = None
+for k, v in headers:
+    if k.lower() == "set-cookie" and v.startswith("_backend_session="):
+        cookie = v.split(";", 1)[0].split("=", 1)[1]
+if not cookie:
+    sys.exit("dev login set no _backend_session cookie")
+for j in range(n):
+    status, _, data = call("POST", "/api/v1/notes", cookie,
+                           {"title": "Note %d of the hot user" % j,
+                            "content": "Body of note %d of the hot user. " % j + content})
+    if status != 201:
+        sys.exit("POST /api/v1/notes answered %d: %s" % (status, data[:200]))
+status, _, data = call("GET", "/api/v1/notes", cookie)
+if status != 200:
+    sys.exit("GET /api/v1/notes answered %d" % status)
+meta = json.loads(data)["meta"]
+if meta["total"] != n or meta["count"] != min(meta["limit"], n):
+    sys.exit("GET /api/v1/notes gave count %s total %s limit %s for %d notes"
+             % (meta["count"], meta["total"], meta["limit"], n))
+with open(out + "/hot_limit", "w") as f:
+    f.write("%d\n" % meta["limit"])
+with open(out + "/hot_body_bytes", "w") as f:
+    f.write("%d\n" % len(data))
+# One session on every connection: a static request (wrk.headers), and the
+# latency line of bench/latency.lua.
+with open(out + "/kiln-hot.lua", "w") as f:
+    f.write("-- written by bench/notes.sh: GET /api/v1/notes, the one hot user's session\n")
+    f.write('wrk.headers["Cookie"] = "_backend_session=%s"\n' % cookie)
+    f.write(open("bench/latency.lua").read())
+PYEOF
+    hot_id=$(psql_q "SELECT id FROM users WHERE email = 'notes-hot@example.com'") ||
+        die "cannot read the hot user's id"
+    [ -n "$hot_id" ] || die "no hot user in the database"
+    hot_limit=$(cat "$out/hot_limit")
+    pg_vars+=(-D hot="$hot_id" -D hotlimit="$hot_limit")
+    meta hot_user_id "$hot_id"
+    meta hot_limit "$hot_limit"
+    meta hot_body_bytes "$(cat "$out/hot_body_bytes")"
+    meta hot_notes_rows "$(psql_q "SELECT count(*) FROM notes")"
+    meta hot_visibility_before "$(hot_visibility "$hot_id")"
+    meta hot_vacuums_before "$(notes_vacuums)"
+    for t in kiln-hot pgbench-hot; do
+        log "warmup $t (${BENCH_WARMUP_SECONDS}s)"
+        run_target "$t" "$BENCH_WARMUP_SECONDS" "$out/warmup-$t.txt"
+    done
+    for r in $(seq "$BENCH_NOTES_ROUNDS"); do
+        for t in kiln-hot pgbench-hot; do
+            log "round $r/$BENCH_NOTES_ROUNDS: $t (${BENCH_NOTES_SECONDS}s)"
+            run_target "$t" "$BENCH_NOTES_SECONDS" "$out/run-$t-r$r.txt"
+            case $t in
+                kiln-*) log "  $(grep '^Requests/sec:' "$out/run-$t-r$r.txt")" ;;
+                *) log "  $(grep '^tps = ' "$out/run-$t-r$r.txt")" ;;
+            esac
+        done
+    done
+    meta hot_vacuums_after "$(notes_vacuums)"
+    meta hot_visibility_after "$(hot_visibility "$hot_id")"
+    # The hot list's plan as it ran (Heap Fetches: its rows not all-visible).
+    sed "s/@HOT@/$hot_id/g; s/@LIMIT@/$hot_limit/g" "$out/explain-hot.sql.in" >"$out/explain-hot.sql"
+    "$psql_bin" "${pg_args[@]}" -d "$pg_db" -X -q -v ON_ERROR_STOP=1 -f "$out/explain-hot.sql" \
+        >"$out/explain-hot.txt" 2>&1 ||
+        log "warning: EXPLAIN ANALYZE of the hot list failed (see $out/explain-hot.txt)"
+    meta hot_heap_fetches "$(sed -n 's/.*Heap Fetches: \([0-9]*\).*/\1/p' "$out/explain-hot.txt" | paste -sd' ' -)"
+fi
+rm -f "$out"/warmup-*
 
 # The cached kiln did cache: its lists are in Valkey.
 meta valkey_list_keys "$(redis-cli -h "$redis_host" -p "$redis_port" --scan --pattern '*notes:*' 2>/dev/null |
                          grep -vc 'notes_gen:' || true)"
-for k in kiln-notes kiln-notes-valkey; do
+for k in "${kilns[@]}"; do
     alive_or_die "$k" "${kiln_pid[$k]}"
     meta "${k}_stderr_lines" "$(grep -c . "$out/$k.stderr" 2>/dev/null || true)"
 done

@@ -34,6 +34,8 @@ GOAL_DB_RATIO = 0.6
 GOAL_SESSION_RATIO = 0.5
 GOAL_NOTES_RATIO = 0.5
 GOAL_NOTES_P99_MS = 10.0
+GOAL_NOTES_HOT_RATIO = 0.9
+GOAL_TAIL_RATIO = 1.5
 GOAL_IDLE_RSS_MIB = 8.0
 GOAL_HOLD_RSS_MIB = 64.0
 GOAL_FOOTPRINT_RSS_MIB = 8.0
@@ -75,6 +77,33 @@ def parse_wrk(path):
     r["non_2xx"] = int(m.group(1)) if m else 0
     m = re.search(r"^other_cpu_pct: ([0-9.]+)", text, re.M)
     r["other_cpu_pct"] = float(m.group(1)) if m else None
+    # bench/latency.lua's done(): the same percentiles in µs, unrounded,
+    # and the 99.9th and the maximum that --latency does not print.
+    m = re.search(r"^latency_us: (.*)$", text, re.M)
+    if m:
+        kv = parse_kv(m.group(1).replace("p99.9=", "p999="))
+        for name, key in (("p50", "p50_ms"), ("p99", "p99_ms"), ("p999", "p999_ms"),
+                          ("max", "max_ms")):
+            if kv.get(name, "").isdigit():
+                r[key] = int(kv[name]) / 1000.0
+    else:
+        r["p999_ms"] = r["max_ms"] = None
+    return r
+
+
+def percentiles_ms(lat_us):
+    """p50, p99, p99.9 (nearest rank: the smallest value with at least p % of
+    the values at or below it) and max of a list of µs, as ms."""
+    r = {}
+    if not lat_us:
+        return r
+    lat_us.sort()
+    n = len(lat_us)
+    for permille, key in ((500, "p50_ms"), (990, "p99_ms"), (999, "p999_ms")):
+        rank = max(1, (n * permille + 999) // 1000)
+        r[key] = lat_us[rank - 1] / 1000.0
+    r["max_ms"] = lat_us[-1] / 1000.0
+    r["logged"] = n
     return r
 
 
@@ -139,6 +168,72 @@ def hold_result(meta, name, n):
     }
 
 
+# ------------------------------------------------- tails next to pgbench --
+
+def tail_rows(runs, pairs):
+    """p50/p99/p99.9/max of each kiln target next to its pgbench peer (the
+    reported round of each: the best by req/s or tps), and the ratios
+    kiln p99 / pgbench p99 and kiln p99.9 / pgbench p99.9. pairs:
+    (key, workload, kiln target, pgbench target); kiln targets that did not
+    run are left out."""
+    rows = []
+    for key, workload, kt, pt in pairs:
+        if kt not in runs or not runs[kt]["runs"]:
+            continue
+        k = runs[kt]["best"] or {}
+        g = (runs.get(pt) or {}).get("best") or {}
+
+        def pick(b):
+            return {x: b.get(x) for x in ("p50_ms", "p99_ms", "p999_ms", "max_ms")}
+
+        def ratio(a, b):
+            return a / b if a is not None and b else None
+
+        rows.append({"key": key, "workload": workload, "kiln_target": kt, "pgbench_target": pt,
+                     "kiln": pick(k), "pgbench": pick(g),
+                     "pgbench_all_transactions": g.get("all_transactions"),
+                     "p99_ratio": ratio(k.get("p99_ms"), g.get("p99_ms")),
+                     "p999_ratio": ratio(k.get("p999_ms"), g.get("p999_ms"))})
+    return rows
+
+
+def tail_goals(rows, prefix, conns, note=""):
+    goals = []
+    for row in rows:
+        for pct, key in (("p99", "p99_ratio"), ("p99.9", "p999_ratio")):
+            value = row[key]
+            goals.append({"goal": "%s %s: kiln %s / pgbench %s at %d connections" % (
+                              prefix, row["workload"], pct, pct, conns),
+                          "value": value, "op": "<=", "limit": GOAL_TAIL_RATIO, "unit": "",
+                          "pass": value is not None and value <= GOAL_TAIL_RATIO, "note": note})
+    return goals
+
+
+def print_tail(rows, conns, p=print):
+    if not rows:
+        return
+    p("")
+    p("tail latency at %d connections, kiln next to pgbench on the same statements "
+      "(same run; each its reported round)" % conns)
+    p("%-34s %24s  %24s %7s %7s  %s" % ("workload", "kiln p50/p99/p99.9 ms",
+                                       "pgbench p50/p99/p99.9", "p99 x", "p99.9 x",
+                                       "max ms kiln/pgbench"))
+
+    def three(d):
+        return "/".join(fmt(d.get(x), ".2f", 0) for x in ("p50_ms", "p99_ms", "p999_ms"))
+
+    for row in rows:
+        p("%-34s %24s  %24s %7s %7s  %s/%s" % (
+            row["workload"], three(row["kiln"]), three(row["pgbench"]),
+            fmt(row["p99_ratio"], ".2f", 7), fmt(row["p999_ratio"], ".2f", 7),
+            fmt(row["kiln"].get("max_ms"), ".1f", 0), fmt(row["pgbench"].get("max_ms"), ".1f", 0)))
+    p("(kiln: wrk's latency histogram, printed by bench/latency.lua; pgbench: its "
+      "per-transaction log (-l), nearest rank, without each client's first transaction (a new "
+      "backend's cold start; with them, p99.9: %s ms); x: kiln / pgbench, goal <= %.1f)" % (
+          ", ".join(fmt((row["pgbench_all_transactions"] or {}).get("p999_ms"), ".2f", 0)
+                    for row in rows), GOAL_TAIL_RATIO))
+
+
 # ------------------------------------------------------------- database --
 
 DB_TARGETS = [
@@ -148,6 +243,13 @@ DB_TARGETS = [
     ("pgbench-select1-prepared", "pgbench SELECT 1, -M prepared"),
     ("pgbench-pk", "pgbench PK SELECT, -M extended"),
     ("pgbench-pk-prepared", "pgbench PK SELECT, -M prepared"),
+]
+
+
+DB_TAIL_PAIRS = [
+    ("select1", "SELECT 1, prepared off/-M extended", "kiln-healthz", "pgbench-select1"),
+    ("select1_prepared", "SELECT 1, prepared on/-M prepared", "kiln-healthz-prepared",
+     "pgbench-select1-prepared"),
 ]
 
 
@@ -163,19 +265,32 @@ def parse_pgbench(path):
     r["requests"] = int(m.group(1)) if m else None
     m = re.search(r"^number of failed transactions: (\d+)", text, re.M)
     r["failed"] = int(m.group(1)) if m else 0
-    # Per-transaction logs (pgbench -l, bench/notes.sh): "client xact
-    # latency_us script epoch epoch_us" per line, one file per thread.
-    lat = []
+    # Per-transaction logs (pgbench -l, bench/db.sh and bench/notes.sh):
+    # "client xact latency_us script epoch epoch_us" per line, one file per
+    # thread (PREFIX.PID, PREFIX.PID.1, ...; a client's lines are in one
+    # file, in order); a failed transaction's latency is "failed" and is
+    # left out. So is each client's first transaction: the first statement
+    # on a new backend, which fills its catalog caches while the other
+    # clients still connect (seen here: 64 of them averaging 300 ms against
+    # 10 ms after), a cost kiln's pool, connected and warmed up before the
+    # measured round, does not pay; with 64 clients they would be the
+    # p99.9 of a short run. The figures with them are kept under
+    # "all_transactions".
+    lat, lat_all, seen = [], [], set()
     for f in glob.glob(path[:-len(".txt")] + ".pglog*") if path.endswith(".txt") else []:
         with open(f) as fh:
             for line in fh:
                 parts = line.split()
                 if len(parts) >= 3 and parts[2].isdigit():
-                    lat.append(int(parts[2]))
-    if lat:
-        lat.sort()
-        for pct, key in ((50, "p50_ms"), (99, "p99_ms")):
-            r[key] = lat[min(len(lat) - 1, (len(lat) * pct) // 100)] / 1000.0
+                    lat_all.append(int(parts[2]))
+                    if parts[0] in seen:
+                        lat.append(int(parts[2]))
+                if parts:
+                    seen.add(parts[0])
+    r.update(percentiles_ms(lat))
+    if lat_all:
+        r["first_transactions_left_out"] = len(lat_all) - len(lat)
+        r["all_transactions"] = percentiles_ms(lat_all)
     return r
 
 
@@ -237,13 +352,14 @@ def db_results(out):
         "kiln_stderr_lines": {k: int(meta.get(k + "_stderr_lines") or 0)
                               for k, _ in DB_TARGETS[:2]},
     }
+    res["tail"] = tail_rows(runs, DB_TAIL_PAIRS)
     value = res["ratios"]["kiln_vs_pgbench_select1"]
     res["goals"] = [{
         "goal": "kiln GET /healthz req/s / pgbench SELECT 1 tps (prepared off, -M extended)",
         "value": value, "op": ">=", "limit": GOAL_DB_RATIO, "unit": "",
         "pass": value is not None and value >= GOAL_DB_RATIO,
         "note": "" if res["config"]["kiln_has_database"] else "kiln has no database driver",
-    }]
+    }] + tail_goals(res["tail"], "db", res["config"]["connections"])
     return res
 
 
@@ -258,7 +374,8 @@ def print_db(db, p=print):
           c["postgres_version"], c["wrk"], c["pgbench"], c["warmup_seconds"], c["rounds"],
           c["http_loops"], c["db_pool_size"]))
     p("")
-    p("%-46s %11s %9s %9s   %s" % ("target", "req/s|tps", "p50 ms", "p99 ms", "per round"))
+    p("%-46s %11s %9s %9s %9s   %s" % ("target", "req/s|tps", "p50 ms", "p99 ms", "p99.9 ms",
+                                        "per round"))
     for key, label in DB_TARGETS:
         t = db["throughput"][key]
         if not t["runs"]:
@@ -267,9 +384,12 @@ def print_db(db, p=print):
         b = t["best"] or {}
         per = "  ".join(fmt(r["rps"], ".0f", 0) for r in t["runs"])
         p50 = b.get("p50_ms", b.get("latency_avg_ms"))
-        p("%-46s %11s %9s %9s   %s" % (label, fmt(b.get("rps"), ".0f", 11), fmt(p50, ".3f", 9),
-                                        fmt(b.get("p99_ms"), ".3f", 9), per))
-    p("(pgbench rows: the p50 column is pgbench's average latency)")
+        p("%-46s %11s %9s %9s %9s   %s" % (label, fmt(b.get("rps"), ".0f", 11),
+                                            fmt(p50, ".3f", 9), fmt(b.get("p99_ms"), ".3f", 9),
+                                            fmt(b.get("p999_ms"), ".3f", 9), per))
+    p("(pgbench rows: p50/p99/p99.9 from its per-transaction log (-l), else the p50 column is "
+      "its average latency)")
+    print_tail(db.get("tail") or [], c["connections"], p)
     r = db["ratios"]
     p("")
     p("ratio kiln/pgbench SELECT 1, prepared off / -M extended:  %s" %
@@ -441,6 +561,16 @@ NOTES_TARGETS = [
     ("kiln-insert-valkey", "kiln POST /notes, Valkey"),
     ("pgbench-list", "pgbench list (page + total), -M extended"),
     ("pgbench-insert", "pgbench INSERT ... RETURNING, -M extended"),
+    ("kiln-hot", "kiln GET /notes, one hot user, Valkey, no cache"),
+    ("pgbench-hot", "pgbench list, one hot user, -M extended"),
+]
+
+NOTES_TAIL_PAIRS = [
+    ("list", "list, cache off", "kiln-list", "pgbench-list"),
+    ("list_cached", "list, cache on (Valkey)", "kiln-list-valkey", "pgbench-list"),
+    ("insert", "insert, memory kv", "kiln-insert", "pgbench-insert"),
+    ("insert_valkey", "insert, Valkey", "kiln-insert-valkey", "pgbench-insert"),
+    ("hot", "one hot user, list", "kiln-hot", "pgbench-hot"),
 ]
 
 
@@ -468,6 +598,8 @@ def notes_results(out):
         return a / b if a is not None and b else None
 
     conns = int(meta["connections"])
+    hot_notes = int(meta.get("hot_notes") or 0)
+    hot_vac = (inum(meta, "hot_vacuums_before"), inum(meta, "hot_vacuums_after"))
     res = {
         "config": {
             "postgres_version": meta.get("postgres_version"),
@@ -491,6 +623,9 @@ def notes_results(out):
                 meta["connections"], meta["threads"], meta["seconds"]),
             "sql_matches_notes_c": meta.get("sql_check") == "ok",
             "sql_check": meta.get("sql_check"),
+            "hot_notes": hot_notes,
+            "hot_list_limit": inum(meta, "hot_limit"),
+            "hot_list_body_bytes": inum(meta, "hot_body_bytes"),
         },
         "throughput": runs,
         "ratios": {
@@ -501,15 +636,30 @@ def notes_results(out):
             "kiln_insert_vs_pgbench_insert": ratio(rps("kiln-insert"), rps("pgbench-insert")),
             "kiln_insert_valkey_vs_pgbench_insert": ratio(rps("kiln-insert-valkey"),
                                                           rps("pgbench-insert")),
+            "kiln_hot_vs_pgbench_hot": ratio(rps("kiln-hot"), rps("pgbench-hot")),
         },
+        # The table as the hot user's runs found it: its notes POSTed after
+        # the last VACUUM, the rest all-visible.
+        "hot_table": {
+            "notes_rows": inum(meta, "hot_notes_rows"),
+            # "A/P H/N": A of the table's P pages all-visible, H of the hot
+            # user's N notes on pages that are not; before and after its runs
+            "visibility_before": meta.get("hot_visibility_before"),
+            "visibility_after": meta.get("hot_visibility_after"),
+            "vacuums_during_hot_runs": (None if None in hot_vac else hot_vac[1] - hot_vac[0]),
+            "heap_fetches_after": meta.get("hot_heap_fetches"),
+        } if hot_notes else None,
         "valkey_list_keys": inum(meta, "valkey_list_keys"),
         "notes_rows": inum(meta, "notes_rows_before"),
         "list_uses_index": (inum(meta, "list_plan_index") or 0) >= 2,
         "kiln_healthz_bodies": {k: meta.get(k + "_healthz_body")
-                                for k in ("kiln-notes", "kiln-notes-valkey")},
+                                for k in ("kiln-notes", "kiln-notes-valkey", "kiln-notes-hot")
+                                if k + "_healthz_body" in meta},
         "kiln_stderr_lines": {k: int(meta.get(k + "_stderr_lines") or 0)
-                              for k in ("kiln-notes", "kiln-notes-valkey")},
+                              for k in ("kiln-notes", "kiln-notes-valkey", "kiln-notes-hot")
+                              if k + "_stderr_lines" in meta},
     }
+    res["tail"] = tail_rows(runs, NOTES_TAIL_PAIRS)
     note = "" if res["config"]["sql_matches_notes_c"] else "pgbench SQL differs from notes.c"
     goals = []
     for name, value in (
@@ -518,14 +668,21 @@ def notes_results(out):
         goals.append({"goal": name, "value": value, "op": ">=", "limit": GOAL_NOTES_RATIO,
                       "unit": "", "pass": value is not None and value >= GOAL_NOTES_RATIO,
                       "note": note})
+    if hot_notes:
+        value = res["ratios"]["kiln_hot_vs_pgbench_hot"]
+        goals.append({"goal": "notes one hot user: kiln list req/s / pgbench list tps",
+                      "value": value, "op": ">=", "limit": GOAL_NOTES_HOT_RATIO, "unit": "",
+                      "pass": value is not None and value >= GOAL_NOTES_HOT_RATIO,
+                      "note": note})
     for key, label in NOTES_TARGETS:
-        if not key.startswith("kiln"):
+        if not key.startswith("kiln") or key == "kiln-hot":   # its goals: the ratios
             continue
         b = runs[key]["best"] or {}
         value = b.get("p99_ms")
         goals.append({"goal": "%s p99 at %d connections" % (label, conns), "value": value,
                       "op": "<=", "limit": GOAL_NOTES_P99_MS, "unit": "ms",
                       "pass": value is not None and value <= GOAL_NOTES_P99_MS, "note": ""})
+    goals.extend(tail_goals(res["tail"], "notes", conns, note))
     res["goals"] = goals
     return res
 
@@ -549,19 +706,21 @@ def print_notes(nt, p=print):
           "-" if nt.get("notes_rows") is None else nt["notes_rows"], c["wrk"],
           c["pgbench"], c["warmup_seconds"], c["rounds"], c["http_loops"], c["db_pool_size"]))
     p("")
-    p("%-46s %11s %9s %9s   %s" % ("target", "req/s|tps", "p50 ms", "p99 ms", "per round"))
+    p("%-48s %11s %9s %9s %9s   %s" % ("target", "req/s|tps", "p50 ms", "p99 ms", "p99.9 ms",
+                                        "per round"))
     for key, label in NOTES_TARGETS:
         t = nt["throughput"][key]
         if not t["runs"]:
-            p("%-46s %11s" % (label, "not run"))
+            p("%-48s %11s" % (label, "not run"))
             continue
         b = t["best"] or {}
         per = "  ".join(fmt(r["rps"], ".0f", 0) for r in t["runs"])
         p50 = b.get("p50_ms", b.get("latency_avg_ms"))
-        p("%-46s %11s %9s %9s   %s" % (label, fmt(b.get("rps"), ".0f", 11), fmt(p50, ".3f", 9),
-                                        fmt(b.get("p99_ms"), ".3f", 9), per))
-    p("(pgbench rows: p50/p99 from its per-transaction log (-l), else the p50 column is its "
-      "average latency; one list transaction is the statement of the page with its total)")
+        p("%-48s %11s %9s %9s %9s   %s" % (label, fmt(b.get("rps"), ".0f", 11),
+                                            fmt(p50, ".3f", 9), fmt(b.get("p99_ms"), ".3f", 9),
+                                            fmt(b.get("p999_ms"), ".3f", 9), per))
+    p("(pgbench rows: p50/p99/p99.9 from its per-transaction log (-l), else the p50 column is "
+      "its average latency; one list transaction is the statement of the page with its total)")
     r = nt["ratios"]
     p("")
     p("ratio kiln list, cache off / pgbench list:        %s" %
@@ -574,6 +733,9 @@ def print_notes(nt, p=print):
       fmt(r["kiln_insert_vs_pgbench_insert"], ".3f", 0))
     p("ratio kiln insert, Valkey / pgbench insert:       %s" %
       fmt(r["kiln_insert_valkey_vs_pgbench_insert"], ".3f", 0))
+    if c.get("hot_notes"):
+        p("ratio kiln list, one hot user / pgbench:          %s" %
+          fmt(r.get("kiln_hot_vs_pgbench_hot"), ".3f", 0))
     pg_p99 = {k: (nt["throughput"][k]["best"] or {}).get("p99_ms")
               for k in ("pgbench-list", "pgbench-insert")}
     p("p99 of pgbench on the same statements: list %s ms, insert %s ms" % (
@@ -585,7 +747,27 @@ def print_notes(nt, p=print):
         fmt(ki / pg_p99["pgbench-insert"] if ki and pg_p99["pgbench-insert"] else None, ".2f", 0)))
     p("p99 of the kiln targets: " + ", ".join(
         "%s %s ms" % (key, fmt((nt["throughput"][key]["best"] or {}).get("p99_ms"), ".2f", 0))
-        for key, _ in NOTES_TARGETS if key.startswith("kiln")))
+        for key, _ in NOTES_TARGETS if key.startswith("kiln") and nt["throughput"][key]["runs"]))
+    print_tail(nt.get("tail") or [], c["connections"], p)
+    ht = nt.get("hot_table")
+    if ht:
+        p("one hot user: %d notes made by POST /api/v1/notes after the last VACUUM, all %d "
+          "connections on its session, GET /api/v1/notes (default limit %s, %s bytes) on a kiln "
+          "with Valkey and CACHE_TTL_SECONDS=0" % (
+              c["hot_notes"], c["connections"], fmt(c.get("hot_list_limit"), "d", 0),
+              fmt(c.get("hot_list_body_bytes"), "d", 0)))
+
+        def vis(v):
+            a, _, h = (v or "-").partition(" ")
+            return "%s pages all-visible, %s of its notes on pages that are not" % (a, h or "-")
+        p("one hot user's table: %s rows; before its runs %s; after them %s; vacuums during "
+          "its runs %s; Heap Fetches in its list's plan after them (EXPLAIN ANALYZE) %s" % (
+              fmt(ht["notes_rows"], "d", 0), vis(ht["visibility_before"]),
+              vis(ht["visibility_after"]), fmt(ht["vacuums_during_hot_runs"], "d", 0),
+              ht["heap_fetches_after"] or "-"))
+        if ht["vacuums_during_hot_runs"]:
+            p("warning: the notes table was vacuumed during the hot user's runs: its notes "
+              "were not all measured as unvacuumed")
     if not c["sql_matches_notes_c"]:
         p("warning: the pgbench statements no longer match app/src/api/notes.c (%s); "
           "update bench/notes.sh" % c["sql_check"])

@@ -4,10 +4,11 @@
 # (bench/db.sh, unless BENCH_DB=0) GET /healthz on PostgreSQL against pgbench,
 # (bench/session.sh, unless BENCH_SESSION=0) GET /api/v1/me with a
 # session in Valkey and in memory against redis-benchmark GET, and
-# (bench/notes.sh, unless BENCH_NOTES=0) the notes list (cache on and off)
-# and insert against pgbench running the same statements, and
-# (bench/footprint.sh, unless BENCH_FOOTPRINT=0) start-to-ready and idle RSS
-# on SQLite + memory store and on PostgreSQL + Valkey.
+# (bench/notes.sh, unless BENCH_NOTES=0) the notes list (cache on and off),
+# insert and one hot user's list against pgbench running the same
+# statements (p50/p99/p99.9 next to pgbench's in the database and notes
+# parts), and (bench/footprint.sh, unless BENCH_FOOTPRINT=0) start-to-ready
+# and idle RSS on SQLite + memory store and on PostgreSQL + Valkey.
 # See bench/README.md. Run through `make bench`, or directly from anywhere.
 #
 # Exit status: 0 when every measurement ran (goals may still be MISS);
