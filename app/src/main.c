@@ -166,6 +166,8 @@ static int cmd_serve(void)
                  "SECRET_KEY_BASE not set: using a random key for this run; "
                  "sessions will not survive a restart",
                  "env", kiln_env_name(cfg.env), NULL);
+    if (cfg.db_conninfo && !cfg.migrate_on_start)
+        kiln_dl_pq_background(); /* migrations would need it at once */
     kiln_auth_init(&cfg);
     kiln_app_init(&app, &cfg);
     if (cfg.db_iam_auth || cfg.valkey_iam_auth) {
@@ -184,6 +186,7 @@ static int cmd_serve(void)
                              &app.loop_hooks);
         kiln_reload_stop();
     }
+    kiln_dl_pq_join();
     kiln_app_free(&app);
     kiln_providers_free();
     api_uploads_free();

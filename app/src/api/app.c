@@ -12,6 +12,7 @@
  */
 #include "api/app.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +24,11 @@
 #include "aws/secrets.h"
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/dl.h"
+#include "core/fiber.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "http/server.h"
 #include "store/stores.h"
 #include "core/wipe.h"
 
@@ -192,6 +196,33 @@ static void *on_loop_start(void *arg, unsigned index)
     return l;
 }
 
+/*
+ * Open the loop's connections before requests need them: Valkey, then each
+ * database connection in turn (one at a time, so the loop is never busy
+ * with several SCRAM exchanges at once). Lazily, the first burst after a
+ * start queued behind all of them: a p99 of a second in its first run
+ * (docs/ARCHITECTURE.md, Tail latency). A failure stops the warm-up; the
+ * request path connects later, with its usual backoff.
+ */
+static void on_loop_warm(void *arg, void *context)
+{
+    struct kiln_app *app = arg;
+    struct kiln_stores *l = context;
+    if (l->kv && !kiln_server_draining())
+        kiln_kv_ping(l->kv, app->db.connect_timeout_s * 1000);
+    int loading = kiln_dl_pq_ready_fd();
+    if (loading >= 0) {
+        /* libpq still loading on its own thread (core/dl.h): wait for it
+         * here, without blocking the loop, instead of in the first connect. */
+        struct kiln_fdwatch *watch = NULL;
+        kiln_wait_fd(&watch, loading, POLLIN, kiln_now_ms() + 10000);
+        kiln_fdwatch_close(&watch);
+    }
+    for (unsigned i = 0; i < kiln_db_pool_size(l->db); i++)
+        if (kiln_server_draining() || kiln_db_pool_connect(l->db, i) != 0)
+            break;
+}
+
 void kiln_app_init(struct kiln_app *app, const struct kiln_config *cfg)
 {
     memset(app, 0, sizeof *app);
@@ -238,6 +269,7 @@ void kiln_app_init(struct kiln_app *app, const struct kiln_config *cfg)
     app->loop_db_connections = cfg->workers / loops ? cfg->workers / loops : 1;
     app->loop_hooks.start = on_loop_start;
     app->loop_hooks.stop = on_worker_stop;
+    app->loop_hooks.warm = on_loop_warm;
     app->loop_hooks.arg = app;
 }
 

@@ -51,10 +51,13 @@ static void append_text(kiln_buf *b, kiln_str s)
 static void append_time(kiln_buf *b, const struct kiln_db_rows *r, size_t i, size_t col)
 {
     char t[KILN_RFC3339_LEN + 1];
-    if (res_time_text(r, i, col, t))
-        kiln_buf_printf(b, "\"%s\"", t);
-    else
+    if (res_time_text(r, i, col, t)) {
+        kiln_buf_append_c(b, "\"");
+        kiln_buf_append(b, t, KILN_RFC3339_LEN);
+        kiln_buf_append_c(b, "\"");
+    } else {
         kiln_buf_append_c(b, "null");
+    }
 }
 
 /*

@@ -3,7 +3,11 @@
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "core/err.h"
 #include "core/log.h"
@@ -94,4 +98,56 @@ int kiln_dl_curl(void)
 void kiln_dl_setup_env(void)
 {
     setenv("GNUTLS_NO_IMPLICIT_INIT", "1", 0);
+}
+
+static int pq_ready = -1;
+static pthread_t pq_thread;
+static bool pq_thread_started;
+
+static void *pq_loader(void *arg)
+{
+    (void)arg;
+    kiln_dl_pq();
+    uint64_t one = 1;
+    if (write(pq_ready, &one, sizeof one) != (ssize_t)sizeof one) {
+        /* An eventfd write of 1 cannot fail short of a bug; waiters then
+         * time out and kiln_dl_pq, already loaded, answers them. */
+    }
+    return NULL;
+}
+
+int kiln_dl_pq_background(void)
+{
+    if (pq_ready >= 0)
+        return pq_ready;
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0)
+        return -1;
+    pq_ready = fd;
+    /* The loader never handles signals; the main thread does. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pq_thread_started = pthread_create(&pq_thread, NULL, pq_loader, NULL) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!pq_thread_started) {
+        close(fd);
+        pq_ready = -1;
+    }
+    return pq_ready;
+}
+
+int kiln_dl_pq_ready_fd(void)
+{
+    return pq_ready;
+}
+
+void kiln_dl_pq_join(void)
+{
+    if (pq_thread_started)
+        pthread_join(pq_thread, NULL);
+    pq_thread_started = false;
+    if (pq_ready >= 0)
+        close(pq_ready);
+    pq_ready = -1;
 }

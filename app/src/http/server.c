@@ -121,6 +121,7 @@ struct loop {
     uint64_t idle_until;      /* drain: when idle connections are closed (loop ms) */
     struct kiln_fibers *fibers; /* NULL: no loop context */
     void *context;            /* from kiln_loop_hooks.start */
+    bool warming;             /* the warm hook's fiber has not returned */
     bool listening;
     bool draining;
     bool stopping;
@@ -985,7 +986,7 @@ static void close_loop_handle(uv_handle_t *h)
 static void loop_maybe_stop(struct loop *l)
 {
     /* The listener first: what it has queued becomes connections. */
-    if (!l->draining || l->nconns || l->listening || l->stopping)
+    if (!l->draining || l->nconns || l->listening || l->stopping || l->warming)
         return;
     l->stopping = true;
     log_flush(l);
@@ -1140,6 +1141,20 @@ static void on_wake(uv_async_t *a)
         loop_drain(l);
 }
 
+static void warm_run(void *arg)
+{
+    struct loop *l = arg;
+    const struct kiln_loop_hooks *h = l->server->loop_hooks;
+    h->warm(h->arg, l->context);
+}
+
+static void warm_done(void *arg)
+{
+    struct loop *l = arg;
+    l->warming = false;
+    loop_maybe_stop(l);
+}
+
 static void loop_thread(void *arg)
 {
     struct loop *l = arg;
@@ -1150,6 +1165,10 @@ static void loop_thread(void *arg)
         if (!l->context) {
             kiln_fibers_free(l->fibers);
             l->fibers = NULL;
+        } else if (h->warm) {
+            l->warming = true;
+            if (kiln_fiber_spawn(l->fibers, warm_run, warm_done, l))
+                l->warming = false; /* returned without waiting */
         }
     }
     uv_run(&l->uv, UV_RUN_DEFAULT);

@@ -28,6 +28,12 @@
 struct kiln_loop_hooks {
     void *(*start)(void *arg, unsigned index);
     void (*stop)(void *arg, void *context);
+    /* May be NULL. Runs once per loop, on a fiber of it, right after start
+     * returned a context, while the loop already serves: store connections
+     * opened here are ready before the first burst of requests needs them.
+     * A drain waits for it to return (it should check kiln_server_draining
+     * between steps). */
+    void (*warm)(void *arg, void *context);
     void *arg;
 };
 

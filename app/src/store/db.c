@@ -9,6 +9,7 @@
  */
 #include "store/db_internal.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,10 +23,14 @@
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 2000
 /*
- * Statements in flight on one pool connection before the next connection
- * is used. Deeper batches cost the server fewer wake-ups per statement (a
- * depth of 1 halves SELECT 1 throughput against 16); shallower ones spread
- * slow statements over more backends. bench/db.sh measured 8 to 16 best.
+ * A pool member's share of the loop's statements. Statements go to the
+ * connected member with the fewest in flight, so a loop's load spreads over
+ * all its connections: packing PIPELINE_DEPTH statements onto one
+ * connection before using the next (the first design) made the last of
+ * them wait for the fifteen before it on one backend while others idled,
+ * which was most of the p99 at 64 connections (docs/ARCHITECTURE.md, Tail
+ * latency). A member not connected counts as this busy, so it is connected
+ * (lazily, after a lost connection) only when the connected ones are deep.
  */
 #define PIPELINE_DEPTH 16
 
@@ -242,18 +247,32 @@ static int params_text(struct kiln_db *db, kiln_arena *a, const kiln_str *params
 
 /* ---- pool with pipelined members: many fibers per connection ---- */
 
+/* How busy a member looks to pick(): statements in flight when connected;
+ * a member that is not costs a connect first, one in backoff a fast error. */
+static unsigned member_load(const struct kiln_db *m, uint64_t now)
+{
+    if (m->connecting)
+        return PIPELINE_DEPTH + m->inflight;
+    if (m->conn)
+        return m->inflight;
+    if (now < m->retry_at_ms)
+        return UINT_MAX - 1;
+    return PIPELINE_DEPTH;
+}
+
 /*
  * The member for the calling fiber's next statement: the one it holds for a
- * transaction, else the first with fewer than PIPELINE_DEPTH statements in
- * flight (so a quiet loop uses one connection and a busy one fills each
- * pipeline before opening the next), else the least busy, else, when every
+ * transaction, else the least loaded (member_load; ties go to the lowest
+ * index, so a quiet loop keeps using its first connection), else, when every
  * member is inside someone's transaction, the next one freed.
  */
 static struct kiln_db *pick(struct kiln_db *pool)
 {
     struct kiln_fiber *self = kiln_fiber_self();
     for (;;) {
-        struct kiln_db *best = NULL, *first = NULL;
+        uint64_t now = kiln_now_ms();
+        struct kiln_db *best = NULL;
+        unsigned best_load = UINT_MAX;
         for (unsigned i = 0; i < pool->nmembers; i++) {
             struct kiln_db *m = pool->members[i];
             if (m->in_transaction) {
@@ -261,13 +280,12 @@ static struct kiln_db *pick(struct kiln_db *pool)
                     return m;
                 continue;
             }
-            if (!first && m->inflight < PIPELINE_DEPTH)
-                first = m;
-            if (!best || m->inflight < best->inflight)
+            unsigned load = member_load(m, now);
+            if (load < best_load) {
                 best = m;
+                best_load = load;
+            }
         }
-        if (first)
-            return first;
         if (best)
             return best;
         if (!self)
@@ -301,6 +319,24 @@ static int member_ready(struct kiln_db *m, unsigned budget_ms)
     m->connect_waiters = NULL;
     for (; w; w = w->next)
         kiln_fiber_wake(w->fiber);
+    return err;
+}
+
+unsigned kiln_db_pool_size(const struct kiln_db *pool)
+{
+    return pool->nmembers;
+}
+
+int kiln_db_pool_connect(struct kiln_db *pool, unsigned i)
+{
+    if (i >= pool->nmembers)
+        return KILN_EINVAL;
+    struct kiln_db *m = pool->members[i];
+    if (m->conn || m->in_transaction)
+        return 0;
+    int err = member_ready(m, 0);
+    if (err)
+        memcpy(pool->err, m->err, sizeof pool->err);
     return err;
 }
 

@@ -78,11 +78,21 @@ struct kiln_db *kiln_db_open(const struct kiln_db_config *cfg);
  * A handle shared by the fibers of one event loop (core/fiber.h): each call
  * borrows one of size connections for its duration (a fiber that finds none
  * free waits for one), and kiln_db_begin keeps the borrowed connection for
- * the calling fiber until its kiln_db_commit or kiln_db_rollback. Idle
- * connections are preferred, so a quiet loop keeps few open. Used on one
- * loop thread only; kiln_db_close it there.
+ * the calling fiber until its kiln_db_commit or kiln_db_rollback. With a
+ * driver that pipelines (PostgreSQL), fibers share connections instead:
+ * each statement goes to the connected member with the fewest statements in
+ * flight. Used on one loop thread only; kiln_db_close it there.
  */
 struct kiln_db *kiln_db_pool_open(const struct kiln_db_config *cfg, unsigned size);
+/* The pool's size (members). */
+unsigned kiln_db_pool_size(const struct kiln_db *pool);
+/*
+ * Connect member i now if it is not (on a fiber of the pool's loop): what
+ * the loop's warm-up does for every member at start, so that the first
+ * burst of requests does not queue behind connects (SCRAM, TLS) made on its
+ * behalf. 0, or the error (a member in backoff fails at once).
+ */
+int kiln_db_pool_connect(struct kiln_db *pool, unsigned i);
 void kiln_db_close(struct kiln_db *db);           /* NULL allowed */
 enum kiln_db_dialect kiln_db_dialect(const struct kiln_db *db);
 /* "postgres" or "sqlite". */
