@@ -18,10 +18,10 @@ LLHTTP_INC = /usr/share/include/llhttp
 VERSION_STR := $(shell cat VERSION)$(shell git rev-parse --short HEAD >/dev/null 2>&1 && echo "+$$(git rev-parse --short HEAD)")
 
 PKGS      = libuv openssl jansson libpq sqlite3 hiredis libcurl expat
-# libpq and libcurl are compiled against but not linked: Kiln loads them
-# with dlopen when the configuration needs them (app/src/core/dl.h, whose
-# sonames DLOPEN_LIBS reads, for the image and the Lambda zips).
-LINK_PKGS = $(filter-out libpq libcurl,$(PKGS))
+# libpq, libcurl and SQLite are compiled against but not linked: Kiln loads
+# them with dlopen when the configuration needs them (app/src/core/dl.h,
+# whose sonames DLOPEN_LIBS reads, for the image and the Lambda zips).
+LINK_PKGS = $(filter-out libpq libcurl sqlite3,$(PKGS))
 DLOPEN_LIBS := $(shell sed -n 's/^\#define KILN_[A-Z]*_SONAME "\(.*\)"$$/\1/p' app/src/core/dl.h)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(LINK_PKGS) 2>/dev/null)

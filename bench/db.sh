@@ -176,7 +176,13 @@ run_target() {   # run_target TARGET SECONDS OUTFILE
             pgbench_pid=""
             if [ "$rc" != 0 ] || ! grep -q '^tps = ' "$file"; then
                 cat "$file" >&2
-                die "pgbench failed on $t (exit status $rc)"
+                # -T counts the 64 connections' set-up (SCRAM): on a busy
+                # machine a short warmup can end before any transaction.
+                case ${file##*/} in
+                    warmup-*) [ "$rc" = 0 ] || die "pgbench failed on $t (exit status $rc)"
+                              log "warning: pgbench's warmup of $t processed nothing (its connections took the whole run)" ;;
+                    *) die "pgbench failed on $t (exit status $rc)" ;;
+                esac
             fi ;;
     esac
 }

@@ -14,74 +14,55 @@
 
 struct kiln_pq_api kiln_pq;
 struct kiln_curl_api kiln_curl;
+struct kiln_sqlite_api kiln_sqlite;
 
 struct lib {
     const char *soname;
+    const char *needed_for; /* the log line's words */
     pthread_once_t once;
     int rc;
 };
 
-static struct lib pq_lib = { KILN_PQ_SONAME, PTHREAD_ONCE_INIT, KILN_EIO };
-static struct lib curl_lib = { KILN_CURL_SONAME, PTHREAD_ONCE_INIT, KILN_EIO };
+static struct lib pq_lib = { KILN_PQ_SONAME, "PostgreSQL", PTHREAD_ONCE_INIT, KILN_EIO };
+static struct lib curl_lib = { KILN_CURL_SONAME, "outbound HTTPS", PTHREAD_ONCE_INIT, KILN_EIO };
+static struct lib sqlite_lib = { KILN_SQLITE_SONAME, "SQLite", PTHREAD_ONCE_INIT, KILN_EIO };
 
-/* dlopen + one dlsym per name; *missing names the first symbol not found. */
-static void *open_lib(const char *soname, const char **why)
-{
-    /* RTLD_LAZY: the libraries' own calls are bound on first use, so what
-     * Kiln never calls (LDAP, Kerberos, RTMP...) is never resolved.
-     * RTLD_LOCAL: nothing of theirs is visible to later lookups. */
-    void *h = dlopen(soname, RTLD_LAZY | RTLD_LOCAL);
-    if (!h)
-        *why = dlerror();
-    return h;
-}
-
+/*
+ * dlopen, then one dlsym per name into a table that is published only when
+ * every name was found. RTLD_LAZY: the libraries' own calls are bound on
+ * first use, so what Kiln never calls (LDAP, Kerberos, RTMP...) is never
+ * resolved. RTLD_LOCAL: nothing of theirs is visible to later lookups.
+ */
 #define LOAD_SYM(f)                                                            \
-    if (ok) {                                                                  \
+    if (!why) {                                                                \
         void *sym = dlsym(h, #f);                                              \
-        if (!sym) {                                                            \
-            ok = false;                                                        \
+        if (!sym)                                                              \
             why = #f " missing";                                               \
-        }                                                                      \
         /* POSIX guarantees object and function pointers convert here. */      \
         *(void **)&api.f = sym;                                                \
     }
 
-static void load_pq(void)
-{
-    const char *why = NULL;
-    void *h = open_lib(pq_lib.soname, &why);
-    bool ok = h != NULL;
-    struct kiln_pq_api api = { 0 };
-    if (ok) {
-        KILN_PQ_FUNCS(LOAD_SYM)
+#define LOADER(name, lib, table, FUNCS)                                        \
+    static void name(void)                                                     \
+    {                                                                          \
+        const char *why = NULL;                                                \
+        void *h = dlopen(lib.soname, RTLD_LAZY | RTLD_LOCAL);                  \
+        __typeof__(table) api = { 0 };                                         \
+        if (!h)                                                                \
+            why = dlerror();                                                   \
+        FUNCS(LOAD_SYM)                                                        \
+        if (!why) {                                                            \
+            table = api;                                                       \
+            lib.rc = 0;                                                        \
+            return;                                                            \
+        }                                                                      \
+        kiln_log(KILN_LOG_ERROR, "cannot load a shared library", "library",    \
+                 lib.soname, "needed_for", lib.needed_for, "error", why, NULL); \
     }
-    if (ok) {
-        kiln_pq = api;
-        pq_lib.rc = 0;
-    } else {
-        kiln_log(KILN_LOG_ERROR, "cannot load a library PostgreSQL needs", "library",
-                 pq_lib.soname, "error", why ? why : "unknown", NULL);
-    }
-}
 
-static void load_curl(void)
-{
-    const char *why = NULL;
-    void *h = open_lib(curl_lib.soname, &why);
-    bool ok = h != NULL;
-    struct kiln_curl_api api = { 0 };
-    if (ok) {
-        KILN_CURL_FUNCS(LOAD_SYM)
-    }
-    if (ok) {
-        kiln_curl = api;
-        curl_lib.rc = 0;
-    } else {
-        kiln_log(KILN_LOG_ERROR, "cannot load a library outbound HTTPS needs", "library",
-                 curl_lib.soname, "error", why ? why : "unknown", NULL);
-    }
-}
+LOADER(load_pq, pq_lib, kiln_pq, KILN_PQ_FUNCS)
+LOADER(load_curl, curl_lib, kiln_curl, KILN_CURL_FUNCS)
+LOADER(load_sqlite, sqlite_lib, kiln_sqlite, KILN_SQLITE_FUNCS)
 
 int kiln_dl_pq(void)
 {
@@ -93,6 +74,12 @@ int kiln_dl_curl(void)
 {
     pthread_once(&curl_lib.once, load_curl);
     return curl_lib.rc;
+}
+
+int kiln_dl_sqlite(void)
+{
+    pthread_once(&sqlite_lib.once, load_sqlite);
+    return sqlite_lib.rc;
 }
 
 void kiln_dl_setup_env(void)

@@ -1,7 +1,7 @@
 /*
- * libpq and libcurl, loaded when first needed instead of at exec.
+ * libpq, libcurl and SQLite, loaded when first needed instead of at exec.
  *
- * Both drag in most of the process's shared objects: libpq brings
+ * The first two drag in most of the process's shared objects: libpq brings
  * Kerberos (GSSAPI) and OpenLDAP, which brings GnuTLS, p11-kit, nettle and
  * GMP; libcurl brings nghttp2, librtmp, libssh2, libpsl, libidn2. Linked
  * normally, the loader maps, relocates and initialises all of them at
@@ -9,6 +9,8 @@
  * sets up its crypto backend), although an embedded-mode Kiln with no
  * OIDC provider and no AWS never calls either. That was most of the start
  * time and a third of the idle RSS (docs/ARCHITECTURE.md, Footprint).
+ * SQLite (and the libm it needs) is the embedded database: a Kiln on
+ * PostgreSQL never opens it.
  *
  * The calls go through tables of function pointers filled by dlsym, named
  * after the functions (kiln_pq.PQstatus(conn)): the prototypes come from
@@ -23,9 +25,11 @@
 #define CURL_DISABLE_TYPECHECK 1
 #include <curl/curl.h>
 #include <libpq-fe.h>
+#include <sqlite3.h>
 
 #define KILN_PQ_SONAME "libpq.so.5"
 #define KILN_CURL_SONAME "libcurl.so.4"
+#define KILN_SQLITE_SONAME "libsqlite3.so.0"
 
 #define KILN_PQ_FUNCS(X) \
     X(PQclear) X(PQcmdTuples) X(PQconnectPoll) X(PQconnectStartParams) X(PQconninfoFree) \
@@ -42,6 +46,16 @@
     X(curl_slist_append) X(curl_slist_free_all) X(curl_url) X(curl_url_cleanup) \
     X(curl_url_get) X(curl_url_set)
 
+#define KILN_SQLITE_FUNCS(X) \
+    X(sqlite3_bind_null) X(sqlite3_bind_parameter_index) X(sqlite3_bind_text) \
+    X(sqlite3_busy_timeout) X(sqlite3_changes64) X(sqlite3_clear_bindings) X(sqlite3_close_v2) \
+    X(sqlite3_column_bytes) X(sqlite3_column_count) X(sqlite3_column_name) \
+    X(sqlite3_column_text) X(sqlite3_column_type) X(sqlite3_create_function) X(sqlite3_errmsg) \
+    X(sqlite3_errstr) X(sqlite3_exec) X(sqlite3_finalize) X(sqlite3_free) X(sqlite3_open_v2) \
+    X(sqlite3_prepare_v3) X(sqlite3_progress_handler) X(sqlite3_reset) X(sqlite3_result_error) \
+    X(sqlite3_result_int) X(sqlite3_sleep) X(sqlite3_step) X(sqlite3_value_bytes) \
+    X(sqlite3_value_text)
+
 #define KILN_DL_MEMBER(f) __typeof__(f) *f;
 struct kiln_pq_api {
     KILN_PQ_FUNCS(KILN_DL_MEMBER)
@@ -49,11 +63,16 @@ struct kiln_pq_api {
 struct kiln_curl_api {
     KILN_CURL_FUNCS(KILN_DL_MEMBER)
 };
+struct kiln_sqlite_api {
+    KILN_SQLITE_FUNCS(KILN_DL_MEMBER)
+};
 #undef KILN_DL_MEMBER
 
-/* Filled once by kiln_dl_pq / kiln_dl_curl; read-only afterwards. */
+/* Filled once by kiln_dl_pq / kiln_dl_curl / kiln_dl_sqlite; read-only
+ * afterwards. */
 extern struct kiln_pq_api kiln_pq;
 extern struct kiln_curl_api kiln_curl;
+extern struct kiln_sqlite_api kiln_sqlite;
 
 /*
  * Load the library once (any thread; later calls return the first
@@ -63,6 +82,7 @@ extern struct kiln_curl_api kiln_curl;
  */
 int kiln_dl_pq(void);
 int kiln_dl_curl(void);
+int kiln_dl_sqlite(void);
 
 /*
  * GnuTLS comes in only under libpq (through OpenLDAP) and libcurl (through

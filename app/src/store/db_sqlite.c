@@ -12,7 +12,7 @@
 #include <errno.h>
 #include <locale.h>
 #include <pthread.h>
-#include <sqlite3.h>
+#include "core/dl.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,13 +32,13 @@ static sqlite3 *S(struct kiln_db *db)
 static void sqlite_disconnect(struct kiln_db *db)
 {
     for (unsigned i = 0; i < KILN_DB_STMT_CACHE; i++) {
-        sqlite3_finalize(db->cache[i].stmt);
+        kiln_sqlite.sqlite3_finalize(db->cache[i].stmt);
         free(db->cache[i].sql);
         db->cache[i].stmt = NULL;
         db->cache[i].sql = NULL;
         db->cache[i].hash = 0;
     }
-    sqlite3_close_v2(S(db));
+    kiln_sqlite.sqlite3_close_v2(S(db));
     db->conn = NULL;
 }
 
@@ -160,46 +160,50 @@ static bool like_match(const unsigned char *p, const unsigned char *pe, const un
 static void like_func(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     /* like(pattern, text [, escape]) */
-    const unsigned char *pat = sqlite3_value_text(argv[0]);
-    const unsigned char *txt = sqlite3_value_text(argv[1]);
+    const unsigned char *pat = kiln_sqlite.sqlite3_value_text(argv[0]);
+    const unsigned char *txt = kiln_sqlite.sqlite3_value_text(argv[1]);
     if (!pat || !txt)
         return; /* NULL */
     uint32_t esc = 0xFFFFFFFFu;
     if (argc == 3) {
-        const unsigned char *e = sqlite3_value_text(argv[2]);
-        int elen = sqlite3_value_bytes(argv[2]);
+        const unsigned char *e = kiln_sqlite.sqlite3_value_text(argv[2]);
+        int elen = kiln_sqlite.sqlite3_value_bytes(argv[2]);
         const unsigned char *ee = e ? e + elen : NULL;
         if (!e || elen == 0) {
-            sqlite3_result_error(ctx, "ESCAPE expression must be a single character", -1);
+            kiln_sqlite.sqlite3_result_error(ctx, "ESCAPE expression must be a single character", -1);
             return;
         }
         esc = next_cp(&e, ee);
         if (e != ee) {
-            sqlite3_result_error(ctx, "ESCAPE expression must be a single character", -1);
+            kiln_sqlite.sqlite3_result_error(ctx, "ESCAPE expression must be a single character", -1);
             return;
         }
     }
-    sqlite3_result_int(ctx, like_match(pat, pat + sqlite3_value_bytes(argv[0]), txt,
-                                       txt + sqlite3_value_bytes(argv[1]), esc));
+    kiln_sqlite.sqlite3_result_int(ctx, like_match(pat, pat + kiln_sqlite.sqlite3_value_bytes(argv[0]), txt,
+                                       txt + kiln_sqlite.sqlite3_value_bytes(argv[1]), esc));
 }
 
 static int sqlite_connect(struct kiln_db *db, unsigned timeout_ms)
 {
     (void)timeout_ms; /* a local file: opening does not wait on a network */
     sqlite3 *s = NULL;
+    if (kiln_dl_sqlite() != 0) {
+        kiln__db_error(db, "sqlite: cannot load " KILN_SQLITE_SONAME);
+        return KILN_EUNAVAILABLE;
+    }
     int err = make_parent(db, db->cfg->path);
     if (err)
         return err;
-    int rc = sqlite3_open_v2(db->cfg->path, &s,
+    int rc = kiln_sqlite.sqlite3_open_v2(db->cfg->path, &s,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                              NULL);
     if (rc != SQLITE_OK) {
         kiln__db_error(db, "sqlite: cannot open %s: %s", db->cfg->path,
-                       s ? sqlite3_errmsg(s) : sqlite3_errstr(rc));
-        sqlite3_close_v2(s);
+                       s ? kiln_sqlite.sqlite3_errmsg(s) : kiln_sqlite.sqlite3_errstr(rc));
+        kiln_sqlite.sqlite3_close_v2(s);
         return KILN_EUNAVAILABLE;
     }
-    sqlite3_busy_timeout(s, 5000);
+    kiln_sqlite.sqlite3_busy_timeout(s, 5000);
     char *msg = NULL;
     /*
      * Turning a fresh file to WAL needs an exclusive lock, and SQLite
@@ -208,26 +212,26 @@ static int sqlite_connect(struct kiln_db *db, unsigned timeout_ms)
      * as long as the busy timeout would have waited.
      */
     for (int tries = 0;; tries++) {
-        rc = sqlite3_exec(s,
+        rc = kiln_sqlite.sqlite3_exec(s,
                           "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
                           "PRAGMA foreign_keys=ON;",
                           NULL, NULL, &msg);
         if ((rc & 0xFF) != SQLITE_BUSY || tries >= 500)
             break;
-        sqlite3_free(msg);
+        kiln_sqlite.sqlite3_free(msg);
         msg = NULL;
-        sqlite3_sleep(10);
+        kiln_sqlite.sqlite3_sleep(10);
     }
     if (rc != SQLITE_OK) {
-        kiln__db_error(db, "sqlite: %s: %s", db->cfg->path, msg ? msg : sqlite3_errstr(rc));
-        sqlite3_free(msg);
-        sqlite3_close_v2(s);
+        kiln__db_error(db, "sqlite: %s: %s", db->cfg->path, msg ? msg : kiln_sqlite.sqlite3_errstr(rc));
+        kiln_sqlite.sqlite3_free(msg);
+        kiln_sqlite.sqlite3_close_v2(s);
         return KILN_EUNAVAILABLE;
     }
     pthread_once(&utf8_once, utf8_init);
-    sqlite3_create_function(s, "like", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, like_func,
+    kiln_sqlite.sqlite3_create_function(s, "like", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, like_func,
                             NULL, NULL);
-    sqlite3_create_function(s, "like", 3, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, like_func,
+    kiln_sqlite.sqlite3_create_function(s, "like", 3, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, like_func,
                             NULL, NULL);
     db->conn = s;
     return 0;
@@ -235,7 +239,7 @@ static int sqlite_connect(struct kiln_db *db, unsigned timeout_ms)
 
 static int error_of(struct kiln_db *db, int rc)
 {
-    kiln__db_error(db, "sqlite: %s", sqlite3_errmsg(S(db)));
+    kiln__db_error(db, "sqlite: %s", kiln_sqlite.sqlite3_errmsg(S(db)));
     switch (rc & 0xFF) {
     case SQLITE_CONSTRAINT: return KILN_ECONFLICT;
     case SQLITE_BUSY:
@@ -258,13 +262,13 @@ static sqlite3_stmt *statement(struct kiln_db *db, const char *sql, int *err)
         if (db->cache[i].sql && db->cache[i].hash == h && !strcmp(db->cache[i].sql, sql))
             return db->cache[i].stmt;
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v3(S(db), sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+    int rc = kiln_sqlite.sqlite3_prepare_v3(S(db), sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
     if (rc != SQLITE_OK) {
         *err = error_of(db, rc);
         return NULL;
     }
     unsigned slot = db->cache_next++ % KILN_DB_STMT_CACHE;
-    sqlite3_finalize(db->cache[slot].stmt);
+    kiln_sqlite.sqlite3_finalize(db->cache[slot].stmt);
     free(db->cache[slot].sql);
     db->cache[slot].hash = h;
     db->cache[slot].sql = kiln_strdup(sql);
@@ -289,11 +293,11 @@ static int sqlite_query(struct kiln_db *db, kiln_arena *a, const char *sql,
     for (size_t i = 0; i < nparams; i++) {
         char name[24];
         snprintf(name, sizeof name, "$%zu", i + 1);
-        int idx = sqlite3_bind_parameter_index(st, name);
+        int idx = kiln_sqlite.sqlite3_bind_parameter_index(st, name);
         if (idx == 0)
             continue; /* not used by this statement */
-        int rc = params[i] ? sqlite3_bind_text(st, idx, params[i], -1, SQLITE_TRANSIENT)
-                           : sqlite3_bind_null(st, idx);
+        int rc = params[i] ? kiln_sqlite.sqlite3_bind_text(st, idx, params[i], -1, SQLITE_TRANSIENT)
+                           : kiln_sqlite.sqlite3_bind_null(st, idx);
         if (rc != SQLITE_OK) {
             err = error_of(db, rc);
             goto out;
@@ -301,12 +305,12 @@ static int sqlite_query(struct kiln_db *db, kiln_arena *a, const char *sql,
     }
 
     uint64_t deadline = kiln_now_ms() + timeout_ms;
-    sqlite3_progress_handler(S(db), 1000, on_progress, &deadline);
+    kiln_sqlite.sqlite3_progress_handler(S(db), 1000, on_progress, &deadline);
     size_t cap = 0, n = 0;
-    int nc = sqlite3_column_count(st);
+    int nc = kiln_sqlite.sqlite3_column_count(st);
     kiln_str *cells = NULL;
     for (;;) {
-        int rc = sqlite3_step(st);
+        int rc = kiln_sqlite.sqlite3_step(st);
         if (rc == SQLITE_DONE)
             break;
         if (rc != SQLITE_ROW) {
@@ -325,31 +329,31 @@ static int sqlite_query(struct kiln_db *db, kiln_arena *a, const char *sql,
         }
         for (int j = 0; j < nc; j++) {
             kiln_str *cell = &cells[n * (size_t)nc + (size_t)j];
-            if (sqlite3_column_type(st, j) == SQLITE_NULL) {
+            if (kiln_sqlite.sqlite3_column_type(st, j) == SQLITE_NULL) {
                 *cell = KILN_STR_NULL;
             } else {
-                const char *t = (const char *)sqlite3_column_text(st, j);
-                size_t len = (size_t)sqlite3_column_bytes(st, j);
+                const char *t = (const char *)kiln_sqlite.sqlite3_column_text(st, j);
+                size_t len = (size_t)kiln_sqlite.sqlite3_column_bytes(st, j);
                 *cell = (kiln_str){ kiln_arena_strndup(a, t ? t : "", len), len };
             }
         }
         n++;
     }
-    sqlite3_progress_handler(S(db), 0, NULL, NULL);
+    kiln_sqlite.sqlite3_progress_handler(S(db), 0, NULL, NULL);
     if (!err && rows) {
         rows->nrows = n;
         rows->ncols = (size_t)nc;
         rows->cells = cells ? cells : kiln_arena_alloc(a, sizeof *cells);
         rows->names = kiln_arena_alloc(a, (size_t)(nc ? nc : 1) * sizeof *rows->names);
         for (int j = 0; j < nc; j++) {
-            const char *name = sqlite3_column_name(st, j);
+            const char *name = kiln_sqlite.sqlite3_column_name(st, j);
             rows->names[j] = kiln_arena_strndup(a, name ? name : "", name ? strlen(name) : 0);
         }
-        rows->affected = (uint64_t)sqlite3_changes64(S(db));
+        rows->affected = (uint64_t)kiln_sqlite.sqlite3_changes64(S(db));
     }
 out:
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    kiln_sqlite.sqlite3_reset(st);
+    kiln_sqlite.sqlite3_clear_bindings(st);
     return err;
 }
 
@@ -357,15 +361,15 @@ static int sqlite_exec(struct kiln_db *db, const char *sql, unsigned timeout_ms)
 {
     char *msg = NULL;
     uint64_t deadline = kiln_now_ms() + timeout_ms;
-    sqlite3_progress_handler(S(db), 1000, on_progress, &deadline);
-    int rc = sqlite3_exec(S(db), sql, NULL, NULL, &msg);
-    sqlite3_progress_handler(S(db), 0, NULL, NULL);
+    kiln_sqlite.sqlite3_progress_handler(S(db), 1000, on_progress, &deadline);
+    int rc = kiln_sqlite.sqlite3_exec(S(db), sql, NULL, NULL, &msg);
+    kiln_sqlite.sqlite3_progress_handler(S(db), 0, NULL, NULL);
     if (rc == SQLITE_OK)
         return 0;
     int err = error_of(db, rc);
     if (msg)
         kiln__db_error(db, "sqlite: %s", msg);
-    sqlite3_free(msg);
+    kiln_sqlite.sqlite3_free(msg);
     return err;
 }
 
