@@ -423,6 +423,7 @@ smoke_foreign() {
     # shellcheck disable=SC2064
     trap "buildah rm '$ctr' >/dev/null 2>&1 || true" EXIT
     mnt=$(buildah mount "$ctr")
+    check_contents "$mnt" || rc=1   # before buildah run adds its /etc files
     ver=$(crun "$ctr" -- /usr/local/bin/kiln version 2>&1) || { echo "$ver" >&2; rc=1; }
     log "smoke: linux/$arch (qemu): kiln version: $ver"
     if crun --env "SECRET_KEY_BASE=$(openssl rand -hex 48)" "$ctr" -- /usr/local/bin/kiln migrate \
@@ -431,7 +432,6 @@ smoke_foreign() {
     else
         log "smoke: FAIL: linux/$arch (qemu): kiln migrate (log: $cache/smoke$(sfx "$arch").log)"; rc=1
     fi
-    check_contents "$mnt" || rc=1
     check_dlopen_closure "$ctr" "$mnt" || rc=1
     buildah umount "$ctr" >/dev/null 2>&1 || true
     buildah rm "$ctr" >/dev/null 2>&1 || true
@@ -452,14 +452,16 @@ smoke_native() {
     trap "buildah rm '$ctr' >/dev/null 2>&1 || true" EXIT
     mnt=$(buildah mount "$ctr")
 
-    # 1. the binary runs, as the image's user; the image holds nothing else
+    # 1. the image holds nothing else (checked before the first buildah run,
+    # which adds its own /etc/hosts, /etc/resolv.conf and /etc/hostname);
+    # the binary runs, as the image's user
+    check_contents "$mnt" || rc=1
     ver=$(crun "$ctr" -- /usr/local/bin/kiln version 2>&1) || { echo "$ver" >&2; rc=1; }
     log "smoke: kiln version: $ver"
     user=$(buildah inspect --type image --format '{{.Docker.Config.User}}' "$image")
     if [ "$user" != 10001:10001 ]; then
         log "smoke: FAIL: the image's user is '$user', not 10001:10001"; rc=1
     fi
-    check_contents "$mnt" || rc=1
     check_dlopen_closure "$ctr" "$mnt" || rc=1
 
     # 2. a served request: production, HTTPS (self-signed), SQLite in the
