@@ -419,7 +419,7 @@ smoke_foreign() {
     t0=$(now)
     image=$(image_of "$arch")
     image_exists "$image" || die "no image $image: run '$0 --arch $arch build' first"
-    ctr=$(buildah from --quiet --pull=never "$image")
+    ctr=$(buildah from --quiet --pull=never --platform "linux/$arch" "$image")
     # shellcheck disable=SC2064
     trap "buildah rm '$ctr' >/dev/null 2>&1 || true" EXIT
     mnt=$(buildah mount "$ctr")
@@ -447,7 +447,7 @@ smoke_native() {
     t0=$(now)
     image=$(image_of "$arch")
     image_exists "$image" || die "no image $image: run '$0 build' first"
-    ctr=$(buildah from --quiet --pull=never "$image")
+    ctr=$(buildah from --quiet --pull=never --platform "linux/$arch" "$image")
     # shellcheck disable=SC2064
     trap "buildah rm '$ctr' >/dev/null 2>&1 || true" EXIT
     mnt=$(buildah mount "$ctr")
@@ -624,7 +624,7 @@ report_sizes() {
     for a in "${arches[@]}"; do
         image=$(image_of "$a")
         image_exists "$image" || continue
-        ctr=$(buildah from --quiet --pull=never "$image")
+        ctr=$(buildah from --quiet --pull=never --platform "linux/$a" "$image")
         mnt=$(buildah mount "$ctr")
         log "sizes: linux/$a, bytes on disk per library family:"
         lib_table "$mnt" >&2
