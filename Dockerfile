@@ -1,9 +1,13 @@
 # Kiln's container image: a build stage that compiles build/kiln with
-# Debian's toolchain, and a slim runtime stage with only the shared
-# libraries it links, a non-root user and nothing else.
+# Debian's toolchain, a staging stage that assembles the final filesystem
+# in /rootfs (the binary, stripped; the shared objects it loads, found by
+# the dynamic loader itself; the CA store; the kiln user), and a final
+# stage FROM scratch that is that folder and nothing else: no shell, no
+# package manager, no Debian base (docs/OPERATIONS.md, The container image).
 #
 #   make image                    buildah, from a local debootstrapped base
-#                                 (scripts/image.sh; no registry needed)
+#                                 (scripts/image.sh; no registry needed);
+#                                 amd64 and arm64 (qemu), sizes and smoke test
 #   scripts/deploy.sh             linux/arm64 for ECS Fargate, pushed to ECR
 #   docker build -t kiln .        anywhere Docker Hub is reachable
 #
@@ -12,7 +16,8 @@
 #
 # BASE is any Debian 12 (bookworm) image with apt sources configured: the
 # official debian:bookworm-slim by default, localhost/kiln-base:bookworm
-# when scripts/image.sh made one with debootstrap.
+# when scripts/image.sh made one with debootstrap. It is the build and
+# staging stages' base only: none of it reaches the final image.
 ARG BASE=docker.io/library/debian:bookworm-slim
 
 # ---------------------------------------------------------------- build --
@@ -66,19 +71,20 @@ COPY app/docs app/docs
 # The context has no .git: the version comes in as an argument
 # (scripts/image.sh and scripts/deploy.sh pass VERSION+commit).
 ARG KILN_VERSION=
+# build/kiln keeps its symbols here (for a core file or a backtrace, take
+# it from this stage: buildah bud --target build); the image gets a
+# stripped copy.
 RUN make -j"$(nproc)" build/kiln ${KILN_VERSION:+VERSION_STR="$KILN_VERSION"} \
-    && build/kiln version
+    && build/kiln version \
+    && strip -o /out/kiln build/kiln
 
-# -------------------------------------------------------------- runtime --
-FROM ${BASE}
-ARG KILN_VERSION=
-LABEL org.opencontainers.image.title="kiln" \
-      org.opencontainers.image.description="Kiln JSON API server" \
-      org.opencontainers.image.version="${KILN_VERSION}"
-
-# Only the shared libraries build/kiln links (the black-box suite's
-# test_image.py checks this list against the binary), the CA store for
-# HTTPS to AWS and OIDC providers, and the security updates of the base.
+# -------------------------------------------------------------- rootfs --
+# The final image's whole filesystem, assembled in /rootfs: one COPY puts
+# it into the scratch stage below as one layer. Debian's runtime packages
+# of the libraries build/kiln uses, with the security updates of the base;
+# test_image.py checks this list against the libraries build/kiln links and
+# the ones app/src/core/dl.c loads with dlopen().
+FROM ${BASE} AS rootfs
 RUN set -eu; \
     export DEBIAN_FRONTEND=noninteractive; \
     apt-get update -qq; \
@@ -86,15 +92,23 @@ RUN set -eu; \
     apt-get install -y -qq --no-install-recommends \
         libuv1 libssl3 libjansson4 libpq5 libsqlite3-0 libhiredis0.14 libcurl4 \
         libexpat1 ca-certificates libcap2-bin >/dev/null; \
-    apt-get clean; \
-    rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log; \
+    rm -rf /var/lib/apt/lists/*; \
     groupadd --system --gid 10001 kiln; \
     useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin kiln; \
-    install -d -o 10001 -g 10001 -m 0750 /var/lib/kiln
+        --shell /usr/sbin/nologin kiln
 
-COPY --from=build /src/build/kiln /usr/local/bin/kiln
-COPY --from=build /out/certs/ /etc/kiln/
+COPY --from=build /out/kiln /rootfs/usr/local/bin/kiln
+COPY --from=build /out/certs/ /rootfs/etc/kiln/
+
+# The shared objects: what the dynamic loader resolves for the binary, plus
+# the closures of libpq.so.5 and libcurl.so.4, which Kiln may load with
+# dlopen() rather than link (ldd of the binary alone would miss them), and
+# the loader itself. Each one at its real path with its soname link, and
+# the merged-/usr links (/lib, /lib64) that the binary's interpreter path
+# goes through. No ld.so.cache: the loader searches Debian's multiarch
+# directories by default, dlopen() too. /usr/share/doc (the packages'
+# copyright files) stays out (docs/OPERATIONS.md says where to find them).
+#
 # PORT below 1024 as uid 10001 (the original's task definitions say
 # PORT=443): the file capability cap_net_bind_service, permitted only (+p,
 # no effective bit). Kiln raises it for the listeners' bind and drops it
@@ -103,17 +117,63 @@ COPY --from=build /out/certs/ /etc/kiln/
 # lacks it, and ECS task definitions that drop ALL capabilities (Kiln's own,
 # which listens on 8443) are common; with +p the binary starts everywhere
 # and only a low PORT needs NET_BIND_SERVICE kept (Docker's and Fargate's
-# default set has it). Nothing for the operator to set, no sysctl.
-# Set here, not in the build stage: some builders' COPY --from drops the
-# security.capability attribute (BuildKit). setcap comes and goes in this
-# one step; `kiln version` fails the build if a library is missing from the
-# list above.
+# default set has it). Nothing for the operator to set, no sysctl. Set here
+# on /rootfs: the scratch stage has no setcap to run. buildah's COPY --from
+# keeps the security.capability attribute (and owners and modes), which
+# scripts/image.sh's smoke test checks in the built image.
+#
+# Last, the assembled tree runs: `kiln version` in a chroot of /rootfs, and
+# the loader lists libpq's and libcurl's dependencies there, so a missing
+# library fails the build, not the task.
 RUN set -eu; \
-    setcap cap_net_bind_service=+p /usr/local/bin/kiln; \
-    getcap /usr/local/bin/kiln | grep -q 'cap_net_bind_service=p$'; \
-    apt-get purge -y -qq --auto-remove libcap2-bin >/dev/null; \
-    rm -rf /var/log/apt /var/log/dpkg.log /var/cache/apt/*.bin; \
-    /usr/local/bin/kiln version
+    R=/rootfs; \
+    dlopened=; \
+    for so in libpq.so.5 libcurl.so.4; do \
+        p=$(ldconfig -p | awk -v so="$so" '$1 == so { print $NF; exit }'); \
+        [ -n "$p" ] || { echo "no $so in ldconfig's cache" >&2; exit 1; }; \
+        dlopened="$dlopened $p"; \
+    done; \
+    for f in $R/usr/local/bin/kiln $dlopened; do ldd "$f"; done > /tmp/ldd.txt; \
+    if grep 'not found' /tmp/ldd.txt >&2; then exit 1; fi; \
+    libs=$( (echo "$dlopened" | tr ' ' '\n'; \
+             awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' /tmp/ldd.txt) \
+           | sort -u); \
+    for p in $libs; do \
+        link=$(realpath "$(dirname "$p")")/$(basename "$p"); real=$(realpath "$p"); \
+        cp -a --parents "$link" $R/; \
+        if [ "$real" != "$link" ]; then cp -a --parents "$real" $R/; fi; \
+    done; \
+    for d in lib lib64 lib32 libx32; do \
+        if [ -L /$d ] && [ -d $R/usr/$d ]; then cp -a /$d $R/$d; fi; \
+    done; \
+    mkdir -p $R/etc/ssl/certs; \
+    cp /etc/ssl/certs/ca-certificates.crt $R/etc/ssl/certs/; \
+    cp -a --parents /usr/lib/ssl/cert.pem /usr/lib/ssl/certs $R/; \
+    grep -E '^(root|kiln):' /etc/passwd > $R/etc/passwd; \
+    grep -E '^(root|kiln):' /etc/group > $R/etc/group; \
+    printf 'passwd: files\ngroup: files\nhosts: files dns\n' > $R/etc/nsswitch.conf; \
+    install -d -o 10001 -g 10001 -m 0750 $R/var/lib/kiln; \
+    install -d -m 1777 $R/tmp; \
+    rmdir --ignore-fail-on-non-empty $R/etc/kiln; \
+    setcap cap_net_bind_service=+p $R/usr/local/bin/kiln; \
+    getcap $R/usr/local/bin/kiln | grep -q 'cap_net_bind_service=p$'; \
+    chroot $R /usr/local/bin/kiln version; \
+    interp=$(ldd $R/usr/local/bin/kiln | awk '$1 ~ /^\// { print $1 }'); \
+    for p in $dlopened; do \
+        chroot $R "$interp" --list "$p" > /tmp/list.txt; \
+        if grep 'not found' /tmp/list.txt >&2; then exit 1; fi; \
+    done; \
+    echo "rootfs: $(find $R ! -type d | wc -l) files, $(du -sb $R | cut -f1) bytes"; \
+    (cd $R && find . ! -type d -printf '%s\t%p\n' | sort -k2)
+
+# -------------------------------------------------------------- runtime --
+FROM scratch
+ARG KILN_VERSION=
+LABEL org.opencontainers.image.title="kiln" \
+      org.opencontainers.image.description="Kiln JSON API server" \
+      org.opencontainers.image.version="${KILN_VERSION}"
+
+COPY --from=rootfs /rootfs/ /
 
 # Production defaults; the ECS task definition adds the rest (database,
 # Valkey, secrets by ARN, TRUSTED_PROXY_HOPS=1, PUBLIC_URL). HTTPS with a

@@ -2,11 +2,13 @@
 
 Building and smoke-testing the image takes a minute or two and needs
 buildah, so it is `make image` (scripts/image.sh), run by hand. These tests
-hold the Dockerfile to what the deployment relies on: multi-stage from a
-BASE build argument, the non-root user the ECS task names (10001), port
-8443, the HEALTHCHECK and ENTRYPOINT, no architecture-specific line (the
-same file builds amd64 and arm64), a runtime package list that covers every
-shared library build/kiln links, and a build context limited by
+hold the Dockerfile to what the deployment relies on: build and staging
+stages from a BASE build argument and a final stage FROM scratch that only
+copies the staged filesystem (no shell, no package manager), the non-root
+user the ECS task names (10001), port 8443, the HEALTHCHECK and ENTRYPOINT,
+no architecture-specific line (the same file builds amd64 and arm64), a
+staging package list that covers every shared library build/kiln links or
+loads with dlopen() (app/src/core/dl.c), and a build context limited by
 .dockerignore to what the build stage copies.
 """
 
@@ -77,18 +79,46 @@ def test_base_is_a_build_argument_declared_before_the_first_from():
         f"BASE should default to a Debian 12 (bookworm) image, not {default!r}"
 
 
-def test_multi_stage_build_then_runtime_both_from_base():
-    froms = [f for f, _ in stages()[1:]]
-    assert len(froms) >= 2, f"a multi-stage build needs two FROM lines, got {froms}"
-    for f in froms:
-        assert f.split()[0] in ("${BASE}", "$BASE"), f"FROM {f}: every stage starts from ${{BASE}}"
-    assert re.search(r"\bAS\s+build\b", froms[0], re.I), f"the first stage should be `AS build`: {froms[0]}"
+def _stage_name(from_args):
+    m = re.search(r"\bAS\s+(\S+)", from_args, re.I)
+    return m.group(1) if m else None
+
+
+def staging():
+    """The instructions of the stage the final one copies its filesystem from."""
     final = stages()[-1][1]
     copies = [a for kw, a in final if kw == "COPY"]
-    assert any("--from=build" in c and "/usr/local/bin/kiln" in c for c in copies), \
-        f"the final stage must copy the binary from the build stage: {copies}"
-    assert not any(kw == "COPY" and "--from" not in a for kw, a in final), \
-        "the runtime stage copies nothing from the context (sources stay in the build stage)"
+    assert len(copies) == 1, f"the final stage should be one COPY of the staged filesystem: {copies}"
+    m = re.fullmatch(r"--from=(\S+)\s+(\S+)\s+/", copies[0])
+    assert m, f"the final stage's COPY should be `COPY --from=<stage> /<dir>/ /`: {copies[0]}"
+    name, src = m.groups()
+    found = [body for f, body in stages()[1:-1] if f and _stage_name(f) == name]
+    assert found, f"COPY --from={name}: no stage `AS {name}`"
+    return found[0], src.rstrip("/")
+
+
+def test_multi_stage_build_staging_then_scratch():
+    froms = [f for f, _ in stages()[1:]]
+    assert len(froms) >= 3, f"build, staging and final stages: three FROM lines, got {froms}"
+    for f in froms[:-1]:
+        assert f.split()[0] in ("${BASE}", "$BASE"), f"FROM {f}: the build and staging stages start from ${{BASE}}"
+    assert re.search(r"\bAS\s+build\b", froms[0], re.I), f"the first stage should be `AS build`: {froms[0]}"
+    assert froms[-1].split()[0] == "scratch", \
+        f"the final stage is FROM scratch (no shell, no package manager, no Debian base): FROM {froms[-1]}"
+    final = stages()[-1][1]
+    assert not [a for kw, a in final if kw in ("RUN", "ADD")], \
+        "the final stage has no shell to RUN anything: everything happens in the staging stage"
+    body, root = staging()
+    copies = [a for kw, a in body if kw == "COPY"]
+    assert any("--from=build" in c and c.split()[-1] == f"{root}/usr/local/bin/kiln" for c in copies), \
+        f"the staging stage must copy the binary from the build stage to {root}/usr/local/bin/kiln: {copies}"
+    for kw, a in body:
+        assert not (kw == "COPY" and "--from" not in a), \
+            "the staging stage copies nothing from the context (sources stay in the build stage)"
+    build = stages()[1][1]
+    runs = " ".join(a for kw, a in build if kw == "RUN")
+    assert re.search(r"\bstrip\b[^;&|]*build/kiln", runs), \
+        "the image gets a stripped copy of build/kiln (the build stage keeps the unstripped one)"
 
 
 def test_build_stage_runs_make_build_kiln():
@@ -114,6 +144,11 @@ def test_build_section_of_the_package_list_has_the_toolchain():
         assert need in pkgs, f"{need} is not in the build section of debian-packages.txt: {sorted(pkgs)}"
 
 
+def _staging_runs():
+    body, root = staging()
+    return " ".join(a for kw, a in body if kw == "RUN"), root
+
+
 def test_runtime_runs_as_non_root_user_10001():
     final = stages()[-1][1]
     users = [a for kw, a in final if kw == "USER"]
@@ -122,10 +157,13 @@ def test_runtime_runs_as_non_root_user_10001():
     uid = user.split(":")[0]
     assert uid not in ("0", "root"), f"USER {user} is root"
     assert uid == "10001", f"USER {user}: the ECS task definition runs as 10001:10001"
-    runs = " ".join(a for kw, a in final if kw == "RUN")
+    runs, _ = _staging_runs()
     assert re.search(r"useradd\b[^;]*--uid 10001\b", runs), "the kiln user (uid 10001) is not created"
     assert re.search(r"groupadd\b[^;]*--gid 10001\b", runs), "the kiln group (gid 10001) is not created"
     assert "nologin" in runs, "the kiln user needs no shell"
+    assert re.search(r"/etc/passwd\s*>\s*\S*/etc/passwd", runs) and \
+        re.search(r"/etc/group\s*>\s*\S*/etc/group", runs), \
+        "the staged tree's /etc/passwd and /etc/group carry the kiln entries"
 
 
 def test_exposes_8443_with_https_production_defaults():
@@ -166,46 +204,43 @@ def test_no_architecture_specific_line():
 
 
 def test_sqlite_volume_directory_belongs_to_kiln():
-    final = stages()[-1][1]
-    runs = " ".join(a for kw, a in final if kw == "RUN")
+    runs, _ = _staging_runs()
     assert re.search(r"install -d -o 10001 -g 10001\b[^;]*/var/lib/kiln", runs), \
         "/var/lib/kiln (DB_PATH's folder, the volume for SQLite) must belong to kiln"
+    assert re.search(r"install -d -m 1777 \S*/tmp\b", runs), "an empty /tmp, mode 1777"
 
 
 def test_binary_may_bind_port_443_as_uid_10001():
     """PORT=443 (the original's task definitions) as the non-root user: the
-    file capability cap_net_bind_service, set in the runtime stage after the
-    binary is copied (COPY --from loses it on some builders), permitted
-    only: with the effective bit execve fails wherever the container drops
-    the capability (ECS "drop ALL"), and Kiln raises it itself for the bind
-    (app/src/core/caps.c)."""
-    final = stages()[-1][1]
-    kws = [kw for kw, _ in final]
-    copy_at = next(i for i, (kw, a) in enumerate(final)
-                   if kw == "COPY" and "--from=build" in a and "/usr/local/bin/kiln" in a)
-    setcap = [(i, a) for i, (kw, a) in enumerate(final) if kw == "RUN" and "setcap" in a]
-    assert setcap, "no RUN setcap in the runtime stage"
+    file capability cap_net_bind_service, set on the staged binary (the
+    scratch stage has no setcap to run; buildah's COPY --from keeps the
+    security.capability attribute, which scripts/image.sh's smoke test
+    checks in the built image), permitted only: with the effective bit
+    execve fails wherever the container drops the capability (ECS "drop
+    ALL"), and Kiln raises it itself for the bind (app/src/core/caps.c)."""
+    body, root = staging()
+    copy_at = next(i for i, (kw, a) in enumerate(body)
+                   if kw == "COPY" and "--from=build" in a and a.endswith("/usr/local/bin/kiln"))
+    setcap = [(i, a) for i, (kw, a) in enumerate(body) if kw == "RUN" and "setcap" in a]
+    assert setcap, "no RUN setcap in the staging stage"
     at, run = setcap[-1]
-    assert at > copy_at, "setcap must run after the binary is copied into the runtime stage"
-    assert at < kws.index("USER"), "setcap needs root: before USER"
-    assert re.search(r"setcap\s+cap_net_bind_service=\+p\s+/usr/local/bin/kiln\b", run), run
+    assert at > copy_at, "setcap must run after the binary is copied into the staged tree"
+    assert not any(kw == "USER" for kw, _ in body[:at]), "setcap needs root: before any USER"
+    assert re.search(r"setcap\s+cap_net_bind_service=\+p\s+\S*/usr/local/bin/kiln\b", run), run
     text = " ".join(a for _, a in instructions())
     assert not re.search(r"cap_net_bind_service[=+]*\+?e", text), \
         "an effective bit on the file capability makes execve fail where it is dropped"
     assert "getcap" in run, "the build should check that the capability is there"
-    assert re.search(r"(apt-get purge|dpkg --purge)[^;]*libcap2-bin", run), \
-        "setcap (libcap2-bin) should leave the image in the step that used it"
-    assert "libcap2-bin" in _runtime_packages(), "setcap comes from libcap2-bin"
-    body = (ROOT / "scripts" / "image.sh").read_text()
-    assert "PORT=443" in body and "getcap" in body, \
+    assert "libcap2-bin" in _runtime_packages(), "setcap comes from libcap2-bin (staging stage only)"
+    script = (ROOT / "scripts" / "image.sh").read_text()
+    assert "PORT=443" in script and "getcap" in script, \
         "scripts/image.sh smoke should serve PORT=443 as uid 10001 and check the capability"
 
 
 def _runtime_packages():
-    final = stages()[-1][1]
-    runs = " ".join(a for kw, a in final if kw == "RUN")
+    runs, _ = _staging_runs()
     m = re.search(r"apt-get install ([^;]*)", runs)
-    assert m, "no apt-get install in the runtime stage"
+    assert m, "no apt-get install in the staging stage"
     return {w for w in m.group(1).split() if not w.startswith("-") and not w.startswith(">")}
 
 
@@ -216,6 +251,40 @@ def _owner_package(path):
         if r.returncode == 0:
             return r.stdout.split(":", 1)[0].strip()
     return None
+
+
+DL_SOURCE = ROOT / "app" / "src" / "core" / "dl.c"
+# What the staging stage copies besides the binary's own closure, whether
+# build/kiln links them (today) or loads them with dlopen() (app/src/core/dl.c).
+ALWAYS_STAGED = ("libpq.so.5", "libcurl.so.4")
+
+
+def dlopened_sonames():
+    """The sonames app/src/core/dl.c names as string literals ("libpq.so.5"),
+    or none while the file does not exist."""
+    if not DL_SOURCE.exists():
+        return []
+    return sorted(set(re.findall(r'"(lib[A-Za-z0-9_.+-]+\.so\.[0-9][0-9.]*)"', DL_SOURCE.read_text())))
+
+
+def _ldconfig_path(soname):
+    out = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if parts and parts[0] == soname:
+            return parts[-1]
+    return None
+
+
+def test_staging_copies_the_closure_of_every_dlopened_library():
+    runs, _ = _staging_runs()
+    m = re.search(r"for so in ([^;]*);", runs)
+    assert m, "the staging stage should resolve the dlopen()ed sonames (`for so in libpq.so.5 ...;`)"
+    staged = m.group(1).split()
+    for so in set(ALWAYS_STAGED) | set(dlopened_sonames()):
+        assert so in staged, (f"{so} (loaded with dlopen() by app/src/core/dl.c, or linked today) is not "
+                              f"in the staging stage's closure list {staged}")
+    assert "ldd" in runs, "the closures come from the dynamic loader (ldd)"
 
 
 def test_runtime_packages_cover_every_library_kiln_links():
@@ -232,6 +301,12 @@ def test_runtime_packages_cover_every_library_kiln_links():
         m = re.match(r"\s*(\S+) => (/\S+)", line)
         if m:
             resolved[m.group(1)] = m.group(2)
+    for so in dlopened_sonames():
+        if so not in needed:
+            needed.append(so)
+            path = _ldconfig_path(so)
+            assert path, f"{so} (app/src/core/dl.c) is not installed on this machine (ldconfig -p)"
+            resolved[so] = path
     installed = _runtime_packages()
     in_every_debian = {"libc6", "libgcc-s1"}
     missing = []
@@ -241,7 +316,7 @@ def test_runtime_packages_cover_every_library_kiln_links():
         assert pkg, f"no Debian package owns {resolved[soname]}"
         if pkg not in installed and pkg not in in_every_debian:
             missing.append(f"{soname} ({pkg})")
-    assert not missing, (f"build/kiln links libraries whose packages the runtime stage does not "
+    assert not missing, (f"build/kiln links or loads libraries whose packages the staging stage does not "
                          f"install: {missing}; it installs {sorted(installed)}")
 
 
@@ -276,6 +351,7 @@ def test_make_image_target_runs_the_image_script():
     script = ROOT / "scripts" / "image.sh"
     assert os.access(script, os.X_OK)
     body = script.read_text()
-    for needle in ("--isolation chroot", "BASE=", "debootstrap --variant=minbase", "kiln version",
-                   "kiln healthcheck", "healthz?detailed=true"):
+    for needle in ("--isolation chroot", "BASE=", "--variant=minbase", "kiln version",
+                   "kiln healthcheck", "healthz?detailed=true", "--platform", "qemu-user-static",
+                   "goal <= 30 MB"):
         assert needle in body, f"scripts/image.sh no longer does {needle!r}"
