@@ -76,14 +76,15 @@ ARG KILN_VERSION=
 # stripped copy.
 RUN make -j"$(nproc)" build/kiln ${KILN_VERSION:+VERSION_STR="$KILN_VERSION"} \
     && build/kiln version \
-    && strip -o /out/kiln build/kiln
+    && strip -o /out/kiln build/kiln \
+    && make -s print-dlopen-libs > /out/dlopen-libs
 
 # -------------------------------------------------------------- rootfs --
 # The final image's whole filesystem, assembled in /rootfs: one COPY puts
 # it into the scratch stage below as one layer. Debian's runtime packages
 # of the libraries build/kiln uses, with the security updates of the base;
 # test_image.py checks this list against the libraries build/kiln links and
-# the ones app/src/core/dl.c loads with dlopen().
+# the ones app/src/core/dl.h names for dlopen().
 FROM ${BASE} AS rootfs
 RUN set -eu; \
     export DEBIAN_FRONTEND=noninteractive; \
@@ -99,10 +100,12 @@ RUN set -eu; \
 
 COPY --from=build /out/kiln /rootfs/usr/local/bin/kiln
 COPY --from=build /out/certs/ /rootfs/etc/kiln/
+COPY --from=build /out/dlopen-libs /tmp/dlopen-libs
 
 # The shared objects: what the dynamic loader resolves for the binary, plus
-# the closures of libpq.so.5 and libcurl.so.4, which Kiln may load with
-# dlopen() rather than link (ldd of the binary alone would miss them), and
+# the closures of the libraries Kiln loads with dlopen() rather than links
+# (libpq, libcurl, SQLite: `make print-dlopen-libs`, read from
+# app/src/core/dl.h; ldd of the binary alone would miss them), and
 # the loader itself. Each one at its real path with its soname link, and
 # the merged-/usr links (/lib, /lib64) that the binary's interpreter path
 # goes through. No ld.so.cache: the loader searches Debian's multiarch
@@ -123,12 +126,12 @@ COPY --from=build /out/certs/ /rootfs/etc/kiln/
 # scripts/image.sh's smoke test checks in the built image.
 #
 # Last, the assembled tree runs: `kiln version` in a chroot of /rootfs, and
-# the loader lists libpq's and libcurl's dependencies there, so a missing
-# library fails the build, not the task.
+# the loader lists the dlopen()ed libraries' dependencies there, so a
+# missing library fails the build, not the task.
 RUN set -eu; \
     R=/rootfs; \
     dlopened=; \
-    for so in libpq.so.5 libcurl.so.4; do \
+    for so in $(cat /tmp/dlopen-libs); do \
         p=$(ldconfig -p | awk -v so="$so" '$1 == so { print $NF; exit }'); \
         [ -n "$p" ] || { echo "no $so in ldconfig's cache" >&2; exit 1; }; \
         dlopened="$dlopened $p"; \
@@ -155,6 +158,7 @@ RUN set -eu; \
     install -d -o 10001 -g 10001 -m 0750 $R/var/lib/kiln; \
     install -d -m 1777 $R/tmp; \
     rmdir --ignore-fail-on-non-empty $R/etc/kiln; \
+    rm /tmp/dlopen-libs; \
     setcap cap_net_bind_service=+p $R/usr/local/bin/kiln; \
     getcap $R/usr/local/bin/kiln | grep -q 'cap_net_bind_service=p$'; \
     chroot $R /usr/local/bin/kiln version; \

@@ -195,6 +195,11 @@ bench: deps build/kiln
 # SIGTERM, nothing written outside /var/lib/kiln and /tmp, PORT=443; arm64:
 # `kiln version`, `kiln migrate`) and prints their sizes against the 30 MB
 # goal. Cold: the arm64 base and build take most of it; warm: seconds.
+# The sonames build/kiln may dlopen, for the Dockerfile and scripts/image.sh.
+.PHONY: print-dlopen-libs
+print-dlopen-libs:
+	@echo $(DLOPEN_LIBS)
+
 .PHONY: image image-smoke
 image:
 	scripts/image.sh base build smoke

@@ -381,12 +381,12 @@ check_contents() {
     log "smoke: contents: $(cd "$mnt" && find . ! -type d | wc -l) files, all expected (no shell, no package manager)"
 }
 
-# The dynamic loader of the image lists the dependencies of libpq.so.5 and
-# libcurl.so.4 (which Kiln may dlopen) inside it: none may be missing.
+# The dynamic loader of the image lists the dependencies of the libraries
+# Kiln may dlopen (`make print-dlopen-libs`) inside it: none may be missing.
 check_dlopen_closure() {
     local ctr=$1 mnt=$2 interp so p out rc=0
     interp=$(readelf -l "$mnt/usr/local/bin/kiln" | sed -n 's/.*interpreter: \(.*\)]/\1/p')
-    for so in libpq.so.5 libcurl.so.4; do
+    for so in $(make -s --no-print-directory print-dlopen-libs); do
         p=$(cd "$mnt" && find ./usr/lib -name "$so" | sed 's|^\.||' | head -n 1)
         if [ -z "$p" ]; then
             log "smoke: FAIL: no $so in the image"; rc=1; continue

@@ -8,7 +8,7 @@ copies the staged filesystem (no shell, no package manager), the non-root
 user the ECS task names (10001), port 8443, the HEALTHCHECK and ENTRYPOINT,
 no architecture-specific line (the same file builds amd64 and arm64), a
 staging package list that covers every shared library build/kiln links or
-loads with dlopen() (app/src/core/dl.c), and a build context limited by
+loads with dlopen() (app/src/core/dl.h), and a build context limited by
 .dockerignore to what the build stage copies.
 """
 
@@ -253,18 +253,21 @@ def _owner_package(path):
     return None
 
 
-DL_SOURCE = ROOT / "app" / "src" / "core" / "dl.c"
-# What the staging stage copies besides the binary's own closure, whether
-# build/kiln links them (today) or loads them with dlopen() (app/src/core/dl.c).
-ALWAYS_STAGED = ("libpq.so.5", "libcurl.so.4")
+DL_HEADER = ROOT / "app" / "src" / "core" / "dl.h"
 
 
 def dlopened_sonames():
-    """The sonames app/src/core/dl.c names as string literals ("libpq.so.5"),
-    or none while the file does not exist."""
-    if not DL_SOURCE.exists():
-        return []
-    return sorted(set(re.findall(r'"(lib[A-Za-z0-9_.+-]+\.so\.[0-9][0-9.]*)"', DL_SOURCE.read_text())))
+    """The sonames app/src/core/dl.h defines (#define KILN_PQ_SONAME
+    "libpq.so.5"): the libraries build/kiln loads with dlopen()."""
+    return sorted(set(re.findall(r'^#define KILN_[A-Z]+_SONAME "(lib[A-Za-z0-9_.+-]+\.so\.[0-9][0-9.]*)"',
+                                 DL_HEADER.read_text(), re.M)))
+
+
+def test_make_prints_the_dlopened_sonames():
+    out = subprocess.run(["make", "-s", "--no-print-directory", "print-dlopen-libs"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out and sorted(out) == dlopened_sonames(), (out, dlopened_sonames())
+    assert {"libpq.so.5", "libcurl.so.4", "libsqlite3.so.0"} <= set(out)
 
 
 def _ldconfig_path(soname):
@@ -278,12 +281,10 @@ def _ldconfig_path(soname):
 
 def test_staging_copies_the_closure_of_every_dlopened_library():
     runs, _ = _staging_runs()
-    m = re.search(r"for so in ([^;]*);", runs)
-    assert m, "the staging stage should resolve the dlopen()ed sonames (`for so in libpq.so.5 ...;`)"
-    staged = m.group(1).split()
-    for so in set(ALWAYS_STAGED) | set(dlopened_sonames()):
-        assert so in staged, (f"{so} (loaded with dlopen() by app/src/core/dl.c, or linked today) is not "
-                              f"in the staging stage's closure list {staged}")
+    assert "make -s print-dlopen-libs > /out/dlopen-libs" in DOCKERFILE.read_text(), (
+        "the build stage should write the dlopen()ed sonames from the Makefile")
+    assert re.search(r"for so in \$\(cat /tmp/dlopen-libs\); do", runs), (
+        "the staging stage should resolve every dlopen()ed soname (`for so in $(cat /tmp/dlopen-libs)`)")
     assert "ldd" in runs, "the closures come from the dynamic loader (ldd)"
 
 
@@ -305,7 +306,7 @@ def test_runtime_packages_cover_every_library_kiln_links():
         if so not in needed:
             needed.append(so)
             path = _ldconfig_path(so)
-            assert path, f"{so} (app/src/core/dl.c) is not installed on this machine (ldconfig -p)"
+            assert path, f"{so} (app/src/core/dl.h) is not installed on this machine (ldconfig -p)"
             resolved[so] = path
     installed = _runtime_packages()
     in_every_debian = {"libc6", "libgcc-s1"}
