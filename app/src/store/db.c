@@ -23,15 +23,20 @@
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 2000
 /*
- * A pool member's share of the loop's statements. Statements go to the
- * connected member with the fewest in flight, so a loop's load spreads over
- * all its connections: packing PIPELINE_DEPTH statements onto one
- * connection before using the next (the first design) made the last of
- * them wait for the fifteen before it on one backend while others idled,
- * which was most of the p99 at 64 connections (docs/ARCHITECTURE.md, Tail
- * latency). A member not connected counts as this busy, so it is connected
- * (lazily, after a lost connection) only when the connected ones are deep.
+ * How statements are shared out over a loop's pipelined connections. A
+ * statement joins the first connection whose queue would make it wait less
+ * than QUEUE_BUDGET_NS (statements in flight × what one costs, measured
+ * by kiln__db_pipe_done),
+ * and at most PIPELINE_DEPTH deep; when none qualifies, the least loaded.
+ * Cheap statements (SELECT 1: ~0.2 ms each under load) pack many to a
+ * connection, so the server reads a batch per wake-up: spreading them over
+ * every backend cost a quarter of /healthz's throughput. Expensive ones (a
+ * page of notes: 2 ms and more) spread, one or two per connection: packed
+ * sixteen deep, the last waited for the fifteen before it on one backend
+ * while others idled, which was most of the p99 at 64 connections
+ * (docs/ARCHITECTURE.md, Tail latency).
  */
+#define QUEUE_BUDGET_NS 4000000u
 #define PIPELINE_DEPTH 16
 
 void kiln__db_error(struct kiln_db *db, const char *fmt, ...)
@@ -260,18 +265,61 @@ static unsigned member_load(const struct kiln_db *m, uint64_t now)
     return PIPELINE_DEPTH;
 }
 
+/* How deep a connection's queue may grow before the next one is used. */
+static unsigned depth_limit(const struct kiln_db *pool)
+{
+    if (!pool->stmt_ns)
+        return PIPELINE_DEPTH;
+    uint64_t d = QUEUE_BUDGET_NS / pool->stmt_ns;
+    return d < 1 ? 1 : d > PIPELINE_DEPTH ? PIPELINE_DEPTH : (unsigned)d;
+}
+
+/*
+ * What a statement costs: the time a member's pipeline was busy divided by
+ * the answers it gave meanwhile (from one answer to the next, or from the
+ * send that found it idle), folded into the pool's average every 16
+ * answers with a weight of 1/4. Answers often arrive together, one read
+ * bringing several; over 16 the batches average out. Measured where the
+ * answer arrives, not where its fiber resumes, so a busy loop's own
+ * scheduling does not count as the database's cost.
+ */
+void kiln__db_pipe_sent(struct kiln_db *m)
+{
+    if (m->inflight == 1)
+        m->busy_since_ns = kiln_now_ns();
+}
+
+void kiln__db_pipe_done(struct kiln_db *m)
+{
+    struct kiln_db *pool = m->pool;
+    uint64_t now = kiln_now_ns();
+    uint64_t busy = now - m->busy_since_ns;
+    m->busy_since_ns = now;
+    if (!pool)
+        return;
+    pool->cost_acc_ns += busy;
+    if (++pool->cost_n < 16)
+        return;
+    uint64_t avg = pool->cost_acc_ns / pool->cost_n;
+    pool->stmt_ns = pool->stmt_ns ? (pool->stmt_ns * 3 + avg) / 4 : avg;
+    pool->cost_acc_ns = 0;
+    pool->cost_n = 0;
+}
+
 /*
  * The member for the calling fiber's next statement: the one it holds for a
- * transaction, else the least loaded (member_load; ties go to the lowest
- * index, so a quiet loop keeps using its first connection), else, when every
- * member is inside someone's transaction, the next one freed.
+ * transaction; else the first connected one with fewer than depth_limit()
+ * statements in flight (so a quiet loop keeps using its first connection);
+ * else the least loaded (member_load; ties go to the lowest index); else,
+ * when every member is inside someone's transaction, the next one freed.
  */
 static struct kiln_db *pick(struct kiln_db *pool)
 {
     struct kiln_fiber *self = kiln_fiber_self();
+    unsigned limit = depth_limit(pool);
     for (;;) {
         uint64_t now = kiln_now_ms();
-        struct kiln_db *best = NULL;
+        struct kiln_db *first = NULL, *best = NULL;
         unsigned best_load = UINT_MAX;
         for (unsigned i = 0; i < pool->nmembers; i++) {
             struct kiln_db *m = pool->members[i];
@@ -280,12 +328,16 @@ static struct kiln_db *pick(struct kiln_db *pool)
                     return m;
                 continue;
             }
+            if (!first && m->conn && !m->connecting && m->inflight < limit)
+                first = m;
             unsigned load = member_load(m, now);
             if (load < best_load) {
                 best = m;
                 best_load = load;
             }
         }
+        if (first)
+            return first;
         if (best)
             return best;
         if (!self)

@@ -63,6 +63,10 @@ struct kiln_db {
     unsigned nmembers;
     struct pool_waiter *waiters, **waiters_tail;
     struct kiln_db *pool;        /* member: the pool it belongs to */
+    uint64_t stmt_ns;            /* pool: a pipelined statement's cost (EWMA) */
+    uint64_t cost_acc_ns;        /* pool: busy time since the last fold */
+    unsigned cost_n;             /* pool: statements answered in it */
+    uint64_t busy_since_ns;      /* member: last answer, or the first send */
     struct kiln_fiber *holder;   /* member: the fiber borrowing it */
     bool in_transaction;         /* member: held from BEGIN to COMMIT/ROLLBACK */
 };
@@ -70,6 +74,11 @@ struct kiln_db {
 /* Set db->err (printf-style). */
 void kiln__db_error(struct kiln_db *db, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* A pipelined statement was sent on member m (after inflight++), or one
+ * was answered (after inflight--): how the pool measures a statement's
+ * cost (db.c, depth_limit). */
+void kiln__db_pipe_sent(struct kiln_db *m);
+void kiln__db_pipe_done(struct kiln_db *m);
 /* FNV-1a of the SQL text, for the statement caches. */
 uint64_t kiln__db_hash(const char *sql);
 

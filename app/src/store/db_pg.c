@@ -610,6 +610,7 @@ static void on_pipe_poll(uv_poll_t *h, int status, int events)
                 uv_timer_stop(&p->timer);
             }
             db->inflight--;
+            kiln__db_pipe_done(db);
             if (!w->rc && !w->got_rows && w->rows) {
                 /* No result for the caller's statement: cannot happen
                  * unless the protocol went astray. */
@@ -705,6 +706,7 @@ static int pg_pipe_query(struct kiln_db *db, kiln_arena *a, const char *sql,
     *p->tail = &w;
     p->tail = &w.next;
     db->inflight++;
+    kiln__db_pipe_sent(db);
     arm_timer(p, w.deadline);
     int f = kiln_pq.PQflush(c);
     if (f < 0) {
