@@ -226,6 +226,8 @@ LAMBDA_ZIPS     = $(LAMBDA_KINDS:%=$(LAMBDA_DIR)/rotate-%.zip)
 LAMBDA_TRIPLET  = $(if $(filter arm64,$(LAMBDA_ARCH)),aarch64,x86_64)-linux-gnu
 LAMBDA_OBJ      = $(LAMBDA_SRC:infra/lambdas/src/%.c=$(LAMBDA_DIR)/obj/%.o)
 LAMBDA_LDFLAGS  = -Wl,--as-needed
+# The rotation functions talk to PostgreSQL and AWS, never to SQLite.
+LAMBDA_DLOPEN_LIBS = $(filter-out libsqlite3.%,$(DLOPEN_LIBS))
 ifeq ($(LAMBDA_ARCH),$(LAMBDA_NATIVE))
 # Native: the objects of build/libkiln.a as they are.
 LAMBDA_SYSROOT  =
@@ -281,7 +283,7 @@ $(LAMBDA_DIR)/kiln-rotate: $(LAMBDA_OBJ) $(LAMBDA_LIBKILN)
 
 $(LAMBDA_DIR)/rotate-%.zip: $(LAMBDA_DIR)/kiln-rotate infra/lambdas/pack.py
 	$(PYTHON) infra/lambdas/pack.py --binary $< --kind $* --triplet $(LAMBDA_TRIPLET) \
-		$(if $(LAMBDA_SYSROOT),--sysroot $(LAMBDA_SYSROOT)) --dlopen "$(DLOPEN_LIBS)" \
+		$(if $(LAMBDA_SYSROOT),--sysroot $(LAMBDA_SYSROOT)) --dlopen "$(LAMBDA_DLOPEN_LIBS)" \
 		--strip $(LAMBDA_STRIP) --out $@
 
 .PHONY: lambdas lambda-zips lambdas-native

@@ -32,8 +32,8 @@
 #          looked at from the host through `buildah mount`. Its files are
 #          only the expected ones (binary, shared objects, CA store, passwd,
 #          group, nsswitch.conf, /var/lib/kiln and /tmp), and the loader
-#          resolves every dependency of libpq.so.5 and libcurl.so.4 (which
-#          Kiln may dlopen) inside it. On the host's architecture:
+#          resolves every dependency of the libraries Kiln dlopens (make
+#          print-dlopen-libs: libpq, libcurl, SQLite) inside it. On the host's architecture:
 #          `kiln version`; `kiln migrate` then `kiln serve` as the image's
 #          user (uid 10001, production, HTTPS with SSL_SELF_SIGNED, SQLite
 #          in /var/lib/kiln); `kiln healthcheck` inside, and

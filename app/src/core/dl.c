@@ -1,4 +1,4 @@
-/* Run-time loading of libpq and libcurl; see dl.h. */
+/* Run-time loading of libpq, libcurl and SQLite; see dl.h. */
 #include "core/dl.h"
 
 #include <dlfcn.h>
