@@ -358,14 +358,14 @@ serve_stop() {
 # /tmp (empty). No shell, no package manager, no documentation.
 check_contents() {
     local mnt=$1 extra
-    extra=$(cd "$mnt" && find . -mindepth 1 ! -type d | sed 's|^\.||' | grep -Ev \
+    extra=$(cd "$mnt" || exit 1; find . -mindepth 1 ! -type d | sed 's|^\.||' | grep -Ev \
         -e '^/usr/local/bin/kiln$' \
         -e '^/usr/lib(64)?/([a-z0-9_]+-linux-gnu/)?(lib[A-Za-z0-9_.+-]+\.so[0-9.]*|ld-linux[a-z0-9_-]*\.so\.[0-9]+)$' \
         -e '^/(lib|lib64|lib32|libx32)$' \
         -e '^/etc/(passwd|group|nsswitch\.conf|ssl/certs/ca-certificates\.crt)$' \
         -e '^/usr/lib/ssl/(cert\.pem|certs)$' \
         -e '^/etc/kiln/rds-global-bundle\.pem$' || true)
-    extra+=$(cd "$mnt" && find . -mindepth 1 -type d -empty | sed 's|^\.||' |
+    extra+=$(cd "$mnt" || exit 1; find . -mindepth 1 -type d -empty | sed 's|^\.||' |
              grep -Ev '^/(var/lib/kiln|tmp|proc|sys|dev|run|etc)$' || true)
     if [ -n "$extra" ]; then
         log "smoke: FAIL: unexpected files in the image: ${extra//$'\n'/ }"
