@@ -1,6 +1,7 @@
 /*
- * The worker pool: a fixed number of threads that run handlers which may
- * block (database, Valkey, outbound HTTPS), fed by a bounded FIFO queue.
+ * The worker pool: up to a fixed number of threads (started as work first
+ * needs them) that run handlers which may block (database, Valkey, outbound
+ * HTTPS), fed by a bounded FIFO queue.
  * Bounded on purpose: when the queue is full, submit fails at once and the
  * server answers 503 with retry-after, instead of letting latency grow
  * without limit behind a slow database. Each worker thread will own its own
@@ -30,7 +31,9 @@ struct kiln_worker_hooks {
     void *arg;
 };
 
-/* hooks may be NULL; it is copied. */
+/* hooks may be NULL; it is copied. No thread starts before the first
+ * submit; then one more starts whenever more jobs are queued than threads
+ * wait for them, up to threads (0 counts as 1). */
 struct kiln_workers *kiln_workers_start(unsigned threads, unsigned queue_cap,
                                         const struct kiln_worker_hooks *hooks);
 /* 0, or KILN_EBUSY when the queue is full, KILN_ECLOSED after stop began. */

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -239,6 +240,60 @@ static void test_stop_drains_queue(void **state)
     assert_int_equal(sh->nrun, JOBS);
 }
 
+/* Threads of this process, from /proc. */
+static int threads_now(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    int n = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %d", &n) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* No thread before the first job; one more each time more jobs wait than
+ * threads do, and never more than the pool's size. */
+static void test_threads_start_on_demand(void **state)
+{
+    struct shared *sh = *state;
+    enum { THREADS = 3 };
+    struct tjob jobs[5];
+    int before = threads_now();
+    struct kiln_workers *w = kiln_workers_start(THREADS, 16, NULL);
+    assert_int_equal(threads_now(), before);
+
+    job_init(&jobs[0], sh, 0, true);
+    assert_int_equal(kiln_workers_submit(w, &jobs[0].job), 0);
+    wait_sem(&sh->started, "job 0 started");
+    assert_int_equal(threads_now(), before + 1);
+
+    /* Held jobs keep every thread busy: each new one needs a new thread,
+     * up to THREADS; the fourth and fifth wait in the queue. */
+    for (int i = 1; i < 5; i++) {
+        job_init(&jobs[i], sh, i, true);
+        assert_int_equal(kiln_workers_submit(w, &jobs[i].job), 0);
+    }
+    wait_sem(&sh->started, "job 1 started");
+    wait_sem(&sh->started, "job 2 started");
+    assert_int_equal(threads_now(), before + THREADS);
+    for (int i = 0; i < 5; i++)
+        sem_post(&sh->release);
+    for (int i = 0; i < 5; i++)
+        wait_sem(&sh->finished, "finish()");
+    assert_int_equal(threads_now(), before + THREADS);
+    for (int i = 0; i < 5; i++)
+        assert_true(jobs[i].run_index >= 0 && jobs[i].run_index < THREADS);
+    kiln_workers_stop(w);
+    /* A joined thread may still be counted for a moment while the kernel
+     * finishes its exit. */
+    for (int i = 0; i < 200 && threads_now() != before; i++)
+        nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+    assert_int_equal(threads_now(), before);
+}
+
 static void test_stop_idle_pool(void **state)
 {
     struct kiln_workers *w = kiln_workers_start(8, 4, NULL);
@@ -255,6 +310,7 @@ int main(void)
         T(test_fifo_order),
         T(test_stop_drains_queue),
         T(test_stop_idle_pool),
+        T(test_threads_start_on_demand),
 #undef T
     };
     return cmocka_run_group_tests_name("http/workers", tests, NULL, NULL);
