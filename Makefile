@@ -32,7 +32,10 @@ CPPFLAGS  = -D_GNU_SOURCE -iquote app/src -I$(LLHTTP_INC) $(PKG_CFLAGS) \
             -DKILN_VERSION='"$(VERSION_STR)"'
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c17 -pthread -fno-strict-aliasing
-LDLIBS    = $(PKG_LIBS) -pthread
+# GnuTLS's constructor looks up _gnutls_global_init_skip (app/src/core/dl.h):
+# the executable must export it.
+EXPORTS   = -Wl,--export-dynamic-symbol=_gnutls_global_init_skip
+LDLIBS    = $(PKG_LIBS) -pthread $(EXPORTS)
 SAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
             -fno-sanitize-recover=all
 
@@ -248,7 +251,7 @@ LAMBDA_PKG      = PKG_CONFIG_SYSROOT_DIR=$(LAMBDA_SYSROOT) \
 LAMBDA_CPPFLAGS = -D_GNU_SOURCE -iquote app/src -I$(LLHTTP_INC) $$($(LAMBDA_PKG) --cflags $(PKGS)) \
                   -DKILN_VERSION='"$(VERSION_STR)"'
 LAMBDA_LIBKILN  = $(LAMBDA_DIR)/libkiln.a
-LAMBDA_LIBS     = $$($(LAMBDA_PKG) --libs $(LINK_PKGS)) -pthread \
+LAMBDA_LIBS     = $$($(LAMBDA_PKG) --libs $(LINK_PKGS)) -pthread $(EXPORTS) \
                   -Wl,-rpath-link,$(LAMBDA_SYSROOT)/usr/lib/$(LAMBDA_TRIPLET):$(LAMBDA_SYSROOT)/lib/$(LAMBDA_TRIPLET)
 LAMBDA_DEPS     = $(LAMBDA_SYSROOT)/.kiln-sysroot
 LAMBDA_LIBOBJ   = $(SRC:app/src/%.c=$(LAMBDA_DIR)/obj/lib/%.o) $(LLHTTP:%=$(LAMBDA_DIR)/obj/llhttp/%.o) \

@@ -272,7 +272,6 @@ int main(int argc, char **argv)
         fputs(usage, stderr);
         return 2;
     }
-    kiln_dl_setup_env();
     const char *cmd = argv[1];
     if (!strcmp(cmd, "help") || !strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
         fputs(usage, stdout);

@@ -89,12 +89,15 @@ int kiln_dl_sqlite(void);
  * librtmp), for LDAP service lookups and rtmps:// that Kiln never makes,
  * and both of those call gnutls_global_init themselves when they do. Its
  * constructor's implicit initialisation (reading its system configuration,
- * setting up its crypto backend) cost about 4 ms and 0.8 MiB of RSS at
- * every start on the reference machine, so main() sets
- * GNUTLS_NO_IMPLICIT_INIT=1 (unless the operator set it) before any thread
- * exists: setenv is not safe later.
+ * setting up its crypto backend) cost about 4 ms and 0.7 MiB of RSS at
+ * every start on the reference machine. dl.c defines GnuTLS's documented
+ * hook for skipping it (GNUTLS_SKIP_GLOBAL_INIT in gnutls.h), and the
+ * Makefile exports it from the executable so that the constructor finds
+ * it. Not GNUTLS_NO_IMPLICIT_INIT: GnuTLS reads it with secure_getenv,
+ * which ignores it in the image, where the binary's file capability puts
+ * the process in secure-execution mode.
  */
-void kiln_dl_setup_env(void);
+int _gnutls_global_init_skip(void);
 
 /*
  * Load libpq on a thread of its own, from the main thread at start, so that

@@ -51,6 +51,14 @@ def test_the_three_libraries_are_not_linked():
         assert f"[{so}]" not in needed, f"build/kiln links {so}; it should dlopen it"
 
 
+def test_gnutls_finds_its_skip_hook_in_the_executable():
+    """GnuTLS (under libpq and libcurl) runs its implicit initialisation
+    unless the executable exports _gnutls_global_init_skip (core/dl.h)."""
+    out = subprocess.run(["nm", "-D", "--defined-only", kilnhttp.KILN_BIN], capture_output=True,
+                         text=True, check=True).stdout
+    assert re.search(r" T _gnutls_global_init_skip$", out, re.M), "not exported (Makefile EXPORTS)"
+
+
 @pytest.mark.skipif(STORES != "embedded" or SANITIZED,
                     reason="embedded mode: what the process maps (ASan maps its own)")
 def test_embedded_maps_neither_libpq_nor_libcurl(kiln):
