@@ -26,12 +26,12 @@
  * How statements are shared out over a loop's pipelined connections. A
  * statement joins the first connection whose queue would make it wait less
  * than QUEUE_BUDGET_NS (statements in flight × what one costs, measured
- * by kiln__db_pipe_done),
- * and at most PIPELINE_DEPTH deep; when none qualifies, the least loaded.
- * Cheap statements (SELECT 1: ~0.2 ms each under load) pack many to a
+ * by kiln__db_pipe_done), and at most PIPELINE_DEPTH deep; when none
+ * qualifies, the least loaded.
+ * Cheap statements (SELECT 1: under 0.1 ms each under load) pack many to a
  * connection, so the server reads a batch per wake-up: spreading them over
  * every backend cost a quarter of /healthz's throughput. Expensive ones (a
- * page of notes: 2 ms and more) spread, one or two per connection: packed
+ * page of notes: 0.7 to 3 ms) spread, one or two per connection: packed
  * sixteen deep, the last waited for the fifteen before it on one backend
  * while others idled, which was most of the p99 at 64 connections
  * (docs/ARCHITECTURE.md, Tail latency).
