@@ -197,12 +197,10 @@ static void *on_loop_start(void *arg, unsigned index)
 }
 
 /*
- * Open the loop's connections before requests need them: Valkey, then each
- * database connection in turn (one at a time, so the loop is never busy
- * with several SCRAM exchanges at once). Lazily, the first burst after a
- * start queued behind all of them: a p99 of a second in its first run
- * (docs/ARCHITECTURE.md, Tail latency). A failure stops the warm-up; the
- * request path connects later, with its usual backoff.
+ * Open the loop's first connections before requests need them: Valkey and
+ * the pool's first database connection. The pool opens the others as load
+ * needs them (store/db.c, member_load), one at a time. A failure here is
+ * left to the request path, which connects later with its usual backoff.
  */
 static void on_loop_warm(void *arg, void *context)
 {
@@ -218,9 +216,8 @@ static void on_loop_warm(void *arg, void *context)
         kiln_wait_fd(&watch, loading, POLLIN, kiln_now_ms() + 10000);
         kiln_fdwatch_close(&watch);
     }
-    for (unsigned i = 0; i < kiln_db_pool_size(l->db); i++)
-        if (kiln_server_draining() || kiln_db_pool_connect(l->db, i) != 0)
-            break;
+    if (!kiln_server_draining())
+        kiln_db_pool_connect(l->db, 0);
 }
 
 void kiln_app_init(struct kiln_app *app, const struct kiln_config *cfg)

@@ -253,16 +253,18 @@ static int params_text(struct kiln_db *db, kiln_arena *a, const kiln_str *params
 /* ---- pool with pipelined members: many fibers per connection ---- */
 
 /* How busy a member looks to pick(): statements in flight when connected;
- * a member that is not costs a connect first, one in backoff a fast error. */
-static unsigned member_load(const struct kiln_db *m, uint64_t now)
+ * a member that is not costs a connect first (it counts as limit deep, so
+ * one is opened when the connected ones reach the depth limit), one being
+ * connected as limit deep plus its waiters, one in backoff a fast error. */
+static unsigned member_load(const struct kiln_db *m, uint64_t now, unsigned limit)
 {
     if (m->connecting)
-        return PIPELINE_DEPTH + m->inflight;
+        return limit + m->inflight;
     if (m->conn)
         return m->inflight;
     if (now < m->retry_at_ms)
         return UINT_MAX - 1;
-    return PIPELINE_DEPTH;
+    return limit;
 }
 
 /* How deep a connection's queue may grow before the next one is used. */
@@ -330,7 +332,7 @@ static struct kiln_db *pick(struct kiln_db *pool)
             }
             if (!first && m->conn && !m->connecting && m->inflight < limit)
                 first = m;
-            unsigned load = member_load(m, now);
+            unsigned load = member_load(m, now, limit);
             if (load < best_load) {
                 best = m;
                 best_load = load;
