@@ -376,11 +376,6 @@ static int member_ready(struct kiln_db *m, unsigned budget_ms)
     return err;
 }
 
-unsigned kiln_db_pool_size(const struct kiln_db *pool)
-{
-    return pool->nmembers;
-}
-
 int kiln_db_pool_connect(struct kiln_db *pool, unsigned i)
 {
     if (i >= pool->nmembers)

@@ -84,13 +84,11 @@ struct kiln_db *kiln_db_open(const struct kiln_db_config *cfg);
  * flight. Used on one loop thread only; kiln_db_close it there.
  */
 struct kiln_db *kiln_db_pool_open(const struct kiln_db_config *cfg, unsigned size);
-/* The pool's size (members). */
-unsigned kiln_db_pool_size(const struct kiln_db *pool);
 /*
  * Connect member i now if it is not (on a fiber of the pool's loop): what
- * the loop's warm-up does for every member at start, so that the first
- * burst of requests does not queue behind connects (SCRAM, TLS) made on its
- * behalf. 0, or the error (a member in backoff fails at once).
+ * the loop's warm-up does for member 0 at start, so that the first requests
+ * do not wait for a connect (SCRAM, TLS) made on their behalf. 0, or the
+ * error (a member in backoff fails at once).
  */
 int kiln_db_pool_connect(struct kiln_db *pool, unsigned i);
 void kiln_db_close(struct kiln_db *db);           /* NULL allowed */
