@@ -182,8 +182,9 @@ static int cmd_serve(void)
     rc = cfg.migrate_on_start ? run_migrations(&app, false) : 0;
     if (rc == 0) {
         kiln_reload_start(&cfg);
-        rc = kiln_server_run(&cfg, kiln_routes, kiln_routes_count, &app.hooks,
-                             &app.loop_hooks);
+        size_t nroutes;
+        const struct kiln_route *routes = api_routes(&nroutes);
+        rc = kiln_server_run(&cfg, routes, nroutes, &app.hooks, &app.loop_hooks);
         kiln_reload_stop();
     }
     kiln_dl_pq_join();

@@ -17,9 +17,9 @@
 
 struct kiln_env_reader;
 
-/* The route table (routes.c). */
-extern const struct kiln_route kiln_routes[];
-extern const size_t kiln_routes_count;
+/* The route table (routes.c): the hand-written routes and every declared
+ * resource's, built once, shared by every thread. */
+const struct kiln_route *api_routes(size_t *n);
 
 /* health.c */
 void api_root(struct kiln_req *req, struct kiln_res *res);
@@ -40,43 +40,9 @@ void api_dev_login(struct kiln_req *req, struct kiln_res *res);
 void api_me(struct kiln_req *req, struct kiln_res *res);
 void api_test_protected(struct kiln_req *req, struct kiln_res *res);
 
-/* notes.c */
-void api_notes_list(struct kiln_req *req, struct kiln_res *res);
-void api_notes_show(struct kiln_req *req, struct kiln_res *res);
-void api_notes_create(struct kiln_req *req, struct kiln_res *res);
-void api_notes_update(struct kiln_req *req, struct kiln_res *res);
-void api_notes_delete(struct kiln_req *req, struct kiln_res *res);
-void api_notes_archive(struct kiln_req *req, struct kiln_res *res);
-void api_notes_unarchive(struct kiln_req *req, struct kiln_res *res);
-
-/*
- * A resource's JSON, for every handler that shows it: API.md's note from
- * row i of a SELECT of NOTE_COLUMNS (notes.c), its task from TASK_COLUMNS
- * (tasks.c). New references the caller owns.
- */
-#define NOTE_COLUMNS "id, title, content, archived, inserted_at, updated_at"
-#define TASK_COLUMNS \
-    "id, project_id, title, details, status, due_date, inserted_at, updated_at"
-json_t *api_note_json(const struct kiln_db_rows *r, size_t i);
-json_t *api_task_json(const struct kiln_db_rows *r, size_t i);
-
 /* profile.c */
 void api_profile(struct kiln_req *req, struct kiln_res *res);
 void api_dashboard(struct kiln_req *req, struct kiln_res *res);
-
-/* projects.c */
-void api_projects_list(struct kiln_req *req, struct kiln_res *res);
-void api_projects_show(struct kiln_req *req, struct kiln_res *res);
-void api_projects_create(struct kiln_req *req, struct kiln_res *res);
-void api_projects_update(struct kiln_req *req, struct kiln_res *res);
-void api_projects_delete(struct kiln_req *req, struct kiln_res *res);
-
-/* tasks.c */
-void api_tasks_list(struct kiln_req *req, struct kiln_res *res);
-void api_tasks_show(struct kiln_req *req, struct kiln_res *res);
-void api_tasks_create(struct kiln_req *req, struct kiln_res *res);
-void api_tasks_update(struct kiln_req *req, struct kiln_res *res);
-void api_tasks_delete(struct kiln_req *req, struct kiln_res *res);
 
 /*
  * uploads.c. api_uploads_setup reads UPLOADS_* and AWS_REGION through e at

@@ -9,8 +9,12 @@
  */
 #include "api/api.h"
 #include "api/app.h"
+#include "api/declare.h"
 #include "api/resource.h"
 #include "auth/guard.h"
+
+/* The dashboard shows notes in the notes declaration's shape. */
+extern const struct kiln_resource kiln_resource_notes;
 
 #define RECENT_DEFAULT 5
 #define RECENT_MAX 20
@@ -81,14 +85,17 @@ static int recent_notes(struct kiln_req *req, unsigned limit, json_t **out)
     kiln_str p[2] = { kiln_str_c(res_user_id(req)), kiln_str_c(lim) };
     struct kiln_db_rows rows;
     int err = kiln_db_query(app_db(req), req->arena,
-                            "SELECT " NOTE_COLUMNS " FROM notes WHERE user_id = $1 AND "
-                            "archived = '0' ORDER BY inserted_at DESC, id DESC LIMIT $2",
+                            kiln_arena_sprintf(req->arena,
+                                               "SELECT %s FROM notes WHERE user_id = $1 AND "
+                                               "archived = '0' ORDER BY inserted_at DESC, id "
+                                               "DESC LIMIT $2",
+                                               kiln_resource_columns(&kiln_resource_notes)),
                             p, 2, &rows);
     if (err)
         return err;
     *out = json_array();
     for (size_t i = 0; i < rows.nrows; i++)
-        json_array_append_new(*out, api_note_json(&rows, i));
+        json_array_append_new(*out, kiln_resource_json(&kiln_resource_notes, &rows, i));
     return 0;
 }
 

@@ -1,6 +1,10 @@
 /*
- * THE route table: every route Kiln serves, in one place. To add an
- * endpoint, add a line here and a handler in a resource file.
+ * THE route table: every route Kiln serves, in one place: the handlers
+ * written by hand below, and between them the routes of every declared
+ * resource (app/src/api/resources/, served by engine.c), which are derived
+ * from the declarations and never written here. To add a resource, run
+ * `kiln gen resource` (docs/RESOURCES.md); to add a plain endpoint, add a
+ * line here and its handler.
  *
  *   method, scope, path, guard, handler, flags
  *
@@ -12,67 +16,48 @@
  * of the connection's loop when the loops have stores (PostgreSQL), and on
  * the worker pool otherwise (http/server.h).
  */
-#include "api/api.h"
-#include "auth/guard.h"
+#include <pthread.h>
+#include <string.h>
 
-const struct kiln_route kiln_routes[] = {
+#include "api/api.h"
+#include "api/engine.h"
+#include "auth/guard.h"
+#include "core/alloc.h"
+
+static const struct kiln_route before[] = {
     /* Public: service info and health (API.md, Public routes). */
-    { KILN_GET, KILN_SCOPE_ROOT, "/", NULL, api_root, KILN_ROUTE_LOOP },
-    { KILN_GET, KILN_SCOPE_ROOT, "/livez", NULL, api_livez, KILN_ROUTE_LOOP },
-    { KILN_GET, KILN_SCOPE_ROOT, "/readyz", NULL, api_readyz, 0 },
-    { KILN_GET, KILN_SCOPE_ROOT, "/healthz", NULL, api_healthz, 0 },
+    { KILN_GET, KILN_SCOPE_ROOT, "/", NULL, api_root, KILN_ROUTE_LOOP, NULL },
+    { KILN_GET, KILN_SCOPE_ROOT, "/livez", NULL, api_livez, KILN_ROUTE_LOOP, NULL },
+    { KILN_GET, KILN_SCOPE_ROOT, "/readyz", NULL, api_readyz, 0, NULL },
+    { KILN_GET, KILN_SCOPE_ROOT, "/healthz", NULL, api_healthz, 0, NULL },
     /* The OpenAPI document of this table, and its page (openapi.c). */
-    { KILN_GET, KILN_SCOPE_API, "/openapi", NULL, api_openapi, KILN_ROUTE_LOOP },
-    { KILN_GET, KILN_SCOPE_API, "/docs", NULL, api_docs, KILN_ROUTE_LOOP },
+    { KILN_GET, KILN_SCOPE_API, "/openapi", NULL, api_openapi, KILN_ROUTE_LOOP, NULL },
+    { KILN_GET, KILN_SCOPE_API, "/docs", NULL, api_docs, KILN_ROUTE_LOOP, NULL },
 
     /* Login and logout (API.md; docs/AUTHENTICATION.md). logout comes
      * before /auth/:provider, which would match it too. */
-    { KILN_GET, KILN_SCOPE_ROOT, "/auth/logout", kiln_guard_public, api_auth_logout, 0 },
-    { KILN_DELETE, KILN_SCOPE_ROOT, "/auth/logout", kiln_guard_public, api_auth_logout, 0 },
-    { KILN_POST, KILN_SCOPE_ROOT, "/auth/dev/login", kiln_guard_public, api_dev_login, 0 },
+    { KILN_GET, KILN_SCOPE_ROOT, "/auth/logout", kiln_guard_public, api_auth_logout, 0, NULL },
+    { KILN_DELETE, KILN_SCOPE_ROOT, "/auth/logout", kiln_guard_public, api_auth_logout, 0, NULL },
+    { KILN_POST, KILN_SCOPE_ROOT, "/auth/dev/login", kiln_guard_public, api_dev_login, 0, NULL },
     /* These fetch the provider's discovery document, keys and tokens with
      * libcurl, which blocks: the worker pool runs them. */
     { KILN_GET, KILN_SCOPE_ROOT, "/auth/:provider", kiln_guard_public, api_auth_request,
-      KILN_ROUTE_BLOCKING },
+      KILN_ROUTE_BLOCKING, NULL },
     { KILN_GET, KILN_SCOPE_ROOT, "/auth/:provider/callback", kiln_guard_public,
-      api_auth_callback, KILN_ROUTE_BLOCKING },
+      api_auth_callback, KILN_ROUTE_BLOCKING, NULL },
     { KILN_POST, KILN_SCOPE_ROOT, "/auth/:provider/callback", kiln_guard_public,
-      api_auth_callback, KILN_ROUTE_BLOCKING },
+      api_auth_callback, KILN_ROUTE_BLOCKING, NULL },
 
     /* Protected: a session is required (cookie or Bearer). */
-    { KILN_GET, KILN_SCOPE_API, "/me", kiln_guard_session, api_me, 0 },
+    { KILN_GET, KILN_SCOPE_API, "/me", kiln_guard_session, api_me, 0, NULL },
 
-    /* Notes (notes.c; docs/RESOURCES.md uses them as the example). */
-    { KILN_GET, KILN_SCOPE_API, "/notes", kiln_guard_session, api_notes_list, 0 },
-    { KILN_POST, KILN_SCOPE_API, "/notes", kiln_guard_session, api_notes_create, 0 },
-    { KILN_GET, KILN_SCOPE_API, "/notes/:id", kiln_guard_session, api_notes_show, 0 },
-    { KILN_PUT, KILN_SCOPE_API, "/notes/:id", kiln_guard_session, api_notes_update, 0 },
-    { KILN_PATCH, KILN_SCOPE_API, "/notes/:id", kiln_guard_session, api_notes_update, 0 },
-    { KILN_DELETE, KILN_SCOPE_API, "/notes/:id", kiln_guard_session, api_notes_delete, 0 },
-    { KILN_POST, KILN_SCOPE_API, "/notes/:id/archive", kiln_guard_session, api_notes_archive,
-      0 },
-    { KILN_POST, KILN_SCOPE_API, "/notes/:id/unarchive", kiln_guard_session,
-      api_notes_unarchive, 0 },
+    /* The user's profile and dashboard (profile.c). */
+    { KILN_GET, KILN_SCOPE_API, "/profile", kiln_guard_session, api_profile, 0, NULL },
+    { KILN_GET, KILN_SCOPE_API, "/dashboard", kiln_guard_session, api_dashboard, 0, NULL },
+};
 
-    /* The user's profile and dashboard (profile.c), projects (projects.c)
-     * and their tasks (tasks.c). */
-    { KILN_GET, KILN_SCOPE_API, "/profile", kiln_guard_session, api_profile, 0 },
-    { KILN_GET, KILN_SCOPE_API, "/dashboard", kiln_guard_session, api_dashboard, 0 },
-    { KILN_GET, KILN_SCOPE_API, "/projects", kiln_guard_session, api_projects_list, 0 },
-    { KILN_POST, KILN_SCOPE_API, "/projects", kiln_guard_session, api_projects_create, 0 },
-    { KILN_GET, KILN_SCOPE_API, "/projects/:id", kiln_guard_session, api_projects_show, 0 },
-    { KILN_PUT, KILN_SCOPE_API, "/projects/:id", kiln_guard_session, api_projects_update, 0 },
-    { KILN_PATCH, KILN_SCOPE_API, "/projects/:id", kiln_guard_session, api_projects_update,
-      0 },
-    { KILN_DELETE, KILN_SCOPE_API, "/projects/:id", kiln_guard_session, api_projects_delete,
-      0 },
-    { KILN_GET, KILN_SCOPE_API, "/tasks", kiln_guard_session, api_tasks_list, 0 },
-    { KILN_POST, KILN_SCOPE_API, "/tasks", kiln_guard_session, api_tasks_create, 0 },
-    { KILN_GET, KILN_SCOPE_API, "/tasks/:id", kiln_guard_session, api_tasks_show, 0 },
-    { KILN_PUT, KILN_SCOPE_API, "/tasks/:id", kiln_guard_session, api_tasks_update, 0 },
-    { KILN_PATCH, KILN_SCOPE_API, "/tasks/:id", kiln_guard_session, api_tasks_update, 0 },
-    { KILN_DELETE, KILN_SCOPE_API, "/tasks/:id", kiln_guard_session, api_tasks_delete, 0 },
-
+/* After the declared resources' routes (engine.c), which come between. */
+static const struct kiln_route after[] = {
     /* Uploads (uploads.c): files in S3. A key (users/<user id>/uploads/
      * <name>) travels either as one segment with its slashes encoded, as
      * the original's clients send it (*key takes %2F), or as the path
@@ -80,28 +65,48 @@ const struct kiln_route kiln_routes[] = {
      * the worker pool runs it. The types route comes before the *key
      * routes, which would match it too. */
     { KILN_GET, KILN_SCOPE_API, "/uploads", kiln_guard_session, api_uploads_list,
-      KILN_ROUTE_BLOCKING },
+      KILN_ROUTE_BLOCKING, NULL },
     { KILN_POST, KILN_SCOPE_API, "/uploads/presign", kiln_guard_session, api_uploads_presign,
-      KILN_ROUTE_BLOCKING },
-    { KILN_GET, KILN_SCOPE_API, "/uploads/types", kiln_guard_session, api_uploads_types, 0 },
+      KILN_ROUTE_BLOCKING, NULL },
+    { KILN_GET, KILN_SCOPE_API, "/uploads/types", kiln_guard_session, api_uploads_types, 0, NULL },
     { KILN_GET, KILN_SCOPE_API, "/uploads/*key", kiln_guard_session, api_uploads_show,
-      KILN_ROUTE_BLOCKING },
+      KILN_ROUTE_BLOCKING, NULL },
     { KILN_DELETE, KILN_SCOPE_API, "/uploads/*key", kiln_guard_session, api_uploads_delete,
-      KILN_ROUTE_BLOCKING },
+      KILN_ROUTE_BLOCKING, NULL },
     { KILN_GET, KILN_SCOPE_API, "/uploads/*key/download", kiln_guard_session,
-      api_uploads_download, KILN_ROUTE_BLOCKING },
+      api_uploads_download, KILN_ROUTE_BLOCKING, NULL },
     { KILN_GET, KILN_SCOPE_API, "/uploads/users/:user_id/uploads/:name", kiln_guard_session,
-      api_uploads_show, KILN_ROUTE_BLOCKING },
+      api_uploads_show, KILN_ROUTE_BLOCKING, NULL },
     { KILN_DELETE, KILN_SCOPE_API, "/uploads/users/:user_id/uploads/:name", kiln_guard_session,
-      api_uploads_delete, KILN_ROUTE_BLOCKING },
+      api_uploads_delete, KILN_ROUTE_BLOCKING, NULL },
     { KILN_GET, KILN_SCOPE_API, "/uploads/users/:user_id/uploads/:name/download",
-      kiln_guard_session, api_uploads_download, KILN_ROUTE_BLOCKING },
+      kiln_guard_session, api_uploads_download, KILN_ROUTE_BLOCKING, NULL },
 
     /* Test support: answer only when KILN_ENV=test (404 otherwise). */
     { KILN_GET, KILN_SCOPE_ROOT, "/_test/sleep", NULL, api_test_sleep,
-      KILN_ROUTE_INTERNAL | KILN_ROUTE_BLOCKING },
+      KILN_ROUTE_INTERNAL | KILN_ROUTE_BLOCKING, NULL },
     { KILN_POST, KILN_SCOPE_API, "/_test/protected", kiln_guard_session, api_test_protected,
-      KILN_ROUTE_INTERNAL },
+      KILN_ROUTE_INTERNAL, NULL },
 };
 
-const size_t kiln_routes_count = sizeof kiln_routes / sizeof kiln_routes[0];
+static struct kiln_route *table;
+static size_t table_len;
+
+static void build(void)
+{
+    size_t nb = sizeof before / sizeof before[0], na = sizeof after / sizeof after[0];
+    size_t nr = kiln_engine_routes(NULL, 0);
+    table = kiln_calloc(nb + nr + na, sizeof *table);
+    memcpy(table, before, sizeof before);
+    kiln_engine_routes(table + nb, nr);
+    memcpy(table + nb + nr, after, sizeof after);
+    table_len = nb + nr + na;
+}
+
+const struct kiln_route *api_routes(size_t *n)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, build);
+    *n = table_len;
+    return table;
+}

@@ -49,6 +49,9 @@ struct kiln_route {
     kiln_guard_fn guard;     /* NULL: public */
     kiln_handler_fn handler;
     unsigned flags;
+    /* What the handler serves, for handlers shared by many routes (the
+     * resource engine: its struct kiln_resource). */
+    const void *data;
 };
 
 enum kiln_match {

@@ -27,12 +27,12 @@ static void handler(struct kiln_req *req, struct kiln_res *res)
 }
 
 static const struct kiln_route routes[] = {
-    { KILN_GET, KILN_SCOPE_ROOT, "/", NULL, handler, 0 },
-    { KILN_GET, KILN_SCOPE_ROOT, "/livez", NULL, handler, 0 },
-    { KILN_GET, KILN_SCOPE_API, "/notes", NULL, handler, 0 },
-    { KILN_POST, KILN_SCOPE_API, "/notes", NULL, handler, 0 },
-    { KILN_GET, KILN_SCOPE_API, "/notes/:id", NULL, handler, 0 },
-    { KILN_DELETE, KILN_SCOPE_API, "/notes/:id", NULL, handler, 0 },
+    { KILN_GET, KILN_SCOPE_ROOT, "/", NULL, handler, 0, NULL },
+    { KILN_GET, KILN_SCOPE_ROOT, "/livez", NULL, handler, 0, NULL },
+    { KILN_GET, KILN_SCOPE_API, "/notes", NULL, handler, 0, NULL },
+    { KILN_POST, KILN_SCOPE_API, "/notes", NULL, handler, 0, NULL },
+    { KILN_GET, KILN_SCOPE_API, "/notes/:id", NULL, handler, 0, NULL },
+    { KILN_DELETE, KILN_SCOPE_API, "/notes/:id", NULL, handler, 0, NULL },
 };
 
 /*

@@ -34,19 +34,19 @@ enum {
     "/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s/s"
 
 static const struct kiln_route routes[] = {
-    [R_ROOT] = { KILN_GET, KILN_SCOPE_ROOT, "/", NULL, handler, 0 },
-    [R_LIVEZ] = { KILN_GET, KILN_SCOPE_ROOT, "/livez", NULL, handler, KILN_ROUTE_LOOP },
-    [R_NOTES_LIST] = { KILN_GET, KILN_SCOPE_API, "/notes", NULL, handler, 0 },
-    [R_NOTES_CREATE] = { KILN_POST, KILN_SCOPE_API, "/notes", NULL, handler, 0 },
-    [R_NOTE_GET] = { KILN_GET, KILN_SCOPE_API, "/notes/:id", NULL, handler, 0 },
-    [R_NOTE_DELETE] = { KILN_DELETE, KILN_SCOPE_API, "/notes/:id", NULL, handler, 0 },
+    [R_ROOT] = { KILN_GET, KILN_SCOPE_ROOT, "/", NULL, handler, 0, NULL },
+    [R_LIVEZ] = { KILN_GET, KILN_SCOPE_ROOT, "/livez", NULL, handler, KILN_ROUTE_LOOP, NULL },
+    [R_NOTES_LIST] = { KILN_GET, KILN_SCOPE_API, "/notes", NULL, handler, 0, NULL },
+    [R_NOTES_CREATE] = { KILN_POST, KILN_SCOPE_API, "/notes", NULL, handler, 0, NULL },
+    [R_NOTE_GET] = { KILN_GET, KILN_SCOPE_API, "/notes/:id", NULL, handler, 0, NULL },
+    [R_NOTE_DELETE] = { KILN_DELETE, KILN_SCOPE_API, "/notes/:id", NULL, handler, 0, NULL },
     [R_COMMENT] = { KILN_GET, KILN_SCOPE_API, "/notes/:note_id/comments/:comment_id", NULL,
-                    handler, 0 },
-    [R_PUT_ONLY] = { KILN_PUT, KILN_SCOPE_ROOT, "/put-only/", NULL, handler, 0 },
-    [R_DEEP] = { KILN_GET, KILN_SCOPE_ROOT, DEEP_PATH, NULL, handler, 0 },
-    [R_OPTIONS] = { KILN_OPTIONS, KILN_SCOPE_API, "/notes", NULL, handler, 0 },
-    [R_KEY] = { KILN_GET, KILN_SCOPE_API, "/files/*key", NULL, handler, 0 },
-    [R_KEY_DOWNLOAD] = { KILN_GET, KILN_SCOPE_API, "/files/*key/download", NULL, handler, 0 },
+                    handler, 0, NULL },
+    [R_PUT_ONLY] = { KILN_PUT, KILN_SCOPE_ROOT, "/put-only/", NULL, handler, 0, NULL },
+    [R_DEEP] = { KILN_GET, KILN_SCOPE_ROOT, DEEP_PATH, NULL, handler, 0, NULL },
+    [R_OPTIONS] = { KILN_OPTIONS, KILN_SCOPE_API, "/notes", NULL, handler, 0, NULL },
+    [R_KEY] = { KILN_GET, KILN_SCOPE_API, "/files/*key", NULL, handler, 0, NULL },
+    [R_KEY_DOWNLOAD] = { KILN_GET, KILN_SCOPE_API, "/files/*key/download", NULL, handler, 0, NULL },
 };
 
 struct fx {
@@ -345,8 +345,8 @@ static void test_internal_routes(void **state)
 {
     struct fx *f = *state;
     static const struct kiln_route table[] = {
-        { KILN_GET, KILN_SCOPE_ROOT, "/_test/sleep", NULL, handler, KILN_ROUTE_INTERNAL },
-        { KILN_GET, KILN_SCOPE_ROOT, "/livez", NULL, handler, 0 },
+        { KILN_GET, KILN_SCOPE_ROOT, "/_test/sleep", NULL, handler, KILN_ROUTE_INTERNAL, NULL },
+        { KILN_GET, KILN_SCOPE_ROOT, "/livez", NULL, handler, 0, NULL },
     };
     for (int with = 0; with <= 1; with++) {
         struct kiln_router *r = kiln_router_new(table, ARRAY_LEN(table), with);

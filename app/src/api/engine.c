@@ -1,0 +1,1456 @@
+/*
+ * The resource engine: list, show, create, update (PUT and PATCH, both
+ * partial), delete and declared actions for every declaration in
+ * app/src/api/resources/ (declare.h), on both databases.
+ *
+ * What it keeps from the hand-written handlers it replaced, because they
+ * are the contract (API.md):
+ * - every statement is scoped by the owner column: another owner's id
+ *   answers exactly like a missing one, and a non-UUID id is 404 before
+ *   any query;
+ * - validation collects every field's message into one 422 (Ecto's
+ *   words); a required reference that is absent is 400 invalid_request
+ *   (tasks.project_id), checked before anything else;
+ * - a reference is checked in the statement that writes it (INSERT ...
+ *   SELECT ... WHERE EXISTS, UPDATE ... WHERE EXISTS), FOR KEY SHARE on
+ *   PostgreSQL, so a referenced row deleted at that moment is a 404, never
+ *   a foreign-key 500 (see docs/RESOURCES.md);
+ * - a paged list is one statement (the page, and the total as an
+ *   uncorrelated subquery in the same snapshot); a bare list is the whole
+ *   list, as the original's projects and tasks;
+ * - rows are written as JSON text straight from the result (a jansson tree
+ *   per row cost more CPU than the database did on the notes list);
+ * - a cached list lives under the owner's generation of the resource, a
+ *   random token every write replaces: the next read from any instance
+ *   sees the write, and no key is ever searched for.
+ *
+ * SQL is built per request from constant names of the declaration and
+ * numbered parameters; no request text is ever part of it.
+ */
+#include "api/engine.h"
+
+#include <ctype.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/app.h"
+#include "api/resource.h"
+#include "auth/guard.h"
+#include "core/alloc.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/random.h"
+#include "core/str.h"
+#include "core/uuid.h"
+#include "store/kv.h"
+
+#define OWNER_COLUMN "user_id"
+#define OFFSET_MAX 1000000000u
+#define GENERATION_TTL_MS (24ull * 3600 * 1000)
+#define JSON_MAX_BYTES (1024 * 1024)
+
+/* A formatted string on the heap, kept for the life of the process (the
+ * route table's paths). */
+static char *dup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *dup_printf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *out = kiln_malloc((size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(out, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return out;
+}
+
+/* ---- declarations at run time ---- */
+
+/* What the engine derives once from a declaration. */
+struct rt {
+    const struct kiln_resource *r;
+    char *columns;                        /* "id, f1, ..., inserted_at, updated_at" */
+    const struct kiln_resource **refs;    /* per field: the referenced resource */
+    /* resources with a reference to this one: their caches go stale when
+     * a row of this one is deleted (ON DELETE CASCADE) */
+    const struct kiln_resource *referrers[16];
+    size_t nreferrers;
+};
+
+static struct rt *rts;
+static pthread_once_t rts_once = PTHREAD_ONCE_INIT;
+
+static void rts_build(void)
+{
+    rts = kiln_calloc(kiln_resources_count ? kiln_resources_count : 1, sizeof *rts);
+    for (size_t i = 0; i < kiln_resources_count; i++) {
+        const struct kiln_resource *r = kiln_resources[i];
+        struct rt *t = &rts[i];
+        t->r = r;
+        kiln_buf b;
+        kiln_buf_init(&b, 1 << 20);
+        kiln_buf_append_c(&b, "id");
+        for (size_t f = 0; f < r->nfields; f++) {
+            kiln_buf_append_c(&b, ", ");
+            kiln_buf_append_c(&b, r->fields[f].name);
+        }
+        kiln_buf_append_c(&b, ", inserted_at, updated_at");
+        t->columns = kiln_strndup(b.p, b.len);
+        kiln_buf_free(&b);
+        t->refs = kiln_calloc(r->nfields ? r->nfields : 1, sizeof *t->refs);
+        for (size_t f = 0; f < r->nfields; f++)
+            if (r->fields[f].type == KILN_REFERENCE)
+                t->refs[f] = kiln_resource_find(r->fields[f].ref);
+    }
+    for (size_t i = 0; i < kiln_resources_count; i++)
+        for (size_t f = 0; f < kiln_resources[i]->nfields; f++) {
+            const struct kiln_resource *to = rts[i].refs[f];
+            for (size_t j = 0; to && j < kiln_resources_count; j++)
+                if (kiln_resources[j] == to &&
+                    rts[j].nreferrers < sizeof rts[j].referrers / sizeof rts[j].referrers[0])
+                    rts[j].referrers[rts[j].nreferrers++] = kiln_resources[i];
+        }
+}
+
+static const struct rt *rt_of(const struct kiln_resource *r)
+{
+    pthread_once(&rts_once, rts_build);
+    for (size_t i = 0; i < kiln_resources_count; i++)
+        if (rts[i].r == r)
+            return &rts[i];
+    return NULL;
+}
+
+const struct kiln_resource *kiln_resource_find(const char *name)
+{
+    for (size_t i = 0; name && i < kiln_resources_count; i++)
+        if (!strcmp(kiln_resources[i]->name, name))
+            return kiln_resources[i];
+    return NULL;
+}
+
+const struct kiln_resource *kiln_route_resource(const struct kiln_req *req)
+{
+    return req->route ? req->route->data : NULL;
+}
+
+const char *kiln_resource_columns(const struct kiln_resource *r)
+{
+    return rt_of(r)->columns;
+}
+
+int kiln_resource_field(const struct kiln_resource *r, const char *name)
+{
+    for (size_t f = 0; f < r->nfields; f++)
+        if (!strcmp(r->fields[f].name, name))
+            return (int)f;
+    return -1;
+}
+
+/* ---- checks of a declaration ---- */
+
+static bool identifier(const char *s)
+{
+    if (!s || !*s || strlen(s) > 63 || !(islower((unsigned char)*s)))
+        return false;
+    for (; *s; s++)
+        if (!islower((unsigned char)*s) && !isdigit((unsigned char)*s) && *s != '_')
+            return false;
+    return true;
+}
+
+static const char *const RESERVED[] = { "id", OWNER_COLUMN, "inserted_at", "updated_at",
+                                        "limit", "offset", "search", "sort", NULL };
+
+int kiln_resource_check(const struct kiln_resource *r, char *err, size_t errlen)
+{
+#define BAD(...) return snprintf(err, errlen, __VA_ARGS__), -1
+    if (!identifier(r->name))
+        BAD("resource \"%s\": name must be a lower-case SQL identifier", r->name ? r->name : "");
+    if (!identifier(r->singular))
+        BAD("resource %s: singular must be a lower-case identifier", r->name);
+    if (!r->not_found_code || !r->not_found_message)
+        BAD("resource %s: not_found_code and not_found_message are required", r->name);
+    if (r->page_default > r->page_max || (r->page_max && !r->page_default))
+        BAD("resource %s: page_default must be 1..page_max (both 0: unpaged)", r->name);
+    if (r->cache && !r->page_max)
+        BAD("resource %s: only paged lists are cached", r->name);
+    if (r->order) {
+        char col[64];
+        const char *sp = strchr(r->order, ' ');
+        size_t n = sp ? (size_t)(sp - r->order) : strlen(r->order);
+        if (n >= sizeof col)
+            BAD("resource %s: order \"%s\" names no column", r->name, r->order);
+        memcpy(col, r->order, n);
+        col[n] = '\0';
+        if (strcmp(col, "inserted_at") && strcmp(col, "updated_at") && strcmp(col, "id") &&
+            kiln_resource_field(r, col) < 0)
+            BAD("resource %s: order \"%s\" names no column", r->name, r->order);
+        if (sp && strcmp(sp, " ASC") && strcmp(sp, " DESC"))
+            BAD("resource %s: order \"%s\" must end in ASC or DESC", r->name, r->order);
+    }
+    bool searchable = false;
+    for (size_t f = 0; f < r->nfields; f++) {
+        const struct kiln_field *fd = &r->fields[f];
+        if (!identifier(fd->name))
+            BAD("resource %s: field \"%s\" must be a lower-case SQL identifier", r->name,
+                fd->name ? fd->name : "");
+        for (const char *const *w = RESERVED; *w; w++)
+            if (!strcmp(fd->name, *w))
+                BAD("resource %s: field %s is a name the engine uses", r->name, fd->name);
+        for (size_t g = 0; g < f; g++)
+            if (!strcmp(r->fields[g].name, fd->name))
+                BAD("resource %s: field %s is declared twice", r->name, fd->name);
+        if (fd->type == KILN_ENUM && (!fd->values || !fd->values[0]))
+            BAD("resource %s: enum field %s has no values", r->name, fd->name);
+        if (fd->type == KILN_REFERENCE && !kiln_resource_find(fd->ref))
+            BAD("resource %s: field %s references \"%s\", which is not declared", r->name,
+                fd->name, fd->ref ? fd->ref : "");
+        if (fd->type == KILN_TEXT && fd->max_len && fd->min_len > fd->max_len)
+            BAD("resource %s: field %s has min_len above max_len", r->name, fd->name);
+        if ((fd->flags & KILN_BOUNDED) && fd->min > fd->max)
+            BAD("resource %s: field %s has min above max", r->name, fd->name);
+        if ((fd->flags & KILN_BOUNDED) && fd->type != KILN_INTEGER)
+            BAD("resource %s: field %s: bounds are for integers", r->name, fd->name);
+        if ((fd->flags & KILN_SEARCH) && fd->type != KILN_TEXT)
+            BAD("resource %s: field %s: only text fields are searchable", r->name, fd->name);
+        if ((fd->flags & KILN_FILTER) && fd->type == KILN_JSON)
+            BAD("resource %s: field %s: a json field cannot be a filter", r->name, fd->name);
+        if ((fd->flags & KILN_NULL_IS_DEFAULT) && !fd->def)
+            BAD("resource %s: field %s: null stores the default, but there is none", r->name,
+                fd->name);
+        if ((fd->flags & KILN_REQUIRED) && (fd->flags & KILN_READ_ONLY))
+            BAD("resource %s: field %s cannot be both required and read-only", r->name,
+                fd->name);
+        if (fd->type == KILN_ENUM && fd->def) {
+            bool known = false;
+            for (const char *const *v = fd->values; *v; v++)
+                known |= !strcmp(*v, fd->def);
+            if (!known)
+                BAD("resource %s: field %s: default \"%s\" is not one of its values", r->name,
+                    fd->name, fd->def);
+        }
+        searchable |= (fd->flags & KILN_SEARCH) != 0;
+    }
+    if (searchable && !r->search_max)
+        BAD("resource %s: searchable fields need search_max", r->name);
+    for (size_t a = 0; a < r->nactions; a++) {
+        const struct kiln_action *ac = &r->actions[a];
+        if (!identifier(ac->name))
+            BAD("resource %s: action \"%s\" must be a lower-case identifier", r->name,
+                ac->name ? ac->name : "");
+        if (!ac->handler && (!ac->field || kiln_resource_field(r, ac->field) < 0))
+            BAD("resource %s: action %s sets no declared field", r->name, ac->name);
+    }
+    return 0;
+#undef BAD
+}
+
+int kiln_resources_check(char *err, size_t errlen)
+{
+    for (size_t i = 0; i < kiln_resources_count; i++) {
+        if (kiln_resource_check(kiln_resources[i], err, errlen))
+            return -1;
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(kiln_resources[i]->name, kiln_resources[j]->name))
+                return snprintf(err, errlen, "resource %s is declared twice",
+                                kiln_resources[i]->name),
+                       -1;
+    }
+    return 0;
+}
+
+/* ---- JSON out ---- */
+
+static void append_string(kiln_buf *b, kiln_str s)
+{
+    if (!s.p) {
+        kiln_buf_append_c(b, "null");
+        return;
+    }
+    kiln_buf_append_c(b, "\"");
+    kiln_buf_append_json_str(b, s.p, s.len);
+    kiln_buf_append_c(b, "\"");
+}
+
+static void append_time(kiln_buf *b, const struct kiln_db_rows *r, size_t i, size_t col)
+{
+    char t[KILN_RFC3339_LEN + 1];
+    if (res_time_text(r, i, col, t)) {
+        kiln_buf_append_c(b, "\"");
+        kiln_buf_append(b, t, KILN_RFC3339_LEN);
+        kiln_buf_append_c(b, "\"");
+    } else {
+        kiln_buf_append_c(b, "null");
+    }
+}
+
+static void append_value(kiln_buf *b, const struct kiln_field *f,
+                         const struct kiln_db_rows *r, size_t i, size_t col)
+{
+    kiln_str s = kiln_db_text(r, i, col);
+    if (!s.p) {
+        kiln_buf_append_c(b, "null");
+        return;
+    }
+    switch (f->type) {
+    case KILN_BOOLEAN: {
+        bool v = false;
+        kiln_db_bool(r, i, col, &v);
+        kiln_buf_append_c(b, v ? "true" : "false");
+        return;
+    }
+    case KILN_INTEGER: {
+        int64_t v = 0;
+        kiln_db_int64(r, i, col, &v);
+        kiln_buf_printf(b, "%lld", (long long)v);
+        return;
+    }
+    case KILN_TIMESTAMP:
+        append_time(b, r, i, col);
+        return;
+    case KILN_JSON:
+        /* jsonb's text on PostgreSQL, the compact text Kiln stored on
+         * SQLite: JSON either way. */
+        kiln_buf_append(b, s.p, s.len);
+        return;
+    default:
+        append_string(b, s);
+        return;
+    }
+}
+
+/* The object without its closing brace: a show hook may add members. */
+static void append_open(const struct kiln_resource *r, kiln_buf *b,
+                        const struct kiln_db_rows *rows, size_t i)
+{
+    kiln_buf_append_c(b, "{\"id\":");
+    append_string(b, kiln_db_text(rows, i, 0));
+    for (size_t f = 0; f < r->nfields; f++) {
+        kiln_buf_append_c(b, ",\"");
+        kiln_buf_append_c(b, r->fields[f].name);
+        kiln_buf_append_c(b, "\":");
+        append_value(b, &r->fields[f], rows, i, f + 1);
+    }
+    kiln_buf_append_c(b, ",\"inserted_at\":");
+    append_time(b, rows, i, r->nfields + 1);
+    kiln_buf_append_c(b, ",\"updated_at\":");
+    append_time(b, rows, i, r->nfields + 2);
+}
+
+void kiln_resource_append_json(const struct kiln_resource *r, kiln_buf *out,
+                               const struct kiln_db_rows *rows, size_t i)
+{
+    append_open(r, out, rows, i);
+    kiln_buf_append_c(out, "}");
+}
+
+json_t *kiln_resource_json(const struct kiln_resource *r, const struct kiln_db_rows *rows,
+                           size_t i)
+{
+    kiln_buf b;
+    kiln_buf_init(&b, 64 * 1024 * 1024);
+    kiln_resource_append_json(r, &b, rows, i);
+    json_t *v = json_loadb(b.p, b.len, JSON_ALLOW_NUL, NULL);
+    kiln_buf_free(&b);
+    return v;
+}
+
+/* {"data": <row 0>} with status; a show adds the show hook's members. */
+static void answer_row(struct kiln_req *req, struct kiln_res *res, const struct kiln_resource *r,
+                       int status, const struct kiln_db_rows *rows, bool show)
+{
+    kiln_buf b;
+    kiln_buf_init(&b, 64 * 1024 * 1024);
+    kiln_buf_append_c(&b, "{\"data\":");
+    append_open(r, &b, rows, 0);
+    if (r->show_extra && show) {
+        kiln_str id = kiln_db_text(rows, 0, 0);
+        int err = r->show_extra(req, r, kiln_arena_strndup(req->arena, id.p, id.len), &b);
+        if (err) {
+            kiln_buf_free(&b);
+            res_store_error(req, res, err,
+                            kiln_arena_sprintf(req->arena, "%s show", r->name));
+            return;
+        }
+    }
+    kiln_buf_append_c(&b, "}}");
+    kiln_str out = { kiln_arena_strndup(req->arena, b.p, b.len), b.len };
+    kiln_buf_free(&b);
+    kiln_res_json_text(res, status, out);
+}
+
+/* ---- the list cache ---- */
+
+static const char *generation_key(struct kiln_req *req, const struct kiln_resource *r)
+{
+    return kiln_arena_sprintf(req->arena, "%s_gen:%s", r->name, res_user_id(req));
+}
+
+/* A new generation after a write. Best effort: if the kv store is down,
+ * cached lists expire within CACHE_TTL_SECONDS. */
+static void cache_invalidate(struct kiln_req *req, const struct kiln_resource *r)
+{
+    struct kiln_kv *kv = app_kv(req);
+    if (!r->cache || !kv || !req->config->cache_ttl_s)
+        return;
+    unsigned char rnd[12];
+    char token[25];
+    kiln_random_bytes(rnd, sizeof rnd);
+    kiln_hex_encode(rnd, sizeof rnd, token);
+    token[24] = '\0';
+    kiln_kv_set(kv, kiln_str_c(generation_key(req, r)), kiln_str_c(token), GENERATION_TTL_MS);
+}
+
+/* The cache key of a list whose parameters are spelled in `shape`, or
+ * NULL (no cache, kv down). The shape is hashed: keys stay short and carry
+ * no user text. */
+static const char *cache_key(struct kiln_req *req, const struct kiln_resource *r,
+                             const char *shape, size_t shape_len)
+{
+    struct kiln_kv *kv = app_kv(req);
+    if (!r->cache || !kv || !req->config->cache_ttl_s)
+        return NULL;
+    kiln_str gen;
+    int err = kiln_kv_get(kv, req->arena, kiln_str_c(generation_key(req, r)), &gen);
+    if (err == KILN_ENOTFOUND)
+        gen = KILN_STR("0"); /* no write for a day: any token a write makes differs */
+    else if (err)
+        return NULL;
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    char hex[65];
+    EVP_Digest(shape, shape_len, md, &mdlen, EVP_sha256(), NULL);
+    kiln_hex_encode(md, 16, hex);
+    hex[32] = '\0';
+    return kiln_arena_sprintf(req->arena, "%s:%s:%.*s:%s", r->name, res_user_id(req),
+                              (int)gen.len, gen.p, hex);
+}
+
+/* ---- input ---- */
+
+/* An RFC 3339 date-time with an offset, as microseconds since the epoch. */
+static bool parse_timestamp(kiln_str s, int64_t *us)
+{
+    if (s.len < 20 || s.len > 40 || !res_calendar_date((kiln_str){ s.p, 10 }))
+        return false;
+    char last = s.p[s.len - 1];
+    if (last != 'Z' && last != 'z' && !(s.len > 6 && (s.p[s.len - 6] == '+' ||
+                                                       s.p[s.len - 6] == '-')))
+        return false;
+    kiln_str cell = s;
+    struct kiln_db_rows one = { .nrows = 1, .ncols = 1, .cells = &cell };
+    return kiln_db_timestamp(&one, 0, 0, us);
+}
+
+static const char *timestamp_text(kiln_arena *a, int64_t us)
+{
+    char *out = kiln_arena_alloc(a, KILN_RFC3339_LEN + 1);
+    int64_t s = us / 1000000, frac = us % 1000000;
+    if (frac < 0) {
+        frac += 1000000;
+        s -= 1;
+    }
+    struct timespec ts = { (time_t)s, (long)frac * 1000 };
+    kiln_time_rfc3339(out, &ts);
+    return out;
+}
+
+static bool is_enum_value(const struct kiln_field *f, kiln_str s)
+{
+    for (const char *const *v = f->values; *v; v++)
+        if (kiln_str_eq_c(s, *v))
+            return true;
+    return false;
+}
+
+/*
+ * A present value v of field f as the text parameter to write (*out;
+ * NULL for SQL NULL). false after adding the field's message to e.
+ * References keep any string here: a string that is no UUID names no row,
+ * which is the referenced resource's 404, decided by the caller.
+ */
+static bool field_value(kiln_arena *a, const struct kiln_field *f, json_t *obj,
+                        struct res_errors *e, const char **out)
+{
+    json_t *v = json_object_get(obj, f->name);
+    *out = NULL;
+    if (json_is_null(v) && f->type != KILN_JSON) {
+        if (f->flags & KILN_NULLABLE)
+            return true;
+        if (f->flags & KILN_NULL_IS_DEFAULT) {
+            *out = f->def;
+            return true;
+        }
+        /* Ecto's words: blank for what must hold something, invalid for
+         * a value of the wrong kind (a reference's null among them). */
+        bool blank = f->type == KILN_REFERENCE ? false
+                     : f->type == KILN_TEXT   ? f->min_len > 0 || (f->flags & KILN_REQUIRED)
+                     : f->type == KILN_ENUM   ? true
+                                              : (f->flags & KILN_REQUIRED) != 0;
+        res_error(e, f->name, blank ? "can't be blank" : "is invalid");
+        return false;
+    }
+    switch (f->type) {
+    case KILN_TEXT:
+        return res_string(obj, f->name, false, f->min_len, f->max_len ? f->max_len : SIZE_MAX,
+                          e, out);
+    case KILN_ENUM:
+        if (!res_string(obj, f->name, false, 1, SIZE_MAX, e, out))
+            return false;
+        if (!is_enum_value(f, kiln_str_c(*out))) {
+            res_error(e, f->name, "is invalid");
+            *out = NULL;
+            return false;
+        }
+        return true;
+    case KILN_REFERENCE:
+        return res_string(obj, f->name, false, 0, SIZE_MAX, e, out);
+    case KILN_UUID:
+        if (json_is_string(v) &&
+            (*out = res_uuid(a, (kiln_str){ json_string_value(v), json_string_length(v) })))
+            return true;
+        break;
+    case KILN_BOOLEAN:
+        if (json_is_boolean(v)) {
+            *out = json_is_true(v) ? "1" : "0";
+            return true;
+        }
+        break;
+    case KILN_DATE:
+        if (json_is_string(v) &&
+            res_calendar_date((kiln_str){ json_string_value(v), json_string_length(v) })) {
+            *out = json_string_value(v);
+            return true;
+        }
+        break;
+    case KILN_TIMESTAMP: {
+        int64_t us;
+        if (json_is_string(v) &&
+            parse_timestamp((kiln_str){ json_string_value(v), json_string_length(v) }, &us)) {
+            *out = timestamp_text(a, us);
+            return true;
+        }
+        break;
+    }
+    case KILN_INTEGER:
+        if (json_is_integer(v)) {
+            json_int_t n = json_integer_value(v);
+            if ((f->flags & KILN_BOUNDED) && n < f->min) {
+                res_error(e, f->name,
+                          kiln_arena_sprintf(a, "must be greater than or equal to %lld",
+                                             (long long)f->min));
+                return false;
+            }
+            if ((f->flags & KILN_BOUNDED) && n > f->max) {
+                res_error(e, f->name,
+                          kiln_arena_sprintf(a, "must be less than or equal to %lld",
+                                             (long long)f->max));
+                return false;
+            }
+            *out = kiln_arena_sprintf(a, "%lld", (long long)n);
+            return true;
+        }
+        break;
+    case KILN_JSON: {
+        if (json_is_null(v) && (f->flags & KILN_NULLABLE))
+            return true; /* SQL NULL: a nullable json field's null is NULL */
+        char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!text)
+            break;
+        size_t n = strlen(text);
+        /* PostgreSQL's jsonb refuses \u0000; refused on both alike. */
+        if (n > (f->max_len ? f->max_len : JSON_MAX_BYTES) || strstr(text, "\\u0000")) {
+            free(text);
+            break;
+        }
+        *out = kiln_arena_strndup(a, text, n);
+        free(text);
+        return true;
+    }
+    }
+    res_error(e, f->name, "is invalid");
+    return false;
+}
+
+/* What a body asks of a write: per field, whether it is written and the
+ * text to write. */
+struct input {
+    const char **values;
+    bool *set;
+};
+
+/*
+ * Validate the body of a create (every writable field: absent ones take
+ * their default) or an update (present fields only). false after
+ * answering (400 or 422).
+ */
+static bool read_input(struct kiln_req *req, struct kiln_res *res,
+                       const struct kiln_resource *r, json_t *in, bool create,
+                       struct input *out)
+{
+    kiln_arena *a = req->arena;
+    out->values = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *out->values);
+    out->set = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *out->set);
+    memset(out->values, 0, (r->nfields + 1) * sizeof *out->values);
+    memset(out->set, 0, (r->nfields + 1) * sizeof *out->set);
+    /* The contract's 400 for a required reference comes before any 422. */
+    for (size_t f = 0; create && f < r->nfields; f++) {
+        const struct kiln_field *fd = &r->fields[f];
+        json_t *v = json_object_get(in, fd->name);
+        if (fd->type == KILN_REFERENCE && (fd->flags & KILN_REQUIRED) &&
+            (!v || json_is_null(v))) {
+            kiln_res_error(req, res, 400, "invalid_request",
+                           kiln_arena_sprintf(a, "%s is required", fd->name), NULL);
+            return false;
+        }
+    }
+    struct res_errors e = { 0 };
+    for (size_t f = 0; f < r->nfields; f++) {
+        const struct kiln_field *fd = &r->fields[f];
+        if (fd->flags & KILN_READ_ONLY) {
+            if (create && fd->def) {
+                out->values[f] = fd->def;
+                out->set[f] = true;
+            }
+            continue;
+        }
+        if (!json_object_get(in, fd->name)) {
+            if (!create)
+                continue;
+            if (fd->flags & KILN_REQUIRED) {
+                res_error(&e, fd->name, "can't be blank");
+                continue;
+            }
+            /* NULL default on a NOT NULL column: the column's own */
+            if (fd->def || (fd->flags & KILN_NULLABLE)) {
+                out->values[f] = fd->def;
+                out->set[f] = true;
+            }
+            continue;
+        }
+        if (field_value(a, fd, in, &e, &out->values[f])) {
+            /* The strings point into the body, which lives until the
+             * answer: copy them into the arena now. */
+            if (out->values[f])
+                out->values[f] = kiln_arena_strndup(a, out->values[f], strlen(out->values[f]));
+            out->set[f] = true;
+        }
+    }
+    return !res_errors_answer(req, res, &e);
+}
+
+bool kiln_write_set(struct kiln_write *w, const char *name, const char *value)
+{
+    int f = kiln_resource_field(w->resource, name);
+    if (f < 0)
+        return false;
+    w->values[f] = value ? kiln_arena_strndup(w->req->arena, value, strlen(value)) : NULL;
+    w->set[f] = true;
+    return true;
+}
+
+/* ---- statements ---- */
+
+static bool postgres(struct kiln_req *req)
+{
+    return kiln_db_dialect(app_db(req)) == KILN_DB_POSTGRES;
+}
+
+/* Parameters of one statement, numbered from $1. */
+struct params {
+    kiln_str *v;
+    size_t n, cap;
+};
+
+static void params_init(struct params *p, kiln_arena *a, size_t cap)
+{
+    p->v = kiln_arena_alloc(a, cap * sizeof *p->v);
+    p->n = 0;
+    p->cap = cap;
+}
+
+/* Add a parameter; its number. */
+static size_t param(struct params *p, const char *v)
+{
+    p->v[p->n++] = v ? kiln_str_c(v) : KILN_STR_NULL;
+    return p->n;
+}
+
+/* A reference value the body gave, as a UUID; or the reason it names no
+ * row: *bad set (a string that is no UUID). NULL value: not set. */
+static const char *ref_uuid(kiln_arena *a, const char *v, bool *bad)
+{
+    if (!v)
+        return NULL;
+    const char *u = res_uuid(a, kiln_str_c(v));
+    if (!u)
+        *bad = true;
+    return u;
+}
+
+/* " AND EXISTS (owned row of the referenced table)" for each reference the
+ * write sets to a row, appended to b. */
+static void append_ref_checks(struct kiln_req *req, kiln_buf *b, const struct kiln_resource *r,
+                              const struct input *in, const size_t *ref_param,
+                              size_t owner_param)
+{
+    const struct rt *t = rt_of(r);
+    for (size_t f = 0; f < r->nfields; f++) {
+        if (!t->refs[f] || !in->set[f] || !in->values[f])
+            continue;
+        kiln_buf_printf(b, " AND EXISTS (SELECT 1 FROM %s WHERE %s.id = $%zu AND %s.%s = $%zu%s)",
+                        t->refs[f]->name, t->refs[f]->name, ref_param[f], t->refs[f]->name,
+                        OWNER_COLUMN, owner_param, postgres(req) ? " FOR KEY SHARE" : "");
+    }
+}
+
+/* After a write that touched no row although the row (when checked) is
+ * there: which reference named no row of the owner. NULL: none did (the
+ * row itself is missing). */
+static const struct kiln_resource *missing_ref(struct kiln_req *req,
+                                               const struct kiln_resource *r,
+                                               const struct input *in, int *err)
+{
+    const struct rt *t = rt_of(r);
+    const struct kiln_resource *only = NULL;
+    size_t asked = 0;
+    for (size_t f = 0; f < r->nfields; f++)
+        if (t->refs[f] && in->set[f] && in->values[f]) {
+            asked++;
+            only = t->refs[f];
+        }
+    if (asked <= 1)
+        return only;
+    for (size_t f = 0; f < r->nfields; f++) {
+        if (!t->refs[f] || !in->set[f] || !in->values[f])
+            continue;
+        kiln_str p[2] = { kiln_str_c(in->values[f]), kiln_str_c(res_user_id(req)) };
+        struct kiln_db_rows rows;
+        if ((*err = kiln_db_query(app_db(req), req->arena,
+                                  kiln_arena_sprintf(req->arena,
+                                                     "SELECT 1 FROM %s WHERE id = $1 AND "
+                                                     OWNER_COLUMN " = $2",
+                                                     t->refs[f]->name),
+                                  p, 2, &rows)))
+            return NULL;
+        if (!rows.nrows)
+            return t->refs[f];
+    }
+    return NULL;
+}
+
+static void not_found(struct kiln_req *req, struct kiln_res *res, const struct kiln_resource *r)
+{
+    res_not_found(req, res, r->not_found_code, r->not_found_message);
+}
+
+/* Whether row id of r exists for this owner (to name the right 404). */
+static int row_exists(struct kiln_req *req, const struct kiln_resource *r, const char *id,
+                      bool *exists)
+{
+    kiln_str p[2] = { kiln_str_c(id), kiln_str_c(res_user_id(req)) };
+    struct kiln_db_rows rows;
+    int err = kiln_db_query(app_db(req), req->arena,
+                            kiln_arena_sprintf(req->arena,
+                                               "SELECT 1 FROM %s WHERE id = $1 AND " OWNER_COLUMN
+                                               " = $2",
+                                               r->name),
+                            p, 2, &rows);
+    *exists = !err && rows.nrows;
+    return err;
+}
+
+static void store_error(struct kiln_req *req, struct kiln_res *res,
+                        const struct kiln_resource *r, int err, const char *op)
+{
+    res_store_error(req, res, err, kiln_arena_sprintf(req->arena, "%s %s", r->name, op));
+}
+
+/* ---- list ---- */
+
+/* A filter's value from the query (or its declared default) as the text
+ * to compare with; NULL: no filter. false after a 400. */
+static bool filter_value(struct kiln_req *req, struct kiln_res *res, const struct kiln_field *f,
+                         const char **out)
+{
+    kiln_str v;
+    *out = NULL;
+    if (!kiln_req_query(req, f->name, &v) || v.len == 0) {
+        if (!f->filter_def)
+            return true;
+        v = kiln_str_c(f->filter_def);
+    }
+    kiln_arena *a = req->arena;
+    const char *bad = NULL;
+    switch (f->type) {
+    case KILN_BOOLEAN:
+        if (kiln_str_eq_c(v, "true") || kiln_str_eq_c(v, "false"))
+            *out = v.p[0] == 't' ? "1" : "0";
+        else
+            bad = kiln_arena_sprintf(a, "%s must be true or false", f->name);
+        break;
+    case KILN_UUID:
+    case KILN_REFERENCE:
+        if (!(*out = res_uuid(a, v)))
+            bad = kiln_arena_sprintf(a, "%s must be a UUID", f->name);
+        break;
+    case KILN_ENUM:
+        if (is_enum_value(f, v)) {
+            *out = kiln_arena_strndup(a, v.p, v.len);
+        } else {
+            kiln_buf b;
+            kiln_buf_init(&b, 1 << 16);
+            for (const char *const *e = f->values; *e; e++)
+                kiln_buf_printf(&b, "%s%s", e == f->values ? "" : ", ", *e);
+            bad = kiln_arena_sprintf(a, "%s must be one of %.*s", f->name, (int)b.len, b.p);
+            kiln_buf_free(&b);
+        }
+        break;
+    case KILN_INTEGER: {
+        bool neg = v.len && v.p[0] == '-';
+        uint64_t n;
+        if (kiln_str_to_u64(neg ? (kiln_str){ v.p + 1, v.len - 1 } : v, (uint64_t)INT64_MAX, &n))
+            *out = kiln_arena_sprintf(a, "%s%llu", neg ? "-" : "", (unsigned long long)n);
+        else
+            bad = kiln_arena_sprintf(a, "%s must be an integer", f->name);
+        break;
+    }
+    case KILN_DATE:
+        if (res_calendar_date(v))
+            *out = kiln_arena_strndup(a, v.p, v.len);
+        else
+            bad = kiln_arena_sprintf(a, "%s must be a date (YYYY-MM-DD)", f->name);
+        break;
+    case KILN_TIMESTAMP: {
+        int64_t us;
+        if (parse_timestamp(v, &us))
+            *out = timestamp_text(a, us);
+        else
+            bad = kiln_arena_sprintf(a, "%s must be an RFC 3339 timestamp", f->name);
+        break;
+    }
+    default:
+        if (kiln_utf8_valid(v) && !memchr(v.p, '\0', v.len))
+            *out = kiln_arena_strndup(a, v.p, v.len);
+        else
+            bad = kiln_arena_sprintf(a, "%s must be UTF-8 text", f->name);
+        break;
+    }
+    if (bad) {
+        kiln_res_error(req, res, 400, "invalid_request", bad, NULL);
+        return false;
+    }
+    return true;
+}
+
+/* The ORDER BY of a list: ?sort=name or -name on a sortable field (or a
+ * timestamp), else the declared order. false after a 400. */
+static bool list_order(struct kiln_req *req, struct kiln_res *res, const struct kiln_resource *r,
+                       const char **col, const char **dir)
+{
+    kiln_str v;
+    if (!kiln_req_query(req, "sort", &v) || v.len == 0) {
+        const char *order = r->order ? r->order : "inserted_at DESC";
+        const char *sp = strchr(order, ' ');
+        *col = sp ? kiln_arena_strndup(req->arena, order, (size_t)(sp - order)) : order;
+        *dir = sp && !strcmp(sp + 1, "DESC") ? "DESC" : "ASC";
+        return true;
+    }
+    bool desc = v.p[0] == '-';
+    kiln_str name = desc ? (kiln_str){ v.p + 1, v.len - 1 } : v;
+    if (kiln_str_eq_c(name, "inserted_at") || kiln_str_eq_c(name, "updated_at")) {
+        *col = kiln_str_eq_c(name, "inserted_at") ? "inserted_at" : "updated_at";
+        *dir = desc ? "DESC" : "ASC";
+        return true;
+    }
+    for (size_t f = 0; f < r->nfields; f++)
+        if ((r->fields[f].flags & KILN_SORT) && kiln_str_eq_c(name, r->fields[f].name)) {
+            *col = r->fields[f].name;
+            *dir = desc ? "DESC" : "ASC";
+            return true;
+        }
+    kiln_buf b;
+    kiln_buf_init(&b, 1 << 16);
+    for (size_t f = 0; f < r->nfields; f++)
+        if (r->fields[f].flags & KILN_SORT)
+            kiln_buf_printf(&b, "%s, ", r->fields[f].name);
+    kiln_res_error(req, res, 400, "invalid_request",
+                   kiln_arena_sprintf(req->arena,
+                                      "sort must be one of %.*sinserted_at, updated_at, "
+                                      "each optionally prefixed with -",
+                                      (int)b.len, b.p),
+                   NULL);
+    kiln_buf_free(&b);
+    return false;
+}
+
+void kiln_engine_list(struct kiln_req *req, struct kiln_res *res)
+{
+    const struct kiln_resource *r = kiln_route_resource(req);
+    const struct rt *t = rt_of(r);
+    kiln_arena *a = req->arena;
+    bool paged = r->page_max > 0;
+    unsigned limit = 0, offset = 0;
+    if (paged && (!res_query_uint(req, res, "limit", r->page_default, 1, r->page_max, &limit) ||
+                  !res_query_uint(req, res, "offset", 0, 0, OFFSET_MAX, &offset)))
+        return;
+    struct params p;
+    params_init(&p, a, r->nfields + 4);
+    param(&p, res_user_id(req));
+    kiln_buf where, shape;
+    kiln_buf_init(&where, 1 << 20);
+    kiln_buf_init(&shape, 1 << 20);
+    kiln_buf_printf(&where, " FROM %s WHERE " OWNER_COLUMN " = $1", r->name);
+    bool searchable = false;
+    for (size_t f = 0; f < r->nfields; f++) {
+        const struct kiln_field *fd = &r->fields[f];
+        searchable |= (fd->flags & KILN_SEARCH) != 0;
+        if (!(fd->flags & KILN_FILTER))
+            continue;
+        const char *v;
+        if (!filter_value(req, res, fd, &v))
+            goto out;
+        if (!v)
+            continue;
+        /* Only the filters given go into the WHERE, so each combination
+         * can use the index made for it. */
+        kiln_buf_printf(&where, " AND %s = $%zu", fd->name, param(&p, v));
+        kiln_buf_printf(&shape, "%s=%s\n", fd->name, v);
+    }
+    kiln_str search = KILN_STR_NULL;
+    if (searchable && kiln_req_query(req, "search", &search) && search.len) {
+        size_t chars = 0;
+        for (size_t i = 0; i < search.len; i++)
+            chars += ((unsigned char)search.p[i] & 0xC0) != 0x80;
+        if (!kiln_utf8_valid(search) || memchr(search.p, '\0', search.len) ||
+            chars > r->search_max) {
+            kiln_res_error(req, res, 400, "invalid_request",
+                           kiln_arena_sprintf(a,
+                                              "search must be UTF-8 text of at most %zu "
+                                              "characters",
+                                              r->search_max),
+                           NULL);
+            goto out;
+        }
+        /* lower() on both sides: case-blind on both databases; ESCAPE
+         * makes % and _ in the term plain characters. */
+        size_t n = param(&p, res_like_pattern(a, search));
+        kiln_buf_append_c(&where, " AND (");
+        bool first = true;
+        for (size_t f = 0; f < r->nfields; f++)
+            if (r->fields[f].flags & KILN_SEARCH) {
+                kiln_buf_printf(&where, "%slower(%s) LIKE lower(CAST($%zu AS TEXT)) ESCAPE '\\'",
+                                first ? "" : " OR ", r->fields[f].name, n);
+                first = false;
+            }
+        kiln_buf_append_c(&where, ")");
+        kiln_buf_printf(&shape, "search=%.*s\n", (int)search.len, search.p);
+    }
+    const char *col, *dir;
+    if (!list_order(req, res, r, &col, &dir))
+        goto out;
+    kiln_buf_printf(&shape, "sort=%s %s\nlimit=%u\noffset=%u\n", col, dir, limit, offset);
+
+    const char *key = cache_key(req, r, shape.p ? shape.p : "", shape.len);
+    struct kiln_kv *kv = app_kv(req);
+    kiln_str cached;
+    if (key && kiln_kv_get(kv, a, kiln_str_c(key), &cached) == 0) {
+        kiln_res_json_text(res, 200, cached);
+        goto out;
+    }
+
+    size_t nfilter = p.n;
+    struct kiln_db_rows rows, count;
+    int err;
+    const char *sql;
+    if (paged) {
+        char lim[16], off[16];
+        snprintf(lim, sizeof lim, "%u", limit);
+        snprintf(off, sizeof off, "%u", offset);
+        size_t pl = param(&p, kiln_arena_strndup(a, lim, strlen(lim)));
+        size_t po = param(&p, kiln_arena_strndup(a, off, strlen(off)));
+        /* One statement: the page, and the total as an uncorrelated
+         * subquery (computed once, in the same snapshot as the page): one
+         * round trip per list. Past the last page no row carries the
+         * total, and a count says it. */
+        sql = kiln_arena_sprintf(a,
+                                 "SELECT %s, (SELECT count(*)%.*s) AS total%.*s ORDER BY %s %s, "
+                                 "id %s LIMIT $%zu OFFSET $%zu",
+                                 t->columns, (int)where.len, where.p, (int)where.len, where.p,
+                                 col, dir, dir, pl, po);
+    } else {
+        sql = kiln_arena_sprintf(a, "SELECT %s%.*s ORDER BY %s %s, id %s", t->columns,
+                                 (int)where.len, where.p, col, dir, dir);
+    }
+    err = kiln_db_query(app_db(req), a, sql, p.v, p.n, &rows);
+    int64_t total = 0;
+    if (paged && !err && rows.nrows)
+        kiln_db_int64(&rows, 0, r->nfields + 3, &total);
+    else if (paged && !err && offset > 0 &&
+             !(err = kiln_db_query(app_db(req), a,
+                                   kiln_arena_sprintf(a, "SELECT count(*)%.*s", (int)where.len,
+                                                      where.p),
+                                   p.v, nfilter, &count)))
+        kiln_db_int64(&count, 0, 0, &total);
+    if (err) {
+        store_error(req, res, r, err, "list");
+        goto out;
+    }
+    kiln_buf b;
+    kiln_buf_init(&b, 64 * 1024 * 1024);
+    kiln_buf_append_c(&b, "{\"data\":[");
+    for (size_t i = 0; i < rows.nrows; i++) {
+        if (i)
+            kiln_buf_append_c(&b, ",");
+        kiln_resource_append_json(r, &b, &rows, i);
+    }
+    if (paged)
+        kiln_buf_printf(&b,
+                        "],\"meta\":{\"count\":%zu,\"total\":%lld,\"limit\":%u,\"offset\":%u}}",
+                        rows.nrows, (long long)total, limit, offset);
+    else
+        kiln_buf_append_c(&b, "]}");
+    kiln_str body = { kiln_arena_strndup(a, b.p, b.len), b.len };
+    kiln_buf_free(&b);
+    if (key)
+        kiln_kv_set(kv, kiln_str_c(key), body, (uint64_t)req->config->cache_ttl_s * 1000);
+    kiln_res_json_text(res, 200, body);
+out:
+    kiln_buf_free(&where);
+    kiln_buf_free(&shape);
+}
+
+/* ---- show ---- */
+
+void kiln_engine_show(struct kiln_req *req, struct kiln_res *res)
+{
+    const struct kiln_resource *r = kiln_route_resource(req);
+    struct kiln_db_rows rows;
+    if (res_fetch_owned(req, res, r->name, rt_of(r)->columns, r->not_found_code,
+                        r->not_found_message, &rows))
+        answer_row(req, res, r, 200, &rows, true);
+}
+
+/* ---- create ---- */
+
+static int run_hook(kiln_write_hook hook, struct kiln_write *w)
+{
+    return hook ? hook(w) : 0;
+}
+
+void kiln_engine_create(struct kiln_req *req, struct kiln_res *res)
+{
+    const struct kiln_resource *r = kiln_route_resource(req);
+    const struct rt *t = rt_of(r);
+    kiln_arena *a = req->arena;
+    json_t *body = res_body_object(req, res);
+    if (!body)
+        return;
+    struct input in;
+    if (!read_input(req, res, r, body, true, &in)) {
+        json_decref(body);
+        return;
+    }
+    char *id = kiln_arena_alloc(a, KILN_UUID_LEN + 1);
+    kiln_uuid_v4(id);
+    struct kiln_write w = { req, res, r, KILN_OP_CREATE, NULL, id, body, NULL, in.values,
+                            in.set };
+    if (run_hook(r->before_create, &w)) {
+        json_decref(body);
+        return;
+    }
+    /* A reference that is no UUID names no row: its 404, no statement. */
+    size_t *ref_param = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *ref_param);
+    for (size_t f = 0; f < r->nfields; f++) {
+        bool bad = false;
+        if (t->refs[f] && in.set[f])
+            in.values[f] = ref_uuid(a, in.values[f], &bad);
+        if (bad) {
+            json_decref(body);
+            not_found(req, res, t->refs[f]);
+            return;
+        }
+    }
+    struct params p;
+    params_init(&p, a, r->nfields + 4);
+    param(&p, id);
+    param(&p, res_user_id(req));
+    size_t now = param(&p, res_now(a));
+    kiln_buf cols, vals;
+    kiln_buf_init(&cols, 1 << 20);
+    kiln_buf_init(&vals, 1 << 20);
+    kiln_buf_append_c(&cols, "id, " OWNER_COLUMN ", inserted_at, updated_at");
+    kiln_buf_printf(&vals, "$1, $2, $%zu, $%zu", now, now);
+    bool refs = false;
+    for (size_t f = 0; f < r->nfields; f++) {
+        if (!in.set[f])
+            continue; /* the column's own default */
+        ref_param[f] = param(&p, in.values[f]);
+        refs |= t->refs[f] && in.values[f];
+        kiln_buf_printf(&cols, ", %s", r->fields[f].name);
+        kiln_buf_printf(&vals, ", $%zu", ref_param[f]);
+    }
+    kiln_buf sql;
+    kiln_buf_init(&sql, 1 << 20);
+    /* With references, INSERT ... SELECT ... WHERE EXISTS: the referenced
+     * rows are checked (and on PostgreSQL held) by the statement that
+     * writes. */
+    kiln_buf_printf(&sql, "INSERT INTO %s (%.*s) %s%.*s%s", r->name, (int)cols.len, cols.p,
+                    refs ? "SELECT " : "VALUES (", (int)vals.len, vals.p, refs ? " WHERE 1 = 1" : ")");
+    if (refs)
+        append_ref_checks(req, &sql, r, &in, ref_param, 2);
+    kiln_buf_printf(&sql, " RETURNING %s", t->columns);
+    kiln_buf_append(&sql, "", 1);
+    struct kiln_db_rows rows;
+    int err = kiln_db_query(app_db(req), a, sql.p, p.v, p.n, &rows);
+    kiln_buf_free(&cols);
+    kiln_buf_free(&vals);
+    kiln_buf_free(&sql);
+    if (err) {
+        json_decref(body);
+        store_error(req, res, r, err, "create");
+        return;
+    }
+    if (rows.nrows == 0) {
+        const struct kiln_resource *ref = missing_ref(req, r, &in, &err);
+        json_decref(body);
+        if (err)
+            store_error(req, res, r, err, "create");
+        else
+            not_found(req, res, ref ? ref : r);
+        return;
+    }
+    cache_invalidate(req, r);
+    w.row = &rows;
+    if (!run_hook(r->after_create, &w))
+        answer_row(req, res, r, 201, &rows, false);
+    json_decref(body);
+}
+
+/* ---- update and actions ---- */
+
+/* UPDATE the fields in `in` (and updated_at) of row id; answers. */
+static void update_row(struct kiln_req *req, struct kiln_res *res, const struct kiln_resource *r,
+                       const char *id, struct input *in, struct kiln_write *w)
+{
+    const struct rt *t = rt_of(r);
+    kiln_arena *a = req->arena;
+    if (run_hook(r->before_update, w))
+        return;
+    bool bad_ref = false;
+    const struct kiln_resource *bad = NULL;
+    for (size_t f = 0; f < r->nfields; f++)
+        if (t->refs[f] && in->set[f]) {
+            bool b = false;
+            in->values[f] = ref_uuid(a, in->values[f], &b);
+            if (b && !bad)
+                bad = t->refs[f];
+            bad_ref |= b;
+        }
+    int err;
+    if (bad_ref) {
+        /* A reference that is no UUID names no row: the row in the path is
+         * named first, then the reference. */
+        bool exists;
+        if ((err = row_exists(req, r, id, &exists)))
+            store_error(req, res, r, err, "update");
+        else
+            not_found(req, res, exists ? bad : r);
+        return;
+    }
+    struct params p;
+    params_init(&p, a, r->nfields + 4);
+    param(&p, id);
+    param(&p, res_user_id(req));
+    size_t *ref_param = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *ref_param);
+    kiln_buf sql;
+    kiln_buf_init(&sql, 1 << 20);
+    kiln_buf_printf(&sql, "UPDATE %s SET ", r->name);
+    bool refs = false;
+    for (size_t f = 0; f < r->nfields; f++) {
+        if (!in->set[f])
+            continue;
+        ref_param[f] = param(&p, in->values[f]);
+        refs |= t->refs[f] && in->values[f];
+        kiln_buf_printf(&sql, "%s = $%zu, ", r->fields[f].name, ref_param[f]);
+    }
+    kiln_buf_printf(&sql, "updated_at = $%zu WHERE id = $1 AND " OWNER_COLUMN " = $2",
+                    param(&p, res_now(a)));
+    append_ref_checks(req, &sql, r, in, ref_param, 2);
+    kiln_buf_printf(&sql, " RETURNING %s", t->columns);
+    kiln_buf_append(&sql, "", 1);
+    struct kiln_db_rows rows;
+    err = kiln_db_query(app_db(req), a, sql.p, p.v, p.n, &rows);
+    kiln_buf_free(&sql);
+    if (err) {
+        store_error(req, res, r, err, "update");
+        return;
+    }
+    if (rows.nrows == 0) {
+        /* The row is missing, or (only when the write set a reference) the
+         * referenced row is: the row in the path is named first. */
+        bool exists = false;
+        const struct kiln_resource *ref = NULL;
+        if (refs && !(err = row_exists(req, r, id, &exists)) && exists)
+            ref = missing_ref(req, r, in, &err);
+        if (err)
+            store_error(req, res, r, err, "update");
+        else
+            not_found(req, res, exists && ref ? ref : r);
+        return;
+    }
+    cache_invalidate(req, r);
+    w->row = &rows;
+    if (!run_hook(r->after_update, w))
+        answer_row(req, res, r, 200, &rows, false);
+}
+
+void kiln_engine_update(struct kiln_req *req, struct kiln_res *res)
+{
+    const struct kiln_resource *r = kiln_route_resource(req);
+    const char *id = res_id(req, res, r->not_found_code, r->not_found_message);
+    if (!id)
+        return;
+    json_t *body = res_body_object(req, res);
+    if (!body)
+        return;
+    struct input in;
+    if (read_input(req, res, r, body, false, &in)) {
+        struct kiln_write w = { req, res, r, KILN_OP_UPDATE, NULL, id, body, NULL, in.values,
+                                in.set };
+        update_row(req, res, r, id, &in, &w);
+    }
+    json_decref(body);
+}
+
+/* The action of this route: the last segment of its path. */
+static const struct kiln_action *route_action(const struct kiln_req *req,
+                                              const struct kiln_resource *r)
+{
+    const char *slash = strrchr(req->route->path, '/');
+    for (size_t i = 0; slash && i < r->nactions; i++)
+        if (!strcmp(r->actions[i].name, slash + 1))
+            return &r->actions[i];
+    return NULL;
+}
+
+void kiln_engine_action(struct kiln_req *req, struct kiln_res *res)
+{
+    const struct kiln_resource *r = kiln_route_resource(req);
+    const struct kiln_action *ac = route_action(req, r);
+    const char *id = res_id(req, res, r->not_found_code, r->not_found_message);
+    if (!id)
+        return;
+    struct input in;
+    kiln_arena *a = req->arena;
+    in.values = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *in.values);
+    in.set = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *in.set);
+    memset(in.values, 0, (r->nfields + 1) * sizeof *in.values);
+    memset(in.set, 0, (r->nfields + 1) * sizeof *in.set);
+    int f = kiln_resource_field(r, ac->field);
+    in.values[f] = ac->value;
+    in.set[f] = true;
+    struct kiln_write w = { req, res, r, KILN_OP_ACTION, ac->name, id, NULL, NULL, in.values,
+                            in.set };
+    update_row(req, res, r, id, &in, &w);
+}
+
+/* ---- delete ---- */
+
+void kiln_engine_delete(struct kiln_req *req, struct kiln_res *res)
+{
+    const struct kiln_resource *r = kiln_route_resource(req);
+    const char *id = res_id(req, res, r->not_found_code, r->not_found_message);
+    if (!id)
+        return;
+    struct kiln_write w = { req, res, r, KILN_OP_DELETE, NULL, id, NULL, NULL, NULL, NULL };
+    if (run_hook(r->before_delete, &w))
+        return;
+    kiln_str p[2] = { kiln_str_c(id), kiln_str_c(res_user_id(req)) };
+    struct kiln_db_rows rows;
+    int err = kiln_db_query(app_db(req), req->arena,
+                            kiln_arena_sprintf(req->arena,
+                                               "DELETE FROM %s WHERE id = $1 AND " OWNER_COLUMN
+                                               " = $2",
+                                               r->name),
+                            p, 2, &rows);
+    if (err) {
+        store_error(req, res, r, err, "delete");
+        return;
+    }
+    if (rows.affected == 0) {
+        not_found(req, res, r);
+        return;
+    }
+    /* Rows that referenced it went with it (ON DELETE CASCADE). */
+    cache_invalidate(req, r);
+    const struct rt *t = rt_of(r);
+    for (size_t i = 0; i < t->nreferrers; i++)
+        cache_invalidate(req, t->referrers[i]);
+    if (!run_hook(r->after_delete, &w))
+        res_no_content(res);
+}
+
+/* ---- routes ---- */
+
+size_t kiln_engine_routes(struct kiln_route *out, size_t cap)
+{
+    size_t n = 0;
+#define ADD(m, path, fn, d)                                                                      \
+    do {                                                                                         \
+        if (n < cap)                                                                             \
+            out[n] = (struct kiln_route){ m, KILN_SCOPE_API, path, kiln_guard_session, fn, 0,  \
+                                          d };                                                   \
+        n++;                                                                                     \
+    } while (0)
+    for (size_t i = 0; i < kiln_resources_count; i++) {
+        const struct kiln_resource *r = kiln_resources[i];
+        const struct rt *t = rt_of(r);
+        (void)t;
+        char *coll = NULL, *item = NULL;
+        if (cap) {
+            coll = dup_printf("/%s", r->name);
+            item = dup_printf("/%s/:id", r->name);
+        }
+        ADD(KILN_GET, coll, kiln_engine_list, r);
+        ADD(KILN_POST, coll, kiln_engine_create, r);
+        ADD(KILN_GET, item, kiln_engine_show, r);
+        ADD(KILN_PUT, item, kiln_engine_update, r);
+        ADD(KILN_PATCH, item, kiln_engine_update, r);
+        ADD(KILN_DELETE, item, kiln_engine_delete, r);
+        for (size_t j = 0; j < r->nactions; j++) {
+            const struct kiln_action *ac = &r->actions[j];
+            char *path = cap ? dup_printf("/%s/:id/%s", r->name, ac->name) : NULL;
+            ADD(ac->handler ? ac->method : KILN_POST, path,
+                ac->handler ? ac->handler : kiln_engine_action, r);
+        }
+    }
+#undef ADD
+    return n;
+}
+
+/* ---- the database's columns ---- */
+
+/* Whether a column's type as the database names it can hold field type t
+ * (or a standard column: t < 0 for uuid, -2 for timestamps). */
+static bool type_fits(bool pg, int t, const char *db_type)
+{
+    char low[64];
+    size_t i;
+    for (i = 0; db_type[i] && i < sizeof low - 1; i++)
+        low[i] = (char)tolower((unsigned char)db_type[i]);
+    low[i] = '\0';
+    if (!pg) {
+        /* SQLite's declared types, by affinity (the migrations use TEXT
+         * and INTEGER). */
+        bool integer = strstr(low, "int") != NULL;
+        bool text = strstr(low, "text") || strstr(low, "char") || strstr(low, "clob");
+        switch (t) {
+        case KILN_INTEGER:
+        case KILN_BOOLEAN: return integer;
+        default: return text;
+        }
+    }
+    switch (t) {
+    case KILN_TEXT:
+    case KILN_ENUM: return !strcmp(low, "text") || !strcmp(low, "character varying");
+    case KILN_INTEGER:
+        return !strcmp(low, "bigint") || !strcmp(low, "integer") || !strcmp(low, "smallint");
+    case KILN_BOOLEAN: return !strcmp(low, "boolean");
+    case KILN_DATE: return !strcmp(low, "date");
+    case KILN_TIMESTAMP:
+    case -2: return !strcmp(low, "timestamp with time zone");
+    case KILN_UUID:
+    case KILN_REFERENCE:
+    case -1: return !strcmp(low, "uuid");
+    case KILN_JSON: return !strcmp(low, "jsonb") || !strcmp(low, "json");
+    }
+    return false;
+}
+
+static const char *field_type_name(int t)
+{
+    static const char *const names[] = { "text", "integer", "boolean", "date", "timestamp",
+                                         "uuid", "enum", "json", "reference" };
+    if (t == -1)
+        return "uuid";
+    if (t == -2)
+        return "timestamp";
+    return t >= 0 && t < (int)(sizeof names / sizeof names[0]) ? names[t] : "?";
+}
+
+int kiln_resources_verify(struct kiln_db *db, kiln_arena *a, char *err, size_t errlen)
+{
+    bool pg = kiln_db_dialect(db) == KILN_DB_POSTGRES;
+    for (size_t i = 0; i < kiln_resources_count; i++) {
+        const struct kiln_resource *r = kiln_resources[i];
+        kiln_str p[1] = { kiln_str_c(r->name) };
+        struct kiln_db_rows rows;
+        int rc = kiln_db_query(db, a,
+                               pg ? "SELECT column_name, data_type, is_nullable FROM "
+                                    "information_schema.columns WHERE table_name = $1 AND "
+                                    "table_schema = current_schema()"
+                                  : "SELECT name, type, CASE WHEN \"notnull\" = 0 THEN 'YES' "
+                                    "ELSE 'NO' END FROM pragma_table_info($1)",
+                               p, 1, &rows);
+        if (rc) {
+            snprintf(err, errlen, "resource %s: reading the columns of table %s failed: %s",
+                     r->name, r->name, kiln_db_last_error(db));
+            return rc;
+        }
+        if (rows.nrows == 0) {
+            snprintf(err, errlen, "resource %s: table %s does not exist (a migration missing?)",
+                     r->name, r->name);
+            return KILN_EINVAL;
+        }
+        size_t n = r->nfields + 4;
+        for (size_t c = 0; c < n; c++) {
+            const char *name;
+            int type;
+            bool nullable = false;
+            if (c < 4) {
+                static const char *const std[] = { "id", OWNER_COLUMN, "inserted_at",
+                                                   "updated_at" };
+                name = std[c];
+                type = c < 2 ? -1 : -2;
+            } else {
+                const struct kiln_field *fd = &r->fields[c - 4];
+                name = fd->name;
+                type = (int)fd->type;
+                nullable = (fd->flags & KILN_NULLABLE) != 0;
+            }
+            size_t row;
+            for (row = 0; row < rows.nrows; row++)
+                if (kiln_str_eq_c(kiln_db_text(&rows, row, 0), name))
+                    break;
+            if (row == rows.nrows) {
+                snprintf(err, errlen, "resource %s: column %s.%s does not exist", r->name,
+                         r->name, name);
+                return KILN_EINVAL;
+            }
+            kiln_str dt = kiln_db_text(&rows, row, 1);
+            char dtype[64];
+            snprintf(dtype, sizeof dtype, "%.*s", (int)dt.len, dt.p ? dt.p : "");
+            if (!type_fits(pg, type, dtype)) {
+                snprintf(err, errlen,
+                         "resource %s: column %s.%s is %s, which cannot hold the declared %s",
+                         r->name, r->name, name, dtype[0] ? dtype : "untyped",
+                         field_type_name(type));
+                return KILN_EINVAL;
+            }
+            if (nullable && kiln_str_eq_c(kiln_db_text(&rows, row, 2), "NO")) {
+                snprintf(err, errlen,
+                         "resource %s: column %s.%s is NOT NULL, but the field is nullable",
+                         r->name, r->name, name);
+                return KILN_EINVAL;
+            }
+        }
+    }
+    return 0;
+}
