@@ -32,10 +32,12 @@
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api/app.h"
 #include "api/resource.h"
@@ -1025,6 +1027,7 @@ static bool list_order(struct kiln_req *req, struct kiln_res *res, const struct 
 void kiln_engine_list(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
+    kiln_resources_verify_once(app_db(req));
     kiln_arena *a = req->arena;
     bool paged = r->page_max > 0;
     unsigned limit = 0, offset = 0;
@@ -1138,6 +1141,7 @@ out:
 void kiln_engine_show(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
+    kiln_resources_verify_once(app_db(req));
     struct kiln_db_rows rows;
     if (res_fetch_owned(req, res, r->name, rt_of(r)->columns, r->not_found_code,
                         r->not_found_message, &rows))
@@ -1154,6 +1158,7 @@ static int run_hook(kiln_write_hook hook, struct kiln_write *w)
 void kiln_engine_create(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
+    kiln_resources_verify_once(app_db(req));
     const struct rt *t = rt_of(r);
     kiln_arena *a = req->arena;
     json_t *body = res_body_object(req, res);
@@ -1288,6 +1293,7 @@ static void update_row(struct kiln_req *req, struct kiln_res *res, const struct 
 void kiln_engine_update(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
+    kiln_resources_verify_once(app_db(req));
     const char *id = res_id(req, res, r->not_found_code, r->not_found_message);
     if (!id)
         return;
@@ -1317,6 +1323,7 @@ static const struct kiln_action *route_action(const struct kiln_req *req,
 void kiln_engine_action(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
+    kiln_resources_verify_once(app_db(req));
     const struct kiln_action *ac = route_action(req, r);
     const char *id = res_id(req, res, r->not_found_code, r->not_found_message);
     if (!id)
@@ -1340,6 +1347,7 @@ void kiln_engine_action(struct kiln_req *req, struct kiln_res *res)
 void kiln_engine_delete(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
+    kiln_resources_verify_once(app_db(req));
     const char *id = res_id(req, res, r->not_found_code, r->not_found_message);
     if (!id)
         return;
@@ -1527,4 +1535,33 @@ int kiln_resources_verify(struct kiln_db *db, kiln_arena *a, char *err, size_t e
         }
     }
     return 0;
+}
+
+/* 0: not compared yet, 1: being compared, 2: the columns match. */
+static atomic_int schema_state;
+
+void kiln_resources_verified(void)
+{
+    atomic_store(&schema_state, 2);
+}
+
+void kiln_resources_verify_once(struct kiln_db *db)
+{
+    int expected = 0;
+    if (!db || !atomic_compare_exchange_strong(&schema_state, &expected, 1))
+        return;
+    kiln_arena *a = kiln_arena_new(64 * 1024);
+    char err[512];
+    int rc = kiln_resources_verify(db, a, err, sizeof err);
+    kiln_arena_free(a);
+    if (rc == KILN_EINVAL) {
+        /* The code and the database disagree: every request on that
+         * resource would be a 500. Stop now, with the reason, so the
+         * deployment fails instead of the requests. */
+        kiln_log(KILN_LOG_ERROR, "declared resources do not match the database; exiting",
+                 "error", err, NULL);
+        _exit(1);
+    }
+    /* Unreachable database: compare again with the next request. */
+    atomic_store(&schema_state, rc ? 0 : 2);
 }
