@@ -347,6 +347,12 @@ static void test_list_sql(void **state)
         "total FROM notes WHERE user_id = $1 AND archived = $2 AND (lower(title) LIKE "
         "lower(CAST($3 AS TEXT)) ESCAPE '\\' OR lower(content) LIKE lower(CAST($3 AS TEXT)) "
         "ESCAPE '\\') ORDER BY inserted_at DESC, id DESC LIMIT $4 OFFSET $5");
+    /* the list bench/notes.sh gives pgbench (it checks this text is here) */
+    assert_string_equal(
+        kiln_sql_list(arena, &kiln_resource_notes, archived, false, "inserted_at", "DESC"),
+        "SELECT id, title, content, archived, inserted_at, updated_at, (SELECT count(*) FROM "
+        "notes WHERE user_id = $1 AND archived = $2) AS total FROM notes WHERE user_id = $1 "
+        "AND archived = $2 ORDER BY inserted_at DESC, id DESC LIMIT $3 OFFSET $4");
     assert_string_equal(kiln_sql_count(arena, &kiln_resource_notes, archived, false),
                         "SELECT count(*) FROM notes WHERE user_id = $1 AND archived = $2");
     bool status_only[] = { false, false, false, true, false };
