@@ -1,5 +1,5 @@
 /*
- * kiln: serve | healthcheck | version. The command line takes no options
+ * kiln: serve | migrate | healthcheck | openapi | version. The command line takes no options
  * beyond the command: configuration comes from the environment only (see
  * docs/ENVIRONMENT.md), so the container, systemd and a shell behave alike.
  */
@@ -40,6 +40,7 @@ static const char usage[] =
     "  migrate      apply pending database migrations and exit\n"
     "  healthcheck  exit 0 if the server on $PORT answers GET /livez (for a\n"
     "               container HEALTHCHECK; speaks TLS when SSL_CERTFILE or\n               SSL_SELF_SIGNED is set)\n"
+    "  openapi      print the OpenAPI document of the API (no configuration needed)\n"
     "  version      print the version\n"
     "  help         show this help (also -h, --help)\n"
     "\n"
@@ -283,6 +284,14 @@ int main(int argc, char **argv)
             goto extra;
         printf("kiln %s\n", kiln_version());
         return 0;
+    }
+    if (!strcmp(cmd, "openapi")) {
+        /* Generated from the route table and the declarations
+         * (api/openapi.c): no configuration, database or port. */
+        if (argc > 2)
+            goto extra;
+        kiln_caps_bind_end();
+        return api_openapi_write(stdout);
     }
     if (!strcmp(cmd, "serve") || !strcmp(cmd, "healthcheck") || !strcmp(cmd, "migrate")) {
         if (argc > 2)
