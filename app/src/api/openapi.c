@@ -615,7 +615,7 @@ static json_t *filter_parameter(const struct kiln_field *f)
         json_object_set_new(s, "default", d);
     }
     char doc[256];
-    snprintf(doc, sizeof doc, "Only rows whose `%s` is this (exact match)%s", f->name,
+    snprintf(doc, sizeof doc, "Only rows whose `%s` is this (exact match)%s.", f->name,
              f->filter_def ? "; absent or empty: the default" : "; absent or empty: any");
     return json_pack("{s:s, s:s, s:o, s:s}", "name", f->name, "in", "query", "schema", s,
                      "description", doc);
@@ -790,8 +790,12 @@ static json_t *engine_operation(struct gen *g, const struct kiln_route *rt,
         json_object_set_new(resp, "200", success(r->page_max ? "One page." : "The whole list.",
                                                  ref("schemas", n.list)));
         json_object_set_new(resp, "400",
-                            error_response("`invalid_request`: a query parameter is not one "
-                                           "of the values its schema allows.",
+                            error_response("`invalid_request`: a query parameter is "
+                                           "malformed (a filter or `sort` value its schema "
+                                           "does not list, a `search` longer than its "
+                                           "maxLength or not UTF-8, a `limit` or `offset` "
+                                           "that is no number or below its minimum; a larger "
+                                           "one is capped).",
                                            "invalid_request", NULL));
     } else if (h == kiln_engine_create) {
         snprintf(id, sizeof id, "create%s", n.one);
