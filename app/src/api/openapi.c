@@ -779,7 +779,7 @@ static json_t *engine_operation(struct gen *g, const struct kiln_route *rt,
     char id[160], summary[256], plural[64];
     capitalized(r->name, plural, sizeof plural);
     json_t *op = json_object(), *params = json_array(), *resp = json_object();
-    json_t *body = NULL;
+    json_t *body = NULL, *description = NULL;
     const char *a = strchr("aeiou", r->singular[0]) ? "an" : "a";
     kiln_handler_fn h = rt->handler;
     if (h == kiln_engine_list) {
@@ -836,6 +836,22 @@ static json_t *engine_operation(struct gen *g, const struct kiln_route *rt,
         json_array_append_new(params, id_parameter(r));
         json_object_set_new(resp, "204", json_pack("{s:s}", "description", "Deleted; no body."));
         json_object_set_new(resp, "404", not_found_response(r, true, false));
+        /* What a reference to it takes along (ON DELETE CASCADE, which
+         * every reference's migration declares: docs/RESOURCES.md). */
+        kiln_buf d;
+        kiln_buf_init(&d, 1 << 16);
+        for (size_t i = 0; i < kiln_resources_count; i++)
+            for (size_t f = 0; f < kiln_resources[i]->nfields; f++) {
+                const struct kiln_field *fd = &kiln_resources[i]->fields[f];
+                if (fd->type == KILN_REFERENCE && fd->ref && !strcmp(fd->ref, r->name))
+                    kiln_buf_printf(&d, "%s%s (`%s.%s`)", d.len ? ", " : "The ",
+                                    kiln_resources[i]->name, kiln_resources[i]->name, fd->name);
+            }
+        if (d.len) {
+            kiln_buf_printf(&d, " that reference it are deleted with it, in the same statement.");
+            description = json_stringn(d.p, d.len);
+        }
+        kiln_buf_free(&d);
     } else {
         /* A declared action, or one written in C that answers as the
          * engine does (the row, or its 404). */
@@ -869,8 +885,10 @@ static json_t *engine_operation(struct gen *g, const struct kiln_route *rt,
                              : "The whole list, as a bare `{\"data\": [...]}`.",
                  order, r->cache ? " Answers are cached for CACHE_TTL_SECONDS; a write is "
                                    "seen by the next read on any instance." : "");
-        json_object_set_new(op, "description", json_string(desc));
+        description = json_string(desc);
     }
+    if (description)
+        json_object_set_new(op, "description", description);
     if (json_array_size(params))
         json_object_set_new(op, "parameters", params);
     else
