@@ -7,7 +7,9 @@
 #   app/tests/s3/     s3rver (the S3 of the uploads tests, driven by
 #                     app/tests/s3/s3.js)
 #   app/tests/openapi/ @redocly/cli (lints the generated OpenAPI document:
-#                     make openapi-lint, redocly.yaml)
+#                     make openapi-lint, redocly.yaml); it needs Node.js
+#                     20.19+ or 22.12+ (the NodeSource node 20 here; Debian
+#                     12's own nodejs 18 is too old for it)
 #   infra/tests/      @cdktf/hcl2json (the infra policy suite)
 #
 # node_modules/ is not committed (.gitignore). Quick no-op when the installed
