@@ -33,6 +33,9 @@ for mode in embedded pgbouncer; do
     KILN_STORES=$mode make --no-print-directory blackbox-asan
 done
 
+step "OpenAPI document: Redocly's recommended rules (offline)"
+make --no-print-directory openapi-lint
+
 step "infrastructure policy suite (Terraform parsed with hcl2json, no AWS needed)"
 make --no-print-directory infra-check
 
