@@ -6,10 +6,10 @@
 #                     tests, driven by app/tests/oidc/mock.js)
 #   app/tests/s3/     s3rver (the S3 of the uploads tests, driven by
 #                     app/tests/s3/s3.js)
-#   app/tests/openapi/ @redocly/cli (lints the generated OpenAPI document:
-#                     make openapi-lint, redocly.yaml); it needs Node.js
-#                     20.19+ or 22.12+ (the NodeSource node 20 here; Debian
-#                     12's own nodejs 18 is too old for it)
+#   app/tests/openapi/ @redocly/cli 1.34.20 (lints the generated OpenAPI
+#                     document: make openapi-lint, redocly.yaml); the 1.x
+#                     line because it runs on Node.js 18.17+, Debian 12's
+#                     own nodejs (2.x needs 20.19+)
 #   infra/tests/      @cdktf/hcl2json (the infra policy suite)
 #
 # node_modules/ is not committed (.gitignore). Quick no-op when the installed
