@@ -912,6 +912,17 @@ static void store_error(struct kiln_req *req, struct kiln_res *res,
     res_store_error(req, res, err, kiln_arena_sprintf(req->arena, "%s %s", r->name, op));
 }
 
+/* The declarations were compared with the database (once per process);
+ * false after answering 503 while the database has no migrations. */
+static bool schema_ready(struct kiln_req *req, struct kiln_res *res)
+{
+    if (kiln_resources_verify_once(app_db(req)))
+        return true;
+    kiln_res_fail(req, res, KILN_EUNAVAILABLE, "Database", "resources",
+                  "the database has no migrations applied");
+    return false;
+}
+
 /* ---- list ---- */
 
 /* A filter's value from the query (or its declared default) as the text
@@ -1033,7 +1044,8 @@ static bool list_order(struct kiln_req *req, struct kiln_res *res, const struct 
 void kiln_engine_list(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
-    kiln_resources_verify_once(app_db(req));
+    if (!schema_ready(req, res))
+        return;
     kiln_arena *a = req->arena;
     bool paged = r->page_max > 0;
     unsigned limit = 0, offset = 0;
@@ -1147,7 +1159,8 @@ out:
 void kiln_engine_show(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
-    kiln_resources_verify_once(app_db(req));
+    if (!schema_ready(req, res))
+        return;
     struct kiln_db_rows rows;
     if (res_fetch_owned(req, res, r->name, rt_of(r)->columns, r->not_found_code,
                         r->not_found_message, &rows))
@@ -1164,7 +1177,8 @@ static int run_hook(kiln_write_hook hook, struct kiln_write *w)
 void kiln_engine_create(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
-    kiln_resources_verify_once(app_db(req));
+    if (!schema_ready(req, res))
+        return;
     const struct rt *t = rt_of(r);
     kiln_arena *a = req->arena;
     json_t *body = res_body_object(req, res);
@@ -1299,7 +1313,8 @@ static void update_row(struct kiln_req *req, struct kiln_res *res, const struct 
 void kiln_engine_update(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
-    kiln_resources_verify_once(app_db(req));
+    if (!schema_ready(req, res))
+        return;
     const char *id = res_id(req, res, r->not_found_code, r->not_found_message);
     if (!id)
         return;
@@ -1329,7 +1344,8 @@ static const struct kiln_action *route_action(const struct kiln_req *req,
 void kiln_engine_action(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
-    kiln_resources_verify_once(app_db(req));
+    if (!schema_ready(req, res))
+        return;
     const struct kiln_action *ac = route_action(req, r);
     const char *id = res_id(req, res, r->not_found_code, r->not_found_message);
     if (!id)
@@ -1353,7 +1369,8 @@ void kiln_engine_action(struct kiln_req *req, struct kiln_res *res)
 void kiln_engine_delete(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
-    kiln_resources_verify_once(app_db(req));
+    if (!schema_ready(req, res))
+        return;
     const char *id = res_id(req, res, r->not_found_code, r->not_found_message);
     if (!id)
         return;
@@ -1476,6 +1493,25 @@ static const char *field_type_name(int t)
 int kiln_resources_verify(struct kiln_db *db, kiln_arena *a, char *err, size_t errlen)
 {
     bool pg = kiln_db_dialect(db) == KILN_DB_POSTGRES;
+    /* A database never migrated is not a mismatch of code and schema: it
+     * is one `kiln migrate` away (store/migrate.h records every migration
+     * in schema_migrations). */
+    struct kiln_db_rows mig;
+    int mrc = kiln_db_query(db, a,
+                            pg ? "SELECT 1 FROM information_schema.tables WHERE table_name = "
+                                 "'schema_migrations' AND table_schema = current_schema()"
+                               : "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                                 "'schema_migrations'",
+                            NULL, 0, &mig);
+    if (mrc) {
+        snprintf(err, errlen, "reading the database's tables failed: %s",
+                 kiln_db_last_error(db));
+        return mrc;
+    }
+    if (mig.nrows == 0) {
+        snprintf(err, errlen, "the database has no migrations applied (run kiln migrate)");
+        return KILN_ENOTFOUND;
+    }
     for (size_t i = 0; i < kiln_resources_count; i++) {
         const struct kiln_resource *r = kiln_resources[i];
         kiln_str p[1] = { kiln_str_c(r->name) };
@@ -1551,11 +1587,12 @@ void kiln_resources_verified(void)
     atomic_store(&schema_state, 2);
 }
 
-void kiln_resources_verify_once(struct kiln_db *db)
+bool kiln_resources_verify_once(struct kiln_db *db)
 {
+    static atomic_bool told;
     int expected = 0;
     if (!db || !atomic_compare_exchange_strong(&schema_state, &expected, 1))
-        return;
+        return true; /* compared already, or being compared right now */
     kiln_arena *a = kiln_arena_new(64 * 1024);
     char err[512];
     int rc = kiln_resources_verify(db, a, err, sizeof err);
@@ -1568,6 +1605,13 @@ void kiln_resources_verify_once(struct kiln_db *db)
                  "error", err, NULL);
         _exit(1);
     }
-    /* Unreachable database: compare again with the next request. */
+    /* Not migrated yet, or unreachable: compare again with the next
+     * request. */
     atomic_store(&schema_state, rc ? 0 : 2);
+    if (rc == KILN_ENOTFOUND && !atomic_exchange(&told, true))
+        kiln_log(KILN_LOG_WARNING,
+                 "the database has no migrations applied: resources answer 503 until "
+                 "kiln migrate has run",
+                 NULL);
+    return rc != KILN_ENOTFOUND;
 }

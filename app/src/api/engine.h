@@ -95,14 +95,16 @@ int kiln_resources_verify(struct kiln_db *db, kiln_arena *a, char *err, size_t e
 /*
  * For `kiln serve`: compare the declarations with the database once per
  * process (the first engine request, or a loop's warm-up, whichever comes
- * first; later calls return at once). A mismatch logs one error line
+ * first; later calls return true at once). A mismatch logs one error line
  * naming the resource and the column and exits the process with status 1:
  * a deployment whose code and schema disagree fails at once instead of
- * answering 500s. An unreachable database leaves it for the next call.
- * kiln_resources_verified records that a caller (migrations at start)
- * has compared them already.
+ * answering 500s. A database with no migrations at all returns false
+ * (callers answer 503 until `kiln migrate` has run; one warning is
+ * logged); an unreachable one returns true and is compared at the next
+ * call. kiln_resources_verified records that a caller (migrations at
+ * start) has compared them already.
  */
-void kiln_resources_verify_once(struct kiln_db *db);
+bool kiln_resources_verify_once(struct kiln_db *db);
 void kiln_resources_verified(void);
 
 #endif
