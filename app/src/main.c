@@ -2,6 +2,8 @@
  * kiln: serve | healthcheck | version. The command line takes no options
  * beyond the command: configuration comes from the environment only (see
  * docs/ENVIRONMENT.md), so the container, systemd and a shell behave alike.
+ * `kiln gen` is the exception: a developer's tool that writes code into a
+ * repository, with arguments of its own (gen/resource.h).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,6 +23,7 @@
 #include "aws/aws.h"
 #include "aws/secrets.h"
 #include "auth/session.h"
+#include "gen/resource.h"
 #include "store/migrate.h"
 #include "core/caps.h"
 #include "core/dl.h"
@@ -41,6 +44,8 @@ static const char usage[] =
     "  healthcheck  exit 0 if the server on $PORT answers GET /livez (for a\n"
     "               container HEALTHCHECK; speaks TLS when SSL_CERTFILE or\n               SSL_SELF_SIGNED is set)\n"
     "  version      print the version\n"
+    "  gen          write code into this repository: `kiln gen resource NAME\n"
+    "               FIELD...` adds a resource (kiln gen resource --help)\n"
     "  help         show this help (also -h, --help)\n"
     "\n"
     "Configuration: environment variables, see docs/ENVIRONMENT.md.\n";
@@ -292,6 +297,10 @@ int main(int argc, char **argv)
         if (cmd[0] != 's')
             kiln_caps_bind_end();
         return cmd[0] == 's' ? cmd_serve() : cmd[0] == 'm' ? cmd_migrate() : cmd_healthcheck();
+    }
+    if (!strcmp(cmd, "gen")) {
+        kiln_caps_bind_end();
+        return kiln_gen_main(argc - 1, argv + 1);
     }
     fprintf(stderr, "kiln: unknown %s '%s'\n\n%s", cmd[0] == '-' ? "option" : "command", cmd,
             usage);
