@@ -1914,7 +1914,7 @@ static int run(struct gen *g, int argc, char **argv)
         bool singular = !strncmp(s, "--singular=", 11) || !strcmp(s, "--singular");
         if (root || singular) {
             const char *v = strchr(s, '=');
-            if (!v && i + 1 >= argc) {
+            if (!v && (i + 1 >= argc || argv[i + 1][0] == '-')) {
                 fail(g, "%s needs a value", s);
                 goto out;
             }
