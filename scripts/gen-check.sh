@@ -16,6 +16,12 @@
 #
 # Usage: scripts/gen-check.sh [KILN_BIN]   (default: build/kiln)
 set -euo pipefail
+case "${1:-}" in
+-h | --help | -*)
+    echo "usage: scripts/gen-check.sh [KILN_BIN]   (default: build/kiln)" >&2
+    exit 2
+    ;;
+esac
 cd "$(dirname "$0")/.."
 kiln=$(realpath "${1:-build/kiln}")
 python=${PYTHON:-/usr/bin/python3}
