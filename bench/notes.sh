@@ -320,41 +320,35 @@ fi
 settle_notes || die "VACUUM ANALYZE notes failed"
 
 # ---------------------------------------------------------- pgbench scripts --
-# The statements notes.c sends, with $n in its places; checked against
-# app/src/api/notes.c (and NOTE_COLUMNS in app/src/api/*.h) below. pgbench -M extended sends them as kiln does
+# The statements the engine (app/src/api/engine.c) builds for the notes
+# declaration, with $n in its places; checked below against
+# app/tests/unit/api_engine.c, which asserts that the engine builds exactly
+# these. pgbench -M extended sends them as kiln does
 # (unnamed statements, text parameters of unspecified type); each :name
-# becomes one parameter. pgbench cannot send a NULL parameter (a NULL
-# variable goes out as the text 'NULL'), so the list's $3 (the search
-# pattern, NULL without ?search=) is the literal NULL: PostgreSQL plans an
-# unnamed statement with its parameter values, so kiln's NULL $3 is folded
-# the same way. The INSERT's id ($1, a UUID made by kiln) is
-# gen_random_uuid(); its timestamps ($5, $6, RFC 3339 text from kiln) are
-# one text value per run, and archived ($7) is '0' as kiln sends it.
+# becomes one parameter. The INSERT's id ($1, a UUID made by kiln) is
+# gen_random_uuid(); its timestamp ($3, RFC 3339 text from kiln) is one
+# text value per run, and archived ($6) is '0' as kiln sends it.
 psql_q "SELECT email || ' ' || id FROM users
         WHERE email LIKE 'notes-list-%' OR email LIKE 'notes-insert-%' ORDER BY email" \
     >"$out/users.txt" || die "cannot read the users' ids"
-"$PYTHON" - "$out" "$BENCH_NOTES_USERS" app/src/api/notes.c app/src/api/*.h <<'EOF' ||
+"$PYTHON" - "$out" "$BENCH_NOTES_USERS" app/tests/unit/api_engine.c <<'EOF' ||
 import re, sys
 out, n = sys.argv[1], int(sys.argv[2])
 COLUMNS = "id, title, content, archived, inserted_at, updated_at"
-WHERE = (" FROM notes WHERE user_id = $1 AND archived = $2 AND (CAST($3 AS TEXT) IS NULL OR "
-         "lower(title) LIKE lower(CAST($3 AS TEXT)) ESCAPE '\\' OR "
-         "lower(content) LIKE lower(CAST($3 AS TEXT)) ESCAPE '\\')")
-ORDER = " ORDER BY inserted_at DESC, id DESC LIMIT $4 OFFSET $5"
-INSERT = ("INSERT INTO notes (id, user_id, title, content, archived, inserted_at, updated_at) "
-          "VALUES ($1, $2, $3, $4, $7, $5, $6) RETURNING ")
+WHERE = " FROM notes WHERE user_id = $1 AND archived = $2"
+ORDER = " ORDER BY inserted_at DESC, id DESC LIMIT $3 OFFSET $4"
+INSERT = ("INSERT INTO notes (id, user_id, inserted_at, updated_at, title, content, archived) "
+          "VALUES ($1, $2, $3, $3, $4, $5, $6) RETURNING ")
 COUNT = "SELECT count(*)" + WHERE
 # One statement per list: the page with the total as a subquery.
 LIST = "SELECT " + COLUMNS + ", (" + COUNT + ") AS total" + WHERE + ORDER
 ADD = INSERT + COLUMNS
 
-# Does notes.c still send these? Join adjacent C string literals, unescape.
-src = "\n".join(open(path).read() for path in sys.argv[3:])   # notes.c, api/*.h
+# Does the engine still build these? The unit test asserts each exactly;
+# join its adjacent C string literals and unescape.
+src = open(sys.argv[3]).read()
 src = re.sub(r'"\s*"', "", src).replace('\\"', '"').replace("\\\\", "\\")
-fragments = ['NOTE_COLUMNS "%s"' % COLUMNS, '"%s"' % WHERE,
-             '"SELECT " NOTE_COLUMNS ", (SELECT count(*)%%s) AS total%%s%s"' % ORDER,
-             '"%s" NOTE_COLUMNS' % INSERT]
-missing = [f for f in fragments if f not in src]
+missing = [f for f in ('"%s"' % LIST, '"%s"' % ADD) if f not in src]
 
 ids = {}
 for line in open(out + "/users.txt").read().split("\n"):
@@ -372,29 +366,29 @@ def sub(sql, params):   # $n -> params[n], highest first ($1 before $10)
     return sql
 
 for i in range(n):
-    p = {1: ":list%d" % i, 2: ":archived", 3: "NULL", 4: ":limit", 5: ":offset"}
+    p = {1: ":list%d" % i, 2: ":archived", 3: ":limit", 4: ":offset"}
     with open("%s/pgbench-list-%d.sql" % (out, i), "w") as f:
         f.write(sub(LIST, p) + ";\n")
-    p = {1: "gen_random_uuid()", 2: ":insert%d" % i, 3: ":title", 4: ":content", 5: ":now",
-         6: ":now", 7: ":archived"}
+    p = {1: "gen_random_uuid()", 2: ":insert%d" % i, 3: ":now", 4: ":title", 5: ":content",
+         6: ":archived"}
     with open("%s/pgbench-insert-%d.sql" % (out, i), "w") as f:
         f.write(sub(ADD, p) + ";\n")
 # The hot user's list: the same statement; its id and the default limit
 # (from GET /api/v1/notes without ?limit) are -D variables at run time.
-p = {1: ":hot", 2: ":archived", 3: "NULL", 4: ":hotlimit", 5: ":offset"}
+p = {1: ":hot", 2: ":archived", 3: ":hotlimit", 4: ":offset"}
 with open("%s/pgbench-hot.sql" % out, "w") as f:
     f.write(sub(LIST, p) + ";\n")
 with open("%s/explain-hot.sql.in" % out, "w") as f:
-    f.write("EXPLAIN (ANALYZE, BUFFERS) " + sub(LIST, {1: "'@HOT@'", 2: "'0'", 3: "NULL",
-                                                      4: "'@LIMIT@'", 5: "'0'"}) + ";\n")
+    f.write("EXPLAIN (ANALYZE, BUFFERS) " + sub(LIST, {1: "'@HOT@'", 2: "'0'",
+                                                      3: "'@LIMIT@'", 4: "'0'"}) + ";\n")
 # EXPLAIN of the list's statement for the first listed user, with
 # kiln's parameter values as literals (the custom plan an unnamed statement
 # gets).
-lit = {1: "'%s'" % ids["notes-list-0@example.com"], 2: "'0'", 3: "NULL", 4: "'20'", 5: "'0'"}
+lit = {1: "'%s'" % ids["notes-list-0@example.com"], 2: "'0'", 3: "'20'", 4: "'0'"}
 with open(out + "/explain.sql", "w") as f:
     f.write("EXPLAIN " + sub(LIST, lit) + ";\n")
 with open(out + "/kiln.sql", "w") as f:
-    f.write("-- what notes.c sends for GET /api/v1/notes (one statement) and POST:\n")
+    f.write("-- what the engine sends for GET /api/v1/notes (one statement) and POST:\n")
     f.write(LIST + ";\n" + ADD + ";\n")
 with open(out + "/sql_check", "w") as f:
     f.write("ok\n" if not missing else "missing: " + " | ".join(missing) + "\n")
@@ -409,7 +403,7 @@ list_plan_index=$(grep -c 'Index.*Scan.*notes_user_archived_inserted_idx' "$out/
     log "warning: the list does not use notes_user_archived_inserted_idx twice (see $out/explain.txt)"
 sql_check=$(cat "$out/sql_check")
 if [ "$sql_check" != ok ]; then
-    log "warning: app/src/api/notes.c no longer sends the statements this script copies ($sql_check); update bench/notes.sh"
+    log "warning: app/tests/unit/api_engine.c no longer asserts the statements this script copies ($sql_check); update bench/notes.sh"
 fi
 pg_vars=(-D archived=0 -D limit="$list_limit" -D offset=0 -D title="$insert_title"
          -D content="$insert_content")

@@ -660,7 +660,7 @@ def notes_results(out):
                               if k + "_stderr_lines" in meta},
     }
     res["tail"] = tail_rows(runs, NOTES_TAIL_PAIRS)
-    note = "" if res["config"]["sql_matches_notes_c"] else "pgbench SQL differs from notes.c"
+    note = "" if res["config"]["sql_matches_notes_c"] else "pgbench SQL differs from the engine's"
     goals = []
     for name, value in (
             ("notes list (cache off) req/s / pgbench list tps", res["ratios"]["kiln_list_vs_pgbench_list"]),
@@ -769,7 +769,7 @@ def print_notes(nt, p=print):
             p("warning: the notes table was vacuumed during the hot user's runs: its notes "
               "were not all measured as unvacuumed")
     if not c["sql_matches_notes_c"]:
-        p("warning: the pgbench statements no longer match app/src/api/notes.c (%s); "
+        p("warning: the pgbench statements no longer match the engine's (app/tests/unit/api_engine.c: %s); "
           "update bench/notes.sh" % c["sql_check"])
     if not nt.get("list_uses_index"):
         p("warning: the list's statements do not both use notes_user_archived_inserted_idx "

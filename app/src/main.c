@@ -18,6 +18,8 @@
 
 #include "api/api.h"
 #include "api/app.h"
+#include "api/engine.h"
+#include "core/err.h"
 #include "api/reload.h"
 #include "auth/oidc.h"
 #include "aws/aws.h"
@@ -40,7 +42,11 @@ static const char usage[] =
     "commands:\n"
     "  serve        run the HTTP server (configuration from the environment);\n"
     "               applies pending migrations first when MIGRATE_ON_START is on\n"
-    "  migrate      apply pending database migrations and exit\n"
+    "  migrate      apply pending database migrations, compare every declared\n"
+    "               resource with the database's columns, and exit\n"
+    "  migrate --check\n"
+    "               apply nothing; only compare the declared resources with\n"
+    "               the database's columns (exit 1 naming the first mismatch)\n"
     "  healthcheck  exit 0 if the server on $PORT answers GET /livez (for a\n"
     "               container HEALTHCHECK; speaks TLS when SSL_CERTFILE or\n               SSL_SELF_SIGNED is set)\n"
     "  version      print the version\n"
@@ -58,12 +64,43 @@ static void on_applied(void *ctx, const char *version)
     kiln_log(KILN_LOG_INFO, "migration applied", "version", version, NULL);
 }
 
-/* Apply pending migrations on a connection of our own. 0 or 1 (logged). */
-static int run_migrations(const struct kiln_app *app, bool print)
+/* Compare the declared resources with db's columns (api/engine.h). 0 or
+ * 1 (logged, and printed with print). */
+static int check_resources(struct kiln_db *db, bool print)
+{
+    char err[1024];
+    kiln_arena *a = kiln_arena_new(64 * 1024);
+    int rc = kiln_resources_verify(db, a, err, sizeof err);
+    kiln_arena_free(a);
+    if (rc) {
+        kiln_log(KILN_LOG_ERROR,
+                 rc == KILN_EINVAL ? "declared resources do not match the database"
+                                   : "cannot read the database's columns",
+                 "error", err, NULL);
+        if (print)
+            fprintf(stderr, "kiln migrate: %s\n", err);
+        return 1;
+    }
+    kiln_resources_verified();
+    return 0;
+}
+
+/* Apply pending migrations on a connection of our own (none with
+ * check_only), then compare the declarations with the columns. 0 or 1
+ * (logged). */
+static int run_migrations(const struct kiln_app *app, bool print, bool check_only)
 {
     struct kiln_db *db = kiln_db_open(&app->db);
     char err[1024];
     size_t applied = 0;
+    if (check_only) {
+        int rc = check_resources(db, print);
+        if (!rc && print)
+            printf("every declared resource matches the %s database's columns\n",
+                   kiln_db_driver(db));
+        kiln_db_close(db);
+        return rc;
+    }
     int rc = kiln_migrate(db, on_applied, &print, &applied, err, sizeof err);
     if (rc) {
         kiln_log(KILN_LOG_ERROR, "migrations failed", "error", err, "driver",
@@ -77,6 +114,7 @@ static int run_migrations(const struct kiln_app *app, bool print)
                  "applied", n, "driver", kiln_db_driver(db), NULL);
         if (print && !applied)
             printf("nothing to apply: the %s database is up to date\n", kiln_db_driver(db));
+        rc = check_resources(db, print);
     }
     kiln_db_close(db);
     return rc ? 1 : 0;
@@ -139,7 +177,7 @@ static int load_config(struct kiln_config *cfg)
     return 0;
 }
 
-static int cmd_migrate(void)
+static int cmd_migrate(bool check_only)
 {
     struct kiln_config cfg;
     struct kiln_app app;
@@ -147,7 +185,7 @@ static int cmd_migrate(void)
     if (rc)
         return rc;
     kiln_app_init(&app, &cfg);
-    rc = run_migrations(&app, true);
+    rc = run_migrations(&app, true, check_only);
     kiln_app_free(&app);
     kiln_providers_free();
     api_uploads_free();
@@ -184,7 +222,13 @@ static int cmd_serve(void)
             kiln_log(KILN_LOG_ERROR, "no AWS credentials for IAM auth yet", "error", err, NULL);
         explicit_bzero(&c, sizeof c);
     }
-    rc = cfg.migrate_on_start ? run_migrations(&app, false) : 0;
+    /* With migrations at start, they compare the declarations with the
+     * columns too. Without them, SQLite is compared here (a local file:
+     * no wait); PostgreSQL on the first loop's warm-up, so a start never
+     * waits for the network (api/engine.h). */
+    rc = cfg.migrate_on_start ? run_migrations(&app, false, false)
+         : !cfg.db_conninfo   ? run_migrations(&app, false, true)
+                              : 0;
     if (rc == 0) {
         kiln_reload_start(&cfg);
         size_t nroutes;
@@ -290,13 +334,14 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(cmd, "serve") || !strcmp(cmd, "healthcheck") || !strcmp(cmd, "migrate")) {
-        if (argc > 2)
+        bool check = cmd[0] == 'm' && argc == 3 && !strcmp(argv[2], "--check");
+        if (argc > 2 && !check)
             goto extra;
         /* Only serve binds a port: the others give up the image's file
          * capability before doing anything (core/caps.h). */
         if (cmd[0] != 's')
             kiln_caps_bind_end();
-        return cmd[0] == 's' ? cmd_serve() : cmd[0] == 'm' ? cmd_migrate() : cmd_healthcheck();
+        return cmd[0] == 's' ? cmd_serve() : cmd[0] == 'm' ? cmd_migrate(check) : cmd_healthcheck();
     }
     if (!strcmp(cmd, "gen")) {
         kiln_caps_bind_end();

@@ -11,6 +11,7 @@
  * the thread), so with SQLite every handler stays on the worker pool.
  */
 #include "api/app.h"
+#include "api/engine.h"
 
 #include <poll.h>
 #include <pthread.h>
@@ -216,8 +217,12 @@ static void on_loop_warm(void *arg, void *context)
         kiln_wait_fd(&watch, loading, POLLIN, kiln_now_ms() + 10000);
         kiln_fdwatch_close(&watch);
     }
-    if (!kiln_server_draining())
+    if (!kiln_server_draining()) {
         kiln_db_pool_connect(l->db, 0);
+        /* The first loop here compares the declarations with the columns,
+         * before traffic needs them (engine.h). */
+        kiln_resources_verify_once(l->db);
+    }
 }
 
 void kiln_app_init(struct kiln_app *app, const struct kiln_config *cfg)

@@ -32,10 +32,12 @@
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api/app.h"
 #include "api/resource.h"
@@ -578,39 +580,26 @@ static bool field_value(kiln_arena *a, const struct kiln_field *f, json_t *obj,
     return false;
 }
 
-/* What a body asks of a write: per field, whether it is written and the
- * text to write. */
-struct input {
-    const char **values;
-    bool *set;
-};
-
-/*
- * Validate the body of a create (every writable field: absent ones take
- * their default) or an update (present fields only). false after
- * answering (400 or 422).
- */
-static bool read_input(struct kiln_req *req, struct kiln_res *res,
-                       const struct kiln_resource *r, json_t *in, bool create,
-                       struct input *out)
+bool kiln_resource_input(kiln_arena *a, const struct kiln_resource *r, json_t *in,
+                         bool create, struct kiln_values *out, struct res_errors *e,
+                         const char **missing)
 {
-    kiln_arena *a = req->arena;
     out->values = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *out->values);
     out->set = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *out->set);
     memset(out->values, 0, (r->nfields + 1) * sizeof *out->values);
     memset(out->set, 0, (r->nfields + 1) * sizeof *out->set);
+    *missing = NULL;
     /* The contract's 400 for a required reference comes before any 422. */
     for (size_t f = 0; create && f < r->nfields; f++) {
         const struct kiln_field *fd = &r->fields[f];
         json_t *v = json_object_get(in, fd->name);
         if (fd->type == KILN_REFERENCE && (fd->flags & KILN_REQUIRED) &&
             (!v || json_is_null(v))) {
-            kiln_res_error(req, res, 400, "invalid_request",
-                           kiln_arena_sprintf(a, "%s is required", fd->name), NULL);
+            *missing = fd->name;
             return false;
         }
     }
-    struct res_errors e = { 0 };
+    bool ok = true;
     for (size_t f = 0; f < r->nfields; f++) {
         const struct kiln_field *fd = &r->fields[f];
         if (fd->flags & KILN_READ_ONLY) {
@@ -624,7 +613,8 @@ static bool read_input(struct kiln_req *req, struct kiln_res *res,
             if (!create)
                 continue;
             if (fd->flags & KILN_REQUIRED) {
-                res_error(&e, fd->name, "can't be blank");
+                res_error(e, fd->name, "can't be blank");
+                ok = false;
                 continue;
             }
             /* NULL default on a NOT NULL column: the column's own */
@@ -634,13 +624,33 @@ static bool read_input(struct kiln_req *req, struct kiln_res *res,
             }
             continue;
         }
-        if (field_value(a, fd, in, &e, &out->values[f])) {
-            /* The strings point into the body, which lives until the
-             * answer: copy them into the arena now. */
+        if (field_value(a, fd, in, e, &out->values[f])) {
+            /* The strings point into the body: copy them into the arena,
+             * which outlives it. */
             if (out->values[f])
                 out->values[f] = kiln_arena_strndup(a, out->values[f], strlen(out->values[f]));
             out->set[f] = true;
+        } else {
+            ok = false;
         }
+    }
+    return ok;
+}
+
+/* kiln_resource_input, answered: false after a 400 or a 422. */
+static bool read_input(struct kiln_req *req, struct kiln_res *res,
+                       const struct kiln_resource *r, json_t *in, bool create,
+                       struct kiln_values *out)
+{
+    struct res_errors e = { 0 };
+    const char *missing;
+    if (kiln_resource_input(req->arena, r, in, create, out, &e, &missing))
+        return true;
+    if (missing) {
+        json_decref(e.details);
+        kiln_res_error(req, res, 400, "invalid_request",
+                       kiln_arena_sprintf(req->arena, "%s is required", missing), NULL);
+        return false;
     }
     return !res_errors_answer(req, res, &e);
 }
@@ -656,11 +666,6 @@ bool kiln_write_set(struct kiln_write *w, const char *name, const char *value)
 }
 
 /* ---- statements ---- */
-
-static bool postgres(struct kiln_req *req)
-{
-    return kiln_db_dialect(app_db(req)) == KILN_DB_POSTGRES;
-}
 
 /* Parameters of one statement, numbered from $1. */
 struct params {
@@ -694,20 +699,149 @@ static const char *ref_uuid(kiln_arena *a, const char *v, bool *bad)
     return u;
 }
 
-/* " AND EXISTS (owned row of the referenced table)" for each reference the
- * write sets to a row, appended to b. */
-static void append_ref_checks(struct kiln_req *req, kiln_buf *b, const struct kiln_resource *r,
-                              const struct input *in, const size_t *ref_param,
-                              size_t owner_param)
+/* ---- SQL, from the declaration (pure: unit-tested per dialect) ---- */
+
+/* " AND EXISTS (an owned row of the referenced table)" for each reference
+ * v sets to a row; first is the number of the first field parameter, owner
+ * the owner's. */
+static void append_ref_checks(kiln_buf *b, const struct kiln_resource *r, bool pg,
+                              const struct kiln_values *v, size_t first, size_t owner)
 {
     const struct rt *t = rt_of(r);
+    size_t n = first;
     for (size_t f = 0; f < r->nfields; f++) {
-        if (!t->refs[f] || !in->set[f] || !in->values[f])
+        if (!v->set[f])
             continue;
-        kiln_buf_printf(b, " AND EXISTS (SELECT 1 FROM %s WHERE %s.id = $%zu AND %s.%s = $%zu%s)",
-                        t->refs[f]->name, t->refs[f]->name, ref_param[f], t->refs[f]->name,
-                        OWNER_COLUMN, owner_param, postgres(req) ? " FOR KEY SHARE" : "");
+        if (t->refs[f] && v->values[f])
+            kiln_buf_printf(b,
+                            " AND EXISTS (SELECT 1 FROM %s WHERE %s.id = $%zu AND "
+                            "%s." OWNER_COLUMN " = $%zu%s)",
+                            t->refs[f]->name, t->refs[f]->name, n, t->refs[f]->name, owner,
+                            pg ? " FOR KEY SHARE" : "");
+        n++;
     }
+}
+
+static const char *buf_text(kiln_arena *a, kiln_buf *b)
+{
+    const char *out = kiln_arena_strndup(a, b->p ? b->p : "", b->len);
+    kiln_buf_free(b);
+    return out;
+}
+
+static bool sets_ref(const struct kiln_resource *r, const struct kiln_values *v)
+{
+    const struct rt *t = rt_of(r);
+    for (size_t f = 0; f < r->nfields; f++)
+        if (t->refs[f] && v->set[f] && v->values[f])
+            return true;
+    return false;
+}
+
+const char *kiln_sql_insert(kiln_arena *a, const struct kiln_resource *r,
+                            enum kiln_db_dialect d, const struct kiln_values *v)
+{
+    kiln_buf cols, vals, sql;
+    kiln_buf_init(&cols, 1 << 20);
+    kiln_buf_init(&vals, 1 << 20);
+    kiln_buf_init(&sql, 1 << 20);
+    kiln_buf_append_c(&cols, "id, " OWNER_COLUMN ", inserted_at, updated_at");
+    kiln_buf_append_c(&vals, "$1, $2, $3, $3");
+    size_t n = 4;
+    for (size_t f = 0; f < r->nfields; f++)
+        if (v->set[f]) {
+            kiln_buf_printf(&cols, ", %s", r->fields[f].name);
+            kiln_buf_printf(&vals, ", $%zu", n++);
+        }
+    /* With references, INSERT ... SELECT ... WHERE EXISTS: the referenced
+     * rows are checked (and on PostgreSQL held) by the statement that
+     * writes. */
+    bool refs = sets_ref(r, v);
+    kiln_buf_printf(&sql, "INSERT INTO %s (%.*s) %s%.*s%s", r->name, (int)cols.len, cols.p,
+                    refs ? "SELECT " : "VALUES (", (int)vals.len, vals.p,
+                    refs ? " WHERE 1 = 1" : ")");
+    if (refs)
+        append_ref_checks(&sql, r, d == KILN_DB_POSTGRES, v, 4, 2);
+    kiln_buf_printf(&sql, " RETURNING %s", rt_of(r)->columns);
+    kiln_buf_free(&cols);
+    kiln_buf_free(&vals);
+    return buf_text(a, &sql);
+}
+
+const char *kiln_sql_update(kiln_arena *a, const struct kiln_resource *r,
+                            enum kiln_db_dialect d, const struct kiln_values *v)
+{
+    kiln_buf sql;
+    kiln_buf_init(&sql, 1 << 20);
+    kiln_buf_printf(&sql, "UPDATE %s SET ", r->name);
+    size_t n = 3;
+    for (size_t f = 0; f < r->nfields; f++)
+        if (v->set[f])
+            kiln_buf_printf(&sql, "%s = $%zu, ", r->fields[f].name, n++);
+    kiln_buf_printf(&sql, "updated_at = $%zu WHERE id = $1 AND " OWNER_COLUMN " = $2", n);
+    append_ref_checks(&sql, r, d == KILN_DB_POSTGRES, v, 3, 1 + 1);
+    kiln_buf_printf(&sql, " RETURNING %s", rt_of(r)->columns);
+    return buf_text(a, &sql);
+}
+
+/* " FROM t WHERE owner = $1 AND f = $2 ... AND (search)" */
+static void append_where(kiln_buf *b, const struct kiln_resource *r, const bool *filtered,
+                         bool search)
+{
+    kiln_buf_printf(b, " FROM %s WHERE " OWNER_COLUMN " = $1", r->name);
+    size_t n = 2;
+    for (size_t f = 0; f < r->nfields; f++)
+        if (filtered[f])
+            kiln_buf_printf(b, " AND %s = $%zu", r->fields[f].name, n++);
+    if (!search)
+        return;
+    /* lower() on both sides: case-blind on both databases; ESCAPE makes %
+     * and _ in the term plain characters. */
+    kiln_buf_append_c(b, " AND (");
+    bool first = true;
+    for (size_t f = 0; f < r->nfields; f++)
+        if (r->fields[f].flags & KILN_SEARCH) {
+            kiln_buf_printf(b, "%slower(%s) LIKE lower(CAST($%zu AS TEXT)) ESCAPE '\\'",
+                            first ? "" : " OR ", r->fields[f].name, n);
+            first = false;
+        }
+    kiln_buf_append_c(b, ")");
+}
+
+const char *kiln_sql_list(kiln_arena *a, const struct kiln_resource *r, const bool *filtered,
+                          bool search, const char *col, const char *dir)
+{
+    kiln_buf where, sql;
+    kiln_buf_init(&where, 1 << 20);
+    kiln_buf_init(&sql, 1 << 20);
+    append_where(&where, r, filtered, search);
+    size_t n = 2 + (size_t)search;
+    for (size_t f = 0; f < r->nfields; f++)
+        n += filtered[f];
+    if (r->page_max)
+        /* One statement: the page, and the total as an uncorrelated
+         * subquery (computed once, in the same snapshot as the page): one
+         * round trip per list. */
+        kiln_buf_printf(&sql,
+                        "SELECT %s, (SELECT count(*)%.*s) AS total%.*s ORDER BY %s %s, id %s "
+                        "LIMIT $%zu OFFSET $%zu",
+                        rt_of(r)->columns, (int)where.len, where.p, (int)where.len, where.p, col,
+                        dir, dir, n, n + 1);
+    else
+        kiln_buf_printf(&sql, "SELECT %s%.*s ORDER BY %s %s, id %s", rt_of(r)->columns,
+                        (int)where.len, where.p, col, dir, dir);
+    kiln_buf_free(&where);
+    return buf_text(a, &sql);
+}
+
+const char *kiln_sql_count(kiln_arena *a, const struct kiln_resource *r, const bool *filtered,
+                           bool search)
+{
+    kiln_buf sql;
+    kiln_buf_init(&sql, 1 << 20);
+    kiln_buf_append_c(&sql, "SELECT count(*)");
+    append_where(&sql, r, filtered, search);
+    return buf_text(a, &sql);
 }
 
 /* After a write that touched no row although the row (when checked) is
@@ -715,7 +849,7 @@ static void append_ref_checks(struct kiln_req *req, kiln_buf *b, const struct ki
  * row itself is missing). */
 static const struct kiln_resource *missing_ref(struct kiln_req *req,
                                                const struct kiln_resource *r,
-                                               const struct input *in, int *err)
+                                               const struct kiln_values *in, int *err)
 {
     const struct rt *t = rt_of(r);
     const struct kiln_resource *only = NULL;
@@ -893,20 +1027,23 @@ static bool list_order(struct kiln_req *req, struct kiln_res *res, const struct 
 void kiln_engine_list(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
-    const struct rt *t = rt_of(r);
+    kiln_resources_verify_once(app_db(req));
     kiln_arena *a = req->arena;
     bool paged = r->page_max > 0;
     unsigned limit = 0, offset = 0;
     if (paged && (!res_query_uint(req, res, "limit", r->page_default, 1, r->page_max, &limit) ||
                   !res_query_uint(req, res, "offset", 0, 0, OFFSET_MAX, &offset)))
         return;
+    /* Parameters in kiln_sql_list's order: owner, each filter given in
+     * declaration order, the search pattern, limit, offset. The shape
+     * spells the same for the cache key. */
     struct params p;
     params_init(&p, a, r->nfields + 4);
     param(&p, res_user_id(req));
-    kiln_buf where, shape;
-    kiln_buf_init(&where, 1 << 20);
+    bool *filtered = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *filtered);
+    memset(filtered, 0, (r->nfields + 1) * sizeof *filtered);
+    kiln_buf shape;
     kiln_buf_init(&shape, 1 << 20);
-    kiln_buf_printf(&where, " FROM %s WHERE " OWNER_COLUMN " = $1", r->name);
     bool searchable = false;
     for (size_t f = 0; f < r->nfields; f++) {
         const struct kiln_field *fd = &r->fields[f];
@@ -917,10 +1054,9 @@ void kiln_engine_list(struct kiln_req *req, struct kiln_res *res)
         if (!filter_value(req, res, fd, &v))
             goto out;
         if (!v)
-            continue;
-        /* Only the filters given go into the WHERE, so each combination
-         * can use the index made for it. */
-        kiln_buf_printf(&where, " AND %s = $%zu", fd->name, param(&p, v));
+            continue; /* only the filters given: each combination its index */
+        filtered[f] = true;
+        param(&p, v);
         kiln_buf_printf(&shape, "%s=%s\n", fd->name, v);
     }
     kiln_str search = KILN_STR_NULL;
@@ -938,19 +1074,10 @@ void kiln_engine_list(struct kiln_req *req, struct kiln_res *res)
                            NULL);
             goto out;
         }
-        /* lower() on both sides: case-blind on both databases; ESCAPE
-         * makes % and _ in the term plain characters. */
-        size_t n = param(&p, res_like_pattern(a, search));
-        kiln_buf_append_c(&where, " AND (");
-        bool first = true;
-        for (size_t f = 0; f < r->nfields; f++)
-            if (r->fields[f].flags & KILN_SEARCH) {
-                kiln_buf_printf(&where, "%slower(%s) LIKE lower(CAST($%zu AS TEXT)) ESCAPE '\\'",
-                                first ? "" : " OR ", r->fields[f].name, n);
-                first = false;
-            }
-        kiln_buf_append_c(&where, ")");
+        param(&p, res_like_pattern(a, search));
         kiln_buf_printf(&shape, "search=%.*s\n", (int)search.len, search.p);
+    } else {
+        search = KILN_STR_NULL;
     }
     const char *col, *dir;
     if (!list_order(req, res, r, &col, &dir))
@@ -964,39 +1091,23 @@ void kiln_engine_list(struct kiln_req *req, struct kiln_res *res)
         kiln_res_json_text(res, 200, cached);
         goto out;
     }
-
-    size_t nfilter = p.n;
-    struct kiln_db_rows rows, count;
-    int err;
-    const char *sql;
+    size_t nwhere = p.n;
     if (paged) {
-        char lim[16], off[16];
-        snprintf(lim, sizeof lim, "%u", limit);
-        snprintf(off, sizeof off, "%u", offset);
-        size_t pl = param(&p, kiln_arena_strndup(a, lim, strlen(lim)));
-        size_t po = param(&p, kiln_arena_strndup(a, off, strlen(off)));
-        /* One statement: the page, and the total as an uncorrelated
-         * subquery (computed once, in the same snapshot as the page): one
-         * round trip per list. Past the last page no row carries the
-         * total, and a count says it. */
-        sql = kiln_arena_sprintf(a,
-                                 "SELECT %s, (SELECT count(*)%.*s) AS total%.*s ORDER BY %s %s, "
-                                 "id %s LIMIT $%zu OFFSET $%zu",
-                                 t->columns, (int)where.len, where.p, (int)where.len, where.p,
-                                 col, dir, dir, pl, po);
-    } else {
-        sql = kiln_arena_sprintf(a, "SELECT %s%.*s ORDER BY %s %s, id %s", t->columns,
-                                 (int)where.len, where.p, col, dir, dir);
+        param(&p, kiln_arena_sprintf(a, "%u", limit));
+        param(&p, kiln_arena_sprintf(a, "%u", offset));
     }
-    err = kiln_db_query(app_db(req), a, sql, p.v, p.n, &rows);
+    struct kiln_db_rows rows, count;
+    int err = kiln_db_query(app_db(req), a,
+                            kiln_sql_list(a, r, filtered, search.p != NULL, col, dir), p.v, p.n,
+                            &rows);
     int64_t total = 0;
+    /* Past the last page no row carries the total, and a count says it. */
     if (paged && !err && rows.nrows)
         kiln_db_int64(&rows, 0, r->nfields + 3, &total);
     else if (paged && !err && offset > 0 &&
              !(err = kiln_db_query(app_db(req), a,
-                                   kiln_arena_sprintf(a, "SELECT count(*)%.*s", (int)where.len,
-                                                      where.p),
-                                   p.v, nfilter, &count)))
+                                   kiln_sql_count(a, r, filtered, search.p != NULL), p.v, nwhere,
+                                   &count)))
         kiln_db_int64(&count, 0, 0, &total);
     if (err) {
         store_error(req, res, r, err, "list");
@@ -1022,7 +1133,6 @@ void kiln_engine_list(struct kiln_req *req, struct kiln_res *res)
         kiln_kv_set(kv, kiln_str_c(key), body, (uint64_t)req->config->cache_ttl_s * 1000);
     kiln_res_json_text(res, 200, body);
 out:
-    kiln_buf_free(&where);
     kiln_buf_free(&shape);
 }
 
@@ -1031,6 +1141,7 @@ out:
 void kiln_engine_show(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
+    kiln_resources_verify_once(app_db(req));
     struct kiln_db_rows rows;
     if (res_fetch_owned(req, res, r->name, rt_of(r)->columns, r->not_found_code,
                         r->not_found_message, &rows))
@@ -1047,12 +1158,13 @@ static int run_hook(kiln_write_hook hook, struct kiln_write *w)
 void kiln_engine_create(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
+    kiln_resources_verify_once(app_db(req));
     const struct rt *t = rt_of(r);
     kiln_arena *a = req->arena;
     json_t *body = res_body_object(req, res);
     if (!body)
         return;
-    struct input in;
+    struct kiln_values in;
     if (!read_input(req, res, r, body, true, &in)) {
         json_decref(body);
         return;
@@ -1066,7 +1178,6 @@ void kiln_engine_create(struct kiln_req *req, struct kiln_res *res)
         return;
     }
     /* A reference that is no UUID names no row: its 404, no statement. */
-    size_t *ref_param = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *ref_param);
     for (size_t f = 0; f < r->nfields; f++) {
         bool bad = false;
         if (t->refs[f] && in.set[f])
@@ -1077,41 +1188,19 @@ void kiln_engine_create(struct kiln_req *req, struct kiln_res *res)
             return;
         }
     }
+    /* Parameters in kiln_sql_insert's order: id, owner, now, then every
+     * field written, in declaration order. */
     struct params p;
     params_init(&p, a, r->nfields + 4);
     param(&p, id);
     param(&p, res_user_id(req));
-    size_t now = param(&p, res_now(a));
-    kiln_buf cols, vals;
-    kiln_buf_init(&cols, 1 << 20);
-    kiln_buf_init(&vals, 1 << 20);
-    kiln_buf_append_c(&cols, "id, " OWNER_COLUMN ", inserted_at, updated_at");
-    kiln_buf_printf(&vals, "$1, $2, $%zu, $%zu", now, now);
-    bool refs = false;
-    for (size_t f = 0; f < r->nfields; f++) {
-        if (!in.set[f])
-            continue; /* the column's own default */
-        ref_param[f] = param(&p, in.values[f]);
-        refs |= t->refs[f] && in.values[f];
-        kiln_buf_printf(&cols, ", %s", r->fields[f].name);
-        kiln_buf_printf(&vals, ", $%zu", ref_param[f]);
-    }
-    kiln_buf sql;
-    kiln_buf_init(&sql, 1 << 20);
-    /* With references, INSERT ... SELECT ... WHERE EXISTS: the referenced
-     * rows are checked (and on PostgreSQL held) by the statement that
-     * writes. */
-    kiln_buf_printf(&sql, "INSERT INTO %s (%.*s) %s%.*s%s", r->name, (int)cols.len, cols.p,
-                    refs ? "SELECT " : "VALUES (", (int)vals.len, vals.p, refs ? " WHERE 1 = 1" : ")");
-    if (refs)
-        append_ref_checks(req, &sql, r, &in, ref_param, 2);
-    kiln_buf_printf(&sql, " RETURNING %s", t->columns);
-    kiln_buf_append(&sql, "", 1);
+    param(&p, res_now(a));
+    for (size_t f = 0; f < r->nfields; f++)
+        if (in.set[f])
+            param(&p, in.values[f]);
     struct kiln_db_rows rows;
-    int err = kiln_db_query(app_db(req), a, sql.p, p.v, p.n, &rows);
-    kiln_buf_free(&cols);
-    kiln_buf_free(&vals);
-    kiln_buf_free(&sql);
+    int err = kiln_db_query(app_db(req), a, kiln_sql_insert(a, r, kiln_db_dialect(app_db(req)), &in),
+                            p.v, p.n, &rows);
     if (err) {
         json_decref(body);
         store_error(req, res, r, err, "create");
@@ -1137,7 +1226,7 @@ void kiln_engine_create(struct kiln_req *req, struct kiln_res *res)
 
 /* UPDATE the fields in `in` (and updated_at) of row id; answers. */
 static void update_row(struct kiln_req *req, struct kiln_res *res, const struct kiln_resource *r,
-                       const char *id, struct input *in, struct kiln_write *w)
+                       const char *id, struct kiln_values *in, struct kiln_write *w)
 {
     const struct rt *t = rt_of(r);
     kiln_arena *a = req->arena;
@@ -1164,30 +1253,20 @@ static void update_row(struct kiln_req *req, struct kiln_res *res, const struct 
             not_found(req, res, exists ? bad : r);
         return;
     }
+    /* Parameters in kiln_sql_update's order: id, owner, every field
+     * written in declaration order, then now. */
     struct params p;
     params_init(&p, a, r->nfields + 4);
     param(&p, id);
     param(&p, res_user_id(req));
-    size_t *ref_param = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *ref_param);
-    kiln_buf sql;
-    kiln_buf_init(&sql, 1 << 20);
-    kiln_buf_printf(&sql, "UPDATE %s SET ", r->name);
-    bool refs = false;
-    for (size_t f = 0; f < r->nfields; f++) {
-        if (!in->set[f])
-            continue;
-        ref_param[f] = param(&p, in->values[f]);
-        refs |= t->refs[f] && in->values[f];
-        kiln_buf_printf(&sql, "%s = $%zu, ", r->fields[f].name, ref_param[f]);
-    }
-    kiln_buf_printf(&sql, "updated_at = $%zu WHERE id = $1 AND " OWNER_COLUMN " = $2",
-                    param(&p, res_now(a)));
-    append_ref_checks(req, &sql, r, in, ref_param, 2);
-    kiln_buf_printf(&sql, " RETURNING %s", t->columns);
-    kiln_buf_append(&sql, "", 1);
+    for (size_t f = 0; f < r->nfields; f++)
+        if (in->set[f])
+            param(&p, in->values[f]);
+    param(&p, res_now(a));
+    bool refs = sets_ref(r, in);
     struct kiln_db_rows rows;
-    err = kiln_db_query(app_db(req), a, sql.p, p.v, p.n, &rows);
-    kiln_buf_free(&sql);
+    err = kiln_db_query(app_db(req), a, kiln_sql_update(a, r, kiln_db_dialect(app_db(req)), in),
+                        p.v, p.n, &rows);
     if (err) {
         store_error(req, res, r, err, "update");
         return;
@@ -1214,13 +1293,14 @@ static void update_row(struct kiln_req *req, struct kiln_res *res, const struct 
 void kiln_engine_update(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
+    kiln_resources_verify_once(app_db(req));
     const char *id = res_id(req, res, r->not_found_code, r->not_found_message);
     if (!id)
         return;
     json_t *body = res_body_object(req, res);
     if (!body)
         return;
-    struct input in;
+    struct kiln_values in;
     if (read_input(req, res, r, body, false, &in)) {
         struct kiln_write w = { req, res, r, KILN_OP_UPDATE, NULL, id, body, NULL, in.values,
                                 in.set };
@@ -1243,11 +1323,12 @@ static const struct kiln_action *route_action(const struct kiln_req *req,
 void kiln_engine_action(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
+    kiln_resources_verify_once(app_db(req));
     const struct kiln_action *ac = route_action(req, r);
     const char *id = res_id(req, res, r->not_found_code, r->not_found_message);
     if (!id)
         return;
-    struct input in;
+    struct kiln_values in;
     kiln_arena *a = req->arena;
     in.values = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *in.values);
     in.set = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *in.set);
@@ -1266,6 +1347,7 @@ void kiln_engine_action(struct kiln_req *req, struct kiln_res *res)
 void kiln_engine_delete(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
+    kiln_resources_verify_once(app_db(req));
     const char *id = res_id(req, res, r->not_found_code, r->not_found_message);
     if (!id)
         return;
@@ -1453,4 +1535,33 @@ int kiln_resources_verify(struct kiln_db *db, kiln_arena *a, char *err, size_t e
         }
     }
     return 0;
+}
+
+/* 0: not compared yet, 1: being compared, 2: the columns match. */
+static atomic_int schema_state;
+
+void kiln_resources_verified(void)
+{
+    atomic_store(&schema_state, 2);
+}
+
+void kiln_resources_verify_once(struct kiln_db *db)
+{
+    int expected = 0;
+    if (!db || !atomic_compare_exchange_strong(&schema_state, &expected, 1))
+        return;
+    kiln_arena *a = kiln_arena_new(64 * 1024);
+    char err[512];
+    int rc = kiln_resources_verify(db, a, err, sizeof err);
+    kiln_arena_free(a);
+    if (rc == KILN_EINVAL) {
+        /* The code and the database disagree: every request on that
+         * resource would be a 500. Stop now, with the reason, so the
+         * deployment fails instead of the requests. */
+        kiln_log(KILN_LOG_ERROR, "declared resources do not match the database; exiting",
+                 "error", err, NULL);
+        _exit(1);
+    }
+    /* Unreachable database: compare again with the next request. */
+    atomic_store(&schema_state, rc ? 0 : 2);
 }

@@ -7,6 +7,7 @@
 #ifndef KILN_API_ENGINE_H
 #define KILN_API_ENGINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "api/declare.h"
@@ -30,6 +31,45 @@ void kiln_engine_action(struct kiln_req *req, struct kiln_res *res);
  */
 size_t kiln_engine_routes(struct kiln_route *out, size_t cap);
 
+/* What a body asks of a write, per field in declaration order: whether
+ * the field is written, and the text parameter to write (NULL: NULL). */
+struct kiln_values {
+    const char **values;
+    bool *set;
+};
+
+struct res_errors;
+
+/*
+ * Validate a body (a JSON object) against r: on create every writable
+ * field (absent ones take their default, absent required ones are "can't
+ * be blank"), on update the fields present. true with *out filled (in
+ * arena a); false with the messages added to e, or with *missing naming a
+ * required reference that is absent (the contract's 400, checked first).
+ * A reference's value is any string here: one that is no UUID names no
+ * row, which the caller answers as the referenced resource's 404.
+ */
+bool kiln_resource_input(kiln_arena *a, const struct kiln_resource *r, json_t *in,
+                         bool create, struct kiln_values *out, struct res_errors *e,
+                         const char **missing);
+
+/*
+ * The statements, from the declaration alone (the dialect only decides
+ * FOR KEY SHARE, PostgreSQL's lock on a referenced row). Parameters:
+ * insert: $1 id, $2 owner, $3 now, then each field v sets, in order;
+ * update: $1 id, $2 owner, each field v sets in order, then now;
+ * list: $1 owner, each filtered field in order, the search pattern when
+ * search, then (paged) limit and offset; count: the list's without paging.
+ */
+const char *kiln_sql_insert(kiln_arena *a, const struct kiln_resource *r,
+                            enum kiln_db_dialect d, const struct kiln_values *v);
+const char *kiln_sql_update(kiln_arena *a, const struct kiln_resource *r,
+                            enum kiln_db_dialect d, const struct kiln_values *v);
+const char *kiln_sql_list(kiln_arena *a, const struct kiln_resource *r, const bool *filtered,
+                          bool search, const char *col, const char *dir);
+const char *kiln_sql_count(kiln_arena *a, const struct kiln_resource *r, const bool *filtered,
+                           bool search);
+
 /* The index of field name in r, or -1. */
 int kiln_resource_field(const struct kiln_resource *r, const char *name);
 
@@ -47,5 +87,18 @@ int kiln_resources_check(char *err, size_t errlen);
  * error when the columns could not be read).
  */
 int kiln_resources_verify(struct kiln_db *db, kiln_arena *a, char *err, size_t errlen);
+
+/*
+ * For `kiln serve`: compare the declarations with the database once per
+ * process (the first engine request, or a loop's warm-up, whichever comes
+ * first; later calls return at once). A mismatch logs one error line
+ * naming the resource and the column and exits the process with status 1:
+ * a deployment whose code and schema disagree fails at once instead of
+ * answering 500s. An unreachable database leaves it for the next call.
+ * kiln_resources_verified records that a caller (migrations at start)
+ * has compared them already.
+ */
+void kiln_resources_verify_once(struct kiln_db *db);
+void kiln_resources_verified(void);
 
 #endif

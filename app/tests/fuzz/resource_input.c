@@ -1,8 +1,10 @@
 /*
  * libFuzzer target for what the resource handlers make of client input
- * (api/resource.c): any bytes as a JSON body through the field validators
- * with the limits the handlers use, and any bytes as a due date, an id and
- * a search term. Oracles: a value res_string accepts is a NUL-free string
+ * (api/resource.c, api/engine.c): any bytes as a JSON body through the
+ * field validators, and through the engine's validation of every declared
+ * resource (create and update), and any bytes as a due date, an id and a
+ * search term. The engine's oracle: every value it accepts is one its
+ * field's declaration allows (type, bounds, enum values). Oracles: a value res_string accepts is a NUL-free string
  * within its character limits; a date res_calendar_date accepts round-trips
  * through timegm unchanged; a LIKE pattern has every %, _ and \ of the term
  * escaped.
@@ -13,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/engine.h"
 #include "api/resource.h"
 #include "core/arena.h"
 
@@ -52,6 +55,78 @@ static void fields(const char *text, size_t len)
     bool b;
     res_bool(in, "archived", &errs, &b);
     json_decref(errs.details);
+    json_decref(in);
+}
+
+/* A value kiln_resource_input accepted for field f, checked against the
+ * declaration. */
+static void allowed(kiln_arena *a, const struct kiln_field *f, const char *v)
+{
+    if (!v) {
+        if (!(f->flags & KILN_NULLABLE) && f->def)
+            abort(); /* NULL where the declaration has a default */
+        return;
+    }
+    size_t n = strlen(v);
+    switch (f->type) {
+    case KILN_TEXT:
+        if (chars(v) < f->min_len || (f->max_len && chars(v) > f->max_len))
+            abort();
+        break;
+    case KILN_ENUM: {
+        bool known = false;
+        for (const char *const *e = f->values; *e; e++)
+            known |= !strcmp(*e, v);
+        if (!known)
+            abort();
+        break;
+    }
+    case KILN_BOOLEAN:
+        if (strcmp(v, "0") && strcmp(v, "1"))
+            abort();
+        break;
+    case KILN_DATE:
+        if (!res_calendar_date(kiln_str_c(v)))
+            abort();
+        break;
+    case KILN_INTEGER: {
+        char *end;
+        long long x = strtoll(v, &end, 10);
+        if (*end || ((f->flags & KILN_BOUNDED) && (x < f->min || x > f->max)))
+            abort();
+        break;
+    }
+    case KILN_UUID:
+        if (n != 36 || !res_uuid(a, kiln_str_c(v)))
+            abort();
+        break;
+    default:
+        break;
+    }
+}
+
+static void declared(const char *text, size_t len, bool create)
+{
+    json_t *in = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    if (!json_is_object(in)) {
+        json_decref(in);
+        return;
+    }
+    kiln_arena *a = kiln_arena_new(4096);
+    for (size_t i = 0; i < kiln_resources_count; i++) {
+        const struct kiln_resource *r = kiln_resources[i];
+        struct kiln_values v;
+        struct res_errors e = { 0 };
+        const char *missing;
+        bool ok = kiln_resource_input(a, r, in, create, &v, &e, &missing);
+        if (ok != (e.details == NULL && missing == NULL))
+            abort(); /* refused without saying why, or the reverse */
+        for (size_t f = 0; ok && f < r->nfields; f++)
+            if (v.set[f] && r->fields[f].type != KILN_REFERENCE)
+                allowed(a, &r->fields[f], v.values[f]);
+        json_decref(e.details);
+    }
+    kiln_arena_free(a);
     json_decref(in);
 }
 
@@ -101,9 +176,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     kiln_str in = { (const char *)data + 1, size - 1 };
-    switch (data[0] % 3) {
+    switch (data[0] % 5) {
     case 0:
         fields(in.p, in.len);
+        break;
+    case 3:
+    case 4:
+        declared(in.p, in.len, data[0] % 5 == 3);
         break;
     case 1:
         date(in);

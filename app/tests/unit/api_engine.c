@@ -1,0 +1,446 @@
+/*
+ * Unit tests for the resource engine (app/src/api/engine.c) without HTTP:
+ * the checks a declaration must pass (each refusal, on a copy of a valid
+ * declaration broken in one way), the validation of bodies against the
+ * declared fields (the contract's messages), and the SQL built for each
+ * dialect, both as text and run against a real SQLite database migrated
+ * with Kiln's own migrations (the black-box suites run it on PostgreSQL).
+ */
+#include <jansson.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+#include "api/engine.h"
+#include "api/resource.h"
+#include "core/arena.h"
+#include "store/db.h"
+#include "store/migrate.h"
+
+extern const struct kiln_resource kiln_resource_notes, kiln_resource_projects,
+    kiln_resource_tasks;
+
+static kiln_arena *arena;
+
+static int setup(void **state)
+{
+    (void)state;
+    arena = kiln_arena_new(64 * 1024);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    kiln_arena_free(arena);
+    return 0;
+}
+
+/* ---- declaration checks ---- */
+
+static void test_the_declared_resources_pass(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    assert_int_equal(kiln_resources_check(err, sizeof err), 0);
+    assert_true(kiln_resources_count >= 3);
+    assert_ptr_equal(kiln_resource_find("tasks"), &kiln_resource_tasks);
+    assert_null(kiln_resource_find("nope"));
+}
+
+static const char *const two[] = { "a", "b", NULL };
+static const char *const none[] = { NULL };
+
+/* One way to break a declaration, and the words its refusal must hold. */
+struct breakage {
+    const char *what;
+    struct kiln_field field;     /* replaces the only field */
+    void (*mutate)(struct kiln_resource *r);
+    const char *want;
+};
+
+static void bad_name(struct kiln_resource *r) { r->name = "Bad-Name"; }
+static void no_code(struct kiln_resource *r) { r->not_found_code = NULL; }
+static void page_default_over_max(struct kiln_resource *r)
+{
+    r->page_default = 200;
+    r->page_max = 100;
+}
+static void cached_unpaged(struct kiln_resource *r)
+{
+    r->page_default = r->page_max = 0;
+    r->cache = true;
+}
+static void unknown_order(struct kiln_resource *r) { r->order = "nowhere DESC"; }
+static void sideways_order(struct kiln_resource *r) { r->order = "inserted_at SIDEWAYS"; }
+static void no_search_max(struct kiln_resource *r) { r->search_max = 0; }
+static const struct kiln_action bad_action = { .name = "archive", .field = "missing",
+                                               .value = "1" };
+static void action_without_field(struct kiln_resource *r)
+{
+    r->actions = &bad_action;
+    r->nactions = 1;
+}
+
+static const struct breakage breakages[] = {
+    { "a name that is no identifier", { .name = "title", .type = KILN_TEXT }, bad_name,
+      "name must be a lower-case SQL identifier" },
+    { "no not-found code", { .name = "title", .type = KILN_TEXT }, no_code, "not_found_code" },
+    { "a page default over the cap", { .name = "title", .type = KILN_TEXT },
+      page_default_over_max, "page_default" },
+    { "a cache on an unpaged list", { .name = "title", .type = KILN_TEXT }, cached_unpaged,
+      "only paged lists are cached" },
+    { "an order naming no column", { .name = "title", .type = KILN_TEXT }, unknown_order,
+      "names no column" },
+    { "an order in no direction", { .name = "title", .type = KILN_TEXT }, sideways_order,
+      "ASC or DESC" },
+    { "search with no bound", { .name = "title", .type = KILN_TEXT, .flags = KILN_SEARCH },
+      no_search_max, "search_max" },
+    { "an action setting no field", { .name = "title", .type = KILN_TEXT },
+      action_without_field, "action archive sets no declared field" },
+    { "a field called like a standard column", { .name = "user_id", .type = KILN_TEXT }, NULL,
+      "field user_id is a name the engine uses" },
+    { "a query word as a field", { .name = "sort", .type = KILN_TEXT }, NULL,
+      "field sort is a name the engine uses" },
+    { "a field name in capitals", { .name = "Title", .type = KILN_TEXT }, NULL,
+      "must be a lower-case SQL identifier" },
+    { "an enum with no values", { .name = "kind", .type = KILN_ENUM, .values = none }, NULL,
+      "enum field kind has no values" },
+    { "an enum default outside its values",
+      { .name = "kind", .type = KILN_ENUM, .values = two, .def = "c" }, NULL,
+      "default \"c\" is not one of its values" },
+    { "a reference to nothing", { .name = "owner_ref", .type = KILN_REFERENCE, .ref = "ghosts" },
+      NULL, "references \"ghosts\", which is not declared" },
+    { "text bounds upside down", { .name = "title", .type = KILN_TEXT, .min_len = 5, .max_len = 2 },
+      NULL, "min_len above max_len" },
+    { "integer bounds upside down",
+      { .name = "n", .type = KILN_INTEGER, .flags = KILN_BOUNDED, .min = 5, .max = 2 }, NULL,
+      "min above max" },
+    { "bounds on text", { .name = "title", .type = KILN_TEXT, .flags = KILN_BOUNDED }, NULL,
+      "bounds are for integers" },
+    { "a searchable integer", { .name = "n", .type = KILN_INTEGER, .flags = KILN_SEARCH }, NULL,
+      "only text fields are searchable" },
+    { "a json filter", { .name = "doc", .type = KILN_JSON, .flags = KILN_FILTER }, NULL,
+      "a json field cannot be a filter" },
+    { "null stores a default that is not there",
+      { .name = "title", .type = KILN_TEXT, .flags = KILN_NULL_IS_DEFAULT }, NULL,
+      "null stores the default, but there is none" },
+    { "required and read-only",
+      { .name = "title", .type = KILN_TEXT, .flags = KILN_REQUIRED | KILN_READ_ONLY }, NULL,
+      "both required and read-only" },
+};
+
+static void test_each_broken_declaration_is_refused_by_name(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < ARRAY_LEN(breakages); i++) {
+        const struct breakage *b = &breakages[i];
+        struct kiln_field field = b->field;
+        struct kiln_resource r = {
+            .name = "things", .singular = "thing", .fields = &field, .nfields = 1,
+            .not_found_code = "thing_not_found", .not_found_message = "Thing not found",
+            .page_default = 50, .page_max = 100, .order = "inserted_at DESC",
+            .search_max = 255,
+        };
+        char err[256] = "";
+        /* the unbroken form passes (the reference case aside, which has
+         * nothing valid to point at) */
+        if (b->mutate) {
+            assert_int_equal(kiln_resource_check(&r, err, sizeof err), 0);
+            b->mutate(&r);
+        }
+        if (kiln_resource_check(&r, err, sizeof err) == 0)
+            fail_msg("%s: accepted", b->what);
+        if (!strstr(err, b->want))
+            fail_msg("%s: \"%s\" does not say \"%s\"", b->what, err, b->want);
+        if (!strstr(err, r.name ? r.name : "") && b->mutate != bad_name)
+            fail_msg("%s: \"%s\" does not name the resource", b->what, err);
+    }
+}
+
+/* ---- validation ---- */
+
+struct verdict {
+    bool ok;
+    const char *missing;
+    json_t *details;
+    struct kiln_values v;
+};
+
+static struct verdict validate(const struct kiln_resource *r, const char *body, bool create)
+{
+    json_t *in = json_loads(body, JSON_ALLOW_NUL, NULL);
+    assert_non_null(in);
+    struct verdict out = { 0 };
+    struct res_errors e = { 0 };
+    out.ok = kiln_resource_input(arena, r, in, create, &out.v, &e, &out.missing);
+    out.details = e.details;
+    json_decref(in);
+    return out;
+}
+
+static const char *message(const struct verdict *v, const char *field)
+{
+    return json_string_value(json_array_get(json_object_get(v->details, field), 0));
+}
+
+static void test_create_fills_defaults_and_requires_what_is_required(void **state)
+{
+    (void)state;
+    struct verdict v = validate(&kiln_resource_notes, "{\"title\": \"t\"}", true);
+    assert_true(v.ok);
+    assert_string_equal(v.v.values[0], "t");
+    assert_string_equal(v.v.values[1], "");  /* content's default */
+    assert_string_equal(v.v.values[2], "0"); /* archived */
+    v = validate(&kiln_resource_notes, "{}", true);
+    assert_false(v.ok);
+    assert_string_equal(message(&v, "title"), "can't be blank");
+    json_decref(v.details);
+    /* content: null is its default (the original's changeset) */
+    v = validate(&kiln_resource_notes, "{\"title\": \"t\", \"content\": null}", true);
+    assert_true(v.ok);
+    assert_string_equal(v.v.values[1], "");
+    /* description: null is NULL */
+    v = validate(&kiln_resource_projects, "{\"name\": \"p\", \"description\": null}", true);
+    assert_true(v.ok);
+    assert_true(v.v.set[1]);
+    assert_null(v.v.values[1]);
+}
+
+static void test_update_touches_only_what_is_present(void **state)
+{
+    (void)state;
+    struct verdict v = validate(&kiln_resource_tasks, "{\"status\": \"done\"}", false);
+    assert_true(v.ok);
+    for (size_t f = 0; f < kiln_resource_tasks.nfields; f++)
+        assert_int_equal(v.v.set[f], f == 3);
+    assert_string_equal(v.v.values[3], "done");
+}
+
+static void test_the_contract_messages(void **state)
+{
+    (void)state;
+    struct {
+        const struct kiln_resource *r;
+        const char *body;
+        const char *field, *want;
+    } cases[] = {
+        { &kiln_resource_notes, "{\"title\": \"\"}", "title", "can't be blank" },
+        { &kiln_resource_notes, "{\"title\": \" \\t \"}", "title", "can't be blank" },
+        { &kiln_resource_notes, "{\"title\": null}", "title", "can't be blank" },
+        { &kiln_resource_notes, "{\"title\": 5}", "title", "is invalid" },
+        { &kiln_resource_notes, "{\"title\": \"a\\u0000b\"}", "title", "is invalid" },
+        { &kiln_resource_notes, "{\"archived\": null}", "archived", "is invalid" },
+        { &kiln_resource_notes, "{\"archived\": \"true\"}", "archived", "is invalid" },
+        { &kiln_resource_tasks, "{\"status\": \"later\"}", "status", "is invalid" },
+        { &kiln_resource_tasks, "{\"status\": null}", "status", "can't be blank" },
+        { &kiln_resource_tasks, "{\"due_date\": \"2026-02-30\"}", "due_date", "is invalid" },
+        { &kiln_resource_tasks, "{\"project_id\": null}", "project_id", "is invalid" },
+        { &kiln_resource_tasks, "{\"project_id\": 7}", "project_id", "is invalid" },
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        struct verdict v = validate(cases[i].r, cases[i].body, false);
+        if (v.ok || !message(&v, cases[i].field) ||
+            strcmp(message(&v, cases[i].field), cases[i].want))
+            fail_msg("%s: %s: got \"%s\", want \"%s\"", cases[i].r->name, cases[i].body,
+                     v.ok ? "(accepted)" : message(&v, cases[i].field), cases[i].want);
+        json_decref(v.details);
+    }
+    /* lengths count characters: 255 two-byte characters fit a 255 title */
+    char body[1024] = "{\"title\": \"";
+    for (int i = 0; i < 255; i++)
+        strcat(body, "\xc3\xa9");
+    strcat(body, "\"}");
+    struct verdict v = validate(&kiln_resource_notes, body, false);
+    assert_true(v.ok);
+    body[strlen(body) - 2] = '\0';
+    strcat(body, "\xc3\xa9\"}");
+    v = validate(&kiln_resource_notes, body, false);
+    assert_false(v.ok);
+    assert_string_equal(message(&v, "title"), "should be at most 255 character(s)");
+    json_decref(v.details);
+}
+
+static void test_a_required_reference_is_missing_before_anything_else(void **state)
+{
+    (void)state;
+    struct verdict v = validate(&kiln_resource_tasks, "{\"title\": 5}", true);
+    assert_false(v.ok);
+    assert_non_null(v.missing);
+    assert_string_equal(v.missing, "project_id");
+    assert_null(v.details);
+    /* any string passes validation: a non-UUID names no project, a 404 */
+    v = validate(&kiln_resource_tasks, "{\"project_id\": \"x\", \"title\": \"t\"}", true);
+    assert_true(v.ok);
+    assert_string_equal(v.v.values[0], "x");
+}
+
+/* ---- SQL ---- */
+
+static struct kiln_values values_of(const struct kiln_resource *r, const char *const *set)
+{
+    struct kiln_values v;
+    v.values = kiln_arena_alloc(arena, r->nfields * sizeof *v.values);
+    v.set = kiln_arena_alloc(arena, r->nfields * sizeof *v.set);
+    for (size_t f = 0; f < r->nfields; f++) {
+        v.values[f] = set[f];
+        v.set[f] = set[f] != NULL;
+    }
+    return v;
+}
+
+static void test_insert_sql_per_dialect(void **state)
+{
+    (void)state;
+    const char *const note[] = { "t", "", "0" };
+    struct kiln_values v = values_of(&kiln_resource_notes, note);
+    const char *want = "INSERT INTO notes (id, user_id, inserted_at, updated_at, title, content, "
+                       "archived) VALUES ($1, $2, $3, $3, $4, $5, $6) RETURNING id, title, "
+                       "content, archived, inserted_at, updated_at";
+    assert_string_equal(kiln_sql_insert(arena, &kiln_resource_notes, KILN_DB_SQLITE, &v), want);
+    assert_string_equal(kiln_sql_insert(arena, &kiln_resource_notes, KILN_DB_POSTGRES, &v), want);
+
+    const char *const task[] = { "00000000-0000-4000-8000-000000000001", "t", NULL, "todo",
+                                 NULL };
+    v = values_of(&kiln_resource_tasks, task);
+    const char *pg = kiln_sql_insert(arena, &kiln_resource_tasks, KILN_DB_POSTGRES, &v);
+    assert_string_equal(pg,
+                        "INSERT INTO tasks (id, user_id, inserted_at, updated_at, project_id, "
+                        "title, status) SELECT $1, $2, $3, $3, $4, $5, $6 WHERE 1 = 1 AND "
+                        "EXISTS (SELECT 1 FROM projects WHERE projects.id = $4 AND "
+                        "projects.user_id = $2 FOR KEY SHARE) RETURNING id, project_id, title, "
+                        "details, status, due_date, inserted_at, updated_at");
+    const char *lite = kiln_sql_insert(arena, &kiln_resource_tasks, KILN_DB_SQLITE, &v);
+    assert_null(strstr(lite, "FOR KEY SHARE"));
+    assert_non_null(strstr(lite, "EXISTS (SELECT 1 FROM projects"));
+}
+
+static void test_update_sql_per_dialect(void **state)
+{
+    (void)state;
+    const char *const set[] = { "00000000-0000-4000-8000-000000000001", NULL, NULL, "done",
+                                NULL };
+    struct kiln_values v = values_of(&kiln_resource_tasks, set);
+    assert_string_equal(kiln_sql_update(arena, &kiln_resource_tasks, KILN_DB_POSTGRES, &v),
+                        "UPDATE tasks SET project_id = $3, status = $4, updated_at = $5 WHERE "
+                        "id = $1 AND user_id = $2 AND EXISTS (SELECT 1 FROM projects WHERE "
+                        "projects.id = $3 AND projects.user_id = $2 FOR KEY SHARE) RETURNING "
+                        "id, project_id, title, details, status, due_date, inserted_at, "
+                        "updated_at");
+    /* no reference written: no EXISTS */
+    const char *const title[] = { NULL, "x", NULL, NULL, NULL };
+    v = values_of(&kiln_resource_tasks, title);
+    assert_null(strstr(kiln_sql_update(arena, &kiln_resource_tasks, KILN_DB_POSTGRES, &v),
+                       "EXISTS"));
+}
+
+static void test_list_sql(void **state)
+{
+    (void)state;
+    bool archived[] = { false, false, true };
+    assert_string_equal(
+        kiln_sql_list(arena, &kiln_resource_notes, archived, true, "inserted_at", "DESC"),
+        "SELECT id, title, content, archived, inserted_at, updated_at, (SELECT count(*) FROM "
+        "notes WHERE user_id = $1 AND archived = $2 AND (lower(title) LIKE lower(CAST($3 AS "
+        "TEXT)) ESCAPE '\\' OR lower(content) LIKE lower(CAST($3 AS TEXT)) ESCAPE '\\')) AS "
+        "total FROM notes WHERE user_id = $1 AND archived = $2 AND (lower(title) LIKE "
+        "lower(CAST($3 AS TEXT)) ESCAPE '\\' OR lower(content) LIKE lower(CAST($3 AS TEXT)) "
+        "ESCAPE '\\') ORDER BY inserted_at DESC, id DESC LIMIT $4 OFFSET $5");
+    /* the list bench/notes.sh gives pgbench (it checks this text is here) */
+    assert_string_equal(
+        kiln_sql_list(arena, &kiln_resource_notes, archived, false, "inserted_at", "DESC"),
+        "SELECT id, title, content, archived, inserted_at, updated_at, (SELECT count(*) FROM "
+        "notes WHERE user_id = $1 AND archived = $2) AS total FROM notes WHERE user_id = $1 "
+        "AND archived = $2 ORDER BY inserted_at DESC, id DESC LIMIT $3 OFFSET $4");
+    assert_string_equal(kiln_sql_count(arena, &kiln_resource_notes, archived, false),
+                        "SELECT count(*) FROM notes WHERE user_id = $1 AND archived = $2");
+    bool status_only[] = { false, false, false, true, false };
+    assert_string_equal(kiln_sql_list(arena, &kiln_resource_tasks, status_only, false, "title",
+                                      "ASC"),
+                        "SELECT id, project_id, title, details, status, due_date, inserted_at, "
+                        "updated_at FROM tasks WHERE user_id = $1 AND status = $2 ORDER BY "
+                        "title ASC, id ASC");
+}
+
+/* The statements run on SQLite with Kiln's migrations: parameters in the
+ * documented order, a reference to another user's project writes nothing. */
+static void test_the_sql_runs_on_sqlite(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kiln-engine-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof path, "%s/k.db", dir);
+    struct kiln_db_config cfg = { .dialect = KILN_DB_SQLITE, .path = path };
+    struct kiln_db *db = kiln_db_open(&cfg);
+    char err[256];
+    size_t applied;
+    assert_int_equal(kiln_migrate(db, NULL, NULL, &applied, err, sizeof err), 0);
+    const char *alice = "00000000-0000-4000-8000-0000000000a1";
+    const char *bob = "00000000-0000-4000-8000-0000000000b0";
+    const char *project = "00000000-0000-4000-8000-0000000000c1";
+    struct kiln_db_rows rows;
+    const char *now = "2026-12-07T00:00:00.000000Z";
+    for (int u = 0; u < 2; u++) {
+        kiln_str p[2] = { kiln_str_c(u ? bob : alice), kiln_str_c(now) };
+        assert_int_equal(kiln_db_query(db, arena,
+                                       "INSERT INTO users (id, email, name, inserted_at, "
+                                       "updated_at) VALUES ($1, $1, $1, $2, $2)",
+                                       p, 2, &rows),
+                         0);
+    }
+    const char *const proj[] = { "P", NULL, "0" };
+    struct kiln_values v = values_of(&kiln_resource_projects, proj);
+    /* id, owner, now, name, archived (description is not set) */
+    kiln_str pp[5] = { kiln_str_c(project), kiln_str_c(alice), kiln_str_c(now), kiln_str_c("P"),
+                       kiln_str_c("0") };
+    assert_int_equal(kiln_db_query(db, arena,
+                                   kiln_sql_insert(arena, &kiln_resource_projects,
+                                                   KILN_DB_SQLITE, &v),
+                                   pp, 5, &rows),
+                     0);
+    assert_int_equal(rows.nrows, 1);
+    const char *const task[] = { project, "T", NULL, "todo", "2026-12-31" };
+    v = values_of(&kiln_resource_tasks, task);
+    const char *sql = kiln_sql_insert(arena, &kiln_resource_tasks, KILN_DB_SQLITE, &v);
+    for (int u = 0; u < 2; u++) {
+        /* id, owner, now, then the fields set: project_id, title, status,
+         * due_date (details is not) */
+        kiln_str tp[7] = { kiln_str_c(u ? "00000000-0000-4000-8000-0000000000d2"
+                                        : "00000000-0000-4000-8000-0000000000d1"),
+                           kiln_str_c(u ? bob : alice), kiln_str_c(now), kiln_str_c(project),
+                           kiln_str_c("T"), kiln_str_c("todo"), kiln_str_c("2026-12-31") };
+        assert_int_equal(kiln_db_query(db, arena, sql, tp, 7, &rows), 0);
+        /* bob cannot put a task in alice's project */
+        assert_int_equal(rows.nrows, u ? 0 : 1);
+    }
+    bool status_only[] = { false, false, false, true, false };
+    kiln_str lp[2] = { kiln_str_c(alice), kiln_str_c("todo") };
+    assert_int_equal(kiln_db_query(db, arena,
+                                   kiln_sql_list(arena, &kiln_resource_tasks, status_only, false,
+                                                 "inserted_at", "DESC"),
+                                   lp, 2, &rows),
+                     0);
+    assert_int_equal(rows.nrows, 1);
+    kiln_db_close(db);
+    unlink(path);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_the_declared_resources_pass),
+        cmocka_unit_test(test_each_broken_declaration_is_refused_by_name),
+        cmocka_unit_test(test_create_fills_defaults_and_requires_what_is_required),
+        cmocka_unit_test(test_update_touches_only_what_is_present),
+        cmocka_unit_test(test_the_contract_messages),
+        cmocka_unit_test(test_a_required_reference_is_missing_before_anything_else),
+        cmocka_unit_test(test_insert_sql_per_dialect),
+        cmocka_unit_test(test_update_sql_per_dialect),
+        cmocka_unit_test(test_list_sql),
+        cmocka_unit_test(test_the_sql_runs_on_sqlite),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
