@@ -46,19 +46,22 @@ class User:
         kilnhttp.assert_request_id(r)
         return r.json()["data"]
 
-    def list(self, path, prefix=V1, **query):
-        """The whole answer of GET path?query (data, and meta when paged)."""
-        q = urllib.parse.urlencode(query, quote_via=urllib.parse.quote)
+    def list(self, path, query=None, prefix=V1):
+        """The whole answer of GET path?query (data, and meta when paged);
+        query is a dict (not keyword arguments: a field may be called
+        path or prefix)."""
+        q = urllib.parse.urlencode(query or {}, quote_via=urllib.parse.quote)
         r = self.call("GET", path + (f"?{q}" if q else ""), prefix=prefix)
         assert r.status == 200, f"GET {prefix}{path}?{q}: {r!r}"
         kilnhttp.assert_json_content_type(r)
         return r.json()
 
 
-def assert_row(row, keys, **want):
+def assert_row(row, keys, want=None):
     """A row as the engine shows it: exactly ``keys`` in that order (id
     first, inserted_at and updated_at last), a lower-case UUID id, RFC 3339
-    UTC timestamps with microseconds, and the ``want`` values."""
+    UTC timestamps with microseconds, and the values of the dict ``want``;
+    returns the row."""
     assert isinstance(row, dict), row
     assert list(row) == list(keys), f"keys {list(row)}, want {list(keys)}"
     assert str(uuid.UUID(row["id"])) == row["id"], row
@@ -66,7 +69,7 @@ def assert_row(row, keys, **want):
         assert kilnhttp.RFC3339_UTC_RE.match(row[key]), row
         assert len(row[key]) == TIMESTAMP_LEN, row
     assert row["updated_at"] >= row["inserted_at"], row
-    for key, value in want.items():
+    for key, value in (want or {}).items():
         assert row[key] == value, f"{key} = {row[key]!r:.200}, want {value!r:.200}"
     return row
 

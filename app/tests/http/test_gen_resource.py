@@ -239,8 +239,10 @@ def test_a_self_reference_and_a_chain_of_references(tree):
 
 
 def test_index_names_avoid_those_the_migrations_use(tree):
+    # (a file that ends in the middle of what could be a CREATE is read
+    # to its end and no further)
     (tree / "app/migrations/sqlite/0900_x.sql").write_text(
-        "CREATE INDEX IF NOT EXISTS bookmarks_user_inserted_idx ON notes (id);\n")
+        "CREATE INDEX IF NOT EXISTS bookmarks_user_inserted_idx ON notes (id);\n-- create")
     generate(tree, "bookmarks", "title:text")
     assert "CREATE INDEX bookmarks_user_inserted_idx_2\n" in \
         (tree / "app/migrations/postgres/0901_bookmarks.sql").read_text()
@@ -284,6 +286,8 @@ REFUSALS = [
     (["bookmarks", "t:text:max=0"], "1 or more"),
     (["bookmarks", "t:text:min=-1"], "0 or more"),
     (["bookmarks", "t:text:min=5:max=2"], "min=5 is above max=2"),
+    (["bookmarks", "t:text:max=100001"], "at most 100000 characters"),
+    (["bookmarks", "t:text:min=100001"], "at most 100000 characters"),
     (["bookmarks", "t:text:max=3:default=toolong"], "is not a value the field takes"),
     (["bookmarks", "t:text:min=1:default=   "], "is not a value the field takes"),
     (["bookmarks", "t:text:default=a\tb"], "control character"),
