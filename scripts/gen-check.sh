@@ -12,7 +12,8 @@
 # cached; text bounds and search, bounded integer, boolean, enum, date,
 # timestamp, uuid, json, a nullable reference to projects) and labels
 # (unpaged; a required reference to tasks, whose rows need a project
-# first, and a reference to labels itself).
+# first, a reference to labels itself, and fields named like parameters of
+# the generated tests' helpers).
 #
 # Usage: scripts/gen-check.sh [KILN_BIN]   (default: build/kiln)
 set -euo pipefail
@@ -59,7 +60,7 @@ cd "$scratch"
 "$kiln" gen resource labels task_id:reference:tasks:filter \
     parent_id:reference:labels:nullable:filter name:text:required:min=2:max=40:sort:search \
     'color:enum:values=red|green|blue:default=red' weight:integer:min=-5:default=0:sort \
-    --unpaged >/dev/null
+    prefix:text:nullable:filter path:text:default=/:sort --unpaged >/dev/null
 
 # A user's `make`: none of the flags of the make that runs this script.
 if ! env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -j2 build/kiln >build.log 2>&1; then
