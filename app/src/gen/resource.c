@@ -1702,7 +1702,8 @@ static void emit_tests(struct gen *g, kiln_buf *b, const struct makers *m)
     kiln_buf_printf(
         b,
         "\"\"\"%s: the black-box tests `kiln gen resource` wrote with the resource\n"
-        "(app/src/api/resources/%s.c; its table: app/migrations/<dialect>/%04u_%s.sql).\n"
+        "(app/src/api/resources/%s.c; its table:\n"
+        "app/migrations/<dialect>/%04u_%s.sql).\n"
         "They run in every store mode of the suite (KILN_STORES: SQLite, or\n"
         "PostgreSQL and Redis, direct or through pgbouncer): create (201, shape,\n"
         "defaults), show, update (PUT and PATCH, partial), delete (204, then 404),\n"
