@@ -20,7 +20,12 @@ import subprocess
 
 import pytest
 
-from kilnhttp import KILN_BIN, REPO_ROOT, clean_env, run_kiln
+from kilnhttp import KILN_BIN, REPO_ROOT, STORES, clean_env, run_kiln
+
+# The generator touches no store: once per binary is enough (the plain
+# embedded run and the ASan one).
+pytestmark = pytest.mark.skipif(STORES != "embedded",
+                                reason="the generator uses no store: runs in embedded mode")
 
 BOOKMARKS = ["bookmarks", "title:text:required:max=200:search", "url:text:required",
              "rating:integer:min=1:max=5:default=3:sort", "read:boolean:default=false:filter",
