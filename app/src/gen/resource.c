@@ -25,9 +25,9 @@
  */
 #include "gen/resource.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <dirent.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1150,8 +1150,8 @@ static const char *shell_word(struct gen *g, const char *s)
     return out;
 }
 
-/* The command, wrapped into comment lines that start with lead. A C
- * comment must not meet its own end in it. */
+/* The command, wrapped into comment lines that start with lead. In a C
+ * comment, neither its end nor a nested start (-Wcomment) may appear. */
 static void comment_command(struct gen *g, kiln_buf *b, const char *lead, bool c_comment)
 {
     size_t col = 0;
@@ -1169,7 +1169,8 @@ static void comment_command(struct gen *g, kiln_buf *b, const char *lead, bool c
         }
         for (size_t i = 0; i < n; i++) {
             kiln_buf_append(b, &p[i], 1);
-            if (c_comment && p[i] == '*' && i + 1 < n && p[i + 1] == '/')
+            if (c_comment && i + 1 < n &&
+                ((p[i] == '*' && p[i + 1] == '/') || (p[i] == '/' && p[i + 1] == '*')))
                 kiln_buf_append_c(b, "\\");
         }
         col += n;
@@ -1673,7 +1674,7 @@ static const char *bad_filter(struct gen *g, const struct kiln_field *f)
 }
 
 /* make_<name>(user): a row of r through its API, with what its create needs. */
-static void emit_maker(struct gen *g, kiln_buf *b, const struct kiln_resource *r)
+static void emit_maker(kiln_buf *b, const struct kiln_resource *r)
 {
     kiln_buf_printf(b,
                     "def make_%s(user):\n"
@@ -1693,7 +1694,6 @@ static void emit_maker(struct gen *g, kiln_buf *b, const struct kiln_resource *r
             kiln_buf_printf(b, "    sent[\"%s\"] = make_%s(user)[\"id\"]\n", f->name, f->ref);
     }
     kiln_buf_printf(b, "    return user.ok(\"POST\", \"/%s\", sent, 201)\n\n\n", r->name);
-    (void)g;
 }
 
 static void emit_tests(struct gen *g, kiln_buf *b, const struct makers *m)
@@ -1822,7 +1822,7 @@ static void emit_tests(struct gen *g, kiln_buf *b, const struct makers *m)
                          "def bob(srv):\n"
                          "    return User(srv, \"bob\")\n\n\n");
     for (size_t i = 0; i < m->n; i++)
-        emit_maker(g, b, m->r[i]);
+        emit_maker(b, m->r[i]);
     kiln_buf_append_c(b, "def body(user, variant=0):\n"
                          "    \"\"\"A valid create body: VARIANTS[variant], and a fresh row "
                          "of each\n    resource it references.\"\"\"\n"

@@ -197,7 +197,7 @@ def test_the_sqlite_migration_applies_after_the_others(tree):
 
 
 def test_the_declaration_compiles_with_the_builds_warnings(tree):
-    generate(tree, *BOOKMARKS, "label:text:default=a */ b \" c \\ d ??= e:max=40")
+    generate(tree, *BOOKMARKS, "label:text:default=a */ b \" c \\ d ??= e /* f:max=40")
     cc = shutil.which("cc")
     if cc is None or shutil.which("pkg-config") is None:
         pytest.skip("no cc or pkg-config")
@@ -209,7 +209,7 @@ def test_the_declaration_compiles_with_the_builds_warnings(tree):
                         str(tree / "app/src/api/resources/bookmarks.c")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert '.def = "a */ b \\" c \\\\ d \\?\\?= e"' in \
+    assert '.def = "a */ b \\" c \\\\ d \\?\\?= e /* f"' in \
         (tree / "app/src/api/resources/bookmarks.c").read_text()
 
 
