@@ -6,6 +6,11 @@
 #                     tests, driven by app/tests/oidc/mock.js)
 #   app/tests/s3/     s3rver (the S3 of the uploads tests, driven by
 #                     app/tests/s3/s3.js)
+#   app/tests/openapi/ @redocly/cli 1.34.20 (lints the generated OpenAPI
+#                     document: make openapi-lint, redocly.yaml); the 1.x
+#                     line because it runs on Node.js 18.17+, Debian 12's
+#                     own nodejs (2.x needs 20.19+)
+#   infra/tests/      @cdktf/hcl2json (the infra policy suite)
 #
 # node_modules/ is not committed (.gitignore). Quick no-op when the installed
 # tree matches the lock file (a stamp holds the lock file's SHA-256), so
@@ -20,7 +25,7 @@
 #   scripts/npm-deps.sh --check    exit 1 (and say why) if not installed
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
-dirs="app/tests/oidc app/tests/s3 infra/tests"
+dirs="app/tests/oidc app/tests/s3 app/tests/openapi infra/tests"
 check_only=0
 [ "${1:-}" = --check ] && check_only=1
 

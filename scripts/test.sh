@@ -37,6 +37,9 @@ done
 step "kiln gen resource: two generated resources build and pass their tests (scratch copy; SQLite, PostgreSQL + Redis)"
 scripts/gen-check.sh build/kiln
 
+step "OpenAPI document: Redocly's recommended rules (offline)"
+make --no-print-directory openapi-lint
+
 step "infrastructure policy suite (Terraform parsed with hcl2json, no AWS needed)"
 make --no-print-directory infra-check
 

@@ -1,5 +1,5 @@
 /*
- * kiln: serve | healthcheck | version. The command line takes no options
+ * kiln: serve | migrate | healthcheck | openapi | version. The command line takes no options
  * beyond the command: configuration comes from the environment only (see
  * docs/ENVIRONMENT.md), so the container, systemd and a shell behave alike.
  * `kiln gen` is the exception: a developer's tool that writes code into a
@@ -49,6 +49,7 @@ static const char usage[] =
     "               the database's columns (exit 1 naming the first mismatch)\n"
     "  healthcheck  exit 0 if the server on $PORT answers GET /livez (for a\n"
     "               container HEALTHCHECK; speaks TLS when SSL_CERTFILE or\n               SSL_SELF_SIGNED is set)\n"
+    "  openapi      print the OpenAPI document of the API (no configuration needed)\n"
     "  version      print the version\n"
     "  gen          write code into this repository: `kiln gen resource NAME\n"
     "               FIELD...` adds a resource (kiln gen resource --help)\n"
@@ -332,6 +333,14 @@ int main(int argc, char **argv)
             goto extra;
         printf("kiln %s\n", kiln_version());
         return 0;
+    }
+    if (!strcmp(cmd, "openapi")) {
+        /* Generated from the route table and the declarations
+         * (api/openapi.c): no configuration, database or port. */
+        if (argc > 2)
+            goto extra;
+        kiln_caps_bind_end();
+        return api_openapi_write(stdout);
     }
     if (!strcmp(cmd, "serve") || !strcmp(cmd, "healthcheck") || !strcmp(cmd, "migrate")) {
         bool check = cmd[0] == 'm' && argc == 3 && !strcmp(argv[2], "--check");

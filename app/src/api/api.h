@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "http/request.h"
 #include "http/response.h"
@@ -28,9 +29,30 @@ void api_readyz(struct kiln_req *req, struct kiln_res *res);
 void api_healthz(struct kiln_req *req, struct kiln_res *res);
 void api_test_sleep(struct kiln_req *req, struct kiln_res *res);
 
-/* openapi.c */
+/*
+ * openapi.c: the OpenAPI 3.1 document, generated on first use from the route
+ * table, the resource declarations and app/docs/operations.json (the
+ * operations of the handlers written by hand), and the page that renders it.
+ */
 void api_openapi(struct kiln_req *req, struct kiln_res *res);
 void api_docs(struct kiln_req *req, struct kiln_res *res);
+/* The document (built once, shared, never freed); and NULL, or the first
+ * thing the generator found wrong (a route without its operation in
+ * operations.json, an operation no route serves, a bound that names
+ * nothing): the unit test and `kiln openapi` fail on it. */
+const json_t *api_openapi_document(void);
+const char *api_openapi_problem(void);
+/* `kiln openapi`: the document, indented, on out. 0, or 1 after saying on
+ * stderr what is wrong with it. */
+int api_openapi_write(FILE *out);
+
+/* Bounds that handlers enforce and the document states (openapi.c). A
+ * query number above its maximum is capped to it (res_query_uint). */
+#define API_DASHBOARD_RECENT_DEFAULT 5   /* ?recent_limit= */
+#define API_DASHBOARD_RECENT_MAX 20
+#define API_UPLOADS_LIST_DEFAULT 100     /* GET /uploads ?limit=; its cap is
+                                            KILN_S3_LIST_MAX (aws/s3.h) */
+#define API_UPLOADS_FILENAME_MAX 255     /* presign's filename, in characters */
 
 /* auth.c */
 void api_auth_request(struct kiln_req *req, struct kiln_res *res);

@@ -175,6 +175,11 @@ struct kiln_resource {
     kiln_write_hook before_update, after_update;
     kiln_write_hook before_delete, after_delete;
     kiln_show_hook show_extra;
+    /* What show_extra adds, for the OpenAPI document (api/openapi.c), which
+     * cannot read it from C code: a member named show_extra_name holding an
+     * array of rows of the resource named show_extra_of (a project's
+     * "tasks": "tasks", "tasks"). NULL when show_extra adds nothing. */
+    const char *show_extra_name, *show_extra_of;
     const char *doc;              /* OpenAPI tag description */
 };
 

@@ -51,7 +51,7 @@
 #include "store/kv.h"
 
 #define OWNER_COLUMN "user_id"
-#define OFFSET_MAX 1000000000u
+#define OFFSET_MAX KILN_ENGINE_OFFSET_MAX
 #define GENERATION_TTL_MS (24ull * 3600 * 1000)
 #define JSON_MAX_BYTES (1024 * 1024)
 
@@ -239,6 +239,12 @@ int kiln_resource_check(const struct kiln_resource *r, char *err, size_t errlen)
         }
         searchable |= (fd->flags & KILN_SEARCH) != 0;
     }
+    if ((r->show_extra_name || r->show_extra_of) &&
+        (!r->show_extra || !identifier(r->show_extra_name) ||
+         !kiln_resource_find(r->show_extra_of)))
+        BAD("resource %s: show_extra_name and show_extra_of must name a member and a declared "
+            "resource, for a show_extra hook",
+            r->name);
     if (searchable && !r->search_max)
         BAD("resource %s: searchable fields need search_max", r->name);
     for (size_t a = 0; a < r->nactions; a++) {

@@ -14,6 +14,10 @@
 #include "http/router.h"
 #include "store/db.h"
 
+/* The largest ?offset= a paged list takes (a larger one is capped to it);
+ * the OpenAPI document states it (api/openapi.c). */
+#define KILN_ENGINE_OFFSET_MAX 1000000000u
+
 /* GET /<name>, POST /<name>, GET|PUT|PATCH|DELETE /<name>/:id, and
  * POST /<name>/:id/<action> for declared actions. The route's data is the
  * resource. */

@@ -16,8 +16,8 @@
 /* The dashboard shows notes in the notes declaration's shape. */
 extern const struct kiln_resource kiln_resource_notes;
 
-#define RECENT_DEFAULT 5
-#define RECENT_MAX 20
+#define RECENT_DEFAULT API_DASHBOARD_RECENT_DEFAULT
+#define RECENT_MAX API_DASHBOARD_RECENT_MAX
 
 /* The session user as a JSON object, or NULL after a 500 (the guard only
  * loads sessions whose user parses, so this is a broken invariant). */

@@ -43,10 +43,10 @@
 #include "core/uuid.h"
 
 #define NAME_MAX_CHARS 100         /* sanitised file name, extension kept */
-#define FILENAME_IN_MAX 255        /* filename as sent, in characters */
+#define FILENAME_IN_MAX API_UPLOADS_FILENAME_MAX /* filename as sent, in characters */
 #define TYPE_MAX 127               /* RFC 6838 4.2: type and subtype names */
 #define MAX_TYPES 64
-#define LIST_DEFAULT 100
+#define LIST_DEFAULT API_UPLOADS_LIST_DEFAULT
 #define S3_TIMEOUT_MS 10000
 
 static const char DEFAULT_TYPES[] =

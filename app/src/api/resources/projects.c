@@ -61,5 +61,7 @@ const struct kiln_resource kiln_resource_projects = {
     .not_found_message = "Project not found",
     .order = "inserted_at DESC",
     .show_extra = project_tasks,
+    .show_extra_name = "tasks",
+    .show_extra_of = "tasks",
     .doc = "A user's projects; each shows its tasks.",
 };
