@@ -3,10 +3,12 @@
 # copy this tree's files into a scratch folder (tracked ones, and untracked
 # ones git does not ignore: the tree as it is being tested; no build/),
 # generate two resources there with the kiln just built, build that copy
-# once, and run the generated tests against its kiln on SQLite (embedded)
-# and, when the test services' environment is loaded
-# (scripts/test-services.sh), on PostgreSQL + Redis, in a database of its
-# own that is dropped afterwards.
+# once (with the unit tests that read every declaration), check that its
+# OpenAPI document lists the new routes, and run the generated tests
+# against its kiln (every answer goes through conftest's check against
+# that document) on SQLite (embedded) and, when the test services'
+# environment is loaded (scripts/test-services.sh), on PostgreSQL + Redis,
+# in a database of its own that is dropped afterwards.
 #
 # The two resources cover every type and the flags: bookmarks (paged and
 # cached; text bounds and search, bounded integer, boolean, enum, date,
@@ -63,12 +65,26 @@ cd "$scratch"
     prefix:text:nullable:filter path:text:default=/:sort --unpaged >/dev/null
 
 # A user's `make`: none of the flags of the make that runs this script.
-if ! env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -j2 build/kiln >build.log 2>&1; then
+# With it, the unit tests that read every declaration: the engine's checks
+# and SQL, and the OpenAPI document against the route table.
+if ! env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -j2 build/kiln build/tests/api_engine \
+        build/tests/api_openapi >build.log 2>&1; then
     tail -n 40 build.log >&2
     echo "gen-check: the generated resources do not build" >&2
     exit 1
 fi
 built=$(date +%s)
+for t in api_engine api_openapi; do
+    if ! "build/tests/$t" >"$t.log" 2>&1; then
+        cat "$t.log" >&2
+        echo "gen-check: unit test $t fails with the generated resources" >&2
+        exit 1
+    fi
+done
+build/kiln openapi >openapi.json
+for p in /api/v1/bookmarks '/api/v1/bookmarks/{id}' /api/v1/labels '/api/v1/labels/{id}'; do
+    grep -qF "\"$p\"" openapi.json || { echo "gen-check: kiln openapi lacks $p" >&2; exit 1; }
+done
 
 tests=(app/tests/http/test_bookmarks.py app/tests/http/test_labels.py)
 echo "gen-check: stores embedded (SQLite)"

@@ -44,7 +44,7 @@ static const char RESOURCE_TESTS_PY[] =
     "    assert changed[\"updated_at\"] > row[\"updated_at\"], (row, changed)\n"
     "    assert alice.ok(\"GET\", path, prefix=prefix) == changed\n"
     "    r = alice.call(\"DELETE\", path, prefix=prefix)\n"
-    "    assert r.status == 204 and r.body == b\"\", r\n"
+    "    assert r.status_code == 204 and r.content == b\"\", r\n"
     "    assert_not_found(alice.call(\"GET\", path, prefix=prefix), NOT_FOUND)\n"
     "    assert_not_found(alice.call(\"DELETE\", path, prefix=prefix), NOT_FOUND)\n"
     "    assert_not_found(alice.call(\"PATCH\", path, VARIANTS[1], prefix=prefix), NOT_FOUND)\n"
@@ -181,7 +181,7 @@ static const char RESOURCE_TESTS_PY[] =
     "    assert ids(alice.list(PATH)[\"data\"]) == ids(ordered([a, b], \"inserted_at\", desc=True))\n"
     "    changed = alice.ok(\"PATCH\", f\"{PATH}/{a['id']}\", VARIANTS[2])\n"
     "    assert changed in alice.list(PATH)[\"data\"]\n"
-    "    assert alice.call(\"DELETE\", f\"{PATH}/{b['id']}\").status == 204\n"
+    "    assert alice.call(\"DELETE\", f\"{PATH}/{b['id']}\").status_code == 204\n"
     "    assert ids(alice.list(PATH)[\"data\"]) == [a[\"id\"]]\n"
     "\n"
     "\n"
@@ -265,7 +265,7 @@ static const char RESOURCE_TESTS_PY[] =
     "    row = create(alice, 0, {field: parent[\"id\"]})\n"
     "    other = create(alice, 1)\n"
     "    assert row[\"id\"] in ids(alice.list(PATH)[\"data\"])\n"
-    "    assert alice.call(\"DELETE\", f\"{path}/{parent['id']}\").status == 204\n"
+    "    assert alice.call(\"DELETE\", f\"{path}/{parent['id']}\").status_code == 204\n"
     "    assert_not_found(alice.call(\"GET\", f\"{PATH}/{row['id']}\"), NOT_FOUND)\n"
     "    assert ids(alice.list(PATH)[\"data\"]) == [other[\"id\"]]\n";
 
