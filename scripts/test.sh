@@ -2,7 +2,8 @@
 # The whole test run behind `make test` (the binaries are built already):
 # start the real services (PostgreSQL, Redis plain and TLS, pgbouncer) on
 # loopback, run the C unit tests and the black-box suite in every store
-# mode, plain and under ASan+UBSan, then a short fuzz run; stop the
+# mode, plain and under ASan+UBSan, the end-to-end check of `kiln gen
+# resource` (scripts/gen-check.sh), then a short fuzz run; stop the
 # services whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,9 @@ for mode in embedded pgbouncer; do
     step "black-box suite under ASan+UBSan, stores: $mode"
     KILN_STORES=$mode make --no-print-directory blackbox-asan
 done
+
+step "kiln gen resource: two generated resources build and pass their tests (scratch copy; SQLite, PostgreSQL + Redis)"
+scripts/gen-check.sh build/kiln
 
 step "OpenAPI document: Redocly's recommended rules (offline)"
 make --no-print-directory openapi-lint

@@ -2,6 +2,8 @@
  * kiln: serve | migrate | healthcheck | openapi | version. The command line takes no options
  * beyond the command: configuration comes from the environment only (see
  * docs/ENVIRONMENT.md), so the container, systemd and a shell behave alike.
+ * `kiln gen` is the exception: a developer's tool that writes code into a
+ * repository, with arguments of its own (gen/resource.h).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,6 +25,7 @@
 #include "aws/aws.h"
 #include "aws/secrets.h"
 #include "auth/session.h"
+#include "gen/resource.h"
 #include "store/migrate.h"
 #include "core/caps.h"
 #include "core/dl.h"
@@ -48,6 +51,8 @@ static const char usage[] =
     "               container HEALTHCHECK; speaks TLS when SSL_CERTFILE or\n               SSL_SELF_SIGNED is set)\n"
     "  openapi      print the OpenAPI document of the API (no configuration needed)\n"
     "  version      print the version\n"
+    "  gen          write code into this repository: `kiln gen resource NAME\n"
+    "               FIELD...` adds a resource (kiln gen resource --help)\n"
     "  help         show this help (also -h, --help)\n"
     "\n"
     "Configuration: environment variables, see docs/ENVIRONMENT.md.\n";
@@ -355,6 +360,10 @@ int main(int argc, char **argv)
         if (cmd[0] != 's')
             kiln_caps_bind_end();
         return cmd[0] == 's' ? cmd_serve() : cmd[0] == 'm' ? cmd_migrate(check) : cmd_healthcheck();
+    }
+    if (!strcmp(cmd, "gen")) {
+        kiln_caps_bind_end();
+        return kiln_gen_main(argc - 1, argv + 1);
     }
     fprintf(stderr, "kiln: unknown %s '%s'\n\n%s", cmd[0] == '-' ? "option" : "command", cmd,
             usage);

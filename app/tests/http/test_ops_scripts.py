@@ -30,7 +30,7 @@ SCRIPTS = ROOT / "scripts"
 # The scripts of the image, deploy and development tooling; shellcheck must
 # have nothing to say about them.
 OWNED = ["image.sh", "deploy.sh", "destroy.sh", "health-report.sh", "aws-common.sh",
-         "dev-up.sh", "dev-down.sh"]
+         "dev-up.sh", "dev-down.sh", "gen-check.sh"]
 ENV_NAME = "staging"
 TAG = "0.1.0-test"
 REPO = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/kiln-staging"
