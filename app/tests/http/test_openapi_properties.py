@@ -76,7 +76,7 @@ import test_uploads as up
 from oidcmock import OidcMock, problem as mock_problem
 
 SANITIZED = bool(os.environ.get("KILN_SANITIZED"))
-EXAMPLES = int(os.environ.get("KILN_PROP_EXAMPLES") or (12 if SANITIZED else 60))
+EXAMPLES = int(os.environ.get("KILN_PROP_EXAMPLES") or (40 if SANITIZED else 100))
 # conftest's watchdog is per test; this test re-arms it per operation.
 OP_WATCHDOG_SECONDS = 120 if SANITIZED else 60
 REQUEST_TIMEOUT = 30.0 if SANITIZED else 10.0
@@ -1251,7 +1251,7 @@ def test_every_operation_keeps_the_served_document(target, s3, tmp_path):
             f.write("\nstatuses per operation:\n" + run.coverage() + "\n")
     print(f"{len(run.ops)} operations, {run.sent} requests in {elapsed:.1f} s "
           f"({EXAMPLES} examples each); slowest: "
-          + ", ".join(f"{name} {t:.1f} s" for t, name in sorted(timings, reverse=True)[:44]))
+          + ", ".join(f"{name} {t:.1f} s" for t, name in sorted(timings, reverse=True)[:3]))
     print("statuses per operation:\n" + run.coverage())
     if run.fatal:
         pytest.fail(run.fatal + "\n\n" + report, pytrace=False)
