@@ -51,6 +51,11 @@ and delete). Nothing is skipped.
 Runs in every store mode (embedded, postgres, pgbouncer), plain and under
 ASan; it needs node and the npm packages of scripts/npm-deps.sh, as the
 login and uploads tests do.
+
+For a longer hunt: KILN_PROP_EXAMPLES=N (examples per operation),
+KILN_PROP_OPS=REGEX (only the operations "METHOD /path" it matches),
+KILN_PROP_REPORT=FILE (the problems, what was accepted that the request
+schemas reject, and the statuses seen per operation, written to FILE).
 """
 
 import base64
@@ -1226,8 +1231,11 @@ def explore(srv, mock, s3, doc, ops=None, seed=True, examples=EXAMPLES):
     if seed:
         run.seed_all()
     timings = []
+    only = os.environ.get("KILN_PROP_OPS")
     for op in run.ops:
         if ops is not None and op.name not in ops:
+            continue
+        if ops is None and only and not re.search(only, op.name):
             continue
         signal.alarm(OP_WATCHDOG_SECONDS)
         started = time.monotonic()
