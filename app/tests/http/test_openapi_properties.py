@@ -17,7 +17,9 @@ header section over 16 KiB. Requests go with user A's session (Bearer, or
 the cookie with the CSRF rules' headers), anonymously, or with a token that
 is no session. Ids in paths are real rows of A (made through the API, and
 every id a response shows is remembered), rows of another user B, or random
-values.
+values. One request in five for a /api/v1 path goes to its /api alias
+(API.md), unless the document lists the alias paths itself (they are then
+explored on their own, with a quarter of the examples).
 
 Every response must keep the document:
   * no 5xx, except a 503 that carries `retry-after`;
@@ -38,6 +40,9 @@ it only generates (no shrinking): the server's state moves under the run,
 so replaying an example is not the same experiment, and each problem is
 reported with the exact request that showed it instead. Examples per
 operation: EXAMPLES (fewer under ASan, KILN_SANITIZED=1).
+test_the_run_catches_a_document_that_lies proves the run can fail: against
+the served document with a status removed and a schema that lies, it must
+report both.
 
 The kiln under test has rate limiting off (RATE_LIMIT_PROTECTED=0,
 RATE_LIMIT_PUBLIC=0), the suite's OIDC provider (oauth2-mock-server)
