@@ -205,23 +205,6 @@ bool res_query_uint(struct kiln_req *req, struct kiln_res *res, const char *name
     return true;
 }
 
-bool res_query_bool(struct kiln_req *req, struct kiln_res *res, const char *name, bool def,
-                    bool *out)
-{
-    kiln_str v;
-    if (!kiln_req_query(req, name, &v) || v.len == 0) {
-        *out = def;
-        return true;
-    }
-    if (kiln_str_eq_c(v, "true") || kiln_str_eq_c(v, "false")) {
-        *out = v.p[0] == 't';
-        return true;
-    }
-    kiln_res_error(req, res, 400, "invalid_request",
-                   kiln_arena_sprintf(req->arena, "%s must be true or false", name), NULL);
-    return false;
-}
-
 bool res_time_text(const struct kiln_db_rows *r, size_t row, size_t col,
                    char out[KILN_RFC3339_LEN + 1])
 {
@@ -231,18 +214,6 @@ bool res_time_text(const struct kiln_db_rows *r, size_t row, size_t col,
     struct timespec ts = { (time_t)(us / 1000000), (long)(us % 1000000) * 1000 };
     kiln_time_rfc3339(out, &ts);
     return true;
-}
-
-json_t *res_time(const struct kiln_db_rows *r, size_t row, size_t col)
-{
-    char out[KILN_RFC3339_LEN + 1];
-    return res_time_text(r, row, col, out) ? json_string(out) : json_null();
-}
-
-json_t *res_text(const struct kiln_db_rows *r, size_t row, size_t col)
-{
-    kiln_str s = kiln_db_text(r, row, col);
-    return s.p ? json_stringn(s.p, s.len) : json_null();
 }
 
 const char *res_now(kiln_arena *a)
@@ -284,31 +255,6 @@ bool res_fetch_owned(struct kiln_req *req, struct kiln_res *res, const char *tab
         res_not_found(req, res, code, message);
         return false;
     }
-    return true;
-}
-
-bool res_delete_owned(struct kiln_req *req, struct kiln_res *res, const char *table,
-                      const char *code, const char *message)
-{
-    const char *id = res_id(req, res, code, message);
-    if (!id)
-        return false;
-    kiln_str p[2] = { kiln_str_c(id), kiln_str_c(res_user_id(req)) };
-    struct kiln_db_rows rows;
-    int err = kiln_db_query(app_db(req), req->arena,
-                            kiln_arena_sprintf(req->arena,
-                                               "DELETE FROM %s WHERE id = $1 AND user_id = $2",
-                                               table),
-                            p, 2, &rows);
-    if (err) {
-        res_store_error(req, res, err, kiln_arena_sprintf(req->arena, "%s delete", table));
-        return false;
-    }
-    if (rows.affected == 0) {
-        res_not_found(req, res, code, message);
-        return false;
-    }
-    res_no_content(res);
     return true;
 }
 

@@ -60,17 +60,10 @@ void res_not_found(struct kiln_req *req, struct kiln_res *res, const char *code,
  * below min): false after answering 400 invalid_request. */
 bool res_query_uint(struct kiln_req *req, struct kiln_res *res, const char *name,
                     unsigned def, unsigned min, unsigned max, unsigned *out);
-/* ?name=true|false: def when absent; anything else: false after a 400. */
-bool res_query_bool(struct kiln_req *req, struct kiln_res *res, const char *name, bool def,
-                    bool *out);
-
-/* A timestamp column as API.md's RFC 3339 UTC microseconds, or JSON null. */
-json_t *res_time(const struct kiln_db_rows *r, size_t row, size_t col);
-/* The same as text in out; false for NULL or a value that does not parse. */
+/* A timestamp column as API.md's RFC 3339 UTC microseconds, in out; false
+ * for NULL or a value that does not parse. */
 bool res_time_text(const struct kiln_db_rows *r, size_t row, size_t col,
                    char out[KILN_RFC3339_LEN + 1]);
-/* A text column as a JSON string, or null for SQL NULL. */
-json_t *res_text(const struct kiln_db_rows *r, size_t row, size_t col);
 /* The current time as a parameter for timestamp columns. */
 const char *res_now(kiln_arena *a);
 
@@ -82,18 +75,9 @@ void res_store_error(struct kiln_req *req, struct kiln_res *res, int err, const 
 void res_no_content(struct kiln_res *res);
 
 /*
- * DELETE /<things>/:id for a table with id and user_id columns: 204, or 404
- * with code and message (non-UUID id, missing, or another user's), or the
- * store error. table is a constant of the caller, never request text.
- * true when a row was deleted.
- */
-bool res_delete_owned(struct kiln_req *req, struct kiln_res *res, const char *table,
-                      const char *code, const char *message);
-
-/*
- * GET /<things>/:id for the same kind of table: true with the row's columns
- * (a constant list of the caller) in *row, or false after answering 404
- * (code, message) or the store error.
+ * GET /<things>/:id for a table with id and user_id columns: true with the
+ * row's columns (a constant list of the caller) in *row, or false after
+ * answering 404 (code, message) or the store error.
  */
 bool res_fetch_owned(struct kiln_req *req, struct kiln_res *res, const char *table,
                      const char *columns, const char *code, const char *message,
