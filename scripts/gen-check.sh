@@ -67,6 +67,24 @@ cd "$scratch"
 # A user's `make`: none of the flags of the make that runs this script.
 # With it, the unit tests that read every declaration: the engine's checks
 # and SQL, and the OpenAPI document against the route table.
+# A third resource gets hooks of every kind (app/tests/gen/clips_hooks.c,
+# spliced in before its fields and named in its declaration) and their test
+# (app/tests/gen/test_clips_hooks.py), in place of its generated one.
+"$kiln" gen resource clips url:text:required note:text:nullable >/dev/null
+"$python" - app/src/api/resources/clips.c app/tests/gen/clips_hooks.c <<'PY'
+import sys
+path, hooks = sys.argv[1], open(sys.argv[2]).read()
+src = open(path).read()
+src = src.replace("static const struct kiln_field fields[]",
+                  hooks + "\nstatic const struct kiln_field fields[]", 1)
+names = ("    .before_create = clip_before_write,\n    .before_update = clip_before_write,\n"
+         "    .after_create = clip_after_create,\n    .before_delete = clip_before_delete,\n"
+         "    .after_delete = clip_after_delete,\n")
+head, sep, tail = src.rpartition("};")
+open(path, "w").write(head + names + sep + tail)
+PY
+cp app/tests/gen/test_clips_hooks.py app/tests/http/test_clips_hooks.py
+
 if ! env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -j2 build/kiln build/tests/api_engine \
         build/tests/api_openapi >build.log 2>&1; then
     tail -n 40 build.log >&2
@@ -86,7 +104,8 @@ for p in /api/v1/bookmarks '/api/v1/bookmarks/{id}' /api/v1/labels '/api/v1/labe
     grep -qF "\"$p\"" openapi.json || { echo "gen-check: kiln openapi lacks $p" >&2; exit 1; }
 done
 
-tests=(app/tests/http/test_bookmarks.py app/tests/http/test_labels.py)
+tests=(app/tests/http/test_bookmarks.py app/tests/http/test_labels.py
+       app/tests/http/test_clips_hooks.py)
 echo "gen-check: stores embedded (SQLite)"
 KILN_STORES=embedded KILN_BIN=build/kiln "$python" -m pytest -q -p no:cacheprovider "${tests[@]}"
 if [ "${KILN_TEST_SERVICES:-}" = 1 ] && [ -n "${KILN_TEST_PG_URL:-}" ]; then

@@ -1,0 +1,60 @@
+"""The write hooks of a generated resource, in a real build: run by
+scripts/gen-check.sh, which generates `clips`, splices
+app/tests/gen/clips_hooks.c into its declaration and copies this file into
+the scratch tree's app/tests/http/ (it is not part of the main suite).
+
+The refused delete is sent with http.client: its 403 is the hook's own
+answer, which the generated OpenAPI document cannot know about, so the
+suite's response check (which holds requests' answers to the document)
+must not see it.
+"""
+
+import http.client
+import json
+
+from resourcekit import User, assert_invalid
+
+
+def test_before_create_refuses_with_its_own_details(server):
+    u = User(server)
+    r = u.call("POST", "/clips", {"url": "ftp://example.com/x"})
+    assert_invalid(r, {"url": ["must start with http:// or https://"]})
+    assert u.list("/clips")["data"] == []
+
+
+def test_before_create_changes_what_is_written_and_after_create_sees_the_row(server):
+    u = User(server)
+    r = u.call("POST", "/clips", {"url": "https://example.com/a"})
+    assert r.status_code == 201, r.text
+    row = r.json()["data"]
+    assert row["note"] == "noted by a hook"
+    assert r.headers["x-clip-created"] == row["id"]
+    given = u.ok("POST", "/clips", {"url": "https://example.com/b", "note": "mine"}, status=201)
+    assert given["note"] == "mine"
+
+
+def test_before_update_refuses_and_leaves_the_row(server):
+    u = User(server)
+    row = u.ok("POST", "/clips", {"url": "https://example.com/c"}, status=201)
+    r = u.call("PATCH", f"/clips/{row['id']}", {"url": "mailto:x@example.com"})
+    assert_invalid(r, {"url": ["must start with http:// or https://"]})
+    assert u.ok("GET", f"/clips/{row['id']}")["url"] == "https://example.com/c"
+    # an update does not get the create's default note
+    assert u.ok("PATCH", f"/clips/{row['id']}", {"note": None})["note"] is None
+
+
+def test_before_delete_refuses_and_after_delete_runs(server):
+    u = User(server)
+    kept = u.ok("POST", "/clips", {"url": "https://example.com/keep"}, status=201)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("DELETE", f"/api/v1/clips/{kept['id']}",
+                 headers={"Authorization": f"Bearer {u.token}"})
+    r = conn.getresponse()
+    body = json.loads(r.read())
+    conn.close()
+    assert r.status == 403 and body["code"] == "forbidden", body
+    assert u.ok("GET", f"/clips/{kept['id']}")["id"] == kept["id"]
+    gone = u.ok("POST", "/clips", {"url": "https://example.com/go"}, status=201)
+    r = u.call("DELETE", f"/clips/{gone['id']}")
+    assert r.status_code == 204 and r.headers["x-clip-deleted"] == gone["id"]
+    assert u.call("GET", f"/clips/{gone['id']}").status_code == 404
