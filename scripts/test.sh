@@ -34,7 +34,7 @@ for mode in embedded pgbouncer; do
     KILN_STORES=$mode make --no-print-directory blackbox-asan
 done
 
-step "kiln gen resource: two generated resources build and pass their tests (scratch copy; SQLite, PostgreSQL + Redis)"
+step "kiln gen resource: three generated resources (one with hooks) build and pass their tests (scratch copy; SQLite, PostgreSQL + Redis)"
 scripts/gen-check.sh build/kiln
 
 step "OpenAPI document: Redocly's recommended rules (offline)"
