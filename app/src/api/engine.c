@@ -78,10 +78,11 @@ struct rt {
     const struct kiln_resource *r;
     char *columns;                        /* "id, f1, ..., inserted_at, updated_at" */
     const struct kiln_resource **refs;    /* per field: the referenced resource */
-    /* resources with a reference to this one: their caches go stale when
-     * a row of this one is deleted (ON DELETE CASCADE) */
-    const struct kiln_resource *referrers[16];
-    size_t nreferrers;
+    /* the resources whose rows a delete of this one's can remove (ON
+     * DELETE CASCADE, through any chain of references): their cached
+     * lists go stale with it */
+    const struct kiln_resource **cascade;
+    size_t ncascade;
 };
 
 static struct rt *rts;
@@ -109,14 +110,26 @@ static void rts_build(void)
             if (r->fields[f].type == KILN_REFERENCE)
                 t->refs[f] = kiln_resource_find(r->fields[f].ref);
     }
-    for (size_t i = 0; i < kiln_resources_count; i++)
-        for (size_t f = 0; f < kiln_resources[i]->nfields; f++) {
-            const struct kiln_resource *to = rts[i].refs[f];
-            for (size_t j = 0; to && j < kiln_resources_count; j++)
-                if (kiln_resources[j] == to &&
-                    rts[j].nreferrers < sizeof rts[j].referrers / sizeof rts[j].referrers[0])
-                    rts[j].referrers[rts[j].nreferrers++] = kiln_resources[i];
+    /* The closure of "references": a resource joins j's cascade when one
+     * of its fields references j or a resource already in it. */
+    size_t n = kiln_resources_count;
+    for (size_t j = 0; j < n; j++) {
+        rts[j].cascade = kiln_calloc(n ? n : 1, sizeof *rts[j].cascade);
+        bool *in = kiln_calloc(n ? n : 1, sizeof *in);
+        for (bool grew = true; grew;) {
+            grew = false;
+            for (size_t i = 0; i < n; i++)
+                for (size_t f = 0; !in[i] && f < kiln_resources[i]->nfields; f++) {
+                    const struct kiln_resource *to = rts[i].refs[f];
+                    for (size_t k = 0; to && k < n && !in[i]; k++)
+                        if (kiln_resources[k] == to && (k == j || in[k]) && i != j) {
+                            in[i] = grew = true;
+                            rts[j].cascade[rts[j].ncascade++] = kiln_resources[i];
+                        }
+                }
         }
+        free(in);
+    }
 }
 
 static const struct rt *rt_of(const struct kiln_resource *r)
@@ -139,6 +152,14 @@ const struct kiln_resource *kiln_resource_find(const char *name)
 const struct kiln_resource *kiln_route_resource(const struct kiln_req *req)
 {
     return req->route ? req->route->data : NULL;
+}
+
+size_t kiln_resource_cascade(const struct kiln_resource *r,
+                             const struct kiln_resource *const **out)
+{
+    const struct rt *t = rt_of(r);
+    *out = t->cascade;
+    return t->ncascade;
 }
 
 const char *kiln_resource_columns(const struct kiln_resource *r)
@@ -1396,8 +1417,8 @@ void kiln_engine_delete(struct kiln_req *req, struct kiln_res *res)
     /* Rows that referenced it went with it (ON DELETE CASCADE). */
     cache_invalidate(req, r);
     const struct rt *t = rt_of(r);
-    for (size_t i = 0; i < t->nreferrers; i++)
-        cache_invalidate(req, t->referrers[i]);
+    for (size_t i = 0; i < t->ncascade; i++)
+        cache_invalidate(req, t->cascade[i]);
     if (!run_hook(r->after_delete, &w))
         res_no_content(res);
 }

@@ -74,6 +74,12 @@ const char *kiln_sql_list(kiln_arena *a, const struct kiln_resource *r, const bo
 const char *kiln_sql_count(kiln_arena *a, const struct kiln_resource *r, const bool *filtered,
                            bool search);
 
+/* The resources whose rows a delete of r's can remove through ON DELETE
+ * CASCADE, along any chain of references (a delete makes their cached
+ * lists stale too): their number, and *out pointing at them. */
+size_t kiln_resource_cascade(const struct kiln_resource *r,
+                             const struct kiln_resource *const **out);
+
 /* The index of field name in r, or -1. */
 int kiln_resource_field(const struct kiln_resource *r, const char *name);
 

@@ -49,6 +49,40 @@ static void test_the_declared_resources_pass(void **state)
     assert_null(kiln_resource_find("nope"));
 }
 
+static bool in_cascade(const struct kiln_resource *of, const struct kiln_resource *r)
+{
+    const struct kiln_resource *const *c;
+    size_t n = kiln_resource_cascade(of, &c);
+    for (size_t i = 0; i < n; i++)
+        if (c[i] == r)
+            return true;
+    return false;
+}
+
+/* For every declaration in the build (gen-check's scratch build adds a
+ * chain labels -> tasks -> projects): a resource that references X is in
+ * X's cascade, and in the cascade of every resource whose cascade holds X. */
+static void test_a_delete_knows_what_its_cascade_removes(void **state)
+{
+    (void)state;
+    assert_true(in_cascade(&kiln_resource_projects, &kiln_resource_tasks));
+    assert_false(in_cascade(&kiln_resource_tasks, &kiln_resource_projects));
+    for (size_t i = 0; i < kiln_resources_count; i++)
+        for (size_t f = 0; f < kiln_resources[i]->nfields; f++) {
+            const struct kiln_resource *r = kiln_resources[i];
+            if (r->fields[f].type != KILN_REFERENCE || !strcmp(r->fields[f].ref, r->name))
+                continue;
+            const struct kiln_resource *x = kiln_resource_find(r->fields[f].ref);
+            if (!in_cascade(x, r))
+                fail_msg("%s references %s but is not in its cascade", r->name, x->name);
+            for (size_t j = 0; j < kiln_resources_count; j++)
+                if (in_cascade(kiln_resources[j], x) && kiln_resources[j] != r &&
+                    !in_cascade(kiln_resources[j], r))
+                    fail_msg("%s is in %s's cascade, but %s (which references it) is not",
+                             x->name, kiln_resources[j]->name, r->name);
+        }
+}
+
 static const char *const two[] = { "a", "b", NULL };
 static const char *const none[] = { NULL };
 
@@ -432,6 +466,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_the_declared_resources_pass),
+        cmocka_unit_test(test_a_delete_knows_what_its_cascade_removes),
         cmocka_unit_test(test_each_broken_declaration_is_refused_by_name),
         cmocka_unit_test(test_create_fills_defaults_and_requires_what_is_required),
         cmocka_unit_test(test_update_touches_only_what_is_present),
