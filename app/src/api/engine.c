@@ -607,14 +607,21 @@ static bool field_value(kiln_arena *a, const struct kiln_field *f, json_t *obj,
     return false;
 }
 
+/* Nothing written yet: every field unset (one spare slot: r may have no
+ * fields). */
+static void values_init(kiln_arena *a, const struct kiln_resource *r, struct kiln_values *v)
+{
+    v->values = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *v->values);
+    v->set = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *v->set);
+    memset(v->values, 0, (r->nfields + 1) * sizeof *v->values);
+    memset(v->set, 0, (r->nfields + 1) * sizeof *v->set);
+}
+
 bool kiln_resource_input(kiln_arena *a, const struct kiln_resource *r, json_t *in,
                          bool create, struct kiln_values *out, struct res_errors *e,
                          const char **missing)
 {
-    out->values = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *out->values);
-    out->set = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *out->set);
-    memset(out->values, 0, (r->nfields + 1) * sizeof *out->values);
-    memset(out->set, 0, (r->nfields + 1) * sizeof *out->set);
+    values_init(a, r, out);
     *missing = NULL;
     /* The contract's 400 for a required reference comes before any 422. */
     for (size_t f = 0; create && f < r->nfields; f++) {
@@ -871,6 +878,22 @@ const char *kiln_sql_count(kiln_arena *a, const struct kiln_resource *r, const b
     return buf_text(a, &sql);
 }
 
+/* Whether row id of r exists for this owner (to name the right 404). */
+static int row_exists(struct kiln_req *req, const struct kiln_resource *r, const char *id,
+                      bool *exists)
+{
+    kiln_str p[2] = { kiln_str_c(id), kiln_str_c(res_user_id(req)) };
+    struct kiln_db_rows rows;
+    int err = kiln_db_query(app_db(req), req->arena,
+                            kiln_arena_sprintf(req->arena,
+                                               "SELECT 1 FROM %s WHERE id = $1 AND " OWNER_COLUMN
+                                               " = $2",
+                                               r->name),
+                            p, 2, &rows);
+    *exists = !err && rows.nrows;
+    return err;
+}
+
 /* After a write that touched no row although the row (when checked) is
  * there: which reference named no row of the owner. NULL: none did (the
  * row itself is missing). */
@@ -891,16 +914,10 @@ static const struct kiln_resource *missing_ref(struct kiln_req *req,
     for (size_t f = 0; f < r->nfields; f++) {
         if (!t->refs[f] || !in->set[f] || !in->values[f])
             continue;
-        kiln_str p[2] = { kiln_str_c(in->values[f]), kiln_str_c(res_user_id(req)) };
-        struct kiln_db_rows rows;
-        if ((*err = kiln_db_query(app_db(req), req->arena,
-                                  kiln_arena_sprintf(req->arena,
-                                                     "SELECT 1 FROM %s WHERE id = $1 AND "
-                                                     OWNER_COLUMN " = $2",
-                                                     t->refs[f]->name),
-                                  p, 2, &rows)))
+        bool exists;
+        if ((*err = row_exists(req, t->refs[f], in->values[f], &exists)))
             return NULL;
-        if (!rows.nrows)
+        if (!exists)
             return t->refs[f];
     }
     return NULL;
@@ -909,22 +926,6 @@ static const struct kiln_resource *missing_ref(struct kiln_req *req,
 static void not_found(struct kiln_req *req, struct kiln_res *res, const struct kiln_resource *r)
 {
     res_not_found(req, res, r->not_found_code, r->not_found_message);
-}
-
-/* Whether row id of r exists for this owner (to name the right 404). */
-static int row_exists(struct kiln_req *req, const struct kiln_resource *r, const char *id,
-                      bool *exists)
-{
-    kiln_str p[2] = { kiln_str_c(id), kiln_str_c(res_user_id(req)) };
-    struct kiln_db_rows rows;
-    int err = kiln_db_query(app_db(req), req->arena,
-                            kiln_arena_sprintf(req->arena,
-                                               "SELECT 1 FROM %s WHERE id = $1 AND " OWNER_COLUMN
-                                               " = $2",
-                                               r->name),
-                            p, 2, &rows);
-    *exists = !err && rows.nrows;
-    return err;
 }
 
 static void store_error(struct kiln_req *req, struct kiln_res *res,
@@ -1372,11 +1373,7 @@ void kiln_engine_action(struct kiln_req *req, struct kiln_res *res)
     if (!id)
         return;
     struct kiln_values in;
-    kiln_arena *a = req->arena;
-    in.values = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *in.values);
-    in.set = kiln_arena_alloc(a, (r->nfields + 1) * sizeof *in.set);
-    memset(in.values, 0, (r->nfields + 1) * sizeof *in.values);
-    memset(in.set, 0, (r->nfields + 1) * sizeof *in.set);
+    values_init(req->arena, r, &in);
     int f = kiln_resource_field(r, ac->field);
     in.values[f] = ac->value;
     in.set[f] = true;

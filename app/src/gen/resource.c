@@ -1571,6 +1571,17 @@ static void py_list(kiln_buf *b, const char *name, const char *const *items, siz
     kiln_buf_free(&line);
 }
 
+/* NAME = [the fields with flag set], through list (room for every field). */
+static void py_flagged(const struct gen *g, kiln_buf *b, const char **list, const char *name,
+                       unsigned flag)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < g->nfields; i++)
+        if (g->fields[i].f.flags & flag)
+            list[n++] = g->fields[i].f.name;
+    py_list(b, name, list, n);
+}
+
 static void case_line(kiln_buf *b, const char *field, const char *expr, const char *msg)
 {
     kiln_buf_append_c(b, "    (");
@@ -1774,16 +1785,8 @@ static void emit_tests(struct gen *g, kiln_buf *b, const struct makers *m)
             py_json_line(b, "    ", f->name, shown_default(f));
     }
     kiln_buf_append_c(b, "}\n");
-    n = 0;
-    for (size_t i = 0; i < g->nfields; i++)
-        if (g->fields[i].f.flags & KILN_NULLABLE)
-            list[n++] = g->fields[i].f.name;
-    py_list(b, "NULLABLE", list, n);
-    n = 0;
-    for (size_t i = 0; i < g->nfields; i++)
-        if (g->fields[i].f.flags & KILN_FILTER)
-            list[n++] = g->fields[i].f.name;
-    py_list(b, "FILTERS", list, n);
+    py_flagged(g, b, list, "NULLABLE", KILN_NULLABLE);
+    py_flagged(g, b, list, "FILTERS", KILN_FILTER);
     kiln_buf_append_c(b, "# A value of each typed filter that is malformed: 400 "
                          "invalid_request.\nBAD_FILTERS = [\n");
     for (size_t i = 0; i < g->nfields; i++) {
@@ -1802,11 +1805,7 @@ static void emit_tests(struct gen *g, kiln_buf *b, const struct makers *m)
             kiln_buf_printf(b, "    \"%s\": %zu,\n", f->name, f->min_len);
     }
     kiln_buf_append_c(b, "}\n");
-    n = 0;
-    for (size_t i = 0; i < g->nfields; i++)
-        if (g->fields[i].f.flags & KILN_SORT)
-            list[n++] = g->fields[i].f.name;
-    py_list(b, "SORTS", list, n);
+    py_flagged(g, b, list, "SORTS", KILN_SORT);
     kiln_buf_append_c(b, "# (field, value, its 422 message): each rule of the "
                          "declaration.\nINVALID = [\n");
     for (size_t i = 0; i < g->nfields; i++)
