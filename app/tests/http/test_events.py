@@ -1,0 +1,1012 @@
+"""The change feed (issue 17): GET /api/v1/events (and /api/events), a
+Server-Sent Events stream of the caller's own changes to notes, projects
+and tasks, read here with the raw-socket client of ssekit.py (chunked
+decoding and the WHATWG event stream parser, tested on their own first).
+
+What is checked:
+  * the response: 200, text/event-stream, no-store, x-accel-buffering: no,
+    chunked, first bytes "retry: 2000\\n: connected\\n\\n"; cookie or Bearer;
+    401 without a session; ?resources= (unknown name 400); malformed
+    Last-Event-ID / ?last_event_id= 400;
+  * every create, update, delete and archive of the caller's notes,
+    projects and tasks arrives once, with data equal to the JSON the API
+    answered (null for deletes); a project's delete also sends tasks.deleted
+    for each of its tasks; another user's changes never arrive; a write
+    that failed (422, 404) has no event;
+  * resume by Last-Event-ID or ?last_event_id= (the query wins) after a
+    disconnect: nothing missed, nothing repeated; an id that is unknown,
+    another user's, or pruned starts with one "event: reset";
+  * heartbeats (EVENTS_HEARTBEAT_SECONDS=1) and its bounds;
+  * logout closes the session's streams within seconds (also on another
+    instance, through Valkey);
+  * SIGTERM with 500 open streams: each gets "retry:", its chunked body
+    ends, the connection closes, the process exits in under 2 s (10 s
+    under ASan, KILN_SANITIZED=1);
+  * 32 concurrent writers while subscribers disconnect and resume at random
+    points: every 2xx write has exactly one event, every subscriber gets
+    all of them once, in one order;
+  * two instances on one PostgreSQL + Valkey: a write on A reaches B;
+  * Valkey stopped and restarted under writes (disruptive): nothing lost.
+
+What runs where (KILN_STORES): everything but the Valkey tests in every
+mode; the two-instance, cross-instance logout and outage tests need
+postgres or pgbouncer.
+"""
+
+import os
+import random
+import resource
+import selectors
+import signal
+import sqlite3
+import threading
+import time
+import uuid
+
+import pytest
+
+import authkit as ak
+import kilnhttp
+import ssekit
+from ssekit import ChunkedDecoder, SseParser, SseStream, StreamClosed, StreamTimeout
+
+V1, ALIAS = "/api/v1", "/api"
+MISSING = "00000000-0000-4000-8000-000000000000"
+SANITIZED = bool(os.environ.get("KILN_SANITIZED"))
+SERVICE_MODES = ("postgres", "pgbouncer")
+needs_valkey = pytest.mark.skipif(
+    kilnhttp.STORES not in SERVICE_MODES,
+    reason=f"KILN_STORES={kilnhttp.STORES}: needs PostgreSQL + Valkey shared by two instances")
+
+# How long a change may take to reach a subscriber on a healthy instance.
+DELIVERY_S = 10.0 if SANITIZED else 5.0
+
+
+# --------------------------------------------------------------------------
+# the client itself: chunked decoding and the WHATWG parser
+# --------------------------------------------------------------------------
+
+def parse_all(data, splits=None):
+    """Items of ``data`` fed whole, or cut at every offset in ``splits``."""
+    p = SseParser()
+    items = []
+    cuts = [0] + list(splits or []) + [len(data)]
+    for a, b in zip(cuts, cuts[1:]):
+        items += p.feed(data[a:b])
+    items += p.feed(b"", eof=True)
+    return items
+
+
+def messages(items):
+    return [(m.type, m.data, m.last_event_id) for k, m in items if k == "message"]
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
+def test_parser_line_endings_fields_and_dispatch(eol):
+    text = eol.join([
+        b"\xef\xbb\xbfretry: 2000", b": connected", b"",
+        b"id: 7", b"data: {\"a\":1}", b"", b"",
+        b"event: reset", b"data:one", b"data:  two", b"data", b"",
+        b"id", b"data: after empty id", b"",
+        b"retry: 12x", b"retry: 900", b"foo: ignored", b"data: x", b"id: 9\x00", b"",
+        b"data: never dispatched"])
+    items = parse_all(text)
+    assert ("retry", 2000) in items and ("retry", 900) in items and ("retry", 12) not in items
+    assert items[1] == ("comment", "connected")
+    assert messages(items) == [("message", '{"a":1}', "7"),
+                               ("reset", "one\n two\n", "7"),
+                               ("message", "after empty id", ""),
+                               ("message", "x", "")]
+    # Byte by byte (every CRLF, every UTF-8 sequence split) gives the same.
+    def flat(its):
+        return [(k, (v.type, v.data, v.last_event_id, v.id_field) if k == "message" else v)
+                for k, v in its]
+    assert flat(parse_all(text, range(1, len(text)))) == flat(items)
+
+
+def test_parser_empty_data_buffer_dispatches_nothing_but_keeps_the_id():
+    items = parse_all(b"id: 5\n\nevent: x\n\ndata: y\n\n")
+    assert messages(items) == [("message", "y", "5")]
+
+
+def test_parser_utf8_split_across_reads():
+    text = "data: Grüße ✓ 🎉\n\n".encode()
+    for cut in range(1, len(text)):
+        assert messages(parse_all(text, [cut])) == [("message", "Grüße ✓ 🎉", "")]
+
+
+def test_chunked_decoder():
+    body = kilnhttp.chunked(b"retry: 2000\n", b": connected\n\n", b"x" * 300) + b""
+    for step in (1, 2, 7, len(body)):
+        d = ChunkedDecoder()
+        out = b""
+        for i in range(0, len(body), step):
+            out += d.feed(body[i:i + step])
+        assert out == b"retry: 2000\n: connected\n\n" + b"x" * 300 and d.done and not d.rest
+    d = ChunkedDecoder()
+    assert d.feed(b"5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n") == b"hello" and d.done
+    with pytest.raises(AssertionError):
+        ChunkedDecoder().feed(b"zz\r\n")
+    with pytest.raises(AssertionError):
+        ChunkedDecoder().feed(b"2\r\nabXY")
+
+
+# --------------------------------------------------------------------------
+# users, writes, streams
+# --------------------------------------------------------------------------
+
+class User:
+    """A dev-login user; writes go with Bearer (no CSRF rules)."""
+
+    def __init__(self, srv, tag="ev", email=None):
+        self.srv = srv
+        self.email = email or ak.unique_email(tag)
+        self.token = ak.session_for(srv, email=self.email)
+
+    def call(self, method, path, body=None, srv=None, token=None, timeout=15.0):
+        return ak.call(srv or self.srv, method, V1 + path, bearer=token or self.token,
+                       json_body=body, timeout=timeout)
+
+    def ok(self, method, path, body=None, status=200, srv=None):
+        r = self.call(method, path, body, srv=srv)
+        assert r.status == status, f"{method} {path} {body!r:.200}: {r!r}"
+        return r.json()["data"] if status != 204 else None
+
+    def note(self, title=None, content="c", srv=None):
+        return self.ok("POST", "/notes", {"title": title or f"n-{uuid.uuid4().hex[:8]}",
+                                          "content": content}, 201, srv=srv)
+
+    def project(self, name="P"):
+        return self.ok("POST", "/projects", {"name": name}, 201)
+
+    def task(self, project_id, title="T"):
+        return self.ok("POST", "/tasks", {"project_id": project_id, "title": title}, 201)
+
+    def delete(self, path):
+        r = self.call("DELETE", path)
+        assert r.status in (200, 204), f"DELETE {path}: {r!r}"
+
+    def stream(self, srv=None, auth="bearer", connected=True, **kw):
+        return open_stream(srv or self.srv, self.token, auth=auth, connected=connected, **kw)
+
+
+def open_stream(srv, token, auth="bearer", connected=True, timeout=None, **kw):
+    """An SseStream with the session as Bearer or cookie; ``connected``:
+    wait for the ": connected" comment (the headers have been sent, so every
+    later write must arrive)."""
+    if auth == "bearer":
+        kw["bearer"] = token
+    else:
+        kw["cookie"] = token
+    s = SseStream(srv, timeout=timeout or DELIVERY_S, **kw)
+    if connected and s.status == 200:
+        wait_connected(s)
+    return s
+
+
+def wait_connected(s, timeout=None):
+    deadline = time.monotonic() + (timeout or DELIVERY_S)
+    while True:
+        for i, (kind, value) in enumerate(s.pending):
+            if kind == "comment" and value == "connected":
+                del s.pending[:i + 1]
+                return
+        s.pump(deadline)
+
+
+def expect(ev, type_, row_id, data, owner=None):
+    assert ev.type == type_, f"want {type_} of {row_id}, got {ev.type}: {ev.body}"
+    assert ev.row_id == row_id, f"{type_}: row_id {ev.row_id}, want {row_id}: {ev.body}"
+    assert ev.data == data, f"{type_}: data {ev.data!r}, want what the API answered {data!r}"
+    if owner is not None:
+        assert ev.owner == owner, ev.body
+    return ev
+
+
+def sentinel(s, user):
+    """Write a note and read up to its event: returns the events before it
+    (what the stream had to say about the writes made earlier)."""
+    n = user.note(title="sentinel " + uuid.uuid4().hex[:6])
+    got = s.until(lambda e: e.type == "notes.created" and e.row_id == n["id"])
+    return got[:-1]
+
+
+def db_execute(srv, services, sql, params=()):
+    """Run SQL on the instance's database behind its back (sqlite3 on
+    DB_PATH; psql as the PostgreSQL superuser).  Returns rows."""
+    if kilnhttp.STORES == "embedded":
+        con = sqlite3.connect(srv.env["DB_PATH"], timeout=10)
+        try:
+            cur = con.execute(sql, params)
+            rows = cur.fetchall()
+            con.commit()
+            return rows
+        finally:
+            con.close()
+    text = sql
+    for p in params:
+        text = text.replace("?", "'" + str(p).replace("'", "''") + "'", 1)
+    return services.rows(text)
+
+
+@pytest.fixture(scope="module")
+def srv(module_kiln):
+    return ak.start_kiln(module_kiln)
+
+
+@pytest.fixture
+def alice(srv):
+    return User(srv, "alice")
+
+
+@pytest.fixture
+def bob(srv):
+    return User(srv, "bob")
+
+
+@pytest.fixture
+def maybe_services():
+    return kilnhttp.services() if kilnhttp.STORES != "embedded" else None
+
+
+# --------------------------------------------------------------------------
+# the response
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("prefix", [V1, ALIAS])
+@pytest.mark.parametrize("auth", ["bearer", "cookie"])
+def test_stream_head_and_first_bytes(srv, alice, prefix, auth):
+    s = open_stream(srv, alice.token, auth=auth, path=prefix + "/events", connected=False)
+    with s:
+        h = s.headers
+        assert h.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream", h
+        assert h.get("cache-control", "").lower() == "no-store", h
+        assert h.get("x-accel-buffering", "").lower() == "no", h
+        assert "chunked" in h.get("transfer-encoding", "").lower(), h
+        kilnhttp.assert_request_id(s.response)
+        deadline = time.monotonic() + DELIVERY_S
+        want = b"retry: 2000\n: connected\n\n"
+        while len(s.body) < len(want):
+            assert s.pump(deadline), f"stream ended early: {bytes(s.body)!r}"
+        assert bytes(s.body).startswith(want), f"first bytes {bytes(s.body)[:60]!r}, want {want!r}"
+        assert s.items[:2] == [("retry", 2000), ("comment", "connected")], s.items
+        # And it is live: a write arrives.
+        n = alice.note()
+        expect(s.next_event(), "notes.created", n["id"], n)
+
+
+@pytest.mark.parametrize("prefix", [V1, ALIAS])
+def test_needs_a_session(srv, prefix):
+    s = SseStream(srv, path=prefix + "/events", expect=401)
+    ak.assert_unauthenticated(s.response)
+    s = SseStream(srv, path=prefix + "/events", bearer="not-a-session", expect=401)
+    ak.assert_unauthenticated(s.response)
+    s = SseStream(srv, path=prefix + "/events", cookie=ak.tamper(ak.session_for(srv), 5),
+                  expect=401)
+    ak.assert_unauthenticated(s.response)
+
+
+@pytest.mark.parametrize("query", ["resources=bogus", "resources=notes,bogus", "resources=users",
+                                   "resources=Notes", "resources=notes,,tasks"])
+def test_unknown_resource_is_400(srv, alice, query):
+    s = alice.stream(query=query, expect=400, connected=False)
+    kilnhttp.assert_error(s.response, 400, "invalid_request")
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "+1", "1.5", "1e3", "0x10", " 12x",
+                                   "12345678901234567890", "1 2"])
+@pytest.mark.parametrize("where", ["header", "query"])
+def test_malformed_last_event_id_is_400(srv, alice, value, where):
+    if where == "header":
+        s = alice.stream(last_event_id=value, expect=400, connected=False)
+    else:
+        s = alice.stream(query={"last_event_id": value}, expect=400, connected=False)
+    kilnhttp.assert_error(s.response, 400, "invalid_request")
+
+
+def test_empty_last_event_id_query_is_400(srv, alice):
+    s = alice.stream(query="last_event_id=", expect=400, connected=False)
+    kilnhttp.assert_error(s.response, 400, "invalid_request")
+
+
+# --------------------------------------------------------------------------
+# what arrives
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("auth", ["bearer", "cookie"])
+def test_own_note_changes_arrive_with_the_answered_json(srv, alice, auth):
+    with alice.stream(auth=auth) as s:
+        n = alice.note(title="first", content="body")
+        created = expect(s.next_event(), "notes.created", n["id"], n)
+        owner = created.owner
+        u = alice.ok("PATCH", f"/notes/{n['id']}", {"title": "renamed"})
+        expect(s.next_event(), "notes.updated", n["id"], u, owner)
+        u2 = alice.ok("PUT", f"/notes/{n['id']}", {"title": "put", "content": "x"})
+        expect(s.next_event(), "notes.updated", n["id"], u2, owner)
+        a = alice.ok("POST", f"/notes/{n['id']}/archive")
+        expect(s.next_event(), "notes.archived", n["id"], a, owner)
+        ua = alice.ok("POST", f"/notes/{n['id']}/unarchive")
+        ev = s.next_event()
+        assert ev.resource == "notes" and ev.action not in ("created", "deleted", "archived"), ev.body
+        expect(ev, ev.type, n["id"], ua, owner)
+        alice.delete(f"/notes/{n['id']}")
+        expect(s.next_event(), "notes.deleted", n["id"], None, owner)
+        s.expect_no_event(0.5)
+
+
+def test_projects_and_tasks_and_the_cascade(srv, alice):
+    with alice.stream() as s:
+        p = alice.project("Launch")
+        owner = expect(s.next_event(), "projects.created", p["id"], p).owner
+        t1 = alice.task(p["id"], "one")
+        expect(s.next_event(), "tasks.created", t1["id"], t1, owner)
+        t2 = alice.task(p["id"], "two")
+        expect(s.next_event(), "tasks.created", t2["id"], t2, owner)
+        t1u = alice.ok("PATCH", f"/tasks/{t1['id']}", {"status": "done"})
+        expect(s.next_event(), "tasks.updated", t1["id"], t1u, owner)
+        pu = alice.ok("PATCH", f"/projects/{p['id']}", {"description": "soon"})
+        expect(s.next_event(), "projects.updated", p["id"], pu, owner)
+        alice.delete(f"/tasks/{t2['id']}")
+        expect(s.next_event(), "tasks.deleted", t2["id"], None, owner)
+        t3 = alice.task(p["id"], "three")
+        expect(s.next_event(), "tasks.created", t3["id"], t3, owner)
+        alice.delete(f"/projects/{p['id']}")
+        got = s.collect(3)
+        assert sorted((e.type, e.row_id) for e in got) == sorted(
+            [("tasks.deleted", t1["id"]), ("tasks.deleted", t3["id"]),
+             ("projects.deleted", p["id"])]), got
+        assert all(e.data is None and e.owner == owner for e in got), got
+        assert len({e.id for e in got}) == 3, got
+        assert sentinel(s, alice) == []
+
+
+def test_another_users_changes_never_arrive(srv, alice, bob):
+    with alice.stream() as sa, bob.stream() as sb:
+        a1 = alice.note(title="alice 1")
+        b1 = bob.note(title="bob 1")
+        bp = bob.project("bob's")
+        bob.ok("PATCH", f"/notes/{b1['id']}", {"title": "bob 1b"})
+        # bob cannot touch alice's note: 404, and no event for anyone.
+        r = bob.call("DELETE", f"/notes/{a1['id']}")
+        kilnhttp.assert_error(r, 404, "note_not_found")
+        r = bob.call("PATCH", f"/notes/{a1['id']}", {"title": "stolen"})
+        kilnhttp.assert_error(r, 404, "note_not_found")
+        bob.delete(f"/projects/{bp['id']}")
+        a2 = alice.note(title="alice 2")
+        got_a = sa.until(lambda e: e.row_id == a2["id"])
+        assert [(e.type, e.row_id) for e in got_a] == [("notes.created", a1["id"]),
+                                                       ("notes.created", a2["id"])], got_a
+        got_b = sentinel(sb, bob)
+        assert [(e.type, e.row_id) for e in got_b] == [
+            ("notes.created", b1["id"]), ("projects.created", bp["id"]),
+            ("notes.updated", b1["id"]), ("projects.deleted", bp["id"])], got_b
+        assert got_a[0].owner != got_b[0].owner
+        assert sentinel(sa, alice) == []
+
+
+@pytest.mark.parametrize("resources,kinds", [
+    ("notes", {"notes"}), ("tasks", {"tasks"}), ("projects,tasks", {"projects", "tasks"}),
+    ("notes,projects,tasks", {"notes", "projects", "tasks"})])
+def test_resources_narrows_the_stream(srv, alice, resources, kinds):
+    with alice.stream(query={"resources": resources}) as s, alice.stream() as everything:
+        n = alice.note()
+        p = alice.project()
+        t = alice.task(p["id"])
+        alice.delete(f"/projects/{p['id']}")
+        all_events = everything.collect(5)
+        want = [(e.type, e.row_id) for e in all_events if e.resource in kinds]
+        # A last change every narrowed stream shows closes the sequence.
+        last = alice.project("last")
+        alice_last = ("projects.created", last["id"])
+        if "projects" in kinds:
+            want.append(alice_last)
+            got = s.until(lambda e: (e.type, e.row_id) == alice_last)
+        else:
+            last_t = alice.task(last["id"], "last")
+            alice_last = ("tasks.created", last_t["id"])
+            if "tasks" in kinds:
+                want.append(alice_last)
+                got = s.until(lambda e: (e.type, e.row_id) == alice_last)
+            else:
+                last_n = alice.note(title="last")
+                want.append(("notes.created", last_n["id"]))
+                got = s.until(lambda e: e.row_id == last_n["id"])
+        assert [(e.type, e.row_id) for e in got] == want, got
+        assert n["id"] in {e.row_id for e in all_events}
+
+
+def test_failed_writes_have_no_event(srv, alice, bob):
+    p = alice.project()
+    n = alice.note()
+    with alice.stream() as s:
+        r = alice.call("POST", "/notes", {})
+        kilnhttp.assert_error(r, 422, "validation_failed")
+        r = alice.call("POST", "/notes", {"title": "x" * 100000})
+        assert r.status in (413, 422), r
+        r = alice.call("POST", "/tasks", {"project_id": MISSING, "title": "orphan"})
+        kilnhttp.assert_error(r, 404, "project_not_found")
+        r = alice.call("PATCH", f"/tasks/{MISSING}", {"title": "x"})
+        kilnhttp.assert_error(r, 404, "task_not_found")
+        r = alice.call("PATCH", f"/notes/{n['id']}", {"title": ""})
+        kilnhttp.assert_error(r, 422, "validation_failed")
+        r = alice.call("POST", f"/notes/{MISSING}/archive")
+        kilnhttp.assert_error(r, 404, "note_not_found")
+        r = alice.call("DELETE", f"/projects/{MISSING}")
+        kilnhttp.assert_error(r, 404, "project_not_found")
+        r = bob.call("POST", "/tasks", {"project_id": p["id"], "title": "into alice's"})
+        kilnhttp.assert_error(r, 404, "project_not_found")
+        r = bob.call("DELETE", f"/projects/{p['id']}")
+        kilnhttp.assert_error(r, 404, "project_not_found")
+        assert sentinel(s, alice) == [], "failed writes produced events"
+    assert alice.ok("GET", f"/projects/{p['id']}") == p
+
+
+# --------------------------------------------------------------------------
+# resume
+# --------------------------------------------------------------------------
+
+def resume(user, last, how, **kw):
+    if how == "header":
+        return user.stream(last_event_id=last, connected=False, **kw)
+    return user.stream(query={"last_event_id": last}, connected=False, **kw)
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+def test_resume_after_a_disconnect_misses_nothing_and_repeats_nothing(srv, alice, bob, how):
+    s = alice.stream()
+    made = [alice.note(title=f"before {i}") for i in range(3)]
+    got = s.collect(3)
+    for ev, n in zip(got, made):
+        expect(ev, "notes.created", n["id"], n)
+    s.close()
+    # While away: creates, an update, a delete, and bob's noise.
+    later = [alice.note(title=f"away {i}") for i in range(3)]
+    bob.note()
+    upd = alice.ok("PATCH", f"/notes/{made[0]['id']}", {"content": "changed"})
+    alice.delete(f"/notes/{made[1]['id']}")
+    s2 = resume(alice, got[-1].sse_id, how)
+    with s2:
+        assert s2.status == 200
+        missed = s2.collect(5)
+        for ev, n in zip(missed, later):
+            expect(ev, "notes.created", n["id"], n)
+        expect(missed[3], "notes.updated", made[0]["id"], upd)
+        expect(missed[4], "notes.deleted", made[1]["id"], None)
+        assert not any(m.type == "reset" for k, m in s2.items if k == "message")
+        # then live, without a repeat
+        assert sentinel(s2, alice) == []
+        seen = [e.id for e in got + missed]
+        assert len(set(seen)) == len(seen), seen
+    # Resuming from the middle of what was received gives the rest again.
+    with resume(alice, got[0].sse_id, how) as s3:
+        again = s3.collect(7)
+        assert [e.id for e in again] == [e.id for e in got[1:] + missed], again
+
+
+def test_query_last_event_id_wins_over_the_header(srv, alice):
+    with alice.stream() as s:
+        made = [alice.note(title=f"q{i}") for i in range(3)]
+        got = s.collect(3)
+    with alice.stream(last_event_id=got[0].sse_id, query={"last_event_id": got[1].sse_id},
+                      connected=False) as s2:
+        ev = s2.next_event()
+        expect(ev, "notes.created", made[2]["id"], made[2])
+        assert sentinel(s2, alice) == []
+
+
+def first_message(s):
+    return s.next_message()
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+def test_unknown_id_starts_with_one_reset(srv, alice, how):
+    with resume(alice, "9" * 18, how) as s:
+        m = first_message(s)
+        assert m.type == "reset", f"want event: reset first, got {m!r}"
+        body = m.json()
+        assert isinstance(body, dict) and isinstance(body.get("reason"), str) and body["reason"], body
+        # then live from now on, and no second reset
+        n = alice.note()
+        expect(s.next_event(), "notes.created", n["id"], n)
+        assert [m for k, m in s.items if k == "message" and m.type == "reset"].__len__() == 1
+
+
+def test_largest_well_formed_id_is_a_reset_not_an_error(srv, alice):
+    with alice.stream(last_event_id="9" * 19, connected=False) as s:
+        assert s.status == 200
+        assert first_message(s).type == "reset"
+
+
+def test_another_users_id_is_a_reset_and_shows_nothing_of_theirs(srv, alice, bob):
+    with bob.stream() as sb:
+        bob_notes = [bob.note(title=f"bob {i}") for i in range(3)]
+        bob_events = sb.collect(3)
+    alice.note(title="alice before")
+    with resume(alice, bob_events[0].sse_id, "header") as s:
+        m = first_message(s)
+        assert m.type == "reset", f"resuming from another user's id must reset: {m!r}"
+        assert sentinel(s, alice) == []
+    assert len(bob_notes) == 3
+
+
+def test_pruned_id_starts_with_one_reset(srv, alice, maybe_services):
+    with alice.stream() as s:
+        made = [alice.note(title=f"old {i}") for i in range(3)]
+        got = s.collect(3)
+    owner = got[0].owner
+    # Retention prunes the oldest rows: the caller's first two events go.
+    db_execute(srv, maybe_services, "DELETE FROM events WHERE owner = ? AND id <= ?",
+               (owner, got[1].id))
+    with resume(alice, got[1].sse_id, "header") as s2:
+        m = first_message(s2)
+        assert m.type == "reset", f"resuming from a pruned id must reset first: {m!r}"
+        n = alice.note()
+        expect(s2.next_event(), "notes.created", n["id"], n)
+    # The id still there resumes normally.
+    with resume(alice, got[2].sse_id, "query") as s3:
+        n2 = alice.note()
+        ev = s3.next_event()
+        assert ev.type == "notes.created", ev
+        assert ev.row_id in (n["id"], n2["id"]), ev
+    assert made
+
+
+# --------------------------------------------------------------------------
+# heartbeats
+# --------------------------------------------------------------------------
+
+def test_heartbeat_comments(kiln):
+    srv = ak.start_kiln(kiln, EVENTS_HEARTBEAT_SECONDS=1)
+    u = User(srv)
+    with u.stream() as s:
+        t0 = time.monotonic()
+        beats = []
+        deadline = t0 + 4.5
+        while len(beats) < 3:
+            kind, value = s.next_item(max(0.0, deadline - time.monotonic()))
+            assert kind == "comment", f"only comments expected on an idle stream: {(kind, value)}"
+            assert value == "heartbeat", value
+            beats.append(time.monotonic() - t0)
+        assert beats[-1] > 1.5, f"heartbeats came too fast: {beats}"
+        assert b": heartbeat\n\n" in bytes(s.body), bytes(s.body)
+        # events and heartbeats interleave
+        n = u.note()
+        ev = s.next_event()
+        expect(ev, "notes.created", n["id"], n)
+
+
+@pytest.mark.parametrize("value", ["0", "3601", "abc", "-1"])
+def test_heartbeat_setting_out_of_range_is_refused(value):
+    env = kilnhttp.clean_env(kilnhttp.free_port(), {"EVENTS_HEARTBEAT_SECONDS": value})
+    r = kilnhttp.run_kiln(["serve"], env=env, timeout=10)
+    assert r.returncode == 2, (r.returncode, r.stderr[-500:])
+    lines = [line for line in r.stderr.decode(errors="replace").splitlines()
+             if line.startswith("config:")]
+    assert any("EVENTS_HEARTBEAT_SECONDS" in line for line in lines), lines
+
+
+# --------------------------------------------------------------------------
+# logout closes the streams
+# --------------------------------------------------------------------------
+
+def test_logout_closes_the_sessions_streams(srv):
+    u = User(srv)
+    other = User(srv)
+    s_cookie = u.stream(auth="cookie")
+    s_bearer = u.stream(auth="bearer")
+    s_other = other.stream()
+    t0 = time.monotonic()
+    r = ak.logout(srv, u.token)
+    assert r.status in (200, 204, 302), r
+    for s in (s_cookie, s_bearer):
+        s.wait_closed(timeout=5)
+        assert time.monotonic() - t0 < 5
+        s.close()
+    # Another session's stream is untouched.
+    n = other.note()
+    expect(s_other.next_event(), "notes.created", n["id"], n)
+    s_other.close()
+    s = SseStream(srv, bearer=u.token, expect=401)
+    ak.assert_unauthenticated(s.response)
+
+
+@needs_valkey
+def test_logout_on_another_instance_closes_the_stream(kiln):
+    skb = ak.secret_key_base()
+    a = ak.start_kiln(kiln, SECRET_KEY_BASE=skb)
+    b = ak.start_kiln(kiln, SECRET_KEY_BASE=skb)
+    u = User(a)
+    s = open_stream(b, u.token)
+    t0 = time.monotonic()
+    r = ak.logout(a, u.token)
+    assert r.status in (200, 204, 302), r
+    # Well within EVENTS_SESSION_CHECK_SECONDS (15 by default): the logout
+    # itself was published.
+    s.wait_closed(timeout=5)
+    took = time.monotonic() - t0
+    s.close()
+    assert took < 5, took
+
+
+# --------------------------------------------------------------------------
+# SIGTERM with 500 open streams
+# --------------------------------------------------------------------------
+
+def test_sigterm_with_500_streams(kiln):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048 and hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    count = 500
+    srv = ak.start_kiln(kiln)
+    users = [User(srv) for _ in range(10)]
+    streams = []
+    try:
+        for i in range(count):
+            streams.append(open_stream(srv, users[i % len(users)].token, timeout=20,
+                                       connected=False))
+        for s in streams:
+            wait_connected(s, timeout=20)
+            s.items.clear()
+            s.conn.sock.setblocking(False)
+        t0 = time.monotonic()
+        srv.send_signal(signal.SIGTERM)
+        sel = selectors.DefaultSelector()
+        for s in streams:
+            sel.register(s.conn.sock, selectors.EVENT_READ, s)
+        open_ = len(streams)
+        limit = 10.0 if SANITIZED else 5.0
+        while open_ and time.monotonic() - t0 < limit:
+            for key, _ in sel.select(timeout=0.2):
+                s = key.data
+                try:
+                    data = s.conn.sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except (ConnectionResetError, OSError):
+                    data = b""
+                    s.reset = True
+                if data:
+                    s._take(data)
+                else:
+                    s.eof = True
+                    sel.unregister(s.conn.sock)
+                    open_ -= 1
+        rc = srv.wait_exit(max(0.1, t0 + limit - time.monotonic()))
+        took = time.monotonic() - t0
+        assert open_ == 0, f"{open_} of {count} streams still open {limit} s after SIGTERM"
+        no_retry = [i for i, s in enumerate(streams) if not any(k == "retry" for k, _ in s.items)]
+        assert not no_retry, f"{len(no_retry)} streams got no retry: field (e.g. #{no_retry[0]}: " \
+                             f"{bytes(streams[no_retry[0]].body)[-200:]!r})"
+        retries = {v for s in streams for k, v in s.items if k == "retry"}
+        assert retries == {1000}, retries
+        unended = [i for i, s in enumerate(streams) if not s.decoder.done]
+        assert not unended, f"{len(unended)} streams closed without the last chunk"
+        assert rc == 0, f"exit code {rc} (None: still running)"
+        if not SANITIZED:
+            assert took < 2.0, f"exit took {took:.2f} s with {count} streams"
+    finally:
+        for s in streams:
+            s.close()
+
+
+# --------------------------------------------------------------------------
+# many writers, subscribers that come and go
+# --------------------------------------------------------------------------
+
+class Resumer(threading.Thread):
+    """A subscriber that reads, disconnects at random points and resumes
+    with the last id it received (header or query, alternately), until told
+    to stop and it has all of ``want`` (a set of (type, row_id, data-json))."""
+
+    def __init__(self, srv_for, token_for, seed, resume_every=(5, 40)):
+        super().__init__(daemon=True)
+        self.srv_for = srv_for           # () -> srv to connect to
+        self.token_for = token_for       # () -> a valid token
+        self.rng = random.Random(seed)
+        self.resume_every = resume_every
+        self.events = []
+        self.last = None
+        self.resumes = 0
+        self.resets = []
+        self.errors = []
+        self.want = None
+        self.stop_at = None
+        self.ready = threading.Event()
+
+    def have_all(self):
+        if self.want is None:
+            return False
+        got = {e.key for e in self.events}
+        return self.want <= got
+
+    def run(self):
+        try:
+            self._run()
+        except Exception as e:   # noqa: BLE001 (reported by the test)
+            self.errors.append(repr(e))
+        finally:
+            self.ready.set()
+
+    def _run(self):
+        how = 0
+        while True:
+            if self.stop_at is not None and (self.have_all() or time.monotonic() > self.stop_at):
+                return
+            kw = {}
+            if self.last is not None:
+                if how % 2:
+                    kw["query"] = {"last_event_id": self.last}
+                else:
+                    kw["last_event_id"] = self.last
+                how += 1
+            try:
+                s = SseStream(self.srv_for(), bearer=self.token_for(), timeout=5, expect=None,
+                              **kw)
+            except (OSError, AssertionError) as e:
+                self.errors.append(f"connect: {e!r:.200}")
+                time.sleep(0.2)
+                continue
+            if s.status != 200:
+                s.close()
+                time.sleep(0.2)
+                continue
+            if self.last is not None:
+                self.resumes += 1
+            budget = self.rng.randint(*self.resume_every)
+            try:
+                wait_connected(s, timeout=10)
+                self.ready.set()
+                while budget > 0:
+                    if self.stop_at is not None and (self.have_all() or
+                                                     time.monotonic() > self.stop_at):
+                        return
+                    try:
+                        m = s.next_message(timeout=1.0)
+                    except StreamTimeout:
+                        continue
+                    if m.type == "reset":
+                        self.resets.append(m.data)
+                        continue
+                    ev = ssekit.FeedEvent(m)
+                    self.events.append(ev)
+                    self.last = ev.sse_id
+                    budget -= 1
+            except StreamClosed:
+                pass
+            finally:
+                s.close()
+
+
+def event_keys(events):
+    return [e.key for e in events]
+
+
+def test_concurrent_writers_and_resuming_subscribers(srv):
+    u = User(srv, "busy")
+    other = User(srv, "quiet")
+    subs = [Resumer(lambda: srv, lambda: u.token, seed) for seed in range(4)]
+    for r in subs:
+        r.start()
+    for r in subs:
+        assert r.ready.wait(15), "a subscriber did not connect"
+    quiet = other.stream()
+    writers, rounds = 32, 3
+    outcomes = []            # (key, data or None) of every 2xx write
+    failures = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(writers)
+
+    def writer(i):
+        barrier.wait(timeout=15)
+        for k in range(rounds):
+            r = u.call("POST", "/notes", {"title": f"w{i}-{k}", "content": "x"}, timeout=30)
+            if r.status != 201:
+                with lock:
+                    failures.append(("create", i, k, r.status))
+                continue
+            n = r.json()["data"]
+            with lock:
+                outcomes.append((("notes.created", n["id"]), n))
+            r = u.call("PATCH", f"/notes/{n['id']}", {"content": f"y{k}"}, timeout=30)
+            if r.status == 200:
+                with lock:
+                    outcomes.append((("notes.updated", n["id"]), r.json()["data"]))
+            else:
+                with lock:
+                    failures.append(("update", i, k, r.status))
+            r = u.call("DELETE", f"/notes/{n['id']}", timeout=30)
+            if r.status in (200, 204):
+                with lock:
+                    outcomes.append((("notes.deleted", n["id"]), None))
+            else:
+                with lock:
+                    failures.append(("delete", i, k, r.status))
+
+    threads = [threading.Thread(target=writer, args=(i,), daemon=True) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(40)
+    assert not any(t.is_alive() for t in threads), "writers stuck"
+    want = {k for k, _ in outcomes}
+    assert len(want) == len(outcomes), "a key answered twice?"
+    for r in subs:
+        r.want = want
+        r.stop_at = time.monotonic() + (20 if SANITIZED else 10)
+    for r in subs:
+        r.join(30)
+    data_of = dict(outcomes)
+    problems = []
+    orders = []
+    for n, r in enumerate(subs):
+        keys = event_keys(r.events)
+        ids = [e.id for e in r.events]
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            problems.append(f"subscriber {n}: {len(ids) - len(set(ids))} duplicate events "
+                            f"(ids {dup[:10]}) over {r.resumes} resumes")
+        missing = want - set(keys)
+        extra = set(keys) - want
+        if missing:
+            problems.append(f"subscriber {n}: {len(missing)} of {len(want)} events missing after "
+                            f"{r.resumes} resumes, e.g. {sorted(missing)[:3]}")
+        if extra:
+            problems.append(f"subscriber {n}: {len(extra)} events of no 2xx write, "
+                            f"e.g. {sorted(extra)[:3]}")
+        if r.resets:
+            problems.append(f"subscriber {n}: reset(s) on resume: {r.resets[:3]}")
+        if r.errors:
+            problems.append(f"subscriber {n}: errors {r.errors[:3]}")
+        for e in r.events:
+            if e.key in data_of and e.data != data_of[e.key]:
+                problems.append(f"subscriber {n}: {e.key} data {e.data} != answered "
+                                f"{data_of[e.key]}")
+                break
+        # per row: created, then updated, then deleted
+        pos = {k: i for i, k in enumerate(keys)}
+        for (t, row), _ in outcomes:
+            if t == "notes.updated" and ("notes.created", row) in pos and (t, row) in pos:
+                if pos[("notes.created", row)] > pos[(t, row)]:
+                    problems.append(f"subscriber {n}: update of {row} before its create")
+                    break
+            if t == "notes.deleted" and ("notes.updated", row) in pos and (t, row) in pos:
+                if pos[("notes.updated", row)] > pos[(t, row)]:
+                    problems.append(f"subscriber {n}: delete of {row} before its update")
+                    break
+        orders.append([k for k in keys if k in want])
+    assert not problems, "\n".join(problems) + f"\nwrite failures: {failures[:5]}"
+    assert sum(r.resumes for r in subs) >= 4, [r.resumes for r in subs]
+    for n, o in enumerate(orders[1:], 1):
+        assert o == orders[0], f"subscriber {n} saw another order than subscriber 0 " \
+                               f"(the feed's order is commit order)"
+    assert sentinel(quiet, other) == [], "another user's stream got the busy user's events"
+    quiet.close()
+
+
+# --------------------------------------------------------------------------
+# two instances on one PostgreSQL + Valkey
+# --------------------------------------------------------------------------
+
+@needs_valkey
+def test_write_on_one_instance_reaches_a_subscriber_on_another(kiln):
+    skb = ak.secret_key_base()
+    a = ak.start_kiln(kiln, SECRET_KEY_BASE=skb)
+    b = ak.start_kiln(kiln, SECRET_KEY_BASE=skb)
+    u = User(a)
+    with u.stream(srv=b) as sb, u.stream(srv=a) as sa:
+        n = u.note(srv=a)
+        t0 = time.monotonic()
+        expect(sb.next_event(), "notes.created", n["id"], n)
+        took_b = time.monotonic() - t0
+        expect(sa.next_event(), "notes.created", n["id"], n)
+        upd = u.ok("PATCH", f"/notes/{n['id']}", {"title": "from b"}, srv=b)
+        expect(sa.next_event(), "notes.updated", n["id"], upd)
+        expect(sb.next_event(), "notes.updated", n["id"], upd)
+        # and a resume on the other instance
+        last = sb.items and [m for k, m in sb.items if k == "message"][-1].last_event_id
+    u.note(srv=b)
+    with u.stream(srv=a, last_event_id=last, connected=False) as s2:
+        ev = s2.next_event()
+        assert ev.type == "notes.created", ev
+    assert took_b < DELIVERY_S
+
+
+# --------------------------------------------------------------------------
+# Valkey down and back under writes
+# --------------------------------------------------------------------------
+
+@pytest.mark.disruptive
+@needs_valkey
+def test_valkey_outage_under_writes_loses_nothing(kiln, services):
+    skb = ak.secret_key_base()
+    common = dict(SECRET_KEY_BASE=skb, VALKEY_CONNECT_TIMEOUT_MS=500,
+                  VALKEY_COMMAND_TIMEOUT_MS=1000, EVENTS_POLL_MS=200,
+                  EVENTS_SESSION_CHECK_SECONDS=1)
+    a = ak.start_kiln(kiln, **common)
+    b = ak.start_kiln(kiln, **common)
+    email = ak.unique_email("outage")
+    token = {"v": ak.session_for(a, email=email)}
+    token_lock = threading.Lock()
+
+    def fresh_token(srv):
+        """Sessions live in Valkey: after its restart they are gone; log in
+        again (same email, same user)."""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            r = ak.call(srv, "POST", "/auth/dev/login", json_body={"email": email, "name": "x"},
+                        timeout=15)
+            if r.status == 200:
+                return ak.assert_session_cookie(r)
+            time.sleep(0.2)
+        raise AssertionError("cannot log in again after the outage")
+
+    def current_token():
+        with token_lock:
+            t = token["v"]
+        if ak.me(b, bearer=t, timeout=15).status == 401:
+            with token_lock:
+                if token["v"] == t:
+                    token["v"] = fresh_token(b)
+                t = token["v"]
+        return t
+
+    sub = Resumer(lambda: b, current_token, 7, resume_every=(10 ** 6, 10 ** 6))
+    sub.start()
+    assert sub.ready.wait(15)
+    done = threading.Event()
+    written = []      # (title, status)
+
+    def writer():
+        i = 0
+        while not done.is_set():
+            with token_lock:
+                t = token["v"]
+            try:
+                r = ak.call(a, "POST", V1 + "/notes", bearer=t,
+                            json_body={"title": f"o{i}", "content": "x"}, timeout=15)
+                status = r.status
+                data = r.json()["data"] if status == 201 else None
+            except (OSError, AssertionError) as e:
+                status, data = repr(e)[:80], None
+            written.append((f"o{i}", status, data))
+            if status == 401:
+                with token_lock:
+                    if token["v"] == t:
+                        try:
+                            token["v"] = fresh_token(a)
+                        except AssertionError:
+                            pass
+            i += 1
+            time.sleep(0.02)
+
+    w = threading.Thread(target=writer, daemon=True)
+    w.start()
+    time.sleep(1.5)
+    name = ak.redis_service_name()
+    services.ctl("stop1", name)
+    try:
+        time.sleep(3)
+    finally:
+        services.ctl("start1", name)
+    services.wait_up("redis" if name == "redis" else "redis-tls")
+    time.sleep(3)
+    done.set()
+    w.join(20)
+    ok = [(t, d) for t, s, d in written if s == 201]
+    assert len(ok) >= 20, f"too few writes succeeded: {written[:5]} ... {written[-5:]}"
+    sub.want = {("notes.created", d["id"]) for _, d in ok}
+    sub.stop_at = time.monotonic() + 15
+    sub.join(25)
+    got = [e for e in sub.events if e.type == "notes.created"]
+    ids = [e.id for e in sub.events]
+    assert len(ids) == len(set(ids)), "duplicate events after the outage"
+    got_titles = [e.data["title"] for e in got]
+    want_titles = [t for t, _ in ok]
+    not_2xx = sorted(set(got_titles) - set(want_titles))
+    missing = [t for t in want_titles if t not in set(got_titles)]
+    assert not missing, f"{len(missing)} of {len(want_titles)} 2xx writes never arrived: " \
+                        f"{missing[:10]} (resumes {sub.resumes}, errors {sub.errors[:3]})"
+    assert not not_2xx, f"events for writes not answered 201: " \
+                        f"{[x for x in written if x[0] in not_2xx][:5]}"
+    assert got_titles == want_titles, "events out of commit order"
+    assert not sub.resets, sub.resets
