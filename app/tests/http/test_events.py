@@ -38,6 +38,7 @@ import random
 import resource
 import selectors
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -547,6 +548,49 @@ def test_pruned_id_starts_with_one_reset(srv, alice, maybe_services):
         assert ev.type == "notes.created", ev
         assert ev.row_id in (n["id"], n2["id"]), ev
     assert made
+
+
+def test_a_client_that_does_not_read_is_closed_and_resumes(srv):
+    """Over 1 MiB waiting for a client that does not read: the stream is
+    closed; resuming from the last id received gives everything else."""
+    u = User(srv, "slow")
+    s = u.stream()
+    s.conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    n = u.note(title="big")
+    body = "x" * 10000
+    answered = []
+    lock = threading.Lock()
+
+    def writer(k):
+        for i in range(40):
+            d = u.ok("PATCH", f"/notes/{n['id']}", {"content": body[:-len(f"{k}-{i}")] + f"{k}-{i}"})
+            with lock:
+                answered.append(d["content"][-8:])
+
+    threads = [threading.Thread(target=writer, args=(k,), daemon=True) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(50)
+    assert len(answered) == 320, len(answered)
+    # ~3.2 MB of events for a client that read nothing: the stream must
+    # have been closed; what it had queued still arrives before the end.
+    got = []
+    try:
+        while True:
+            got.append(s.next_event(timeout=5))
+    except StreamClosed:
+        pass
+    s.close()
+    assert got and got[0].type == "notes.created", got[:1]
+    assert len(got) < 321, "the stream was not closed although its client read nothing"
+    with u.stream(last_event_id=got[-1].sse_id, connected=False) as s2:
+        rest = s2.collect(321 - len(got), timeout=20)
+        assert sentinel(s2, u) == []
+    ids = [e.id for e in got + rest]
+    assert len(set(ids)) == 321, "duplicates across the resume"
+    tails = sorted(e.data["content"][-8:] for e in (got + rest)[1:])
+    assert tails == sorted(answered)
 
 
 # --------------------------------------------------------------------------
