@@ -38,7 +38,6 @@ import random
 import resource
 import selectors
 import signal
-import socket
 import sqlite3
 import threading
 import time
@@ -448,7 +447,8 @@ def test_failed_writes_have_no_event(srv, alice, bob):
         r = bob.call("DELETE", f"/projects/{p['id']}")
         kilnhttp.assert_error(r, 404, "project_not_found")
         assert sentinel(s, alice, [p["id"], n["id"]]) == [], "failed writes produced events"
-    assert alice.ok("GET", f"/projects/{p['id']}") == p
+    shown = alice.ok("GET", f"/projects/{p['id']}")
+    assert {k: v for k, v in shown.items() if k in p} == p
 
 
 # --------------------------------------------------------------------------
@@ -521,9 +521,12 @@ def test_unknown_id_starts_with_one_reset(srv, alice, how):
         assert len([m for k, m in s.items if k == "message" and m.type == "reset"]) == 1
 
 
-def test_largest_well_formed_id_is_a_reset_not_an_error(srv, alice):
-    with alice.stream(last_event_id="9" * 19, connected=False) as s:
-        assert s.status == 200
+@pytest.mark.parametrize("value", ["9223372036854775807", "9" * 19, "0", "0" * 19])
+def test_well_formed_unknown_ids_are_a_reset_not_an_error(srv, alice, value):
+    """The contract: malformed is "not 1-19 digits"; any 1-19 digits is an
+    id, and one not in the caller's outbox is a reset."""
+    with alice.stream(last_event_id=value, connected=False, expect=None) as s:
+        assert s.status == 200, f"Last-Event-ID: {value}: {s.response!r}"
         assert first_message(s).type == "reset"
 
 
@@ -565,14 +568,13 @@ def test_a_client_that_does_not_read_is_closed_and_resumes(srv):
     closed; resuming from the last id received gives everything else."""
     u = User(srv, "slow")
     s = u.stream()
-    s.conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     n = u.note(title="big")
     body = "x" * 10000
     answered = []
     lock = threading.Lock()
 
     def writer(k):
-        for i in range(40):
+        for i in range(100):
             d = u.ok("PATCH", f"/notes/{n['id']}", {"content": body[:-len(f"{k}-{i}")] + f"{k}-{i}"})
             with lock:
                 answered.append(d["content"][-8:])
@@ -582,9 +584,11 @@ def test_a_client_that_does_not_read_is_closed_and_resumes(srv):
         t.start()
     for t in threads:
         t.join(50)
-    assert len(answered) == 320, len(answered)
-    # ~3.2 MB of events for a client that read nothing: the stream must
-    # have been closed; what it had queued still arrives before the end.
+    assert len(answered) == 800, len(answered)
+    # ~8 MB of events for a client that read nothing (more than the
+    # kernel's socket buffers, 4 MB at most for the server's send buffer
+    # here, and the 1 MiB the server may queue): the stream must have been
+    # closed; what it had queued still arrives before the end.
     got = []
     try:
         while True:
@@ -593,12 +597,12 @@ def test_a_client_that_does_not_read_is_closed_and_resumes(srv):
         pass
     s.close()
     assert got and got[0].type == "notes.created", got[:1]
-    assert len(got) < 321, "the stream was not closed although its client read nothing"
+    assert len(got) < 801, "the stream was not closed although its client read nothing"
     with u.stream(last_event_id=got[-1].sse_id, connected=False) as s2:
-        rest = s2.collect(321 - len(got), timeout=20)
+        rest = s2.collect(801 - len(got), timeout=30)
         assert sentinel(s2, u) == []
     ids = [e.id for e in got + rest]
-    assert len(set(ids)) == 321, "duplicates across the resume"
+    assert len(set(ids)) == 801, "duplicates across the resume"
     tails = sorted(e.data["content"][-8:] for e in (got + rest)[1:])
     assert tails == sorted(answered)
 
