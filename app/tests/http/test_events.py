@@ -568,14 +568,16 @@ def test_a_client_that_does_not_read_is_closed_and_resumes(srv):
     closed; resuming from the last id received gives everything else."""
     u = User(srv, "slow")
     s = u.stream()
-    n = u.note(title="big")
+    notes = [u.note(title=f"big {k}") for k in range(8)]
     body = "x" * 10000
     answered = []
     lock = threading.Lock()
 
     def writer(k):
+        # one note per writer: no two writes wait on one row's lock
         for i in range(100):
-            d = u.ok("PATCH", f"/notes/{n['id']}", {"content": body[:-len(f"{k}-{i}")] + f"{k}-{i}"})
+            d = u.ok("PATCH", f"/notes/{notes[k]['id']}",
+                     {"content": body[:-len(f"{k}-{i}")] + f"{k}-{i}"})
             with lock:
                 answered.append(d["content"][-8:])
 
@@ -596,15 +598,61 @@ def test_a_client_that_does_not_read_is_closed_and_resumes(srv):
     except StreamClosed:
         pass
     s.close()
-    assert got and got[0].type == "notes.created", got[:1]
-    assert len(got) < 801, "the stream was not closed although its client read nothing"
+    assert len(got) >= 8 and {e.type for e in got[:8]} == {"notes.created"}, got[:8]
+    assert len(got) < 808, "the stream was not closed although its client read nothing"
     with u.stream(last_event_id=got[-1].sse_id, connected=False) as s2:
-        rest = s2.collect(801 - len(got), timeout=30)
+        rest = s2.collect(808 - len(got), timeout=30)
         assert sentinel(s2, u) == []
     ids = [e.id for e in got + rest]
-    assert len(set(ids)) == 801, "duplicates across the resume"
-    tails = sorted(e.data["content"][-8:] for e in (got + rest)[1:])
+    assert len(set(ids)) == 808, "duplicates across the resume"
+    tails = sorted(e.data["content"][-8:] for e in (got + rest)[8:])
     assert tails == sorted(answered)
+
+
+def test_retention_prunes_and_a_pruned_id_resets(kiln, maybe_services):
+    """EVENTS_RETENTION_HOURS=1, pruned every second: events made to look
+    two hours old go (the first prune runs a few seconds after start), and
+    resuming from one of them is a reset."""
+    srv = ak.start_kiln(kiln, EVENTS_RETENTION_HOURS=1, EVENTS_PRUNE_SECONDS=1)
+    u = User(srv, "prune")
+    with u.stream() as s:
+        made = [u.note(title=f"p{i}") for i in range(3)]
+        got = s.collect(3)
+    old = (got[0].id, got[1].id)
+    if kilnhttp.STORES == "embedded":
+        db_execute(srv, None, "UPDATE events SET at = '2000-01-01T00:00:00.000000Z' "
+                              "WHERE id IN (?, ?)", old)
+    else:
+        db_execute(srv, maybe_services, "UPDATE events SET at = now() - interval '2 hours' "
+                                        "WHERE id IN (?, ?)", old)
+    deadline = time.monotonic() + 20
+    while True:
+        left = db_execute(srv, maybe_services, "SELECT id FROM events WHERE id IN (?, ?, ?)",
+                          (old[0], old[1], got[2].id))
+        left = sorted(int(r[0]) for r in left)
+        if left == [got[2].id]:
+            break
+        assert time.monotonic() < deadline, f"not pruned within 20 s: ids left {left}"
+        time.sleep(0.25)
+    with resume(u, got[1].sse_id, "query") as s2:
+        assert first_message(s2).type == "reset"
+        n = u.note()
+        expect(next_new_event(s2, [m["id"] for m in made]), "notes.created", n["id"], n)
+    with resume(u, got[2].sse_id, "header") as s3:
+        expect(s3.next_event(), "notes.created", n["id"], n)
+
+
+@needs_valkey
+def test_a_deleted_session_is_found_within_the_check_interval(kiln, services):
+    srv = ak.start_kiln(kiln, EVENTS_SESSION_CHECK_SECONDS=1)
+    u = User(srv, "gone")
+    s = u.stream()
+    ak.redis_cli(services, "DEL", f"backend_session:{u.token.split('.')[0]}")
+    t0 = time.monotonic()
+    s.wait_closed(timeout=6)
+    s.close()
+    assert time.monotonic() - t0 < 6
+    ak.assert_unauthenticated(SseStream(srv, bearer=u.token, expect=401).response)
 
 
 # --------------------------------------------------------------------------
