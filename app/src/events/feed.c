@@ -632,9 +632,30 @@ static int tail(bool *held)
     return 0; /* more next time: others wait meanwhile */
 }
 
+static void post_live(struct reg *g, struct batch *b)
+{
+    struct ltask *lt = kiln_calloc(1, sizeof *lt);
+    lt->t.run = run_task;
+    lt->kind = T_CATCHUP;
+    lt->b = b; /* the task's reference */
+    lt->loop = g->loop;
+    lt->stream = g->id;
+    memcpy(lt->owner, g->owner, sizeof lt->owner);
+    if (!kiln_server_post(g->loop, &lt->t)) {
+        batch_unref(b);
+        free(lt);
+    }
+}
+
 /* A registration's events after its position up to G. */
 static int catch_up(struct reg *g)
 {
+    /* A stream that starts from now is usually past G already: nothing to
+     * read, it is live at once. */
+    if (!after(F.gtx, F.gid, g->tx, g->pos)) {
+        post_live(g, NULL);
+        return 0;
+    }
     for (;;) {
         kiln_arena *a = kiln_arena_new(16 * 1024);
         kiln_str p[5];
@@ -663,17 +684,7 @@ static int catch_up(struct reg *g)
         }
         /* Live after the first batch already: nothing is broadcast until
          * the catch-up is over, so only its own batches follow. */
-        struct ltask *lt = kiln_calloc(1, sizeof *lt);
-        lt->t.run = run_task;
-        lt->kind = T_CATCHUP;
-        lt->b = b; /* the task's reference */
-        lt->loop = g->loop;
-        lt->stream = g->id;
-        memcpy(lt->owner, g->owner, sizeof lt->owner);
-        if (!kiln_server_post(g->loop, &lt->t)) {
-            batch_unref(b);
-            free(lt);
-        }
+        post_live(g, b);
         kiln_arena_free(a);
         if (last)
             return 0;
