@@ -493,15 +493,22 @@ def test_resume_after_a_disconnect_misses_nothing_and_repeats_nothing(srv, alice
         assert [e.id for e in again] == [e.id for e in got[1:] + missed], again
 
 
-def test_query_last_event_id_wins_over_the_header(srv, alice):
+def test_the_header_wins_over_the_query(srv, alice):
+    """EventSource keeps the URL it was opened with (?last_event_id= of an
+    earlier page) and sends its newer id in the header on reconnects."""
     with alice.stream() as s:
         made = [alice.note(title=f"q{i}") for i in range(3)]
         got = s.collect(3)
-    with alice.stream(last_event_id=got[0].sse_id, query={"last_event_id": got[1].sse_id},
+    with alice.stream(last_event_id=got[1].sse_id, query={"last_event_id": got[0].sse_id},
                       connected=False) as s2:
         ev = s2.next_event()
         expect(ev, "notes.created", made[2]["id"], made[2])
         assert sentinel(s2, alice) == []
+    # A malformed query next to a good header: either answer, never a 5xx.
+    bad = alice.stream(last_event_id=got[1].sse_id, query={"last_event_id": "x"},
+                       connected=False, expect=None)
+    assert bad.status in (200, 400), bad.response
+    bad.close()
 
 
 def first_message(s):
@@ -799,6 +806,29 @@ def test_sigterm_with_500_streams(kiln):
     finally:
         for s in streams:
             s.close()
+
+
+def test_a_draining_instance_answers_retry_and_ends(kiln):
+    """A stream asked for on a keep-alive connection during the drain: 200
+    with only "retry: 1000" (EventSource reconnects, elsewhere; a 503 would
+    make it give up for good), the body ends, the connection closes."""
+    srv = ak.start_kiln(kiln, SHUTDOWN_IDLE_GRACE_MS=3000)
+    u = User(srv)
+    conn = srv.connect()
+    conn.send(kilnhttp.http_request("GET", "/livez"))
+    assert conn.read_response().status == 200
+    srv.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    conn.send(ssekit.events_request(srv, bearer=u.token))
+    r = conn.read_response(timeout=5)
+    assert r.status == 200, r
+    assert r.headers.get("content-type", "").startswith("text/event-stream"), r
+    p = SseParser()
+    items = p.feed(r.body, eof=True)
+    assert items == [("retry", 1000)], f"want only retry: 1000, got {r.body!r}"
+    conn.wait_closed(2)
+    conn.close()
+    assert srv.wait_exit(5) == 0
 
 
 # --------------------------------------------------------------------------
