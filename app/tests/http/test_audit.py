@@ -23,6 +23,7 @@ import requests
 
 import authkit as ak
 import kilnhttp
+import ssekit
 
 V1, ALIAS = "/api/v1", "/api"
 ENTRY_KEYS = {"id", "at", "action", "target", "ip", "user_agent", "request_id"}
@@ -208,6 +209,43 @@ def test_logout_and_the_next_login_are_listed(srv):
     assert entries[1]["request_id"] == logout_rid, entries[1]
     assert entries[2]["request_id"] == u.login_rid, entries[2]
     assert entries[0]["target"] == entries[2]["target"], "the same user"
+
+
+def test_a_new_login_over_the_old_session_records_session_ended(srv):
+    u = User(srv, "relogin")
+    request_id = rid("relogin")
+    r = ak.call(srv, "POST", "/auth/dev/login", json_body={"email": u.email, "name": "A U"},
+                cookies={ak.SESSION_COOKIE: u.token}, headers=[("User-Agent", UA)],
+                request_id=request_id)
+    assert r.status == 200, r
+    u.token = ak.assert_session_cookie(r)
+    entries = u.audit()["data"]
+    got = [(e["action"], e["request_id"]) for e in entries]
+    assert ("session_ended", request_id) in got, got
+    assert got[-1] == ("login", u.login_rid), got
+    ended = next(e for e in entries if e["action"] == "session_ended")
+    login2 = [e for e in entries if e["action"] == "login" and e["request_id"] == request_id]
+    assert len(login2) == 1 and login2[0]["id"] > ended["id"], \
+        f"want the old session's end, then the new login: {got}"
+
+
+@ak.needs_valkey("deletes a session in Valkey")
+def test_a_session_deleted_behind_kilns_back_is_recorded_as_ended(kiln, services):
+    srv = ak.start_kiln(kiln, EVENTS_SESSION_CHECK_SECONDS=1)
+    u = User(srv, "vanish")
+    # The check looks at the sessions that have streams.
+    s = ssekit.SseStream(srv, bearer=u.token)
+    other = User(srv, "witness", email=u.email)
+    ak.redis_cli(services, "DEL", f"backend_session:{u.token.split('.')[0]}")
+    s.wait_closed(timeout=6)
+    s.close()
+    deadline = time.monotonic() + 5
+    while True:
+        actions = [e["action"] for e in other.audit()["data"]]
+        if "session_ended" in actions or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert "session_ended" in actions, actions
 
 
 def test_failed_writes_leave_no_entry(srv):

@@ -729,6 +729,24 @@ def test_logout_closes_the_sessions_streams(srv):
     ak.assert_unauthenticated(s.response)
 
 
+def test_a_new_login_over_the_old_session_closes_its_streams(srv):
+    """Logging in again while carrying a session ends that session (and so
+    its streams): the old token is refused from then on."""
+    u = User(srv, "relogin")
+    s = u.stream(auth="cookie")
+    _, fresh = ak.dev_login(srv, email=u.email, cookies={ak.SESSION_COOKIE: u.token})
+    assert fresh != u.token
+    t0 = time.monotonic()
+    s.wait_closed(timeout=5)
+    s.close()
+    assert time.monotonic() - t0 < 5
+    ak.assert_unauthenticated(SseStream(srv, bearer=u.token, expect=401).response)
+    u.token = fresh
+    with u.stream() as s2:
+        n = u.note()
+        expect(s2.next_event(), "notes.created", n["id"], n)
+
+
 @needs_valkey
 def test_logout_on_another_instance_closes_the_stream(kiln):
     skb = ak.secret_key_base()
