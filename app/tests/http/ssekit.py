@@ -276,7 +276,7 @@ class FeedEvent:
 # --------------------------------------------------------------------------
 
 def events_request(srv, path="/api/v1/events", query=None, cookie=None, bearer=None,
-                   last_event_id=None, headers=(), request_id=None):
+                   last_event_id=None, headers=(), request_id=None, version="HTTP/1.1"):
     hdrs = [("Accept", "text/event-stream"), ("Cache-Control", "no-cache")]
     if cookie is not None:
         hdrs.append(("Cookie", f"{SESSION_COOKIE}={cookie}"))
@@ -290,7 +290,7 @@ def events_request(srv, path="/api/v1/events", query=None, cookie=None, bearer=N
         q = query if isinstance(query, str) else urllib.parse.urlencode(query)
         target += "?" + q
     return http_request("GET", target, headers=hdrs, host=f"127.0.0.1:{srv.port}",
-                        request_id=request_id)
+                        request_id=request_id, version=version)
 
 
 class SseStream:
@@ -300,10 +300,12 @@ class SseStream:
     ``next_event``, ``next_message``, ``collect``, ``wait_closed``."""
 
     def __init__(self, srv, path="/api/v1/events", query=None, cookie=None, bearer=None,
-                 last_event_id=None, headers=(), timeout=5.0, request_id=None, expect=200):
+                 last_event_id=None, headers=(), timeout=5.0, request_id=None, expect=200,
+                 version="HTTP/1.1"):
         self.srv = srv
         self.timeout = timeout
         self.decoder = ChunkedDecoder()
+        self.chunked = version == "HTTP/1.1"   # HTTP/1.0: the body ends at the close
         self.parser = SseParser()
         self.items = []          # every parsed item, in order
         self.pending = []        # parsed items not yet handed to the test
@@ -313,7 +315,7 @@ class SseStream:
         self.response = None
         self.conn = kilnhttp.RawConn(srv.port, tls=srv.tls, timeout=timeout)
         self.conn.send(events_request(srv, path, query, cookie, bearer, last_event_id, headers,
-                                      request_id))
+                                      request_id, version))
         self._read_head()
         if expect is not None:
             assert self.status == expect, \
@@ -347,8 +349,12 @@ class SseStream:
         for n, v in self.header_list:
             self.headers.setdefault(n, v)
         self.response = kilnhttp.Response("HTTP/1.1", 200, "", self.header_list, b"")
-        assert "chunked" in self.headers.get("transfer-encoding", "").lower(), \
-            f"an event stream on HTTP/1.1 must be chunked: {self.header_list}"
+        if self.chunked:
+            assert "chunked" in self.headers.get("transfer-encoding", "").lower(), \
+                f"an event stream on HTTP/1.1 must be chunked: {self.header_list}"
+        else:
+            assert "transfer-encoding" not in self.headers, \
+                f"no transfer coding on HTTP/1.0: {self.header_list}"
         assert "content-length" not in self.headers, self.header_list
         rest = bytes(conn.buf[i + 4:])
         conn.buf.clear()
@@ -358,7 +364,7 @@ class SseStream:
     # -- the body ----------------------------------------------------------
 
     def _take(self, data):
-        decoded = self.decoder.feed(data)
+        decoded = self.decoder.feed(data) if self.chunked else data
         if self.decoder.rest:
             raise AssertionError(f"bytes after the end of the chunked body: {self.decoder.rest[:100]!r}")
         if decoded:

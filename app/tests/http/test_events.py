@@ -286,6 +286,15 @@ def test_stream_head_and_first_bytes(srv, alice, prefix, auth):
         expect(s.next_event(), "notes.created", n["id"], n)
 
 
+def test_http_1_0_gets_the_stream_unchunked(srv, alice):
+    s = SseStream(srv, bearer=alice.token, version="HTTP/1.0", timeout=DELIVERY_S)
+    with s:
+        wait_connected(s)
+        assert bytes(s.body).startswith(b"retry: 2000\n: connected\n\n"), bytes(s.body)[:60]
+        n = alice.note()
+        expect(s.next_event(), "notes.created", n["id"], n)
+
+
 @pytest.mark.parametrize("prefix", [V1, ALIAS])
 def test_needs_a_session(srv, prefix):
     s = SseStream(srv, path=prefix + "/events", expect=401)
