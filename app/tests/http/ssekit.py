@@ -301,7 +301,9 @@ class SseStream:
 
     def __init__(self, srv, path="/api/v1/events", query=None, cookie=None, bearer=None,
                  last_event_id=None, headers=(), timeout=5.0, request_id=None, expect=200,
-                 version="HTTP/1.1"):
+                 version="HTTP/1.1", pipelined=b""):
+        """``pipelined``: bytes sent right behind the request (say, another
+        request)."""
         self.srv = srv
         self.timeout = timeout
         self.decoder = ChunkedDecoder()
@@ -315,7 +317,7 @@ class SseStream:
         self.response = None
         self.conn = kilnhttp.RawConn(srv.port, tls=srv.tls, timeout=timeout)
         self.conn.send(events_request(srv, path, query, cookie, bearer, last_event_id, headers,
-                                      request_id, version))
+                                      request_id, version) + pipelined)
         self._read_head()
         if expect is not None:
             assert self.status == expect, \

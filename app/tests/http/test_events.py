@@ -28,6 +28,9 @@ What is checked:
   * two instances on one PostgreSQL + Valkey: a write on A reaches B;
   * Valkey stopped and restarted under writes (disruptive): nothing lost.
 
+KILN_EVENTS_ROUNDS=N makes the concurrent test longer (N creates, updates
+and deletes per writer; 3 by default).
+
 What runs where (KILN_STORES): everything but the Valkey tests in every
 mode; the two-instance, cross-instance logout and outage tests need
 postgres or pgbouncer.
@@ -293,6 +296,35 @@ def test_http_1_0_gets_the_stream_unchunked(srv, alice):
         assert bytes(s.body).startswith(b"retry: 2000\n: connected\n\n"), bytes(s.body)[:60]
         n = alice.note()
         expect(s.next_event(), "notes.created", n["id"], n)
+
+
+def test_over_tls(kiln):
+    srv = ak.start_kiln(kiln, SSL_SELF_SIGNED="true", EVENTS_HEARTBEAT_SECONDS=1)
+    assert srv.tls
+    u = User(srv, "tls")
+    with u.stream() as s:
+        n = u.note()
+        expect(s.next_event(), "notes.created", n["id"], n)
+        kind, value = s.next_item(timeout=3)
+        assert (kind, value) == ("comment", "heartbeat"), (kind, value)
+        u.delete(f"/notes/{n['id']}")
+        expect(s.next_event(), "notes.deleted", n["id"], None)
+        r = ak.logout(srv, u.token)
+        assert r.status in (200, 204, 302), r
+        s.wait_closed(timeout=5)
+
+
+def test_what_a_client_sends_on_a_stream_is_ignored(srv, alice):
+    """A request pipelined behind the stream's is never answered, and bytes
+    sent on the stream later change nothing."""
+    s = SseStream(srv, bearer=alice.token, timeout=DELIVERY_S,
+                  pipelined=kilnhttp.http_request("GET", "/livez"))
+    with s:
+        wait_connected(s)
+        s.conn.send(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n" + os.urandom(512))
+        n = alice.note()
+        expect(s.next_event(), "notes.created", n["id"], n)
+        assert b"HTTP/1.1" not in bytes(s.body), "a pipelined request was answered inside the stream"
 
 
 @pytest.mark.parametrize("prefix", [V1, ALIAS])
@@ -952,15 +984,31 @@ def event_keys(events):
 
 
 def test_concurrent_writers_and_resuming_subscribers(srv):
+    run_concurrent([srv])
+
+
+@needs_valkey
+def test_concurrent_writers_and_resuming_subscribers_on_two_instances(kiln):
+    """The same with writes spread over two instances and each resume on
+    either: every instance hands out the feed in the same (commit) order."""
+    skb = ak.secret_key_base()
+    run_concurrent([ak.start_kiln(kiln, SECRET_KEY_BASE=skb),
+                    ak.start_kiln(kiln, SECRET_KEY_BASE=skb)])
+
+
+def run_concurrent(srvs):
+    srv = srvs[0]
     u = User(srv, "busy")
     other = User(srv, "quiet")
-    subs = [Resumer(lambda: srv, lambda: u.token, seed) for seed in range(4)]
+    rngs = [random.Random(100 + seed) for seed in range(4)]
+    subs = [Resumer((lambda rng=rng: rng.choice(srvs)), lambda: u.token, seed)
+            for seed, rng in enumerate(rngs)]
     for r in subs:
         r.start()
     for r in subs:
         assert r.ready.wait(15), "a subscriber did not connect"
     quiet = other.stream()
-    writers, rounds = 32, 3
+    writers, rounds = 32, int(os.environ.get("KILN_EVENTS_ROUNDS", "3"))   # more for a longer hunt
     outcomes = []            # (key, data or None) of every 2xx write
     failures = []
     unknown = set()          # keys (or created titles) of writes answered 5xx: outcome unknown
@@ -970,7 +1018,9 @@ def test_concurrent_writers_and_resuming_subscribers(srv):
     def writer(i):
         barrier.wait(timeout=15)
         for k in range(rounds):
-            r = u.call("POST", "/notes", {"title": f"w{i}-{k}", "content": "x"}, timeout=30)
+            at = srvs[(i + k) % len(srvs)]
+            r = u.call("POST", "/notes", {"title": f"w{i}-{k}", "content": "x"}, timeout=30,
+                       srv=at)
             if r.status != 201:
                 with lock:
                     failures.append(("create", i, k, r.status))
@@ -980,7 +1030,8 @@ def test_concurrent_writers_and_resuming_subscribers(srv):
             n = r.json()["data"]
             with lock:
                 outcomes.append((("notes.created", n["id"]), n))
-            r = u.call("PATCH", f"/notes/{n['id']}", {"content": f"y{k}"}, timeout=30)
+            r = u.call("PATCH", f"/notes/{n['id']}", {"content": f"y{k}"}, timeout=30,
+                       srv=srvs[(i + k + 1) % len(srvs)])
             if r.status == 200:
                 with lock:
                     outcomes.append((("notes.updated", n["id"]), r.json()["data"]))
@@ -989,7 +1040,7 @@ def test_concurrent_writers_and_resuming_subscribers(srv):
                     failures.append(("update", i, k, r.status))
                     if r.status >= 500:
                         unknown.add(("notes.updated", n["id"]))
-            r = u.call("DELETE", f"/notes/{n['id']}", timeout=30)
+            r = u.call("DELETE", f"/notes/{n['id']}", timeout=30, srv=at)
             if r.status in (200, 204):
                 with lock:
                     outcomes.append((("notes.deleted", n["id"]), None))
