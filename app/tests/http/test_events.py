@@ -41,7 +41,9 @@ import random
 import resource
 import selectors
 import signal
+import socket
 import sqlite3
+import struct
 import threading
 import time
 import uuid
@@ -384,6 +386,19 @@ def test_own_note_changes_arrive_with_the_answered_json(srv, alice, auth):
         s.expect_no_event(0.5)
 
 
+def test_text_that_looks_like_framing_stays_inside_the_data(srv, alice):
+    """Newlines, CRs, "data:"/"id:" lines and non-ASCII in a row cannot
+    break the framing: the event's data is the answered JSON."""
+    with alice.stream() as s:
+        title = "a\nb\r\nc\rd 🎉 \u2028\u2029 é"
+        content = "\n\nid: 1\ndata: {\"forged\": true}\n\nevent: reset\r\n\r\n: comment\n\x7f"
+        n = alice.note(title=title, content=content)
+        assert n["title"] == title and n["content"] == content, n
+        ev = expect(s.next_event(), "notes.created", n["id"], n)
+        assert ev.msg.data.count("\n") == 0, "the JSON of an event is one data line"
+        assert sentinel(s, alice) == []
+
+
 def test_projects_and_tasks_and_the_cascade(srv, alice):
     with alice.stream() as s:
         p = alice.project("Launch")
@@ -463,6 +478,21 @@ def test_resources_narrows_the_stream(srv, alice, resources, kinds):
                 got = s.until(lambda e: e.row_id == last_n["id"])
         assert [(e.type, e.row_id) for e in got] == want, got
         assert n["id"] in {e.row_id for e in all_events}
+
+
+def test_resume_with_resources(srv, alice):
+    with alice.stream(query={"resources": "tasks"}) as s:
+        p = alice.project()
+        t1 = alice.task(p["id"], "t1")
+        ev1 = expect(s.next_event(), "tasks.created", t1["id"], t1)
+    alice.note()
+    t2 = alice.task(p["id"], "t2")
+    alice.note()
+    with alice.stream(query={"resources": "tasks", "last_event_id": ev1.sse_id},
+                      connected=False) as s2:
+        expect(s2.next_event(), "tasks.created", t2["id"], t2)
+        t3 = alice.task(p["id"], "t3")
+        expect(s2.next_event(), "tasks.created", t3["id"], t3)
 
 
 def test_failed_writes_have_no_event(srv, alice, bob):
@@ -786,6 +816,50 @@ def test_a_new_login_over_the_old_session_closes_its_streams(srv):
     with u.stream() as s2:
         n = u.note()
         expect(s2.next_event(), "notes.created", n["id"], n)
+
+
+def test_logout_closes_every_stream_of_the_session(srv):
+    u = User(srv, "many")
+    streams = [u.stream(auth="bearer" if i % 2 else "cookie") for i in range(40)]
+    r = ak.logout(srv, u.token)
+    assert r.status in (200, 204, 302), r
+    t0 = time.monotonic()
+    for s in streams:
+        s.wait_closed(timeout=max(0.5, t0 + 5 - time.monotonic()))
+        s.close()
+
+
+def test_clients_that_vanish_mid_stream_leave_the_server_healthy(srv):
+    """Streams reset by their clients (RST, no FIN) while events are being
+    written to them; the instance goes on serving, and a new stream works
+    (under ASan this is where a use after free would show)."""
+    u = User(srv, "vanish")
+    streams = [u.stream() for _ in range(30)]
+    stop = threading.Event()
+    errors = []
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            r = u.call("POST", "/notes", {"title": f"v{i}", "content": "y" * 2000})
+            if r.status != 201:
+                errors.append(r)
+            i += 1
+
+    w = threading.Thread(target=writer, daemon=True)
+    w.start()
+    rng = random.Random(3)
+    for s in streams:
+        time.sleep(rng.random() * 0.05)
+        s.conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    stop.set()
+    w.join(20)
+    assert not errors, errors[:3]
+    with u.stream() as s:
+        n = u.note(title="after")
+        s.until(lambda e: e.row_id == n["id"])
+    assert ak.call(srv, "GET", "/livez").status == 200
 
 
 @needs_valkey
