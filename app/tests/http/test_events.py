@@ -44,6 +44,7 @@ import signal
 import socket
 import sqlite3
 import struct
+import subprocess
 import threading
 import time
 import uuid
@@ -1214,6 +1215,52 @@ def test_write_on_one_instance_reaches_a_subscriber_on_another(kiln):
         ev = s2.next_event()
         assert ev.type == "notes.created", ev
     assert took_b < DELIVERY_S
+
+
+needs_postgres = pytest.mark.skipif(
+    kilnhttp.STORES not in SERVICE_MODES,
+    reason=f"KILN_STORES={kilnhttp.STORES}: needs PostgreSQL")
+
+
+@needs_postgres
+def test_an_unrelated_open_transaction_does_not_stall_the_feed(srv, alice, services):
+    """A session of some other program, in another database of the same
+    cluster, that wrote something and sits idle in its transaction (a stuck
+    client, a long batch job): the feed must not wait for it to end (it may
+    never end) before handing out committed events."""
+    other_db = services.create_db("stall")
+    holder = subprocess.Popen(
+        [services.psql_bin, "-X", "-q", "-At", "-h", services.pg_socket_dir,
+         "-p", str(services.pg_port), "-U", services.pg_superuser, "-d", other_db],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    try:
+        holder.stdin.write(b"BEGIN;\nSELECT pg_current_xact_id();\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip().isdigit(), "the other transaction has no xid"
+        with alice.stream() as s:
+            n = alice.note(title="while another transaction is open")
+            t0 = time.monotonic()
+            try:
+                ev = s.next_event(timeout=DELIVERY_S)
+            except StreamTimeout:
+                raise AssertionError(
+                    f"a committed write was not delivered within {DELIVERY_S} s while an "
+                    f"unrelated transaction (database {other_db}) was open") from None
+            expect(ev, "notes.created", n["id"], n)
+            assert time.monotonic() - t0 < DELIVERY_S
+    finally:
+        try:
+            holder.stdin.write(b"COMMIT;\n")
+            holder.stdin.close()
+        except OSError:
+            pass
+        try:
+            holder.wait(10)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.wait()
+        services.drop_db(other_db)
 
 
 # --------------------------------------------------------------------------
