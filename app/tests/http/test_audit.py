@@ -195,6 +195,19 @@ def test_cascade_delete_is_audited(srv):
         newest[:5]
 
 
+def test_the_client_address_behind_a_trusted_proxy(kiln):
+    srv = ak.start_kiln(kiln, TRUSTED_PROXY_HOPS=1)
+    u = User(srv, "proxied")
+    request_id = rid("xff")
+    r = ak.call(srv, "POST", V1 + "/notes", bearer=u.token, json_body={"title": "via proxy"},
+                headers=[("X-Forwarded-For", "203.0.113.7, 198.51.100.9"), ("User-Agent", UA)],
+                request_id=request_id)
+    assert r.status == 201, r
+    entry = next(e for e in u.audit()["data"] if e["request_id"] == request_id)
+    # One trusted hop: the address that hop saw is the last entry.
+    assert entry["ip"] == "198.51.100.9", entry
+
+
 def test_logout_and_the_next_login_are_listed(srv):
     u = User(srv)
     logout_rid = rid("logout")
