@@ -881,6 +881,26 @@ def test_logout_on_another_instance_closes_the_stream(kiln):
     assert took < 5, took
 
 
+@needs_valkey
+def test_logout_on_another_instance_closes_the_stream_once_subscribed(kiln):
+    """As above, after proving B's Valkey subscription is up (B polls the
+    outbox only every 10 minutes, yet gets A's write within seconds)."""
+    skb = ak.secret_key_base()
+    a = ak.start_kiln(kiln, SECRET_KEY_BASE=skb)
+    b = ak.start_kiln(kiln, SECRET_KEY_BASE=skb, EVENTS_POLL_MS=600000)
+    u = User(a)
+    s = open_stream(b, u.token)
+    n = u.note(srv=a)
+    expect(s.next_event(), "notes.created", n["id"], n)
+    t0 = time.monotonic()
+    r = ak.logout(a, u.token)
+    assert r.status in (200, 204, 302), r
+    s.wait_closed(timeout=5)
+    took = time.monotonic() - t0
+    s.close()
+    assert took < 5, took
+
+
 # --------------------------------------------------------------------------
 # SIGTERM with 500 open streams
 # --------------------------------------------------------------------------
