@@ -565,6 +565,40 @@ def test_resume_after_a_disconnect_misses_nothing_and_repeats_nothing(srv, alice
         assert [e.id for e in again] == [e.id for e in got[1:] + missed], again
 
 
+def test_resume_after_more_than_a_batch_of_missed_events(srv):
+    """1100 changes while away (the outbox is read in batches of a few
+    hundred rows): all of them, once, in commit order, then live."""
+    u = User(srv, "away")
+    with u.stream() as s:
+        first = u.note(title="first")
+        ev0 = expect(s.next_event(), "notes.created", first["id"], first)
+    made = {}
+    lock = threading.Lock()
+
+    def writer(k):
+        for i in range(137 if k < 4 else 138):
+            r = u.call("POST", "/notes", {"title": f"m{k}-{i}"}, timeout=30)
+            assert r.status == 201, r
+            with lock:
+                made[r.json()["data"]["id"]] = (k, i)
+
+    threads = [threading.Thread(target=writer, args=(k,), daemon=True) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(50)
+    assert len(made) == 1100, len(made)
+    with u.stream(last_event_id=ev0.sse_id, connected=False, timeout=30) as s2:
+        got = s2.collect(1100, timeout=40)
+        assert sentinel(s2, u) == []
+    assert len({e.id for e in got}) == 1100
+    assert {e.row_id for e in got} == set(made)
+    # each writer's creates in the order it made them
+    for k in range(8):
+        seq = [made[e.row_id][1] for e in got if made[e.row_id][0] == k]
+        assert seq == sorted(seq), f"writer {k}'s creates out of order"
+
+
 def test_the_header_wins_over_the_query(srv, alice):
     """EventSource keeps the URL it was opened with (?last_event_id= of an
     earlier page) and sends its newer id in the header on reconnects."""
