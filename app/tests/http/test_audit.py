@@ -360,3 +360,28 @@ def test_the_audit_table_is_append_only(srv):
     assert err, "DELETE of an audit row younger than a day was accepted"
     assert db_rows(srv, "SELECT action, target FROM audit WHERE id = ?", (entry["id"],)) == before
     assert u.audit()["data"][0] == entry
+
+
+def test_retention_prunes_old_audit_rows(kiln):
+    """AUDIT_RETENTION_DAYS=1, pruned every second: a row from long ago
+    (inserted behind kiln's back: INSERT is allowed) goes; today's stay."""
+    srv = ak.start_kiln(kiln, AUDIT_RETENTION_DAYS=1, EVENTS_PRUNE_SECONDS=1)
+    u = User(srv, "retention")
+    marker = rid("old")
+    old_at = "2000-01-01T00:00:00.000000Z"
+    if kilnhttp.STORES == "embedded":
+        con = sqlite3.connect(srv.env["DB_PATH"], timeout=10)
+        with con:
+            con.execute("INSERT INTO audit (at, actor, action, target, request_id) "
+                        "VALUES (?, NULL, 'test_old', 'x', ?)", (old_at, marker))
+        con.close()
+    else:
+        kilnhttp.services().psql(
+            f"INSERT INTO audit (at, actor, action, target, request_id) "
+            f"VALUES ('{old_at}', NULL, 'test_old', 'x', '{marker}')")
+    assert db_rows(srv, "SELECT id FROM audit WHERE request_id = ?", (marker,))
+    deadline = time.monotonic() + 20
+    while db_rows(srv, "SELECT id FROM audit WHERE request_id = ?", (marker,)):
+        assert time.monotonic() < deadline, "an audit row from 2000 was not pruned within 20 s"
+        time.sleep(0.25)
+    assert [e["request_id"] for e in u.audit()["data"]] == [u.login_rid]
