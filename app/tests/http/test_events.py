@@ -997,6 +997,29 @@ def test_sigterm_with_500_streams(kiln):
             s.close()
 
 
+def test_streams_on_several_loops_get_the_same_feed(kiln):
+    """HTTP_LOOPS=4: streams spread over the loops (SO_REUSEPORT) all get
+    every change, in one order, and a logout ends all of them."""
+    srv = ak.start_kiln(kiln, HTTP_LOOPS=4)
+    u = User(srv, "loops")
+    streams = [u.stream() for _ in range(24)]
+    try:
+        made = [u.note(title=f"l{i}") for i in range(15)]
+        want = [n["id"] for n in made]
+        orders = []
+        for s in streams:
+            orders.append([e.row_id for e in s.collect(15)])
+        assert all(o == want for o in orders), "a stream missed or reordered changes"
+        r = ak.logout(srv, u.token)
+        assert r.status in (200, 204, 302), r
+        t0 = time.monotonic()
+        for s in streams:
+            s.wait_closed(timeout=max(0.5, t0 + 5 - time.monotonic()))
+    finally:
+        for s in streams:
+            s.close()
+
+
 def test_a_draining_instance_answers_retry_and_ends(kiln):
     """A stream asked for on a keep-alive connection during the drain: 200
     with only "retry: 1000" (EventSource reconnects, elsewhere; a 503 would
