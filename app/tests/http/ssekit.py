@@ -301,13 +301,15 @@ class SseStream:
 
     def __init__(self, srv, path="/api/v1/events", query=None, cookie=None, bearer=None,
                  last_event_id=None, headers=(), timeout=5.0, request_id=None, expect=200,
-                 version="HTTP/1.1", pipelined=b""):
+                 version="HTTP/1.1", pipelined=b"", conn=None):
         """``pipelined``: bytes sent right behind the request (say, another
-        request)."""
+        request); ``conn``: a kilnhttp.RawConn to send it on (a keep-alive
+        connection) instead of a new one."""
         self.srv = srv
         self.timeout = timeout
         self.decoder = ChunkedDecoder()
         self.chunked = version == "HTTP/1.1"   # HTTP/1.0: the body ends at the close
+        self.length = None                     # a Content-Length body
         self.parser = SseParser()
         self.items = []          # every parsed item, in order
         self.pending = []        # parsed items not yet handed to the test
@@ -315,7 +317,7 @@ class SseStream:
         self.eof = False
         self.reset = False
         self.response = None
-        self.conn = kilnhttp.RawConn(srv.port, tls=srv.tls, timeout=timeout)
+        self.conn = conn or kilnhttp.RawConn(srv.port, tls=srv.tls, timeout=timeout)
         self.conn.send(events_request(srv, path, query, cookie, bearer, last_event_id, headers,
                                       request_id, version) + pipelined)
         self._read_head()
@@ -351,13 +353,18 @@ class SseStream:
         for n, v in self.header_list:
             self.headers.setdefault(n, v)
         self.response = kilnhttp.Response("HTTP/1.1", 200, "", self.header_list, b"")
-        if self.chunked:
+        if "content-length" in self.headers:
+            # a complete answer shaped like a stream (a draining instance's
+            # "retry: 1000"): the body is exactly that long
+            assert "transfer-encoding" not in self.headers, self.header_list
+            self.chunked = False
+            self.length = int(self.headers["content-length"])
+        elif self.chunked:
             assert "chunked" in self.headers.get("transfer-encoding", "").lower(), \
                 f"an event stream on HTTP/1.1 must be chunked: {self.header_list}"
         else:
             assert "transfer-encoding" not in self.headers, \
                 f"no transfer coding on HTTP/1.0: {self.header_list}"
-        assert "content-length" not in self.headers, self.header_list
         rest = bytes(conn.buf[i + 4:])
         conn.buf.clear()
         if rest:
@@ -367,6 +374,9 @@ class SseStream:
 
     def _take(self, data):
         decoded = self.decoder.feed(data) if self.chunked else data
+        if self.length is not None:
+            assert len(self.body) + len(decoded) <= self.length, \
+                f"more than Content-Length ({self.length}) bytes: {bytes(self.body) + decoded!r}"
         if self.decoder.rest:
             raise AssertionError(f"bytes after the end of the chunked body: {self.decoder.rest[:100]!r}")
         if decoded:
