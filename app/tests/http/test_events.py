@@ -1450,3 +1450,65 @@ def test_valkey_outage_under_writes_loses_nothing(kiln, services, how):
     assert failed, "no write failed: was Valkey really down?"
     print(f"outage: {len(ok)} writes answered 201, {len(failed)} not "
           f"({sorted({str(x[1]) for x in failed})}); subscriber resumed {sub.resumes} times")
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL down and back with streams open
+# --------------------------------------------------------------------------
+
+@pytest.mark.disruptive
+@needs_postgres
+def test_database_outage_with_open_streams_loses_nothing(kiln, services):
+    """PostgreSQL stopped for 3 s and started again while streams are open
+    on two instances: the feed comes back by itself (the subscriber resumes
+    if its stream was closed meanwhile), and every write answered 201,
+    before and after, arrives once."""
+    skb = ak.secret_key_base()
+    a = ak.start_kiln(kiln, SECRET_KEY_BASE=skb)
+    b = ak.start_kiln(kiln, SECRET_KEY_BASE=skb)
+    u = User(a, "pgdown")
+    subs = [Resumer(lambda: b, lambda: u.token, 11, resume_every=(10 ** 6, 10 ** 6)),
+            Resumer(lambda: a, lambda: u.token, 12, resume_every=(10 ** 6, 10 ** 6))]
+    for r in subs:
+        r.start()
+    for r in subs:
+        assert r.ready.wait(15)
+    ok = []
+    before = [u.note(title=f"before {i}") for i in range(3)]
+    ok += before
+    service = "postgres"
+    services.ctl("stop1", service)
+    try:
+        for i in range(3):
+            r = u.call("POST", "/notes", {"title": f"during {i}"}, timeout=15)
+            assert r.status in (201, 503), r
+            if r.status == 201:
+                ok.append(r.json()["data"])
+        time.sleep(2)
+    finally:
+        services.ctl("start1", service)
+    services.wait_up(service)
+    deadline = time.monotonic() + 20
+    after = []
+    while len(after) < 3:
+        r = u.call("POST", "/notes", {"title": f"after {len(after)}"}, srv=a if len(after) % 2 else b,
+                   timeout=15)
+        if r.status == 201:
+            after.append(r.json()["data"])
+        else:
+            assert r.status == 503 and time.monotonic() < deadline, f"not back after 20 s: {r!r}"
+            time.sleep(0.3)
+    ok += after
+    want = {("notes.created", n["id"]) for n in ok}
+    for r in subs:
+        r.want = want
+        r.stop_at = time.monotonic() + 15
+    for r in subs:
+        r.join(20)
+    for n, r in enumerate(subs):
+        keys = [e.key for e in r.events]
+        assert len(keys) == len(set(keys)), f"subscriber {n}: duplicates"
+        missing = want - set(keys)
+        assert not missing, (f"subscriber {n} ({'B' if n == 0 else 'A'}): {len(missing)} of "
+                             f"{len(want)} events missing after the database came back "
+                             f"(resumes {r.resumes}, errors {r.errors[:3]})")
