@@ -36,6 +36,7 @@ mode; the two-instance, cross-instance logout and outage tests need
 postgres or pgbouncer.
 """
 
+import json
 import os
 import random
 import resource
@@ -399,6 +400,29 @@ def test_text_that_looks_like_framing_stays_inside_the_data(srv, alice):
         ev = expect(s.next_event(), "notes.created", n["id"], n)
         assert ev.msg.data.count("\n") == 0, "the JSON of an event is one data line"
         assert sentinel(s, alice) == []
+
+
+def test_the_outbox_row_matches_the_event(srv, alice, maybe_services):
+    """What the stream says is what the events table holds (owner = the
+    user's id; data = the row's JSON, NULL for a delete)."""
+    with alice.stream() as s:
+        n = alice.note(title="row")
+        created = s.next_event()
+        alice.delete(f"/notes/{n['id']}")
+        deleted = s.next_event()
+    uid = db_execute(srv, maybe_services, "SELECT id FROM users WHERE email = ?", (alice.email,))
+    assert [created.owner] == [r[0] for r in uid], (created.owner, uid)
+    for ev in (created, deleted):
+        rows = db_execute(srv, maybe_services,
+                          "SELECT resource, action, row_id, owner, data FROM events WHERE id = ?",
+                          (ev.id,))
+        assert len(rows) == 1, rows
+        resource, action, row_id, owner, data = rows[0]
+        assert (resource, action, row_id, owner) == (ev.resource, ev.action, ev.row_id, ev.owner)
+        if ev.action == "deleted":
+            assert data in (None, ""), data
+        else:
+            assert json.loads(data) == ev.data
 
 
 def test_projects_and_tasks_and_the_cascade(srv, alice):
