@@ -208,6 +208,20 @@ def test_the_client_address_behind_a_trusted_proxy(kiln):
     assert entry["ip"] == "198.51.100.9", entry
 
 
+@pytest.mark.parametrize("ua", ["a" * 600, "Mozilla/5.0 (caf\u00e9) \u2603", "tab\there"])
+def test_the_user_agent_is_printable_ascii_and_bounded(srv, ua):
+    u = User(srv, "ua")
+    request_id = rid("ua")
+    r = ak.call(srv, "POST", V1 + "/notes", bearer=u.token, json_body={"title": "ua"},
+                headers=[("User-Agent", ua.encode("utf-8"))], request_id=request_id)
+    assert r.status == 201, r
+    entry = next(e for e in u.audit()["data"] if e["request_id"] == request_id)
+    got = entry["user_agent"]
+    assert got is None or (len(got.encode()) <= 512 and all(0x20 <= ord(c) < 0x7f for c in got)), got
+    if ua.isascii() and ua.isprintable():
+        assert got == ua[:512], got
+
+
 def test_logout_and_the_next_login_are_listed(srv):
     u = User(srv)
     logout_rid = rid("logout")
