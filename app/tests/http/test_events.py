@@ -1330,9 +1330,6 @@ needs_postgres = pytest.mark.skipif(
 
 
 @needs_postgres
-@pytest.mark.xfail(strict=True, reason=(
-    "known limitation (docs/ARCHITECTURE.md, Change feed, Order): the feed waits for the oldest "
-    "running transaction of the whole cluster; /work/spec/bugs-from-tests.md #3"))
 def test_an_unrelated_open_transaction_does_not_stall_the_feed(srv, alice, services):
     """A session of some other program, in another database of the same
     cluster, that wrote something and sits idle in its transaction (a stuck
