@@ -298,6 +298,7 @@ int kiln_app_feed_start(struct kiln_app *app)
         .retention_hours = cfg->events_retention_hours,
         .audit_days = cfg->audit_retention_days,
         .session_exists = kiln_session_exists,
+        .render = kiln_resource_event_json,
     };
     return kiln_feed_start(&fc);
 }

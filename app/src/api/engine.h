@@ -75,9 +75,15 @@ const char *kiln_sql_update(kiln_arena *a, const struct kiln_resource *r,
  * (ip, user agent, request id). */
 const char *kiln_sql_outbox(kiln_arena *a, const struct kiln_resource *r, const char *stmt,
                             const char *action, size_t owner, size_t first_audit);
-/* PostgreSQL: an expression of the columns of alias giving the row's JSON
- * as the API shows it (the event's data). */
+/* PostgreSQL: the expression the outbox stores as an event's data: the
+ * written row (alias) as JSON, cheap to make in the write's statement. */
 const char *kiln_sql_row_json(kiln_arena *a, const struct kiln_resource *r, const char *alias);
+/* An event's stored data (that expression's JSON on PostgreSQL, the API's
+ * own on SQLite) as the API shows the row of resource: members in
+ * declaration order, timestamps in the API's form. false when resource is
+ * not declared or data is not a JSON object (out untouched). */
+bool kiln_resource_event_json(const char *resource, kiln_str data, kiln_buf *out);
+bool kiln_resource_event_json_of(const struct kiln_resource *r, kiln_str data, kiln_buf *out);
 /* DELETE of row $1 owned by $2. PostgreSQL: with the events of the row and
  * of every row its cascade removes, and its audit row ($3..$5: ip, user
  * agent, request id), answering one count; SQLite: the DELETE alone. */

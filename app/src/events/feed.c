@@ -462,8 +462,18 @@ static struct batch *format(const struct kiln_db_rows *rows, size_t upto)
             struct timespec ts = { (time_t)(us / 1000000), (long)(us % 1000000) * 1000 };
             kiln_time_rfc3339(at, &ts);
         }
+        kiln_buf shown;
+        kiln_buf_init(&shown, (size_t)1 << 28);
+        if (data.p && F.cfg.render && res.len < 64) {
+            char name[64];
+            memcpy(name, res.p, res.len);
+            name[res.len] = '\0';
+            if (F.cfg.render(name, data, &shown))
+                data = (kiln_str){ shown.p, shown.len };
+        }
         fr->off = t.len;
         kiln__feed_frame(&t, fr->id, res, act, kiln_db_text(rows, i, 4), data, owner, at);
+        kiln_buf_free(&shown);
         fr->len = t.len - fr->off;
         b->n++;
     }

@@ -53,6 +53,9 @@ struct kiln_feed_config {
     /* 0 when the session exists, KILN_ENOTFOUND when it has ended, another
      * error when the kv store cannot tell. */
     int (*session_exists)(struct kiln_kv *kv, const char *sid);
+    /* An event's stored data as its stream shows it (the API's JSON of
+     * the row), into out; false: send the data as stored. May be NULL. */
+    bool (*render)(const char *resource, kiln_str data, kiln_buf *out);
 };
 
 /* Start the feed thread (cfg is copied; its strings must outlive the

@@ -8,6 +8,7 @@
  */
 #include <jansson.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "test_util.h"
@@ -509,19 +510,33 @@ static void test_the_event_json_on_postgres_is_the_api_json(void **state)
         if (err)
             fail_msg("%s", kiln_db_last_error(db));
         assert_int_equal(rows.nrows, 1);
-        kiln_buf b;
+        kiln_buf b, shown;
         kiln_buf_init(&b, 1 << 20);
+        kiln_buf_init(&shown, 1 << 20);
         kiln_resource_append_json(&every, &b, &rows, 0);
-        kiln_str from_sql = kiln_db_text(&rows, 0, 11);
+        kiln_str stored = kiln_db_text(&rows, 0, 11);
+        assert_true(kiln_resource_event_json_of(&every, stored, &shown));
+        kiln_str from_sql = { shown.p, shown.len };
         json_error_t e;
         json_t *api = json_loadb(b.p, b.len, 0, &e);
         json_t *event = json_loadb(from_sql.p, from_sql.len, 0, &e);
         if (!api || !event || !json_equal(api, event))
             fail_msg("row %zu:\n  API:   %.*s\n  event: %.*s", i, (int)b.len, b.p,
                      (int)from_sql.len, from_sql.p);
+        /* and the members in the same (declaration) order */
+        const char *ka, *ke;
+        void *ia = json_object_iter(api), *ie = json_object_iter(event);
+        for (; ia && ie; ia = json_object_iter_next(api, ia), ie = json_object_iter_next(event, ie)) {
+            ka = json_object_iter_key(ia);
+            ke = json_object_iter_key(ie);
+            if (strcmp(ka, ke))
+                fail_msg("row %zu: member %s where the API has %s", i, ke, ka);
+        }
+        assert_true(!ia && !ie);
         json_decref(api);
         json_decref(event);
         kiln_buf_free(&b);
+        kiln_buf_free(&shown);
     }
     kiln_db_close(db);
 }
