@@ -7,19 +7,23 @@
 -- (tx, id) order and an event is handed out only once every transaction
 -- older than the oldest one still running has ended (events/feed.c), so an
 -- event that commits late can never fall behind a reader's position.
+--
+-- Every index here is paid by every write, so there are as few as the
+-- reads need: the feed's order (the key), one owner's events in that order
+-- (catch-up, and finding the event a client resumes after: its id within
+-- the owner's), and the age for pruning.
 CREATE TABLE events (
-    id       bigserial PRIMARY KEY,
+    id       bigserial,
     tx       bigint NOT NULL,
     resource text NOT NULL,
     action   text NOT NULL,
     row_id   uuid NOT NULL,
     owner    uuid NOT NULL,
     data     text,
-    at       timestamptz NOT NULL DEFAULT now()
+    at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tx, id)
 );
 
--- The feed (every owner) and one owner's catch-up, both in feed order.
-CREATE INDEX events_tx_id_idx ON events (tx, id);
 CREATE INDEX events_owner_tx_id_idx ON events (owner, tx, id);
 -- Pruning by age: rows arrive in time order, so a BRIN index finds the old
 -- ones for almost no cost on insert.
@@ -28,8 +32,10 @@ CREATE INDEX events_at_brin ON events USING brin (at);
 -- Who did what. Append-only from the application's side: nothing updates
 -- a row, and only rows older than a day (the shortest retention) can be
 -- deleted, by the pruning.
+-- Its id is not a key: nothing looks a row up by it, and the list reads
+-- an actor's rows newest first.
 CREATE TABLE audit (
-    id         bigserial PRIMARY KEY,
+    id         bigserial NOT NULL,
     at         timestamptz NOT NULL DEFAULT now(),
     actor      uuid,
     action     text NOT NULL,

@@ -862,11 +862,17 @@ static void prune_table(const char *table, uint64_t age_ms)
     struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 };
     kiln_time_rfc3339(cutoff, &ts);
     kiln_arena *a = kiln_arena_new(1024);
+    /* PostgreSQL: by the rows' addresses (a TID scan; ids are not
+     * indexed), SQLite: by rowid. */
     const char *sql =
-        kiln_arena_sprintf(a,
-                           "DELETE FROM %s WHERE id IN (SELECT id FROM %s WHERE at < $1 "
-                           "LIMIT %d%s)",
-                           table, table, PRUNE_BATCH, F.pg ? " FOR UPDATE SKIP LOCKED" : "");
+        F.pg ? kiln_arena_sprintf(a,
+                                  "DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s "
+                                  "WHERE at < $1 LIMIT %d FOR UPDATE SKIP LOCKED))",
+                                  table, table, PRUNE_BATCH)
+             : kiln_arena_sprintf(a,
+                                  "DELETE FROM %s WHERE id IN (SELECT id FROM %s WHERE at < $1 "
+                                  "LIMIT %d)",
+                                  table, table, PRUNE_BATCH);
     kiln_str p[1] = { kiln_str_c(cutoff) };
     for (int i = 0; i < PRUNE_MAX_BATCHES && !atomic_load(&F.stop); i++) {
         struct kiln_db_rows rows;
