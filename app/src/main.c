@@ -21,6 +21,7 @@
 #include "api/engine.h"
 #include "core/err.h"
 #include "api/reload.h"
+#include "events/feed.h"
 #include "auth/oidc.h"
 #include "aws/aws.h"
 #include "aws/secrets.h"
@@ -239,12 +240,15 @@ static int cmd_serve(void)
     rc = cfg.migrate_on_start ? run_migrations(&app, false, false)
          : !cfg.db_conninfo   ? run_migrations(&app, false, true)
                               : 0;
+    if (rc == 0)
+        rc = kiln_app_feed_start(&app) ? 1 : 0;
     if (rc == 0) {
         kiln_reload_start(&cfg);
         size_t nroutes;
         const struct kiln_route *routes = api_routes(&nroutes);
         rc = kiln_server_run(&cfg, routes, nroutes, &app.hooks, &app.loop_hooks);
         kiln_reload_stop();
+        kiln_feed_stop();
     }
     kiln_dl_pq_join();
     kiln_app_free(&app);

@@ -54,6 +54,18 @@ int api_openapi_write(FILE *out);
                                             KILN_S3_LIST_MAX (aws/s3.h) */
 #define API_UPLOADS_FILENAME_MAX 255     /* presign's filename, in characters */
 
+#define API_AUDIT_PAGE_DEFAULT 50        /* GET /audit ?limit= */
+#define API_AUDIT_PAGE_MAX 200
+#define API_AUDIT_OFFSET_MAX 1000000
+
+/* events.c: the change feed's stream and the audit log */
+void api_events_stream(struct kiln_req *req, struct kiln_res *res);
+void api_audit_list(struct kiln_req *req, struct kiln_res *res);
+/* An audit row for something that is not a resource's change (login,
+ * logout); actor may be NULL. Best effort: a failure is logged. */
+void kiln_audit_record(struct kiln_req *req, const char *actor, const char *action,
+                       const char *target);
+
 /* auth.c */
 void api_auth_request(struct kiln_req *req, struct kiln_res *res);
 void api_auth_callback(struct kiln_req *req, struct kiln_res *res);

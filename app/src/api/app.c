@@ -11,6 +11,10 @@
  * the thread), so with SQLite every handler stays on the worker pool.
  */
 #include "api/app.h"
+
+#include "api/declare.h"
+#include "auth/session.h"
+#include "events/feed.h"
 #include "api/engine.h"
 
 #include <poll.h>
@@ -273,6 +277,29 @@ void kiln_app_init(struct kiln_app *app, const struct kiln_config *cfg)
     app->loop_hooks.stop = on_worker_stop;
     app->loop_hooks.warm = on_loop_warm;
     app->loop_hooks.arg = app;
+}
+
+int kiln_app_feed_start(struct kiln_app *app)
+{
+    static const char *names[KILN_FEED_MAX_RESOURCES];
+    size_t n = 0;
+    for (size_t i = 0; i < kiln_resources_count && n < KILN_FEED_MAX_RESOURCES; i++)
+        names[n++] = kiln_resources[i]->name;
+    const struct kiln_config *cfg = app->cfg;
+    struct kiln_feed_config fc = {
+        .db = app->db,
+        .kv = app->kv_store,
+        .resources = names,
+        .nresources = n,
+        .heartbeat_ms = cfg->events_heartbeat_s * 1000,
+        .poll_ms = cfg->events_poll_ms,
+        .session_check_s = cfg->events_session_check_s,
+        .prune_s = cfg->events_prune_s,
+        .retention_hours = cfg->events_retention_hours,
+        .audit_days = cfg->audit_retention_days,
+        .session_exists = kiln_session_exists,
+    };
+    return kiln_feed_start(&fc);
 }
 
 void kiln_app_free(struct kiln_app *app)

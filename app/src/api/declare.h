@@ -147,6 +147,11 @@ struct kiln_action {
     kiln_handler_fn handler;
     enum kiln_method method;     /* for .handler; declared ones are POST */
     const char *doc;
+    /* The change feed's name for what it did ("archived": the event type
+     * notes.archived); NULL: the action's name. A declared action records
+     * its event like an update; a .handler action writes its own rows and
+     * records nothing by itself. */
+    const char *event;
 };
 
 struct kiln_resource {

@@ -48,6 +48,7 @@
 #include "core/random.h"
 #include "core/str.h"
 #include "core/uuid.h"
+#include "events/feed.h"
 #include "store/kv.h"
 
 #define OWNER_COLUMN "user_id"
@@ -275,6 +276,9 @@ int kiln_resource_check(const struct kiln_resource *r, char *err, size_t errlen)
                 ac->name ? ac->name : "");
         if (!ac->handler && (!ac->field || kiln_resource_field(r, ac->field) < 0))
             BAD("resource %s: action %s sets no declared field", r->name, ac->name);
+        if (ac->event && !identifier(ac->event))
+            BAD("resource %s: action %s: event \"%s\" must be a lower-case identifier",
+                r->name, ac->name, ac->event);
     }
     return 0;
 #undef BAD
@@ -879,6 +883,256 @@ const char *kiln_sql_count(kiln_arena *a, const struct kiln_resource *r, const b
 }
 
 /* Whether row id of r exists for this owner (to name the right 404). */
+/* ---- the outbox: an event and an audit row with every change ---- */
+
+/*
+ * Every create, update, delete and declared action writes, with the change
+ * and in its transaction, one row of `events` (the change feed,
+ * events/feed.c) and one of `audit`. On PostgreSQL the three are one
+ * statement (data-modifying CTEs: one round trip, no transaction held open
+ * across round trips, so the pool's pipelining is untouched); on SQLite a
+ * BEGIN IMMEDIATE ... COMMIT on the worker's own connection. A statement
+ * that changes nothing inserts nothing, and a failed one rolls back all.
+ */
+
+#define AUDIT_TEXT_MAX 512
+
+/* The event's action: created, updated, deleted, or the action's event. */
+static const char *event_action(const struct kiln_resource *r, enum kiln_op op,
+                                const char *action)
+{
+    switch (op) {
+    case KILN_OP_CREATE:
+        return "created";
+    case KILN_OP_UPDATE:
+        return "updated";
+    case KILN_OP_DELETE:
+        return "deleted";
+    case KILN_OP_ACTION:
+        break;
+    }
+    for (size_t i = 0; i < r->nactions; i++)
+        if (!strcmp(r->actions[i].name, action))
+            return r->actions[i].event ? r->actions[i].event : action;
+    return action;
+}
+
+/* PostgreSQL: the row of alias as JSON text, the same as append_open
+ * writes (the black-box suite compares the two for every type). */
+static void append_pg_json(kiln_buf *b, const struct kiln_resource *r, const char *alias)
+{
+#define PG_TIME(col)                                                                             \
+    "to_json(to_char(%s." col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))"
+    kiln_buf_printf(b, "'{\"id\":' || to_json(%s.id)::text", alias);
+    for (size_t f = 0; f < r->nfields; f++) {
+        const char *n = r->fields[f].name;
+        if (r->fields[f].type == KILN_TIMESTAMP)
+            kiln_buf_printf(b,
+                            " || ',\"%s\":' || coalesce(to_json(to_char(%s.%s AT TIME ZONE "
+                            "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))::text, 'null')",
+                            n, alias, n);
+        else
+            kiln_buf_printf(b, " || ',\"%s\":' || coalesce(to_json(%s.%s)::text, 'null')", n,
+                            alias, n);
+    }
+    kiln_buf_printf(b, " || ',\"inserted_at\":' || " PG_TIME("inserted_at") "::text", alias);
+    kiln_buf_printf(b, " || ',\"updated_at\":' || " PG_TIME("updated_at") "::text || '}'",
+                    alias);
+#undef PG_TIME
+}
+
+#define PG_TX "pg_current_xact_id()::text::bigint"
+
+/* " a AS (INSERT INTO audit ... SELECT ... FROM src)" */
+static void append_pg_audit(kiln_buf *b, const struct kiln_resource *r, const char *action,
+                            const char *src, size_t owner, size_t first)
+{
+    kiln_buf_printf(b,
+                    "a AS (INSERT INTO audit (actor, action, target, ip, user_agent, "
+                    "request_id) SELECT $%zu, '%s.%s', '%s/' || %s.id, $%zu, $%zu, $%zu FROM "
+                    "%s)",
+                    owner, r->name, action, r->name, src, first, first + 1, first + 2, src);
+}
+
+const char *kiln_sql_outbox(kiln_arena *a, const struct kiln_resource *r, const char *stmt,
+                            const char *action, size_t owner, size_t first_audit)
+{
+    kiln_buf b;
+    kiln_buf_init(&b, 1 << 20);
+    kiln_buf_printf(&b,
+                    "WITH w AS (%s), e AS (INSERT INTO events (tx, resource, action, row_id, "
+                    "owner, data) SELECT " PG_TX ", '%s', '%s', w.id, $%zu, ",
+                    stmt, r->name, action, owner);
+    append_pg_json(&b, r, "w");
+    kiln_buf_append_c(&b, " FROM w), ");
+    append_pg_audit(&b, r, action, "w", owner, first_audit);
+    kiln_buf_append_c(&b, " SELECT * FROM w");
+    return buf_text(a, &b);
+}
+
+/* The ids of the rows of cascade[k] that deleting row $1 (owner $2) of r
+ * removes through ON DELETE CASCADE; base selects the deleted row's id. */
+static void append_cascade_ids(kiln_buf *b, const struct rt *t, size_t k, const char *base)
+{
+    const struct kiln_resource *c = t->cascade[k];
+    const struct rt *ct = rt_of(c);
+    kiln_buf_printf(b, "SELECT id FROM %s WHERE false", c->name);
+    for (size_t f = 0; f < c->nfields; f++) {
+        const struct kiln_resource *to = ct->refs[f];
+        if (!to)
+            continue;
+        if (to == t->r) {
+            kiln_buf_printf(b, " OR %s IN (%s)", c->fields[f].name, base);
+            continue;
+        }
+        /* Only resources before k: the closure adds a resource after
+         * what it references, so every chain is found; a cycle back to a
+         * later one is not followed. */
+        for (size_t j = 0; j < k; j++)
+            if (t->cascade[j] == to) {
+                kiln_buf_printf(b, " OR %s IN (", c->fields[f].name);
+                append_cascade_ids(b, t, j, base);
+                kiln_buf_append_c(b, ")");
+            }
+    }
+}
+
+const char *kiln_sql_delete(kiln_arena *a, const struct kiln_resource *r,
+                            enum kiln_db_dialect d)
+{
+    kiln_buf b;
+    kiln_buf_init(&b, 1 << 20);
+    if (d != KILN_DB_POSTGRES) {
+        kiln_buf_printf(&b, "DELETE FROM %s WHERE id = $1 AND " OWNER_COLUMN " = $2", r->name);
+        return buf_text(a, &b);
+    }
+    /* Parameters: id, owner, then the audit's ip, user agent, request id.
+     * The rows the cascade removes get their own deleted events, read
+     * (from d, so only when this statement deleted the row) with the
+     * statement's snapshot, before the cascade runs. */
+    const struct rt *t = rt_of(r);
+    kiln_buf_printf(&b,
+                    "WITH d AS (DELETE FROM %s WHERE id = $1 AND " OWNER_COLUMN
+                    " = $2 RETURNING id), e AS (INSERT INTO events (tx, resource, action, row_id, "
+                    "owner) SELECT " PG_TX ", '%s', 'deleted', d.id, $2 FROM d",
+                    r->name, r->name);
+    for (size_t k = 0; k < t->ncascade; k++) {
+        kiln_buf_printf(&b, " UNION ALL SELECT " PG_TX ", '%s', 'deleted', c.id, $2 FROM (",
+                        t->cascade[k]->name);
+        append_cascade_ids(&b, t, k, "SELECT id FROM d");
+        kiln_buf_append_c(&b, ") c");
+    }
+    kiln_buf_append_c(&b, "), ");
+    append_pg_audit(&b, r, "deleted", "d", 2, 3);
+    kiln_buf_append_c(&b, " SELECT count(*) FROM d");
+    return buf_text(a, &b);
+}
+
+/* A header's value for the audit log: printable ASCII (both drivers take
+ * only valid UTF-8 without NUL; anything else becomes '?'), bounded. */
+static const char *audit_text(kiln_arena *a, kiln_str s, size_t max)
+{
+    if (!s.p)
+        return NULL;
+    size_t n = s.len < max ? s.len : max;
+    char *out = kiln_arena_alloc(a, n + 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s.p[i];
+        out[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+    }
+    out[n] = '\0';
+    return out;
+}
+
+/* The audit's ip, user agent and request id, as three more parameters. */
+static void audit_params(struct kiln_req *req, struct params *p)
+{
+    param(p, req->remote_ip);
+    param(p, audit_text(req->arena, kiln_req_header(req, "user-agent"), AUDIT_TEXT_MAX));
+    param(p, kiln_arena_strndup(req->arena, req->request_id, req->request_id_len));
+}
+
+/* SQLite: the event and the audit row of a change, inside its
+ * transaction. data: the row's JSON (NULL for a delete). */
+static int lite_event_data(struct kiln_req *req, const struct kiln_resource *r,
+                           const char *action, const char *row_id, const char *data)
+{
+    kiln_str ev[6] = { kiln_str_c(r->name), kiln_str_c(action), kiln_str_c(row_id),
+                       kiln_str_c(res_user_id(req)), data ? kiln_str_c(data) : KILN_STR_NULL,
+                       kiln_str_c(res_now(req->arena)) };
+    return kiln_db_query(app_db(req), req->arena,
+                         "INSERT INTO events (resource, action, row_id, owner, data, at) "
+                         "VALUES ($1, $2, $3, $4, $5, $6)",
+                         ev, 6, NULL);
+}
+
+static int lite_event(struct kiln_req *req, const struct kiln_resource *r, const char *action,
+                      const char *row_id)
+{
+    return lite_event_data(req, r, action, row_id, NULL);
+}
+
+static int lite_record(struct kiln_req *req, const struct kiln_resource *r, const char *action,
+                       const char *row_id, const char *data)
+{
+    kiln_arena *a = req->arena;
+    struct kiln_db *db = app_db(req);
+    const char *now = res_now(a);
+    int err = lite_event_data(req, r, action, row_id, data);
+    if (err)
+        return err;
+    struct params p;
+    params_init(&p, a, 7);
+    param(&p, now);
+    param(&p, res_user_id(req));
+    param(&p, kiln_arena_sprintf(a, "%s.%s", r->name, action));
+    param(&p, kiln_arena_sprintf(a, "%s/%s", r->name, row_id));
+    audit_params(req, &p);
+    return kiln_db_query(db, a,
+                         "INSERT INTO audit (at, actor, action, target, ip, user_agent, "
+                         "request_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                         p.v, p.n, NULL);
+}
+
+static bool is_pg(struct kiln_req *req)
+{
+    return kiln_db_dialect(app_db(req)) == KILN_DB_POSTGRES;
+}
+
+/* SQLite: open the change's transaction (IMMEDIATE: a delete reads its
+ * cascade before it writes, and must not meet a writer in between). */
+static int lite_begin(struct kiln_req *req)
+{
+    return is_pg(req) ? 0 : kiln_db_exec(app_db(req), "BEGIN IMMEDIATE");
+}
+
+/* SQLite: commit when keep and no error, else roll back; the error. */
+static int lite_end(struct kiln_req *req, int err, bool keep)
+{
+    if (is_pg(req))
+        return err;
+    struct kiln_db *db = app_db(req);
+    if (!err && keep && !(err = kiln_db_exec(db, "COMMIT")))
+        return 0;
+    kiln_db_exec(db, "ROLLBACK");
+    return err;
+}
+
+/* SQLite: the row's JSON and its records, then the commit. */
+static int lite_finish(struct kiln_req *req, const struct kiln_resource *r, const char *action,
+                       const struct kiln_db_rows *rows)
+{
+    if (is_pg(req))
+        return 0;
+    kiln_buf b;
+    kiln_buf_init(&b, 64 * 1024 * 1024);
+    kiln_resource_append_json(r, &b, rows, 0);
+    const char *json = buf_text(req->arena, &b);
+    kiln_str id = kiln_db_text(rows, 0, 0);
+    int err = lite_record(req, r, action, kiln_arena_strndup(req->arena, id.p, id.len), json);
+    return lite_end(req, err, true);
+}
+
 static int row_exists(struct kiln_req *req, const struct kiln_resource *r, const char *id,
                       bool *exists)
 {
@@ -1233,21 +1487,32 @@ void kiln_engine_create(struct kiln_req *req, struct kiln_res *res)
     /* Parameters in kiln_sql_insert's order: id, owner, now, then every
      * field written, in declaration order. */
     struct params p;
-    params_init(&p, a, r->nfields + 4);
+    params_init(&p, a, r->nfields + 7);
     param(&p, id);
     param(&p, res_user_id(req));
     param(&p, res_now(a));
     for (size_t f = 0; f < r->nfields; f++)
         if (in.set[f])
             param(&p, in.values[f]);
+    const char *sql = kiln_sql_insert(a, r, kiln_db_dialect(app_db(req)), &in);
+    if (is_pg(req)) {
+        sql = kiln_sql_outbox(a, r, sql, "created", 2, p.n + 1);
+        audit_params(req, &p);
+    }
     struct kiln_db_rows rows;
-    int err = kiln_db_query(app_db(req), a, kiln_sql_insert(a, r, kiln_db_dialect(app_db(req)), &in),
-                            p.v, p.n, &rows);
+    int err = lite_begin(req);
+    if (!err)
+        err = kiln_db_query(app_db(req), a, sql, p.v, p.n, &rows);
+    if (!err && rows.nrows)
+        err = lite_finish(req, r, "created", &rows);
+    else
+        err = lite_end(req, err, false);
     if (err) {
         json_decref(body);
         store_error(req, res, r, err, "create");
         return;
     }
+    kiln_events_notify();
     if (rows.nrows == 0) {
         const struct kiln_resource *ref = missing_ref(req, r, &in, &err);
         json_decref(body);
@@ -1298,7 +1563,7 @@ static void update_row(struct kiln_req *req, struct kiln_res *res, const struct 
     /* Parameters in kiln_sql_update's order: id, owner, every field
      * written in declaration order, then now. */
     struct params p;
-    params_init(&p, a, r->nfields + 4);
+    params_init(&p, a, r->nfields + 7);
     param(&p, id);
     param(&p, res_user_id(req));
     for (size_t f = 0; f < r->nfields; f++)
@@ -1306,13 +1571,26 @@ static void update_row(struct kiln_req *req, struct kiln_res *res, const struct 
             param(&p, in->values[f]);
     param(&p, res_now(a));
     bool refs = sets_ref(r, in);
+    const char *action = event_action(r, w->op, w->action);
+    const char *sql = kiln_sql_update(a, r, kiln_db_dialect(app_db(req)), in);
+    if (is_pg(req)) {
+        sql = kiln_sql_outbox(a, r, sql, action, 2, p.n + 1);
+        audit_params(req, &p);
+    }
     struct kiln_db_rows rows;
-    err = kiln_db_query(app_db(req), a, kiln_sql_update(a, r, kiln_db_dialect(app_db(req)), in),
-                        p.v, p.n, &rows);
+    err = lite_begin(req);
+    if (!err)
+        err = kiln_db_query(app_db(req), a, sql, p.v, p.n, &rows);
+    if (!err && rows.nrows)
+        err = lite_finish(req, r, action, &rows);
+    else
+        err = lite_end(req, err, false);
     if (err) {
         store_error(req, res, r, err, "update");
         return;
     }
+    if (rows.nrows)
+        kiln_events_notify();
     if (rows.nrows == 0) {
         /* The row is missing, or (only when the write set a reference) the
          * referenced row is: the row in the path is named first. */
@@ -1384,6 +1662,45 @@ void kiln_engine_action(struct kiln_req *req, struct kiln_res *res)
 
 /* ---- delete ---- */
 
+/* SQLite: the rows the cascade will remove are read first, in the same
+ * IMMEDIATE transaction, so each gets its deleted event. */
+static int lite_delete(struct kiln_req *req, const struct kiln_resource *r, const char *id,
+                       bool *deleted)
+{
+    kiln_arena *a = req->arena;
+    struct kiln_db *db = app_db(req);
+    const struct rt *t = rt_of(r);
+    kiln_str p[2] = { kiln_str_c(id), kiln_str_c(res_user_id(req)) };
+    int err = lite_begin(req);
+    if (err)
+        return err;
+    struct kiln_db_rows *gone = kiln_arena_alloc(a, (t->ncascade + 1) * sizeof *gone);
+    const char *base = kiln_arena_sprintf(a, "SELECT id FROM %s WHERE id = $1 AND " OWNER_COLUMN
+                                          " = $2", r->name);
+    for (size_t k = 0; !err && k < t->ncascade; k++) {
+        kiln_buf b;
+        kiln_buf_init(&b, 1 << 20);
+        append_cascade_ids(&b, t, k, base);
+        err = kiln_db_query(db, a, buf_text(a, &b), p, 2, &gone[k]);
+    }
+    struct kiln_db_rows rows;
+    if (!err)
+        err = kiln_db_query(db, a, kiln_sql_delete(a, r, KILN_DB_SQLITE), p, 2, &rows);
+    *deleted = !err && rows.affected > 0;
+    if (*deleted)
+        err = lite_record(req, r, "deleted", id, NULL);
+    for (size_t k = 0; *deleted && !err && k < t->ncascade; k++)
+        for (size_t i = 0; !err && i < gone[k].nrows; i++) {
+            kiln_str cid = kiln_db_text(&gone[k], i, 0);
+            err = lite_event(req, t->cascade[k], "deleted",
+                             kiln_arena_strndup(a, cid.p, cid.len));
+        }
+    err = lite_end(req, err, *deleted);
+    if (err)
+        *deleted = false;
+    return err;
+}
+
 void kiln_engine_delete(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
@@ -1395,22 +1712,32 @@ void kiln_engine_delete(struct kiln_req *req, struct kiln_res *res)
     struct kiln_write w = { req, res, r, KILN_OP_DELETE, NULL, id, NULL, NULL, NULL, NULL };
     if (run_hook(r->before_delete, &w))
         return;
-    kiln_str p[2] = { kiln_str_c(id), kiln_str_c(res_user_id(req)) };
+    kiln_arena *a = req->arena;
+    struct params p;
+    params_init(&p, a, 5);
+    param(&p, id);
+    param(&p, res_user_id(req));
     struct kiln_db_rows rows;
-    int err = kiln_db_query(app_db(req), req->arena,
-                            kiln_arena_sprintf(req->arena,
-                                               "DELETE FROM %s WHERE id = $1 AND " OWNER_COLUMN
-                                               " = $2",
-                                               r->name),
-                            p, 2, &rows);
+    bool deleted = false;
+    int err;
+    if (is_pg(req)) {
+        audit_params(req, &p);
+        err = kiln_db_query(app_db(req), a, kiln_sql_delete(a, r, KILN_DB_POSTGRES), p.v, p.n,
+                            &rows);
+        int64_t n = 0;
+        deleted = !err && rows.nrows == 1 && kiln_db_int64(&rows, 0, 0, &n) && n > 0;
+    } else {
+        err = lite_delete(req, r, id, &deleted);
+    }
     if (err) {
         store_error(req, res, r, err, "delete");
         return;
     }
-    if (rows.affected == 0) {
+    if (!deleted) {
         not_found(req, res, r);
         return;
     }
+    kiln_events_notify();
     /* Rows that referenced it went with it (ON DELETE CASCADE). */
     cache_invalidate(req, r);
     const struct rt *t = rt_of(r);

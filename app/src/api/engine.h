@@ -69,6 +69,17 @@ const char *kiln_sql_insert(kiln_arena *a, const struct kiln_resource *r,
                             enum kiln_db_dialect d, const struct kiln_values *v);
 const char *kiln_sql_update(kiln_arena *a, const struct kiln_resource *r,
                             enum kiln_db_dialect d, const struct kiln_values *v);
+/* PostgreSQL: stmt (an INSERT or UPDATE ... RETURNING the columns) with
+ * its event and audit row, one statement answering what stmt answers.
+ * owner: the owner's parameter; first_audit: the first of three more
+ * (ip, user agent, request id). */
+const char *kiln_sql_outbox(kiln_arena *a, const struct kiln_resource *r, const char *stmt,
+                            const char *action, size_t owner, size_t first_audit);
+/* DELETE of row $1 owned by $2. PostgreSQL: with the events of the row and
+ * of every row its cascade removes, and its audit row ($3..$5: ip, user
+ * agent, request id), answering one count; SQLite: the DELETE alone. */
+const char *kiln_sql_delete(kiln_arena *a, const struct kiln_resource *r,
+                            enum kiln_db_dialect d);
 const char *kiln_sql_list(kiln_arena *a, const struct kiln_resource *r, const bool *filtered,
                           bool search, const char *col, const char *dir);
 const char *kiln_sql_count(kiln_arena *a, const struct kiln_resource *r, const bool *filtered,

@@ -82,7 +82,7 @@ static const struct {
     HANDLER(api_auth_callback),  HANDLER(api_me),             HANDLER(api_profile),
     HANDLER(api_dashboard),      HANDLER(api_uploads_list),   HANDLER(api_uploads_presign),
     HANDLER(api_uploads_types),  HANDLER(api_uploads_show),   HANDLER(api_uploads_delete),
-    HANDLER(api_uploads_download),
+    HANDLER(api_uploads_download), HANDLER(api_events_stream), HANDLER(api_audit_list),
 };
 #undef HANDLER
 
@@ -104,6 +104,12 @@ static const struct {
     { "operations/api_uploads_list/get/parameters/limit/schema", "maximum", KILN_S3_LIST_MAX },
     { "operations/api_uploads_list/get/parameters/limit/schema", "default",
       API_UPLOADS_LIST_DEFAULT },
+    { "operations/api_audit_list/get/parameters/limit/schema", "minimum", 1 },
+    { "operations/api_audit_list/get/parameters/limit/schema", "maximum", API_AUDIT_PAGE_MAX },
+    { "operations/api_audit_list/get/parameters/limit/schema", "default",
+      API_AUDIT_PAGE_DEFAULT },
+    { "operations/api_audit_list/get/parameters/offset/schema", "maximum",
+      API_AUDIT_OFFSET_MAX },
     { "schemas/UploadPresignInput/properties/filename", "minLength", 1 },
     { "schemas/UploadPresignInput/properties/filename", "maxLength", API_UPLOADS_FILENAME_MAX },
 };

@@ -54,6 +54,12 @@ static const struct kiln_route before[] = {
     /* The user's profile and dashboard (profile.c). */
     { KILN_GET, KILN_SCOPE_API, "/profile", kiln_guard_session, api_profile, 0, NULL },
     { KILN_GET, KILN_SCOPE_API, "/dashboard", kiln_guard_session, api_dashboard, 0, NULL },
+
+    /* The change feed and the audit log (events.c). The stream's handler
+     * only finds where to start; the open stream then holds no fiber or
+     * worker (http/stream.h). */
+    { KILN_GET, KILN_SCOPE_API, "/events", kiln_guard_session, api_events_stream, 0, NULL },
+    { KILN_GET, KILN_SCOPE_API, "/audit", kiln_guard_session, api_audit_list, 0, NULL },
 };
 
 /* After the declared resources' routes (engine.c), which come between. */

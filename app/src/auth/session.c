@@ -270,6 +270,17 @@ int kiln_session_delete(struct kiln_kv *kv, const char *sid)
     return kiln_kv_del(kv, kiln_str_c(key), NULL);
 }
 
+int kiln_session_exists(struct kiln_kv *kv, const char *sid)
+{
+    char key[64];
+    kv_key(sid, key);
+    kiln_arena *a = kiln_arena_new(1024);
+    kiln_str v;
+    int err = kiln_kv_get(kv, a, kiln_str_c(key), &v);
+    kiln_arena_free(a);
+    return err;
+}
+
 const char *kiln_login_cookie_seal(kiln_arena *a, kiln_str payload)
 {
     unsigned char mac[32];

@@ -78,6 +78,9 @@ int kiln_session_create(struct kiln_kv *kv, const struct kiln_session_user *user
 int kiln_session_load(struct kiln_kv *kv, kiln_arena *a, const char *sid,
                       struct kiln_session *out);
 int kiln_session_delete(struct kiln_kv *kv, const char *sid);
+/* 0 while the session exists, KILN_ENOTFOUND once it has ended; kv errors
+ * as they come. Does not refresh it. */
+int kiln_session_exists(struct kiln_kv *kv, const char *sid);
 
 /* Signed, expiring payload for the pending-login cookie (base64url text). */
 const char *kiln_login_cookie_seal(kiln_arena *a, kiln_str payload);

@@ -280,6 +280,21 @@ static void auth_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
     unsigned_var(l, "RATE_LIMIT_PROTECTED", 0, 1000000, &cfg->rate_limit_protected);
     cfg->cache_ttl_s = 300;
     unsigned_var(l, "CACHE_TTL_SECONDS", 0, 86400, &cfg->cache_ttl_s);
+    /* The change feed (docs/REALTIME.md). Three days of events let a phone
+     * that was off over a weekend resume instead of refetching; the
+     * heartbeat stays well inside the ALB's 60 s idle timeout. */
+    cfg->events_retention_hours = 72;
+    unsigned_var(l, "EVENTS_RETENTION_HOURS", 1, 24 * 366, &cfg->events_retention_hours);
+    cfg->events_heartbeat_s = 15;
+    unsigned_var(l, "EVENTS_HEARTBEAT_SECONDS", 1, 3600, &cfg->events_heartbeat_s);
+    cfg->events_poll_ms = 1000;
+    unsigned_var(l, "EVENTS_POLL_MS", 10, 600000, &cfg->events_poll_ms);
+    cfg->events_session_check_s = 15;
+    unsigned_var(l, "EVENTS_SESSION_CHECK_SECONDS", 1, 3600, &cfg->events_session_check_s);
+    cfg->events_prune_s = 60;
+    unsigned_var(l, "EVENTS_PRUNE_SECONDS", 0, 86400, &cfg->events_prune_s);
+    cfg->audit_retention_days = 90;
+    unsigned_var(l, "AUDIT_RETENTION_DAYS", 1, 36600, &cfg->audit_retention_days);
     /* A load balancer that polls every few seconds still sees a change
      * within a second; a minute is the most that could still be called
      * health. */

@@ -87,6 +87,12 @@ struct kiln_config {
     unsigned rate_limit_public;    /* requests per 60 s; 0: off */
     unsigned rate_limit_protected;
     unsigned cache_ttl_s;          /* CACHE_TTL_SECONDS; 0: no caching */
+    unsigned events_retention_hours;  /* EVENTS_RETENTION_HOURS (72) */
+    unsigned events_heartbeat_s;   /* EVENTS_HEARTBEAT_SECONDS (15) */
+    unsigned events_poll_ms;       /* EVENTS_POLL_MS (1000) */
+    unsigned events_session_check_s; /* EVENTS_SESSION_CHECK_SECONDS (15) */
+    unsigned events_prune_s;       /* EVENTS_PRUNE_SECONDS (60; 0: never) */
+    unsigned audit_retention_days; /* AUDIT_RETENTION_DAYS (90) */
 
     /* HEALTH_CACHE_MS: how long a finished /healthz, /readyz check of the
      * stores answers later requests too (0: only requests that arrive

@@ -182,7 +182,13 @@ int kiln_res_serialize(const struct kiln_req *req, const struct kiln_res *res,
         err |= kiln_buf_append_c(out, "\r\ncontent-type: ");
         err |= kiln_buf_append(out, res->content_type.p, res->content_type.len);
     }
-    if (status != 204 && status != 304) {
+    if (res->stream) {
+        /* A stream's body has no length: chunked on HTTP/1.1 (keep_alive
+         * says the connection could have been reused), else it ends at
+         * the close. */
+        if (keep_alive)
+            err |= kiln_buf_append_c(out, "\r\ntransfer-encoding: chunked");
+    } else if (status != 204 && status != 304) {
         /* HEAD carries the length GET would have (RFC 9110 9.3.2). */
         err |= kiln_buf_append_c(out, "\r\ncontent-length: ");
         err |= kiln_buf_append_u64(out, res->body.len);
@@ -191,7 +197,7 @@ int kiln_res_serialize(const struct kiln_req *req, const struct kiln_res *res,
     err |= kiln_buf_append(out, req->request_id, req->request_id_len);
     err |= kiln_buf_append_c(out, "\r\nx-content-type-options: nosniff\r\ndate: ");
     err |= kiln_buf_append(out, date, KILN_HTTP_DATE_LEN);
-    if (!keep_alive)
+    if (!keep_alive || (res->stream && req->http_minor == 0))
         err |= kiln_buf_append_c(out, "\r\nconnection: close");
     else if (req->http_minor == 0)
         err |= kiln_buf_append_c(out, "\r\nconnection: keep-alive");
@@ -202,7 +208,7 @@ int kiln_res_serialize(const struct kiln_req *req, const struct kiln_res *res,
         err |= kiln_buf_append(out, res->headers[i].value.p, res->headers[i].value.len);
     }
     err |= kiln_buf_append_c(out, "\r\n\r\n");
-    if (has_body(req, status))
+    if (has_body(req, status) && !res->stream)
         err |= kiln_buf_append(out, res->body.p, res->body.len);
     if (err)
         out->len = start;

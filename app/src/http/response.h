@@ -23,6 +23,10 @@ struct kiln_res {
     struct kiln_header headers[KILN_RES_MAX_HEADERS];
     size_t nheaders;
     bool close;               /* close the connection after this response */
+    /* A long-lived body (http/stream.h, kiln_res_stream); NULL: none. */
+    const struct kiln_stream_ops *stream;
+    void *stream_arg;
+    unsigned stream_heartbeat_ms;
 };
 
 /* Reason phrase for a status code ("Unknown" for codes we never send). */

@@ -40,6 +40,7 @@
 #include "core/random.h"
 #include "http/parser.h"
 #include "http/response.h"
+#include "http/stream.h"
 #include "http/tls.h"
 #include "http/workers.h"
 
@@ -73,6 +74,7 @@ enum conn_state {
     CONN_READING,     /* a request has started arriving */
     CONN_PROCESSING,  /* the request is on a worker or a fiber */
     CONN_LINGER,      /* final response sent, discarding input until close */
+    CONN_STREAM,      /* a long-lived response (http/stream.h) */
 };
 
 struct conn {
@@ -106,6 +108,11 @@ struct conn {
     bool closing;             /* uv_close called */
     bool handle_closed;       /* close_cb ran */
     bool body_started;        /* body deadline set */
+    bool stream_chunked;      /* CONN_STREAM: chunked framing */
+    const struct kiln_stream_ops *stream; /* CONN_STREAM until closed */
+    void *stream_arg;
+    unsigned heartbeat_ms;
+    uint64_t last_write;      /* CONN_STREAM: loop ms of the last write */
     char remote_ip[INET6_ADDRSTRLEN];
 };
 
@@ -129,6 +136,9 @@ struct loop {
     pthread_mutex_t done_lock;
     struct conn *done_head;   /* linked through conn->job.next's owner */
     struct conn **done_tail;
+    struct kiln_task *tasks;  /* kiln_server_post, under done_lock */
+    struct kiln_task **tasks_tail;
+    bool closed_to_tasks;     /* under done_lock: the wake handle is closing */
 
     struct conn *conns;
     size_t nconns;
@@ -160,6 +170,9 @@ struct server {
 };
 
 static atomic_bool draining;
+/* The running server, for kiln_server_post (under server_lock). */
+static pthread_mutex_t server_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct server *running;
 
 bool kiln_server_draining(void)
 {
@@ -263,6 +276,21 @@ static void request_end(struct conn *c)
     struct kiln_res *res = c->res;
     ensure_request_id(req);
     bool keep = req->keep_alive && !res->close && !l->draining && !c->peer_eof;
+    const struct kiln_stream_ops *stream = NULL;
+    void *stream_arg = res->stream_arg;
+    if (res->stream) {
+        /* Only a 200 to a GET becomes a stream; anything else (an error
+         * after kiln_res_stream, HEAD, a drain begun meanwhile) is a plain
+         * answer and the stream's owner gets its arg back. */
+        if (res->status == 200 && req->method == KILN_GET && !l->draining && !c->peer_eof) {
+            stream = res->stream;
+            keep = keep && req->http_minor >= 1;
+        } else {
+            const struct kiln_stream_ops *ops = res->stream;
+            res->stream = NULL;
+            ops->closed(NULL, stream_arg);
+        }
+    }
     if (kiln_res_serialize(req, res, keep, loop_date(l), &l->out) != 0) {
         /* Only a response over OUT_MAX gets here: a bug, not a client. */
         kiln_log(KILN_LOG_ERROR, "response too large to send", "request_id", req->request_id,
@@ -288,10 +316,26 @@ static void request_end(struct conn *c)
             log_flush(l);
     }
 
+    unsigned heartbeat_ms = res->stream_heartbeat_ms;
     arena_give(l, c->arena);
     c->arena = NULL;
     c->req = NULL;
     c->res = NULL;
+    if (stream) {
+        c->state = CONN_STREAM;
+        c->deadline = 0;
+        c->stream = stream;
+        c->stream_arg = stream_arg;
+        c->stream_chunked = keep;
+        c->heartbeat_ms = heartbeat_ms ? heartbeat_ms : 15000;
+        c->last_write = now_ms(l);
+        /* Bytes of a request pipelined behind this one will never be
+         * answered. */
+        kiln_buf_free(&c->in);
+        kiln_buf_init(&c->in, LINGER_MAX_BYTES + 2 * READ_BUF_SIZE);
+        stream->open((struct kiln_stream *)c, stream_arg);
+        return;
+    }
     c->state = CONN_IDLE;
     c->deadline = idle_deadline(l);
     if (!keep)
@@ -460,6 +504,8 @@ static void feed(struct conn *c, const char *data, size_t len)
 {
     struct loop *l = c->loop;
     while (len && !c->close_after_write) {
+        if (c->state == CONN_STREAM)
+            return; /* nothing a client sends on a stream is read */
         if (c->job_running || c->writing) {
             /* Wait for the response before this request; keep the bytes. */
             if (kiln_buf_append(&c->in, data, len) != 0) {
@@ -545,7 +591,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
             conn_close(c);
         return;
     }
-    if (c->state == CONN_LINGER) {
+    if (c->state == CONN_LINGER || (c->state == CONN_STREAM && !c->tls)) {
         c->lingered += (size_t)nread;
         if (c->lingered > LINGER_MAX_BYTES)
             conn_close(c);
@@ -658,6 +704,10 @@ static void finish_close(struct conn *c)
 /* After output drains: resume input, or close. */
 static void output_drained(struct conn *c)
 {
+    if (c->state == CONN_STREAM && !c->close_after_write) {
+        read_start(c); /* to see the client leave */
+        return;
+    }
     if (c->close_after_write) {
         if (!c->job_running)
             finish_close(c);
@@ -702,6 +752,8 @@ static void on_write(uv_write_t *w, int status)
         kiln_buf_free(&c->inflight);
     if (c->state == CONN_IDLE)
         c->deadline = idle_deadline(c->loop);
+    else if (c->state == CONN_STREAM && !c->shutting)
+        c->deadline = 0;
     output_drained(c);
 }
 
@@ -801,13 +853,142 @@ static void on_close(uv_handle_t *h)
         conn_free(c);
 }
 
+static void stream_gone(struct conn *c)
+{
+    const struct kiln_stream_ops *ops = c->stream;
+    if (ops) {
+        c->stream = NULL;
+        ops->closed((struct kiln_stream *)c, c->stream_arg);
+        c->stream_arg = NULL;
+    }
+}
+
 static void conn_close(struct conn *c)
 {
     if (c->closing)
         return;
+    stream_gone(c);
     c->closing = true;
     c->reading = false;
     uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+/* ---- streams (http/stream.h) ---- */
+
+void kiln_res_stream(struct kiln_res *res, const struct kiln_stream_ops *ops, void *arg,
+                     unsigned heartbeat_ms)
+{
+    res->status = 200;
+    res->body = KILN_STR("");
+    res->stream = ops;
+    res->stream_arg = arg;
+    res->stream_heartbeat_ms = heartbeat_ms;
+}
+
+unsigned kiln_stream_loop(const struct kiln_stream *s)
+{
+    const struct conn *c = (const struct conn *)s;
+    return (unsigned)(c->loop - c->loop->server->loops);
+}
+
+int kiln_stream_write(struct kiln_stream *s, const char *p, size_t n)
+{
+    struct conn *c = (struct conn *)s;
+    struct loop *l = c->loop;
+    if (!c->stream || c->closing || c->shutting || c->close_after_write)
+        return KILN_ECLOSED;
+    if (c->inflight.len + c->queued.len > KILN_STREAM_MAX_PENDING) {
+        /* The client stopped reading: it resumes from where it got to. */
+        conn_close(c);
+        return KILN_ECLOSED;
+    }
+    if (n == 0)
+        return 0;
+    int err = 0;
+    if (c->stream_chunked)
+        err |= kiln_buf_printf(&l->out, "%zx\r\n", n);
+    err |= kiln_buf_append(&l->out, p, n);
+    if (c->stream_chunked)
+        err |= kiln_buf_append_c(&l->out, "\r\n");
+    if (err) {
+        kiln_buf_reset(&l->out);
+        conn_close(c);
+        return KILN_ECLOSED;
+    }
+    c->last_write = now_ms(l);
+    conn_send(c);
+    return c->closing ? KILN_ECLOSED : 0;
+}
+
+void kiln_stream_end(struct kiln_stream *s, const char *last, size_t n)
+{
+    struct conn *c = (struct conn *)s;
+    if (!c->stream || c->closing || c->shutting || c->close_after_write)
+        return;
+    if (last && n)
+        kiln_stream_write(s, last, n);
+    if (c->closing)
+        return;
+    if (c->stream_chunked)
+        kiln_buf_append_c(&c->loop->out, "0\r\n\r\n");
+    stream_gone(c);
+    c->drain_linger = true; /* a short linger: nothing more is expected */
+    c->close_after_write = true;
+    conn_send(c);
+}
+
+/* Every stream of the loop: a heartbeat when it has been quiet. */
+static void stream_heartbeats(struct loop *l, uint64_t now)
+{
+    for (struct conn *c = l->conns; c; c = c->next)
+        if (c->state == CONN_STREAM && c->stream && !c->closing &&
+            now - c->last_write >= c->heartbeat_ms && c->stream->heartbeat)
+            kiln_stream_write((struct kiln_stream *)c, c->stream->heartbeat,
+                              strlen(c->stream->heartbeat));
+}
+
+bool kiln_server_post(unsigned loop, struct kiln_task *t)
+{
+    bool ok = false;
+    pthread_mutex_lock(&server_lock);
+    struct server *s = running;
+    if (s && loop < s->nloops) {
+        struct loop *l = &s->loops[loop];
+        pthread_mutex_lock(&l->done_lock);
+        if (!l->closed_to_tasks) {
+            t->next = NULL;
+            *l->tasks_tail = t;
+            l->tasks_tail = &t->next;
+            uv_async_send(&l->wake);
+            ok = true;
+        }
+        pthread_mutex_unlock(&l->done_lock);
+    }
+    pthread_mutex_unlock(&server_lock);
+    return ok;
+}
+
+unsigned kiln_server_loops(void)
+{
+    pthread_mutex_lock(&server_lock);
+    unsigned n = running ? running->nloops : 0;
+    pthread_mutex_unlock(&server_lock);
+    return n;
+}
+
+/* Posted tasks, on the loop. */
+static void run_tasks(struct loop *l)
+{
+    pthread_mutex_lock(&l->done_lock);
+    struct kiln_task *t = l->tasks;
+    l->tasks = NULL;
+    l->tasks_tail = &l->tasks;
+    pthread_mutex_unlock(&l->done_lock);
+    while (t) {
+        struct kiln_task *next = t->next;
+        t->run(t);
+        t = next;
+    }
 }
 
 /* ---- accept ---- */
@@ -969,6 +1150,7 @@ static void on_sweep(uv_timer_t *t)
         }
         c = next;
     }
+    stream_heartbeats(l, now);
     log_flush(l);
 }
 
@@ -998,6 +1180,10 @@ static void loop_maybe_stop(struct loop *l)
     }
     kiln_fibers_free(l->fibers);
     l->fibers = NULL;
+    pthread_mutex_lock(&l->done_lock);
+    l->closed_to_tasks = true;
+    pthread_mutex_unlock(&l->done_lock);
+    run_tasks(l); /* what was posted before: its owners free it */
     close_loop_handle((uv_handle_t *)&l->wake);
     close_loop_handle((uv_handle_t *)&l->sweep);
     close_loop_handle((uv_handle_t *)&l->flush);
@@ -1108,9 +1294,17 @@ static void loop_drain(struct loop *l)
 {
     l->draining = true;
     l->idle_until = now_ms(l) + l->server->cfg->shutdown_idle_grace_ms;
-    for (struct conn *c = l->conns; c; c = c->next) {
+    for (struct conn *c = l->conns; c;) {
+        struct conn *next = c->next;
         if (c->state == CONN_IDLE && !c->writing && !c->shutting && c->deadline > l->idle_until)
             c->deadline = l->idle_until;
+        if (c->state == CONN_STREAM && c->stream) {
+            /* A stream never ends by itself: end it now, with the owner's
+             * goodbye (a retry hint), so the client reconnects elsewhere. */
+            const char *bye = c->stream->goodbye;
+            kiln_stream_end((struct kiln_stream *)c, bye, bye ? strlen(bye) : 0);
+        }
+        c = next;
     }
     if (l->listening)
         listener_handover(l);
@@ -1137,6 +1331,7 @@ static void on_wake(uv_async_t *a)
         }
         c = next;
     }
+    run_tasks(l);
     if (atomic_load(&draining) && !l->draining)
         loop_drain(l);
 }
@@ -1387,6 +1582,7 @@ int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *rout
         }
         pthread_mutex_init(&l->done_lock, NULL);
         l->done_tail = &l->done_head;
+        l->tasks_tail = &l->tasks;
         uv_async_init(&l->uv, &l->wake, on_wake);
         l->wake.data = l;
         uv_timer_init(&l->uv, &l->sweep);
@@ -1415,6 +1611,9 @@ int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *rout
     uv_async_init(&main_loop, &s.loop_exited, on_loop_exited);
     s.loop_exited.data = &ctl;
 
+    pthread_mutex_lock(&server_lock);
+    running = &s;
+    pthread_mutex_unlock(&server_lock);
     {
         /* Loop threads leave signals to the main thread's uv_signal. */
         sigset_t all, old;
@@ -1440,6 +1639,9 @@ int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *rout
     uv_run(&main_loop, UV_RUN_DEFAULT);
     for (unsigned i = 0; i < started; i++)
         uv_thread_join(&s.loops[i].thread);
+    pthread_mutex_lock(&server_lock);
+    running = NULL;
+    pthread_mutex_unlock(&server_lock);
     kiln_workers_stop(s.workers);
     s.workers = NULL;
     uv_loop_close(&main_loop);

@@ -234,6 +234,26 @@ int kiln_kv_incr(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms, int64_t *val
     return kv->ops->incr(kv, norm(key), ttl_ms, value, ttl_left_ms);
 }
 
+int kiln_kv_publish(struct kiln_kv *kv, const char *channel, kiln_str message)
+{
+    if (!kv || !channel || !message.p || message.len > KILN__KV_MAX_VALUE)
+        return KILN_EINVAL;
+    kv->err[0] = '\0';
+    return kv->ops->publish ? kv->ops->publish(kv, channel, message) : 0;
+}
+
+int kiln_kv_listen(struct kiln_kv *kv, const char *channel, int wake_fd, uint64_t deadline,
+                   void (*on_message)(void *arg, kiln_str message), void *arg, bool *fresh)
+{
+    if (!kv || !channel || !on_message || !fresh)
+        return KILN_EINVAL;
+    *fresh = false;
+    kv->err[0] = '\0';
+    if (!kv->ops->listen)
+        return KILN_EINVAL;
+    return kv->ops->listen(kv, channel, wake_fd, deadline, on_message, arg, fresh);
+}
+
 int kiln_kv_ping(struct kiln_kv *kv, unsigned timeout_ms)
 {
     if (!kv)

@@ -128,6 +128,21 @@ int kiln_kv_incr(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms, int64_t *val
                  uint64_t *ttl_left_ms);
 /* Round trip (PING); the memory driver always succeeds. */
 int kiln_kv_ping(struct kiln_kv *kv, unsigned timeout_ms);
+/*
+ * Publish and subscribe, for waking other instances (events/feed.c). On
+ * the memory driver there is no other instance: publish does nothing and
+ * returns 0, listen returns KILN_EINVAL.
+ *
+ * kiln_kv_listen, on a handle of its own (kiln_kv_open, one thread):
+ * subscribes to channel when the connection is new (*fresh set: messages
+ * may have been missed before it), then calls on_message for each message
+ * until wake_fd is readable (it is not read) or deadline (kiln_now_ms)
+ * passes. 0 then; a connection failure returns its error (the next call
+ * reconnects, after the usual backoff).
+ */
+int kiln_kv_publish(struct kiln_kv *kv, const char *channel, kiln_str message);
+int kiln_kv_listen(struct kiln_kv *kv, const char *channel, int wake_fd, uint64_t deadline,
+                   void (*on_message)(void *arg, kiln_str message), void *arg, bool *fresh);
 /* Last error text for logs (never contains the password), or "". */
 const char *kiln_kv_last_error(const struct kiln_kv *kv);
 

@@ -104,6 +104,7 @@ struct valkey {
     int connect_rc;
     char connect_err[KILN__KV_ERR_MAX];
     uint64_t authed_at;      /* kiln_now_ms of the last AUTH on this connection */
+    bool subscribed;         /* kiln_kv_listen: this connection is subscribed */
     unsigned long failed_version; /* credentials_version at the last failed connect */
 };
 
@@ -436,6 +437,7 @@ static void conn_drop(struct valkey *c)
     if (c->reader)
         redisReaderFree(c->reader);
     c->reader = NULL;
+    c->subscribed = false;
 }
 
 static int conn_write(struct valkey *c, const char *p, size_t len, uint64_t deadline,
@@ -1424,6 +1426,114 @@ static int valkey_ping(struct kiln_kv *kv, unsigned timeout_ms)
     return after_reply(c, rc);
 }
 
+static int valkey_publish(struct kiln_kv *kv, const char *channel, kiln_str message)
+{
+    struct valkey *c = conn_of(kv);
+    redisReply *r;
+    const char *argv[] = { "PUBLISH", channel, message.p };
+    size_t lens[] = { 7, strlen(channel), message.len };
+    add_command(&c->out, 3, argv, lens);
+    int rc = run(c, &r, 1, UINT64_MAX);
+    if (rc)
+        return rc;
+    rc = r->type == REDIS_REPLY_INTEGER ? 0 : unexpected(kv, "PUBLISH", r);
+    freeReplyObject(r);
+    return after_reply(c, rc);
+}
+
+/* A pushed ["message", channel, payload] to on_message; anything else on
+ * a subscribed connection (the subscribe confirmation, a pong) is
+ * ignored. */
+static void listen_reply(const redisReply *r, void (*on_message)(void *arg, kiln_str message),
+                         void *arg)
+{
+    if ((r->type == REDIS_REPLY_ARRAY || r->type == 5 /* RESP3 push */) && r->elements == 3 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len == 7 &&
+        !memcmp(r->element[0]->str, "message", 7) && r->element[2]->type == REDIS_REPLY_STRING)
+        on_message(arg, (kiln_str){ r->element[2]->str, r->element[2]->len });
+}
+
+static int valkey_listen(struct kiln_kv *kv, const char *channel, int wake_fd, uint64_t deadline,
+                         void (*on_message)(void *arg, kiln_str message), void *arg, bool *fresh)
+{
+    struct valkey *c = conn_of(kv);
+    int rc;
+    if (!c->subscribed) {
+        /* SUBSCRIBE answers like a command: one round trip (with a fresh
+         * connection and AUTH as any other), then the connection only
+         * receives. */
+        const char *argv[] = { "SUBSCRIBE", channel };
+        size_t lens[] = { 9, strlen(channel) };
+        redisReply *r;
+        add_command(&c->out, 2, argv, lens);
+        if ((rc = run(c, &r, 1, UINT64_MAX)))
+            return rc;
+        bool ok = r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+                  r->element[0]->type == REDIS_REPLY_STRING &&
+                  !strcmp(r->element[0]->str, "subscribe");
+        rc = ok ? 0 : unexpected(kv, "SUBSCRIBE", r);
+        freeReplyObject(r);
+        if (rc) {
+            conn_drop(c);
+            return rc;
+        }
+        c->subscribed = true;
+        *fresh = true;
+    }
+    char buf[16384];
+    for (;;) {
+        /* Replies already read (or decrypted) first. */
+        for (;;) {
+            void *reply = NULL;
+            if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
+                rc = fail(c, KILN_EPROTO, "bad message: %s", c->reader->errstr);
+                conn_drop(c);
+                return rc;
+            }
+            if (!reply)
+                break;
+            listen_reply(reply, on_message, arg);
+            freeReplyObject(reply);
+        }
+        if (c->ssl && SSL_pending(c->ssl) > 0) {
+            size_t k = 0;
+            if ((rc = conn_read(c, buf, sizeof buf, UINT64_MAX, 0, &k)) ||
+                redisReaderFeed(c->reader, buf, k) != REDIS_OK) {
+                rc = rc ? rc : fail(c, KILN_EPROTO, "bad message");
+                conn_drop(c);
+                return rc;
+            }
+            continue;
+        }
+        uint64_t now = kiln_now_ms();
+        if (now >= deadline)
+            return 0;
+        struct pollfd p[2] = { { .fd = c->fd, .events = POLLIN }, { .fd = wake_fd, .events = POLLIN } };
+        uint64_t wait = deadline - now;
+        int n = poll(p, wake_fd >= 0 ? 2 : 1, wait > 60000 ? 60000 : (int)wait);
+        if (n < 0 && errno != EINTR) {
+            rc = fail(c, KILN_EIO, "poll: %s", strerror(errno));
+            conn_drop(c);
+            return rc;
+        }
+        if (n > 0 && (p[0].revents & (POLLIN | POLLERR | POLLHUP))) {
+            size_t k = 0;
+            if ((rc = conn_read(c, buf, sizeof buf, kiln_now_ms() + 1000, 1000, &k))) {
+                conn_drop(c);
+                return rc;
+            }
+            if (redisReaderFeed(c->reader, buf, k) != REDIS_OK) {
+                rc = fail(c, KILN_EPROTO, "bad message: %s", c->reader->errstr);
+                conn_drop(c);
+                return rc;
+            }
+            continue;
+        }
+        if (n > 0 && wake_fd >= 0 && (p[1].revents & POLLIN))
+            return 0;
+    }
+}
+
 static struct kiln_kv *valkey_open(struct kiln_kv_store *base)
 {
     struct valkey_store *s = (struct valkey_store *)base;
@@ -1574,4 +1684,6 @@ static const struct kiln_kv_ops valkey_ops = {
     .expire = valkey_expire,
     .incr = valkey_incr,
     .ping = valkey_ping,
+    .publish = valkey_publish,
+    .listen = valkey_listen,
 };

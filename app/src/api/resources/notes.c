@@ -22,8 +22,10 @@ static const struct kiln_field fields[] = {
 };
 
 static const struct kiln_action actions[] = {
-    { .name = "archive", .field = "archived", .value = "1", .doc = "Archive the note." },
-    { .name = "unarchive", .field = "archived", .value = "0", .doc = "Unarchive the note." },
+    { .name = "archive", .field = "archived", .value = "1", .doc = "Archive the note.",
+      .event = "archived" },
+    { .name = "unarchive", .field = "archived", .value = "0", .doc = "Unarchive the note.",
+      .event = "unarchived" },
 };
 
 const struct kiln_resource kiln_resource_notes = {
