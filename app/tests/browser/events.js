@@ -13,10 +13,16 @@
 //   {"ev":"error","readyState":0,"t":MS}       (0: reconnecting, 2: closed)
 //   {"ev":"fatal","error":"..."}                (then exit 1)
 //
-// It runs until its stdin ends, then closes the browser and exits 0.
+// It reads commands from stdin, one JSON object a line:
+//
+//   {"fetch":"/livez"}   fetch(PATH) from the page, then report
+//                        {"ev":"fetched","path":PATH,"status":200}
+//
+// and runs until its stdin ends, then closes the browser and exits 0.
 //
 //   node events.js BASE_URL EMAIL [EVENTS_PATH]
 'use strict';
+const readline = require('readline');
 const { chromium } = require('playwright-core');
 
 const [base, email, eventsPath = '/api/v1/events'] = process.argv.slice(2);
@@ -38,11 +44,20 @@ async function main() {
     try { await browser.close(); } catch (e) { /* already gone */ }
     process.exit(code);
   };
-  process.stdin.on('end', () => finish(0));
-  process.stdin.resume();
+  let page = null;
+  const commands = readline.createInterface({ input: process.stdin });
+  commands.on('line', async (line) => {
+    let cmd;
+    try { cmd = JSON.parse(line); } catch (e) { out({ ev: 'fatal', error: 'bad command ' + line }); return; }
+    if (cmd.fetch && page) {
+      const status = await page.evaluate(async (path) => (await fetch(path)).status, cmd.fetch);
+      out({ ev: 'fetched', path: cmd.fetch, status });
+    }
+  });
+  commands.on('close', () => finish(0));
 
   const context = await browser.newContext();
-  const page = await context.newPage();
+  page = await context.newPage();
   await page.exposeFunction('kilnReport', (o) => out(o));
   page.on('pageerror', (e) => out({ ev: 'pageerror', error: String(e) }));
   // A page of kiln's own origin: the EventSource is same-origin and sends
