@@ -35,6 +35,7 @@
 #include "core/log.h"
 #include "core/random.h"
 #include "core/wipe.h"
+#include "events/feed.h"
 #include "http/cookie.h"
 
 #define LOGIN_TTL_S 600
@@ -89,6 +90,8 @@ static void fail_login(struct kiln_req *req, struct kiln_res *res, const char *p
     const char *base = req->config->auth_failure_redirect;
     kiln_log(KILN_LOG_WARNING, "login failed", "provider", provider, "reason", reason,
              "request_id", req->request_id, NULL);
+    kiln_audit_record(req, NULL, "login_failed",
+                      kiln_arena_sprintf(req->arena, "%s: %s", provider, reason));
     redirect(res, kiln_arena_sprintf(req->arena, "%s%serror=%s", base,
                                      strchr(base, '?') ? "&" : "?", reason));
     /* The attempt is over either way. */
@@ -223,13 +226,26 @@ static void apple_name(struct kiln_req *req, struct kiln_user_profile *pr)
 }
 
 /* End any session the browser already had: every login gets a new sid. */
+/* The user of session sid, for the audit log (NULL when it is gone). */
+static const char *session_user(struct kiln_req *req, const char *sid)
+{
+    struct kiln_session s;
+    return kiln_session_load(app_kv(req), req->arena, sid, &s) == 0 ? s.user_id : NULL;
+}
+
 static void end_old_session(struct kiln_req *req)
 {
     bool via_cookie;
     char sid[KILN_SID_LEN + 1];
     kiln_str token = kiln_session_token_of(req, &via_cookie);
-    if (token.p && kiln_session_token_verify(token, sid))
-        kiln_session_delete(app_kv(req), sid);
+    if (!token.p || !kiln_session_token_verify(token, sid))
+        return;
+    const char *user = session_user(req, sid);
+    bool deleted = false;
+    if (kiln_session_delete(app_kv(req), sid, &deleted) == 0 && deleted) {
+        kiln_events_session_ended(sid);
+        kiln_audit_record(req, user, "session_ended", "replaced by a new login");
+    }
 }
 
 static int start_session(struct kiln_req *req, struct kiln_res *res,
@@ -238,8 +254,10 @@ static int start_session(struct kiln_req *req, struct kiln_res *res,
     char token[KILN_SESSION_TOKEN_LEN + 1];
     end_old_session(req);
     int err = kiln_session_create(app_kv(req), u, token);
-    if (!err)
+    if (!err) {
         set_session_cookie(req, res, token);
+        kiln_audit_record(req, u->user_id, "login", u->provider);
+    }
     return err;
 }
 
@@ -407,12 +425,17 @@ void api_auth_logout(struct kiln_req *req, struct kiln_res *res)
         }
     }
     if (token.p && kiln_session_token_verify(token, sid)) {
-        int err = kiln_session_delete(app_kv(req), sid);
+        const char *user = session_user(req, sid);
+        int err = kiln_session_delete(app_kv(req), sid, NULL);
         if (err) {
             /* Not gone: telling the browser it is would be a lie. */
             session_store_fail(req, res, err, "logout");
             return;
         }
+        /* Its event streams close, on every instance. */
+        kiln_events_session_ended(sid);
+        if (user)
+            kiln_audit_record(req, user, "logout", "session");
     }
     set_cookie(req, res, KILN_SESSION_COOKIE, KILN_STR(""), "/", 0, "Lax");
     redirect(res, req->config->auth_logout_redirect);

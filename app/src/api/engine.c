@@ -918,7 +918,8 @@ static const char *event_action(const struct kiln_resource *r, enum kiln_op op,
 }
 
 /* PostgreSQL: the row of alias as JSON text, the same as append_open
- * writes (the black-box suite compares the two for every type). */
+ * writes (a unit test compares the two for every type, the black-box suite
+ * for every declared resource). */
 static void append_pg_json(kiln_buf *b, const struct kiln_resource *r, const char *alias)
 {
 #define PG_TIME(col)                                                                             \
@@ -939,6 +940,14 @@ static void append_pg_json(kiln_buf *b, const struct kiln_resource *r, const cha
     kiln_buf_printf(b, " || ',\"updated_at\":' || " PG_TIME("updated_at") "::text || '}'",
                     alias);
 #undef PG_TIME
+}
+
+const char *kiln_sql_row_json(kiln_arena *a, const struct kiln_resource *r, const char *alias)
+{
+    kiln_buf b;
+    kiln_buf_init(&b, 1 << 20);
+    append_pg_json(&b, r, alias);
+    return buf_text(a, &b);
 }
 
 #define PG_TX "pg_current_xact_id()::text::bigint"

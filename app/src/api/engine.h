@@ -75,6 +75,9 @@ const char *kiln_sql_update(kiln_arena *a, const struct kiln_resource *r,
  * (ip, user agent, request id). */
 const char *kiln_sql_outbox(kiln_arena *a, const struct kiln_resource *r, const char *stmt,
                             const char *action, size_t owner, size_t first_audit);
+/* PostgreSQL: an expression of the columns of alias giving the row's JSON
+ * as the API shows it (the event's data). */
+const char *kiln_sql_row_json(kiln_arena *a, const struct kiln_resource *r, const char *alias);
 /* DELETE of row $1 owned by $2. PostgreSQL: with the events of the row and
  * of every row its cascade removes, and its audit row ($3..$5: ip, user
  * agent, request id), answering one count; SQLite: the DELETE alone. */

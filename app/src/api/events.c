@@ -26,23 +26,6 @@ static void bad_request(struct kiln_req *req, struct kiln_res *res, const char *
     kiln_res_error(req, res, 400, "invalid_request", message, NULL);
 }
 
-/* 1..19 digits, within int64. */
-static bool parse_event_id(kiln_str s, int64_t *out)
-{
-    if (s.len == 0 || s.len > 19)
-        return false;
-    uint64_t v = 0;
-    for (size_t i = 0; i < s.len; i++) {
-        if (s.p[i] < '0' || s.p[i] > '9')
-            return false;
-        v = v * 10 + (uint64_t)(s.p[i] - '0');
-    }
-    if (v > INT64_MAX)
-        return false;
-    *out = (int64_t)v;
-    return true;
-}
-
 void api_events_stream(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_session *session = req->session;
@@ -73,7 +56,7 @@ void api_events_stream(struct kiln_req *req, struct kiln_res *res)
         has_last = last.p != NULL;
     }
     int64_t last_id = 0;
-    if (has_last && !parse_event_id(last, &last_id)) {
+    if (has_last && !kiln_feed_parse_id(last, &last_id)) {
         bad_request(req, res, "Last-Event-ID must be an event id (digits)");
         return;
     }

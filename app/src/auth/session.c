@@ -263,11 +263,11 @@ int kiln_session_load(struct kiln_kv *kv, kiln_arena *a, const char *sid,
     return err;
 }
 
-int kiln_session_delete(struct kiln_kv *kv, const char *sid)
+int kiln_session_delete(struct kiln_kv *kv, const char *sid, bool *deleted)
 {
     char key[64];
     kv_key(sid, key);
-    return kiln_kv_del(kv, kiln_str_c(key), NULL);
+    return kiln_kv_del(kv, kiln_str_c(key), deleted);
 }
 
 int kiln_session_exists(struct kiln_kv *kv, const char *sid)

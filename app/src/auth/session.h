@@ -77,7 +77,8 @@ int kiln_session_create(struct kiln_kv *kv, const struct kiln_session_user *user
  */
 int kiln_session_load(struct kiln_kv *kv, kiln_arena *a, const char *sid,
                       struct kiln_session *out);
-int kiln_session_delete(struct kiln_kv *kv, const char *sid);
+/* *deleted (may be NULL): the session existed. */
+int kiln_session_delete(struct kiln_kv *kv, const char *sid, bool *deleted);
 /* 0 while the session exists, KILN_ENOTFOUND once it has ended; kv errors
  * as they come. Does not refresh it. */
 int kiln_session_exists(struct kiln_kv *kv, const char *sid);

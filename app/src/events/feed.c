@@ -463,37 +463,67 @@ static struct batch *format(const struct kiln_db_rows *rows, size_t upto)
             kiln_time_rfc3339(at, &ts);
         }
         fr->off = t.len;
-        kiln_buf_printf(&t, "id: %lld\ndata: {\"id\":%lld,\"type\":\"", (long long)fr->id,
-                        (long long)fr->id);
-        kiln_buf_append_json_str(&t, res.p, res.len);
-        kiln_buf_append_c(&t, ".");
-        kiln_buf_append_json_str(&t, act.p, act.len);
-        kiln_buf_append_c(&t, "\",\"resource\":");
-        append_json_text(&t, res);
-        kiln_buf_append_c(&t, ",\"action\":");
-        append_json_text(&t, act);
-        kiln_buf_append_c(&t, ",\"row_id\":");
-        append_json_text(&t, kiln_db_text(rows, i, 4));
-        kiln_buf_append_c(&t, ",\"data\":");
-        if (data.p) {
-            /* JSON text: a line break can only be whitespace between
-             * tokens, and one data: line must hold it all. */
-            size_t at0 = t.len;
-            kiln_buf_append(&t, data.p, data.len);
-            for (size_t k = at0; k < t.len; k++)
-                if (t.p[k] == '\n' || t.p[k] == '\r')
-                    t.p[k] = ' ';
-        } else {
-            kiln_buf_append_c(&t, "null");
-        }
-        kiln_buf_append_c(&t, ",\"owner\":");
-        append_json_text(&t, owner);
-        kiln_buf_printf(&t, ",\"at\":\"%s\"}\n\n", at);
+        kiln__feed_frame(&t, fr->id, res, act, kiln_db_text(rows, i, 4), data, owner, at);
         fr->len = t.len - fr->off;
         b->n++;
     }
     b->text = t.p;
     return b;
+}
+
+void kiln__feed_frame(kiln_buf *t, int64_t id, kiln_str res, kiln_str act, kiln_str row_id,
+                      kiln_str data, kiln_str owner, const char *at)
+{
+    kiln_buf_printf(t, "id: %lld\ndata: {\"id\":%lld,\"type\":\"", (long long)id, (long long)id);
+    kiln_buf_append_json_str(t, res.p ? res.p : "", res.p ? res.len : 0);
+    kiln_buf_append_c(t, ".");
+    kiln_buf_append_json_str(t, act.p ? act.p : "", act.p ? act.len : 0);
+    kiln_buf_append_c(t, "\",\"resource\":");
+    append_json_text(t, res);
+    kiln_buf_append_c(t, ",\"action\":");
+    append_json_text(t, act);
+    kiln_buf_append_c(t, ",\"row_id\":");
+    append_json_text(t, row_id);
+    kiln_buf_append_c(t, ",\"data\":");
+    if (data.p && data.len) {
+        /* JSON text from the outbox: a line break in it can only be
+         * whitespace between tokens (inside a string it is escaped), and
+         * one data: line must hold the whole message. */
+        size_t at0 = t->len;
+        kiln_buf_append(t, data.p, data.len);
+        for (size_t k = at0; k < t->len; k++)
+            if (t->p[k] == '\n' || t->p[k] == '\r')
+                t->p[k] = ' ';
+    } else {
+        kiln_buf_append_c(t, "null");
+    }
+    kiln_buf_append_c(t, ",\"owner\":");
+    append_json_text(t, owner);
+    kiln_buf_append_c(t, ",\"at\":");
+    append_json_text(t, kiln_str_c(at));
+    kiln_buf_append_c(t, "}\n\n");
+}
+
+bool kiln_feed_parse_id(kiln_str s, int64_t *out)
+{
+    if (!s.p || s.len == 0 || s.len > 19)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < s.len; i++) {
+        if (s.p[i] < '0' || s.p[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(s.p[i] - '0');
+    }
+    if (v > INT64_MAX)
+        return false;
+    *out = (int64_t)v;
+    return true;
+}
+
+void kiln__feed_set_resources(const char *const *names, size_t n)
+{
+    F.cfg.resources = names;
+    F.cfg.nresources = n;
 }
 
 static void pos_params(kiln_arena *a, kiln_str *p, int64_t tx, int64_t id)
@@ -602,9 +632,30 @@ static int tail(bool *held)
     return 0; /* more next time: others wait meanwhile */
 }
 
+static void post_live(struct reg *g, struct batch *b)
+{
+    struct ltask *lt = kiln_calloc(1, sizeof *lt);
+    lt->t.run = run_task;
+    lt->kind = T_CATCHUP;
+    lt->b = b; /* the task's reference */
+    lt->loop = g->loop;
+    lt->stream = g->id;
+    memcpy(lt->owner, g->owner, sizeof lt->owner);
+    if (!kiln_server_post(g->loop, &lt->t)) {
+        batch_unref(b);
+        free(lt);
+    }
+}
+
 /* A registration's events after its position up to G. */
 static int catch_up(struct reg *g)
 {
+    /* A stream that starts from now is usually past G already: nothing to
+     * read, it is live at once. */
+    if (!after(F.gtx, F.gid, g->tx, g->pos)) {
+        post_live(g, NULL);
+        return 0;
+    }
     for (;;) {
         kiln_arena *a = kiln_arena_new(16 * 1024);
         kiln_str p[5];
@@ -633,17 +684,7 @@ static int catch_up(struct reg *g)
         }
         /* Live after the first batch already: nothing is broadcast until
          * the catch-up is over, so only its own batches follow. */
-        struct ltask *lt = kiln_calloc(1, sizeof *lt);
-        lt->t.run = run_task;
-        lt->kind = T_CATCHUP;
-        lt->b = b; /* the task's reference */
-        lt->loop = g->loop;
-        lt->stream = g->id;
-        memcpy(lt->owner, g->owner, sizeof lt->owner);
-        if (!kiln_server_post(g->loop, &lt->t)) {
-            batch_unref(b);
-            free(lt);
-        }
+        post_live(g, b);
         kiln_arena_free(a);
         if (last)
             return 0;

@@ -30,6 +30,8 @@
 #include <stdint.h>
 
 #include "core/arena.h"
+#include "core/buf.h"
+#include "core/str.h"
 #include "http/stream.h"
 #include "store/db.h"
 #include "store/kv.h"
@@ -90,6 +92,16 @@ int kiln_feed_head(struct kiln_db *db, kiln_arena *a, int64_t *tx, int64_t *id);
 /* The position of event id when it is owner's and still kept. */
 int kiln_feed_position(struct kiln_db *db, kiln_arena *a, const char *owner, int64_t id,
                        int64_t *tx, bool *found);
+/* A Last-Event-ID: 1..19 digits within int64. */
+bool kiln_feed_parse_id(kiln_str s, int64_t *out);
+
+/* For the fuzz target and unit tests: one event as an SSE message (id:
+ * and a single data: line whatever data holds), and the resource names
+ * kiln_feed_filter knows without a running feed. */
+void kiln__feed_frame(kiln_buf *out, int64_t id, kiln_str resource, kiln_str action,
+                      kiln_str row_id, kiln_str data, kiln_str owner, const char *at);
+void kiln__feed_set_resources(const char *const *names, size_t n);
+
 /* Whether the feed is running (kiln serve started it). */
 bool kiln_feed_running(void);
 

@@ -389,6 +389,17 @@ static void fiber_run(void *arg)
     run_route(c->req, c->res);
 }
 
+/* The client left while its handler ran: a stream it had asked for never
+ * opens, and its owner gets its arg back. */
+static void abandon_stream(struct conn *c)
+{
+    if (c->res && c->res->stream) {
+        const struct kiln_stream_ops *ops = c->res->stream;
+        c->res->stream = NULL;
+        ops->closed(NULL, c->res->stream_arg);
+    }
+}
+
 /* A fiber's request finished after waiting: resume the connection, on the
  * loop, as on_wake does for a worker's. */
 static void fiber_done(void *arg)
@@ -396,6 +407,7 @@ static void fiber_done(void *arg)
     struct conn *c = arg;
     c->job_running = false;
     if (c->closing) {
+        abandon_stream(c);
         if (c->handle_closed)
             conn_free(c);
         return;
@@ -1323,6 +1335,7 @@ static void on_wake(uv_async_t *a)
         struct conn *next = *done_link(c);
         c->job_running = false;
         if (c->closing) {
+            abandon_stream(c);
             if (c->handle_closed)
                 conn_free(c);
         } else {

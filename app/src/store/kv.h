@@ -135,9 +135,10 @@ int kiln_kv_ping(struct kiln_kv *kv, unsigned timeout_ms);
  *
  * kiln_kv_listen, on a handle of its own (kiln_kv_open, one thread):
  * subscribes to channel when the connection is new (*fresh set: messages
- * may have been missed before it), then calls on_message for each message
- * until wake_fd is readable (it is not read) or deadline (kiln_now_ms)
- * passes. 0 then; a connection failure returns its error (the next call
+ * may have been missed before it), then waits for messages until wake_fd
+ * is readable (it is not read) or deadline (kiln_now_ms) passes, and
+ * returns 0 after calling on_message for what arrived in one read (or for
+ * nothing). A connection failure returns its error (the next call
  * reconnects, after the usual backoff).
  */
 int kiln_kv_publish(struct kiln_kv *kv, const char *channel, kiln_str message);

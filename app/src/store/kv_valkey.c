@@ -1482,7 +1482,9 @@ static int valkey_listen(struct kiln_kv *kv, const char *channel, int wake_fd, u
     }
     char buf[16384];
     for (;;) {
-        /* Replies already read (or decrypted) first. */
+        /* Replies already read (or decrypted) first; after a batch of
+         * messages the caller acts on them. */
+        bool got = false;
         for (;;) {
             void *reply = NULL;
             if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
@@ -1494,7 +1496,10 @@ static int valkey_listen(struct kiln_kv *kv, const char *channel, int wake_fd, u
                 break;
             listen_reply(reply, on_message, arg);
             freeReplyObject(reply);
+            got = true;
         }
+        if (got && !(c->ssl && SSL_pending(c->ssl) > 0))
+            return 0;
         if (c->ssl && SSL_pending(c->ssl) > 0) {
             size_t k = 0;
             if ((rc = conn_read(c, buf, sizeof buf, UINT64_MAX, 0, &k)) ||

@@ -462,6 +462,70 @@ static void test_the_sql_runs_on_sqlite(void **state)
     rmdir(dir);
 }
 
+/* The event's data is built by PostgreSQL from the declaration: for every
+ * type, with values and with NULLs, it is the JSON the API answers (built
+ * in C from the same row). Needs KILN_TEST_PG_URL; skipped without. */
+static void test_the_event_json_on_postgres_is_the_api_json(void **state)
+{
+    (void)state;
+    const char *url = getenv("KILN_TEST_PG_URL");
+    if (!url) {
+        skip();
+        return;
+    }
+    static const char *const kinds[] = { "a", "b", NULL };
+    static const struct kiln_field fields[] = {
+        { .name = "t", .type = KILN_TEXT, .flags = KILN_NULLABLE },
+        { .name = "n", .type = KILN_INTEGER, .flags = KILN_NULLABLE },
+        { .name = "b", .type = KILN_BOOLEAN, .flags = KILN_NULLABLE },
+        { .name = "d", .type = KILN_DATE, .flags = KILN_NULLABLE },
+        { .name = "ts", .type = KILN_TIMESTAMP, .flags = KILN_NULLABLE },
+        { .name = "u", .type = KILN_UUID, .flags = KILN_NULLABLE },
+        { .name = "e", .type = KILN_ENUM, .flags = KILN_NULLABLE, .values = kinds },
+        { .name = "j", .type = KILN_JSON, .flags = KILN_NULLABLE },
+    };
+    static const struct kiln_resource every = { .name = "every", .singular = "every",
+                                                .fields = fields, .nfields = 8 };
+    struct kiln_db_config cfg = { .dialect = KILN_DB_POSTGRES, .conninfo = url,
+                                  .connect_timeout_s = 5, .query_timeout_ms = 5000 };
+    struct kiln_db *db = kiln_db_open(&cfg);
+    static const char *const rows_sql[] = {
+        "'00000000-0000-4000-8000-000000000001'::uuid AS id, E'quote \" back \\\\ nl \\n "
+        "tab \\t ctl \\u0001 \u00e9\u2603 \U0001F600'::text AS t, -9007199254740993::bigint AS n, "
+        "true AS b, '2026-02-28'::date AS d, '2026-12-07 01:02:03.000004+00'::timestamptz AS "
+        "ts, '00000000-0000-4000-8000-0000000000ff'::uuid AS u, 'b'::text AS e, "
+        "'{\"k\": [1, \"x\\ny\", null, {\"z\": 1.5}]}'::jsonb AS j, "
+        "'1999-12-31 23:59:59.999999+00'::timestamptz AS inserted_at, "
+        "'2026-12-07 00:00:00+00'::timestamptz AS updated_at",
+        "'00000000-0000-4000-8000-000000000002'::uuid AS id, NULL::text AS t, NULL::bigint AS "
+        "n, NULL::boolean AS b, NULL::date AS d, NULL::timestamptz AS ts, NULL::uuid AS u, "
+        "NULL::text AS e, NULL::jsonb AS j, now() AS inserted_at, now() AS updated_at",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        const char *sql = kiln_arena_sprintf(arena, "SELECT w.*, %s FROM (SELECT %s) w",
+                                             kiln_sql_row_json(arena, &every, "w"), rows_sql[i]);
+        struct kiln_db_rows rows;
+        int err = kiln_db_query(db, arena, sql, NULL, 0, &rows);
+        if (err)
+            fail_msg("%s", kiln_db_last_error(db));
+        assert_int_equal(rows.nrows, 1);
+        kiln_buf b;
+        kiln_buf_init(&b, 1 << 20);
+        kiln_resource_append_json(&every, &b, &rows, 0);
+        kiln_str from_sql = kiln_db_text(&rows, 0, 11);
+        json_error_t e;
+        json_t *api = json_loadb(b.p, b.len, 0, &e);
+        json_t *event = json_loadb(from_sql.p, from_sql.len, 0, &e);
+        if (!api || !event || !json_equal(api, event))
+            fail_msg("row %zu:\n  API:   %.*s\n  event: %.*s", i, (int)b.len, b.p,
+                     (int)from_sql.len, from_sql.p);
+        json_decref(api);
+        json_decref(event);
+        kiln_buf_free(&b);
+    }
+    kiln_db_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -476,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_update_sql_per_dialect),
         cmocka_unit_test(test_list_sql),
         cmocka_unit_test(test_the_sql_runs_on_sqlite),
+        cmocka_unit_test(test_the_event_json_on_postgres_is_the_api_json),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

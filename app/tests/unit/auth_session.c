@@ -114,7 +114,7 @@ static void test_session_store(void **state)
     assert_non_null(strstr(s.user_json.p, "\"provider\":\"dev\""));
     assert_non_null(strstr(s.user_json.p, "\"image\":null"));
 
-    assert_int_equal(kiln_session_delete(kv, s1), 0);
+    assert_int_equal(kiln_session_delete(kv, s1, NULL), 0);
     assert_int_equal(kiln_session_load(kv, a, s1, &s), KILN_ENOTFOUND);
     assert_int_equal(kiln_session_load(kv, a, s2, &s), 0);
 
