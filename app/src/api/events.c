@@ -29,11 +29,21 @@ static void bad_request(struct kiln_req *req, struct kiln_res *res, const char *
 void api_events_stream(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_session *session = req->session;
-    if (!kiln_feed_running() || kiln_server_draining()) {
-        /* Draining: this instance is going away; the client's retry lands
-         * on another. */
+    if (!kiln_feed_running()) {
         kiln_res_error(req, res, 503, "service_unavailable", "Server busy, retry shortly", NULL);
         kiln_res_header(res, "retry-after", "1");
+        return;
+    }
+    if (kiln_server_draining()) {
+        /* This instance is going away. A browser's EventSource gives up for
+         * good on anything but a 200 event stream, so it gets one that
+         * only says when to retry, and ends: its retry opens a new
+         * connection, which lands on another instance. */
+        kiln_res_header(res, "cache-control", "no-store");
+        res->content_type = KILN_STR("text/event-stream");
+        res->status = 200;
+        res->body = KILN_STR("retry: 1000\n\n");
+        res->close = true;
         return;
     }
     uint64_t filter = 0;
@@ -48,13 +58,13 @@ void api_events_stream(struct kiln_req *req, struct kiln_res *res)
             return;
         }
     }
-    /* The query wins over the header: a client that sets it means it. */
-    kiln_str last;
-    bool has_last = kiln_req_query(req, "last_event_id", &last);
-    if (!has_last) {
-        last = kiln_req_header(req, "last-event-id");
-        has_last = last.p != NULL;
-    }
+    /* The header wins over the query: a browser's EventSource opened on
+     * ?last_event_id=N keeps that URL and sends its own, newer,
+     * Last-Event-ID on every reconnection. */
+    kiln_str last = kiln_req_header(req, "last-event-id");
+    bool has_last = last.p != NULL;
+    if (!has_last)
+        has_last = kiln_req_query(req, "last_event_id", &last);
     int64_t last_id = 0;
     if (has_last && !kiln_feed_parse_id(last, &last_id)) {
         bad_request(req, res, "Last-Event-ID must be an event id (digits)");
