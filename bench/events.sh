@@ -241,7 +241,9 @@ meta cpus "$(nproc)"
 meta http_loops "$HTTP_LOOPS"
 meta kiln_bin "$KILN_BIN"
 meta kiln_version "$("$KILN_BIN" version 2>/dev/null | head -n 1)"
+meta git_head "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 meta nofile "$nofile"
+meta stream_users "$BENCH_EVENTS_STREAM_USERS"
 meta load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 modes_run=()
 for m in $BENCH_EVENTS_MODES; do
@@ -524,7 +526,8 @@ def kv(s):
 results = {"meta": meta, "memory": {}, "fanout": {}, "throughput": {}}
 lines = []
 P = lines.append
-P("Kiln change feed (%s, %s CPUs, HTTP_LOOPS=%s)" % (meta.get("kiln_version", "?"), meta.get("cpus"), meta.get("http_loops")))
+P("Kiln change feed (%s, tree %s, %s CPUs, HTTP_LOOPS=%s)" % (meta.get("kiln_version", "?"), meta.get("git_head", "?"),
+                                                              meta.get("cpus"), meta.get("http_loops")))
 P("load average at start: %s, at end: %s" % (meta.get("load_start"), meta.get("load_end")))
 def goal(ok):
     return "PASS" if ok else "MISS"
@@ -576,8 +579,11 @@ if mem_rows:
                 if r["post_status"] != "201":
                     warn.append("the POST while held answered %s" % r["post_status"])
                 elif rel.get("events") is not None:
-                    P("  %s streams: the note written while held reached %s streams; %s heartbeats while held"
-                      % (m, rel.get("events"), rel.get("heartbeats")))
+                    want = r["established"] // int(meta.get("stream_users", "1") or 1)
+                    P("  %s streams: the note written while held reached %s streams (the writer's: %d); "
+                      "%s heartbeats while held" % (m, rel.get("events"), want, rel.get("heartbeats")))
+                    if int(rel.get("events", 0)) != want:
+                        warn.append("the note reached %s streams, not %d" % (rel.get("events"), want))
             for w in warn:
                 P("  warning: %s %s: %s" % (m, kind, w))
 
