@@ -77,7 +77,7 @@ void api_events_stream(struct kiln_req *req, struct kiln_res *res)
     struct kiln_db *db = app_db(req);
     int err = 0;
     bool found = false;
-    if (has_last)
+    if (has_last && last_id >= 0)
         err = kiln_feed_position(db, req->arena, sub->owner, last_id, &sub->tx, &found);
     if (!err && found)
         sub->id = last_id;

@@ -514,9 +514,8 @@ bool kiln_feed_parse_id(kiln_str s, int64_t *out)
             return false;
         v = v * 10 + (uint64_t)(s.p[i] - '0');
     }
-    if (v > INT64_MAX)
-        return false;
-    *out = (int64_t)v;
+    /* Well formed but past any id there can be: no event, so a reset. */
+    *out = v > INT64_MAX ? -1 : (int64_t)v;
     return true;
 }
 

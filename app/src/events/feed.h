@@ -92,7 +92,8 @@ int kiln_feed_head(struct kiln_db *db, kiln_arena *a, int64_t *tx, int64_t *id);
 /* The position of event id when it is owner's and still kept. */
 int kiln_feed_position(struct kiln_db *db, kiln_arena *a, const char *owner, int64_t id,
                        int64_t *tx, bool *found);
-/* A Last-Event-ID: 1..19 digits within int64. */
+/* A Last-Event-ID: 1..19 digits; one past INT64_MAX names no event (*out
+ * is -1: the stream starts with a reset). */
 bool kiln_feed_parse_id(kiln_str s, int64_t *out);
 
 /* For the fuzz target and unit tests: one event as an SSE message (id:

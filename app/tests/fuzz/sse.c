@@ -3,9 +3,10 @@
  * (events/feed.c): any bytes as a Last-Event-ID, as a ?resources= list,
  * and as the stored JSON of an event framed into a server-sent event.
  *
- * Oracles: an id is accepted exactly when it is 1..19 digits within int64,
- * with the value strtoll reads; a resources list exactly when each
- * comma-separated name is a known resource, with the bit of each; a frame
+ * Oracles: an id is accepted exactly when it is 1..19 digits, with the
+ * value strtoll reads (-1 past INT64_MAX: it names no event); a resources
+ * list exactly when each comma-separated name is a known resource, with
+ * the bit of each; a frame
  * read back by an SSE parser written here from the WHATWG rules (lines end
  * at CR, LF or CRLF; "field: value"; a blank line dispatches) is exactly
  * one message with the event's id and one data line, and when the stored
@@ -34,16 +35,16 @@ static void check_id(const char *p, size_t n)
     for (size_t i = 0; digits && i < n; i++)
         digits = p[i] >= '0' && p[i] <= '9';
     char buf[32];
-    bool fits = false;
-    long long want = 0;
+    long long want = -1;
     if (digits) {
         memcpy(buf, p, n);
         buf[n] = '\0';
         errno = 0;
         want = strtoll(buf, NULL, 10);
-        fits = errno == 0;
+        if (errno)
+            want = -1; /* past INT64_MAX: no event */
     }
-    if (ok != (digits && fits) || (ok && v != want))
+    if (ok != digits || (ok && v != want))
         abort();
 }
 
