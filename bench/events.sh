@@ -123,6 +123,50 @@ trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# CPU used by other processes during a run, as a share of all CPUs (as in
+# bench/run.sh): busy time of all CPUs minus what the measured processes
+# used (kiln, its PostgreSQL and Redis with their children, and the reaped
+# children of this shell: wrk, eventtool).
+clk=$(getconf CLK_TCK)
+cpu_busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+proc_ticks() {   # proc_ticks PID...: utime + stime (all threads)
+    local sum=0 pid st fields
+    for pid in "$@"; do
+        st=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        read -ra fields <<<"${st##*) }"
+        sum=$((sum + fields[11] + fields[12]))
+    done
+    echo "$sum"
+}
+service_pids() {   # the services' postgres and redis processes (and children)
+    local root_pids p
+    [ "$services_up" = 1 ] || return 0
+    root_pids=$(pgrep -f "$BENCH_EVENTS_SERVICES" 2>/dev/null || true)
+    for p in $root_pids; do echo "$p"; pgrep -P "$p" 2>/dev/null || true; done | sort -u | tr '\n' ' '
+}
+child_ticks() {   # sets child_ticks_now: user + sys of this shell's reaped children
+    times >"$out/.times"
+    child_ticks_now=$(tail -n 1 "$out/.times" | awk -v clk="$clk" '{
+        s = 0
+        for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); s += a[1] * 60 + a[2] }
+        printf "%d\n", s * clk }')
+}
+other_start() {   # other_start KILN_PID
+    local svc
+    read -ra svc <<<"$(service_pids)"
+    child_ticks
+    o_busy0=$(cpu_busy_ticks) o_ours0=$(( $(proc_ticks "$1" "${svc[@]}") + child_ticks_now )) o_t0=$(date +%s%N)
+    o_svc=("${svc[@]}")
+}
+other_end() {   # other_end KILN_PID: sets other_pct, the other processes' share of all CPUs, %
+    # (not in a $(...): `times` there would see the subshell's children)
+    local busy ours t1
+    child_ticks
+    busy=$(cpu_busy_ticks) ours=$(( $(proc_ticks "$1" "${o_svc[@]}") + child_ticks_now )) t1=$(date +%s%N)
+    other_pct=$(awk -v b=$((busy - o_busy0)) -v o=$((ours - o_ours0)) -v w=$(( (t1 - o_t0) / 1000000 )) \
+        -v clk="$clk" -v n="$(nproc)" \
+        'BEGIN { x = (b - o) * 100 / (w / 1000 * clk * n); printf "%.1f\n", x < 0 ? 0 : x }')
+}
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
 # ------------------------------------------------------------- services --
@@ -328,11 +372,14 @@ fanout_test() {   # fanout_test LABEL SUB_KILN WRITE_KILN
     log "$label: $BENCH_EVENTS_SUBSCRIBERS streams on $sub, $BENCH_EVENTS_WRITES writes on $wr"
     local l0
     l0=$(load1)
+    other_start "${kiln_pid[$sub]}"
     "$etool" fanout "$host" "${kiln_port[$sub]}" "$events_path" "$BENCH_EVENTS_SUBSCRIBERS" "$cookie" \
         "$host" "${kiln_port[$wr]}" "$BENCH_EVENTS_WRITES" "$BENCH_EVENTS_GAP_MS" \
         "$BENCH_EVENTS_TIMEOUT_MS" >"$out/fanout-$label.out" 2>"$out/fanout-$label.err" || rc=$?
+    other_end "${kiln_pid[$sub]}"
     alive_or_die "$sub" "${kiln_pid[$sub]}"
     alive_or_die "$wr" "${kiln_pid[$wr]}"
+    result "fanout_${label}_other_cpu_pct" "$other_pct"
     local summary
     summary=$(grep '^SUMMARY' "$out/fanout-$label.out" || true)
     [ -n "$summary" ] || { cat "$out/fanout-$label.out" "$out/fanout-$label.err" >&2; die "$label: eventtool fanout failed"; }
@@ -427,11 +474,14 @@ throughput_mode() {   # throughput_mode MODE BASE_BIN
             pids+=("$spid")
             for _ in $(seq 100); do grep -q '^READY' "$3.hold" 2>/dev/null && break; sleep 0.1; done
         fi
+        other_start "${kiln_pid[$name]}"
         wrk -t"$BENCH_THREADS" -c"$BENCH_CONNECTIONS" -d"$2s" --latency -s "$out/$name.lua" \
             "http://$host:${kiln_port[$name]}/api/v1/notes" >"$3" 2>&1 &
         wrk_pid=$!
         wait "$wrk_pid" || rc=$?
         wrk_pid=""
+        other_end "${kiln_pid[$name]}"
+        echo "other_cpu_pct: $other_pct" >>"$3"
         if [ -n "$spid" ]; then
             kill -USR1 "$spid" 2>/dev/null || true
             wait "$spid" 2>/dev/null || true
@@ -463,7 +513,7 @@ throughput_mode() {   # throughput_mode MODE BASE_BIN
             l0=$(load1)
             run_one "$t" "$BENCH_EVENTS_SECONDS" "$f"
             echo "load1: $l0 $(load1)" >>"$f"
-            log "  $(grep '^Requests/sec:' "$f"), load $l0"
+            log "  $(grep '^Requests/sec:' "$f"), load $l0, CPU used by other processes: $(sed -n 's/^other_cpu_pct: //p' "$f")%"
         done
     done
     rm -f "$out"/warmup-tp-*
@@ -596,6 +646,7 @@ for label in ("embedded", "postgres", "cluster"):
     d = {k: (float(v) if "." in v else int(v)) for k, v in d.items()}
     d["exit"] = int(res.get("fanout_%s_exit" % label, 1))
     d["load"] = res.get("fanout_%s_load" % label)
+    d["other_cpu_pct"] = res.get("fanout_%s_other_cpu_pct" % label)
     results["fanout"][label] = d
     fan.append((label, d))
 if fan:
@@ -615,7 +666,9 @@ if fan:
         for k in ("mismatched", "resets", "closed"):
             if d.get(k):
                 P("  warning: %s: %s=%s" % (label, k, d[k]))
-        P("  %s: load average (1 min) before/after: %s" % (label, d["load"]))
+        P("  %s: load average (1 min) before/after: %s; CPU used by other processes: %s%%%s" % (
+            label, d["load"], d["other_cpu_pct"],
+            " (busy machine: unreliable)" if float(d["other_cpu_pct"] or 0) > 10 else ""))
 
 def wrk_file(path):
     t = open(path).read()
@@ -624,13 +677,16 @@ def wrk_file(path):
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
     errs = re.search(r"Socket errors: (.*)$", t, re.M)
     load = re.search(r"^load1: (.*)$", t, re.M)
+    other = re.search(r"^other_cpu_pct: ([\d.]+)", t, re.M)
     d = {"rps": float(m.group(1)) if m else 0.0, "non2xx": int(non2xx.group(1)) if non2xx else 0,
-         "socket_errors": errs.group(1) if errs else "", "load1": load.group(1) if load else ""}
+         "socket_errors": errs.group(1) if errs else "", "load1": load.group(1) if load else "",
+         "other_cpu_pct": float(other.group(1)) if other else None}
     if lat:
         for k, v in kv(lat.group(1)).items():
             d[k] = int(v)
     return d
 tp_rows = []
+noisy = []
 for m in ("embedded", "postgres"):
     best = {}
     rounds = {}
@@ -639,7 +695,12 @@ for m in ("embedded", "postgres"):
         if not runs:
             continue
         rs = [wrk_file(f) for f in runs]
-        rounds[t] = [round(r["rps"]) for r in rs]
+        rounds[t] = ["%d (%s%%)" % (r["rps"], "?" if r["other_cpu_pct"] is None else "%.0f" % r["other_cpu_pct"])
+                     for r in rs]
+        busy = [r for r in rs if (r["other_cpu_pct"] or 0) > 10]
+        if busy:
+            noisy.append("%s %s: %d of %d rounds with other processes above 10%% of the CPUs"
+                         % (m, t, len(busy), len(rs)))
         best[t] = max(rs, key=lambda r: r["rps"])
     if "old" in best and "new" in best:
         results["throughput"][m] = {"best": best, "rounds": rounds,
@@ -649,7 +710,8 @@ for m in ("embedded", "postgres"):
         tp_rows.append((m, best, rounds))
 if tp_rows:
     P("")
-    P("POST /api/v1/notes, wrk -c%s (best round of each; every round's req/s in brackets)" % os.environ.get("BENCH_CONNECTIONS", "64"))
+    P("POST /api/v1/notes, wrk -c%s (best round of each; every round's req/s in brackets, with the share"
+      " of the CPUs other processes used)" % os.environ.get("BENCH_CONNECTIONS", "64"))
     P("| mode | build | req/s | p50 ms | p99 ms | rounds |")
     P("|---|---|---|---|---|---|")
     labels = {"old": "before the feature", "new": "this build (outbox)", "new-streams": "this build, a stream open per writer"}
@@ -660,7 +722,7 @@ if tp_rows:
             b = best[t]
             P("| %s | %s | %.0f | %s | %s | %s |" % (m, labels[t], b["rps"],
               "%.2f" % (b["p50"] / 1000) if "p50" in b else "-",
-              "%.2f" % (b["p99"] / 1000) if "p99" in b else "-", rounds[t]))
+              "%.2f" % (b["p99"] / 1000) if "p99" in b else "-", ", ".join(rounds[t])))
     for m, best, rounds in tp_rows:
         r = best["new"]["rps"] / best["old"]["rps"]
         P("%s: this build / before = %.3f: %s (>= 0.85)" % (m, r, goal(r >= 0.85)))
@@ -669,6 +731,8 @@ if tp_rows:
         for t, b in best.items():
             if b["non2xx"] or b["socket_errors"]:
                 P("  warning: %s %s: non-2xx %d, socket errors %s" % (m, t, b["non2xx"], b["socket_errors"] or "0"))
+    for n in noisy:
+        P("  warning: %s: the machine was busy, the ratios are unreliable" % n)
     P("base: %s" % meta.get("base_version", "?"))
 for k, v in sorted(meta.items()):
     if k.endswith("_stderr_lines") and v not in ("0", ""):
