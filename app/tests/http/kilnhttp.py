@@ -706,6 +706,18 @@ class RawConn:
         te = resp.headers.get("transfer-encoding", "").lower()
         if head or 100 <= status < 200 or status in (204, 304):
             return resp
+        resp.stream = False
+        if (resp.headers.get("content-type", "").startswith("text/event-stream")
+                and "content-length" not in resp.headers):
+            # An event stream does not end: the response carries what the
+            # first read brings (the stream's opening), and the connection
+            # cannot be used for another request.
+            if not self.buf:
+                self._fill(deadline)
+            resp.body = resp.content = bytes(self.buf)
+            self.buf.clear()
+            resp.stream = True
+            return resp
         if "chunked" in te:
             resp.body = self._read_chunked(deadline)
         elif "content-length" in resp.headers:

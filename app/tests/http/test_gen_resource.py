@@ -214,11 +214,20 @@ def test_the_declaration_compiles_with_the_builds_warnings(tree):
 
 
 def test_a_default_may_hold_colons(tree):
-    generate(tree, "events", "at:timestamp:default=2026-01-31T12:00:00.000000Z:sort",
+    generate(tree, "meetups", "at:timestamp:default=2026-01-31T12:00:00.000000Z:sort",
              "note:text:default=a:b:max=10")
-    decl = (tree / "app/src/api/resources/events.c").read_text()
+    decl = (tree / "app/src/api/resources/meetups.c").read_text()
     assert '.def = "2026-01-31T12:00:00.000000Z"' in decl
     assert '.def = "a:b"' in decl and "KILN_SORT" in decl and ".max_len = 10" in decl
+
+
+def test_the_change_feed_tables_are_taken(tree):
+    """events and audit are the change feed's tables (migration 0005): a
+    resource of that name is refused by name, before anything is written."""
+    for name in ("events", "audit"):
+        rc, out, err = gen(tree, name, "title:text", "--singular=entry")
+        assert rc != 0 and f"table or index named {name} already" in err, (rc, err)
+        assert not (tree / f"app/src/api/resources/{name}.c").exists()
 
 
 def test_flags(tree):

@@ -594,7 +594,8 @@ class Exploration:
             except (AssertionError, OSError):
                 self.close()
                 raise
-            if resp.headers.get("connection", "").lower() == "close" or fresh:
+            if (resp.headers.get("connection", "").lower() == "close" or fresh
+                    or getattr(resp, "stream", False)):
                 self.close()
             return resp
 
