@@ -138,11 +138,16 @@ proc_ticks() {   # proc_ticks PID...: utime + stime (all threads)
     done
     echo "$sum"
 }
-service_pids() {   # the services' postgres and redis processes (and children)
-    local root_pids p
+service_pids() {   # the services' postgres (and its backends) and redis processes
+    local f p
     [ "$services_up" = 1 ] || return 0
-    root_pids=$(pgrep -f "$BENCH_EVENTS_SERVICES" 2>/dev/null || true)
-    for p in $root_pids; do echo "$p"; pgrep -P "$p" 2>/dev/null || true; done | sort -u | tr '\n' ' '
+    for f in "$BENCH_EVENTS_SERVICES"/pg/postmaster.pid "$BENCH_EVENTS_SERVICES"/*/redis.pid; do
+        [ -f "$f" ] || continue
+        p=$(head -n 1 "$f")
+        [[ $p =~ ^[0-9]+$ ]] || continue
+        echo "$p"
+        pgrep -P "$p" 2>/dev/null || true
+    done | sort -u | tr '\n' ' '
 }
 child_ticks() {   # sets child_ticks_now: user + sys of this shell's reaped children
     times >"$out/.times"
