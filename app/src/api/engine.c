@@ -1056,7 +1056,7 @@ static const char *audit_text(kiln_arena *a, kiln_str s, size_t max)
 /* The audit's ip, user agent and request id, as three more parameters. */
 static void audit_params(struct kiln_req *req, struct params *p)
 {
-    param(p, req->remote_ip);
+    param(p, kiln_client_ip(req)); /* the client's, behind TRUSTED_PROXY_HOPS proxies */
     param(p, audit_text(req->arena, kiln_req_header(req, "user-agent"), AUDIT_TEXT_MAX));
     param(p, kiln_arena_strndup(req->arena, req->request_id, req->request_id_len));
 }

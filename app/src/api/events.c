@@ -12,6 +12,7 @@
 
 #include "api/app.h"
 #include "api/resource.h"
+#include "auth/guard.h"
 #include "auth/session.h"
 #include "core/buf.h"
 #include "core/log.h"
@@ -125,7 +126,7 @@ void kiln_audit_record(struct kiln_req *req, const char *actor, const char *acti
         actor ? kiln_str_c(actor) : KILN_STR_NULL,
         kiln_str_c(action),
         target ? kiln_str_c(audit_text(req->arena, kiln_str_c(target))) : KILN_STR_NULL,
-        kiln_str_c(req->remote_ip),
+        kiln_str_c(kiln_client_ip(req)),
         kiln_str_c(audit_text(req->arena, kiln_req_header(req, "user-agent"))),
         { req->request_id, req->request_id_len },
     };

@@ -525,6 +525,26 @@ void kiln__feed_set_resources(const char *const *names, size_t n)
     F.cfg.nresources = n;
 }
 
+/*
+ * PostgreSQL: the feed's horizon for the statement's own snapshot. Every
+ * transaction that was running when the statement began is in the
+ * snapshot's list (pg_snapshot_xip), and those it does not list below its
+ * xmax have ended; so the smallest listed one is the oldest that can still
+ * commit an event, and every event below it is final. Transaction ids are
+ * global to the server, so a transaction of ANOTHER database would hold
+ * the feed back for nothing: those that pg_stat_activity shows in another
+ * database are left out (it can only show them, never hide one of ours:
+ * one that is not there any more, or whose details this role may not see,
+ * stays in, which only makes the feed wait). backend_xid is 32 bits, the
+ * list's ids carry the epoch above them.
+ */
+#define HORIZON                                                                                  \
+    "SELECT coalesce(min(x.x::text::bigint), "                                                   \
+    "pg_snapshot_xmax(pg_current_snapshot())::text::bigint) FROM "                              \
+    "pg_snapshot_xip(pg_current_snapshot()) AS x(x) WHERE x.x::text::bigint % 4294967296 NOT "  \
+    "IN (SELECT backend_xid::text::bigint FROM pg_stat_activity WHERE backend_xid IS NOT NULL " \
+    "AND datname IS DISTINCT FROM current_database())"
+
 static void pos_params(kiln_arena *a, kiln_str *p, int64_t tx, int64_t id)
 {
     p[0] = kiln_str_c(kiln_arena_sprintf(a, "%lld", (long long)tx));
@@ -536,7 +556,7 @@ int kiln_feed_head(struct kiln_db *db, kiln_arena *a, int64_t *tx, int64_t *id)
     bool pg = kiln_db_dialect(db) == KILN_DB_POSTGRES;
     struct kiln_db_rows rows;
     int err = kiln_db_query(db, a,
-                            pg ? "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+                            pg ? "SELECT (" HORIZON ")"
                                : "SELECT coalesce(max(id), 0) FROM events",
                             NULL, 0, &rows);
     if (err)
@@ -596,9 +616,8 @@ static int tail(bool *held)
         struct kiln_db_rows rows;
         int err = kiln_db_query(
             F.db, a,
-            F.pg ? "SELECT id, tx, resource, action, row_id, owner, data, at, "
-                   "pg_snapshot_xmin(pg_current_snapshot())::text::bigint FROM events WHERE "
-                   "(tx, id) > ($1, $2) ORDER BY tx, id LIMIT 500"
+            F.pg ? "SELECT id, tx, resource, action, row_id, owner, data, at, (" HORIZON
+                   ") FROM events WHERE (tx, id) > ($1, $2) ORDER BY tx, id LIMIT 500"
                  : "SELECT id, tx, resource, action, row_id, owner, data, at, NULL FROM events "
                    "WHERE tx = $1 AND id > $2 ORDER BY id LIMIT 500",
             p, 2, &rows);
@@ -882,8 +901,13 @@ static void *feed_main(void *arg)
             bool fresh = false;
             int err = kiln_kv_listen(F.sub, KILN_FEED_CHANNEL, F.wake_fd, deadline, on_message,
                                      NULL, &fresh);
-            if (fresh)
-                F.tail_needed = true; /* messages may have been missed */
+            if (fresh) {
+                /* Messages may have been missed while it was away (or
+                 * before it first came up): the outbox has every event,
+                 * and the session check finds every logout. */
+                F.tail_needed = true;
+                next_check = kiln_now_ms();
+            }
             if (err) {
                 outage("Valkey", err, kiln_kv_last_error(F.sub));
                 sub_retry = kiln_now_ms() + 1000;
