@@ -165,9 +165,13 @@ other_start() {   # other_start KILN_PID
 }
 other_end() {   # other_end KILN_PID: sets other_pct, the other processes' share of all CPUs, %
     # (not in a $(...): `times` there would see the subshell's children)
-    local busy ours t1
+    local busy ours t1 svc now_svc
+    # Processes the services started meanwhile (a backend, an autovacuum
+    # worker) count whole: they had nothing at the start.
+    read -ra now_svc <<<"$(service_pids)"
+    read -ra svc <<<"$(printf '%s\n' "${o_svc[@]}" "${now_svc[@]}" | sort -u | tr '\n' ' ')"
     child_ticks
-    busy=$(cpu_busy_ticks) ours=$(( $(proc_ticks "$1" "${o_svc[@]}") + child_ticks_now )) t1=$(date +%s%N)
+    busy=$(cpu_busy_ticks) ours=$(( $(proc_ticks "$1" "${svc[@]}") + child_ticks_now )) t1=$(date +%s%N)
     other_pct=$(awk -v b=$((busy - o_busy0)) -v o=$((ours - o_ours0)) -v w=$(( (t1 - o_t0) / 1000000 )) \
         -v clk="$clk" -v n="$(nproc)" \
         'BEGIN { x = (b - o) * 100 / (w / 1000 * clk * n); printf "%.1f\n", x < 0 ? 0 : x }')
