@@ -27,7 +27,6 @@ does, one JSON line at a time.
 
 import json
 import os
-import pathlib
 import queue
 import select
 import shutil
