@@ -341,7 +341,7 @@ def test_browser_resumes_after_the_connection_drops(kiln, browsers):
 
 @pytest.mark.skipif(STORES == "embedded",
                     reason="sessions live in the process's memory in embedded mode: a restart ends them")
-def test_browser_resumes_across_a_restart(kiln, browsers, tmp_path):
+def test_browser_resumes_across_a_restart(kiln, browsers):
     port = kilnhttp.free_port()
     # The default idle grace (1 s, as long as the stream's retry: 1000):
     # the first reconnection may still reach the draining kiln on an idle
