@@ -11,6 +11,11 @@
 #                     line because it runs on Node.js 18.17+, Debian 12's
 #                     own nodejs (2.x needs 20.19+)
 #   infra/tests/      @cdktf/hcl2json (the infra policy suite)
+#   app/tests/browser/ playwright-core 1.61 (drives Debian's /usr/bin/chromium
+#                     for the browser test of the change feed,
+#                     app/tests/http/test_events_browser.py; it downloads no
+#                     browser of its own; 1.61 is the last line that runs on
+#                     Node.js 18)
 #
 # node_modules/ is not committed (.gitignore). Quick no-op when the installed
 # tree matches the lock file (a stamp holds the lock file's SHA-256), so
@@ -25,7 +30,7 @@
 #   scripts/npm-deps.sh --check    exit 1 (and say why) if not installed
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
-dirs="app/tests/oidc app/tests/s3 app/tests/openapi infra/tests"
+dirs="app/tests/oidc app/tests/s3 app/tests/openapi app/tests/browser infra/tests"
 check_only=0
 [ "${1:-}" = --check ] && check_only=1
 
