@@ -897,7 +897,6 @@ const char *kiln_sql_count(kiln_arena *a, const struct kiln_resource *r, const b
  * that changes nothing inserts nothing, and a failed one rolls back all.
  */
 
-#define AUDIT_TEXT_MAX 512
 
 /* The event's action: created, updated, deleted, or the action's event. */
 static const char *event_action(const struct kiln_resource *r, enum kiln_op op,
@@ -1065,27 +1064,11 @@ const char *kiln_sql_delete(kiln_arena *a, const struct kiln_resource *r,
     return buf_text(a, &b);
 }
 
-/* A header's value for the audit log: printable ASCII (both drivers take
- * only valid UTF-8 without NUL; anything else becomes '?'), bounded. */
-static const char *audit_text(kiln_arena *a, kiln_str s, size_t max)
-{
-    if (!s.p)
-        return NULL;
-    size_t n = s.len < max ? s.len : max;
-    char *out = kiln_arena_alloc(a, n + 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s.p[i];
-        out[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
-    }
-    out[n] = '\0';
-    return out;
-}
-
 /* The audit's ip, user agent and request id, as three more parameters. */
 static void audit_params(struct kiln_req *req, struct params *p)
 {
     param(p, kiln_client_ip(req)); /* the client's, behind TRUSTED_PROXY_HOPS proxies */
-    param(p, audit_text(req->arena, kiln_req_header(req, "user-agent"), AUDIT_TEXT_MAX));
+    param(p, res_audit_text(req->arena, kiln_req_header(req, "user-agent")));
     param(p, kiln_arena_strndup(req->arena, req->request_id, req->request_id_len));
 }
 

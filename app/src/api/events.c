@@ -20,7 +20,6 @@
 #include "http/server.h"
 #include "http/stream.h"
 
-#define AUDIT_TEXT_MAX 512
 
 static void bad_request(struct kiln_req *req, struct kiln_res *res, const char *message)
 {
@@ -99,20 +98,6 @@ void api_events_stream(struct kiln_req *req, struct kiln_res *res)
 
 /* ---- audit ---- */
 
-static const char *audit_text(kiln_arena *a, kiln_str s)
-{
-    if (!s.p)
-        return NULL;
-    size_t n = s.len < AUDIT_TEXT_MAX ? s.len : AUDIT_TEXT_MAX;
-    char *out = kiln_arena_alloc(a, n + 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s.p[i];
-        out[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
-    }
-    out[n] = '\0';
-    return out;
-}
-
 void kiln_audit_record(struct kiln_req *req, const char *actor, const char *action,
                        const char *target)
 {
@@ -125,9 +110,9 @@ void kiln_audit_record(struct kiln_req *req, const char *actor, const char *acti
         kiln_str_c(now),
         actor ? kiln_str_c(actor) : KILN_STR_NULL,
         kiln_str_c(action),
-        target ? kiln_str_c(audit_text(req->arena, kiln_str_c(target))) : KILN_STR_NULL,
+        target ? kiln_str_c(res_audit_text(req->arena, kiln_str_c(target))) : KILN_STR_NULL,
         kiln_str_c(kiln_client_ip(req)),
-        kiln_str_c(audit_text(req->arena, kiln_req_header(req, "user-agent"))),
+        kiln_str_c(res_audit_text(req->arena, kiln_req_header(req, "user-agent"))),
         { req->request_id, req->request_id_len },
     };
     if (!p[5].p)

@@ -223,6 +223,20 @@ const char *res_now(kiln_arena *a)
     return out;
 }
 
+const char *res_audit_text(kiln_arena *a, kiln_str s)
+{
+    if (!s.p)
+        return NULL;
+    size_t n = s.len < RES_AUDIT_TEXT_MAX ? s.len : RES_AUDIT_TEXT_MAX;
+    char *out = kiln_arena_alloc(a, n + 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s.p[i];
+        out[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+    }
+    out[n] = '\0';
+    return out;
+}
+
 void res_store_error(struct kiln_req *req, struct kiln_res *res, int err, const char *what)
 {
     kiln_res_fail(req, res, err, "Database", what, kiln_db_last_error(app_db(req)));

@@ -66,6 +66,11 @@ bool res_time_text(const struct kiln_db_rows *r, size_t row, size_t col,
                    char out[KILN_RFC3339_LEN + 1]);
 /* The current time as a parameter for timestamp columns. */
 const char *res_now(kiln_arena *a);
+/* Text for the audit log (a header's value, a target): printable ASCII,
+ * anything else '?' (both drivers take only valid UTF-8 without NUL), at
+ * most RES_AUDIT_TEXT_MAX bytes; NULL for NULL. */
+#define RES_AUDIT_TEXT_MAX 512
+const char *res_audit_text(kiln_arena *a, kiln_str s);
 
 /* A database error, answered through kiln_res_fail (http/response.h: the
  * one map from errors to answers). */
