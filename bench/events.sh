@@ -49,6 +49,7 @@ BENCH_EVENTS_WRITERS=${BENCH_EVENTS_WRITERS:-4}             # throughput: users 
 BENCH_EVENTS_BASE=${BENCH_EVENTS_BASE:-}                    # throughput: the build before (a commit)
 BENCH_EVENTS_BASE_BIN=${BENCH_EVENTS_BASE_BIN:-}            # ... or its binary
 BENCH_EVENTS_SERVICES=${BENCH_EVENTS_SERVICES:-build/bench/services-events}
+BENCH_EVENTS_DURABLE=${BENCH_EVENTS_DURABLE:-0}             # 1: PostgreSQL flushes every commit (fsync, synchronous_commit, full_page_writes on)
 BENCH_KILN_LOG=${BENCH_KILN_LOG:-/dev/null}
 HTTP_LOOPS=${HTTP_LOOPS:-$(nproc)}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -114,6 +115,7 @@ cleanup() {
     local p
     stop_pid "$wrk_pid"
     for p in "${pids[@]}"; do stop_pid "$p"; done
+    [ "$BENCH_EVENTS_DURABLE" != 1 ] || pg_durable reset 2>/dev/null || true
     if [ "$services_up" = 1 ]; then
         scripts/test-services.sh stop "$BENCH_EVENTS_SERVICES" >>"$out/services.log" 2>&1 || true
     fi
@@ -200,6 +202,7 @@ if mode postgres || part cluster; then
     [ -z "$pg_reason" ] || log "PostgreSQL parts skipped: $pg_reason"
 fi
 meta pg_skipped "${pg_reason:-no}"
+meta pg_durable "$BENCH_EVENTS_DURABLE"
 
 psql_su() {   # psql_su DB SQL: as the services' superuser over the unix socket
     "$PG_BIN/psql" -h "$KILN_TEST_PG_SOCKET_DIR" -p "$KILN_TEST_PG_PORT" -U "$KILN_TEST_PG_SUPERUSER" \
@@ -210,6 +213,23 @@ new_db() {   # new_db NAME: a fresh database owned by the kiln role; prints its 
     psql_su postgres "CREATE DATABASE \"$1\" OWNER \"$KILN_TEST_PG_USER\"" >/dev/null
     echo "postgresql://$KILN_TEST_PG_USER:$KILN_TEST_PG_PASSWORD@$KILN_TEST_PG_HOST:$KILN_TEST_PG_PORT/$1"
 }
+# The test services skip every flush (fast tests); a production database
+# (Aurora, or any PostgreSQL left at its defaults) waits for storage at each
+# commit. BENCH_EVENTS_DURABLE=1 measures that way; the settings are put back
+# when the script ends.
+pg_durable() {   # pg_durable on|reset
+    [ "$have_pg" = 1 ] || return 0
+    local k
+    for k in fsync synchronous_commit full_page_writes; do
+        if [ "$1" = on ]; then psql_su postgres "ALTER SYSTEM SET $k = on" >/dev/null
+        else psql_su postgres "ALTER SYSTEM RESET $k" >/dev/null; fi
+    done
+    psql_su postgres "SELECT pg_reload_conf()" >/dev/null
+}
+if [ "$BENCH_EVENTS_DURABLE" = 1 ]; then
+    pg_durable on
+    log "PostgreSQL flushes every commit (BENCH_EVENTS_DURABLE=1): $(psql_su postgres "SHOW fsync"), synchronous_commit $(psql_su postgres "SHOW synchronous_commit")"
+fi
 
 # ------------------------------------------------------------------- kiln --
 # start_kiln NAME BIN MODE DB [ENV=VALUE...]: MODE embedded (DB: a file name

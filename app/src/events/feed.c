@@ -45,6 +45,12 @@
 #define HELD_MIN_MS 2
 #define HELD_MAX_MS 250
 #define HELD_WARN_MS 10000
+/* Under a stream of writes, the outbox is read (and the instances woken
+ * through Valkey) at most this often: each read costs the database a
+ * statement and the horizon, so one per write would take a share of its
+ * CPU that grows with the write rate. A write after a quiet spell is read
+ * at once. */
+#define TAIL_GAP_MS 5
 #define PRUNE_BATCH 1000
 #define PRUNE_MAX_BATCHES 100
 #define SIDHASH_LEN 32
@@ -899,9 +905,9 @@ static void *feed_main(void *arg)
     uint64_t now = kiln_now_ms();
     uint64_t next_poll = now, next_check = now + F.cfg.session_check_s * 1000ull;
     uint64_t next_prune = F.cfg.prune_s ? now + 5000 : UINT64_MAX;
-    uint64_t sub_retry = 0, held_since = 0;
+    uint64_t sub_retry = 0, held_since = 0, last_tail = 0, last_pub = 0;
     unsigned held_ms = 0;
-    bool catchup_failed = false;
+    bool catchup_failed = false, pub_pending = false;
 
     while (!atomic_load(&F.stop)) {
         now = kiln_now_ms();
@@ -912,7 +918,11 @@ static void *feed_main(void *arg)
                 deadline = min_u64(deadline, now + held_ms);
             if (catchup_failed)
                 deadline = min_u64(deadline, now + 100);
+            if (F.tail_needed)
+                deadline = min_u64(deadline, last_tail + TAIL_GAP_MS);
         }
+        if (pub_pending)
+            deadline = min_u64(deadline, last_pub + TAIL_GAP_MS);
         if (F.valkey && now >= sub_retry) {
             bool fresh = false;
             int err = kiln_kv_listen(F.sub, KILN_FEED_CHANNEL, F.wake_fd, deadline, on_message,
@@ -941,13 +951,16 @@ static void *feed_main(void *arg)
         handle_inbox();
         if (atomic_exchange(&F.changed, false)) {
             F.tail_needed = true;
-            if (F.valkey) {
-                int err = kiln_kv_publish(F.pub, KILN_FEED_CHANNEL, KILN_STR("w"));
-                if (err)
-                    outage("Valkey", err, kiln_kv_last_error(F.pub));
-            }
+            pub_pending = F.valkey;
         }
         now = kiln_now_ms();
+        if (pub_pending && now >= last_pub + TAIL_GAP_MS) {
+            pub_pending = false;
+            last_pub = now;
+            int err = kiln_kv_publish(F.pub, KILN_FEED_CHANNEL, KILN_STR("w"));
+            if (err)
+                outage("Valkey", err, kiln_kv_last_error(F.pub));
+        }
         if (F.nregs) {
             if (!F.have_pos) {
                 kiln_arena *a = kiln_arena_new(1024);
@@ -962,8 +975,10 @@ static void *feed_main(void *arg)
                 F.have_pos = true;
             }
             bool held_due = held_ms && now >= held_since + held_ms;
-            if (F.tail_needed || now >= next_poll || held_due) {
+            bool wanted = F.tail_needed && now >= last_tail + TAIL_GAP_MS;
+            if (wanted || now >= next_poll || held_due) {
                 F.tail_needed = false;
+                last_tail = now;
                 next_poll = now + F.cfg.poll_ms;
                 bool held = false;
                 int err = tail(&held);
