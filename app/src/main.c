@@ -22,6 +22,7 @@
 #include "core/err.h"
 #include "api/reload.h"
 #include "events/feed.h"
+#include "jobs/jobs.h"
 #include "auth/oidc.h"
 #include "aws/aws.h"
 #include "aws/secrets.h"
@@ -242,12 +243,17 @@ static int cmd_serve(void)
                               : 0;
     if (rc == 0)
         rc = kiln_app_feed_start(&app) ? 1 : 0;
+    if (rc == 0 && kiln_app_jobs_start(&app) != 0) {
+        kiln_feed_stop();
+        rc = 1;
+    }
     if (rc == 0) {
         kiln_reload_start(&cfg);
         size_t nroutes;
         const struct kiln_route *routes = api_routes(&nroutes);
         rc = kiln_server_run(&cfg, routes, nroutes, &app.hooks, &app.loop_hooks);
         kiln_reload_stop();
+        kiln_jobs_stop();
         kiln_feed_stop();
     }
     kiln_dl_pq_join();

@@ -73,6 +73,18 @@ void api_auth_logout(struct kiln_req *req, struct kiln_res *res);
 void api_dev_login(struct kiln_req *req, struct kiln_res *res);
 void api_me(struct kiln_req *req, struct kiln_res *res);
 void api_test_protected(struct kiln_req *req, struct kiln_res *res);
+void api_test_jobs(struct kiln_req *req, struct kiln_res *res);
+
+/* Webhooks (webhooks.c). */
+void api_webhooks_create(struct kiln_req *req, struct kiln_res *res);
+void api_webhooks_list(struct kiln_req *req, struct kiln_res *res);
+void api_webhooks_show(struct kiln_req *req, struct kiln_res *res);
+void api_webhooks_update(struct kiln_req *req, struct kiln_res *res);
+void api_webhooks_delete(struct kiln_req *req, struct kiln_res *res);
+void api_webhooks_rotate(struct kiln_req *req, struct kiln_res *res);
+void api_webhooks_test(struct kiln_req *req, struct kiln_res *res);
+void api_webhooks_deliveries(struct kiln_req *req, struct kiln_res *res);
+void api_webhooks_retry(struct kiln_req *req, struct kiln_res *res);
 
 /* profile.c */
 void api_profile(struct kiln_req *req, struct kiln_res *res);

@@ -15,6 +15,9 @@
 #include "api/declare.h"
 #include "auth/session.h"
 #include "events/feed.h"
+#include "jobs/builtin.h"
+#include "jobs/jobs.h"
+#include "webhooks/webhooks.h"
 #include "api/engine.h"
 
 #include <poll.h>
@@ -22,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api/reload.h"
 #include "aws/aws.h"
@@ -294,13 +298,33 @@ int kiln_app_feed_start(struct kiln_app *app)
         .heartbeat_ms = cfg->events_heartbeat_s * 1000,
         .poll_ms = cfg->events_poll_ms,
         .session_check_s = cfg->events_session_check_s,
-        .prune_s = cfg->events_prune_s,
-        .retention_hours = cfg->events_retention_hours,
-        .audit_days = cfg->audit_retention_days,
         .session_exists = kiln_session_exists,
         .render = kiln_resource_event_json,
     };
     return kiln_feed_start(&fc);
+}
+
+int kiln_app_jobs_start(struct kiln_app *app)
+{
+    const struct kiln_config *cfg = app->cfg;
+    static char instance[128];
+    char host[64] = "";
+    gethostname(host, sizeof host - 1);
+    snprintf(instance, sizeof instance, "%s/%ld", host[0] ? host : "kiln", (long)getpid());
+    kiln_jobs_register_builtin(cfg);
+    kiln_webhooks_init(cfg);
+    struct kiln_jobs_config jc = {
+        .db = app->db,
+        .kv = app->kv_store,
+        .concurrency = cfg->job_concurrency,
+        .lease_s = cfg->job_lease_s,
+        .poll_ms = cfg->job_poll_ms,
+        .retention_hours = cfg->job_retention_hours,
+        .dead_retention_days = cfg->job_dead_retention_days,
+        .instance = instance,
+        .shutdown_timeout_s = cfg->shutdown_timeout_s,
+    };
+    return kiln_jobs_start(&jc);
 }
 
 void kiln_app_free(struct kiln_app *app)

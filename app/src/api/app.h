@@ -31,6 +31,9 @@ void kiln_app_free(struct kiln_app *app);
 /* The change feed's thread (events/feed.h), with its own connections to the
  * app's stores. 0 or an error (logged). kiln_feed_stop ends it. */
 int kiln_app_feed_start(struct kiln_app *app);
+/* Register the job kinds (Kiln's own, then the webhooks') and start the
+ * jobs thread (jobs/jobs.h). 0 or an error. */
+int kiln_app_jobs_start(struct kiln_app *app);
 
 /* The stores of the worker or loop fiber running req. Not for
  * KILN_ROUTE_LOOP routes; for every other route they are never NULL. */

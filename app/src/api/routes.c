@@ -60,6 +60,25 @@ static const struct kiln_route before[] = {
      * worker (http/stream.h). */
     { KILN_GET, KILN_SCOPE_API, "/events", kiln_guard_session, api_events_stream, 0, NULL },
     { KILN_GET, KILN_SCOPE_API, "/audit", kiln_guard_session, api_audit_list, 0, NULL },
+
+    /* Webhooks (webhooks.c; docs/WEBHOOKS.md): the user's endpoints. */
+    { KILN_POST, KILN_SCOPE_API, "/webhooks", kiln_guard_session, api_webhooks_create, 0, NULL },
+    { KILN_GET, KILN_SCOPE_API, "/webhooks", kiln_guard_session, api_webhooks_list, 0, NULL },
+    { KILN_GET, KILN_SCOPE_API, "/webhooks/:id", kiln_guard_session, api_webhooks_show, 0, NULL },
+    { KILN_PATCH, KILN_SCOPE_API, "/webhooks/:id", kiln_guard_session, api_webhooks_update, 0,
+      NULL },
+    { KILN_PUT, KILN_SCOPE_API, "/webhooks/:id", kiln_guard_session, api_webhooks_update, 0,
+      NULL },
+    { KILN_DELETE, KILN_SCOPE_API, "/webhooks/:id", kiln_guard_session, api_webhooks_delete, 0,
+      NULL },
+    { KILN_POST, KILN_SCOPE_API, "/webhooks/:id/test", kiln_guard_session, api_webhooks_test, 0,
+      NULL },
+    { KILN_POST, KILN_SCOPE_API, "/webhooks/:id/rotate-secret", kiln_guard_session,
+      api_webhooks_rotate, 0, NULL },
+    { KILN_GET, KILN_SCOPE_API, "/webhooks/:id/deliveries", kiln_guard_session,
+      api_webhooks_deliveries, 0, NULL },
+    { KILN_POST, KILN_SCOPE_API, "/webhooks/:id/deliveries/:delivery_id/retry",
+      kiln_guard_session, api_webhooks_retry, 0, NULL },
 };
 
 /* After the declared resources' routes (engine.c), which come between. */
@@ -93,6 +112,8 @@ static const struct kiln_route after[] = {
       KILN_ROUTE_INTERNAL | KILN_ROUTE_BLOCKING, NULL },
     { KILN_POST, KILN_SCOPE_API, "/_test/protected", kiln_guard_session, api_test_protected,
       KILN_ROUTE_INTERNAL, NULL },
+    { KILN_POST, KILN_SCOPE_ROOT, "/_test/jobs", NULL, api_test_jobs, KILN_ROUTE_INTERNAL,
+      NULL },
 };
 
 static struct kiln_route *table;

@@ -14,6 +14,7 @@
 #include <sched.h>
 
 #include "core/alloc.h"
+#include "core/err.h"
 #include "core/random.h"
 #include "core/str.h"
 
@@ -118,6 +119,66 @@ static char *str_var(struct kiln_env_reader *l, const char *name, const char *de
 {
     const char *v = kiln_env_value(l, name);
     return v ? kiln_strdup(v) : def ? kiln_strdup(def) : NULL;
+}
+
+/* "5s,5m,30m,2h": each a whole number and a unit (ms, s, m, h, d), at most
+ * KILN_WEBHOOK_MAX_RETRIES, each at most 7 days. */
+int kiln_config_parse_durations(const char *v, unsigned *out, unsigned cap, unsigned *n)
+{
+    *n = 0;
+    const char *p = v;
+    for (;;) {
+        while (*p == ' ')
+            p++;
+        unsigned long long x = 0;
+        const char *d = p;
+        while (*p >= '0' && *p <= '9' && p - d < 9)
+            x = x * 10 + (unsigned long long)(*p++ - '0');
+        if (p == d)
+            return KILN_EINVAL;
+        unsigned long long mul;
+        if (!strncmp(p, "ms", 2)) { mul = 1; p += 2; }
+        else if (*p == 's') { mul = 1000; p++; }
+        else if (*p == 'm') { mul = 60000; p++; }
+        else if (*p == 'h') { mul = 3600000; p++; }
+        else if (*p == 'd') { mul = 86400000; p++; }
+        else return KILN_EINVAL;
+        x *= mul;
+        if (x > 7ull * 86400000 || *n == cap)
+            return KILN_EINVAL;
+        out[(*n)++] = (unsigned)x;
+        while (*p == ' ')
+            p++;
+        if (!*p)
+            return 0;
+        if (*p++ != ',')
+            return KILN_EINVAL;
+    }
+}
+
+static void retry_schedule_var(struct kiln_env_reader *l, struct kiln_config *cfg)
+{
+    const char *v = kiln_env_value(l, "WEBHOOK_RETRY_SCHEDULE");
+    if (kiln_config_parse_durations(KILN_WEBHOOK_RETRY_DEFAULT, cfg->webhook_retry_ms,
+                                    KILN_WEBHOOK_MAX_RETRIES, &cfg->webhook_retries))
+        kiln_fatal("config: the default WEBHOOK_RETRY_SCHEDULE does not parse");
+    if (!v)
+        return;
+    unsigned tmp[KILN_WEBHOOK_MAX_RETRIES], n = 0;
+    if (!*v) {
+        cfg->webhook_retries = 0; /* no retries */
+        return;
+    }
+    if (kiln_config_parse_durations(v, tmp, KILN_WEBHOOK_MAX_RETRIES, &n)) {
+        kiln_env_problem(l,
+                         "WEBHOOK_RETRY_SCHEDULE must be comma-separated delays such as "
+                         "5s,5m,30m,2h (units ms, s, m, h, d; at most %d, each at most 7d; got "
+                         "\"%.60s\")",
+                         KILN_WEBHOOK_MAX_RETRIES, v);
+        return;
+    }
+    memcpy(cfg->webhook_retry_ms, tmp, sizeof tmp);
+    cfg->webhook_retries = n;
 }
 
 /* One libpq key=value pair; values quoted as libpq wants (\\ and \'). */
@@ -295,6 +356,22 @@ static void auth_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
     unsigned_var(l, "EVENTS_PRUNE_SECONDS", 0, 86400, &cfg->events_prune_s);
     cfg->audit_retention_days = 90;
     unsigned_var(l, "AUDIT_RETENTION_DAYS", 1, 36600, &cfg->audit_retention_days);
+    cfg->job_concurrency = 4;
+    unsigned_var(l, "JOB_CONCURRENCY", 0, 256, &cfg->job_concurrency);
+    cfg->job_lease_s = 60;
+    unsigned_var(l, "JOB_LEASE_SECONDS", 1, 86400, &cfg->job_lease_s);
+    cfg->job_poll_ms = 1000;
+    unsigned_var(l, "JOB_POLL_MS", 10, 600000, &cfg->job_poll_ms);
+    cfg->job_retention_hours = 24;
+    unsigned_var(l, "JOB_RETENTION_HOURS", 1, 24 * 366, &cfg->job_retention_hours);
+    cfg->job_dead_retention_days = 30;
+    unsigned_var(l, "JOB_DEAD_RETENTION_DAYS", 1, 3660, &cfg->job_dead_retention_days);
+    retry_schedule_var(l, cfg);
+    bool_var(l, "WEBHOOK_ALLOW_PRIVATE", &cfg->webhook_allow_private);
+    cfg->webhook_timeout_s = 10;
+    unsigned_var(l, "WEBHOOK_TIMEOUT_SECONDS", 1, 120, &cfg->webhook_timeout_s);
+    cfg->webhook_retention_days = 30;
+    unsigned_var(l, "WEBHOOK_RETENTION_DAYS", 1, 3660, &cfg->webhook_retention_days);
     /* A load balancer that polls every few seconds still sees a change
      * within a second; a minute is the most that could still be called
      * health. */

@@ -23,6 +23,9 @@ enum kiln_env {
 /* Production requires at least this many bytes of SECRET_KEY_BASE. */
 #define KILN_SECRET_KEY_BASE_MIN 64
 
+#define KILN_WEBHOOK_MAX_RETRIES 20
+#define KILN_WEBHOOK_RETRY_DEFAULT "5s,5m,30m,2h,5h,10h,10h"
+
 struct kiln_config {
     enum kiln_env env;
     unsigned port;
@@ -93,6 +96,17 @@ struct kiln_config {
     unsigned events_session_check_s; /* EVENTS_SESSION_CHECK_SECONDS (15) */
     unsigned events_prune_s;       /* EVENTS_PRUNE_SECONDS (60; 0: never) */
     unsigned audit_retention_days; /* AUDIT_RETENTION_DAYS (90) */
+    unsigned job_concurrency;      /* JOB_CONCURRENCY (4; 0: run none here) */
+    unsigned job_lease_s;          /* JOB_LEASE_SECONDS (60) */
+    unsigned job_poll_ms;          /* JOB_POLL_MS (1000) */
+    unsigned job_retention_hours;  /* JOB_RETENTION_HOURS (24) */
+    unsigned job_dead_retention_days; /* JOB_DEAD_RETENTION_DAYS (30) */
+    /* WEBHOOK_RETRY_SCHEDULE: the delay before each retry, in ms */
+    unsigned webhook_retry_ms[KILN_WEBHOOK_MAX_RETRIES];
+    unsigned webhook_retries;
+    bool webhook_allow_private;    /* WEBHOOK_ALLOW_PRIVATE (false) */
+    unsigned webhook_timeout_s;    /* WEBHOOK_TIMEOUT_SECONDS (10) */
+    unsigned webhook_retention_days; /* WEBHOOK_RETENTION_DAYS (30) */
 
     /* HEALTH_CACHE_MS: how long a finished /healthz, /readyz check of the
      * stores answers later requests too (0: only requests that arrive
@@ -132,5 +146,9 @@ int kiln_config_load(struct kiln_config *cfg, kiln_getenv_fn get, void *ctx,
 void kiln_config_free(struct kiln_config *cfg);
 
 const char *kiln_env_name(enum kiln_env env);
+
+/* Comma-separated durations ("5s,5m,2h": units ms, s, m, h, d) into out
+ * (ms); 0 or KILN_EINVAL. */
+int kiln_config_parse_durations(const char *v, unsigned *out, unsigned cap, unsigned *n);
 
 #endif

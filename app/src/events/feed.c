@@ -39,6 +39,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "jobs/jobs.h"
 
 #define BATCH_ROWS 500
 #define BUCKETS 4096
@@ -51,8 +52,6 @@
  * CPU that grows with the write rate. A write after a quiet spell is read
  * at once. */
 #define TAIL_GAP_MS 5
-#define PRUNE_BATCH 1000
-#define PRUNE_MAX_BATCHES 100
 #define SIDHASH_LEN 32
 #define RETRY_HINT "retry: 2000\n"
 
@@ -209,6 +208,8 @@ bool kiln_feed_running(void)
 
 void kiln_events_notify(void)
 {
+    /* The outbox's other reader: the webhooks' dispatcher (a jobs pump). */
+    kiln_jobs_pump_due();
     if (F.started && !atomic_exchange(&F.changed, true))
         wake_feed();
 }
@@ -554,12 +555,7 @@ void kiln__feed_set_resources(const char *const *names, size_t n)
  * stays in, which only makes the feed wait). backend_xid is 32 bits, the
  * list's ids carry the epoch above them.
  */
-#define HORIZON                                                                                  \
-    "SELECT coalesce(min(x.x::text::bigint), "                                                   \
-    "pg_snapshot_xmax(pg_current_snapshot())::text::bigint) FROM "                              \
-    "pg_snapshot_xip(pg_current_snapshot()) AS x(x) WHERE x.x::text::bigint % 4294967296 NOT "  \
-    "IN (SELECT backend_xid::text::bigint FROM pg_stat_activity WHERE backend_xid IS NOT NULL " \
-    "AND datname IS DISTINCT FROM current_database())"
+#define HORIZON KILN_FEED_HORIZON
 
 static void pos_params(kiln_arena *a, kiln_str *p, int64_t tx, int64_t id)
 {
@@ -856,44 +852,6 @@ static void check_sessions(void)
     free(all);
 }
 
-/* Delete what retention no longer keeps, in short batches (SKIP LOCKED:
- * instances pruning at once take different rows), so no statement holds
- * many rows or a lock for long. */
-static void prune_table(const char *table, uint64_t age_ms)
-{
-    char cutoff[KILN_RFC3339_LEN + 1];
-    struct timespec wall;
-    clock_gettime(CLOCK_REALTIME, &wall);
-    int64_t ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000 - (int64_t)age_ms;
-    struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 };
-    kiln_time_rfc3339(cutoff, &ts);
-    kiln_arena *a = kiln_arena_new(1024);
-    /* PostgreSQL: by the rows' addresses (a TID scan; ids are not
-     * indexed), SQLite: by rowid. */
-    const char *sql =
-        F.pg ? kiln_arena_sprintf(a,
-                                  "DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s "
-                                  "WHERE at < $1 LIMIT %d FOR UPDATE SKIP LOCKED))",
-                                  table, table, PRUNE_BATCH)
-             : kiln_arena_sprintf(a,
-                                  "DELETE FROM %s WHERE id IN (SELECT id FROM %s WHERE at < $1 "
-                                  "LIMIT %d)",
-                                  table, table, PRUNE_BATCH);
-    kiln_str p[1] = { kiln_str_c(cutoff) };
-    for (int i = 0; i < PRUNE_MAX_BATCHES && !atomic_load(&F.stop); i++) {
-        struct kiln_db_rows rows;
-        int err = kiln_db_query(F.db, a, sql, p, 1, &rows);
-        if (err) {
-            kiln_logf(KILN_LOG_WARNING, "events: pruning %s failed: %s", table,
-                      kiln_db_last_error(F.db));
-            break;
-        }
-        if (rows.affected < PRUNE_BATCH)
-            break;
-    }
-    kiln_arena_free(a);
-}
-
 static void *feed_main(void *arg)
 {
     (void)arg;
@@ -904,14 +862,13 @@ static void *feed_main(void *arg)
     F.sub = F.valkey ? kiln_kv_open(F.cfg.kv) : NULL;
     uint64_t now = kiln_now_ms();
     uint64_t next_poll = now, next_check = now + F.cfg.session_check_s * 1000ull;
-    uint64_t next_prune = F.cfg.prune_s ? now + 5000 : UINT64_MAX;
     uint64_t sub_retry = 0, held_since = 0, last_tail = 0, last_pub = 0;
     unsigned held_ms = 0;
     bool catchup_failed = false, pub_pending = false;
 
     while (!atomic_load(&F.stop)) {
         now = kiln_now_ms();
-        uint64_t deadline = min_u64(next_check, next_prune);
+        uint64_t deadline = next_check;
         if (F.nregs) {
             deadline = min_u64(deadline, next_poll);
             if (held_ms)
@@ -1005,11 +962,6 @@ static void *feed_main(void *arg)
         if (now >= next_check) {
             next_check = now + F.cfg.session_check_s * 1000ull;
             check_sessions();
-        }
-        if (now >= next_prune) {
-            next_prune = now + F.cfg.prune_s * 1000ull;
-            prune_table("events", F.cfg.retention_hours * 3600000ull);
-            prune_table("audit", F.cfg.audit_days * 86400000ull);
         }
     }
     kiln_kv_close(F.sub);

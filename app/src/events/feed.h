@@ -38,6 +38,17 @@
 
 #define KILN_FEED_CHANNEL "kiln:events"
 #define KILN_FEED_MAX_RESOURCES 64
+/* PostgreSQL: the oldest transaction id of this database still running at
+ * the statement's snapshot (or the next one when none): every event with a
+ * smaller tx has committed or never will (feed.c explains). A scalar
+ * subquery, for the readers of the outbox (the feed, webhooks/). */
+#define KILN_FEED_HORIZON                                                                                  \
+    "SELECT coalesce(min(x.x::text::bigint), "                                                   \
+    "pg_snapshot_xmax(pg_current_snapshot())::text::bigint) FROM "                              \
+    "pg_snapshot_xip(pg_current_snapshot()) AS x(x) WHERE x.x::text::bigint % 4294967296 NOT "  \
+    "IN (SELECT backend_xid::text::bigint FROM pg_stat_activity WHERE backend_xid IS NOT NULL " \
+    "AND datname IS DISTINCT FROM current_database())"
+
 
 struct kiln_feed_config {
     struct kiln_db_config db;          /* the feed's own connection */
@@ -47,9 +58,6 @@ struct kiln_feed_config {
     unsigned heartbeat_ms;             /* EVENTS_HEARTBEAT_SECONDS */
     unsigned poll_ms;                  /* EVENTS_POLL_MS */
     unsigned session_check_s;          /* EVENTS_SESSION_CHECK_SECONDS */
-    unsigned prune_s;                  /* EVENTS_PRUNE_SECONDS (0: never) */
-    unsigned retention_hours;          /* EVENTS_RETENTION_HOURS */
-    unsigned audit_days;               /* AUDIT_RETENTION_DAYS */
     /* 0 when the session exists, KILN_ENOTFOUND when it has ended, another
      * error when the kv store cannot tell. */
     int (*session_exists)(struct kiln_kv *kv, const char *sid);

@@ -1,0 +1,954 @@
+/*
+ * Background jobs: the queue in the database, a manager thread that claims
+ * and schedules, runner threads that run (jobs.h is the contract,
+ * docs/JOBS.md the guide).
+ *
+ * The manager thread owns one database connection and, with Valkey, two
+ * key-value connections (one subscribed to KILN_JOBS_CHANNEL, one to
+ * publish). It claims due jobs whenever a runner is free and there may be
+ * work: this instance enqueued (kiln_jobs_notify), another one published,
+ * a runner finished, or JOB_POLL_MS passed (so nothing waits long for a
+ * lost wake-up). It renews the leases of the jobs its runners hold, puts
+ * back jobs whose lease expired elsewhere, enqueues scheduled ticks and
+ * runs the pumps (jobs that come from elsewhere: webhook deliveries from
+ * the events outbox).
+ *
+ * Runners wait on a condition variable for claimed jobs; each opens its
+ * own database and key-value connections on first use.
+ */
+#include "jobs/jobs.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/random.h"
+#include "http/server.h"
+#include "jobs/cron.h"
+
+#define DEFAULT_ATTEMPTS 10
+#define DEFAULT_BACKOFF_MS 1000u
+#define DEFAULT_MAX_BACKOFF_MS 3600000u
+#define MAX_RUNNERS 256
+/* Wake-ups published to the other instances at most this often: a burst
+ * of enqueues is one message. */
+#define PUBLISH_GAP_MS 5
+/* How often the manager looks for a drain (SIGTERM) while idle. */
+#define DRAIN_CHECK_MS 200
+/* What a drain keeps for itself after the jobs' time: releasing what still
+ * runs and closing. */
+#define DRAIN_MARGIN_MS 500
+#define MAX_PUMPS 8
+
+#define PG_NOW "now()"
+#define LITE_NOW "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+#define LITE_IN_MS(p) "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || (" p " / 1000.0) || ' seconds')"
+
+struct claimed {
+    int64_t id;
+    int attempt, max_attempts;
+    char kind[KILN_JOB_KIND_MAX + 1];
+    char *args; /* malloc'd */
+};
+
+struct runner {
+    pthread_t thread;
+    bool busy;
+    int64_t id; /* the job it runs, for lease renewal; 0: none */
+    int attempt;
+    struct kiln_db *db;
+    struct kiln_kv *kv;
+};
+
+struct pump {
+    void (*fn)(struct kiln_db *db, void *arg);
+    void *arg;
+    atomic_bool due;
+};
+
+static struct {
+    struct kiln_jobs_config cfg;
+    struct kiln_job_kind kinds[KILN_JOB_MAX_KINDS];
+    struct kiln_cron crons[KILN_JOB_MAX_KINDS];
+    int64_t next_tick[KILN_JOB_MAX_KINDS];
+    size_t nkinds;
+    char *kinds_json; /* ["a","b"]: the kinds this instance runs */
+
+    struct pump pumps[MAX_PUMPS];
+    size_t npumps;
+
+    pthread_t manager;
+    struct runner runners[MAX_RUNNERS];
+    unsigned nrunners;
+
+    pthread_mutex_t lock;
+    pthread_cond_t work;  /* runners: a job is queued, or stop */
+    pthread_cond_t idle;  /* a runner finished */
+    struct claimed *queue; /* claimed, not yet picked up by a runner */
+    size_t qhead, qlen, qcap;
+    unsigned busy;
+
+    int wake_fd;
+    atomic_bool changed;  /* this instance enqueued: publish, claim */
+    atomic_bool stop;
+    volatile bool stopping; /* draining: jobs see it through kiln_job.stopping */
+    atomic_bool draining;
+    uint64_t drain_started;
+    bool started, pg, valkey;
+
+    atomic_ulong claimed_n, done_n, retried_n, dead_n, released_n;
+} J = { .lock = PTHREAD_MUTEX_INITIALIZER,
+        .work = PTHREAD_COND_INITIALIZER,
+        .idle = PTHREAD_COND_INITIALIZER,
+        .wake_fd = -1 };
+
+/* ---- kinds ---------------------------------------------------------------- */
+
+static bool name_ok(const char *n)
+{
+    size_t len = n ? strlen(n) : 0;
+    if (!len || len > KILN_JOB_KIND_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = n[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-'))
+            return false;
+    }
+    return true;
+}
+
+void kiln_job_register(const struct kiln_job_kind *kind)
+{
+    if (J.started)
+        kiln_fatal("jobs: kiln_job_register after kiln_jobs_start");
+    if (!kind || !name_ok(kind->name) || !kind->run)
+        kiln_fatal("jobs: a job kind needs a name of [a-z0-9_.-] (at most 64) and a function");
+    if (kiln_job_kind_find(kind->name)) {
+        kiln_logf(KILN_LOG_ERROR, "jobs: kind %s registered twice", kind->name);
+        kiln_fatal("jobs: a kind registered twice");
+    }
+    if (J.nkinds == KILN_JOB_MAX_KINDS)
+        kiln_fatal("jobs: too many job kinds (KILN_JOB_MAX_KINDS)");
+    struct kiln_job_kind k = *kind;
+    if (!k.max_attempts)
+        k.max_attempts = DEFAULT_ATTEMPTS;
+    if (!k.backoff_ms)
+        k.backoff_ms = DEFAULT_BACKOFF_MS;
+    if (!k.max_backoff_ms)
+        k.max_backoff_ms = DEFAULT_MAX_BACKOFF_MS;
+    if (k.cron && k.every_s)
+        kiln_fatal("jobs: a kind has a cron expression or an interval, not both");
+    if (k.cron) {
+        char err[200];
+        if (kiln_cron_parse(&J.crons[J.nkinds], k.cron, err, sizeof err)) {
+            kiln_logf(KILN_LOG_ERROR, "jobs: kind %s: cron \"%s\": %s", k.name, k.cron, err);
+            kiln_fatal("jobs: a bad cron expression");
+        }
+    }
+    J.kinds[J.nkinds++] = k;
+}
+
+const struct kiln_job_kind *kiln_job_kind_find(const char *name)
+{
+    for (size_t i = 0; name && i < J.nkinds; i++)
+        if (!strcmp(J.kinds[i].name, name))
+            return &J.kinds[i];
+    return NULL;
+}
+
+void kiln_jobs_add_pump(void (*fn)(struct kiln_db *db, void *arg), void *arg)
+{
+    if (J.started || J.npumps == MAX_PUMPS)
+        kiln_fatal("jobs: kiln_jobs_add_pump after start, or too many");
+    J.pumps[J.npumps].fn = fn;
+    J.pumps[J.npumps].arg = arg;
+    atomic_store(&J.pumps[J.npumps].due, true);
+    J.npumps++;
+}
+
+static void wake(void)
+{
+    if (J.wake_fd >= 0) {
+        uint64_t one = 1;
+        ssize_t n = write(J.wake_fd, &one, sizeof one);
+        (void)n; /* a full counter is already a wake-up */
+    }
+}
+
+void kiln_jobs_pump_due(void)
+{
+    if (!J.started)
+        return;
+    bool any = false;
+    for (size_t i = 0; i < J.npumps; i++)
+        if (!atomic_exchange(&J.pumps[i].due, true))
+            any = true;
+    if (any)
+        wake();
+}
+
+uint64_t kiln_job_backoff_ms(const struct kiln_job_kind *k, int n)
+{
+    uint64_t d = k->backoff_ms ? k->backoff_ms : DEFAULT_BACKOFF_MS;
+    uint64_t cap = k->max_backoff_ms ? k->max_backoff_ms : DEFAULT_MAX_BACKOFF_MS;
+    for (int i = 1; i < n && d < cap; i++)
+        d *= 2;
+    if (d > cap)
+        d = cap;
+    /* Jitter: retries of jobs that failed together (an endpoint down) do
+     * not come back together. */
+    uint32_t r = 0;
+    kiln_random_bytes(&r, sizeof r);
+    return d / 2 + (uint64_t)((double)d * ((double)r / 4294967296.0));
+}
+
+/* ---- enqueue -------------------------------------------------------------- */
+
+int kiln_job_enqueue(struct kiln_db *db, kiln_arena *a, const char *kind, const char *args,
+                     const struct kiln_job_options *opt, int64_t *id)
+{
+    static const struct kiln_job_options none;
+    if (!opt)
+        opt = &none;
+    if (id)
+        *id = 0;
+    const struct kiln_job_kind *k = kiln_job_kind_find(kind);
+    if (!k)
+        return KILN_EINVAL;
+    if (!args)
+        args = "{}";
+    if (strlen(args) > KILN_JOB_ARGS_MAX ||
+        (opt->idempotency_key && strlen(opt->idempotency_key) > KILN_JOB_KEY_MAX))
+        return KILN_EINVAL;
+    bool pg = kiln_db_dialect(db) == KILN_DB_POSTGRES;
+    kiln_str p[5] = {
+        kiln_str_c(kind),
+        kiln_str_c(args),
+        kiln_str_c(kiln_arena_sprintf(a, "%llu", (unsigned long long)opt->delay_ms)),
+        kiln_str_c(kiln_arena_sprintf(a, "%d", opt->max_attempts > 0 ? opt->max_attempts
+                                                                     : k->max_attempts)),
+        opt->idempotency_key ? kiln_str_c(opt->idempotency_key) : (kiln_str){ NULL, 0 },
+    };
+    struct kiln_db_rows rows;
+    int err = kiln_db_query(
+        db, a,
+        pg ? "INSERT INTO jobs (kind, args, run_at, max_attempts, idempotency_key) "
+             "VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond', $4, $5) "
+             "ON CONFLICT (kind, idempotency_key) WHERE idempotency_key IS NOT NULL "
+             "DO NOTHING RETURNING id"
+           : "INSERT INTO jobs (kind, args, run_at, max_attempts, idempotency_key, "
+             "inserted_at, updated_at) VALUES ($1, $2, " LITE_IN_MS("$3") ", $4, $5, " LITE_NOW
+             ", " LITE_NOW ") ON CONFLICT (kind, idempotency_key) WHERE idempotency_key IS "
+             "NOT NULL DO NOTHING RETURNING id",
+        p, 5, &rows);
+    if (err)
+        return err;
+    if (id && rows.nrows == 1)
+        kiln_db_int64(&rows, 0, 0, id);
+    return 0;
+}
+
+void kiln_jobs_notify(void)
+{
+    if (J.started && !atomic_exchange(&J.changed, true))
+        wake();
+}
+
+/* ---- runners -------------------------------------------------------------- */
+
+/* The end of one run, guarded so that a job this instance no longer holds
+ * (its lease expired and another instance took it, or a drain released it)
+ * is left alone. */
+static void finish(struct runner *r, const struct claimed *c, enum kiln_job_result res,
+                   const struct kiln_job_run *job, const struct kiln_job_kind *k)
+{
+    kiln_arena *a = kiln_arena_new(2048);
+    bool pg = J.pg;
+    const char *sql;
+    uint64_t delay = job->retry_in_ms;
+    if (res == KILN_JOB_RETRY && !delay)
+        delay = kiln_job_backoff_ms(k, c->attempt);
+    char err[KILN_JOB_ERROR_MAX + 1];
+    snprintf(err, sizeof err, "%s", job->error[0] ? job->error : "failed");
+    switch (res) {
+    case KILN_JOB_OK:
+        sql = pg ? "UPDATE jobs SET state = 'done', finished_at = now(), updated_at = now(), "
+                   "lease_until = NULL, last_error = NULL WHERE id = $1 AND locked_by = $2 AND "
+                   "attempts = $3 AND state = 'running'"
+                 : "UPDATE jobs SET state = 'done', finished_at = " LITE_NOW
+                   ", updated_at = " LITE_NOW ", lease_until = NULL, last_error = NULL WHERE id = "
+                   "$1 AND locked_by = $2 AND attempts = $3 AND state = 'running'";
+        break;
+    case KILN_JOB_RETRY:
+        sql = pg ? "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE "
+                   "'queued' END, finished_at = CASE WHEN attempts >= max_attempts THEN now() "
+                   "END, run_at = now() + $4::bigint * interval '1 millisecond', last_error = $5, "
+                   "lease_until = NULL, locked_by = NULL, updated_at = now() WHERE id = $1 AND "
+                   "locked_by = $2 AND attempts = $3 AND state = 'running' RETURNING state"
+                 : "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE "
+                   "'queued' END, finished_at = CASE WHEN attempts >= max_attempts THEN " LITE_NOW
+                   " END, run_at = " LITE_IN_MS("$4") ", last_error = $5, lease_until = NULL, "
+                   "locked_by = NULL, updated_at = " LITE_NOW " WHERE id = $1 AND locked_by = $2 "
+                   "AND attempts = $3 AND state = 'running' RETURNING state";
+        break;
+    case KILN_JOB_DEAD:
+        sql = pg ? "UPDATE jobs SET state = 'dead', finished_at = now(), last_error = $5, "
+                   "lease_until = NULL, updated_at = now() WHERE id = $1 AND locked_by = $2 AND "
+                   "attempts = $3 AND state = 'running' AND $4::bigint >= 0"
+                 : "UPDATE jobs SET state = 'dead', finished_at = " LITE_NOW
+                   ", last_error = $5, lease_until = NULL, updated_at = " LITE_NOW
+                   " WHERE id = $1 AND locked_by = $2 AND attempts = $3 AND state = 'running' "
+                   "AND $4 >= 0";
+        break;
+    default: /* KILN_JOB_RELEASE */
+        sql = pg ? "UPDATE jobs SET state = 'queued', attempts = attempts - 1, run_at = now() + "
+                   "$4::bigint * interval '1 millisecond', lease_until = NULL, locked_by = NULL, "
+                   "updated_at = now() WHERE id = $1 AND locked_by = $2 AND attempts = $3 AND "
+                   "state = 'running'"
+                 : "UPDATE jobs SET state = 'queued', attempts = attempts - 1, run_at = "
+                   LITE_IN_MS("$4") ", lease_until = NULL, locked_by = NULL, updated_at = "
+                   LITE_NOW " WHERE id = $1 AND locked_by = $2 AND attempts = $3 AND state = "
+                   "'running'";
+        break;
+    }
+    kiln_str p[5] = {
+        kiln_str_c(kiln_arena_sprintf(a, "%lld", (long long)c->id)),
+        kiln_str_c(J.cfg.instance),
+        kiln_str_c(kiln_arena_sprintf(a, "%d", c->attempt)),
+        kiln_str_c(kiln_arena_sprintf(a, "%llu", (unsigned long long)delay)),
+        kiln_str_c(err),
+    };
+    size_t np = res == KILN_JOB_OK ? 3 : res == KILN_JOB_RELEASE ? 4 : 5;
+    struct kiln_db_rows rows = { 0 };
+    int e = kiln_db_query(r->db, a, sql, p, np, &rows);
+    if (e) {
+        /* The lease runs out and the job runs again elsewhere: at least
+         * once. */
+        kiln_log(KILN_LOG_WARNING, "jobs: recording a job's end failed", "kind", c->kind,
+                 "error", kiln_db_last_error(r->db), NULL);
+    } else if (res == KILN_JOB_OK) {
+        atomic_fetch_add(&J.done_n, 1);
+    } else if (res == KILN_JOB_RELEASE) {
+        atomic_fetch_add(&J.released_n, 1);
+    } else {
+        bool dead = res == KILN_JOB_DEAD;
+        if (res == KILN_JOB_RETRY && rows.nrows == 1) {
+            kiln_str st = kiln_db_text(&rows, 0, 0);
+            dead = kiln_str_eq(st, kiln_str_c("dead"));
+        }
+        atomic_fetch_add(dead ? &J.dead_n : &J.retried_n, 1);
+        kiln_log(dead ? KILN_LOG_ERROR : KILN_LOG_WARNING,
+                 dead ? "jobs: a job is dead (no attempts left)" : "jobs: a job failed; retry",
+                 "kind", c->kind, "job", kiln_arena_sprintf(a, "%lld", (long long)c->id),
+                 "attempt", kiln_arena_sprintf(a, "%d", c->attempt), "error", err, NULL);
+    }
+    kiln_arena_free(a);
+}
+
+static void *runner_main(void *arg)
+{
+    struct runner *r = arg;
+    for (;;) {
+        pthread_mutex_lock(&J.lock);
+        while (!J.qlen && !atomic_load(&J.stop))
+            pthread_cond_wait(&J.work, &J.lock);
+        if (!J.qlen) {
+            pthread_mutex_unlock(&J.lock);
+            break;
+        }
+        struct claimed c = J.queue[J.qhead];
+        J.qhead = (J.qhead + 1) % J.qcap;
+        J.qlen--;
+        r->busy = true;
+        r->id = c.id;
+        r->attempt = c.attempt;
+        J.busy++;
+        pthread_mutex_unlock(&J.lock);
+
+        if (!r->db)
+            r->db = kiln_db_open(&J.cfg.db);
+        if (!r->kv && J.cfg.kv)
+            r->kv = kiln_kv_open(J.cfg.kv);
+        const struct kiln_job_kind *k = kiln_job_kind_find(c.kind);
+        struct kiln_job_run job = {
+            .id = c.id,
+            .kind = c.kind,
+            .args = c.args,
+            .attempt = c.attempt,
+            .max_attempts = c.max_attempts,
+            .db = r->db,
+            .kv = r->kv,
+            .arena = kiln_arena_new(8192),
+            .stopping = &J.stopping,
+        };
+        enum kiln_job_result res;
+        if (!k) {
+            snprintf(job.error, sizeof job.error, "no job kind %s on this instance", c.kind);
+            res = KILN_JOB_RELEASE;
+        } else if (J.stopping) {
+            res = KILN_JOB_RELEASE; /* claimed just before the drain */
+        } else {
+            res = k->run(&job);
+        }
+        finish(r, &c, res, &job, k);
+        kiln_arena_free(job.arena);
+        free(c.args);
+
+        pthread_mutex_lock(&J.lock);
+        r->busy = false;
+        r->id = 0;
+        J.busy--;
+        pthread_cond_broadcast(&J.idle);
+        pthread_mutex_unlock(&J.lock);
+        wake(); /* a runner is free: claim */
+    }
+    return NULL;
+}
+
+/* ---- pruning -------------------------------------------------------------- */
+
+#define PRUNE_BATCH 1000
+#define PRUNE_MAX_BATCHES 100
+
+long kiln_prune_rows(struct kiln_db *db, const char *table, const char *column,
+                     const char *where, uint64_t age_ms, const volatile bool *stopping)
+{
+    char cutoff[KILN_RFC3339_LEN + 1];
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    int64_t ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000 - (int64_t)age_ms;
+    struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 };
+    kiln_time_rfc3339(cutoff, &ts);
+    kiln_arena *a = kiln_arena_new(1024);
+    bool pg = kiln_db_dialect(db) == KILN_DB_POSTGRES;
+    const char *and = where ? kiln_arena_sprintf(a, " AND (%s)", where) : "";
+    /* PostgreSQL: by the rows' addresses (a TID scan: no index on the id
+     * needed), SQLite: by rowid. */
+    const char *sql =
+        pg ? kiln_arena_sprintf(a,
+                                "DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s "
+                                "WHERE %s < $1%s LIMIT %d FOR UPDATE SKIP LOCKED))",
+                                table, table, column, and, PRUNE_BATCH)
+           : kiln_arena_sprintf(a,
+                                "DELETE FROM %s WHERE rowid IN (SELECT rowid FROM %s WHERE %s < "
+                                "$1%s LIMIT %d)",
+                                table, table, column, and, PRUNE_BATCH);
+    kiln_str p[1] = { kiln_str_c(cutoff) };
+    long total = 0;
+    for (int i = 0; i < PRUNE_MAX_BATCHES && !(stopping && *stopping); i++) {
+        struct kiln_db_rows rows;
+        int err = kiln_db_query(db, a, sql, p, 1, &rows);
+        if (err) {
+            kiln_log(KILN_LOG_WARNING, "jobs: pruning failed", "table", table, "error",
+                     kiln_db_last_error(db), NULL);
+            total = -1;
+            break;
+        }
+        total += (long)rows.affected;
+        if (rows.affected < PRUNE_BATCH)
+            break;
+    }
+    kiln_arena_free(a);
+    return total;
+}
+
+/* ---- the manager ---------------------------------------------------------- */
+
+static struct kiln_db *M_db;
+static struct kiln_kv *M_pub, *M_sub;
+
+static void outage(const char *what, int err, const char *detail)
+{
+    (void)err;
+    kiln_log_outage(what, detail);
+}
+
+static unsigned free_slots(void)
+{
+    pthread_mutex_lock(&J.lock);
+    unsigned used = J.busy + (unsigned)J.qlen;
+    pthread_mutex_unlock(&J.lock);
+    return used >= J.nrunners ? 0 : J.nrunners - used;
+}
+
+/* Claim up to n due jobs; returns how many (or -1 on error). */
+static int claim(unsigned n)
+{
+    kiln_arena *a = kiln_arena_new(8192);
+    kiln_str p[4] = {
+        kiln_str_c(kiln_arena_sprintf(a, "%u", n)),
+        kiln_str_c(kiln_arena_sprintf(a, "%u", J.cfg.lease_s)),
+        kiln_str_c(J.cfg.instance),
+        kiln_str_c(J.kinds_json),
+    };
+    struct kiln_db_rows rows;
+    int err = kiln_db_query(
+        M_db, a,
+        J.pg ? "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = now() "
+               "+ $2::int * interval '1 second', locked_by = $3, updated_at = now() WHERE id IN "
+               "(SELECT id FROM jobs WHERE state = 'queued' AND run_at <= now() AND kind IN "
+               "(SELECT json_array_elements_text($4::json)) ORDER BY run_at, id LIMIT $1 FOR "
+               "UPDATE SKIP LOCKED) RETURNING id, kind, args, attempts, max_attempts"
+             : "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = "
+               "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || $2 || ' seconds'), locked_by = $3, "
+               "updated_at = " LITE_NOW " WHERE id IN (SELECT id FROM jobs WHERE state = "
+               "'queued' AND run_at <= " LITE_NOW " AND kind IN (SELECT value FROM json_each($4)) "
+               "ORDER BY run_at, id LIMIT $1) RETURNING id, kind, args, attempts, max_attempts",
+        p, 4, &rows);
+    if (err) {
+        outage("Database", err, kiln_db_last_error(M_db));
+        kiln_arena_free(a);
+        return -1;
+    }
+    pthread_mutex_lock(&J.lock);
+    for (size_t i = 0; i < rows.nrows; i++) {
+        struct claimed c = { 0 };
+        int64_t v = 0;
+        kiln_db_int64(&rows, i, 0, &c.id);
+        kiln_str kind = kiln_db_text(&rows, i, 1);
+        snprintf(c.kind, sizeof c.kind, "%.*s", (int)kind.len, kind.p ? kind.p : "");
+        kiln_str args = kiln_db_text(&rows, i, 2);
+        c.args = kiln_strndup(args.p ? args.p : "{}", args.p ? args.len : 2);
+        kiln_db_int64(&rows, i, 3, &v);
+        c.attempt = (int)v;
+        kiln_db_int64(&rows, i, 4, &v);
+        c.max_attempts = (int)v;
+        if (J.qlen == J.qcap) {
+            size_t ncap = J.qcap ? J.qcap * 2 : 16;
+            struct claimed *q = kiln_calloc(ncap, sizeof *q);
+            for (size_t k = 0; k < J.qlen; k++)
+                q[k] = J.queue[(J.qhead + k) % J.qcap];
+            free(J.queue);
+            J.queue = q;
+            J.qhead = 0;
+            J.qcap = ncap;
+        }
+        J.queue[(J.qhead + J.qlen) % J.qcap] = c;
+        J.qlen++;
+    }
+    if (rows.nrows)
+        pthread_cond_broadcast(&J.work);
+    pthread_mutex_unlock(&J.lock);
+    atomic_fetch_add(&J.claimed_n, rows.nrows);
+    int got = (int)rows.nrows;
+    kiln_arena_free(a);
+    return got;
+}
+
+/* The ids this instance's runners hold, as a JSON array (the same text
+ * for both dialects). NULL when none. */
+static char *held_json(kiln_arena *a)
+{
+    kiln_buf b;
+    kiln_buf_init(&b, 1 << 20);
+    kiln_buf_append_c(&b, "[");
+    bool any = false;
+    pthread_mutex_lock(&J.lock);
+    for (unsigned i = 0; i < J.nrunners; i++)
+        if (J.runners[i].busy && J.runners[i].id) {
+            kiln_buf_printf(&b, "%s%lld", any ? "," : "", (long long)J.runners[i].id);
+            any = true;
+        }
+    pthread_mutex_unlock(&J.lock);
+    kiln_buf_append_c(&b, "]");
+    char *s = any ? kiln_arena_strndup(a, b.p, b.len) : NULL;
+    kiln_buf_free(&b);
+    return s;
+}
+
+static void renew(void)
+{
+    kiln_arena *a = kiln_arena_new(2048);
+    char *ids = held_json(a);
+    if (ids) {
+        kiln_str p[3] = { kiln_str_c(ids), kiln_str_c(J.cfg.instance),
+                          kiln_str_c(kiln_arena_sprintf(a, "%u", J.cfg.lease_s)) };
+        int err = kiln_db_query(
+            M_db, a,
+            J.pg ? "UPDATE jobs SET lease_until = now() + $3::int * interval '1 second' WHERE id "
+                   "IN (SELECT json_array_elements_text($1::json)::bigint) AND locked_by = $2 "
+                   "AND state = 'running'"
+                 : "UPDATE jobs SET lease_until = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || "
+                   "$3 || ' seconds') WHERE id IN (SELECT value FROM json_each($1)) AND "
+                   "locked_by = $2 AND state = 'running'",
+            p, 3, NULL);
+        if (err)
+            outage("Database", err, kiln_db_last_error(M_db));
+    }
+    kiln_arena_free(a);
+}
+
+/* Jobs whose instance stopped renewing: queued again (the attempt counts:
+ * a job that kills its instance every time ends dead), or dead when
+ * their attempts are spent. */
+static void sweep(void)
+{
+    kiln_arena *a = kiln_arena_new(1024);
+    struct kiln_db_rows rows;
+    int err = kiln_db_query(
+        M_db, a,
+        J.pg ? "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE "
+               "'queued' END, finished_at = CASE WHEN attempts >= max_attempts THEN now() END, "
+               "last_error = 'lease expired: the instance running it (' || coalesce(locked_by, "
+               "'?') || ') stopped renewing it', run_at = now(), lease_until = NULL, locked_by = "
+               "NULL, updated_at = now() WHERE state = 'running' AND lease_until < now() "
+               "RETURNING id"
+             : "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE "
+               "'queued' END, finished_at = CASE WHEN attempts >= max_attempts THEN " LITE_NOW
+               " END, last_error = 'lease expired: the instance running it (' || "
+               "coalesce(locked_by, '?') || ') stopped renewing it', run_at = " LITE_NOW
+               ", lease_until = NULL, locked_by = NULL, updated_at = " LITE_NOW
+               " WHERE state = 'running' AND lease_until < " LITE_NOW " RETURNING id",
+        NULL, 0, &rows);
+    if (err)
+        outage("Database", err, kiln_db_last_error(M_db));
+    else if (rows.nrows)
+        kiln_logf(KILN_LOG_WARNING, "jobs: %zu job(s) whose lease expired queued again",
+                  rows.nrows);
+    kiln_arena_free(a);
+}
+
+/* Enqueue each scheduled kind's ticks that are due. The tick's time is the
+ * idempotency key: the first instance to insert it wins. */
+static int64_t next_tick(size_t i, int64_t after_s)
+{
+    const struct kiln_job_kind *k = &J.kinds[i];
+    if (k->every_s)
+        return (after_s / k->every_s + 1) * (int64_t)k->every_s;
+    return k->cron ? kiln_cron_next(&J.crons[i], after_s) : -1;
+}
+
+static void schedule(int64_t now_s)
+{
+    for (size_t i = 0; i < J.nkinds; i++) {
+        if (J.next_tick[i] < 0 || now_s < J.next_tick[i])
+            continue;
+        kiln_arena *a = kiln_arena_new(1024);
+        int64_t tick = J.next_tick[i];
+        struct kiln_job_options o = {
+            .idempotency_key = kiln_arena_sprintf(a, "tick:%lld", (long long)tick),
+        };
+        int64_t id = 0;
+        int err = kiln_job_enqueue(M_db, a, J.kinds[i].name,
+                                   J.kinds[i].cron_args ? J.kinds[i].cron_args : "{}", &o, &id);
+        if (err) {
+            outage("Database", err, kiln_db_last_error(M_db));
+        } else {
+            /* Ticks missed while the database was away are not made up;
+             * the next one after now is. */
+            J.next_tick[i] = next_tick(i, now_s);
+            if (id)
+                atomic_store(&J.changed, true);
+        }
+        kiln_arena_free(a);
+    }
+}
+
+static void run_pumps(void)
+{
+    for (size_t i = 0; i < J.npumps; i++)
+        if (atomic_exchange(&J.pumps[i].due, false))
+            J.pumps[i].fn(M_db, J.pumps[i].arg);
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
+static void on_message(void *arg, kiln_str m)
+{
+    bool *want = arg;
+    if (m.len == 1 && m.p[0] == 'j')
+        *want = true;
+}
+
+static void *manager_main(void *arg)
+{
+    (void)arg;
+    M_db = kiln_db_open(&J.cfg.db);
+    M_pub = J.valkey ? kiln_kv_open(J.cfg.kv) : NULL;
+    M_sub = J.valkey ? kiln_kv_open(J.cfg.kv) : NULL;
+    uint64_t now = kiln_now_ms();
+    uint64_t lease_ms = J.cfg.lease_s * 1000ull;
+    uint64_t next_poll = now, next_renew = now + lease_ms / 3, next_sweep = now + 1000;
+    uint64_t last_pub = 0, sub_retry = 0, next_pump = now;
+    bool want = true, pub_pending = false;
+    for (size_t i = 0; i < J.nkinds; i++)
+        J.next_tick[i] = next_tick(i, (int64_t)(now / 1000));
+
+    while (!atomic_load(&J.stop)) {
+        now = kiln_now_ms();
+        bool draining = atomic_load(&J.draining);
+        if (!draining && kiln_server_draining()) {
+            J.drain_started = now;
+            J.stopping = true;
+            atomic_store(&J.draining, true);
+            draining = true;
+        }
+        uint64_t deadline = min_u64(next_poll, min_u64(next_renew, next_sweep));
+        deadline = min_u64(deadline, now + DRAIN_CHECK_MS);
+        for (size_t i = 0; i < J.nkinds; i++)
+            if (J.next_tick[i] >= 0)
+                deadline = min_u64(deadline, (uint64_t)J.next_tick[i] * 1000);
+        if (pub_pending)
+            deadline = min_u64(deadline, last_pub + PUBLISH_GAP_MS);
+        if (J.npumps)
+            deadline = min_u64(deadline, next_pump);
+        if (want && !draining && free_slots())
+            deadline = now;
+        if (J.valkey && now >= sub_retry) {
+            bool fresh = false;
+            int err = kiln_kv_listen(M_sub, KILN_JOBS_CHANNEL, J.wake_fd, deadline, on_message,
+                                     &want, &fresh);
+            if (fresh)
+                want = true; /* wake-ups may have been missed meanwhile */
+            if (err) {
+                outage("Valkey", err, kiln_kv_last_error(M_sub));
+                sub_retry = kiln_now_ms() + 1000;
+            }
+        } else if (deadline > now) {
+            struct pollfd pfd = { .fd = J.wake_fd, .events = POLLIN };
+            uint64_t wait = deadline - now;
+            if (J.valkey)
+                wait = min_u64(wait, sub_retry > now ? sub_retry - now : 0);
+            poll(&pfd, 1, (int)min_u64(wait, 60000));
+        }
+        uint64_t counter;
+        ssize_t rd = read(J.wake_fd, &counter, sizeof counter);
+        if (rd > 0)
+            want = true; /* an enqueue, a finished runner, a pump, a stop */
+        if (atomic_exchange(&J.changed, false)) {
+            want = true;
+            pub_pending = J.valkey;
+        }
+        now = kiln_now_ms();
+        if (pub_pending && now >= last_pub + PUBLISH_GAP_MS) {
+            pub_pending = false;
+            last_pub = now;
+            int err = kiln_kv_publish(M_pub, KILN_JOBS_CHANNEL, KILN_STR("j"));
+            if (err)
+                outage("Valkey", err, kiln_kv_last_error(M_pub));
+        }
+        if (atomic_load(&J.stop))
+            break;
+        if (!draining) {
+            schedule((int64_t)(now / 1000));
+            if (J.npumps && now >= next_pump) {
+                run_pumps();
+                next_pump = now + PUBLISH_GAP_MS;
+                if (now >= next_poll)
+                    kiln_jobs_pump_due(); /* and at each poll, for lost wake-ups */
+            }
+            unsigned n = free_slots();
+            if (n && (want || now >= next_poll)) {
+                int got = claim(n);
+                /* A full claim may have left more: claim again when a
+                 * runner frees up. */
+                want = got == (int)n;
+                next_poll = now + J.cfg.poll_ms;
+            } else if (!n) {
+                next_poll = now + J.cfg.poll_ms;
+            }
+        }
+        if (now >= next_renew) {
+            renew();
+            next_renew = now + lease_ms / 3;
+        }
+        if (now >= next_sweep) {
+            sweep();
+            next_sweep = now + min_u64(lease_ms / 2, 5000);
+        }
+    }
+    kiln_kv_close(M_sub);
+    kiln_kv_close(M_pub);
+    kiln_db_close(M_db);
+    M_db = NULL;
+    return NULL;
+}
+
+int kiln_jobs_start(const struct kiln_jobs_config *cfg)
+{
+    J.cfg = *cfg;
+    if (!J.cfg.concurrency)
+        J.cfg.concurrency = 4;
+    if (J.cfg.concurrency > MAX_RUNNERS)
+        J.cfg.concurrency = MAX_RUNNERS;
+    if (!J.cfg.lease_s)
+        J.cfg.lease_s = 60;
+    if (!J.cfg.poll_ms)
+        J.cfg.poll_ms = 1000;
+    J.pg = J.cfg.db.dialect == KILN_DB_POSTGRES;
+    J.valkey = J.cfg.kv && !kiln_kv_is_memory(J.cfg.kv);
+    kiln_buf b;
+    kiln_buf_init(&b, 1 << 16);
+    kiln_buf_append_c(&b, "[");
+    for (size_t i = 0; i < J.nkinds; i++)
+        kiln_buf_printf(&b, "%s\"%s\"", i ? "," : "", J.kinds[i].name);
+    kiln_buf_append_c(&b, "]");
+    J.kinds_json = kiln_strndup(b.p, b.len);
+    kiln_buf_free(&b);
+    J.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (J.wake_fd < 0) {
+        kiln_logf(KILN_LOG_ERROR, "jobs: eventfd: %s", strerror(errno));
+        return KILN_EIO;
+    }
+    atomic_store(&J.stop, false);
+    J.started = true;
+    J.nrunners = J.cfg.concurrency;
+    for (unsigned i = 0; i < J.nrunners; i++)
+        if (pthread_create(&J.runners[i].thread, NULL, runner_main, &J.runners[i]) != 0)
+            kiln_fatal("jobs: cannot start a runner thread");
+    if (pthread_create(&J.manager, NULL, manager_main, NULL) != 0)
+        kiln_fatal("jobs: cannot start the jobs thread");
+    return 0;
+}
+
+/* Queue again what the runners still hold (called with the manager
+ * stopped: its connection is free). */
+static void release_held(struct kiln_db *db, const char *queued)
+{
+    kiln_arena *a = kiln_arena_new(2048);
+    char *ids = held_json(a);
+    if (queued)
+        ids = ids ? kiln_arena_sprintf(a, "%.*s,%s]", (int)strlen(ids) - 1, ids, queued)
+                  : kiln_arena_sprintf(a, "[%s]", queued);
+    if (ids) {
+        kiln_str p[2] = { kiln_str_c(ids), kiln_str_c(J.cfg.instance) };
+        struct kiln_db_rows rows;
+        int err = kiln_db_query(
+            db, a,
+            J.pg ? "UPDATE jobs SET state = 'queued', attempts = attempts - 1, run_at = now(), "
+                   "lease_until = NULL, locked_by = NULL, updated_at = now() WHERE id IN (SELECT "
+                   "json_array_elements_text($1::json)::bigint) AND locked_by = $2 AND state = "
+                   "'running' RETURNING id"
+                 : "UPDATE jobs SET state = 'queued', attempts = attempts - 1, run_at = " LITE_NOW
+                   ", lease_until = NULL, locked_by = NULL, updated_at = " LITE_NOW
+                   " WHERE id IN (SELECT value FROM json_each($1)) AND locked_by = $2 AND "
+                   "state = 'running' RETURNING id",
+            p, 2, &rows);
+        if (err)
+            kiln_log(KILN_LOG_WARNING,
+                     "jobs: could not release the running jobs at shutdown; they run again "
+                     "when their lease expires",
+                     "error", kiln_db_last_error(db), NULL);
+        else if (rows.nrows)
+            kiln_logf(KILN_LOG_WARNING,
+                      "jobs: %zu job(s) still running at the end of the drain released for "
+                      "another instance",
+                      rows.nrows);
+        atomic_fetch_add(&J.released_n, err ? 0 : rows.nrows);
+    }
+    kiln_arena_free(a);
+}
+
+void kiln_jobs_stop(void)
+{
+    if (!J.started)
+        return;
+    uint64_t now = kiln_now_ms();
+    if (!atomic_load(&J.draining)) {
+        J.drain_started = now;
+        J.stopping = true;
+        atomic_store(&J.draining, true);
+    }
+    uint64_t budget = J.cfg.shutdown_timeout_s * 1000ull;
+    uint64_t deadline = J.drain_started + (budget > DRAIN_MARGIN_MS ? budget - DRAIN_MARGIN_MS
+                                                                    : budget);
+    /* Let the running jobs finish, until the drain's time is up (the
+     * runners hand back at once what was claimed but not started). */
+    pthread_mutex_lock(&J.lock);
+    while (J.busy || J.qlen) {
+        now = kiln_now_ms();
+        if (now >= deadline)
+            break;
+        uint64_t left = deadline - now;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += (time_t)(left / 1000);
+        ts.tv_nsec += (long)(left % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&J.idle, &J.lock, &ts);
+    }
+    unsigned still = J.busy;
+    /* Claimed but never started (the drain ran out first): released below
+     * with the running ones, so they are no longer queued here. */
+    kiln_arena *qa = kiln_arena_new(1024);
+    kiln_buf qids;
+    kiln_buf_init(&qids, 1 << 20);
+    for (size_t k = 0; k < J.qlen; k++) {
+        struct claimed *c = &J.queue[(J.qhead + k) % J.qcap];
+        kiln_buf_printf(&qids, "%s%lld", k ? "," : "", (long long)c->id);
+        free(c->args);
+    }
+    size_t queued = J.qlen;
+    J.qlen = 0;
+    pthread_mutex_unlock(&J.lock);
+
+    atomic_store(&J.stop, true);
+    wake();
+    pthread_join(J.manager, NULL);
+    if (still || queued) {
+        struct kiln_db *db = kiln_db_open(&J.cfg.db);
+        release_held(db, qids.len ? kiln_arena_strndup(qa, qids.p, qids.len) : NULL);
+        kiln_db_close(db);
+    }
+    kiln_buf_free(&qids);
+    kiln_arena_free(qa);
+    free(J.queue);
+    J.queue = NULL;
+    J.qcap = J.qhead = 0;
+    free(J.kinds_json);
+    J.kinds_json = NULL;
+    pthread_mutex_lock(&J.lock);
+    pthread_cond_broadcast(&J.work);
+    pthread_mutex_unlock(&J.lock);
+    /* Runners still inside a job are left to the process's exit: their job
+     * is released, and waiting for them would overrun the drain. */
+    for (unsigned i = 0; i < J.nrunners; i++) {
+        if (J.runners[i].busy) {
+            pthread_detach(J.runners[i].thread);
+            continue;
+        }
+        pthread_join(J.runners[i].thread, NULL);
+        kiln_db_close(J.runners[i].db);
+        kiln_kv_close(J.runners[i].kv);
+    }
+    close(J.wake_fd);
+    J.wake_fd = -1;
+    J.started = false;
+}
+
+const char *kiln_jobs_instance(void)
+{
+    return J.cfg.instance ? J.cfg.instance : "";
+}
+
+void kiln_jobs_stats(struct kiln_jobs_stats *out)
+{
+    pthread_mutex_lock(&J.lock);
+    out->running = J.busy;
+    pthread_mutex_unlock(&J.lock);
+    out->claimed = atomic_load(&J.claimed_n);
+    out->done = atomic_load(&J.done_n);
+    out->retried = atomic_load(&J.retried_n);
+    out->dead = atomic_load(&J.dead_n);
+    out->released = atomic_load(&J.released_n);
+}
