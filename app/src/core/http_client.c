@@ -1,16 +1,20 @@
 /* Outbound HTTP(S) on libcurl; see http_client.h. */
 #include "core/http_client.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "core/dl.h"
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/err.h"
 #include "core/version.h"
 
@@ -41,19 +45,114 @@ int kiln_http_client_init(void)
 struct sink {
     kiln_buf *body;
     size_t max;
+    bool truncate;   /* keep what fits and stop, instead of failing */
     bool too_big;
+    bool truncated;
 };
 
 static size_t on_data(char *data, size_t size, size_t nmemb, void *userdata)
 {
     struct sink *s = userdata;
     size_t n = size * nmemb;
-    /* Returning less than n makes curl stop with CURLE_WRITE_ERROR. */
+    /* Returning less than n makes curl stop with CURLE_WRITE_ERROR; with
+     * truncate, kiln_http_fetch then reports the answer it has. */
+    if (n > s->max - s->body->len && s->truncate) {
+        size_t room = s->max - s->body->len;
+        if (room && kiln_buf_append(s->body, data, room) != 0)
+            s->too_big = true;
+        s->truncated = !s->too_big;
+        return 0;
+    }
     if (n > s->max - s->body->len || kiln_buf_append(s->body, data, n) != 0) {
         s->too_big = true;
         return 0;
     }
     return n;
+}
+
+/*
+ * The pinned address (http_client.h, resolve_pin): "host:port:address", the
+ * host in brackets when it is an IPv6 literal, an IPv6 address with or
+ * without them. A bracketed host goes into no CURLOPT_RESOLVE entry (libcurl
+ * 7.88 cuts an entry's host at its first colon, and never looks a literal
+ * up anyway); the socket check below holds the connection either way.
+ */
+struct pin {
+    int family;
+    struct in_addr v4;
+    struct in6_addr v6;
+    bool host_literal;
+    bool refused;        /* a socket to another address was refused */
+};
+
+static bool parse_pin(const char *s, struct pin *pin)
+{
+    const char *p;
+    memset(pin, 0, sizeof *pin);
+    if (s[0] == '[') {
+        const char *end = strstr(s, "]:");
+        if (!end || end == s + 1)
+            return false;
+        pin->host_literal = true;
+        p = end + 2;
+    } else {
+        const char *colon = strchr(s, ':');
+        if (!colon || colon == s)
+            return false;
+        p = colon + 1;
+    }
+    unsigned long port = 0;
+    const char *digits = p;
+    while (*p >= '0' && *p <= '9' && port <= 65535)
+        port = port * 10 + (unsigned long)(*p++ - '0');
+    if (p == digits || *p != ':' || port == 0 || port > 65535)
+        return false;
+    p++;
+    char addr[INET6_ADDRSTRLEN];
+    size_t n = strlen(p);
+    if (n >= 2 && p[0] == '[' && p[n - 1] == ']') {
+        p++;
+        n -= 2;
+    }
+    if (n == 0 || n >= sizeof addr)
+        return false;
+    memcpy(addr, p, n);
+    addr[n] = '\0';
+    if (inet_pton(AF_INET, addr, &pin->v4) == 1)
+        pin->family = AF_INET;
+    else if (inet_pton(AF_INET6, addr, &pin->v6) == 1)
+        pin->family = AF_INET6;
+    else
+        return false;
+    return true;
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION: a socket only towards the pinned address.
+ * The CURLOPT_RESOLVE entry already sends the connection there; this holds
+ * even if the entry did not match the name libcurl looked up (a libcurl
+ * that normalises host names differently), or a redirect or proxy were
+ * ever turned on. */
+static curl_socket_t open_pinned(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct pin *pin = clientp;
+    bool same = false;
+    if (purpose == CURLSOCKTYPE_IPCXN && a->family == pin->family) {
+        /* a->addr is the head of a buffer that holds the whole address. */
+        if (a->family == AF_INET && a->addrlen >= sizeof(struct sockaddr_in)) {
+            struct sockaddr_in in;
+            memcpy(&in, &a->addr, sizeof in);
+            same = in.sin_addr.s_addr == pin->v4.s_addr;
+        } else if (a->family == AF_INET6 && a->addrlen >= sizeof(struct sockaddr_in6)) {
+            struct sockaddr_in6 in6;
+            memcpy(&in6, &a->addr, sizeof in6);
+            same = memcmp(&in6.sin6_addr, &pin->v6, sizeof pin->v6) == 0;
+        }
+    }
+    if (!same) {
+        pin->refused = true;
+        return CURL_SOCKET_BAD;
+    }
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
 }
 
 /* Header lines: a new status line (a redirect or 100 Continue before the
@@ -131,7 +230,8 @@ static int map_error(CURLcode code, bool too_big)
 int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_response *res)
 {
     CURL *h = NULL;
-    struct curl_slist *headers = NULL;
+    struct curl_slist *headers = NULL, *resolve = NULL;
+    struct pin pin = { 0 };
     char *auth = NULL;
     char errbuf[CURL_ERROR_SIZE] = "";
     char agent[64];
@@ -141,7 +241,7 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
     size_t max = req->max_body ? req->max_body : KILN_HTTP_MAX_BODY;
     kiln_buf_init(&res->body, max + 1); /* + the NUL we add at the end */
     kiln_buf_init(&res->headers, 64 * 1024 + 1);
-    struct sink sink = { &res->body, max, false };
+    struct sink sink = { &res->body, max, req->truncate_body, false, false };
 
     if (kiln_http_client_init() != 0) {
         snprintf(res->error, sizeof res->error, "cannot load or initialise " KILN_CURL_SONAME);
@@ -149,6 +249,14 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
     }
     if (!req->url || (strncmp(req->url, "https://", 8) && strncmp(req->url, "http://", 7))) {
         snprintf(res->error, sizeof res->error, "not an http(s) URL");
+        return KILN_EINVAL;
+    }
+    if (req->https_only && strncmp(req->url, "https://", 8) != 0) {
+        snprintf(res->error, sizeof res->error, "not an https URL");
+        return KILN_EINVAL;
+    }
+    if (req->resolve_pin && !parse_pin(req->resolve_pin, &pin)) {
+        snprintf(res->error, sizeof res->error, "malformed resolve pin");
         return KILN_EINVAL;
     }
     h = kiln_curl.curl_easy_init();
@@ -190,9 +298,14 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
     /* Worker threads: no signals (SIGALRM for DNS timeouts is per process). */
     SET(CURLOPT_NOSIGNAL, 1L);
 #if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
-    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_PROTOCOLS_STR, req->https_only ? "https" : "http,https");
+    if (req->https_only)
+        SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
 #else
-    SET(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    SET(CURLOPT_PROTOCOLS,
+        (long)(req->https_only ? CURLPROTO_HTTPS : CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    if (req->https_only)
+        SET(CURLOPT_REDIR_PROTOCOLS, (long)CURLPROTO_HTTPS);
 #endif
     SET(CURLOPT_FOLLOWLOCATION, 0L);
     SET(CURLOPT_SSL_VERIFYPEER, 1L);
@@ -203,8 +316,24 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
         (long)(req->connect_timeout_ms ? req->connect_timeout_ms : KILN_HTTP_CONNECT_TIMEOUT_MS));
     SET(CURLOPT_TIMEOUT_MS, (long)(req->timeout_ms ? req->timeout_ms : KILN_HTTP_TIMEOUT_MS));
     /* Refuse early when Content-Length already says too much; the write
-     * callback enforces the cap for chunked bodies. */
-    SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max);
+     * callback enforces the cap for chunked bodies (and cuts the body there
+     * with truncate_body, which must not refuse early). */
+    if (!req->truncate_body)
+        SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max);
+    if (req->resolve_pin) {
+        if (!pin.host_literal) {
+            resolve = kiln_curl.curl_slist_append(NULL, req->resolve_pin);
+            if (!resolve)
+                kiln_fatal("out of memory");
+            SET(CURLOPT_RESOLVE, resolve);
+        }
+        SET(CURLOPT_OPENSOCKETFUNCTION, open_pinned);
+        SET(CURLOPT_OPENSOCKETDATA, &pin);
+        /* "" turns off the proxy from the environment (http_proxy,
+         * https_proxy, all_proxy) as well as any set before. */
+        SET(CURLOPT_PROXY, "");
+        SET(CURLOPT_NOPROXY, "*");
+    }
     SET(CURLOPT_WRITEFUNCTION, on_data);
     SET(CURLOPT_WRITEDATA, &sink);
     SET(CURLOPT_HTTPHEADER, headers);
@@ -233,7 +362,19 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
         goto out;
     }
 
+    uint64_t started = kiln_now_ns();
     c = kiln_curl.curl_easy_perform(h);
+    res->elapsed_us = (long long)((kiln_now_ns() - started) / 1000);
+    if (c == CURLE_WRITE_ERROR && sink.truncated) {
+        res->truncated = true;
+        c = CURLE_OK;
+    }
+    if (c != CURLE_OK && req->resolve_pin && pin.refused) {
+        rc = KILN_EIO;
+        snprintf(res->error, sizeof res->error,
+                 "refused to connect to an address other than the pinned one");
+        goto out;
+    }
     if (c != CURLE_OK) {
         rc = map_error(c, sink.too_big);
         if (rc == KILN_ETOOBIG)
@@ -258,6 +399,7 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
 out:
     kiln_curl.curl_easy_cleanup(h);
     kiln_curl.curl_slist_free_all(headers);
+    kiln_curl.curl_slist_free_all(resolve);
     if (auth) {
         /* The header may carry a client secret. */
         explicit_bzero(auth, strlen(auth));

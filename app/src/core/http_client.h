@@ -49,6 +49,23 @@ struct kiln_http_request {
     unsigned connect_timeout_ms; /* 0: KILN_HTTP_CONNECT_TIMEOUT_MS */
     unsigned timeout_ms;         /* whole transfer; 0: KILN_HTTP_TIMEOUT_MS */
     size_t max_body;             /* 0: KILN_HTTP_MAX_BODY */
+    /*
+     * For addresses users choose (webhooks; core/egress.h): the
+     * "host:port:address" pin from kiln_egress_resolve, or NULL. The
+     * connection then goes to that address only: libcurl takes it as a
+     * CURLOPT_RESOLVE entry instead of looking the name up again (which a
+     * rebinding name could answer otherwise), a socket to any other address
+     * is refused before it connects, and no proxy is used, whatever the
+     * environment says (a proxy would make its own lookup). A malformed pin
+     * fails the request (KILN_EINVAL).
+     */
+    const char *resolve_pin;
+    bool https_only;             /* https:// only (KILN_EINVAL otherwise) */
+    /* A body over max_body is cut there and the request still succeeds
+     * (res->truncated), instead of failing with KILN_ETOOBIG: for answers
+     * that are only logged, where an endless body must not be read forever
+     * nor turn a 200 into a failure. */
+    bool truncate_body;
 };
 
 struct kiln_http_response {
@@ -60,6 +77,12 @@ struct kiln_http_response {
      * final response only), NUL-terminated; empty when none. Read them
      * with kiln_http_response_header. */
     kiln_buf headers;
+    /* The body stopped at max_body (truncate_body only). */
+    bool truncated;
+    /* How long the request took (monotonic clock), from the name lookup
+     * to the last byte read or the failure, in microseconds; 0 when it
+     * never started. */
+    long long elapsed_us;
     /* Why the request failed, for logs ("" on success); never holds the
      * request body. */
     char error[256];
