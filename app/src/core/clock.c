@@ -26,12 +26,12 @@ static char *digits(char *p, unsigned v, int width)
 }
 
 /*
- * Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's
- * civil_from_days). Pure arithmetic: glibc's gmtime_r takes the time-zone
- * lock on every call, and a page of 50 notes formats 100 timestamps, with
- * every loop and worker thread contending for that one lock.
+ * H. Hinnant's civil_from_days. Pure arithmetic: glibc's gmtime_r takes the
+ * time-zone lock on every call, and a page of 50 notes formats 100
+ * timestamps, with every loop and worker thread contending for that one
+ * lock.
  */
-static void civil_from_days(int64_t z, int64_t *year, unsigned *month, unsigned *day)
+void kiln_civil_from_days(int64_t z, int64_t *year, unsigned *month, unsigned *day)
 {
     z += 719468;
     int64_t era = (z >= 0 ? z : z - 146096) / 146097;
@@ -51,7 +51,7 @@ void kiln_time_rfc3339(char out[KILN_RFC3339_LEN + 1], const struct timespec *ts
     unsigned secs = (unsigned)(t - days * 86400);
     int64_t year;
     unsigned month, day;
-    civil_from_days(days, &year, &month, &day);
+    kiln_civil_from_days(days, &year, &month, &day);
     char *p = out;
     p = digits(p, (unsigned)year, 4);
     *p++ = '-';
