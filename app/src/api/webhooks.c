@@ -22,6 +22,11 @@
 #define STR(x) STR_(x)
 #define COLUMNS "id, url, events, description, enabled, disabled_reason, inserted_at, updated_at"
 
+static json_t *text_or_null(kiln_str s)
+{
+    return s.p ? json_stringn(s.p, s.len) : json_null();
+}
+
 static json_t *webhook_json(const struct kiln_db_rows *r, size_t i, const char *secret)
 {
     char ins[KILN_RFC3339_LEN + 1] = "", upd[KILN_RFC3339_LEN + 1] = "";
@@ -34,10 +39,10 @@ static json_t *webhook_json(const struct kiln_db_rows *r, size_t i, const char *
     if (!kiln_db_bool(r, i, 4, &enabled) && kiln_db_int64(r, i, 4, &v))
         enabled = v != 0;
     json_t *events = json_loadb(ev.p ? ev.p : "[]", ev.p ? ev.len : 2, 0, NULL);
-    json_t *o = json_pack("{s:s#, s:s#, s:o, s:s#, s:b, s:s#?, s:s, s:s}", "id", id.p, id.len,
+    json_t *o = json_pack("{s:s#, s:s#, s:o, s:s#, s:b, s:o, s:s, s:s}", "id", id.p, id.len,
                           "url", url.p, url.len, "events", events ? events : json_array(),
                           "description", desc.p ? desc.p : "", desc.p ? desc.len : 0, "enabled",
-                          enabled, "disabled_reason", why.p, why.len, "inserted_at", ins,
+                          enabled, "disabled_reason", text_or_null(why), "inserted_at", ins,
                           "updated_at", upd);
     if (secret)
         json_object_set_new(o, "secret", json_string(secret));
@@ -324,9 +329,9 @@ static json_t *delivery_json(kiln_arena *a, const struct kiln_db_rows *d, size_t
         kiln_db_int64(at, k, 3, &lat);
         kiln_str err = kiln_db_text(at, k, 4);
         json_array_append_new(attempts,
-                              json_pack("{s:s, s:o, s:I, s:s#?}", "at", t, "status",
+                              json_pack("{s:s, s:o, s:I, s:o}", "at", t, "status",
                                         has_st ? json_integer(st) : json_null(), "latency_ms",
-                                        (json_int_t)lat, "error", err.p, err.len));
+                                        (json_int_t)lat, "error", text_or_null(err)));
     }
     (void)a;
     (void)id;

@@ -106,6 +106,7 @@ static struct {
     atomic_bool stop;
     volatile bool stopping; /* draining: jobs see it through kiln_job.stopping */
     atomic_bool draining;
+    _Atomic uint64_t retry_due; /* the soonest retry this instance set (ms), 0: none */
     uint64_t drain_started;
     bool started, pg, valkey;
 
@@ -345,6 +346,13 @@ static void finish(struct runner *r, const struct claimed *c, enum kiln_job_resu
     } else if (res == KILN_JOB_RELEASE) {
         atomic_fetch_add(&J.released_n, 1);
     } else {
+        if (res == KILN_JOB_RETRY) {
+            /* Claim it on time, not at the next poll. */
+            uint64_t due = kiln_now_ms() + delay, cur = atomic_load(&J.retry_due);
+            while ((cur == 0 || due < cur) &&
+                   !atomic_compare_exchange_weak(&J.retry_due, &cur, due))
+                ;
+        }
         bool dead = res == KILN_JOB_DEAD;
         if (res == KILN_JOB_RETRY && rows.nrows == 1) {
             kiln_str st = kiln_db_text(&rows, 0, 0);
@@ -709,6 +717,9 @@ static void *manager_main(void *arg)
             deadline = min_u64(deadline, last_pub + PUBLISH_GAP_MS);
         if (J.npumps)
             deadline = min_u64(deadline, next_pump);
+        uint64_t rd = atomic_load(&J.retry_due);
+        if (rd)
+            deadline = min_u64(deadline, rd);
         if (want && !draining && free_slots())
             deadline = now;
         if (J.valkey && now >= sub_retry) {
@@ -729,14 +740,16 @@ static void *manager_main(void *arg)
             poll(&pfd, 1, (int)min_u64(wait, 60000));
         }
         uint64_t counter;
-        ssize_t rd = read(J.wake_fd, &counter, sizeof counter);
-        if (rd > 0)
+        if (read(J.wake_fd, &counter, sizeof counter) > 0)
             want = true; /* an enqueue, a finished runner, a pump, a stop */
         if (atomic_exchange(&J.changed, false)) {
             want = true;
             pub_pending = J.valkey;
         }
         now = kiln_now_ms();
+        rd = atomic_load(&J.retry_due);
+        if (rd && now >= rd && atomic_compare_exchange_strong(&J.retry_due, &rd, 0))
+            want = true;
         if (pub_pending && now >= last_pub + PUBLISH_GAP_MS) {
             pub_pending = false;
             last_pub = now;

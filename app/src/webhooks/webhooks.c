@@ -65,11 +65,13 @@ static bool sign_one(kiln_buf *out, const char *secret, const char *msg_id, long
     int hl = snprintf(head, sizeof head, "%s.%lld.", msg_id, ts);
     unsigned char mac[32];
     unsigned int mlen = 0;
-    HMAC_CTX *h = HMAC_CTX_new();
-    bool ok = h && HMAC_Init_ex(h, key, klen, EVP_sha256(), NULL) &&
-              HMAC_Update(h, (const unsigned char *)head, (size_t)hl) &&
-              HMAC_Update(h, (const unsigned char *)body, len) && HMAC_Final(h, mac, &mlen);
-    HMAC_CTX_free(h);
+    /* The signed content is "msg_id.timestamp.body" (Standard Webhooks). */
+    kiln_buf m;
+    kiln_buf_init(&m, (size_t)hl + len + 1);
+    kiln_buf_append(&m, head, (size_t)hl);
+    kiln_buf_append(&m, body, len);
+    bool ok = HMAC(EVP_sha256(), key, klen, (const unsigned char *)m.p, m.len, mac, &mlen) != NULL;
+    kiln_buf_free(&m);
     OPENSSL_cleanse(key, sizeof key);
     if (!ok)
         return false;
