@@ -100,6 +100,8 @@ enum kiln_op {
 
 struct kiln_resource;
 
+#define KILN_WRITE_MAX_JOBS 8
+
 /*
  * What a hook sees. Before a write the values are what will be written
  * (change them with kiln_write_set); after it, row holds the row as
@@ -121,8 +123,21 @@ struct kiln_write {
      * not) */
     const char **values;
     bool *set;
+    /* Jobs a before hook enqueued with kiln_write_enqueue. */
+    const char *job_kind[KILN_WRITE_MAX_JOBS];
+    const char *job_args[KILN_WRITE_MAX_JOBS];
+    size_t njobs;
 };
 typedef int (*kiln_write_hook)(struct kiln_write *w);
+
+/*
+ * From a before hook: enqueue a job (jobs/jobs.h) with the write, in the
+ * write's own transaction (on PostgreSQL its one statement): it exists if
+ * and only if the change was made and committed (a write that finds no
+ * row, or fails, enqueues nothing). args: JSON text (NULL: "{}"), copied.
+ * 0, or KILN_EINVAL for an unknown kind or more than KILN_WRITE_MAX_JOBS.
+ */
+int kiln_write_enqueue(struct kiln_write *w, const char *kind, const char *args);
 
 /* Set (or, with value NULL, set to NULL) field name for the write a before
  * hook is looking at. false if the resource has no such field. */

@@ -51,6 +51,7 @@
 #include "core/str.h"
 #include "core/uuid.h"
 #include "events/feed.h"
+#include "jobs/jobs.h"
 #include "store/kv.h"
 
 #define OWNER_COLUMN "user_id"
@@ -1072,6 +1073,55 @@ static void audit_params(struct kiln_req *req, struct params *p)
     param(p, kiln_arena_strndup(req->arena, req->request_id, req->request_id_len));
 }
 
+int kiln_write_enqueue(struct kiln_write *w, const char *kind, const char *args)
+{
+    if (!kiln_job_kind_find(kind) || w->njobs == KILN_WRITE_MAX_JOBS)
+        return KILN_EINVAL;
+    kiln_arena *a = w->req->arena;
+    w->job_kind[w->njobs] = kiln_arena_strndup(a, kind, strlen(kind));
+    args = args ? args : "{}";
+    w->job_args[w->njobs] = kiln_arena_strndup(a, args, strlen(args));
+    w->njobs++;
+    return 0;
+}
+
+/* PostgreSQL: the hooks' jobs as more parts of the change's statement,
+ * one row each from src (the written row: none when nothing was written),
+ * before its final SELECT; their parameters appended to p. */
+static const char *pg_with_jobs(kiln_arena *a, const char *sql, const char *src,
+                                const struct kiln_write *w, struct params *p)
+{
+    if (!w->njobs)
+        return sql;
+    const char *last = NULL;
+    for (const char *q = strstr(sql, " SELECT "); q; q = strstr(q + 1, " SELECT "))
+        last = q;
+    kiln_buf b;
+    kiln_buf_init(&b, 1 << 20);
+    kiln_buf_append(&b, sql, (size_t)(last - sql));
+    for (size_t j = 0; j < w->njobs; j++) {
+        const struct kiln_job_kind *k = kiln_job_kind_find(w->job_kind[j]);
+        kiln_buf_printf(&b,
+                        ", j%zu AS (INSERT INTO jobs (kind, args, max_attempts) SELECT $%zu, $%zu, "
+                        "%d FROM %s)",
+                        j, p->n + 1, p->n + 2, k ? k->max_attempts : 10, src);
+        param(p, w->job_kind[j]);
+        param(p, w->job_args[j]);
+    }
+    kiln_buf_append_c(&b, last);
+    return buf_text(a, &b);
+}
+
+/* SQLite: the hooks' jobs, inside the change's transaction. */
+static int lite_jobs(struct kiln_req *req, const struct kiln_write *w)
+{
+    int err = 0;
+    for (size_t j = 0; !err && w && j < w->njobs; j++)
+        err = kiln_job_enqueue(app_db(req), req->arena, w->job_kind[j], w->job_args[j], NULL,
+                               NULL);
+    return err;
+}
+
 /* SQLite: the event and the audit row of a change, inside its
  * transaction. data: the row's JSON (NULL for a delete). */
 static int lite_event_data(struct kiln_req *req, const struct kiln_resource *r,
@@ -1140,7 +1190,7 @@ static int lite_end(struct kiln_req *req, int err, bool keep)
 
 /* SQLite: the row's JSON and its records, then the commit. */
 static int lite_finish(struct kiln_req *req, const struct kiln_resource *r, const char *action,
-                       const struct kiln_db_rows *rows)
+                       const struct kiln_db_rows *rows, const struct kiln_write *w)
 {
     if (is_pg(req))
         return 0;
@@ -1150,6 +1200,8 @@ static int lite_finish(struct kiln_req *req, const struct kiln_resource *r, cons
     const char *json = buf_text(req->arena, &b);
     kiln_str id = kiln_db_text(rows, 0, 0);
     int err = lite_record(req, r, action, kiln_arena_strndup(req->arena, id.p, id.len), json);
+    if (!err)
+        err = lite_jobs(req, w);
     return lite_end(req, err, true);
 }
 
@@ -1487,8 +1539,8 @@ void kiln_engine_create(struct kiln_req *req, struct kiln_res *res)
     }
     char *id = kiln_arena_alloc(a, KILN_UUID_LEN + 1);
     kiln_uuid_v4(id);
-    struct kiln_write w = { req, res, r, KILN_OP_CREATE, NULL, id, body, NULL, in.values,
-                            in.set };
+    struct kiln_write w = { .req = req, .res = res, .resource = r, .op = KILN_OP_CREATE, .id = id,
+                            .body = body, .values = in.values, .set = in.set };
     if (run_hook(r->before_create, &w)) {
         json_decref(body);
         return;
@@ -1507,7 +1559,7 @@ void kiln_engine_create(struct kiln_req *req, struct kiln_res *res)
     /* Parameters in kiln_sql_insert's order: id, owner, now, then every
      * field written, in declaration order. */
     struct params p;
-    params_init(&p, a, r->nfields + 7);
+    params_init(&p, a, r->nfields + 7 + 2 * KILN_WRITE_MAX_JOBS);
     param(&p, id);
     param(&p, res_user_id(req));
     param(&p, res_now(a));
@@ -1518,13 +1570,14 @@ void kiln_engine_create(struct kiln_req *req, struct kiln_res *res)
     if (is_pg(req)) {
         sql = kiln_sql_outbox(a, r, sql, "created", 2, p.n + 1);
         audit_params(req, &p);
+        sql = pg_with_jobs(a, sql, "w", &w, &p);
     }
     struct kiln_db_rows rows;
     int err = lite_begin(req);
     if (!err)
         err = kiln_db_query(app_db(req), a, sql, p.v, p.n, &rows);
     if (!err && rows.nrows)
-        err = lite_finish(req, r, "created", &rows);
+        err = lite_finish(req, r, "created", &rows, &w);
     else
         err = lite_end(req, err, false);
     if (err) {
@@ -1533,6 +1586,8 @@ void kiln_engine_create(struct kiln_req *req, struct kiln_res *res)
         return;
     }
     kiln_events_notify();
+    if (rows.nrows && w.njobs)
+        kiln_jobs_notify();
     if (rows.nrows == 0) {
         const struct kiln_resource *ref = missing_ref(req, r, &in, &err);
         json_decref(body);
@@ -1583,7 +1638,7 @@ static void update_row(struct kiln_req *req, struct kiln_res *res, const struct 
     /* Parameters in kiln_sql_update's order: id, owner, every field
      * written in declaration order, then now. */
     struct params p;
-    params_init(&p, a, r->nfields + 7);
+    params_init(&p, a, r->nfields + 7 + 2 * KILN_WRITE_MAX_JOBS);
     param(&p, id);
     param(&p, res_user_id(req));
     for (size_t f = 0; f < r->nfields; f++)
@@ -1596,13 +1651,14 @@ static void update_row(struct kiln_req *req, struct kiln_res *res, const struct 
     if (is_pg(req)) {
         sql = kiln_sql_outbox(a, r, sql, action, 2, p.n + 1);
         audit_params(req, &p);
+        sql = pg_with_jobs(a, sql, "w", w, &p);
     }
     struct kiln_db_rows rows;
     err = lite_begin(req);
     if (!err)
         err = kiln_db_query(app_db(req), a, sql, p.v, p.n, &rows);
     if (!err && rows.nrows)
-        err = lite_finish(req, r, action, &rows);
+        err = lite_finish(req, r, action, &rows, w);
     else
         err = lite_end(req, err, false);
     if (err) {
@@ -1611,6 +1667,8 @@ static void update_row(struct kiln_req *req, struct kiln_res *res, const struct 
     }
     if (rows.nrows)
         kiln_events_notify();
+    if (rows.nrows && w->njobs)
+        kiln_jobs_notify();
     if (rows.nrows == 0) {
         /* The row is missing, or (only when the write set a reference) the
          * referenced row is: the row in the path is named first. */
@@ -1643,8 +1701,8 @@ void kiln_engine_update(struct kiln_req *req, struct kiln_res *res)
         return;
     struct kiln_values in;
     if (read_input(req, res, r, body, false, &in)) {
-        struct kiln_write w = { req, res, r, KILN_OP_UPDATE, NULL, id, body, NULL, in.values,
-                                in.set };
+        struct kiln_write w = { .req = req, .res = res, .resource = r, .op = KILN_OP_UPDATE,
+                                .id = id, .body = body, .values = in.values, .set = in.set };
         update_row(req, res, r, id, &in, &w);
     }
     json_decref(body);
@@ -1675,8 +1733,8 @@ void kiln_engine_action(struct kiln_req *req, struct kiln_res *res)
     int f = kiln_resource_field(r, ac->field);
     in.values[f] = ac->value;
     in.set[f] = true;
-    struct kiln_write w = { req, res, r, KILN_OP_ACTION, ac->name, id, NULL, NULL, in.values,
-                            in.set };
+    struct kiln_write w = { .req = req, .res = res, .resource = r, .op = KILN_OP_ACTION,
+                            .action = ac->name, .id = id, .values = in.values, .set = in.set };
     update_row(req, res, r, id, &in, &w);
 }
 
@@ -1685,7 +1743,7 @@ void kiln_engine_action(struct kiln_req *req, struct kiln_res *res)
 /* SQLite: the rows the cascade will remove are read first, in the same
  * IMMEDIATE transaction, so each gets its deleted event. */
 static int lite_delete(struct kiln_req *req, const struct kiln_resource *r, const char *id,
-                       bool *deleted)
+                       bool *deleted, const struct kiln_write *w)
 {
     kiln_arena *a = req->arena;
     struct kiln_db *db = app_db(req);
@@ -1715,6 +1773,8 @@ static int lite_delete(struct kiln_req *req, const struct kiln_resource *r, cons
             err = lite_event(req, t->cascade[k], "deleted",
                              kiln_arena_strndup(a, cid.p, cid.len));
         }
+    if (*deleted && !err)
+        err = lite_jobs(req, w);
     err = lite_end(req, err, *deleted);
     if (err)
         *deleted = false;
@@ -1729,12 +1789,12 @@ void kiln_engine_delete(struct kiln_req *req, struct kiln_res *res)
     const char *id = res_id(req, res, r->not_found_code, r->not_found_message);
     if (!id)
         return;
-    struct kiln_write w = { req, res, r, KILN_OP_DELETE, NULL, id, NULL, NULL, NULL, NULL };
+    struct kiln_write w = { .req = req, .res = res, .resource = r, .op = KILN_OP_DELETE, .id = id };
     if (run_hook(r->before_delete, &w))
         return;
     kiln_arena *a = req->arena;
     struct params p;
-    params_init(&p, a, 5);
+    params_init(&p, a, 5 + 2 * KILN_WRITE_MAX_JOBS);
     param(&p, id);
     param(&p, res_user_id(req));
     struct kiln_db_rows rows;
@@ -1742,12 +1802,12 @@ void kiln_engine_delete(struct kiln_req *req, struct kiln_res *res)
     int err;
     if (is_pg(req)) {
         audit_params(req, &p);
-        err = kiln_db_query(app_db(req), a, kiln_sql_delete(a, r, KILN_DB_POSTGRES), p.v, p.n,
-                            &rows);
+        const char *sql = pg_with_jobs(a, kiln_sql_delete(a, r, KILN_DB_POSTGRES), "d", &w, &p);
+        err = kiln_db_query(app_db(req), a, sql, p.v, p.n, &rows);
         int64_t n = 0;
         deleted = !err && rows.nrows == 1 && kiln_db_int64(&rows, 0, 0, &n) && n > 0;
     } else {
-        err = lite_delete(req, r, id, &deleted);
+        err = lite_delete(req, r, id, &deleted, &w);
     }
     if (err) {
         store_error(req, res, r, err, "delete");
@@ -1758,6 +1818,8 @@ void kiln_engine_delete(struct kiln_req *req, struct kiln_res *res)
         return;
     }
     kiln_events_notify();
+    if (w.njobs)
+        kiln_jobs_notify();
     /* Rows that referenced it went with it (ON DELETE CASCADE). */
     cache_invalidate(req, r);
     const struct rt *t = rt_of(r);

@@ -11,6 +11,21 @@
 #include "api/app.h"
 #include "api/engine.h"
 #include "api/resource.h"
+#include "jobs/jobs.h"
+
+/* A job with every write that gets past its checks, in the write's own
+ * transaction (KILN_ENV=test registers test.record: one line per run in
+ * KILN_TEST_JOBS_LOG), so the tests see it exactly when the write happened. */
+static void enqueue(struct kiln_write *w)
+{
+    if (!kiln_job_kind_find("test.record"))
+        return;
+    const char *op = w->op == KILN_OP_CREATE ? "create" : w->op == KILN_OP_DELETE ? "delete"
+                                                                                  : "update";
+    kiln_write_enqueue(w, "test.record",
+                       kiln_arena_sprintf(w->req->arena, "{\"clip\":\"%s\",\"op\":\"%s\"}",
+                                          w->id, op));
+}
 
 /* Create and update: a url that is set must be http(s) (a 422 like the
  * engine's own); a clip created without a note gets one. */
@@ -27,6 +42,7 @@ static int clip_before_write(struct kiln_write *w)
     int n = kiln_resource_field(w->resource, "note");
     if (w->op == KILN_OP_CREATE && n >= 0 && !w->values[n])
         kiln_write_set(w, "note", "noted by a hook");
+    enqueue(w);
     return 0;
 }
 
@@ -55,6 +71,7 @@ static int clip_before_delete(struct kiln_write *w)
         kiln_res_error(w->req, w->res, 403, "forbidden", "This clip is kept", NULL);
         return 1;
     }
+    enqueue(w);
     return 0;
 }
 
