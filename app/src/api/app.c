@@ -312,7 +312,7 @@ int kiln_app_jobs_start(struct kiln_app *app)
     gethostname(host, sizeof host - 1);
     snprintf(instance, sizeof instance, "%s/%ld", host[0] ? host : "kiln", (long)getpid());
     kiln_jobs_register_builtin(cfg);
-    kiln_webhooks_init(cfg);
+    kiln_webhooks_init(cfg, kiln_resource_event_json);
     struct kiln_jobs_config jc = {
         .db = app->db,
         .kv = app->kv_store,

@@ -10,6 +10,7 @@
 
 #include "api/api.h"
 #include "api/app.h"
+#include "api/declare.h"
 #include "api/resource.h"
 #include "core/egress.h"
 #include "core/err.h"
@@ -21,6 +22,34 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 #define COLUMNS "id, url, events, description, enabled, disabled_reason, inserted_at, updated_at"
+
+/* Whether a pattern names something that can happen: "*", or a declared
+ * resource with ".*" or one of its actions (created, updated, deleted, or
+ * a declared action's event). */
+static bool pattern_valid(const char *pattern)
+{
+    if (!strcmp(pattern, "*"))
+        return true;
+    const char *dot = strchr(pattern, '.');
+    if (!dot)
+        return false;
+    for (size_t i = 0; i < kiln_resources_count; i++) {
+        const struct kiln_resource *r = kiln_resources[i];
+        size_t n = strlen(r->name);
+        if ((size_t)(dot - pattern) != n || strncmp(pattern, r->name, n))
+            continue;
+        const char *act = dot + 1;
+        if (!strcmp(act, "*") || !strcmp(act, "created") || !strcmp(act, "updated") ||
+            !strcmp(act, "deleted"))
+            return true;
+        for (size_t k = 0; k < r->nactions; k++) {
+            const struct kiln_action *ac = &r->actions[k];
+            if (!strcmp(act, ac->event ? ac->event : ac->name))
+                return true;
+        }
+    }
+    return false;
+}
 
 static json_t *text_or_null(kiln_str s)
 {
@@ -74,7 +103,7 @@ static bool read_fields(struct kiln_req *req, json_t *in, bool create, struct re
             res_error(errs, "events", "should be a list of 1 to 50 event types");
         } else {
             json_array_foreach (ev, i, p) {
-                if (!json_is_string(p) || !kiln_webhook_pattern_valid(json_string_value(p))) {
+                if (!json_is_string(p) || !pattern_valid(json_string_value(p))) {
                     res_error(errs, "events",
                               "has an unknown event type (use \"resource.action\", "
                               "\"resource.*\" or \"*\")");

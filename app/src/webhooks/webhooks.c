@@ -12,8 +12,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "api/declare.h"
-#include "api/engine.h"
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/egress.h"
@@ -28,6 +26,7 @@
 #define DELIVER_KIND "webhooks.deliver"
 
 static const struct kiln_config *C;
+static kiln_webhook_render_fn render;
 
 /* ---- secrets and signatures ---------------------------------------------- */
 
@@ -104,31 +103,6 @@ bool kiln_webhook_pattern_matches(const char *pattern, const char *type)
     return pl >= 2 && !strcmp(pattern + pl - 2, ".*") && !strncmp(pattern, type, pl - 1);
 }
 
-bool kiln_webhook_pattern_valid(const char *pattern)
-{
-    if (!strcmp(pattern, "*"))
-        return true;
-    const char *dot = strchr(pattern, '.');
-    if (!dot)
-        return false;
-    for (size_t i = 0; i < kiln_resources_count; i++) {
-        const struct kiln_resource *r = kiln_resources[i];
-        size_t n = strlen(r->name);
-        if ((size_t)(dot - pattern) != n || strncmp(pattern, r->name, n))
-            continue;
-        const char *act = dot + 1;
-        if (!strcmp(act, "*") || !strcmp(act, "created") || !strcmp(act, "updated") ||
-            !strcmp(act, "deleted"))
-            return true;
-        for (size_t k = 0; k < r->nactions; k++) {
-            const struct kiln_action *ac = &r->actions[k];
-            if (!strcmp(act, ac->event ? ac->event : ac->name))
-                return true;
-        }
-    }
-    return false;
-}
-
 /* ---- dispatch: the outbox into deliveries ------------------------------- */
 
 struct hook {
@@ -173,7 +147,7 @@ static char *event_payload(kiln_arena *a, const struct kiln_db_rows *r, size_t i
         kiln_buf b;
         kiln_buf_init(&b, 1 << 24);
         char *res_name = kiln_arena_strndup(a, resource.p, resource.len);
-        if (kiln_resource_event_json(res_name, data, &b))
+        if (render && render(res_name, data, &b))
             row = json_loadb(b.p, b.len, 0, NULL);
         kiln_buf_free(&b);
         if (!row)
@@ -598,9 +572,10 @@ static enum kiln_job_result prune(struct kiln_job_run *job)
     return KILN_JOB_OK;
 }
 
-void kiln_webhooks_init(const struct kiln_config *cfg)
+void kiln_webhooks_init(const struct kiln_config *cfg, kiln_webhook_render_fn fn)
 {
     C = cfg;
+    render = fn;
     kiln_job_register(&(struct kiln_job_kind){
         .name = DELIVER_KIND,
         .run = deliver,

@@ -25,6 +25,8 @@
 #include <stddef.h>
 
 #include "core/arena.h"
+#include "core/buf.h"
+#include "core/str.h"
 #include "core/config.h"
 #include "store/db.h"
 
@@ -40,8 +42,12 @@
 #define KILN_WEBHOOK_MAX_RESPONSE (64 * 1024)
 #define KILN_WEBHOOK_MAX_ERROR 500
 
+/* An event's stored data as the API shows the row, into out (the change
+ * feed's render: api/engine.c); false: the data as stored. */
+typedef bool (*kiln_webhook_render_fn)(const char *resource, kiln_str data, kiln_buf *out);
+
 /* Register the job kinds and the dispatcher (before kiln_jobs_start). */
-void kiln_webhooks_init(const struct kiln_config *cfg);
+void kiln_webhooks_init(const struct kiln_config *cfg, kiln_webhook_render_fn render);
 
 /* A new secret ("whsec_" + base64 of 32 random bytes) into out. */
 int kiln_webhook_new_secret(char out[KILN_WEBHOOK_SECRET_LEN + 1]);
@@ -59,10 +65,6 @@ bool kiln_webhook_sign(kiln_arena *a, const char *secret, const char *previous,
 /* Whether an event type ("notes.created") matches one pattern ("notes.*",
  * "*", "notes.created"). */
 bool kiln_webhook_pattern_matches(const char *pattern, const char *type);
-/* Whether a pattern names something that can happen: "*", or a declared
- * resource with ".*" or one of its actions (created, updated, deleted, or
- * a declared action's event). */
-bool kiln_webhook_pattern_valid(const char *pattern);
 
 /* Enqueue a delivery of an existing delivery row again (a retry asked for
  * by hand) or of a new test message, inside the caller's transaction.
