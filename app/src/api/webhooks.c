@@ -51,6 +51,14 @@ static bool pattern_valid(const char *pattern)
     return false;
 }
 
+/* Endpoints decide where a user's data goes: their changes are in the
+ * audit log (after the answer's write, like a login's record). */
+static void audit(struct kiln_req *req, const char *action, const char *id)
+{
+    kiln_audit_record(req, res_user_id(req), action,
+                      kiln_arena_sprintf(req->arena, "webhooks/%s", id));
+}
+
 static json_t *text_or_null(kiln_str s)
 {
     return s.p ? json_stringn(s.p, s.len) : json_null();
@@ -192,6 +200,7 @@ void api_webhooks_create(struct kiln_req *req, struct kiln_res *res)
                                      KILN_WEBHOOKS_PER_USER) " webhooks"));
         return;
     }
+    audit(req, "webhooks.created", id);
     kiln_res_json(req, res, 201, json_pack("{s:o}", "data", webhook_json(&rows, 0, secret)));
 }
 
@@ -274,6 +283,7 @@ void api_webhooks_update(struct kiln_req *req, struct kiln_res *res)
         res_not_found(req, res, "webhook_not_found", "Webhook not found");
         return;
     }
+    audit(req, "webhooks.updated", id);
     kiln_res_json(req, res, 200, json_pack("{s:o}", "data", webhook_json(&rows, 0, NULL)));
 }
 
@@ -294,6 +304,7 @@ void api_webhooks_delete(struct kiln_req *req, struct kiln_res *res)
         res_not_found(req, res, "webhook_not_found", "Webhook not found");
         return;
     }
+    audit(req, "webhooks.deleted", id);
     res_no_content(res);
 }
 
@@ -330,6 +341,7 @@ void api_webhooks_rotate(struct kiln_req *req, struct kiln_res *res)
         res_not_found(req, res, "webhook_not_found", "Webhook not found");
         return;
     }
+    audit(req, "webhooks.secret_rotated", id);
     json_t *o = webhook_json(&rows, 0, secret);
     json_object_set_new(o, "previous_secret_expires_at", json_string(exp));
     kiln_res_json(req, res, 200, json_pack("{s:o}", "data", o));

@@ -341,8 +341,9 @@ static bool dispatch_batch(struct kiln_db *db)
     kiln_arena_free(a);
     return more;
 fail:
-    kiln_log(KILN_LOG_WARNING, "webhooks: dispatching events failed; retried", "error",
-             kiln_db_last_error(db), NULL);
+    /* Retried at the next wake-up or poll; during an outage one line a
+     * second. */
+    kiln_log_outage("Database", kiln_db_last_error(db));
     kiln_db_rollback(db);
     kiln_arena_free(a);
     return false;
