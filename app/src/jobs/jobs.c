@@ -640,6 +640,16 @@ static int64_t next_tick(size_t i, int64_t after_s)
     return k->cron ? kiln_cron_next(&J.crons[i], after_s) : -1;
 }
 
+/* Ticks are wall-clock (UTC) seconds: the key must mean the same instant
+ * on every instance, and a cron expression is a time of day. kiln_now_ms
+ * is monotonic (seconds since boot), good only for this process's waits. */
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void schedule(int64_t now_s)
 {
     for (size_t i = 0; i < J.nkinds; i++) {
@@ -697,7 +707,7 @@ static void *manager_main(void *arg)
     uint64_t last_pub = 0, sub_retry = 0, next_pump = now;
     bool want = true, pub_pending = false;
     for (size_t i = 0; i < J.nkinds; i++)
-        J.next_tick[i] = next_tick(i, (int64_t)(now / 1000));
+        J.next_tick[i] = next_tick(i, wall_ms() / 1000);
 
     while (!atomic_load(&J.stop)) {
         now = kiln_now_ms();
@@ -710,9 +720,12 @@ static void *manager_main(void *arg)
         }
         uint64_t deadline = min_u64(next_poll, min_u64(next_renew, next_sweep));
         deadline = min_u64(deadline, now + DRAIN_CHECK_MS);
+        int64_t wall = wall_ms();
         for (size_t i = 0; i < J.nkinds; i++)
             if (J.next_tick[i] >= 0)
-                deadline = min_u64(deadline, (uint64_t)J.next_tick[i] * 1000);
+                deadline = min_u64(deadline, J.next_tick[i] * 1000 <= wall
+                                                 ? now
+                                                 : now + (uint64_t)(J.next_tick[i] * 1000 - wall));
         if (pub_pending)
             deadline = min_u64(deadline, last_pub + PUBLISH_GAP_MS);
         if (J.npumps)
@@ -760,7 +773,7 @@ static void *manager_main(void *arg)
         if (atomic_load(&J.stop))
             break;
         if (!draining) {
-            schedule((int64_t)(now / 1000));
+            schedule(wall_ms() / 1000);
             if (J.npumps && now >= next_pump) {
                 run_pumps();
                 next_pump = now + PUBLISH_GAP_MS;
