@@ -650,8 +650,16 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* After a failed enqueue of a tick (the database away), not before this
+ * (monotonic ms): the tick stays due, and retrying it at every turn of the
+ * loop would spin on the database. */
+#define SCHEDULE_RETRY_MS 1000
+static uint64_t M_sched_retry;
+
 static void schedule(int64_t now_s)
 {
+    if (kiln_now_ms() < M_sched_retry)
+        return;
     for (size_t i = 0; i < J.nkinds; i++) {
         if (J.next_tick[i] < 0 || now_s < J.next_tick[i])
             continue;
@@ -665,6 +673,9 @@ static void schedule(int64_t now_s)
                                    J.kinds[i].cron_args ? J.kinds[i].cron_args : "{}", &o, &id);
         if (err) {
             outage("Database", err, kiln_db_last_error(M_db));
+            M_sched_retry = kiln_now_ms() + SCHEDULE_RETRY_MS;
+            kiln_arena_free(a);
+            return;
         } else {
             /* Ticks missed while the database was away are not made up;
              * the next one after now is. */
@@ -674,6 +685,14 @@ static void schedule(int64_t now_s)
         }
         kiln_arena_free(a);
     }
+}
+
+static bool pumps_due(void)
+{
+    for (size_t i = 0; i < J.npumps; i++)
+        if (atomic_load(&J.pumps[i].due))
+            return true;
+    return false;
 }
 
 static void run_pumps(void)
@@ -720,15 +739,22 @@ static void *manager_main(void *arg)
         }
         uint64_t deadline = min_u64(next_poll, min_u64(next_renew, next_sweep));
         deadline = min_u64(deadline, now + DRAIN_CHECK_MS);
+        /* Ticks and pumps wait while draining (nothing is scheduled or
+         * pumped then): a due one must not make the loop spin. */
         int64_t wall = wall_ms();
-        for (size_t i = 0; i < J.nkinds; i++)
-            if (J.next_tick[i] >= 0)
-                deadline = min_u64(deadline, J.next_tick[i] * 1000 <= wall
-                                                 ? now
-                                                 : now + (uint64_t)(J.next_tick[i] * 1000 - wall));
+        for (size_t i = 0; i < J.nkinds && !draining; i++) {
+            if (J.next_tick[i] < 0)
+                continue;
+            uint64_t due = J.next_tick[i] * 1000 <= wall
+                               ? now
+                               : now + (uint64_t)(J.next_tick[i] * 1000 - wall);
+            deadline = min_u64(deadline, due > M_sched_retry ? due : M_sched_retry);
+        }
         if (pub_pending)
             deadline = min_u64(deadline, last_pub + PUBLISH_GAP_MS);
-        if (J.npumps)
+        /* Pumps run when due, at most every PUBLISH_GAP_MS: no wake-up
+         * every few milliseconds while none is. */
+        if (J.npumps && !draining && pumps_due())
             deadline = min_u64(deadline, next_pump);
         uint64_t rd = atomic_load(&J.retry_due);
         if (rd)
