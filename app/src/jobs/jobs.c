@@ -52,6 +52,9 @@
  * runs and closing. */
 #define DRAIN_MARGIN_MS 500
 #define MAX_PUMPS 8
+/* Retry times this instance remembers to claim on time (beyond them, the
+ * latest ones wait for the poll). */
+#define MAX_RETRY_TIMES 64
 
 #define PG_NOW "now()"
 #define LITE_NOW "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
@@ -106,7 +109,11 @@ static struct {
     atomic_bool stop;
     volatile bool stopping; /* draining: jobs see it through kiln_job.stopping */
     atomic_bool draining;
-    _Atomic uint64_t retry_due; /* the soonest retry this instance set (ms), 0: none */
+    /* When the retries this instance set are due (monotonic ms, under
+     * lock): each one, not only the soonest, so that a later retry is not
+     * left to the poll once a sooner one was claimed. */
+    uint64_t retry_at[MAX_RETRY_TIMES];
+    size_t nretry;
     uint64_t drain_started;
     bool started, pg, valkey;
 
@@ -348,10 +355,19 @@ static void finish(struct runner *r, const struct claimed *c, enum kiln_job_resu
     } else {
         if (res == KILN_JOB_RETRY) {
             /* Claim it on time, not at the next poll. */
-            uint64_t due = kiln_now_ms() + delay, cur = atomic_load(&J.retry_due);
-            while ((cur == 0 || due < cur) &&
-                   !atomic_compare_exchange_weak(&J.retry_due, &cur, due))
-                ;
+            uint64_t due = kiln_now_ms() + delay;
+            pthread_mutex_lock(&J.lock);
+            if (J.nretry < MAX_RETRY_TIMES) {
+                J.retry_at[J.nretry++] = due;
+            } else {
+                size_t latest = 0;
+                for (size_t i = 1; i < J.nretry; i++)
+                    if (J.retry_at[i] > J.retry_at[latest])
+                        latest = i;
+                if (due < J.retry_at[latest])
+                    J.retry_at[latest] = due;
+            }
+            pthread_mutex_unlock(&J.lock);
         }
         bool dead = res == KILN_JOB_DEAD;
         if (res == KILN_JOB_RETRY && rows.nrows == 1) {
@@ -707,6 +723,27 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
     return a < b ? a : b;
 }
 
+/* The soonest retry time this instance set (0: none); with take, those
+ * due by now are forgotten, and the answer is whether there were any. */
+static uint64_t retries(uint64_t now, bool take)
+{
+    uint64_t soonest = 0;
+    bool due = false;
+    pthread_mutex_lock(&J.lock);
+    for (size_t i = 0; i < J.nretry;) {
+        if (take && J.retry_at[i] <= now) {
+            J.retry_at[i] = J.retry_at[--J.nretry];
+            due = true;
+            continue;
+        }
+        if (!soonest || J.retry_at[i] < soonest)
+            soonest = J.retry_at[i];
+        i++;
+    }
+    pthread_mutex_unlock(&J.lock);
+    return take ? due : soonest;
+}
+
 static void on_message(void *arg, kiln_str m)
 {
     bool *want = arg;
@@ -756,7 +793,7 @@ static void *manager_main(void *arg)
          * every few milliseconds while none is. */
         if (J.npumps && !draining && pumps_due())
             deadline = min_u64(deadline, next_pump);
-        uint64_t rd = atomic_load(&J.retry_due);
+        uint64_t rd = retries(now, false);
         if (rd)
             deadline = min_u64(deadline, rd);
         if (want && !draining && free_slots())
@@ -786,8 +823,7 @@ static void *manager_main(void *arg)
             pub_pending = J.valkey;
         }
         now = kiln_now_ms();
-        rd = atomic_load(&J.retry_due);
-        if (rd && now >= rd && atomic_compare_exchange_strong(&J.retry_due, &rd, 0))
+        if (retries(now, true))
             want = true;
         if (pub_pending && now >= last_pub + PUBLISH_GAP_MS) {
             pub_pending = false;
