@@ -872,8 +872,8 @@ static void *manager_main(void *arg)
 int kiln_jobs_start(const struct kiln_jobs_config *cfg)
 {
     J.cfg = *cfg;
-    if (!J.cfg.concurrency)
-        J.cfg.concurrency = 4;
+    /* 0 is an instance that runs no jobs (JOB_CONCURRENCY=0): it still
+     * enqueues, schedules, sweeps and pumps. */
     if (J.cfg.concurrency > MAX_RUNNERS)
         J.cfg.concurrency = MAX_RUNNERS;
     if (!J.cfg.lease_s)
