@@ -6,7 +6,8 @@ that runs are counted across instances.
 
 What is checked:
   * a job enqueued in a transaction that rolled back never runs and leaves
-    no row (a job enqueued after it does run);
+    no row (a job enqueued after it does run); a delayed job (delay_ms)
+    waits for its time; bad enqueues are 422;
   * committed jobs run exactly once: 2,000 in one transaction on two
     instances sharing PostgreSQL (both run some), 500 on one SQLite
     instance; every row ends done after one attempt;
@@ -269,7 +270,8 @@ def running_on(cluster, srv, ids):
     """The ids of ``ids`` that ``srv`` holds (state running, locked_by it)."""
     st = cluster.states(ids)
     return {i for i, r in st.items()
-            if r["state"] == "running" and r["locked_by"] and pid_of(r["locked_by"]) == srv.proc.pid}
+            if r["state"] == "running" and r["locked_by"]
+            and pid_of(r["locked_by"]) == srv.proc.pid}
 
 
 # --------------------------------------------------------------------------
@@ -289,7 +291,7 @@ def test_a_job_enqueued_in_a_rolled_back_transaction_never_runs(cluster):
     # ran, anything committed before it would have run too.
     time.sleep(1.0)
     [sentinel] = enqueue(srv, "test.record", {"tag": t, "what": "sentinel"})
-    wait_for(lambda: cluster.runs(tag=t), 10 * SLOW, "the committed job ran")
+    wait_done(cluster, [sentinel], 10 * SLOW)
     time.sleep(0.5)
     runs = cluster.runs(tag=t)
     assert [r["args"]["what"] for r in runs] == ["sentinel"], runs
@@ -309,6 +311,18 @@ def test_enqueue_refuses_bad_input(cluster):
     assert cluster.jobs("kind LIKE 'test.%'") == []
 
 
+def test_a_delayed_job_waits_for_its_time(cluster):
+    srv = cluster.start(JOB_POLL_MS=50)
+    t = tag()
+    t0 = time.monotonic()
+    [jid] = enqueue(srv, "test.record", {"tag": t}, delay_ms=1500)
+    time.sleep(0.8)
+    assert not cluster.runs(tag=t) and cluster.job(jid)["state"] == "queued", cluster.job(jid)
+    wait_for(lambda: cluster.runs(tag=t), 5 * SLOW, "the delayed job ran")
+    took = time.monotonic() - t0
+    assert 1.4 <= took < 1.5 + 1.5 * SLOW, f"delay_ms=1500 ran after {took:.2f} s"
+
+
 # --------------------------------------------------------------------------
 # exactly once, several instances
 # --------------------------------------------------------------------------
@@ -320,16 +334,17 @@ def test_committed_jobs_run_exactly_once(cluster):
     t = tag()
     ids = enqueue(a, "test.record", {"tag": t}, count=count)
     assert len(ids) == count and all(isinstance(i, int) for i in ids) and len(set(ids)) == count
-    wait_for(lambda: len({r["id"] for r in cluster.runs(tag=t)}) >= count, 45 * SLOW if PG else 30 * SLOW,
+    wait_for(lambda: len({r["id"] for r in cluster.runs(tag=t)}) >= count, 45 * SLOW,
              f"{count} distinct jobs ran")
+    st = wait_done(cluster, ids, 10 * SLOW)
     time.sleep(0.5)  # a second run of any of them would show by now
     runs = by_id(cluster.runs(tag=t))
-    assert set(runs) == set(ids), f"ran ids that were not enqueued: {sorted(set(runs) - set(ids))[:5]}"
+    assert set(runs) == set(ids), \
+        f"ran ids that were not enqueued: {sorted(set(runs) - set(ids))[:5]}"
     twice = {i: rs for i, rs in runs.items() if len(rs) != 1}
     assert not twice, f"{len(twice)} jobs ran more than once, e.g. {list(twice.values())[:2]}"
     assert sorted(rs[0]["args"]["n"] for rs in runs.values()) == list(range(count))
     assert all(rs[0]["attempt"] == 1 for rs in runs.values())
-    st = cluster.states(ids)
     bad = [r for r in st.values() if (r["state"], r["attempts"]) != ("done", 1)]
     assert len(st) == count and not bad, f"rows not done after one attempt: {bad[:3]}"
     if PG:
@@ -411,10 +426,10 @@ def test_a_job_longer_than_its_lease_runs_once(cluster):
 # retries, dead jobs
 # --------------------------------------------------------------------------
 
-def watch_runs(cluster, t, until, timeout):
+def watch_runs(cluster, t, until, timeout, seen=None):
     """Log lines of tag ``t`` with the time each was first seen, until
-    ``until(lines)``."""
-    seen = {}
+    ``until(lines)``; ``seen``: the dict of an earlier call, to go on."""
+    seen = {} if seen is None else seen
     deadline = time.monotonic() + timeout
     while True:
         for r in cluster.runs(tag=t):
@@ -453,12 +468,14 @@ def test_retry_ms_spaces_the_attempts_and_every_retry_is_on_time(cluster):
     t = tag()
     [soon] = enqueue(srv, "test.fail", {"tag": t, "fail": 1, "retry_ms": 300})
     [late] = enqueue(srv, "test.fail", {"tag": t, "fail": 1, "retry_ms": 1200})
-    watch_runs(cluster, t, lambda ls: len(ls) >= 2, 5 * SLOW)
-    # between the attempts a job waits, queued, with the error kept
-    row = cluster.job(late)
+    seen = watch_runs(cluster, t, lambda ls: len(ls) >= 2, 5 * SLOW)
+    # between the attempts a job waits, queued, with the error kept (its
+    # line is written before its end is)
+    row = wait_for(lambda: (lambda r: r if r["state"] != "running" else None)(cluster.job(late)),
+                   2 * SLOW, "the first attempt ended")
     assert row["state"] == "queued" and row["attempts"] == 1, row
     assert "attempt 1 fails on purpose" in row["last_error"], row
-    seen = watch_runs(cluster, t, lambda ls: len(ls) >= 4, 6 * SLOW)
+    seen = watch_runs(cluster, t, lambda ls: len(ls) >= 4, 6 * SLOW, seen)
     for jid, ms in ((soon, 300), (late, 1200)):
         gap = seen[(jid, 2)][0] - seen[(jid, 1)][0]
         assert ms / 1000 - 0.1 <= gap < ms / 1000 + 1.5 * SLOW, \
@@ -522,27 +539,35 @@ def test_idempotency_key(cluster):
 
 def test_every_tick_runs_exactly_once_across_instances(cluster):
     n = 3 if PG else 1
+    first = time.time()
     srvs = [cluster.start(KILN_TEST_JOBS_EVERY=1) for _ in range(n)]
     started = time.time()
     time.sleep(5)
     stop = time.time()
-    time.sleep(1.0)  # the last ticks' runs end
-    rows = cluster.jobs("kind = 'test.every'")
-    ticks = {}
-    for r in rows:
-        assert r["idempotency_key"].startswith("tick:"), r
-        ticks.setdefault(int(r["idempotency_key"][5:]), []).append(r)
-    assert all(len(v) == 1 for v in ticks.values()), f"ticks enqueued twice: {ticks}"
-    # every second from the first instance's start to the end: no gap
+
+    def by_tick():
+        ticks = {}
+        for r in cluster.jobs("kind = 'test.every'"):
+            assert r["idempotency_key"].startswith("tick:"), r
+            ticks.setdefault(int(r["idempotency_key"][5:]), []).append(r)
+        return ticks
+    ticks = by_tick()
+    # every second (UTC) from when all instances were up to the end: no gap
     want = set(range(int(started) + 1, int(stop) + 1))
     assert want <= set(ticks), f"missing ticks {sorted(want - set(ticks))}; have {sorted(ticks)}"
-    assert set(ticks) <= set(range(int(started) - 2, int(time.time()) + 1)), sorted(ticks)
+    wait_done(cluster, [ticks[tick][0]["id"] for tick in want], 5 * SLOW)
+    time.sleep(0.3)
+    ticks = by_tick()
+    assert all(len(v) == 1 for v in ticks.values()), f"ticks enqueued twice: {ticks}"
+    assert set(ticks) <= set(range(int(first) + 1, int(time.time()) + 1)), \
+        f"ticks {sorted(ticks)} outside the test's seconds [{first:.1f}, {time.time():.1f}]"
     runs = by_id(cluster.runs(kind="test.every"))
     for tick in want:
         [row] = ticks[tick]
         assert row["state"] == "done" and row["attempts"] == 1, row
-        assert len(runs.get(row["id"], [])) == 1, f"tick {tick} ran {len(runs.get(row['id'], []))} times"
-    assert set(runs) <= {r["id"] for r in rows}
+        n_runs = len(runs.get(row["id"], []))
+        assert n_runs == 1, f"tick {tick} ran {n_runs} times"
+    assert set(runs) <= {v[0]["id"] for v in ticks.values()}
     assert all(len(v) == 1 for v in runs.values()), runs
     if PG:
         pids = {s.proc.pid for s in srvs}
