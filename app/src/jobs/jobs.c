@@ -52,6 +52,9 @@
  * runs and closing. */
 #define DRAIN_MARGIN_MS 500
 #define MAX_PUMPS 8
+/* Retry times this instance remembers to claim on time (beyond them, the
+ * latest ones wait for the poll). */
+#define MAX_RETRY_TIMES 64
 
 #define PG_NOW "now()"
 #define LITE_NOW "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
@@ -106,7 +109,11 @@ static struct {
     atomic_bool stop;
     volatile bool stopping; /* draining: jobs see it through kiln_job.stopping */
     atomic_bool draining;
-    _Atomic uint64_t retry_due; /* the soonest retry this instance set (ms), 0: none */
+    /* When the retries this instance set are due (monotonic ms, under
+     * lock): each one, not only the soonest, so that a later retry is not
+     * left to the poll once a sooner one was claimed. */
+    uint64_t retry_at[MAX_RETRY_TIMES];
+    size_t nretry;
     uint64_t drain_started;
     bool started, pg, valkey;
 
@@ -348,10 +355,19 @@ static void finish(struct runner *r, const struct claimed *c, enum kiln_job_resu
     } else {
         if (res == KILN_JOB_RETRY) {
             /* Claim it on time, not at the next poll. */
-            uint64_t due = kiln_now_ms() + delay, cur = atomic_load(&J.retry_due);
-            while ((cur == 0 || due < cur) &&
-                   !atomic_compare_exchange_weak(&J.retry_due, &cur, due))
-                ;
+            uint64_t due = kiln_now_ms() + delay;
+            pthread_mutex_lock(&J.lock);
+            if (J.nretry < MAX_RETRY_TIMES) {
+                J.retry_at[J.nretry++] = due;
+            } else {
+                size_t latest = 0;
+                for (size_t i = 1; i < J.nretry; i++)
+                    if (J.retry_at[i] > J.retry_at[latest])
+                        latest = i;
+                if (due < J.retry_at[latest])
+                    J.retry_at[latest] = due;
+            }
+            pthread_mutex_unlock(&J.lock);
         }
         bool dead = res == KILN_JOB_DEAD;
         if (res == KILN_JOB_RETRY && rows.nrows == 1) {
@@ -640,8 +656,26 @@ static int64_t next_tick(size_t i, int64_t after_s)
     return k->cron ? kiln_cron_next(&J.crons[i], after_s) : -1;
 }
 
+/* Ticks are wall-clock (UTC) seconds: the key must mean the same instant
+ * on every instance, and a cron expression is a time of day. kiln_now_ms
+ * is monotonic (seconds since boot), good only for this process's waits. */
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* After a failed enqueue of a tick (the database away), not before this
+ * (monotonic ms): the tick stays due, and retrying it at every turn of the
+ * loop would spin on the database. */
+#define SCHEDULE_RETRY_MS 1000
+static uint64_t M_sched_retry;
+
 static void schedule(int64_t now_s)
 {
+    if (kiln_now_ms() < M_sched_retry)
+        return;
     for (size_t i = 0; i < J.nkinds; i++) {
         if (J.next_tick[i] < 0 || now_s < J.next_tick[i])
             continue;
@@ -655,6 +689,9 @@ static void schedule(int64_t now_s)
                                    J.kinds[i].cron_args ? J.kinds[i].cron_args : "{}", &o, &id);
         if (err) {
             outage("Database", err, kiln_db_last_error(M_db));
+            M_sched_retry = kiln_now_ms() + SCHEDULE_RETRY_MS;
+            kiln_arena_free(a);
+            return;
         } else {
             /* Ticks missed while the database was away are not made up;
              * the next one after now is. */
@@ -664,6 +701,14 @@ static void schedule(int64_t now_s)
         }
         kiln_arena_free(a);
     }
+}
+
+static bool pumps_due(void)
+{
+    for (size_t i = 0; i < J.npumps; i++)
+        if (atomic_load(&J.pumps[i].due))
+            return true;
+    return false;
 }
 
 static void run_pumps(void)
@@ -676,6 +721,27 @@ static void run_pumps(void)
 static uint64_t min_u64(uint64_t a, uint64_t b)
 {
     return a < b ? a : b;
+}
+
+/* The soonest retry time this instance set (0: none); with take, those
+ * due by now are forgotten, and the answer is whether there were any. */
+static uint64_t retries(uint64_t now, bool take)
+{
+    uint64_t soonest = 0;
+    bool due = false;
+    pthread_mutex_lock(&J.lock);
+    for (size_t i = 0; i < J.nretry;) {
+        if (take && J.retry_at[i] <= now) {
+            J.retry_at[i] = J.retry_at[--J.nretry];
+            due = true;
+            continue;
+        }
+        if (!soonest || J.retry_at[i] < soonest)
+            soonest = J.retry_at[i];
+        i++;
+    }
+    pthread_mutex_unlock(&J.lock);
+    return take ? due : soonest;
 }
 
 static void on_message(void *arg, kiln_str m)
@@ -697,7 +763,7 @@ static void *manager_main(void *arg)
     uint64_t last_pub = 0, sub_retry = 0, next_pump = now;
     bool want = true, pub_pending = false;
     for (size_t i = 0; i < J.nkinds; i++)
-        J.next_tick[i] = next_tick(i, (int64_t)(now / 1000));
+        J.next_tick[i] = next_tick(i, wall_ms() / 1000);
 
     while (!atomic_load(&J.stop)) {
         now = kiln_now_ms();
@@ -710,14 +776,24 @@ static void *manager_main(void *arg)
         }
         uint64_t deadline = min_u64(next_poll, min_u64(next_renew, next_sweep));
         deadline = min_u64(deadline, now + DRAIN_CHECK_MS);
-        for (size_t i = 0; i < J.nkinds; i++)
-            if (J.next_tick[i] >= 0)
-                deadline = min_u64(deadline, (uint64_t)J.next_tick[i] * 1000);
+        /* Ticks and pumps wait while draining (nothing is scheduled or
+         * pumped then): a due one must not make the loop spin. */
+        int64_t wall = wall_ms();
+        for (size_t i = 0; i < J.nkinds && !draining; i++) {
+            if (J.next_tick[i] < 0)
+                continue;
+            uint64_t due = J.next_tick[i] * 1000 <= wall
+                               ? now
+                               : now + (uint64_t)(J.next_tick[i] * 1000 - wall);
+            deadline = min_u64(deadline, due > M_sched_retry ? due : M_sched_retry);
+        }
         if (pub_pending)
             deadline = min_u64(deadline, last_pub + PUBLISH_GAP_MS);
-        if (J.npumps)
+        /* Pumps run when due, at most every PUBLISH_GAP_MS: no wake-up
+         * every few milliseconds while none is. */
+        if (J.npumps && !draining && pumps_due())
             deadline = min_u64(deadline, next_pump);
-        uint64_t rd = atomic_load(&J.retry_due);
+        uint64_t rd = retries(now, false);
         if (rd)
             deadline = min_u64(deadline, rd);
         if (want && !draining && free_slots())
@@ -747,8 +823,7 @@ static void *manager_main(void *arg)
             pub_pending = J.valkey;
         }
         now = kiln_now_ms();
-        rd = atomic_load(&J.retry_due);
-        if (rd && now >= rd && atomic_compare_exchange_strong(&J.retry_due, &rd, 0))
+        if (retries(now, true))
             want = true;
         if (pub_pending && now >= last_pub + PUBLISH_GAP_MS) {
             pub_pending = false;
@@ -760,7 +835,7 @@ static void *manager_main(void *arg)
         if (atomic_load(&J.stop))
             break;
         if (!draining) {
-            schedule((int64_t)(now / 1000));
+            schedule(wall_ms() / 1000);
             if (J.npumps && now >= next_pump) {
                 run_pumps();
                 next_pump = now + PUBLISH_GAP_MS;
@@ -797,8 +872,8 @@ static void *manager_main(void *arg)
 int kiln_jobs_start(const struct kiln_jobs_config *cfg)
 {
     J.cfg = *cfg;
-    if (!J.cfg.concurrency)
-        J.cfg.concurrency = 4;
+    /* 0 is an instance that runs no jobs (JOB_CONCURRENCY=0): it still
+     * enqueues, schedules, sweeps and pumps. */
     if (J.cfg.concurrency > MAX_RUNNERS)
         J.cfg.concurrency = MAX_RUNNERS;
     if (!J.cfg.lease_s)

@@ -122,7 +122,7 @@ void kiln_jobs_notify(void);
 struct kiln_jobs_config {
     struct kiln_db_config db;    /* the runners' and the scheduler's connections */
     struct kiln_kv_store *kv;    /* Valkey: wake-ups between instances */
-    unsigned concurrency;        /* JOB_CONCURRENCY */
+    unsigned concurrency;        /* JOB_CONCURRENCY; 0: this instance runs no jobs */
     unsigned lease_s;            /* JOB_LEASE_SECONDS */
     unsigned poll_ms;            /* JOB_POLL_MS */
     unsigned retention_hours;    /* JOB_RETENTION_HOURS: done jobs kept */
