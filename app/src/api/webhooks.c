@@ -351,7 +351,8 @@ void api_webhooks_deliveries(struct kiln_req *req, struct kiln_res *res)
     if (!id || !load(req, res, id, &w))
         return;
     unsigned limit;
-    if (!res_query_uint(req, res, "limit", 50, 1, 100, &limit))
+    if (!res_query_uint(req, res, "limit", API_WEBHOOK_DELIVERIES_DEFAULT, 1,
+                        API_WEBHOOK_DELIVERIES_MAX, &limit))
         return;
     kiln_str p[2] = { kiln_str_c(id), kiln_str_c(kiln_arena_sprintf(req->arena, "%u", limit)) };
     struct kiln_db_rows d, at;
