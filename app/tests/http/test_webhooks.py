@@ -27,9 +27,12 @@ What is checked:
     {type, timestamp, data} with data exactly the event the change feed's
     stream shows (id, type, resource, action, row_id, data, owner, at);
     webhook-id is msg_<event id>; another user's writes never reach an
-    endpoint; failed writes (422, 404) and changes made before the endpoint
-    existed are not delivered; a tampered body or another secret does not
-    verify;
+    endpoint (also when both write at once); failed writes (422, 404) and
+    changes made before the endpoint existed are not delivered (on
+    PostgreSQL also when the dispatcher reaches them only after the
+    endpoint was made, in one batch with other owners' events: a
+    transaction held open in kiln's database holds it back); a tampered
+    body, id or timestamp, or another secret, does not verify;
   * rotation: the next delivery carries two signatures and verifies with
     the new secret and with the old one; a second rotation drops the
     oldest;
@@ -67,8 +70,8 @@ Every instance here runs with WEBHOOK_RETRY_SCHEDULE=200ms,200ms,200ms and
 JOB_POLL_MS=100; on PostgreSQL each gets a database of its own (so that no
 other instance of the run, with other settings, claims its deliveries).
 Runs in every store mode (KILN_STORES), plain and under ASan
-(KILN_SANITIZED=1: longer waits); the two-instance tests need postgres or
-pgbouncer.
+(KILN_SANITIZED=1: longer waits); the two-instance tests and the held
+batch need postgres or pgbouncer.
 """
 
 import base64
@@ -371,6 +374,10 @@ class Databases:
         name = svc.create_db("kwh")
         self.made.append(name)
         return {"DATABASE_URL": svc.db_url(name, via=kilnhttp.STORES)}
+
+    @property
+    def last(self):
+        return self.made[-1]
 
     def drop(self):
         svc = kilnhttp.services()
@@ -906,25 +913,102 @@ def test_star_gets_everything_and_a_type_only_itself(srv, rx, verifier):
 
 
 def test_another_users_writes_never_arrive(srv, rx, verifier):
+    """Both write at once (so that the dispatcher's batches hold both
+    owners' events); each endpoint gets its owner's only."""
     alice, bob = User(srv, "alice"), User(srv, "bob")
     wa, pa = alice.hook(rx, ["*"])
     wb, pb = bob.hook(rx, ["*"])
-    bn = bob.note()
+    made = {"alice": [], "bob": []}
+
+    def writer(user, who):
+        for i in range(6):
+            made[who].append(user.note(title=f"{who} {i}")["id"])
+    threads = [threading.Thread(target=writer, args=(alice, "alice")),
+               threading.Thread(target=writer, args=(bob, "bob"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     bob.ok("POST", "/projects", {"name": "bob's"}, 201)
-    bob.ok("PATCH", f"/notes/{bn['id']}", {"title": "bob again"})
     an = alice.note(title="alice's sentinel")
-    (ra,) = rx.wait(pa, 1)
-    rb = rx.wait(pb, 3)
-    payload = assert_verified(verifier, wa["secret"], [ra])[0]
-    assert payload["data"]["row_id"] == an["id"]
-    owners = {p["data"]["owner"] for p in assert_verified(verifier, wb["secret"], rb)}
-    assert len(owners) == 1 and payload["data"]["owner"] not in owners
+    ra = rx.wait(pa, 7)
+    rb = rx.wait(pb, 7)
+    pas = assert_verified(verifier, wa["secret"], ra)
+    pbs = assert_verified(verifier, wb["secret"], rb)
+    assert {p["data"]["row_id"] for p in pas} == set(made["alice"]) | {an["id"]}, pas
+    assert {p["data"]["row_id"] for p in pbs} >= set(made["bob"]), pbs
+    owners_a = {p["data"]["owner"] for p in pas}
+    owners_b = {p["data"]["owner"] for p in pbs}
+    assert len(owners_a) == 1 and len(owners_b) == 1 and owners_a != owners_b
     # Bob's events were dispatched before alice's sentinel (commit order):
     # alice's log is complete and holds only hers.
-    log = alice.wait_deliveries(wa["id"], settled)
-    assert [x["event_id"] for x in log] == [payload["data"]["id"]], log
+    log = alice.wait_deliveries(wa["id"], lambda d: len(d) == 7 and settled(d))
+    assert {x["event_id"] for x in log} == {p["data"]["id"] for p in pas}, log
     time.sleep(QUIET_S)
-    assert len(rx.got(pa)) == 1 and len(rx.got(pb)) == 3, rx.requests
+    assert len(rx.got(pa)) == 7 and len(rx.got(pb)) == 7, rx.requests
+
+
+class HeldTransaction:
+    """psql holding a transaction with an xid open in a database: the
+    change feed's horizon (and so the dispatcher) stops before every event
+    committed after it began, until it ends."""
+
+    def __init__(self, db):
+        svc = kilnhttp.services()
+        self.proc = subprocess.Popen(
+            [svc.psql_bin, "-X", "-q", "-At", "-h", svc.pg_socket_dir, "-p", str(svc.pg_port),
+             "-U", svc.pg_superuser, "-d", db],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        self.proc.stdin.write(b"BEGIN;\nSELECT pg_current_xact_id();\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip().isdigit(), "the transaction has no xid"
+
+    def end(self):
+        if self.proc.poll() is not None:
+            return
+        try:
+            self.proc.stdin.write(b"COMMIT;\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@needs_shared_db
+def test_one_batch_of_several_owners_and_an_endpoint_made_meanwhile(dbs, start, rx, verifier):
+    """The dispatcher held back (an open transaction in kiln's database)
+    while alice changes a note, then makes her endpoint, and both write
+    again: released, one batch holds all of it. Alice's endpoint gets her
+    change made after it existed only; bob's gets his only."""
+    srv = start(dbs.env())
+    db = dbs.last
+    alice, bob = User(srv, "alice"), User(srv, "bob")
+    wb, pb = bob.hook(rx, ["*"])
+    held = HeldTransaction(db)
+    try:
+        early = alice.note(title="before alice's endpoint")
+        time.sleep(0.05)
+        wa, pa = alice.hook(rx, ["*"])
+        b1 = bob.note(title="bob's")
+        a1 = alice.note(title="alice's, after her endpoint")
+        time.sleep(0.5)
+        assert rx.requests == [], "delivered past an open transaction"
+    finally:
+        held.end()
+    (ra,) = rx.wait(pa, 1)
+    (rb,) = rx.wait(pb, 1)
+    assert assert_verified(verifier, wa["secret"], [ra])[0]["data"]["row_id"] == a1["id"]
+    assert assert_verified(verifier, wb["secret"], [rb])[0]["data"]["row_id"] == b1["id"]
+    alice.wait_deliveries(wa["id"], lambda d: len(d) == 1 and settled(d))
+    bob.wait_deliveries(wb["id"], lambda d: len(d) == 1 and settled(d))
+    time.sleep(QUIET_S)
+    assert len(rx.got(pa)) == 1 and len(rx.got(pb)) == 1, rx.requests
+    assert early["id"] not in b"".join(r.body for r in rx.requests).decode()
 
 
 def test_failed_writes_and_earlier_changes_are_not_delivered(srv, rx, verifier):
