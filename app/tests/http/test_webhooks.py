@@ -149,6 +149,13 @@ class Redirect:
         self.location, self.status = location, status
 
 
+class Big:
+    """Answer ``status`` with a body of ``size`` bytes."""
+
+    def __init__(self, size, status=200):
+        self.size, self.status = size, status
+
+
 class Received:
     def __init__(self, method, path, headers, body):
         self.method, self.path, self.body = method, path, body
@@ -172,9 +179,10 @@ class Receiver:
     Each endpoint of a test gets a path of its own (``new_path``); its
     script (``script(path, *answers)``) says how to answer its requests in
     turn, the last answer repeating: a status, Sleep, Hold or Redirect.
-    Unscripted paths answer 200."""
+    Unscripted paths answer 200. ``host``: 127.0.0.1 or ::1."""
 
-    def __init__(self):
+    def __init__(self, host="127.0.0.1"):
+        self.host = host
         self.cond = threading.Condition()
         self.requests = []
         self.scripts = {}
@@ -201,6 +209,7 @@ class Receiver:
                     receiver.cond.notify_all()
                 headers = []
                 status = answer
+                body = b"ok"
                 if isinstance(answer, Sleep):
                     time.sleep(answer.seconds)
                     status = answer.status
@@ -210,15 +219,18 @@ class Receiver:
                 elif isinstance(answer, Redirect):
                     status = answer.status
                     headers.append(("Location", answer.location))
+                elif isinstance(answer, Big):
+                    status = answer.status
+                    body = b"x" * answer.size
                 try:
                     self.send_response(status)
                     for k, v in headers:
                         self.send_header(k, v)
                     self.send_header("Content-Type", "text/plain")
-                    self.send_header("Content-Length", "2")
+                    self.send_header("Content-Length", str(len(body)))
                     self.send_header("Connection", "close")
                     self.end_headers()
-                    self.wfile.write(b"ok")
+                    self.wfile.write(body)
                     self.wfile.flush()
                 except OSError:
                     pass  # the client gave up (a timeout)
@@ -230,14 +242,16 @@ class Receiver:
         class Server(http.server.ThreadingHTTPServer):
             daemon_threads = True
             block_on_close = False
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.httpd = Server((host, 0), Handler)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)
         self.thread.start()
 
-    def url(self, path, host="127.0.0.1"):
+    def url(self, path, host=None):
+        host = host or (f"[{self.host}]" if ":" in self.host else self.host)
         return f"http://{host}:{self.port}{path}"
 
     @staticmethod
@@ -1171,6 +1185,42 @@ def test_connection_errors_are_retried_until_the_schedule_is_spent(srv, rx):
     assert d["state"] == "failed" and d["attempts"] == 4, d      # 1 + 3 retries
     for a in d["attempt_log"]:
         assert a["status"] is None and a["error"], a
+
+
+def test_a_big_answer_is_read_in_part_and_ignored(srv, rx):
+    u = User(srv)
+    path = rx.new_path()
+    rx.script(path, Big(1_000_000))
+    w, _ = u.hook(rx, ["notes.created"], path=path)
+    u.note()
+    rx.wait(path, 1)
+    (d,) = u.wait_deliveries(w["id"], settled)
+    assert d["state"] == "succeeded" and d["attempts"] == 1, d
+    assert d["attempt_log"][0]["status"] == 200 and d["attempt_log"][0]["error"] is None, d
+
+
+def test_localhost_and_ipv6_loopback_when_private_addresses_are_allowed(srv, rx, verifier):
+    """WEBHOOK_ALLOW_PRIVATE=true: localhost (pinned to 127.0.0.1) and an
+    IPv6 literal (which the resolve pin cannot carry: the socket check
+    alone) are delivered to."""
+    rx6 = Receiver("::1")
+    try:
+        u = User(srv)
+        p4, p6 = rx.new_path(), rx6.new_path()
+        w4 = u.ok("POST", "/webhooks", {"url": rx.url(p4, host="localhost"),
+                                        "events": ["notes.created"]}, 201)
+        w6 = u.ok("POST", "/webhooks", {"url": rx6.url(p6), "events": ["notes.created"]}, 201)
+        assert w6["url"].startswith("http://[::1]:"), w6
+        n = u.note()
+        (r4,) = rx.wait(p4, 1)
+        (r6,) = rx6.wait(p6, 1)
+        for w, r in ((w4, r4), (w6, r6)):
+            (pl,) = assert_verified(verifier, w["secret"], [r])
+            assert pl["data"]["row_id"] == n["id"]
+            assert r.headers.get("host", "").startswith("localhost:" if w is w4 else "[::1]:"), \
+                r.headers
+    finally:
+        rx6.close()
 
 
 # --------------------------------------------------------------------------
