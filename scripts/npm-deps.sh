@@ -10,6 +10,10 @@
 #                     document: make openapi-lint, redocly.yaml); the 1.x
 #                     line because it runs on Node.js 18.17+, Debian 12's
 #                     own nodejs (2.x needs 20.19+)
+#   app/tests/webhooks/ standardwebhooks 1.3.0 (the Standard Webhooks
+#                     reference library: app/tests/webhooks/verify.js checks
+#                     every delivery of app/tests/http/test_webhooks.py with
+#                     it; plain JavaScript, runs on Node.js 18)
 #   infra/tests/      @cdktf/hcl2json (the infra policy suite)
 #   app/tests/browser/ playwright-core 1.61 (drives Debian's /usr/bin/chromium
 #                     for the browser test of the change feed,
@@ -30,7 +34,7 @@
 #   scripts/npm-deps.sh --check    exit 1 (and say why) if not installed
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
-dirs="app/tests/oidc app/tests/s3 app/tests/openapi app/tests/browser infra/tests"
+dirs="app/tests/oidc app/tests/s3 app/tests/openapi app/tests/browser app/tests/webhooks infra/tests"
 check_only=0
 [ "${1:-}" = --check ] && check_only=1
 

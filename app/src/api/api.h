@@ -58,6 +58,9 @@ int api_openapi_write(FILE *out);
 #define API_AUDIT_PAGE_MAX 200
 #define API_AUDIT_OFFSET_MAX 1000000
 
+#define API_WEBHOOK_DELIVERIES_DEFAULT 50 /* GET /webhooks/:id/deliveries ?limit= */
+#define API_WEBHOOK_DELIVERIES_MAX 100
+
 /* events.c: the change feed's stream and the audit log */
 void api_events_stream(struct kiln_req *req, struct kiln_res *res);
 void api_audit_list(struct kiln_req *req, struct kiln_res *res);

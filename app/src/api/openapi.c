@@ -16,7 +16,8 @@
  * - app/docs/operations.json (embedded at build time, scripts/embed-docs.sh)
  *   for the handlers written by hand: their summaries, descriptions,
  *   parameters, bodies, success responses and schemas, keyed by handler
- *   name and method. A JSON file rather than a C table because those docs
+ *   name and method; and the document's `webhooks` (OpenAPI 3.1: the
+ *   requests Kiln sends to the users' webhook endpoints), copied as is. A JSON file rather than a C table because those docs
  *   are JSON already (nested schemas, long prose with quotes and
  *   backticks), which C string literals or json_pack calls would make hard
  *   to read and review; C has no names for its functions at run time, so
@@ -59,6 +60,8 @@
 #include "api/engine.h"
 #include "auth/guard.h"
 #include "aws/s3.h"
+#include "core/egress.h"
+#include "webhooks/webhooks.h"
 
 extern const char kiln__operations_json[];
 extern const size_t kiln__operations_json_len;
@@ -83,6 +86,9 @@ static const struct {
     HANDLER(api_dashboard),      HANDLER(api_uploads_list),   HANDLER(api_uploads_presign),
     HANDLER(api_uploads_types),  HANDLER(api_uploads_show),   HANDLER(api_uploads_delete),
     HANDLER(api_uploads_download), HANDLER(api_events_stream), HANDLER(api_audit_list),
+    HANDLER(api_webhooks_create), HANDLER(api_webhooks_list),  HANDLER(api_webhooks_show),
+    HANDLER(api_webhooks_update), HANDLER(api_webhooks_delete), HANDLER(api_webhooks_rotate),
+    HANDLER(api_webhooks_test),  HANDLER(api_webhooks_deliveries), HANDLER(api_webhooks_retry),
 };
 #undef HANDLER
 
@@ -112,6 +118,17 @@ static const struct {
       API_AUDIT_OFFSET_MAX },
     { "schemas/UploadPresignInput/properties/filename", "minLength", 1 },
     { "schemas/UploadPresignInput/properties/filename", "maxLength", API_UPLOADS_FILENAME_MAX },
+    { "operations/api_webhooks_deliveries/get/parameters/limit/schema", "minimum", 1 },
+    { "operations/api_webhooks_deliveries/get/parameters/limit/schema", "maximum",
+      API_WEBHOOK_DELIVERIES_MAX },
+    { "operations/api_webhooks_deliveries/get/parameters/limit/schema", "default",
+      API_WEBHOOK_DELIVERIES_DEFAULT },
+    { "schemas/WebhookUrl", "minLength", 1 },
+    { "schemas/WebhookUrl", "maxLength", KILN_EGRESS_MAX_URL },
+    { "schemas/WebhookEventPatterns", "minItems", 1 },
+    { "schemas/WebhookEventPatterns", "maxItems", KILN_WEBHOOK_MAX_PATTERNS },
+    { "schemas/WebhookDescription", "maxLength", KILN_WEBHOOK_MAX_DESCRIPTION },
+    { "schemas/WebhookList/properties/data", "maxItems", KILN_WEBHOOKS_PER_USER },
 };
 
 /* ---- the answers of the server and the guard ---- */
@@ -1153,6 +1170,11 @@ static json_t *build_document(struct gen *g)
         json_object_set_new(item, method, op);
     }
     json_object_set_new(doc, "paths", paths);
+    /* What Kiln sends (OpenAPI 3.1): the webhook deliveries' request, as
+     * operations.json writes it. */
+    json_t *webhooks = json_object_get(g->ops, "webhooks");
+    if (webhooks)
+        json_object_set(doc, "webhooks", webhooks);
     json_object_set_new(doc, "components", components(g));
 
     /* Docs no route uses are stale: a handler renamed or a route removed. */

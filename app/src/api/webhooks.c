@@ -250,7 +250,8 @@ void api_webhooks_update(struct kiln_req *req, struct kiln_res *res)
     if (res_errors_answer(req, res, &errs))
         return;
     /* NULL parameters keep the stored value; turning an endpoint on again
-     * clears why it was off and its run of failures. */
+     * clears why it was off and its run of failures. SQLite gets $6 as
+     * text, which never equals the integer 1 uncast. */
     kiln_str p[7] = {
         kiln_str_c(id),
         kiln_str_c(res_user_id(req)),
@@ -271,9 +272,10 @@ void api_webhooks_update(struct kiln_req *req, struct kiln_res *res)
              "updated_at = $7 WHERE id = $1 AND user_id = $2 RETURNING " COLUMNS
            : "UPDATE webhooks SET url = coalesce($3, url), events = coalesce($4, events), "
              "description = coalesce($5, description), enabled = coalesce($6, enabled), "
-             "disabled_reason = CASE WHEN $6 = 1 THEN NULL ELSE disabled_reason END, "
-             "failing_since = CASE WHEN $6 = 1 THEN NULL ELSE failing_since END, updated_at = "
-             "$7 WHERE id = $1 AND user_id = $2 RETURNING " COLUMNS,
+             "disabled_reason = CASE WHEN CAST($6 AS INTEGER) = 1 THEN NULL ELSE "
+             "disabled_reason END, failing_since = CASE WHEN CAST($6 AS INTEGER) = 1 THEN NULL "
+             "ELSE failing_since END, updated_at = $7 WHERE id = $1 AND user_id = $2 "
+             "RETURNING " COLUMNS,
         p, 7, &rows);
     if (err) {
         res_store_error(req, res, err, "webhook");
@@ -392,7 +394,8 @@ void api_webhooks_deliveries(struct kiln_req *req, struct kiln_res *res)
     if (!id || !load(req, res, id, &w))
         return;
     unsigned limit;
-    if (!res_query_uint(req, res, "limit", 50, 1, 100, &limit))
+    if (!res_query_uint(req, res, "limit", API_WEBHOOK_DELIVERIES_DEFAULT, 1,
+                        API_WEBHOOK_DELIVERIES_MAX, &limit))
         return;
     kiln_str p[2] = { kiln_str_c(id), kiln_str_c(kiln_arena_sprintf(req->arena, "%u", limit)) };
     struct kiln_db_rows d, at;

@@ -419,11 +419,17 @@ static int record(struct kiln_job_run *job, long long did, const char *wid, long
             struct timespec cts = { (time_t)(cut_ms / 1000), (long)(cut_ms % 1000) * 1000000 };
             char cut[KILN_RFC3339_LEN + 1];
             kiln_time_rfc3339(cut, &cts);
+            /* In seconds, or in ms when that is not whole (a schedule of
+             * "200ms,200ms,200ms" is not "0 s"). */
+            const char *spans = span % 1000
+                                    ? kiln_arena_sprintf(a, "%llu ms", (unsigned long long)span)
+                                    : kiln_arena_sprintf(a, "%llu s",
+                                                         (unsigned long long)(span / 1000));
             const char *why = kiln_arena_sprintf(
                 a,
                 "Disabled at %s: every delivery has failed since its failures began, for longer "
-                "than the retry schedule (%llu s). Last error: %s",
-                now, (unsigned long long)(span / 1000), error ? error : "?");
+                "than the retry schedule (%s). Last error: %s",
+                now, spans, error ? error : "?");
             kiln_str r[4] = { kiln_str_c(wid), kiln_str_c(cut), kiln_str_c(why),
                               kiln_str_c(now) };
             struct kiln_db_rows rows;

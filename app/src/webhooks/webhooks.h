@@ -17,6 +17,14 @@
  * WEBHOOK_RETRY_SCHEDULE; other answers fail the delivery at once. An
  * endpoint whose deliveries have all failed for longer than the whole
  * schedule is disabled, with the reason.
+ *
+ * Order: deliveries are made, and their jobs enqueued, in the feed's
+ * commit order, and jobs are claimed oldest first (run_at, id), so first
+ * attempts start in that order. Up to JOB_CONCURRENCY run at once, to one
+ * endpoint as to several, so they may arrive in another order; a retry
+ * waits out its delay behind later events (no head-of-line blocking).
+ * Only with JOB_CONCURRENCY=1 do first attempts arrive in commit order.
+ * (app/tests/http/test_webhooks.py tests each of these.)
  */
 #ifndef KILN_WEBHOOKS_WEBHOOKS_H
 #define KILN_WEBHOOKS_WEBHOOKS_H

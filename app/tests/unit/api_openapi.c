@@ -23,6 +23,8 @@
 #include "api/engine.h"
 #include "auth/guard.h"
 #include "aws/s3.h"
+#include "core/egress.h"
+#include "webhooks/webhooks.h"
 
 static const json_t *doc;
 
@@ -390,6 +392,52 @@ static void test_handler_bounds_are_the_documents(void **state)
     assert_int_equal(integer(s, "default", "limit"), API_UPLOADS_LIST_DEFAULT);
     s = get(get(schema("UploadPresignInput"), "properties"), "filename");
     assert_int_equal(integer(s, "maxLength", "filename"), API_UPLOADS_FILENAME_MAX);
+    s = query_schema("/api/v1/webhooks/{id}/deliveries", "limit");
+    assert_int_equal(integer(s, "maximum", "limit"), API_WEBHOOK_DELIVERIES_MAX);
+    assert_int_equal(integer(s, "default", "limit"), API_WEBHOOK_DELIVERIES_DEFAULT);
+    assert_int_equal(integer(s, "minimum", "limit"), 1);
+    assert_int_equal(integer(schema("WebhookUrl"), "maxLength", "url"), KILN_EGRESS_MAX_URL);
+    assert_int_equal(integer(schema("WebhookEventPatterns"), "maxItems", "events"),
+                     KILN_WEBHOOK_MAX_PATTERNS);
+    assert_int_equal(integer(schema("WebhookEventPatterns"), "minItems", "events"), 1);
+    assert_int_equal(integer(schema("WebhookDescription"), "maxLength", "description"),
+                     KILN_WEBHOOK_MAX_DESCRIPTION);
+    s = get(get(schema("WebhookList"), "properties"), "data");
+    assert_int_equal(integer(s, "maxItems", "webhooks"), KILN_WEBHOOKS_PER_USER);
+}
+
+/* What Kiln sends to webhook endpoints: the document's webhooks section
+ * (OpenAPI 3.1) describes the request, its body the payload schema, whose
+ * event is the change feed's. */
+static void test_webhook_deliveries_are_described(void **state)
+{
+    (void)state;
+    json_t *post = get(get(get(doc, "webhooks"), "delivery"), "post");
+    if (!post)
+        fail_msg("the document has no webhooks.delivery.post");
+    json_t *body = get(get(get(get(post, "requestBody"), "content"), "application/json"),
+                       "schema");
+    assert_string_equal(json_string_value(get(body, "$ref")),
+                        "#/components/schemas/WebhookPayload");
+    const char *want[] = { "webhook-id", "webhook-timestamp", "webhook-signature" };
+    json_t *params = get(post, "parameters");
+    for (size_t w = 0; w < sizeof want / sizeof want[0]; w++) {
+        bool found = false;
+        for (size_t i = 0; i < json_array_size(params); i++) {
+            json_t *p = json_array_get(params, i);
+            found |= !strcmp(json_string_value(get(p, "name")), want[w]) &&
+                     !strcmp(json_string_value(get(p, "in")), "header");
+        }
+        if (!found)
+            fail_msg("webhooks.delivery.post does not name the %s header", want[w]);
+    }
+    json_t *data = get(get(schema("WebhookEventPayload"), "properties"), "data");
+    assert_string_equal(json_string_value(get(data, "$ref")), "#/components/schemas/Event");
+    assert_non_null(get(schema("WebhookTestPayload"), "properties"));
+    /* The secret is in the answers that make one, never in Webhook. */
+    assert_null(get(get(schema("Webhook"), "properties"), "secret"));
+    assert_non_null(get(get(schema("WebhookCreated"), "properties"), "secret"));
+    assert_non_null(get(get(schema("WebhookRotated"), "properties"), "secret"));
 }
 
 int main(void)
@@ -402,6 +450,7 @@ int main(void)
         cmocka_unit_test(test_refs_resolve_and_operation_ids_are_unique),
         cmocka_unit_test(test_declared_bounds_are_the_documents),
         cmocka_unit_test(test_handler_bounds_are_the_documents),
+        cmocka_unit_test(test_webhook_deliveries_are_described),
     };
     return cmocka_run_group_tests(tests, load, NULL);
 }
