@@ -352,8 +352,13 @@ fail:
 static void dispatch(struct kiln_db *db, void *arg)
 {
     (void)arg;
-    for (int i = 0; i < 20 && dispatch_batch(db); i++)
-        ;
+    /* At most 20 batches at a time, so the manager's other work (claims,
+     * lease renewals) is not held back by a large backlog; more waiting:
+     * due again at once. */
+    for (int i = 0; i < 20; i++)
+        if (!dispatch_batch(db))
+            return;
+    kiln_jobs_pump_due();
 }
 
 /* ---- delivery ------------------------------------------------------------- */
