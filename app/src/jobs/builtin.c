@@ -45,6 +45,20 @@ static enum kiln_job_result prune_jobs(struct kiln_job_run *job)
     return KILN_JOB_OK;
 }
 
+/* Ended sessions (and rate-limit counters, cached lists) leave their
+ * memory in the in-process store until a write passes by; this frees it
+ * on an idle instance. Valkey expires keys itself. */
+static enum kiln_job_result sweep_sessions(struct kiln_job_run *job)
+{
+    size_t freed = 0;
+    if (job->kv && kiln_kv_sweep(job->kv, &freed)) {
+        snprintf(job->error, sizeof job->error, "sweep failed: %s",
+                 kiln_kv_last_error(job->kv));
+        return KILN_JOB_RETRY;
+    }
+    return KILN_JOB_OK;
+}
+
 /* ---- test kinds ------------------------------------------------------------ */
 
 /* One line per run into KILN_TEST_JOBS_LOG (O_APPEND: lines from several
@@ -130,6 +144,9 @@ void kiln_jobs_register_builtin(const struct kiln_config *cfg)
         kiln_job_register(&(struct kiln_job_kind){
             .name = "jobs.prune", .run = prune_jobs, .every_s = cfg->events_prune_s,
             .max_attempts = 3 });
+        kiln_job_register(&(struct kiln_job_kind){
+            .name = "sessions.sweep", .run = sweep_sessions, .every_s = cfg->events_prune_s,
+            .max_attempts = 1 });
     }
     if (cfg->env == KILN_ENV_TEST) {
         kiln_job_register(&(struct kiln_job_kind){ .name = "test.record", .run = test_record });

@@ -254,6 +254,15 @@ int kiln_kv_listen(struct kiln_kv *kv, const char *channel, int wake_fd, uint64_
     return kv->ops->listen(kv, channel, wake_fd, deadline, on_message, arg, fresh);
 }
 
+int kiln_kv_sweep(struct kiln_kv *kv, size_t *freed)
+{
+    *freed = 0;
+    if (!kv)
+        return KILN_EINVAL;
+    kv->err[0] = '\0';
+    return kv->ops->sweep ? kv->ops->sweep(kv, freed) : 0;
+}
+
 int kiln_kv_ping(struct kiln_kv *kv, unsigned timeout_ms)
 {
     if (!kv)

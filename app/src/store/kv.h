@@ -128,6 +128,10 @@ int kiln_kv_incr(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms, int64_t *val
                  uint64_t *ttl_left_ms);
 /* Round trip (PING); the memory driver always succeeds. */
 int kiln_kv_ping(struct kiln_kv *kv, unsigned timeout_ms);
+/* Free every expired key now (the in-process store frees them lazily, as
+ * writes come; an idle one would keep ended sessions' memory). Valkey
+ * expires keys itself: 0 and nothing to do. *freed: how many. */
+int kiln_kv_sweep(struct kiln_kv *kv, size_t *freed);
 /*
  * Publish and subscribe, for waking other instances (events/feed.c). On
  * the memory driver there is no other instance: publish does nothing and

@@ -45,6 +45,8 @@ struct kiln_kv_ops {
     int (*incr)(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms, int64_t *value,
                 uint64_t *ttl_left_ms);
     int (*ping)(struct kiln_kv *kv, unsigned timeout_ms);
+    /* NULL where the server expires keys itself (Valkey). */
+    int (*sweep)(struct kiln_kv *kv, size_t *freed);
     /* NULL on the memory driver (kv.c answers for it). */
     int (*publish)(struct kiln_kv *kv, const char *channel, kiln_str message);
     int (*listen)(struct kiln_kv *kv, const char *channel, int wake_fd, uint64_t deadline,

@@ -565,6 +565,26 @@ static int memory_del(struct kiln_kv *kv, kiln_str key, bool *deleted)
     return 0;
 }
 
+/* Every expired entry, in batches so a huge backlog does not hold the
+ * lock for long at once. */
+static int memory_sweep(struct kiln_kv *kv, size_t *freed)
+{
+    struct mem_store *s = store_of(kv);
+    size_t n = 0;
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        uint64_t before = s->reclaimed;
+        reclaim(s, kiln_now_ms(), 1024);
+        size_t got = (size_t)(s->reclaimed - before);
+        pthread_mutex_unlock(&s->lock);
+        n += got;
+        if (got < 1024)
+            break;
+    }
+    *freed = n;
+    return 0;
+}
+
 static int memory_expire(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms)
 {
     struct mem_store *s = store_of(kv);
@@ -649,4 +669,5 @@ static const struct kiln_kv_ops memory_ops = {
     .expire = memory_expire,
     .incr = memory_incr,
     .ping = memory_ping,
+    .sweep = memory_sweep,
 };

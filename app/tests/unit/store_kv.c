@@ -754,6 +754,34 @@ static void t_mem_eviction_policy(void **state)
     kiln_kv_store_free(s);
 }
 
+/* kiln_kv_sweep frees every expired entry at once, with no write passing
+ * by (the sessions.sweep job on an idle instance), and leaves live ones. */
+static void t_mem_sweep(void **state)
+{
+    struct kiln_kv_store *s = memory_store(5000);
+    struct kiln_kv *kv = kiln_kv_open(s);
+    kiln_arena *a = kiln_arena_new(1024);
+    char key[32];
+    for (int i = 0; i < 3000; i++) {
+        snprintf(key, sizeof key, "s%d", i);
+        assert_int_equal(kiln_kv_set(kv, kiln_str_c(key), KILN_STR("x"), 10), 0);
+    }
+    assert_int_equal(kiln_kv_set(kv, KILN_STR("live"), KILN_STR("1"), 60000), 0);
+    assert_int_equal(kiln_kv_set(kv, KILN_STR("forever"), KILN_STR("1"), 0), 0);
+    sleep_ms(30);
+    assert_int_equal(stored_keys(s), 3002);
+    size_t freed = 0;
+    assert_int_equal(kiln_kv_sweep(kv, &freed), 0);
+    assert_int_equal(freed, 3000);
+    assert_int_equal(stored_keys(s), 2);
+    assert_true(has(kv, a, "live") && has(kv, a, "forever"));
+    assert_int_equal(kiln_kv_sweep(kv, &freed), 0);
+    assert_int_equal(freed, 0);
+    kiln_arena_free(a);
+    kiln_kv_close(kv);
+    kiln_kv_store_free(s);
+}
+
 static void t_mem_max_keys_one(void **state)
 {
     struct kiln_kv_store *s = memory_store(1);
@@ -1345,6 +1373,7 @@ int main(void)
     static const struct CMUnitTest own[] = {
         cmocka_unit_test(t_mem_driver_choice),
         cmocka_unit_test(t_mem_eviction_policy),
+        cmocka_unit_test(t_mem_sweep),
         cmocka_unit_test(t_mem_max_keys_one),
         cmocka_unit_test(t_mem_expired_reclaimed),
         cmocka_unit_test(t_mem_full_store_reclaims_first),
