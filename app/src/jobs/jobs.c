@@ -270,6 +270,30 @@ int kiln_job_enqueue(struct kiln_db *db, kiln_arena *a, const char *kind, const 
     return 0;
 }
 
+int kiln_job_enqueue_batch(struct kiln_db *db, kiln_arena *a, const char *kind,
+                           const char *values, const char *prefix, const char *suffix,
+                           int max_attempts)
+{
+    const struct kiln_job_kind *k = kiln_job_kind_find(kind);
+    if (!k)
+        return KILN_EINVAL;
+    bool pg = kiln_db_dialect(db) == KILN_DB_POSTGRES;
+    kiln_str p[5] = {
+        kiln_str_c(kind), kiln_str_c(values), kiln_str_c(prefix), kiln_str_c(suffix),
+        kiln_str_c(kiln_arena_sprintf(a, "%d", max_attempts > 0 ? max_attempts : k->max_attempts)),
+    };
+    /* In the array's order: ids follow it, and claims take the oldest
+     * first. */
+    return kiln_db_query(
+        db, a,
+        pg ? "INSERT INTO jobs (kind, args, max_attempts) SELECT $1, $3 || x.v || $4, $5 FROM "
+             "json_array_elements_text($2::json) WITH ORDINALITY AS x(v, n) ORDER BY x.n"
+           : "INSERT INTO jobs (kind, args, run_at, max_attempts, inserted_at, updated_at) "
+             "SELECT $1, $3 || x.value || $4, " LITE_NOW ", $5, " LITE_NOW ", " LITE_NOW
+             " FROM json_each($2) AS x ORDER BY x.key",
+        p, 5, NULL);
+}
+
 void kiln_jobs_notify(void)
 {
     if (J.started && !atomic_exchange(&J.changed, true))

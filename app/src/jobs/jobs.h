@@ -115,6 +115,15 @@ struct kiln_job_options {
  */
 int kiln_job_enqueue(struct kiln_db *db, kiln_arena *a, const char *kind, const char *args,
                      const struct kiln_job_options *opt, int64_t *id);
+/*
+ * Enqueue one job of kind per element of values (a JSON array of numbers or
+ * strings), its args prefix, the element's text and suffix ("{\"delivery\":"
+ * and "}"), in one statement, in the array's order. For work that makes
+ * many jobs at once (the webhooks' dispatcher). 0 or the database's error.
+ */
+int kiln_job_enqueue_batch(struct kiln_db *db, kiln_arena *a, const char *kind,
+                           const char *values, const char *prefix, const char *suffix,
+                           int max_attempts);
 /* Jobs were committed: wake this instance's jobs thread (cheap, any
  * thread) and, through Valkey, the other instances'. */
 void kiln_jobs_notify(void);

@@ -168,11 +168,22 @@ static char *event_payload(kiln_arena *a, const struct kiln_db_rows *r, size_t i
     return out;
 }
 
+static int cmp_i64(const void *x, const void *y)
+{
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return (a > b) - (a < b);
+}
+
+static char *buf_text(kiln_arena *a, const kiln_buf *b)
+{
+    return kiln_arena_strndup(a, b->p ? b->p : "", b->len);
+}
+
 /* One batch; true when more may be waiting. */
 static bool dispatch_batch(struct kiln_db *db)
 {
     kiln_arena *a = kiln_arena_new(64 * 1024);
-    bool pg = kiln_db_dialect(db) == KILN_DB_POSTGRES, more = false;
+    bool pg = kiln_db_dialect(db) == KILN_DB_POSTGRES, more = false, notify = false;
     struct kiln_db_rows cur, any, ev;
     int err = kiln_db_begin(db);
     if (err)
@@ -271,20 +282,22 @@ static bool dispatch_batch(struct kiln_db *db)
             kiln_db_timestamp(&hk, k, 3, &hooks[k].since_us);
             hooks[k].patterns = json_loadb(pats.p ? pats.p : "[]", pats.p ? pats.len : 2, 0, NULL);
         }
-        const char *now = NULL;
-        char nowbuf[KILN_RFC3339_LEN + 1];
-        kiln_time_rfc3339_now(nowbuf);
-        now = nowbuf;
-        size_t enq = 0;
-        for (size_t i = 0; i < upto && !err; i++) {
+        char now[KILN_RFC3339_LEN + 1];
+        kiln_time_rfc3339_now(now);
+        /* Every match of the batch, then two statements: the delivery rows,
+         * and a job for each one made (an event already dispatched makes
+         * none: the unique index), in commit order. */
+        json_t *rows_in = json_array();
+        for (size_t i = 0; i < upto; i++) {
             kiln_str o = kiln_db_text(&ev, i, 5), res = kiln_db_text(&ev, i, 2),
                      act = kiln_db_text(&ev, i, 3), eid = kiln_db_text(&ev, i, 0);
             const char *type = kiln_arena_sprintf(a, "%.*s.%.*s", (int)res.len, res.p,
                                                   (int)act.len, act.p);
-            int64_t at_us = 0;
+            int64_t at_us = 0, enum_id = 0;
             kiln_db_timestamp(&ev, i, 7, &at_us);
+            kiln_db_int64(&ev, i, 0, &enum_id);
             const char *payload = NULL;
-            for (size_t k = 0; k < hk.nrows && !err; k++) {
+            for (size_t k = 0; k < hk.nrows; k++) {
                 if (strlen(hooks[k].owner) != o.len || memcmp(hooks[k].owner, o.p, o.len) ||
                     at_us < hooks[k].since_us || !hooks[k].patterns ||
                     !hook_wants(&hooks[k], type))
@@ -293,39 +306,66 @@ static bool dispatch_batch(struct kiln_db *db)
                     payload = event_payload(a, &ev, i, type);
                 if (!payload)
                     continue;
-                kiln_str q[6] = {
-                    kiln_str_c(hooks[k].id),
-                    eid,
-                    kiln_str_c(kiln_arena_sprintf(a, "msg_%.*s", (int)eid.len, eid.p)),
-                    kiln_str_c(type),
-                    kiln_str_c(payload),
-                    kiln_str_c(now),
-                };
-                struct kiln_db_rows d;
-                err = kiln_db_query(
-                    db, a,
-                    "INSERT INTO webhook_deliveries (webhook_id, event_id, msg_id, type, "
-                    "payload, state, attempts, inserted_at, updated_at) VALUES ($1, $2, $3, $4, "
-                    "$5, 'pending', 0, $6, $6) ON CONFLICT (webhook_id, event_id) WHERE "
-                    "event_id IS NOT NULL DO NOTHING RETURNING id",
-                    q, 6, &d);
-                int64_t did = 0;
-                if (!err && d.nrows == 1 && kiln_db_int64(&d, 0, 0, &did)) {
-                    err = kiln_webhook_enqueue_delivery(db, a, (long long)did);
-                    enq++;
-                }
+                json_array_append_new(
+                    rows_in, json_pack("{s:s, s:I, s:s, s:s, s:s}", "w", hooks[k].id, "e",
+                                       (json_int_t)enum_id, "m",
+                                       kiln_arena_sprintf(a, "msg_%.*s", (int)eid.len, eid.p),
+                                       "t", type, "p", payload));
             }
         }
         for (size_t k = 0; k < hk.nrows; k++)
             json_decref(hooks[k].patterns);
+        size_t enq = 0;
+        if (json_array_size(rows_in)) {
+            char *text = json_dumps(rows_in, JSON_COMPACT);
+            kiln_str q[2] = { kiln_str_c(kiln_arena_strndup(a, text, strlen(text))),
+                              kiln_str_c(now) };
+            free(text);
+            struct kiln_db_rows d;
+            err = kiln_db_query(
+                db, a,
+                pg ? "INSERT INTO webhook_deliveries (webhook_id, event_id, msg_id, type, payload, "
+                     "state, attempts, inserted_at, updated_at) SELECT (x->>'w')::uuid, "
+                     "(x->>'e')::bigint, x->>'m', x->>'t', x->>'p', 'pending', 0, $2, $2 FROM "
+                     "json_array_elements($1::json) WITH ORDINALITY AS r(x, n) ORDER BY r.n "
+                     "ON CONFLICT (webhook_id, event_id) WHERE event_id IS NOT NULL DO NOTHING "
+                     "RETURNING id"
+                   : "INSERT INTO webhook_deliveries (webhook_id, event_id, msg_id, type, "
+                     "payload, state, attempts, inserted_at, updated_at) SELECT "
+                     "json_extract(x.value, '$.w'), json_extract(x.value, '$.e'), "
+                     "json_extract(x.value, '$.m'), json_extract(x.value, '$.t'), "
+                     "json_extract(x.value, '$.p'), 'pending', 0, $2, $2 FROM json_each($1) AS "
+                     "x WHERE true ORDER BY x.key ON CONFLICT (webhook_id, event_id) WHERE "
+                     "event_id IS NOT NULL DO NOTHING RETURNING id",
+                q, 2, &d);
+            if (!err && d.nrows) {
+                kiln_buf ids;
+                kiln_buf_init(&ids, 1 << 24);
+                kiln_buf_append_c(&ids, "[");
+                /* RETURNING's order is not promised: sorted, the ids are
+                 * the commit order (a sequence, one statement). */
+                int64_t *v = kiln_arena_alloc(a, d.nrows * sizeof *v);
+                for (size_t i = 0; i < d.nrows; i++)
+                    kiln_db_int64(&d, i, 0, &v[i]);
+                qsort(v, d.nrows, sizeof *v, cmp_i64);
+                for (size_t i = 0; i < d.nrows; i++)
+                    kiln_buf_printf(&ids, "%s%lld", i ? "," : "", (long long)v[i]);
+                kiln_buf_append_c(&ids, "]");
+                err = kiln_job_enqueue_batch(db, a, DELIVER_KIND, buf_text(a, &ids),
+                                             "{\"delivery\":", "}",
+                                             (int)C->webhook_retries + 1);
+                kiln_buf_free(&ids);
+                enq = d.nrows;
+            }
+        }
+        json_decref(rows_in);
         if (err)
             goto fail;
         if (upto) {
             kiln_db_int64(&ev, upto - 1, 1, &ntx);
             kiln_db_int64(&ev, upto - 1, 0, &nid);
         }
-        if (enq)
-            kiln_jobs_notify();
+        notify = enq > 0;
     }
     if (ntx != ctx || nid != cid) {
         kiln_str p[2] = { kiln_str_c(kiln_arena_sprintf(a, "%lld", (long long)ntx)),
@@ -338,6 +378,8 @@ static bool dispatch_batch(struct kiln_db *db)
     err = kiln_db_commit(db);
     if (err)
         goto fail;
+    if (notify)
+        kiln_jobs_notify(); /* after the commit: the jobs are there to claim */
     kiln_arena_free(a);
     return more;
 fail:
