@@ -92,6 +92,8 @@ static struct {
 
     struct pump pumps[MAX_PUMPS];
     size_t npumps;
+    pthread_t pumper;      /* runs the pumps, on its own connection */
+    pthread_cond_t pump_cond; /* under lock: a pump is due, or stop */
 
     pthread_t manager;
     struct runner runners[MAX_RUNNERS];
@@ -121,6 +123,7 @@ static struct {
 } J = { .lock = PTHREAD_MUTEX_INITIALIZER,
         .work = PTHREAD_COND_INITIALIZER,
         .idle = PTHREAD_COND_INITIALIZER,
+        .pump_cond = PTHREAD_COND_INITIALIZER,
         .wake_fd = -1 };
 
 /* ---- kinds ---------------------------------------------------------------- */
@@ -205,8 +208,11 @@ void kiln_jobs_pump_due(void)
     for (size_t i = 0; i < J.npumps; i++)
         if (!atomic_exchange(&J.pumps[i].due, true))
             any = true;
-    if (any)
-        wake();
+    if (any) {
+        pthread_mutex_lock(&J.lock);
+        pthread_cond_signal(&J.pump_cond);
+        pthread_mutex_unlock(&J.lock);
+    }
 }
 
 uint64_t kiln_job_backoff_ms(const struct kiln_job_kind *k, int n)
@@ -735,11 +741,54 @@ static bool pumps_due(void)
     return false;
 }
 
-static void run_pumps(void)
+/*
+ * The pumps' thread: its own connection, so that a backlog of pump work
+ * (thousands of events to turn into deliveries) never holds back the
+ * manager's claims and lease renewals. It runs the due pumps, at most
+ * every PUBLISH_GAP_MS while they are woken (a burst of writes is one
+ * run), at once again when a pump says more is waiting, and every
+ * JOB_POLL_MS regardless (a lost wake-up); never while draining.
+ */
+static void *pumper_main(void *arg)
 {
-    for (size_t i = 0; i < J.npumps; i++)
-        if (atomic_exchange(&J.pumps[i].due, false))
-            J.pumps[i].fn(M_db, J.pumps[i].arg);
+    (void)arg;
+    struct kiln_db *db = kiln_db_open(&J.cfg.db);
+    uint64_t last = 0;
+    for (;;) {
+        pthread_mutex_lock(&J.lock);
+        if (!atomic_load(&J.stop) && !pumps_due()) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += (time_t)(J.cfg.poll_ms / 1000);
+            ts.tv_nsec += (long)(J.cfg.poll_ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&J.pump_cond, &J.lock, &ts) != 0)
+                for (size_t i = 0; i < J.npumps; i++)
+                    atomic_store(&J.pumps[i].due, true); /* the poll */
+        }
+        pthread_mutex_unlock(&J.lock);
+        if (atomic_load(&J.stop))
+            break;
+        if (atomic_load(&J.draining)) {
+            struct timespec ts = { 0, DRAIN_CHECK_MS * 1000000L };
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        uint64_t now = kiln_now_ms();
+        if (now < last + PUBLISH_GAP_MS) {
+            struct timespec ts = { 0, (long)(last + PUBLISH_GAP_MS - now) * 1000000L };
+            nanosleep(&ts, NULL);
+        }
+        last = kiln_now_ms();
+        for (size_t i = 0; i < J.npumps; i++)
+            if (atomic_exchange(&J.pumps[i].due, false))
+                J.pumps[i].fn(db, J.pumps[i].arg);
+    }
+    kiln_db_close(db);
+    return NULL;
 }
 
 static uint64_t min_u64(uint64_t a, uint64_t b)
@@ -784,7 +833,7 @@ static void *manager_main(void *arg)
     uint64_t now = kiln_now_ms();
     uint64_t lease_ms = J.cfg.lease_s * 1000ull;
     uint64_t next_poll = now, next_renew = now + lease_ms / 3, next_sweep = now + 1000;
-    uint64_t last_pub = 0, sub_retry = 0, next_pump = now;
+    uint64_t last_pub = 0, sub_retry = 0;
     bool want = true, pub_pending = false;
     for (size_t i = 0; i < J.nkinds; i++)
         J.next_tick[i] = next_tick(i, wall_ms() / 1000);
@@ -815,8 +864,6 @@ static void *manager_main(void *arg)
             deadline = min_u64(deadline, last_pub + PUBLISH_GAP_MS);
         /* Pumps run when due, at most every PUBLISH_GAP_MS: no wake-up
          * every few milliseconds while none is. */
-        if (J.npumps && !draining && pumps_due())
-            deadline = min_u64(deadline, next_pump);
         uint64_t rd = retries(now, false);
         if (rd)
             deadline = min_u64(deadline, rd);
@@ -860,12 +907,6 @@ static void *manager_main(void *arg)
             break;
         if (!draining) {
             schedule(wall_ms() / 1000);
-            if (J.npumps && now >= next_pump) {
-                run_pumps();
-                next_pump = now + PUBLISH_GAP_MS;
-                if (now >= next_poll)
-                    kiln_jobs_pump_due(); /* and at each poll, for lost wake-ups */
-            }
             unsigned n = free_slots();
             if (n && (want || now >= next_poll)) {
                 int got = claim(n);
@@ -925,6 +966,8 @@ int kiln_jobs_start(const struct kiln_jobs_config *cfg)
     for (unsigned i = 0; i < J.nrunners; i++)
         if (pthread_create(&J.runners[i].thread, NULL, runner_main, &J.runners[i]) != 0)
             kiln_fatal("jobs: cannot start a runner thread");
+    if (J.npumps && pthread_create(&J.pumper, NULL, pumper_main, NULL) != 0)
+        kiln_fatal("jobs: cannot start the pumps' thread");
     if (pthread_create(&J.manager, NULL, manager_main, NULL) != 0)
         kiln_fatal("jobs: cannot start the jobs thread");
     return 0;
@@ -1017,6 +1060,12 @@ void kiln_jobs_stop(void)
     atomic_store(&J.stop, true);
     wake();
     pthread_join(J.manager, NULL);
+    if (J.npumps) {
+        pthread_mutex_lock(&J.lock);
+        pthread_cond_broadcast(&J.pump_cond);
+        pthread_mutex_unlock(&J.lock);
+        pthread_join(J.pumper, NULL);
+    }
     if (still || queued) {
         struct kiln_db *db = kiln_db_open(&J.cfg.db);
         release_held(db, qids.len ? kiln_arena_strndup(qa, qids.p, qids.len) : NULL);
