@@ -7,11 +7,14 @@
  * key-value connections (one subscribed to KILN_JOBS_CHANNEL, one to
  * publish). It claims due jobs whenever a runner is free and there may be
  * work: this instance enqueued (kiln_jobs_notify), another one published,
- * a runner finished, or JOB_POLL_MS passed (so nothing waits long for a
- * lost wake-up). It renews the leases of the jobs its runners hold, puts
- * back jobs whose lease expired elsewhere, enqueues scheduled ticks and
- * runs the pumps (jobs that come from elsewhere: webhook deliveries from
- * the events outbox).
+ * a runner finished, a retry is due, or JOB_POLL_MS passed (so nothing
+ * waits long for a lost wake-up). It renews the leases of the jobs its
+ * runners hold, puts back jobs whose lease expired elsewhere and enqueues
+ * scheduled ticks.
+ *
+ * The pumps (work that turns other rows into jobs: webhook deliveries from
+ * the events outbox) run on a thread of their own with their own
+ * connection, so a backlog there never delays a claim or a renewal.
  *
  * Runners wait on a condition variable for claimed jobs; each opens its
  * own database and key-value connections on first use.
@@ -525,6 +528,9 @@ long kiln_prune_rows(struct kiln_db *db, const char *table, const char *column,
 static struct kiln_db *M_db;
 static struct kiln_kv *M_pub, *M_sub;
 
+/* The jobs' own line per dependency (what is a static string): a
+ * request's outage line counts requests, and this thread's failures are
+ * not requests. */
 static void outage(const char *what, int err, const char *detail)
 {
     (void)err;
@@ -564,7 +570,7 @@ static int claim(unsigned n)
                "ORDER BY run_at, id LIMIT $1) RETURNING id, kind, args, attempts, max_attempts",
         p, 4, &rows);
     if (err) {
-        outage("Database", err, kiln_db_last_error(M_db));
+        outage("Database (jobs)", err, kiln_db_last_error(M_db));
         kiln_arena_free(a);
         return -1;
     }
@@ -641,7 +647,7 @@ static void renew(void)
                    "locked_by = $2 AND state = 'running'",
             p, 3, NULL);
         if (err)
-            outage("Database", err, kiln_db_last_error(M_db));
+            outage("Database (jobs)", err, kiln_db_last_error(M_db));
     }
     kiln_arena_free(a);
 }
@@ -669,7 +675,7 @@ static void sweep(void)
                " WHERE state = 'running' AND lease_until < " LITE_NOW " RETURNING id",
         NULL, 0, &rows);
     if (err)
-        outage("Database", err, kiln_db_last_error(M_db));
+        outage("Database (jobs)", err, kiln_db_last_error(M_db));
     else if (rows.nrows)
         kiln_logf(KILN_LOG_WARNING, "jobs: %zu job(s) whose lease expired queued again",
                   rows.nrows);
@@ -718,7 +724,7 @@ static void schedule(int64_t now_s)
         int err = kiln_job_enqueue(M_db, a, J.kinds[i].name,
                                    J.kinds[i].cron_args ? J.kinds[i].cron_args : "{}", &o, &id);
         if (err) {
-            outage("Database", err, kiln_db_last_error(M_db));
+            outage("Database (jobs)", err, kiln_db_last_error(M_db));
             M_sched_retry = kiln_now_ms() + SCHEDULE_RETRY_MS;
             kiln_arena_free(a);
             return;
@@ -876,7 +882,7 @@ static void *manager_main(void *arg)
             if (fresh)
                 want = true; /* wake-ups may have been missed meanwhile */
             if (err) {
-                outage("Valkey", err, kiln_kv_last_error(M_sub));
+                outage("Valkey (jobs)", err, kiln_kv_last_error(M_sub));
                 sub_retry = kiln_now_ms() + 1000;
             }
         } else if (deadline > now) {
@@ -901,7 +907,7 @@ static void *manager_main(void *arg)
             last_pub = now;
             int err = kiln_kv_publish(M_pub, KILN_JOBS_CHANNEL, KILN_STR("j"));
             if (err)
-                outage("Valkey", err, kiln_kv_last_error(M_pub));
+                outage("Valkey (jobs)", err, kiln_kv_last_error(M_pub));
         }
         if (atomic_load(&J.stop))
             break;

@@ -185,9 +185,11 @@ static bool dispatch_batch(struct kiln_db *db)
     kiln_arena *a = kiln_arena_new(64 * 1024);
     bool pg = kiln_db_dialect(db) == KILN_DB_POSTGRES, more = false, notify = false;
     struct kiln_db_rows cur, any, ev;
+    bool begun = false;
     int err = kiln_db_begin(db);
     if (err)
         goto fail;
+    begun = true;
     err = kiln_db_query(db, a,
                         pg ? "SELECT tx, eid FROM webhook_cursor WHERE id = 1 FOR UPDATE SKIP "
                              "LOCKED"
@@ -384,9 +386,10 @@ static bool dispatch_batch(struct kiln_db *db)
     return more;
 fail:
     /* Retried at the next wake-up or poll; during an outage one line a
-     * second. */
-    kiln_log_outage("Database", kiln_db_last_error(db));
-    kiln_db_rollback(db);
+     * second, its own (not the requests' line). */
+    kiln_log_outage("Database (webhooks)", kiln_db_last_error(db));
+    if (begun)
+        kiln_db_rollback(db);
     kiln_arena_free(a);
     return false;
 }
