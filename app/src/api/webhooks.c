@@ -201,6 +201,7 @@ void api_webhooks_create(struct kiln_req *req, struct kiln_res *res)
         return;
     }
     audit(req, "webhooks.created", id);
+    kiln_webhooks_changed();
     kiln_res_json(req, res, 201, json_pack("{s:o}", "data", webhook_json(&rows, 0, secret)));
 }
 
@@ -286,6 +287,7 @@ void api_webhooks_update(struct kiln_req *req, struct kiln_res *res)
         return;
     }
     audit(req, "webhooks.updated", id);
+    kiln_webhooks_changed();
     kiln_res_json(req, res, 200, json_pack("{s:o}", "data", webhook_json(&rows, 0, NULL)));
 }
 

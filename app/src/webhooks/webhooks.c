@@ -5,6 +5,7 @@
 #include "webhooks/webhooks.h"
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <stdio.h>
@@ -179,6 +180,19 @@ static char *buf_text(kiln_arena *a, const kiln_buf *b)
     return kiln_arena_strndup(a, b->p ? b->p : "", b->len);
 }
 
+/* While no endpoint is enabled anywhere, the dispatcher looks again only
+ * at the poll (or when one is made or turned on here): a write then costs
+ * it nothing. (monotonic ms; written and read on the pumps' thread, reset
+ * from any thread) */
+#define IDLE_MS 900
+static _Atomic uint64_t idle_until;
+
+void kiln_webhooks_changed(void)
+{
+    atomic_store(&idle_until, 0);
+    kiln_jobs_pump_due();
+}
+
 /* One batch; true when more may be waiting. */
 static bool dispatch_batch(struct kiln_db *db)
 {
@@ -223,6 +237,7 @@ static bool dispatch_batch(struct kiln_db *db)
     kiln_db_int64(&any, 0, 1, &head);
     int64_t ntx = ctx, nid = cid;
     if (!have) {
+        atomic_store(&idle_until, kiln_now_ms() + IDLE_MS);
         /* Nobody listens: the cursor moves to the head without reading. On
          * PostgreSQL the head is the horizon: every event below it has
          * committed (or never will), and nothing at or above it is behind
@@ -397,6 +412,8 @@ fail:
 static void dispatch(struct kiln_db *db, void *arg)
 {
     (void)arg;
+    if (kiln_now_ms() < atomic_load(&idle_until))
+        return;
     /* One batch at a time: the manager thread that runs this also claims
      * the deliveries it makes, so a backlog of events must not hold its
      * claims back (with 20 batches a call, under 3,000 writes/s the

@@ -57,6 +57,10 @@ typedef bool (*kiln_webhook_render_fn)(const char *resource, kiln_str data, kiln
 /* Register the job kinds and the dispatcher (before kiln_jobs_start). */
 void kiln_webhooks_init(const struct kiln_config *cfg, kiln_webhook_render_fn render);
 
+/* An endpoint was made or turned on: the dispatcher looks at once
+ * (while none is enabled it looks only at the poll). Any thread. */
+void kiln_webhooks_changed(void);
+
 /* A new secret ("whsec_" + base64 of 32 random bytes) into out. */
 int kiln_webhook_new_secret(char out[KILN_WEBHOOK_SECRET_LEN + 1]);
 
