@@ -173,16 +173,6 @@ load1() { cut -d' ' -f1 /proc/loadavg; }
 # used (the kilns, the receiver nginx, PostgreSQL and Redis with their
 # children, and the reaped children of this shell: wrk, curl, psql, python).
 clk=$(getconf CLK_TCK)
-cpu_busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
-proc_ticks() {   # proc_ticks PID...: utime + stime (all threads)
-    local sum=0 pid st fields
-    for pid in "$@"; do
-        st=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        read -ra fields <<<"${st##*) }"
-        sum=$((sum + fields[11] + fields[12]))
-    done
-    echo "$sum"
-}
 service_pids() {   # the services' postgres (and its backends) and redis, the receiver nginx
     local f p
     {
@@ -200,13 +190,6 @@ service_pids() {   # the services' postgres (and its backends) and redis, the re
             pgrep -P "$nginx_pid" 2>/dev/null || true
         fi
     } | sort -u | tr '\n' ' '
-}
-child_ticks() {   # sets child_ticks_now: user + sys of this shell's reaped children
-    times >"$out/.times"
-    child_ticks_now=$(tail -n 1 "$out/.times" | awk -v clk="$clk" '{
-        s = 0
-        for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); s += a[1] * 60 + a[2] }
-        printf "%d\n", s * clk }')
 }
 other_start() {   # other_start KILN_PID...
     local svc
@@ -255,10 +238,6 @@ if [ "$need_pg" = 1 ]; then
 fi
 meta pg_skipped "${pg_reason:-no}"
 
-psql_su() {   # psql_su DB SQL: as the services' superuser over the unix socket
-    "$PG_BIN/psql" -h "$KILN_TEST_PG_SOCKET_DIR" -p "$KILN_TEST_PG_PORT" -U "$KILN_TEST_PG_SUPERUSER" \
-        -d "$1" -X -q -A -t -v ON_ERROR_STOP=1 -c "$2"
-}
 new_db() {   # new_db NAME: a fresh database owned by the kiln role; prints its URL
     psql_su postgres "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)" >/dev/null
     psql_su postgres "CREATE DATABASE \"$1\" OWNER \"$KILN_TEST_PG_USER\"" >/dev/null
@@ -277,15 +256,6 @@ fi
 # waits for storage at each commit, and so does Kiln's SQLite
 # (synchronous=FULL). BENCH_JOBS_DURABLE=1 measures PostgreSQL that way; the
 # settings are put back when the script ends.
-pg_durable() {   # pg_durable on|reset
-    [ "$have_pg" = 1 ] || return 0
-    local k
-    for k in fsync synchronous_commit full_page_writes; do
-        if [ "$1" = on ]; then psql_su postgres "ALTER SYSTEM SET $k = on" >/dev/null
-        else psql_su postgres "ALTER SYSTEM RESET $k" >/dev/null; fi
-    done
-    psql_su postgres "SELECT pg_reload_conf()" >/dev/null
-}
 if [ "$BENCH_JOBS_DURABLE" = 1 ]; then
     pg_durable on
     log "PostgreSQL flushes every commit (BENCH_JOBS_DURABLE=1): fsync $(psql_su postgres "SHOW fsync"), synchronous_commit $(psql_su postgres "SHOW synchronous_commit")"
