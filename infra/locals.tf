@@ -96,6 +96,9 @@ locals {
     DB_SSLMODE             = "verify-full"
     DB_SSLROOTCERT         = var.db_ssl_root_cert
     DB_PREPARED_STATEMENTS = "false"
+    # RDS Proxy is a transaction-mode pooler: one statement in flight per
+    # connection (docs/ENVIRONMENT.md, DB_PIPELINE).
+    DB_PIPELINE = "false"
 
     AWS_REGION = local.region
 

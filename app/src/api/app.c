@@ -215,6 +215,8 @@ static void on_loop_warm(void *arg, void *context)
 {
     struct kiln_app *app = arg;
     struct kiln_stores *l = context;
+    /* Nothing here may hold up a drain: its waits end when one starts. */
+    kiln_wait_abortable();
     if (l->kv && !kiln_server_draining())
         kiln_kv_ping(l->kv, app->db.connect_timeout_s * 1000);
     int loading = kiln_dl_pq_ready_fd();
@@ -241,6 +243,7 @@ void kiln_app_init(struct kiln_app *app, const struct kiln_config *cfg)
     app->db.conninfo = cfg->db_conninfo;
     app->db.path = cfg->db_path;
     app->db.prepared_statements = cfg->db_prepared_statements;
+    app->db.unpipelined = !cfg->db_pipeline;
     app->db.connect_timeout_s = cfg->db_connect_timeout_s;
     app->db.query_timeout_ms = cfg->db_query_timeout_ms;
     if (cfg->db_iam_auth || kiln_secret_vars_has("DB_USERNAME") ||

@@ -1917,6 +1917,11 @@ static const char *field_type_name(int t)
     return t >= 0 && t < (int)(sizeof names / sizeof names[0]) ? names[t] : "?";
 }
 
+/* The comparison's statements read the catalogue: quick, or the database
+ * is in trouble, and then the next request compares again. Bounded like a
+ * health check, so a warm-up never holds a drain for a query timeout. */
+#define VERIFY_TIMEOUT_MS 2000
+
 int kiln_resources_verify(struct kiln_db *db, kiln_arena *a, char *err, size_t errlen)
 {
     bool pg = kiln_db_dialect(db) == KILN_DB_POSTGRES;
@@ -1924,12 +1929,12 @@ int kiln_resources_verify(struct kiln_db *db, kiln_arena *a, char *err, size_t e
      * is one `kiln migrate` away (store/migrate.h records every migration
      * in schema_migrations). */
     struct kiln_db_rows mig;
-    int mrc = kiln_db_query(db, a,
+    int mrc = kiln_db_query_timeout(db, a,
                             pg ? "SELECT 1 FROM information_schema.tables WHERE table_name = "
                                  "'schema_migrations' AND table_schema = current_schema()"
                                : "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
                                  "'schema_migrations'",
-                            NULL, 0, &mig);
+                            NULL, 0, &mig, VERIFY_TIMEOUT_MS);
     if (mrc) {
         snprintf(err, errlen, "reading the database's tables failed: %s",
                  kiln_db_last_error(db));
@@ -1943,13 +1948,13 @@ int kiln_resources_verify(struct kiln_db *db, kiln_arena *a, char *err, size_t e
         const struct kiln_resource *r = kiln_resources[i];
         kiln_str p[1] = { kiln_str_c(r->name) };
         struct kiln_db_rows rows;
-        int rc = kiln_db_query(db, a,
+        int rc = kiln_db_query_timeout(db, a,
                                pg ? "SELECT column_name, data_type, is_nullable FROM "
                                     "information_schema.columns WHERE table_name = $1 AND "
                                     "table_schema = current_schema()"
                                   : "SELECT name, type, CASE WHEN \"notnull\" = 0 THEN 'YES' "
                                     "ELSE 'NO' END FROM pragma_table_info($1)",
-                               p, 1, &rows);
+                               p, 1, &rows, VERIFY_TIMEOUT_MS);
         if (rc) {
             snprintf(err, errlen, "resource %s: reading the columns of table %s failed: %s",
                      r->name, r->name, kiln_db_last_error(db));

@@ -258,6 +258,8 @@ static void db_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
     }
     cfg->db_path = str_var(l, "DB_PATH", "./var/kiln.db");
     bool_var(l, "DB_PREPARED_STATEMENTS", &cfg->db_prepared_statements);
+    cfg->db_pipeline = true;
+    bool_var(l, "DB_PIPELINE", &cfg->db_pipeline);
     unsigned_var(l, "DB_CONNECT_TIMEOUT_SECONDS", 1, 300, &cfg->db_connect_timeout_s);
     {
         unsigned q = cfg->db_query_timeout_ms / 1000;

@@ -52,6 +52,7 @@ struct kiln_config {
     char *db_conninfo;             /* owned; contains the password: never log */
     char *db_path;
     bool db_prepared_statements;
+    bool db_pipeline;              /* DB_PIPELINE (default true) */
     unsigned db_connect_timeout_s;
     unsigned db_query_timeout_ms;
     bool migrate_on_start;

@@ -25,6 +25,9 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -143,6 +146,7 @@ struct kiln_fiber {
     bool parked;
     bool ready;
     bool finished;
+    bool abortable;             /* kiln_wait_abortable on this fiber */
     void *fake_stack;           /* AddressSanitizer's, across switches */
 };
 
@@ -166,6 +170,8 @@ struct kiln_fibers {
     const void *loop_stack;     /* AddressSanitizer: the thread's stack */
     size_t loop_stack_size;
     int closed;                 /* handles whose close callback ran */
+    bool aborting;              /* kiln_fibers_abort_waits was called */
+    struct kiln_fdwatch *abortable_waits;  /* abortable fibers in kiln_wait_fd */
 };
 
 static _Thread_local struct kiln_fibers *sched_of_thread;
@@ -369,6 +375,7 @@ bool kiln_fiber_spawn(struct kiln_fibers *s, void (*fn)(void *arg), void (*done)
     f->next = NULL;
     f->fn = fn;
     f->done = done;
+    f->abortable = false;     /* fibers are reused from the free list */
     f->arg = arg;
     f->finished = f->parked = f->ready = false;
     s->alive++;
@@ -442,6 +449,7 @@ struct kiln_fdwatch {
     uv_poll_t poll;
     uv_timer_t timer;
     struct kiln_fiber *waiter;
+    struct kiln_fdwatch *abort_next;   /* in abortable_waits while waiting */
     int result;
     int events;                 /* UV_* the poll watches while active */
     int closed;                 /* handles whose close callback ran */
@@ -478,15 +486,73 @@ static void on_watch_timer(uv_timer_t *h)
     watch_wake(w, KILN_ETIMEDOUT);
 }
 
+/* Readable (and left so) while kiln_wait_abort(true) holds. */
+static int abort_fd = -1;
+static atomic_bool aborting;
+static pthread_once_t abort_once = PTHREAD_ONCE_INIT;
+static _Thread_local bool abortable;
+
+static void abort_init(void)
+{
+    abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+void kiln_wait_abortable(void)
+{
+    struct kiln_fibers *s = sched_of_thread;
+    if (s && s->current) {
+        s->current->abortable = true;
+        return;
+    }
+    pthread_once(&abort_once, abort_init);
+    abortable = true;
+}
+
+void kiln_fibers_abort_waits(struct kiln_fibers *s)
+{
+    s->aborting = true;
+    struct kiln_fdwatch *w;
+    while ((w = s->abortable_waits)) {
+        s->abortable_waits = w->abort_next;
+        w->abort_next = NULL;
+        uv_poll_stop(&w->poll);
+        watch_wake(w, KILN_ETIMEDOUT);
+    }
+}
+
+static void abort_unlist(struct kiln_fibers *s, struct kiln_fdwatch *w)
+{
+    for (struct kiln_fdwatch **p = &s->abortable_waits; *p; p = &(*p)->abort_next)
+        if (*p == w) {
+            *p = w->abort_next;
+            w->abort_next = NULL;
+            return;
+        }
+}
+
+void kiln_wait_abort(bool on)
+{
+    pthread_once(&abort_once, abort_init);
+    if (abort_fd < 0 || atomic_exchange(&aborting, on) == on)
+        return;
+    uint64_t v = 1;
+    ssize_t r = on ? write(abort_fd, &v, sizeof v) : read(abort_fd, &v, sizeof v);
+    (void)r;    /* a full or empty counter is already what we want */
+}
+
 static int wait_poll(int fd, short events, uint64_t deadline)
 {
+    bool watch_abort = abortable && abort_fd >= 0;
     for (;;) {
         uint64_t now = kiln_now_ms();
-        if (now >= deadline)
+        if (now >= deadline || (watch_abort && atomic_load(&aborting)))
             return KILN_ETIMEDOUT;
-        struct pollfd p = { .fd = fd, .events = events };
+        struct pollfd p[2] = { { .fd = fd, .events = events },
+                               { .fd = abort_fd, .events = POLLIN } };
         uint64_t left = deadline - now;
-        int n = poll(&p, 1, left > 60000 ? 60000 : (int)left);
+        int n = poll(p, watch_abort ? 2 : 1, left > 60000 ? 60000 : (int)left);
+        if (n > 0 && watch_abort && p[1].revents)
+            return KILN_ETIMEDOUT;
         if (n > 0)
             return 0;
         if (n < 0 && errno != EINTR)
@@ -502,7 +568,7 @@ int kiln_wait_fd(struct kiln_fdwatch **watch, int fd, short events, uint64_t dea
         return wait_poll(fd, events, deadline);
 
     uint64_t now = kiln_now_ms();
-    if (now >= deadline)
+    if (now >= deadline || (self->abortable && s->aborting))
         return KILN_ETIMEDOUT;
     struct kiln_fdwatch *w = *watch;
     if (!w) {
@@ -526,7 +592,13 @@ int kiln_wait_fd(struct kiln_fdwatch **watch, int fd, short events, uint64_t dea
     if (deadline != UINT64_MAX)
         uv_timer_start(&w->timer, on_watch_timer, deadline - now, 0);
     w->waiter = self;
+    if (self->abortable) {
+        w->abort_next = s->abortable_waits;
+        s->abortable_waits = w;
+    }
     kiln_fiber_park();
+    if (self->abortable)
+        abort_unlist(s, w);
     return w->result;
 }
 

@@ -74,4 +74,20 @@ struct kiln_fdwatch;
 int kiln_wait_fd(struct kiln_fdwatch **watch, int fd, short events, uint64_t deadline);
 void kiln_fdwatch_close(struct kiln_fdwatch **watch);
 
+/*
+ * Background threads' waits end when kiln stops. A plain thread that calls
+ * kiln_wait_abortable() has every later kiln_wait_fd answer KILN_ETIMEDOUT
+ * at once, as if its deadline had passed, from kiln_wait_abort(true) until
+ * kiln_wait_abort(false): a database or Valkey that accepts and never
+ * answers then costs the exit nothing instead of a connect or query
+ * timeout per thread. Fibers and threads that did not opt in are not
+ * affected (the HTTP drain bounds those).
+ */
+void kiln_wait_abortable(void);
+void kiln_wait_abort(bool on);
+/* The same for the fibers of s that called kiln_wait_abortable: their
+ * waits in kiln_wait_fd end now, and later ones at once (a loop's drain
+ * must not sit out its warm-up's connect timeout). */
+void kiln_fibers_abort_waits(struct kiln_fibers *s);
+
 #endif

@@ -38,6 +38,7 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/fiber.h"
 #include "core/log.h"
 #include "jobs/jobs.h"
 
@@ -855,6 +856,7 @@ static void check_sessions(void)
 static void *feed_main(void *arg)
 {
     (void)arg;
+    kiln_wait_abortable();
     F.db = kiln_db_open(&F.cfg.db);
     F.pg = kiln_db_dialect(F.db) == KILN_DB_POSTGRES;
     F.pub = kiln_kv_open(F.cfg.kv);
@@ -984,6 +986,7 @@ int kiln_feed_start(const struct kiln_feed_config *cfg)
         return KILN_EIO;
     }
     atomic_store(&F.stop, false);
+    kiln_wait_abort(false);
     if (pthread_create(&F.thread, NULL, feed_main, NULL) != 0) {
         close(F.wake_fd);
         F.wake_fd = -1;
@@ -999,6 +1002,7 @@ void kiln_feed_stop(void)
     if (!F.started)
         return;
     atomic_store(&F.stop, true);
+    kiln_wait_abort(true);
     wake_feed();
     pthread_join(F.thread, NULL);
     F.started = false;

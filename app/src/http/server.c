@@ -1305,6 +1305,8 @@ static void listener_handover(struct loop *l)
 static void loop_drain(struct loop *l)
 {
     l->draining = true;
+    if (l->fibers)
+        kiln_fibers_abort_waits(l->fibers);
     l->idle_until = now_ms(l) + l->server->cfg->shutdown_idle_grace_ms;
     for (struct conn *c = l->conns; c;) {
         struct conn *next = c->next;

@@ -37,6 +37,7 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/fiber.h"
 #include "core/log.h"
 #include "core/random.h"
 #include "http/server.h"
@@ -419,6 +420,7 @@ static void finish(struct runner *r, const struct claimed *c, enum kiln_job_resu
 static void *runner_main(void *arg)
 {
     struct runner *r = arg;
+    kiln_wait_abortable();
     for (;;) {
         pthread_mutex_lock(&J.lock);
         while (!J.qlen && !atomic_load(&J.stop))
@@ -758,6 +760,7 @@ static bool pumps_due(void)
 static void *pumper_main(void *arg)
 {
     (void)arg;
+    kiln_wait_abortable();
     struct kiln_db *db = kiln_db_open(&J.cfg.db);
     uint64_t last = 0;
     for (;;) {
@@ -833,6 +836,7 @@ static void on_message(void *arg, kiln_str m)
 static void *manager_main(void *arg)
 {
     (void)arg;
+    kiln_wait_abortable();
     M_db = kiln_db_open(&J.cfg.db);
     M_pub = J.valkey ? kiln_kv_open(J.cfg.kv) : NULL;
     M_sub = J.valkey ? kiln_kv_open(J.cfg.kv) : NULL;
@@ -967,6 +971,7 @@ int kiln_jobs_start(const struct kiln_jobs_config *cfg)
         return KILN_EIO;
     }
     atomic_store(&J.stop, false);
+    kiln_wait_abort(false);
     J.started = true;
     J.nrunners = J.cfg.concurrency;
     for (unsigned i = 0; i < J.nrunners; i++)
@@ -1063,6 +1068,9 @@ void kiln_jobs_stop(void)
     J.qlen = 0;
     pthread_mutex_unlock(&J.lock);
 
+    /* The drain is over: whatever a background thread still waits for
+     * (a database or Valkey that does not answer) is given up now. */
+    kiln_wait_abort(true);
     atomic_store(&J.stop, true);
     wake();
     pthread_join(J.manager, NULL);
@@ -1073,7 +1081,11 @@ void kiln_jobs_stop(void)
         pthread_join(J.pumper, NULL);
     }
     if (still || queued) {
-        struct kiln_db *db = kiln_db_open(&J.cfg.db);
+        /* On this thread, which does not give up: bounded instead. */
+        struct kiln_db_config short_cfg = J.cfg.db;
+        short_cfg.connect_timeout_s = 2;
+        short_cfg.query_timeout_ms = 2000;
+        struct kiln_db *db = kiln_db_open(&short_cfg);
         release_held(db, qids.len ? kiln_arena_strndup(qa, qids.p, qids.len) : NULL);
         kiln_db_close(db);
     }

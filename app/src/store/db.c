@@ -270,6 +270,8 @@ static unsigned member_load(const struct kiln_db *m, uint64_t now, unsigned limi
 /* How deep a connection's queue may grow before the next one is used. */
 static unsigned depth_limit(const struct kiln_db *pool)
 {
+    if (pool->cfg->unpipelined)
+        return 1;
     if (!pool->stmt_ns)
         return PIPELINE_DEPTH;
     uint64_t d = QUEUE_BUDGET_NS / pool->stmt_ns;
@@ -314,6 +316,16 @@ void kiln__db_pipe_done(struct kiln_db *m)
  * statements in flight (so a quiet loop keeps using its first connection);
  * else the least loaded (member_load; ties go to the lowest index); else,
  * when every member is inside someone's transaction, the next one freed.
+ *
+ * Unpipelined (DB_PIPELINE=false) a statement never queues behind another:
+ * it takes a connected member with nothing in flight or one not connected
+ * (it connects it); while every member is busy or being connected, it
+ * waits for one to be answered; when every member is backing off, one of
+ * those (a fast error). Through pgbouncer a pipelined statement can have
+ * its Parse, Bind and Execute forwarded to a server that is handed to
+ * another client at the previous statement's ReadyForQuery, before the
+ * pooler reads its Sync: its results then go to someone else or the
+ * pooler drops both connections (docs/ARCHITECTURE.md, Poolers).
  */
 static struct kiln_db *pick(struct kiln_db *pool)
 {
@@ -321,8 +333,9 @@ static struct kiln_db *pick(struct kiln_db *pool)
     unsigned limit = depth_limit(pool);
     for (;;) {
         uint64_t now = kiln_now_ms();
-        struct kiln_db *first = NULL, *best = NULL;
+        struct kiln_db *first = NULL, *best = NULL, *backing_off = NULL;
         unsigned best_load = UINT_MAX;
+        bool busy = false;
         for (unsigned i = 0; i < pool->nmembers; i++) {
             struct kiln_db *m = pool->members[i];
             if (m->in_transaction) {
@@ -333,7 +346,13 @@ static struct kiln_db *pick(struct kiln_db *pool)
             if (!first && m->conn && !m->connecting && m->inflight < limit)
                 first = m;
             unsigned load = member_load(m, now, limit);
-            if (load < best_load) {
+            if (pool->cfg->unpipelined && (m->connecting || m->conn)) {
+                busy = true;    /* only `first` would do */
+                continue;
+            }
+            if (pool->cfg->unpipelined && load == UINT_MAX - 1)
+                backing_off = m;
+            else if (load < best_load) {
                 best = m;
                 best_load = load;
             }
@@ -342,6 +361,8 @@ static struct kiln_db *pick(struct kiln_db *pool)
             return first;
         if (best)
             return best;
+        if (backing_off && !busy)
+            return backing_off;
         if (!self)
             kiln_fatal("kiln_db pool exhausted outside a fiber");
         struct pool_waiter w = { .fiber = self };
@@ -373,6 +394,9 @@ static int member_ready(struct kiln_db *m, unsigned budget_ms)
     m->connect_waiters = NULL;
     for (; w; w = w->next)
         kiln_fiber_wake(w->fiber);
+    /* Unpipelined, fibers skip a member being connected: they look again
+     * now (one connected by a warm-up may never answer a statement). */
+    kiln__db_pipe_idle(m, true);
     return err;
 }
 
@@ -389,18 +413,32 @@ int kiln_db_pool_connect(struct kiln_db *pool, unsigned i)
     return err;
 }
 
-/* A transaction ended on m: let a fiber waiting for a member look again. */
-static void transaction_over(struct kiln_db *pool, struct kiln_db *m)
+/* A member came free: let the fibers waiting for one (all, or the first)
+ * look again. */
+static void wake_waiters(struct kiln_db *pool, bool all)
 {
-    m->in_transaction = false;
-    m->holder = NULL;
-    struct pool_waiter *w = pool->waiters;
-    if (w) {
+    struct pool_waiter *w;
+    while ((w = pool->waiters)) {
         pool->waiters = w->next;
         if (!pool->waiters)
             pool->waiters_tail = &pool->waiters;
         kiln_fiber_wake(w->fiber);
+        if (!all)
+            break;
     }
+}
+
+static void transaction_over(struct kiln_db *pool, struct kiln_db *m)
+{
+    m->in_transaction = false;
+    m->holder = NULL;
+    wake_waiters(pool, false);
+}
+
+void kiln__db_pipe_idle(struct kiln_db *m, bool failed)
+{
+    if (m->pool && m->pool->cfg->unpipelined)
+        wake_waiters(m->pool, failed);
 }
 
 enum step { STATEMENT, ENTER, LEAVE };

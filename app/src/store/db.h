@@ -68,6 +68,11 @@ struct kiln_db_config {
      * waiting out its reconnect backoff tries at once when it has moved
      * since its failure. NULL: backoff only. */
     unsigned long (*credentials_version)(void *ctx);
+    /* PostgreSQL pool: one statement in flight per connection instead of
+     * a pipeline (DB_PIPELINE=false), for poolers that hand a server
+     * connection to another client at a ReadyForQuery while the next
+     * statement's messages are only partly through (pgbouncer). */
+    bool unpipelined;
 };
 
 struct kiln_db;

@@ -79,6 +79,9 @@ void kiln__db_error(struct kiln_db *db, const char *fmt, ...)
  * cost (db.c, depth_limit). */
 void kiln__db_pipe_sent(struct kiln_db *m);
 void kiln__db_pipe_done(struct kiln_db *m);
+/* Member m has nothing in flight any more (answered, or failed: its
+ * connection dropped): unpipelined, a fiber waiting for a member may go. */
+void kiln__db_pipe_idle(struct kiln_db *m, bool failed);
 /* FNV-1a of the SQL text, for the statement caches. */
 uint64_t kiln__db_hash(const char *sql);
 

@@ -243,8 +243,13 @@ static int wait_result(struct kiln_db *db, unsigned timeout_ms)
             kiln__db_error(db, "postgres: query timed out after %u ms", timeout_ms);
             return KILN_EUNAVAILABLE;
         }
-        if (kiln_wait_fd(&db->watch, kiln_pq.PQsocket(c), POLLIN, deadline) == KILN_EIO) {
+        int w = kiln_wait_fd(&db->watch, kiln_pq.PQsocket(c), POLLIN, deadline);
+        if (w == KILN_EIO) {
             kiln__db_error(db, "postgres: poll failed");
+            return KILN_EUNAVAILABLE;
+        }
+        if (w == KILN_ETIMEDOUT && kiln_now_ms() < deadline) {
+            kiln__db_error(db, "postgres: query abandoned: kiln is stopping");
             return KILN_EUNAVAILABLE;
         }
     }
@@ -449,6 +454,7 @@ static void pipe_fail(struct kiln_db *db, int rc)
     }
     if (db->conn)
         pg_disconnect(db);
+    kiln__db_pipe_idle(db, true);
 }
 
 static void pipe_down(struct kiln_db *db)
@@ -469,6 +475,7 @@ static void pipe_down(struct kiln_db *db)
                 kiln_fiber_wake(w->fiber);
         }
         db->inflight = 0;
+        kiln__db_pipe_idle(db, true);
     }
     if (p->poll) {
         uv_poll_stop(p->poll); /* out of epoll before libpq closes the fd */
@@ -611,6 +618,8 @@ static void on_pipe_poll(uv_poll_t *h, int status, int events)
             }
             db->inflight--;
             kiln__db_pipe_done(db);
+            if (!db->inflight)
+                kiln__db_pipe_idle(db, false);
             if (!w->rc && !w->got_rows && w->rows) {
                 /* No result for the caller's statement: cannot happen
                  * unless the protocol went astray. */

@@ -278,7 +278,12 @@ def store_env(workdir=None, mode=None):
     if mode == "postgres":
         return dict({"DATABASE_URL": svc.pg_url}, **svc.valkey_plain_env())
     if mode == "pgbouncer":
-        return dict({"DATABASE_URL": svc.pgbouncer_url}, **svc.valkey_tls_env())
+        # pgbouncer hands a server to another client at a ReadyForQuery
+        # while a pipelined statement is only partly through it: through a
+        # transaction-mode pooler kiln runs with DB_PIPELINE=false, as a
+        # deployment would (docs/ENVIRONMENT.md).
+        return dict({"DATABASE_URL": svc.pgbouncer_url, "DB_PIPELINE": "false"},
+                    **svc.valkey_tls_env())
     raise AssertionError(f"unknown store mode {mode!r}")
 
 
@@ -429,7 +434,8 @@ class KilnServer:
                 self.proc.kill()
                 self.proc.wait()
                 self.returncode = self.proc.returncode
-                raise AssertionError(f"kiln did not exit within {timeout} s of {sig!r}; killed")
+                raise AssertionError(f"kiln did not exit within {timeout} s of {sig!r}; killed\n"
+                                     f"last log lines:\n{self.stdout_text()[-2000:]}")
         self.returncode = self.proc.returncode
         return self.returncode
 

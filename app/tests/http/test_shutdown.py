@@ -199,3 +199,39 @@ def test_shutdown_timeout_bounds_the_drain(kiln):
     busy.close()
     assert rc == 0, f"exit code {rc} after {waited:.2f} s (None: still running)"
     assert waited >= 0.5, f"exited after {waited:.2f} s: it did not wait for the in-flight request"
+
+
+def test_a_database_that_never_answers_does_not_hold_the_exit(kiln):
+    """Background threads (jobs, webhooks, the change feed) waiting on a
+    database that accepts connections and never answers (a hung server, a
+    black-holed network, a pooler out of server connections) must not keep
+    kiln past its drain: SIGTERM ends their waits, it does not sit out the
+    connect or query timeout."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    held = []
+    port = hole.getsockname()[1]
+    try:
+        srv = kiln(DATABASE_URL=f"postgresql://kiln:x@127.0.0.1:{port}/kiln?sslmode=disable",
+                   DB_CONNECT_TIMEOUT_SECONDS="60", DB_QUERY_TIMEOUT_SECONDS="60",
+                   MIGRATE_ON_START="false", JOB_POLL_MS="100")
+        # Every thread that talks to the database has connected into the hole.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            hole.settimeout(0.2)
+            try:
+                held.append(hole.accept()[0])
+            except TimeoutError:
+                if len(held) >= 3:
+                    break
+        assert len(held) >= 3, f"only {len(held)} connections reached the database"
+        signalled = time.monotonic()
+        srv.send_signal(signal.SIGTERM)
+        rc = srv.wait_exit(10)
+        waited = time.monotonic() - signalled
+        assert rc == 0 and waited < 4, f"exit code {rc} after {waited:.1f} s (None: still running)"
+    finally:
+        for c in held:
+            c.close()
+        hole.close()

@@ -39,7 +39,7 @@ static void add_sqlite(void)
     /* A nested folder: the driver creates missing folders. */
     char *path = malloc(128);
     snprintf(path, 128, "%s/nested/kiln.db", t->tmpdir);
-    t->cfg = (struct kiln_db_config){ KILN_DB_SQLITE, NULL, path, false, 5, 5000, NULL, NULL, NULL, NULL };
+    t->cfg = (struct kiln_db_config){ KILN_DB_SQLITE, NULL, path, false, 5, 5000, NULL, NULL, NULL, NULL, false };
 }
 
 static void add_pg(const char *name, const char *env, bool prepared)
@@ -49,7 +49,7 @@ static void add_pg(const char *name, const char *env, bool prepared)
         return;
     struct target *t = &targets[ntargets++];
     t->name = name;
-    t->cfg = (struct kiln_db_config){ KILN_DB_POSTGRES, url, NULL, prepared, 5, 5000, NULL, NULL, NULL, NULL };
+    t->cfg = (struct kiln_db_config){ KILN_DB_POSTGRES, url, NULL, prepared, 5, 5000, NULL, NULL, NULL, NULL, false };
 }
 
 static void suffix(struct target *t)
@@ -334,7 +334,7 @@ static void test_real_schema(void **state)
     struct target *t = &targets[0];
     char path[128];
     snprintf(path, sizeof path, "%s/schema.db", t->tmpdir);
-    struct kiln_db_config cfg = { KILN_DB_SQLITE, NULL, path, false, 5, 5000, NULL, NULL, NULL, NULL };
+    struct kiln_db_config cfg = { KILN_DB_SQLITE, NULL, path, false, 5, 5000, NULL, NULL, NULL, NULL, false };
     struct kiln_db *db = kiln_db_open(&cfg);
     kiln_arena *a = kiln_arena_new(4096);
     char err[512];
@@ -365,7 +365,7 @@ static void test_unreachable_postgres(void **state)
     /* A closed port: fast EUNAVAILABLE, then backoff answers at once. */
     struct kiln_db_config cfg = { KILN_DB_POSTGRES,
                                   "postgresql://kiln:secret-pw@127.0.0.1:1/kiln", NULL, false,
-                                  2, 2000, NULL, NULL, NULL, NULL };
+                                  2, 2000, NULL, NULL, NULL, NULL, false };
     struct kiln_db *db = kiln_db_open(&cfg);
     struct target tt = { .name = "unreachable" };
     struct target *t = &tt;
