@@ -42,6 +42,21 @@ int kiln_http_client_init(void)
     return init_result == CURLE_OK ? 0 : KILN_EIO;
 }
 
+/* The thread's kept handle (keep_alive), cleaned up when the thread ends. */
+static pthread_key_t kept_key;
+static pthread_once_t kept_once = PTHREAD_ONCE_INIT;
+
+static void kept_free(void *h)
+{
+    kiln_curl.curl_easy_cleanup(h);
+}
+
+static void kept_init(void)
+{
+    if (pthread_key_create(&kept_key, kept_free) != 0)
+        kiln_fatal("pthread_key_create failed");
+}
+
 struct sink {
     kiln_buf *body;
     size_t max;
@@ -259,7 +274,17 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
         snprintf(res->error, sizeof res->error, "malformed resolve pin");
         return KILN_EINVAL;
     }
-    h = kiln_curl.curl_easy_init();
+    bool keep = req->keep_alive && req->resolve_pin;
+    if (keep) {
+        pthread_once(&kept_once, kept_init);
+        h = pthread_getspecific(kept_key);
+        if (h)
+            kiln_curl.curl_easy_reset(h); /* options gone; connections kept */
+        else if ((h = kiln_curl.curl_easy_init()) != NULL)
+            pthread_setspecific(kept_key, h);
+    } else {
+        h = kiln_curl.curl_easy_init();
+    }
     if (!h) {
         snprintf(res->error, sizeof res->error, "curl_easy_init failed");
         return KILN_EIO;
@@ -397,7 +422,14 @@ int kiln_http_fetch(const struct kiln_http_request *req, struct kiln_http_respon
     rc = 0;
 
 out:
-    kiln_curl.curl_easy_cleanup(h);
+    if (keep) {
+        /* Nothing of this request's may outlive it in the kept handle. */
+        kiln_curl.curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+        kiln_curl.curl_easy_setopt(h, CURLOPT_RESOLVE, NULL);
+        kiln_curl.curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+    } else {
+        kiln_curl.curl_easy_cleanup(h);
+    }
     kiln_curl.curl_slist_free_all(headers);
     kiln_curl.curl_slist_free_all(resolve);
     if (auth) {

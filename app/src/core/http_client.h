@@ -66,6 +66,15 @@ struct kiln_http_request {
      * that are only logged, where an endless body must not be read forever
      * nor turn a 200 into a failure. */
     bool truncate_body;
+    /*
+     * Keep the connection for this thread's next keep_alive request to the
+     * same host and port (one handle per thread, reset between requests):
+     * no TCP and TLS handshake per request to an endpoint called often.
+     * Only with resolve_pin, so that an address kept in the handle's cache
+     * is always one that was checked; a kept connection went to such an
+     * address too.
+     */
+    bool keep_alive;
 };
 
 struct kiln_http_response {

@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -417,10 +419,28 @@ static void finish(struct runner *r, const struct claimed *c, enum kiln_job_resu
     kiln_arena_free(a);
 }
 
+/*
+ * Runners and the pumps run at a lower CPU priority than the loops
+ * (niceness JOB_NICENESS on their own thread): jobs use the CPU requests
+ * leave, so a backlog of deliveries slows itself rather than the API. The
+ * manager keeps the normal priority: a starved lease renewal would let
+ * another instance run a job a second time.
+ */
+#define JOB_NICENESS 10
+
+static void lower_priority(void)
+{
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    if (setpriority(PRIO_PROCESS, (id_t)tid, JOB_NICENESS) != 0)
+        kiln_logf(KILN_LOG_WARNING, "jobs: cannot lower a thread's priority: %s",
+                  strerror(errno));
+}
+
 static void *runner_main(void *arg)
 {
     struct runner *r = arg;
     kiln_wait_abortable();
+    lower_priority();
     for (;;) {
         pthread_mutex_lock(&J.lock);
         while (!J.qlen && !atomic_load(&J.stop))
@@ -761,6 +781,7 @@ static void *pumper_main(void *arg)
 {
     (void)arg;
     kiln_wait_abortable();
+    lower_priority();
     struct kiln_db *db = kiln_db_open(&J.cfg.db);
     uint64_t last = 0;
     for (;;) {

@@ -435,7 +435,9 @@ static uint64_t schedule_total_ms(void)
 }
 
 /* The outcome of one attempt, recorded with the delivery's and the
- * endpoint's state in one transaction. */
+ * endpoint's state at once: on PostgreSQL in one statement (what every
+ * delivery pays: one round trip instead of five with BEGIN and COMMIT),
+ * else, and when the endpoint may have to be disabled, in a transaction. */
 static int record(struct kiln_job_run *job, long long did, const char *wid, long status,
                   long latency_ms, const char *error, const char *state, bool failed_for_good)
 {
@@ -443,16 +445,29 @@ static int record(struct kiln_job_run *job, long long did, const char *wid, long
     struct kiln_db *db = job->db;
     char now[KILN_RFC3339_LEN + 1];
     kiln_time_rfc3339_now(now);
-    int err = kiln_db_begin(db);
-    if (err)
-        return err;
-    kiln_str p[5] = {
+    kiln_str p[7] = {
         kiln_str_c(kiln_arena_sprintf(a, "%lld", did)),
         kiln_str_c(now),
         status ? kiln_str_c(kiln_arena_sprintf(a, "%ld", status)) : (kiln_str){ NULL, 0 },
         kiln_str_c(kiln_arena_sprintf(a, "%ld", latency_ms)),
         error ? kiln_str_c(error) : (kiln_str){ NULL, 0 },
+        kiln_str_c(state),
+        kiln_str_c(wid),
     };
+    if (kiln_db_dialect(db) == KILN_DB_POSTGRES && !failed_for_good)
+        /* failing_since: cleared by a success, set by the first failure. */
+        return kiln_db_query(
+            db, a,
+            "WITH a AS (INSERT INTO webhook_attempts (delivery_id, at, status, latency_ms, error) "
+            "VALUES ($1, $2::timestamptz, $3, $4, $5)), d AS (UPDATE webhook_deliveries SET "
+            "state = $6::text, attempts = attempts + 1, updated_at = $2::timestamptz WHERE id = "
+            "$1) UPDATE webhooks SET failing_since = CASE WHEN $6::text = 'succeeded' THEN NULL "
+            "ELSE $2::timestamptz END WHERE id = $7 AND CASE WHEN $6::text = 'succeeded' THEN "
+            "failing_since IS NOT NULL ELSE failing_since IS NULL END",
+            p, 7, NULL);
+    int err = kiln_db_begin(db);
+    if (err)
+        return err;
     err = kiln_db_query(db, a,
                         "INSERT INTO webhook_attempts (delivery_id, at, status, latency_ms, error) "
                         "VALUES ($1, $2, $3, $4, $5)",
@@ -599,6 +614,7 @@ static enum kiln_job_result deliver(struct kiln_job_run *job)
             .resolve_pin = pin,
             .https_only = !pol.allow_http,
             .truncate_body = true,
+            .keep_alive = true,
         };
         struct kiln_http_response res;
         uint64_t t0 = kiln_now_ms();

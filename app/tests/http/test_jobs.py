@@ -50,6 +50,7 @@ SQLite file shared by the test's instances), so no other instance of the
 suite claims its jobs. KILN_SANITIZED=1 (ASan builds) stretches the waits.
 """
 
+import collections
 import json
 import os
 import pathlib
@@ -690,6 +691,23 @@ def test_an_instance_with_job_concurrency_0_runs_no_jobs(cluster):
     assert len(runs) == 20 and {pid_of(r["instance"]) for r in runs} == {b.proc.pid}, \
         f"runs per instance: {[pid_of(r['instance']) for r in runs]} (A is {a.proc.pid})"
 
+
+
+def test_runners_and_pumps_run_at_a_lower_priority_than_requests(cluster):
+    """Jobs use the CPU that requests leave (docs/JOBS.md): the runners
+    (JOB_CONCURRENCY) and the pumps' thread at niceness 10, every other
+    thread (the loops, the jobs manager that renews leases) at 0."""
+    srv = cluster.start(JOB_CONCURRENCY=3)
+    ids = enqueue(srv, "test.record", {"tag": tag()}, count=3)
+    wait_done(cluster, ids, 10 * SLOW)
+
+    def nice_of(tid):
+        stat = open(f"/proc/{srv.proc.pid}/task/{tid}/stat").read()
+        return int(stat[stat.rindex(")") + 2:].split()[16])
+
+    nices = collections.Counter(nice_of(t) for t in os.listdir(f"/proc/{srv.proc.pid}/task"))
+    assert nices[10] == 3 + 1, nices
+    assert nices[0] >= 3 and set(nices) == {0, 10}, nices
 
 
 def test_a_kind_unknown_to_the_instance_is_never_claimed(cluster):

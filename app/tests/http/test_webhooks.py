@@ -157,8 +157,9 @@ class Big:
 
 
 class Received:
-    def __init__(self, method, path, headers, body):
+    def __init__(self, method, path, headers, body, peer=None):
         self.method, self.path, self.body = method, path, body
+        self.peer = peer                # the client's (address, port): its connection
         self.headers = headers          # lower-case name -> value
         self.at = time.monotonic()
         self.answered_at = None
@@ -186,6 +187,7 @@ class Receiver:
         self.cond = threading.Condition()
         self.requests = []
         self.scripts = {}
+        self.keep_alive = set()         # paths answered without closing
         self.served = collections.Counter()
         receiver = self
 
@@ -199,7 +201,9 @@ class Receiver:
                 n = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(n) if n else b""
                 got = Received(self.command, self.path,
-                               {k.lower(): v for k, v in self.headers.items()}, body)
+                               {k.lower(): v for k, v in self.headers.items()}, body,
+                               self.client_address)
+                keep = self.path in receiver.keep_alive
                 with receiver.cond:
                     receiver.requests.append(got)
                     k = receiver.served[self.path]
@@ -228,14 +232,15 @@ class Receiver:
                         self.send_header(k, v)
                     self.send_header("Content-Type", "text/plain")
                     self.send_header("Content-Length", str(len(body)))
-                    self.send_header("Connection", "close")
+                    if not keep:
+                        self.send_header("Connection", "close")
                     self.end_headers()
                     self.wfile.write(body)
                     self.wfile.flush()
                 except OSError:
                     pass  # the client gave up (a timeout)
                 got.answered_at = time.monotonic()
-                self.close_connection = True
+                self.close_connection = not keep
 
             do_POST = do_GET = do_PUT = handle_any
 
@@ -1096,6 +1101,36 @@ def test_rotation_signs_with_the_new_and_the_old_secret(srv, rx, verifier):
 # --------------------------------------------------------------------------
 # retries
 # --------------------------------------------------------------------------
+
+def test_deliveries_to_an_endpoint_reuse_connections(srv, rx, verifier):
+    """An endpoint that keeps connections open gets deliveries on a few of
+    them (a runner keeps its connection), not a TCP handshake each; an
+    endpoint that closes them gets each on a new one, and both are
+    answered."""
+    u = User(srv)
+    path = rx.new_path("keep")
+    rx.keep_alive.add(path)
+    w, _ = u.hook(rx, ["notes.created"], path=path)
+    for i in range(4):
+        for j in range(6):
+            u.note(title=f"kept {i}.{j}")
+        rx.wait(path, 6 * (i + 1))
+    reqs = rx.wait(path, 24)
+    assert_verified(verifier, w["secret"], reqs)
+    conns = {r.peer for r in reqs}
+    # JOB_CONCURRENCY runners (4) each keep one; a few more if the
+    # receiver timed one out meanwhile.
+    assert len(conns) <= 8, f"{len(conns)} connections for {len(reqs)} deliveries: {conns}"
+    log = u.wait_deliveries(w["id"], lambda d: len(d) == 24 and settled(d))
+    assert all(d["state"] == "succeeded" and d["attempts"] == 1 for d in log), log
+    # A receiver that closes after each answer: a fresh connection each time.
+    closing = rx.new_path("close")
+    w2, _ = u.hook(rx, ["notes.created"], path=closing)
+    u.note(title="after")
+    u.note(title="after again")
+    got = rx.wait(closing, 2)
+    assert len({r.peer for r in got}) == 2, got
+
 
 def test_two_500s_then_200_is_three_attempts_of_one_message(srv, rx, verifier):
     u = User(srv)
