@@ -994,7 +994,8 @@ static void append_pg_audit(kiln_buf *b, const struct kiln_resource *r, const ch
 }
 
 const char *kiln_sql_outbox(kiln_arena *a, const struct kiln_resource *r, const char *stmt,
-                            const char *action, size_t owner, size_t first_audit)
+                            const char *action, size_t owner, size_t first_audit,
+                            const char *more)
 {
     kiln_buf b;
     kiln_buf_init(&b, 1 << 20);
@@ -1003,6 +1004,8 @@ const char *kiln_sql_outbox(kiln_arena *a, const struct kiln_resource *r, const 
                     "owner, data) SELECT " PG_TX ", '%s', '%s', w.id, $%zu, %s FROM w), ",
                     stmt, r->name, action, owner, kiln_sql_row_json(a, r, "w"));
     append_pg_audit(&b, r, action, "w", owner, first_audit);
+    if (more)
+        kiln_buf_append_c(&b, more);
     kiln_buf_append_c(&b, " SELECT * FROM w");
     return buf_text(a, &b);
 }
@@ -1035,7 +1038,7 @@ static void append_cascade_ids(kiln_buf *b, const struct rt *t, size_t k, const 
 }
 
 const char *kiln_sql_delete(kiln_arena *a, const struct kiln_resource *r,
-                            enum kiln_db_dialect d)
+                            enum kiln_db_dialect d, const char *more)
 {
     kiln_buf b;
     kiln_buf_init(&b, 1 << 20);
@@ -1061,6 +1064,8 @@ const char *kiln_sql_delete(kiln_arena *a, const struct kiln_resource *r,
     }
     kiln_buf_append_c(&b, "), ");
     append_pg_audit(&b, r, "deleted", "d", 2, 3);
+    if (more)
+        kiln_buf_append_c(&b, more);
     kiln_buf_append_c(&b, " SELECT count(*) FROM d");
     return buf_text(a, &b);
 }
@@ -1085,20 +1090,17 @@ int kiln_write_enqueue(struct kiln_write *w, const char *kind, const char *args)
     return 0;
 }
 
-/* PostgreSQL: the hooks' jobs as more parts of the change's statement,
- * one row each from src (the written row: none when nothing was written),
- * before its final SELECT; their parameters appended to p. */
-static const char *pg_with_jobs(kiln_arena *a, const char *sql, const char *src,
-                                const struct kiln_write *w, struct params *p)
+/* PostgreSQL: the hooks' jobs as more parts of the change's statement
+ * (kiln_sql_outbox's and kiln_sql_delete's `more`), one row each from src
+ * (the written row: none when nothing was written); their parameters
+ * appended to p. NULL when the hooks enqueued none. */
+static const char *pg_jobs(kiln_arena *a, const char *src, const struct kiln_write *w,
+                           struct params *p)
 {
     if (!w->njobs)
-        return sql;
-    const char *last = NULL;
-    for (const char *q = strstr(sql, " SELECT "); q; q = strstr(q + 1, " SELECT "))
-        last = q;
+        return NULL;
     kiln_buf b;
     kiln_buf_init(&b, 1 << 20);
-    kiln_buf_append(&b, sql, (size_t)(last - sql));
     for (size_t j = 0; j < w->njobs; j++) {
         const struct kiln_job_kind *k = kiln_job_kind_find(w->job_kind[j]);
         kiln_buf_printf(&b,
@@ -1108,7 +1110,6 @@ static const char *pg_with_jobs(kiln_arena *a, const char *sql, const char *src,
         param(p, w->job_kind[j]);
         param(p, w->job_args[j]);
     }
-    kiln_buf_append_c(&b, last);
     return buf_text(a, &b);
 }
 
@@ -1568,9 +1569,9 @@ void kiln_engine_create(struct kiln_req *req, struct kiln_res *res)
             param(&p, in.values[f]);
     const char *sql = kiln_sql_insert(a, r, kiln_db_dialect(app_db(req)), &in);
     if (is_pg(req)) {
-        sql = kiln_sql_outbox(a, r, sql, "created", 2, p.n + 1);
+        size_t first_audit = p.n + 1;
         audit_params(req, &p);
-        sql = pg_with_jobs(a, sql, "w", &w, &p);
+        sql = kiln_sql_outbox(a, r, sql, "created", 2, first_audit, pg_jobs(a, "w", &w, &p));
     }
     struct kiln_db_rows rows;
     int err = lite_begin(req);
@@ -1649,9 +1650,9 @@ static void update_row(struct kiln_req *req, struct kiln_res *res, const struct 
     const char *action = event_action(r, w->op, w->action);
     const char *sql = kiln_sql_update(a, r, kiln_db_dialect(app_db(req)), in);
     if (is_pg(req)) {
-        sql = kiln_sql_outbox(a, r, sql, action, 2, p.n + 1);
+        size_t first_audit = p.n + 1;
         audit_params(req, &p);
-        sql = pg_with_jobs(a, sql, "w", w, &p);
+        sql = kiln_sql_outbox(a, r, sql, action, 2, first_audit, pg_jobs(a, "w", w, &p));
     }
     struct kiln_db_rows rows;
     err = lite_begin(req);
@@ -1763,7 +1764,7 @@ static int lite_delete(struct kiln_req *req, const struct kiln_resource *r, cons
     }
     struct kiln_db_rows rows;
     if (!err)
-        err = kiln_db_query(db, a, kiln_sql_delete(a, r, KILN_DB_SQLITE), p, 2, &rows);
+        err = kiln_db_query(db, a, kiln_sql_delete(a, r, KILN_DB_SQLITE, NULL), p, 2, &rows);
     *deleted = !err && rows.affected > 0;
     if (*deleted)
         err = lite_record(req, r, "deleted", id, NULL);
@@ -1802,7 +1803,7 @@ void kiln_engine_delete(struct kiln_req *req, struct kiln_res *res)
     int err;
     if (is_pg(req)) {
         audit_params(req, &p);
-        const char *sql = pg_with_jobs(a, kiln_sql_delete(a, r, KILN_DB_POSTGRES), "d", &w, &p);
+        const char *sql = kiln_sql_delete(a, r, KILN_DB_POSTGRES, pg_jobs(a, "d", &w, &p));
         err = kiln_db_query(app_db(req), a, sql, p.v, p.n, &rows);
         int64_t n = 0;
         deleted = !err && rows.nrows == 1 && kiln_db_int64(&rows, 0, 0, &n) && n > 0;

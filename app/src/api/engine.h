@@ -72,9 +72,11 @@ const char *kiln_sql_update(kiln_arena *a, const struct kiln_resource *r,
 /* PostgreSQL: stmt (an INSERT or UPDATE ... RETURNING the columns) with
  * its event and audit row, one statement answering what stmt answers.
  * owner: the owner's parameter; first_audit: the first of three more
- * (ip, user agent, request id). */
+ * (ip, user agent, request id); more: further parts of the WITH (each
+ * ", name AS (...)", reading the written row as w), or NULL. */
 const char *kiln_sql_outbox(kiln_arena *a, const struct kiln_resource *r, const char *stmt,
-                            const char *action, size_t owner, size_t first_audit);
+                            const char *action, size_t owner, size_t first_audit,
+                            const char *more);
 /* PostgreSQL: the expression the outbox stores as an event's data: the
  * written row (alias) as JSON, cheap to make in the write's statement. */
 const char *kiln_sql_row_json(kiln_arena *a, const struct kiln_resource *r, const char *alias);
@@ -85,10 +87,11 @@ const char *kiln_sql_row_json(kiln_arena *a, const struct kiln_resource *r, cons
 bool kiln_resource_event_json(const char *resource, kiln_str data, kiln_buf *out);
 bool kiln_resource_event_json_of(const struct kiln_resource *r, kiln_str data, kiln_buf *out);
 /* DELETE of row $1 owned by $2. PostgreSQL: with the events of the row and
- * of every row its cascade removes, and its audit row ($3..$5: ip, user
- * agent, request id), answering one count; SQLite: the DELETE alone. */
+ * of every row its cascade removes, its audit row ($3..$5: ip, user
+ * agent, request id) and more (as for kiln_sql_outbox, the deleted row's
+ * id as d), answering one count; SQLite: the DELETE alone. */
 const char *kiln_sql_delete(kiln_arena *a, const struct kiln_resource *r,
-                            enum kiln_db_dialect d);
+                            enum kiln_db_dialect d, const char *more);
 const char *kiln_sql_list(kiln_arena *a, const struct kiln_resource *r, const bool *filtered,
                           bool search, const char *col, const char *dir);
 const char *kiln_sql_count(kiln_arena *a, const struct kiln_resource *r, const bool *filtered,

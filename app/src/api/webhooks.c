@@ -138,7 +138,23 @@ static const char *own_id(struct kiln_req *req, struct kiln_res *res, const char
     return id;
 }
 
-/* The user's webhook row (COLUMNS), or NULL after answering. */
+/* A statement on one of the user's webhooks (err its result, n the rows
+ * it answered or changed): true when it found the webhook, else false
+ * after answering (the store's error, or 404 as if it did not exist). */
+static bool found(struct kiln_req *req, struct kiln_res *res, int err, size_t n)
+{
+    if (err) {
+        res_store_error(req, res, err, "webhook");
+        return false;
+    }
+    if (n != 1) {
+        res_not_found(req, res, "webhook_not_found", "Webhook not found");
+        return false;
+    }
+    return true;
+}
+
+/* The user's webhook row (COLUMNS), or false after answering. */
 static bool load(struct kiln_req *req, struct kiln_res *res, const char *id,
                  struct kiln_db_rows *rows)
 {
@@ -146,15 +162,7 @@ static bool load(struct kiln_req *req, struct kiln_res *res, const char *id,
     int err = kiln_db_query(app_db(req), req->arena,
                             "SELECT " COLUMNS " FROM webhooks WHERE id = $1 AND user_id = $2", p,
                             2, rows);
-    if (err) {
-        res_store_error(req, res, err, "webhook");
-        return false;
-    }
-    if (rows->nrows != 1) {
-        res_not_found(req, res, "webhook_not_found", "Webhook not found");
-        return false;
-    }
-    return true;
+    return found(req, res, err, err ? 0 : rows->nrows);
 }
 
 void api_webhooks_create(struct kiln_req *req, struct kiln_res *res)
@@ -278,14 +286,8 @@ void api_webhooks_update(struct kiln_req *req, struct kiln_res *res)
              "ELSE failing_since END, updated_at = $7 WHERE id = $1 AND user_id = $2 "
              "RETURNING " COLUMNS,
         p, 7, &rows);
-    if (err) {
-        res_store_error(req, res, err, "webhook");
+    if (!found(req, res, err, err ? 0 : rows.nrows))
         return;
-    }
-    if (rows.nrows != 1) {
-        res_not_found(req, res, "webhook_not_found", "Webhook not found");
-        return;
-    }
     audit(req, "webhooks.updated", id);
     kiln_webhooks_changed();
     kiln_res_json(req, res, 200, json_pack("{s:o}", "data", webhook_json(&rows, 0, NULL)));
@@ -300,14 +302,8 @@ void api_webhooks_delete(struct kiln_req *req, struct kiln_res *res)
     struct kiln_db_rows rows;
     int err = kiln_db_query(app_db(req), req->arena,
                             "DELETE FROM webhooks WHERE id = $1 AND user_id = $2", p, 2, &rows);
-    if (err) {
-        res_store_error(req, res, err, "webhook");
+    if (!found(req, res, err, err ? 0 : rows.affected))
         return;
-    }
-    if (rows.affected != 1) {
-        res_not_found(req, res, "webhook_not_found", "Webhook not found");
-        return;
-    }
     audit(req, "webhooks.deleted", id);
     res_no_content(res);
 }
@@ -337,14 +333,8 @@ void api_webhooks_rotate(struct kiln_req *req, struct kiln_res *res)
                             "previous_expires_at = $4, updated_at = $5 WHERE id = $1 AND "
                             "user_id = $2 RETURNING " COLUMNS,
                             p, 5, &rows);
-    if (err) {
-        res_store_error(req, res, err, "webhook");
+    if (!found(req, res, err, err ? 0 : rows.nrows))
         return;
-    }
-    if (rows.nrows != 1) {
-        res_not_found(req, res, "webhook_not_found", "Webhook not found");
-        return;
-    }
     audit(req, "webhooks.secret_rotated", id);
     json_t *o = webhook_json(&rows, 0, secret);
     json_object_set_new(o, "previous_secret_expires_at", json_string(exp));

@@ -65,6 +65,41 @@
 #define PG_NOW "now()"
 #define LITE_NOW "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 #define LITE_IN_MS(p) "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || (" p " / 1000.0) || ' seconds')"
+#define LITE_INT(p) p
+#define PG_NOW "now()"
+#define PG_IN_MS(p) "now() + " p "::bigint * interval '1 millisecond'"
+#define PG_INT(p) p "::bigint"
+/* A statement whose dialects differ only in these: written once, as
+ * STMT(NOW, IN_MS, INT), and made for both. */
+#define BOTH(stmt) (J.pg ? stmt(PG_NOW, PG_IN_MS, PG_INT) : stmt(LITE_NOW, LITE_IN_MS, LITE_INT))
+
+/* The ends of a run (finish), guarded so that a job this instance no
+ * longer holds is left alone; $4 the delay in ms (unused by DONE and
+ * DEAD, checked by DEAD so that every statement takes the same four). */
+#define JOB_DONE(NOW, IN_MS, INT)                                                                 \
+    "UPDATE jobs SET state = 'done', finished_at = " NOW ", updated_at = " NOW                    \
+    ", lease_until = NULL, last_error = NULL WHERE id = $1 AND locked_by = $2 AND attempts = $3 " \
+    "AND state = 'running'"
+#define JOB_RETRY(NOW, IN_MS, INT)                                                                \
+    "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "  \
+    "finished_at = CASE WHEN attempts >= max_attempts THEN " NOW " END, run_at = " IN_MS("$4")    \
+    ", last_error = $5, lease_until = NULL, locked_by = NULL, updated_at = " NOW " WHERE id = $1 " \
+    "AND locked_by = $2 AND attempts = $3 AND state = 'running' RETURNING state"
+#define JOB_DEAD(NOW, IN_MS, INT)                                                                 \
+    "UPDATE jobs SET state = 'dead', finished_at = " NOW ", last_error = $5, lease_until = NULL, " \
+    "updated_at = " NOW " WHERE id = $1 AND locked_by = $2 AND attempts = $3 AND state = "         \
+    "'running' AND " INT("$4") " >= 0"
+#define JOB_RELEASE(NOW, IN_MS, INT)                                                              \
+    "UPDATE jobs SET state = 'queued', attempts = attempts - 1, run_at = " IN_MS("$4")            \
+    ", lease_until = NULL, locked_by = NULL, updated_at = " NOW " WHERE id = $1 AND locked_by = " \
+    "$2 AND attempts = $3 AND state = 'running'"
+/* Jobs whose lease ran out (sweep). */
+#define JOB_EXPIRED(NOW, IN_MS, INT)                                                              \
+    "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "  \
+    "finished_at = CASE WHEN attempts >= max_attempts THEN " NOW " END, last_error = 'lease "     \
+    "expired: the instance running it (' || coalesce(locked_by, '?') || ') stopped renewing it', " \
+    "run_at = " NOW ", lease_until = NULL, locked_by = NULL, updated_at = " NOW " WHERE state = "  \
+    "'running' AND lease_until < " NOW " RETURNING id"
 
 struct claimed {
     int64_t id;
@@ -321,7 +356,6 @@ static void finish(struct runner *r, const struct claimed *c, enum kiln_job_resu
                    const struct kiln_job_run *job, const struct kiln_job_kind *k)
 {
     kiln_arena *a = kiln_arena_new(2048);
-    bool pg = J.pg;
     const char *sql;
     uint64_t delay = job->retry_in_ms;
     if (res == KILN_JOB_RETRY && !delay)
@@ -329,44 +363,21 @@ static void finish(struct runner *r, const struct claimed *c, enum kiln_job_resu
     char err[KILN_JOB_ERROR_MAX + 1];
     snprintf(err, sizeof err, "%s", job->error[0] ? job->error : "failed");
     switch (res) {
+    case KILN_JOB_ENDED:
+        atomic_fetch_add(&J.done_n, 1);
+        kiln_arena_free(a);
+        return;
     case KILN_JOB_OK:
-        sql = pg ? "UPDATE jobs SET state = 'done', finished_at = now(), updated_at = now(), "
-                   "lease_until = NULL, last_error = NULL WHERE id = $1 AND locked_by = $2 AND "
-                   "attempts = $3 AND state = 'running'"
-                 : "UPDATE jobs SET state = 'done', finished_at = " LITE_NOW
-                   ", updated_at = " LITE_NOW ", lease_until = NULL, last_error = NULL WHERE id = "
-                   "$1 AND locked_by = $2 AND attempts = $3 AND state = 'running'";
+        sql = BOTH(JOB_DONE);
         break;
     case KILN_JOB_RETRY:
-        sql = pg ? "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE "
-                   "'queued' END, finished_at = CASE WHEN attempts >= max_attempts THEN now() "
-                   "END, run_at = now() + $4::bigint * interval '1 millisecond', last_error = $5, "
-                   "lease_until = NULL, locked_by = NULL, updated_at = now() WHERE id = $1 AND "
-                   "locked_by = $2 AND attempts = $3 AND state = 'running' RETURNING state"
-                 : "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE "
-                   "'queued' END, finished_at = CASE WHEN attempts >= max_attempts THEN " LITE_NOW
-                   " END, run_at = " LITE_IN_MS("$4") ", last_error = $5, lease_until = NULL, "
-                   "locked_by = NULL, updated_at = " LITE_NOW " WHERE id = $1 AND locked_by = $2 "
-                   "AND attempts = $3 AND state = 'running' RETURNING state";
+        sql = BOTH(JOB_RETRY);
         break;
     case KILN_JOB_DEAD:
-        sql = pg ? "UPDATE jobs SET state = 'dead', finished_at = now(), last_error = $5, "
-                   "lease_until = NULL, updated_at = now() WHERE id = $1 AND locked_by = $2 AND "
-                   "attempts = $3 AND state = 'running' AND $4::bigint >= 0"
-                 : "UPDATE jobs SET state = 'dead', finished_at = " LITE_NOW
-                   ", last_error = $5, lease_until = NULL, updated_at = " LITE_NOW
-                   " WHERE id = $1 AND locked_by = $2 AND attempts = $3 AND state = 'running' "
-                   "AND $4 >= 0";
+        sql = BOTH(JOB_DEAD);
         break;
     default: /* KILN_JOB_RELEASE */
-        sql = pg ? "UPDATE jobs SET state = 'queued', attempts = attempts - 1, run_at = now() + "
-                   "$4::bigint * interval '1 millisecond', lease_until = NULL, locked_by = NULL, "
-                   "updated_at = now() WHERE id = $1 AND locked_by = $2 AND attempts = $3 AND "
-                   "state = 'running'"
-                 : "UPDATE jobs SET state = 'queued', attempts = attempts - 1, run_at = "
-                   LITE_IN_MS("$4") ", lease_until = NULL, locked_by = NULL, updated_at = "
-                   LITE_NOW " WHERE id = $1 AND locked_by = $2 AND attempts = $3 AND state = "
-                   "'running'";
+        sql = BOTH(JOB_RELEASE);
         break;
     }
     kiln_str p[5] = {
@@ -496,6 +507,30 @@ static void *runner_main(void *arg)
         wake(); /* a runner is free: claim */
     }
     return NULL;
+}
+
+const char *kiln_job_done_sql(kiln_arena *a, const struct kiln_job_run *job, size_t first,
+                              kiln_str out[3])
+{
+    /* JOB_DONE's $1..$3, renumbered: one text for the runner and for the
+     * functions that end their job themselves. */
+    static const char done[] = JOB_DONE(PG_NOW, PG_IN_MS, PG_INT);
+    kiln_buf b;
+    kiln_buf_init(&b, sizeof done + 16);
+    for (const char *s = done; *s; s++) {
+        if (*s == '$' && s[1] >= '1' && s[1] <= '3') {
+            kiln_buf_printf(&b, "$%zu", first + (size_t)(s[1] - '1'));
+            s++;
+        } else {
+            kiln_buf_append(&b, s, 1);
+        }
+    }
+    const char *sql = kiln_arena_strndup(a, b.p, b.len);
+    kiln_buf_free(&b);
+    out[0] = kiln_str_c(kiln_arena_sprintf(a, "%lld", (long long)job->id));
+    out[1] = kiln_str_c(J.cfg.instance ? J.cfg.instance : "");
+    out[2] = kiln_str_c(kiln_arena_sprintf(a, "%d", job->attempt));
+    return sql;
 }
 
 /* ---- pruning -------------------------------------------------------------- */
@@ -683,18 +718,7 @@ static void sweep(void)
     struct kiln_db_rows rows;
     int err = kiln_db_query(
         M_db, a,
-        J.pg ? "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE "
-               "'queued' END, finished_at = CASE WHEN attempts >= max_attempts THEN now() END, "
-               "last_error = 'lease expired: the instance running it (' || coalesce(locked_by, "
-               "'?') || ') stopped renewing it', run_at = now(), lease_until = NULL, locked_by = "
-               "NULL, updated_at = now() WHERE state = 'running' AND lease_until < now() "
-               "RETURNING id"
-             : "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE "
-               "'queued' END, finished_at = CASE WHEN attempts >= max_attempts THEN " LITE_NOW
-               " END, last_error = 'lease expired: the instance running it (' || "
-               "coalesce(locked_by, '?') || ') stopped renewing it', run_at = " LITE_NOW
-               ", lease_until = NULL, locked_by = NULL, updated_at = " LITE_NOW
-               " WHERE state = 'running' AND lease_until < " LITE_NOW " RETURNING id",
+        BOTH(JOB_EXPIRED),
         NULL, 0, &rows);
     if (err)
         outage("Database (jobs)", err, kiln_db_last_error(M_db));

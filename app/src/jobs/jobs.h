@@ -78,6 +78,7 @@ enum kiln_job_result {
     KILN_JOB_RETRY = 1,     /* failed this time: retry (or dead when spent) */
     KILN_JOB_DEAD = 2,      /* failed for good: dead now, no more attempts */
     KILN_JOB_RELEASE = 3,   /* not done, not failed: queue again, attempt not counted */
+    KILN_JOB_ENDED = 4,     /* done, and already recorded so (kiln_job_done_sql) */
 };
 
 typedef enum kiln_job_result (*kiln_job_fn)(struct kiln_job_run *job);
@@ -97,6 +98,17 @@ struct kiln_job_kind {
  * strings must outlive the process). Aborts on a bad name, a duplicate or
  * a bad cron expression: a fork's mistake is found at start. */
 void kiln_job_register(const struct kiln_job_kind *kind);
+
+/*
+ * PostgreSQL: the statement the runner would end job with as done (guarded
+ * the same way: a job this instance no longer holds is left alone), its
+ * parameters numbered from $first (the job's id, this instance, the
+ * attempt: put in out[0..2]). A function whose last statement writes
+ * anyway puts it there as a CTE part and returns KILN_JOB_ENDED: the job
+ * ends with that statement's commit and the runner saves a round trip.
+ */
+const char *kiln_job_done_sql(kiln_arena *a, const struct kiln_job_run *job, size_t first,
+                              kiln_str out[3]);
 const struct kiln_job_kind *kiln_job_kind_find(const char *name);
 
 struct kiln_job_options {

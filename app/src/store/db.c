@@ -343,6 +343,14 @@ static struct kiln_db *pick(struct kiln_db *pool)
                     return m;
                 continue;
             }
+            if (m->reserved) {
+                if (m->reserved != self) {
+                    busy = true;
+                    continue;
+                }
+                m->reserved = NULL;
+                return m;
+            }
             if (!first && m->conn && !m->connecting && m->inflight < limit)
                 first = m;
             unsigned load = member_load(m, now, limit);
@@ -432,13 +440,32 @@ static void transaction_over(struct kiln_db *pool, struct kiln_db *m)
 {
     m->in_transaction = false;
     m->holder = NULL;
-    wake_waiters(pool, false);
+    if (pool->cfg->unpipelined && !m->inflight)
+        kiln__db_pipe_idle(m, false);
+    else
+        wake_waiters(pool, false);
 }
 
 void kiln__db_pipe_idle(struct kiln_db *m, bool failed)
 {
-    if (m->pool && m->pool->cfg->unpipelined)
-        wake_waiters(m->pool, failed);
+    struct kiln_db *pool = m->pool;
+    if (!pool || !pool->cfg->unpipelined)
+        return;
+    if (failed) {
+        /* Dropped or (re)connected: everyone looks again. */
+        m->reserved = NULL;
+        wake_waiters(pool, true);
+        return;
+    }
+    /* Free: it goes to the fiber that has waited longest. */
+    struct pool_waiter *w = pool->waiters;
+    if (!w || m->reserved || m->in_transaction)
+        return;
+    pool->waiters = w->next;
+    if (!pool->waiters)
+        pool->waiters_tail = &pool->waiters;
+    m->reserved = w->fiber;
+    kiln_fiber_wake(w->fiber);
 }
 
 enum step { STATEMENT, ENTER, LEAVE };

@@ -68,6 +68,9 @@ struct kiln_db {
     unsigned cost_n;             /* pool: statements answered in it */
     uint64_t busy_since_ns;      /* member: last answer, or the first send */
     struct kiln_fiber *holder;   /* member: the fiber borrowing it */
+    /* member, unpipelined: came free for this waiting fiber, which takes
+     * it before anyone else (no fiber waits forever behind newcomers) */
+    struct kiln_fiber *reserved;
     bool in_transaction;         /* member: held from BEGIN to COMMIT/ROLLBACK */
 };
 

@@ -437,15 +437,19 @@ static uint64_t schedule_total_ms(void)
 /* The outcome of one attempt, recorded with the delivery's and the
  * endpoint's state at once: on PostgreSQL in one statement (what every
  * delivery pays: one round trip instead of five with BEGIN and COMMIT),
- * else, and when the endpoint may have to be disabled, in a transaction. */
+ * which ends the job too when the delivery succeeded (*ended: the job
+ * returns KILN_JOB_ENDED); else, and when the endpoint may have to be
+ * disabled, in a transaction. */
 static int record(struct kiln_job_run *job, long long did, const char *wid, long status,
-                  long latency_ms, const char *error, const char *state, bool failed_for_good)
+                  long latency_ms, const char *error, const char *state, bool failed_for_good,
+                  bool *ended)
 {
+    *ended = false;
     kiln_arena *a = job->arena;
     struct kiln_db *db = job->db;
     char now[KILN_RFC3339_LEN + 1];
     kiln_time_rfc3339_now(now);
-    kiln_str p[7] = {
+    kiln_str p[10] = {
         kiln_str_c(kiln_arena_sprintf(a, "%lld", did)),
         kiln_str_c(now),
         status ? kiln_str_c(kiln_arena_sprintf(a, "%ld", status)) : (kiln_str){ NULL, 0 },
@@ -454,17 +458,28 @@ static int record(struct kiln_job_run *job, long long did, const char *wid, long
         kiln_str_c(state),
         kiln_str_c(wid),
     };
-    if (kiln_db_dialect(db) == KILN_DB_POSTGRES && !failed_for_good)
+    if (kiln_db_dialect(db) == KILN_DB_POSTGRES && !failed_for_good) {
         /* failing_since: cleared by a success, set by the first failure. */
-        return kiln_db_query(
+        bool done = !strcmp(state, "succeeded");
+        const char *end = done ? kiln_arena_sprintf(a, ", j AS (%s)",
+                                                    kiln_job_done_sql(a, job, 8, p + 7))
+                               : "";
+        int err = kiln_db_query(
             db, a,
-            "WITH a AS (INSERT INTO webhook_attempts (delivery_id, at, status, latency_ms, error) "
-            "VALUES ($1, $2::timestamptz, $3, $4, $5)), d AS (UPDATE webhook_deliveries SET "
-            "state = $6::text, attempts = attempts + 1, updated_at = $2::timestamptz WHERE id = "
-            "$1) UPDATE webhooks SET failing_since = CASE WHEN $6::text = 'succeeded' THEN NULL "
-            "ELSE $2::timestamptz END WHERE id = $7 AND CASE WHEN $6::text = 'succeeded' THEN "
-            "failing_since IS NOT NULL ELSE failing_since IS NULL END",
-            p, 7, NULL);
+            kiln_arena_sprintf(
+                a,
+                "WITH a AS (INSERT INTO webhook_attempts (delivery_id, at, status, latency_ms, "
+                "error) VALUES ($1, $2::timestamptz, $3, $4, $5)), d AS (UPDATE "
+                "webhook_deliveries SET state = $6::text, attempts = attempts + 1, updated_at = "
+                "$2::timestamptz WHERE id = $1)%s UPDATE webhooks SET failing_since = CASE WHEN "
+                "$6::text = 'succeeded' THEN NULL ELSE $2::timestamptz END WHERE id = $7 AND CASE "
+                "WHEN $6::text = 'succeeded' THEN failing_since IS NOT NULL ELSE failing_since IS "
+                "NULL END",
+                end),
+            p, done ? 10 : 7, NULL);
+        *ended = done && !err;
+        return err;
+    }
     int err = kiln_db_begin(db);
     if (err)
         return err;
@@ -565,8 +580,9 @@ static enum kiln_job_result deliver(struct kiln_job_run *job)
         if (kiln_db_int64(&r, 0, 7, &v))
             enabled = v != 0;
     }
+    bool ended;
     if (!enabled) {
-        record(job, did, wid, 0, 0, "the endpoint is disabled", "failed", false);
+        record(job, did, wid, 0, 0, "the endpoint is disabled", "failed", false, &ended);
         return KILN_JOB_OK;
     }
     struct timespec now_ts;
@@ -634,7 +650,7 @@ static enum kiln_job_result deliver(struct kiln_job_run *job)
     bool spent = job->attempt >= job->max_attempts;
     bool for_good = error && (!retryable || spent);
     const char *state = !error ? "succeeded" : for_good ? "failed" : "pending";
-    if ((err = record(job, did, wid, status, latency, error, state, for_good)) != 0) {
+    if ((err = record(job, did, wid, status, latency, error, state, for_good, &ended)) != 0) {
         /* Not recorded: run again (the receiver drops the repeat by its
          * webhook-id). */
         snprintf(job->error, sizeof job->error, "recording the attempt: %s",
@@ -642,7 +658,7 @@ static enum kiln_job_result deliver(struct kiln_job_run *job)
         return KILN_JOB_RETRY;
     }
     if (!error)
-        return KILN_JOB_OK;
+        return ended ? KILN_JOB_ENDED : KILN_JOB_OK;
     snprintf(job->error, sizeof job->error, "%s", error);
     if (!retryable)
         return KILN_JOB_DEAD;

@@ -84,6 +84,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import socket
 import subprocess
 import threading
@@ -377,6 +378,21 @@ def expected_signature(secret, r):
 # --------------------------------------------------------------------------
 # instances and databases
 # --------------------------------------------------------------------------
+
+def job_rows(srv, sql):
+    """Rows of the instance's own database, behind its back."""
+    if kilnhttp.STORES not in SERVICE_MODES:
+        con = sqlite3.connect(srv.env["DB_PATH"], timeout=10)
+        try:
+            return [tuple("" if v is None else str(int(v) if isinstance(v, bool) else v)
+                          for v in row) for row in con.execute(sql).fetchall()]
+        finally:
+            con.close()
+    url = srv.env["DATABASE_URL"]
+    out = kilnhttp.services().rows(sql, db=url.rsplit("/", 1)[1].split("?")[0])
+    return [tuple({"t": "1", "f": "0"}.get(v, v) if i == 2 else v for i, v in enumerate(r))
+            for r in out]
+
 
 class Databases:
     """On PostgreSQL, fresh databases (dropped at the end); in embedded
@@ -1123,6 +1139,12 @@ def test_deliveries_to_an_endpoint_reuse_connections(srv, rx, verifier):
     assert len(conns) <= 8, f"{len(conns)} connections for {len(reqs)} deliveries: {conns}"
     log = u.wait_deliveries(w["id"], lambda d: len(d) == 24 and settled(d))
     assert all(d["state"] == "succeeded" and d["attempts"] == 1 for d in log), log
+    # Each delivery's job ended done, once (on PostgreSQL by the statement
+    # that records the attempt: jobs.h, kiln_job_done_sql).
+    jobs = job_rows(srv, "SELECT j.state, j.attempts, j.finished_at IS NOT NULL FROM jobs j "
+                         "JOIN webhook_deliveries d ON j.args = '{\"delivery\":' || d.id || '}' "
+                         f"WHERE j.kind = 'webhooks.deliver' AND d.webhook_id = '{w['id']}'")
+    assert len(jobs) == 24 and all(j == ("done", "1", "1") for j in jobs), jobs
     # A receiver that closes after each answer: a fresh connection each time.
     closing = rx.new_path("close")
     w2, _ = u.hook(rx, ["notes.created"], path=closing)
