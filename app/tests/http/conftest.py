@@ -131,22 +131,7 @@ class ServerPool:
         return srv
 
     def close(self):
-        problems = []
-        for srv in self.servers:
-            if srv.proc is None:
-                continue
-            try:
-                rc = srv.stop()
-            except AssertionError as e:
-                problems.append(f"port {srv.port}: {e}")
-                continue
-            if srv.expected_exit is not None and rc != srv.expected_exit:
-                problems.append(f"port {srv.port}: exit code {rc}, want {srv.expected_exit}\n"
-                                f"stderr tail:\n{srv.stderr_text()[-3000:]}")
-            leaked = kilnhttp.secrets_in(srv.stdout_text() + srv.stderr_text())
-            if leaked:
-                problems.append(f"port {srv.port}: a service password appears in its output "
-                                f"({len(leaked)} of them)")
+        problems = kilnhttp.stop_all(self.servers)
         if problems:
             pytest.fail("kiln instance(s) ended badly:\n" + "\n".join(problems), pytrace=False)
 

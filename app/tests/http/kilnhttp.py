@@ -67,6 +67,10 @@ PASSTHROUGH_ENV = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTION
 
 STORE_MODES = ("embedded", "postgres", "pgbouncer")
 STORES = (os.environ.get("KILN_STORES") or "embedded").strip()
+# The modes on the test services (PostgreSQL + Valkey), not in-process.
+SERVICE_MODES = STORE_MODES[1:]
+# The binary under test is the ASan + UBSan build (slower: longer waits).
+SANITIZED = bool(os.environ.get("KILN_SANITIZED"))
 
 SERVICES_SCRIPT = REPO_ROOT / "scripts" / "test-services.sh"
 SERVICE_KEYS = (
@@ -826,3 +830,26 @@ def assert_error(resp, status, code):
         assert isinstance(body.get(key), str) and body[key], f"{key!r} missing or empty in {body}"
     assert body.get("request_id") == rid, f"request_id {body.get('request_id')!r} != header {rid!r}"
     return body
+
+
+def stop_all(servers, timeout=10.0):
+    """SIGTERM every running instance of ``servers`` and say what went
+    wrong: one line per instance that did not exit in ``timeout`` s, exited
+    with another code than it should, or printed a service password."""
+    problems = []
+    for srv in servers:
+        if srv.proc is None:
+            continue
+        try:
+            rc = srv.stop(timeout=timeout)
+        except AssertionError as e:
+            problems.append(f"port {srv.port}: {e}")
+            continue
+        if srv.expected_exit is not None and rc != srv.expected_exit:
+            problems.append(f"port {srv.port}: exit code {rc}, want {srv.expected_exit}\n"
+                            f"stderr tail:\n{srv.stderr_text()[-3000:]}")
+        leaked = secrets_in(srv.stdout_text() + srv.stderr_text())
+        if leaked:
+            problems.append(f"port {srv.port}: a service password appears in its output "
+                            f"({len(leaked)} of them)")
+    return problems

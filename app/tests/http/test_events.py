@@ -64,10 +64,8 @@ import kilnhttp
 import ssekit
 from ssekit import ChunkedDecoder, SseParser, SseStream, StreamClosed, StreamTimeout
 
-V1, ALIAS = "/api/v1", "/api"
-MISSING = "00000000-0000-4000-8000-000000000000"
-SANITIZED = bool(os.environ.get("KILN_SANITIZED"))
-SERVICE_MODES = ("postgres", "pgbouncer")
+from kilnhttp import SANITIZED, SERVICE_MODES
+from resourcekit import ALIAS, MISSING, V1
 needs_valkey = pytest.mark.skipif(
     kilnhttp.STORES not in SERVICE_MODES,
     reason=f"KILN_STORES={kilnhttp.STORES}: needs PostgreSQL + Valkey shared by two instances")

@@ -63,9 +63,9 @@ import pytest
 import authkit as ak
 import kilnhttp
 
-SANITIZED = bool(os.environ.get("KILN_SANITIZED"))
+from kilnhttp import SANITIZED, SERVICE_MODES
+
 SLOW = 3 if SANITIZED else 1
-SERVICE_MODES = ("postgres", "pgbouncer")
 PG = kilnhttp.STORES in SERVICE_MODES
 needs_postgres = pytest.mark.skipif(
     not PG, reason=f"KILN_STORES={kilnhttp.STORES}: needs PostgreSQL shared by instances")
@@ -135,19 +135,7 @@ class Cluster:
     def close(self):
         problems = []
         try:
-            for srv in self.servers:
-                if srv.proc is None:
-                    continue
-                try:
-                    rc = srv.stop(timeout=10 * SLOW)
-                except AssertionError as e:
-                    problems.append(f"port {srv.port}: {e}")
-                    continue
-                if srv.expected_exit is not None and rc != srv.expected_exit:
-                    problems.append(f"port {srv.port}: exit code {rc}, want {srv.expected_exit}"
-                                    f"\nstderr tail:\n{srv.stderr_text()[-3000:]}")
-                if kilnhttp.secrets_in(srv.stdout_text() + srv.stderr_text()):
-                    problems.append(f"port {srv.port}: a service password appears in its output")
+            problems = kilnhttp.stop_all(self.servers, timeout=10 * SLOW)
         finally:
             if self.dbname:
                 self.svc.drop_db(self.dbname)
@@ -606,17 +594,23 @@ def test_cron_tick_runs_exactly_once_across_three_instances(cluster):
 # SIGTERM
 # --------------------------------------------------------------------------
 
+def sigterm_and_wait(srv):
+    """SIGTERM, then the seconds until srv exited 0."""
+    t0 = time.monotonic()
+    srv.send_signal(signal.SIGTERM)
+    rc = srv.wait_exit(10 * SLOW)
+    took = time.monotonic() - t0
+    assert rc == 0, f"exit code {rc} (None: still running)\n{srv.stderr_text()[-2000:]}"
+    return took
+
+
 def test_sigterm_releases_a_job_that_asks_and_another_instance_completes_it(cluster):
     a = cluster.start(SHUTDOWN_TIMEOUT_SECONDS=10)
     t = tag()
     [jid] = enqueue(a, "test.sleep", {"tag": t, "ms": 3000, "release": 1})
     wait_for(lambda: running_on(cluster, a, [jid]), 5 * SLOW, "A runs the job")
     b = cluster.start() if PG else None
-    t0 = time.monotonic()
-    a.send_signal(signal.SIGTERM)
-    rc = a.wait_exit(10 * SLOW)
-    took = time.monotonic() - t0
-    assert rc == 0, f"exit code {rc} (None: still running)\n{a.stderr_text()[-2000:]}"
+    took = sigterm_and_wait(a)
     # Released when the drain began, not at its end (10 s) nor the job's (3 s).
     assert took < 2.5 * SLOW, f"SIGTERM to exit took {took:.2f} s"
     if b is None:
@@ -635,11 +629,7 @@ def test_sigterm_lets_a_short_running_job_finish_before_exit(cluster):
     t = tag()
     [jid] = enqueue(a, "test.sleep", {"tag": t, "ms": 1500})
     wait_for(lambda: running_on(cluster, a, [jid]), 5 * SLOW, "A runs the job")
-    t0 = time.monotonic()
-    a.send_signal(signal.SIGTERM)
-    rc = a.wait_exit(10 * SLOW)
-    took = time.monotonic() - t0
-    assert rc == 0, f"exit code {rc}\n{a.stderr_text()[-2000:]}"
+    took = sigterm_and_wait(a)
     assert took < 5, f"exit {took:.2f} s after SIGTERM: waited past the job"
     runs = cluster.runs(tag=t)
     assert len(runs) == 1 and pid_of(runs[0]["instance"]) == a.proc.pid, runs
@@ -652,11 +642,7 @@ def test_sigterm_releases_a_job_that_outlasts_the_drain(cluster):
     t = tag()
     [jid] = enqueue(a, "test.sleep", {"tag": t, "ms": 4000})
     wait_for(lambda: running_on(cluster, a, [jid]), 5 * SLOW, "A runs the job")
-    t0 = time.monotonic()
-    a.send_signal(signal.SIGTERM)
-    rc = a.wait_exit(10 * SLOW)
-    took = time.monotonic() - t0
-    assert rc == 0, f"exit code {rc}\n{a.stderr_text()[-2000:]}"
+    took = sigterm_and_wait(a)
     assert took < 2 + 0.5 * SLOW, f"exit {took:.2f} s after SIGTERM: past the drain (2 s)"
     assert not cluster.runs(tag=t), "the job finished on A: it outlasts no drain"
     row = cluster.job(jid)

@@ -98,10 +98,8 @@ import authkit as ak
 import kilnhttp
 from ssekit import FeedEvent, SseStream
 
-V1, ALIAS = "/api/v1", "/api"
-MISSING = "00000000-0000-4000-8000-000000000000"
-SANITIZED = bool(os.environ.get("KILN_SANITIZED"))
-SERVICE_MODES = ("postgres", "pgbouncer")
+from kilnhttp import SANITIZED, SERVICE_MODES
+from resourcekit import ALIAS, MISSING, V1
 needs_shared_db = pytest.mark.skipif(
     kilnhttp.STORES not in SERVICE_MODES,
     reason=f"KILN_STORES={kilnhttp.STORES}: needs two instances on one PostgreSQL")
