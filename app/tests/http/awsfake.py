@@ -68,6 +68,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import traceback
 import types
 import urllib.parse
 import uuid
@@ -1421,7 +1422,7 @@ class TcpProxy:
             if rec["error"] is None:
                 rec["error"] = f"closed: {e!r}"
         except Exception as e:   # a bug in the proxy: keep it visible
-            rec["error"] = f"proxy error: {e!r}"
+            rec["error"] = f"proxy error: {e!r}\n{traceback.format_exc()}"
             rec["bug"] = True
         finally:
             rec["closed"] = time.time()
@@ -1457,6 +1458,16 @@ def _readable(socks, timeout):
         return ready
     r, _, _ = select.select(socks, [], [], timeout)
     return r
+
+
+_RESP2_PUSHES = (b"*3\r\n$7\r\nmessage\r\n", b"*4\r\n$8\r\npmessage\r\n",
+                 b"*3\r\n$8\r\nsmessage\r\n")
+
+
+def _resp2_push(reply):
+    """Whether a RESP2 reply on a subscribed connection is a published
+    message (sent whenever someone publishes, not in answer to a command)."""
+    return reply.startswith(_RESP2_PUSHES)
 
 
 def _splice(a, b, stop):
@@ -2047,8 +2058,8 @@ class ValkeyIamProxy(TcpProxy):
                         break
                     reply = bytes(sbuf[:end])
                     del sbuf[:end]
-                    if reply[:1] == b">":      # RESP3 push: out of band
-                        sock.sendall(reply)
+                    if reply[:1] == b">" or (rec.get("subscribed") and _resp2_push(reply)):
+                        sock.sendall(reply)    # a push: out of band
                         continue
                     if not pending or pending[0] is not None:
                         raise RespError("a backend reply nobody asked for")
@@ -2128,7 +2139,13 @@ class ValkeyIamProxy(TcpProxy):
             rec["error"] = "authentication expired (no AUTH within max_auth_age)"
             rec["expired"] = True
             return False
-        pending.append(None)
+        if name in (b"SUBSCRIBE", b"PSUBSCRIBE", b"SSUBSCRIBE"):
+            # RESP2: from now on the backend also pushes messages as plain
+            # arrays; the command itself has one confirmation per channel
+            rec["subscribed"] = True
+            pending.extend([None] * max(1, len(args) - 1))
+        else:
+            pending.append(None)
         backend.sendall(raw)
         return backend
 

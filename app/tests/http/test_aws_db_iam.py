@@ -91,7 +91,7 @@ def test_db_iam_auth_through_the_rds_proxy(kiln, services, store, ecs, ecs_token
     for _ in range(3):
         notes_round(srv, bearer, n=2)
     assert len(proxy.verified) > before
-    assert proxy.failures == [] and not proxy.bugs
+    assert proxy.failures == [] and not proxy.bugs, [b["error"] for b in proxy.bugs]
 
     awskit.assert_no_secrets(srv, proxy.role_password, *secrets,
                              *[t["token"] for t in proxy.tokens])

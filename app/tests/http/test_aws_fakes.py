@@ -357,7 +357,7 @@ def test_pg_proxy_takes_botocore_tokens_and_reaches_the_real_server(services, st
         assert any("expired" in e for e in errors)
         assert any("DBUser" in e for e in errors)
         assert len(proxy.verified) == 2
-        assert not proxy.bugs
+        assert not proxy.bugs, [b["error"] for b in proxy.bugs]
 
 
 @needs_services
@@ -464,7 +464,36 @@ def test_valkey_proxy_takes_botocore_tokens_and_reauth(services, store):
             c.close()
         conns = {a["conn"] for a in proxy.reauths()}
         assert len(conns) == 1, proxy.auths
-        assert not proxy.bugs
+        assert not proxy.bugs, [b["error"] for b in proxy.bugs]
+
+
+@needs_services
+def test_valkey_proxy_passes_messages_to_a_subscriber(services, store):
+    """A subscribed RESP2 connection receives published messages whenever
+    someone publishes: the proxy passes them through, and still answers
+    the subscriber's own commands in order."""
+    creds = store.temporary()
+    tls = awsfake.services_tls(services.dir)
+    with awsfake.ValkeyIamProxy(store, services.redis_host, services.redis_port, tls, CLUSTER,
+                                users={IAM_USER}) as proxy:
+        token = awsfake.elasticache_auth_token(creds, CLUSTER, IAM_USER, awsfake.REGION)
+        chan = "awsfake:selftest:" + os.urandom(4).hex()
+        sub, pub = RespConn(proxy.port, tls.ca), RespConn(proxy.port, tls.ca)
+        try:
+            sub.send(("AUTH", IAM_USER, token), ("SUBSCRIBE", chan, chan + ":2"))
+            assert sub.replies(3)[0] == b"+OK\r\n"
+            pub.send(("AUTH", IAM_USER, token), ("PUBLISH", chan, "one"), ("PUBLISH", chan, "two"))
+            assert pub.replies(3) == [b"+OK\r\n", b":1\r\n", b":1\r\n"]
+            sub.send(("PING",))
+            got = sub.replies(3)
+            assert got[:2] == [awsfake.resp_command("message", chan, "one"),
+                               awsfake.resp_command("message", chan, "two")], got
+            assert got[2].startswith(b"*2\r\n$4\r\npong"), got
+        finally:
+            sub.close()
+            pub.close()
+        assert proxy.failures == []
+        assert not proxy.bugs, [b["error"] for b in proxy.bugs]
 
 
 @needs_services

@@ -83,7 +83,7 @@ def test_valkey_iam_auth_and_reauth(kiln, services, store, ecs, ecs_token):
         assert not any(c.get("expired") for c in proxy.connections), \
             "a connection went 3 intervals without AUTH"
         assert all(c.get("tls") for c in proxy.connections)
-        assert not proxy.bugs
+        assert not proxy.bugs, [b["error"] for b in proxy.bugs]
         ak.assert_me(ak.me(srv, cookies[0]))
         awskit.assert_no_secrets(srv, *ecs.secrets(), *[a["token"] for a in proxy.auths])
 

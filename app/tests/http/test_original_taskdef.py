@@ -167,7 +167,8 @@ def test_the_original_task_definition_starts_kiln(kiln, services, store, pg, pg_
     keys = {a["access_key"] for a in valkey_proxy.auths} | \
         {t["access_key"] for t in pg_proxy.verified}
     assert keys <= {c.access_key for c in ecs_creds.issued}, keys
-    assert not valkey_proxy.bugs and not pg_proxy.bugs
+    assert not valkey_proxy.bugs and not pg_proxy.bugs, \
+        [b["error"] for b in valkey_proxy.bugs + pg_proxy.bugs]
 
     awskit.assert_no_secrets(srv, pg_proxy.role_password, *ecs_creds.secrets(),
                              *[t["token"] for t in pg_proxy.tokens],
