@@ -76,10 +76,12 @@
 /* The ends of a run (finish), guarded so that a job this instance no
  * longer holds is left alone; $4 the delay in ms (unused by DONE and
  * DEAD, checked by DEAD so that every statement takes the same four). */
+#define JOB_DONE_SET(NOW)                                                                         \
+    "state = 'done', finished_at = " NOW ", updated_at = " NOW ", lease_until = NULL, last_error " \
+    "= NULL"
 #define JOB_DONE(NOW, IN_MS, INT)                                                                 \
-    "UPDATE jobs SET state = 'done', finished_at = " NOW ", updated_at = " NOW                    \
-    ", lease_until = NULL, last_error = NULL WHERE id = $1 AND locked_by = $2 AND attempts = $3 " \
-    "AND state = 'running'"
+    "UPDATE jobs SET " JOB_DONE_SET(NOW) " WHERE id = $1 AND locked_by = $2 AND attempts = $3 AND " \
+    "state = 'running'"
 #define JOB_RETRY(NOW, IN_MS, INT)                                                                \
     "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "  \
     "finished_at = CASE WHEN attempts >= max_attempts THEN " NOW " END, run_at = " IN_MS("$4")    \
@@ -111,8 +113,9 @@ struct claimed {
 struct runner {
     pthread_t thread;
     bool busy;
-    int64_t id; /* the job it runs, for lease renewal; 0: none */
-    int attempt;
+    /* The jobs it runs (one, or a batch), for lease renewal and release */
+    int64_t *ids; /* J.max_batch of them */
+    size_t nids;
     struct kiln_db *db;
     struct kiln_kv *kv;
 };
@@ -130,6 +133,8 @@ static struct {
     int64_t next_tick[KILN_JOB_MAX_KINDS];
     size_t nkinds;
     char *kinds_json; /* ["a","b"]: the kinds this instance runs */
+    char *batch_kinds_json; /* those of them that run in batches */
+    unsigned max_batch;   /* the largest batch of those (1: none) */
 
     struct pump pumps[MAX_PUMPS];
     size_t npumps;
@@ -187,8 +192,11 @@ void kiln_job_register(const struct kiln_job_kind *kind)
 {
     if (J.started)
         kiln_fatal("jobs: kiln_job_register after kiln_jobs_start");
-    if (!kind || !name_ok(kind->name) || !kind->run)
-        kiln_fatal("jobs: a job kind needs a name of [a-z0-9_.-] (at most 64) and a function");
+    if (!kind || !name_ok(kind->name) || !kind->run == !kind->run_batch)
+        kiln_fatal("jobs: a job kind needs a name of [a-z0-9_.-] (at most 64) and a function "
+                   "(run or run_batch)");
+    if (kind->run_batch && (kind->batch < 2 || kind->batch > KILN_JOB_MAX_BATCH))
+        kiln_fatal("jobs: a run_batch kind needs a batch of 2..KILN_JOB_MAX_BATCH");
     if (kiln_job_kind_find(kind->name)) {
         kiln_logf(KILN_LOG_ERROR, "jobs: kind %s registered twice", kind->name);
         kiln_fatal("jobs: a kind registered twice");
@@ -447,11 +455,38 @@ static void lower_priority(void)
                   strerror(errno));
 }
 
+/* Under J.lock: take the queue's next job, and for a kind that runs in
+ * batches the queue's next jobs of the same kind (in claim order) with
+ * it. Returns how many were put in out. */
+static size_t take_jobs(struct claimed *out)
+{
+    size_t n = 0;
+    out[n++] = J.queue[J.qhead];
+    J.qhead = (J.qhead + 1) % J.qcap;
+    J.qlen--;
+    const struct kiln_job_kind *k = kiln_job_kind_find(out[0].kind);
+    if (!k || !k->run_batch || J.stopping)
+        return n;
+    size_t keep = 0;
+    for (size_t i = 0; i < J.qlen; i++) {
+        struct claimed *q = &J.queue[(J.qhead + i) % J.qcap];
+        if (n < k->batch && !strcmp(q->kind, out[0].kind))
+            out[n++] = *q;
+        else
+            J.queue[(J.qhead + keep++) % J.qcap] = *q;
+    }
+    J.qlen = keep;
+    return n;
+}
+
 static void *runner_main(void *arg)
 {
     struct runner *r = arg;
     kiln_wait_abortable();
     lower_priority();
+    struct claimed *batch = kiln_calloc(J.max_batch, sizeof *batch);
+    struct kiln_job_run *jobs = kiln_calloc(J.max_batch, sizeof *jobs);
+    enum kiln_job_result res[KILN_JOB_MAX_BATCH];
     for (;;) {
         pthread_mutex_lock(&J.lock);
         while (!J.qlen && !atomic_load(&J.stop))
@@ -460,12 +495,11 @@ static void *runner_main(void *arg)
             pthread_mutex_unlock(&J.lock);
             break;
         }
-        struct claimed c = J.queue[J.qhead];
-        J.qhead = (J.qhead + 1) % J.qcap;
-        J.qlen--;
+        size_t n = take_jobs(batch);
         r->busy = true;
-        r->id = c.id;
-        r->attempt = c.attempt;
+        for (size_t i = 0; i < n; i++)
+            r->ids[i] = batch[i].id;
+        r->nids = n;
         J.busy++;
         pthread_mutex_unlock(&J.lock);
 
@@ -473,39 +507,49 @@ static void *runner_main(void *arg)
             r->db = kiln_db_open(&J.cfg.db);
         if (!r->kv && J.cfg.kv)
             r->kv = kiln_kv_open(J.cfg.kv);
-        const struct kiln_job_kind *k = kiln_job_kind_find(c.kind);
-        struct kiln_job_run job = {
-            .id = c.id,
-            .kind = c.kind,
-            .args = c.args,
-            .attempt = c.attempt,
-            .max_attempts = c.max_attempts,
-            .db = r->db,
-            .kv = r->kv,
-            .arena = kiln_arena_new(8192),
-            .stopping = &J.stopping,
-        };
-        enum kiln_job_result res;
-        if (!k) {
-            snprintf(job.error, sizeof job.error, "no job kind %s on this instance", c.kind);
-            res = KILN_JOB_RELEASE;
-        } else if (J.stopping) {
-            res = KILN_JOB_RELEASE; /* claimed just before the drain */
-        } else {
-            res = k->run(&job);
+        const struct kiln_job_kind *k = kiln_job_kind_find(batch[0].kind);
+        kiln_arena *arena = kiln_arena_new(8192);
+        for (size_t i = 0; i < n; i++) {
+            jobs[i] = (struct kiln_job_run){
+                .id = batch[i].id,
+                .kind = batch[i].kind,
+                .args = batch[i].args,
+                .attempt = batch[i].attempt,
+                .max_attempts = batch[i].max_attempts,
+                .db = r->db,
+                .kv = r->kv,
+                .arena = arena,
+                .stopping = &J.stopping,
+            };
+            res[i] = KILN_JOB_RELEASE;
         }
-        finish(r, &c, res, &job, k);
-        kiln_arena_free(job.arena);
-        free(c.args);
+        if (!k) {
+            for (size_t i = 0; i < n; i++)
+                snprintf(jobs[i].error, sizeof jobs[i].error, "no job kind %s on this instance",
+                         batch[0].kind);
+        } else if (J.stopping) {
+            /* claimed just before the drain: released */
+        } else if (k->run_batch) {
+            k->run_batch(jobs, n, res);
+        } else {
+            res[0] = k->run(&jobs[0]);
+        }
+        for (size_t i = 0; i < n; i++) {
+            finish(r, &batch[i], res[i], &jobs[i], k);
+            free(batch[i].args);
+        }
+        kiln_arena_free(arena);
 
         pthread_mutex_lock(&J.lock);
         r->busy = false;
-        r->id = 0;
+        r->nids = 0;
         J.busy--;
         pthread_cond_broadcast(&J.idle);
         pthread_mutex_unlock(&J.lock);
         wake(); /* a runner is free: claim */
     }
+    free(jobs);
+    free(batch);
     return NULL;
 }
 
@@ -531,6 +575,17 @@ const char *kiln_job_done_sql(kiln_arena *a, const struct kiln_job_run *job, siz
     out[1] = kiln_str_c(J.cfg.instance ? J.cfg.instance : "");
     out[2] = kiln_str_c(kiln_arena_sprintf(a, "%d", job->attempt));
     return sql;
+}
+
+const char *kiln_job_done_many_sql(kiln_arena *a, const char *rows, const char *where,
+                                   size_t first, kiln_str out[1])
+{
+    out[0] = kiln_str_c(J.cfg.instance ? J.cfg.instance : "");
+    return kiln_arena_sprintf(a,
+                              "UPDATE jobs SET " JOB_DONE_SET(PG_NOW) " FROM %s WHERE %s%sjobs.id "
+                              "= %s.job AND jobs.locked_by = $%zu AND jobs.attempts = %s.attempt "
+                              "AND jobs.state = 'running'",
+                              rows, where ? where : "", where ? " AND " : "", rows, first, rows);
 }
 
 /* ---- pruning -------------------------------------------------------------- */
@@ -602,48 +657,70 @@ static unsigned free_slots(void)
     return used >= J.nrunners ? 0 : J.nrunners - used;
 }
 
-/* Claim up to n due jobs; returns how many (or -1 on error). */
+static int cmp_claimed(const void *x, const void *y)
+{
+    int64_t a = ((const struct claimed *)x)->id, b = ((const struct claimed *)y)->id;
+    return (a > b) - (a < b);
+}
+
+/* Claim up to n due jobs, and for the kinds that run in batches up to
+ * n * (batch - 1) more of them (the second part of the claim, which may
+ * take some the first took: IN keeps one); returns how many (or -1 on
+ * error). They are queued in the order they were enqueued. */
 static int claim(unsigned n)
 {
     kiln_arena *a = kiln_arena_new(8192);
-    kiln_str p[4] = {
+    kiln_str p[6] = {
         kiln_str_c(kiln_arena_sprintf(a, "%u", n)),
         kiln_str_c(kiln_arena_sprintf(a, "%u", J.cfg.lease_s)),
         kiln_str_c(J.cfg.instance),
         kiln_str_c(J.kinds_json),
+        kiln_str_c(J.batch_kinds_json),
+        kiln_str_c(kiln_arena_sprintf(a, "%u", n * (J.max_batch - 1))),
     };
     struct kiln_db_rows rows;
     int err = kiln_db_query(
         M_db, a,
         J.pg ? "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = now() "
                "+ $2::int * interval '1 second', locked_by = $3, updated_at = now() WHERE id IN "
-               "(SELECT id FROM jobs WHERE state = 'queued' AND run_at <= now() AND kind IN "
-               "(SELECT json_array_elements_text($4::json)) ORDER BY run_at, id LIMIT $1 FOR "
-               "UPDATE SKIP LOCKED) RETURNING id, kind, args, attempts, max_attempts"
+               "(SELECT id FROM (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= now() "
+               "AND kind IN (SELECT json_array_elements_text($4::json)) ORDER BY run_at, id LIMIT "
+               "$1 FOR UPDATE SKIP LOCKED) AS one UNION ALL SELECT id FROM (SELECT id FROM jobs "
+               "WHERE state = 'queued' AND run_at <= now() AND kind IN (SELECT "
+               "json_array_elements_text($5::json)) ORDER BY run_at, id LIMIT $6 FOR UPDATE SKIP "
+               "LOCKED) AS more) RETURNING id, kind, args, attempts, max_attempts"
              : "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = "
                "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || $2 || ' seconds'), locked_by = $3, "
-               "updated_at = " LITE_NOW " WHERE id IN (SELECT id FROM jobs WHERE state = "
-               "'queued' AND run_at <= " LITE_NOW " AND kind IN (SELECT value FROM json_each($4)) "
-               "ORDER BY run_at, id LIMIT $1) RETURNING id, kind, args, attempts, max_attempts",
-        p, 4, &rows);
+               "updated_at = " LITE_NOW " WHERE id IN (SELECT id FROM (SELECT id FROM jobs WHERE "
+               "state = 'queued' AND run_at <= " LITE_NOW " AND kind IN (SELECT value FROM "
+               "json_each($4)) ORDER BY run_at, id LIMIT $1) UNION ALL SELECT id FROM (SELECT id "
+               "FROM jobs WHERE state = 'queued' AND run_at <= " LITE_NOW " AND kind IN (SELECT "
+               "value FROM json_each($5)) ORDER BY run_at, id LIMIT $6)) RETURNING id, kind, "
+               "args, attempts, max_attempts",
+        p, 6, &rows);
     if (err) {
         outage("Database (jobs)", err, kiln_db_last_error(M_db));
         kiln_arena_free(a);
         return -1;
     }
+    struct claimed *got = rows.nrows ? kiln_calloc(rows.nrows, sizeof *got) : NULL;
+    for (size_t i = 0; i < rows.nrows; i++) {
+        struct claimed *c = &got[i];
+        int64_t v = 0;
+        kiln_db_int64(&rows, i, 0, &c->id);
+        kiln_str kind = kiln_db_text(&rows, i, 1);
+        snprintf(c->kind, sizeof c->kind, "%.*s", (int)kind.len, kind.p ? kind.p : "");
+        kiln_str args = kiln_db_text(&rows, i, 2);
+        c->args = kiln_strndup(args.p ? args.p : "{}", args.p ? args.len : 2);
+        kiln_db_int64(&rows, i, 3, &v);
+        c->attempt = (int)v;
+        kiln_db_int64(&rows, i, 4, &v);
+        c->max_attempts = (int)v;
+    }
+    if (rows.nrows > 1)
+        qsort(got, rows.nrows, sizeof *got, cmp_claimed);
     pthread_mutex_lock(&J.lock);
     for (size_t i = 0; i < rows.nrows; i++) {
-        struct claimed c = { 0 };
-        int64_t v = 0;
-        kiln_db_int64(&rows, i, 0, &c.id);
-        kiln_str kind = kiln_db_text(&rows, i, 1);
-        snprintf(c.kind, sizeof c.kind, "%.*s", (int)kind.len, kind.p ? kind.p : "");
-        kiln_str args = kiln_db_text(&rows, i, 2);
-        c.args = kiln_strndup(args.p ? args.p : "{}", args.p ? args.len : 2);
-        kiln_db_int64(&rows, i, 3, &v);
-        c.attempt = (int)v;
-        kiln_db_int64(&rows, i, 4, &v);
-        c.max_attempts = (int)v;
         if (J.qlen == J.qcap) {
             size_t ncap = J.qcap ? J.qcap * 2 : 16;
             struct claimed *q = kiln_calloc(ncap, sizeof *q);
@@ -654,16 +731,17 @@ static int claim(unsigned n)
             J.qhead = 0;
             J.qcap = ncap;
         }
-        J.queue[(J.qhead + J.qlen) % J.qcap] = c;
+        J.queue[(J.qhead + J.qlen) % J.qcap] = got[i];
         J.qlen++;
     }
     if (rows.nrows)
         pthread_cond_broadcast(&J.work);
     pthread_mutex_unlock(&J.lock);
+    free(got);
     atomic_fetch_add(&J.claimed_n, rows.nrows);
-    int got = (int)rows.nrows;
+    int n_got = (int)rows.nrows;
     kiln_arena_free(a);
-    return got;
+    return n_got;
 }
 
 /* The ids this instance's runners hold, as a JSON array (the same text
@@ -676,10 +754,16 @@ static char *held_json(kiln_arena *a)
     bool any = false;
     pthread_mutex_lock(&J.lock);
     for (unsigned i = 0; i < J.nrunners; i++)
-        if (J.runners[i].busy && J.runners[i].id) {
-            kiln_buf_printf(&b, "%s%lld", any ? "," : "", (long long)J.runners[i].id);
+        for (size_t k = 0; J.runners[i].busy && k < J.runners[i].nids; k++) {
+            kiln_buf_printf(&b, "%s%lld", any ? "," : "", (long long)J.runners[i].ids[k]);
             any = true;
         }
+    /* claimed, waiting for a runner (batches claim ahead) */
+    for (size_t k = 0; k < J.qlen; k++) {
+        kiln_buf_printf(&b, "%s%lld", any ? "," : "",
+                        (long long)J.queue[(J.qhead + k) % J.qcap].id);
+        any = true;
+    }
     pthread_mutex_unlock(&J.lock);
     kiln_buf_append_c(&b, "]");
     char *s = any ? kiln_arena_strndup(a, b.p, b.len) : NULL;
@@ -967,7 +1051,7 @@ static void *manager_main(void *arg)
                 int got = claim(n);
                 /* A full claim may have left more: claim again when a
                  * runner frees up. */
-                want = got == (int)n;
+                want = got >= (int)n;
                 next_poll = now + J.cfg.poll_ms;
             } else if (!n) {
                 next_poll = now + J.cfg.poll_ms;
@@ -1009,6 +1093,17 @@ int kiln_jobs_start(const struct kiln_jobs_config *cfg)
         kiln_buf_printf(&b, "%s\"%s\"", i ? "," : "", J.kinds[i].name);
     kiln_buf_append_c(&b, "]");
     J.kinds_json = kiln_strndup(b.p, b.len);
+    kiln_buf_reset(&b);
+    kiln_buf_append_c(&b, "[");
+    J.max_batch = 1;
+    for (size_t i = 0, k = 0; i < J.nkinds; i++)
+        if (J.kinds[i].run_batch) {
+            kiln_buf_printf(&b, "%s\"%s\"", k++ ? "," : "", J.kinds[i].name);
+            if (J.kinds[i].batch > J.max_batch)
+                J.max_batch = J.kinds[i].batch;
+        }
+    kiln_buf_append_c(&b, "]");
+    J.batch_kinds_json = kiln_strndup(b.p, b.len);
     kiln_buf_free(&b);
     J.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (J.wake_fd < 0) {
@@ -1019,6 +1114,8 @@ int kiln_jobs_start(const struct kiln_jobs_config *cfg)
     kiln_wait_abort(false);
     J.started = true;
     J.nrunners = J.cfg.concurrency;
+    for (unsigned i = 0; i < J.nrunners; i++)
+        J.runners[i].ids = kiln_calloc(J.max_batch, sizeof *J.runners[i].ids);
     for (unsigned i = 0; i < J.nrunners; i++)
         if (pthread_create(&J.runners[i].thread, NULL, runner_main, &J.runners[i]) != 0)
             kiln_fatal("jobs: cannot start a runner thread");
@@ -1141,6 +1238,8 @@ void kiln_jobs_stop(void)
     J.qcap = J.qhead = 0;
     free(J.kinds_json);
     J.kinds_json = NULL;
+    free(J.batch_kinds_json);
+    J.batch_kinds_json = NULL;
     pthread_mutex_lock(&J.lock);
     pthread_cond_broadcast(&J.work);
     pthread_mutex_unlock(&J.lock);
@@ -1149,9 +1248,12 @@ void kiln_jobs_stop(void)
     for (unsigned i = 0; i < J.nrunners; i++) {
         if (J.runners[i].busy) {
             pthread_detach(J.runners[i].thread);
+            J.runners[i].ids = NULL; /* still in use: left to the exit */
             continue;
         }
         pthread_join(J.runners[i].thread, NULL);
+        free(J.runners[i].ids);
+        J.runners[i].ids = NULL;
         kiln_db_close(J.runners[i].db);
         kiln_kv_close(J.runners[i].kv);
     }

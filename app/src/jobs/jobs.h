@@ -82,6 +82,12 @@ enum kiln_job_result {
 };
 
 typedef enum kiln_job_result (*kiln_job_fn)(struct kiln_job_run *job);
+/* A kind that runs several of its jobs at once: jobs[0..n) in claim
+ * order, sharing one arena, each with its own error and retry_in_ms;
+ * res[i] is job i's result. */
+typedef void (*kiln_job_batch_fn)(struct kiln_job_run *jobs, size_t n,
+                                  enum kiln_job_result *res);
+#define KILN_JOB_MAX_BATCH 64
 
 struct kiln_job_kind {
     const char *name;            /* "webhooks.deliver"; [a-z0-9_.-], unique */
@@ -92,6 +98,14 @@ struct kiln_job_kind {
     const char *cron;            /* NULL, or a schedule (jobs/cron.h) */
     unsigned every_s;            /* or: every this many seconds (0: not) */
     const char *cron_args;       /* the scheduled job's args; NULL: "{}" */
+    /* Instead of run: run_batch with up to batch (2..KILN_JOB_MAX_BATCH)
+     * due jobs of the kind at once, for work whose statements batch (one
+     * read and one record for all: the webhooks' deliveries). An instance
+     * with free runners claims up to batch jobs of such a kind per free
+     * runner; the claimed ones wait in its local queue under their lease,
+     * renewed there too, and a drain releases them. */
+    kiln_job_batch_fn run_batch;
+    unsigned batch;
 };
 
 /* Register a kind (before kiln_jobs_start; the struct is copied, its
@@ -109,6 +123,14 @@ void kiln_job_register(const struct kiln_job_kind *kind);
  */
 const char *kiln_job_done_sql(kiln_arena *a, const struct kiln_job_run *job, size_t first,
                               kiln_str out[3]);
+/*
+ * The same for several jobs of a batch (PostgreSQL), as an UPDATE ... FROM
+ * rows: rows names a relation of the statement with the columns job
+ * (bigint, the job's id) and attempt (integer), where names a condition
+ * on them (NULL: all rows); $first is this instance (put in out[0]).
+ */
+const char *kiln_job_done_many_sql(kiln_arena *a, const char *rows, const char *where,
+                                   size_t first, kiln_str out[1]);
 const struct kiln_job_kind *kiln_job_kind_find(const char *name);
 
 struct kiln_job_options {

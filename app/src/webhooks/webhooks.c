@@ -254,9 +254,11 @@ static bool dispatch_batch(struct kiln_db *db)
         err = kiln_db_query(
             db, a,
             pg ? "SELECT id, tx, resource, action, row_id, owner, data, at, (" KILN_FEED_HORIZON
-                 ") FROM events WHERE (tx, id) > ($1, $2) ORDER BY tx, id LIMIT 500"
+                 ") FROM events WHERE (tx, id) > ($1, $2) AND owner IN (SELECT user_id FROM "
+                 "webhooks WHERE enabled) ORDER BY tx, id LIMIT 500"
                : "SELECT id, tx, resource, action, row_id, owner, data, at, NULL FROM events "
-                 "WHERE tx = $1 AND id > $2 ORDER BY id LIMIT 500",
+                 "WHERE tx = $1 AND id > $2 AND owner IN (SELECT user_id FROM webhooks WHERE "
+                 "enabled) ORDER BY id LIMIT 500",
             p, 2, &ev);
         if (err)
             goto fail;
@@ -382,6 +384,16 @@ static bool dispatch_batch(struct kiln_db *db)
             kiln_db_int64(&ev, upto - 1, 1, &ntx);
             kiln_db_int64(&ev, upto - 1, 0, &nid);
         }
+        /* Only the events of owners with an endpoint were read: when the
+         * batch was not full, every event below the head (read before
+         * them, so all committed and in this read) has been looked at, as
+         * when nobody listens. */
+        if (!more && pg && head > ntx) {
+            ntx = head;
+            nid = 0;
+        } else if (!more && !pg && head > nid) {
+            nid = head;
+        }
         notify = enq > 0;
     }
     if (ntx != ctx || nid != cid) {
@@ -434,112 +446,163 @@ static uint64_t schedule_total_ms(void)
     return t;
 }
 
-/* The outcome of one attempt, recorded with the delivery's and the
- * endpoint's state at once: on PostgreSQL in one statement (what every
- * delivery pays: one round trip instead of five with BEGIN and COMMIT),
- * which ends the job too when the delivery succeeded (*ended: the job
- * returns KILN_JOB_ENDED); else, and when the endpoint may have to be
- * disabled, in a transaction. */
-static int record(struct kiln_job_run *job, long long did, const char *wid, long status,
-                  long latency_ms, const char *error, const char *state, bool failed_for_good,
-                  bool *ended)
+/* What one delivery's attempt came to. */
+struct outcome {
+    long long did;
+    const char *wid;     /* the endpoint; NULL: nothing to record */
+    long status, latency;
+    const char *error;   /* NULL: succeeded */
+    const char *state;   /* succeeded, pending (retried), failed */
+    bool for_good;       /* failed with no retry left: may disable the endpoint */
+};
+
+/* Past the retry schedule since failing_since, the endpoint is off until
+ * its owner turns it back on (PATCH enabled: true). */
+static int maybe_disable(struct kiln_db *db, kiln_arena *a, const struct outcome *o,
+                         const char *now)
 {
-    *ended = false;
-    kiln_arena *a = job->arena;
-    struct kiln_db *db = job->db;
+    uint64_t span = schedule_total_ms();
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t cut_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - (int64_t)span;
+    struct timespec cts = { (time_t)(cut_ms / 1000), (long)(cut_ms % 1000) * 1000000 };
+    char cut[KILN_RFC3339_LEN + 1];
+    kiln_time_rfc3339(cut, &cts);
+    /* In seconds, or in ms when that is not whole (a schedule of
+     * "200ms,200ms,200ms" is not "0 s"). */
+    const char *spans = span % 1000
+                            ? kiln_arena_sprintf(a, "%llu ms", (unsigned long long)span)
+                            : kiln_arena_sprintf(a, "%llu s", (unsigned long long)(span / 1000));
+    const char *why = kiln_arena_sprintf(
+        a,
+        "Disabled at %s: every delivery has failed since its failures began, for longer than "
+        "the retry schedule (%s). Last error: %s",
+        now, spans, o->error ? o->error : "?");
+    kiln_str r[4] = { kiln_str_c(o->wid), kiln_str_c(cut), kiln_str_c(why), kiln_str_c(now) };
+    struct kiln_db_rows rows;
+    int err = kiln_db_query(db, a,
+                            "UPDATE webhooks SET enabled = false, disabled_reason = $3, "
+                            "updated_at = $4 WHERE id = $1 AND enabled AND failing_since IS NOT "
+                            "NULL AND failing_since <= $2 RETURNING id",
+                            r, 4, &rows);
+    if (!err && rows.nrows)
+        kiln_log(KILN_LOG_WARNING, "webhooks: an endpoint was disabled", "webhook", o->wid,
+                 "reason", why, NULL);
+    return err;
+}
+
+/*
+ * The outcomes of a batch's attempts, recorded with the deliveries' and
+ * the endpoints' state at once (a delivery deleted meanwhile with its
+ * endpoint is skipped: it does not fail the others' record). On PostgreSQL, when no endpoint may have
+ * to be disabled: one statement for the whole batch (what every delivery
+ * pays: a share of one round trip), which also ends the jobs of the
+ * deliveries that succeeded (ended[i]: job i returns KILN_JOB_ENDED).
+ * Else in one transaction, in delivery order. An endpoint's failing_since
+ * follows its last attempt in the batch: cleared by a success, set by the
+ * first failure.
+ */
+static int record(struct kiln_job_run *jobs, const struct outcome *o, size_t n, bool *ended)
+{
+    kiln_arena *a = jobs[0].arena;
+    struct kiln_db *db = jobs[0].db;
     char now[KILN_RFC3339_LEN + 1];
     kiln_time_rfc3339_now(now);
-    kiln_str p[10] = {
-        kiln_str_c(kiln_arena_sprintf(a, "%lld", did)),
-        kiln_str_c(now),
-        status ? kiln_str_c(kiln_arena_sprintf(a, "%ld", status)) : (kiln_str){ NULL, 0 },
-        kiln_str_c(kiln_arena_sprintf(a, "%ld", latency_ms)),
-        error ? kiln_str_c(error) : (kiln_str){ NULL, 0 },
-        kiln_str_c(state),
-        kiln_str_c(wid),
-    };
-    if (kiln_db_dialect(db) == KILN_DB_POSTGRES && !failed_for_good) {
-        /* failing_since: cleared by a success, set by the first failure. */
-        bool done = !strcmp(state, "succeeded");
-        const char *end = done ? kiln_arena_sprintf(a, ", j AS (%s)",
-                                                    kiln_job_done_sql(a, job, 8, p + 7))
-                               : "";
+    bool any = false, disable = false;
+    for (size_t i = 0; i < n; i++) {
+        ended[i] = false;
+        any |= o[i].wid != NULL;
+        disable |= o[i].wid && o[i].for_good;
+    }
+    if (!any)
+        return 0;
+    if (kiln_db_dialect(db) == KILN_DB_POSTGRES && !disable) {
+        kiln_buf b;
+        kiln_buf_init(&b, (size_t)n * (KILN_WEBHOOK_MAX_ERROR * 6 + 256) + 16);
+        kiln_buf_append_c(&b, "[");
+        for (size_t i = 0, k = 0; i < n; i++) {
+            if (!o[i].wid)
+                continue;
+            kiln_buf_printf(&b, "%s{\"n\":%zu,\"did\":%lld,\"status\":", k++ ? "," : "", i,
+                            o[i].did);
+            if (o[i].status)
+                kiln_buf_printf(&b, "%ld", o[i].status);
+            else
+                kiln_buf_append_c(&b, "null");
+            kiln_buf_printf(&b, ",\"latency\":%ld,\"error\":", o[i].latency);
+            if (o[i].error) {
+                kiln_buf_append_c(&b, "\"");
+                kiln_buf_append_json_str(&b, o[i].error, strlen(o[i].error));
+                kiln_buf_append_c(&b, "\"");
+            } else
+                kiln_buf_append_c(&b, "null");
+            kiln_buf_printf(&b, ",\"state\":\"%s\",\"wid\":\"%s\",\"job\":%lld,\"attempt\":%d}",
+                            o[i].state, o[i].wid, (long long)jobs[i].id, jobs[i].attempt);
+        }
+        kiln_buf_append_c(&b, "]");
+        kiln_str p[3] = { kiln_str_c(kiln_arena_strndup(a, b.p, b.len)), kiln_str_c(now) };
+        kiln_buf_free(&b);
+        const char *end = kiln_job_done_many_sql(a, "v", "v.state = 'succeeded'", 3, p + 2);
         int err = kiln_db_query(
             db, a,
             kiln_arena_sprintf(
                 a,
-                "WITH a AS (INSERT INTO webhook_attempts (delivery_id, at, status, latency_ms, "
-                "error) VALUES ($1, $2::timestamptz, $3, $4, $5)), d AS (UPDATE "
-                "webhook_deliveries SET state = $6::text, attempts = attempts + 1, updated_at = "
-                "$2::timestamptz WHERE id = $1)%s UPDATE webhooks SET failing_since = CASE WHEN "
-                "$6::text = 'succeeded' THEN NULL ELSE $2::timestamptz END WHERE id = $7 AND CASE "
-                "WHEN $6::text = 'succeeded' THEN failing_since IS NOT NULL ELSE failing_since IS "
-                "NULL END",
+                "WITH v AS (SELECT * FROM json_to_recordset($1::json) AS x(n int, did bigint, "
+                "status int, latency int, error text, state text, wid uuid, job bigint, attempt "
+                "int)), a AS (INSERT INTO webhook_attempts (delivery_id, at, status, latency_ms, "
+                "error) SELECT did, $2::timestamptz, status, latency, error FROM v WHERE EXISTS (SELECT "
+                "FROM webhook_deliveries WHERE id = v.did) ORDER BY n), d "
+                "AS (UPDATE webhook_deliveries SET state = v.state, attempts = "
+                "webhook_deliveries.attempts + 1, updated_at = $2::timestamptz FROM v WHERE "
+                "webhook_deliveries.id = v.did), j AS (%s) UPDATE webhooks SET failing_since = "
+                "CASE WHEN x.state = 'succeeded' THEN NULL ELSE $2::timestamptz END FROM (SELECT "
+                "DISTINCT ON (wid) wid, state FROM v ORDER BY wid, n DESC) AS x WHERE webhooks.id "
+                "= x.wid AND CASE WHEN x.state = 'succeeded' THEN webhooks.failing_since IS NOT "
+                "NULL ELSE webhooks.failing_since IS NULL END",
                 end),
-            p, done ? 10 : 7, NULL);
-        *ended = done && !err;
+            p, 3, NULL);
+        for (size_t i = 0; !err && i < n; i++)
+            ended[i] = o[i].wid && !o[i].error;
         return err;
     }
     int err = kiln_db_begin(db);
     if (err)
         return err;
-    err = kiln_db_query(db, a,
-                        "INSERT INTO webhook_attempts (delivery_id, at, status, latency_ms, error) "
-                        "VALUES ($1, $2, $3, $4, $5)",
-                        p, 5, NULL);
-    if (!err) {
-        kiln_str q[3] = { p[0], kiln_str_c(state), kiln_str_c(now) };
+    for (size_t i = 0; !err && i < n; i++) {
+        if (!o[i].wid)
+            continue;
+        kiln_str p[5] = {
+            kiln_str_c(kiln_arena_sprintf(a, "%lld", o[i].did)),
+            kiln_str_c(now),
+            o[i].status ? kiln_str_c(kiln_arena_sprintf(a, "%ld", o[i].status))
+                        : (kiln_str){ NULL, 0 },
+            kiln_str_c(kiln_arena_sprintf(a, "%ld", o[i].latency)),
+            o[i].error ? kiln_str_c(o[i].error) : (kiln_str){ NULL, 0 },
+        };
+        kiln_str q[3] = { p[0], kiln_str_c(o[i].state), kiln_str_c(now) };
+        struct kiln_db_rows rows;
         err = kiln_db_query(db, a,
                             "UPDATE webhook_deliveries SET state = $2, attempts = attempts + 1, "
-                            "updated_at = $3 WHERE id = $1",
-                            q, 3, NULL);
-    }
-    if (!err && !strcmp(state, "succeeded")) {
-        kiln_str q[1] = { kiln_str_c(wid) };
-        err = kiln_db_query(db, a,
-                            "UPDATE webhooks SET failing_since = NULL WHERE id = $1 AND "
-                            "failing_since IS NOT NULL",
-                            q, 1, NULL);
-    } else if (!err) {
-        kiln_str q[2] = { kiln_str_c(wid), kiln_str_c(now) };
-        err = kiln_db_query(db, a,
-                            "UPDATE webhooks SET failing_since = $2 WHERE id = $1 AND "
-                            "failing_since IS NULL",
-                            q, 2, NULL);
-        if (!err && failed_for_good) {
-            /* Everything has failed since failing_since: past the whole
-             * retry schedule, the endpoint is off until its owner turns it
-             * back on (PATCH enabled: true). */
-            uint64_t span = schedule_total_ms();
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t cut_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - (int64_t)span;
-            struct timespec cts = { (time_t)(cut_ms / 1000), (long)(cut_ms % 1000) * 1000000 };
-            char cut[KILN_RFC3339_LEN + 1];
-            kiln_time_rfc3339(cut, &cts);
-            /* In seconds, or in ms when that is not whole (a schedule of
-             * "200ms,200ms,200ms" is not "0 s"). */
-            const char *spans = span % 1000
-                                    ? kiln_arena_sprintf(a, "%llu ms", (unsigned long long)span)
-                                    : kiln_arena_sprintf(a, "%llu s",
-                                                         (unsigned long long)(span / 1000));
-            const char *why = kiln_arena_sprintf(
-                a,
-                "Disabled at %s: every delivery has failed since its failures began, for longer "
-                "than the retry schedule (%s). Last error: %s",
-                now, spans, error ? error : "?");
-            kiln_str r[4] = { kiln_str_c(wid), kiln_str_c(cut), kiln_str_c(why),
-                              kiln_str_c(now) };
-            struct kiln_db_rows rows;
+                            "updated_at = $3 WHERE id = $1 RETURNING id",
+                            q, 3, &rows);
+        if (!err && !rows.nrows)
+            continue; /* deleted with its endpoint */
+        if (!err)
             err = kiln_db_query(db, a,
-                                "UPDATE webhooks SET enabled = false, disabled_reason = $3, "
-                                "updated_at = $4 WHERE id = $1 AND enabled AND failing_since "
-                                "IS NOT NULL AND failing_since <= $2 RETURNING id",
-                                r, 4, &rows);
-            if (!err && rows.nrows)
-                kiln_log(KILN_LOG_WARNING, "webhooks: an endpoint was disabled", "webhook", wid,
-                         "reason", why, NULL);
+                                "INSERT INTO webhook_attempts (delivery_id, at, status, "
+                                "latency_ms, error) VALUES ($1, $2, $3, $4, $5)",
+                                p, 5, NULL);
+        if (!err) {
+            kiln_str w[2] = { kiln_str_c(o[i].wid), kiln_str_c(now) };
+            err = kiln_db_query(db, a,
+                                o[i].error ? "UPDATE webhooks SET failing_since = $2 WHERE id = "
+                                             "$1 AND failing_since IS NULL"
+                                           : "UPDATE webhooks SET failing_since = NULL WHERE id "
+                                             "= $1 AND failing_since IS NOT NULL",
+                                w, o[i].error ? 2 : 1, NULL);
         }
+        if (!err && o[i].for_good)
+            err = maybe_disable(db, a, &o[i], now);
     }
     if (err) {
         kiln_db_rollback(db);
@@ -548,123 +611,220 @@ static int record(struct kiln_job_run *job, long long did, const char *wid, long
     return kiln_db_commit(db);
 }
 
-static enum kiln_job_result deliver(struct kiln_job_run *job)
+/* A delivery as read for its attempt. */
+struct delivery {
+    long long did;
+    const char *msg_id, *payload, *wid, *url, *secret, *previous;
+    int64_t previous_until;
+    bool found, enabled;
+};
+
+/* The batch's deliveries and their endpoints, in one statement. */
+#define READ_DELIVERIES(IDS)                                                                      \
+    "SELECT d.id, d.msg_id, d.payload, w.id, w.url, w.secret, w.previous_secret, "              \
+    "w.previous_expires_at, w.enabled FROM webhook_deliveries d JOIN webhooks w ON w.id = "      \
+    "d.webhook_id WHERE d.id IN (" IDS ")"
+
+static int read_deliveries(struct kiln_job_run *jobs, size_t n, struct delivery *d)
+{
+    kiln_arena *a = jobs[0].arena;
+    kiln_buf b;
+    kiln_buf_init(&b, (size_t)n * 24 + 4);
+    kiln_buf_append_c(&b, "[");
+    for (size_t i = 0; i < n; i++)
+        kiln_buf_printf(&b, "%s%lld", i ? "," : "", d[i].did);
+    kiln_buf_append_c(&b, "]");
+    kiln_str p[1] = { kiln_str_c(kiln_arena_strndup(a, b.p, b.len)) };
+    kiln_buf_free(&b);
+    struct kiln_db_rows r;
+    int err = kiln_db_query(
+        jobs[0].db, a,
+        kiln_db_dialect(jobs[0].db) == KILN_DB_POSTGRES
+            ? READ_DELIVERIES("SELECT json_array_elements_text($1::json)::bigint")
+            : READ_DELIVERIES("SELECT value FROM json_each($1)"),
+        p, 1, &r);
+    if (err)
+        return err;
+    for (size_t row = 0; row < r.nrows; row++) {
+        int64_t id = 0;
+        kiln_db_int64(&r, row, 0, &id);
+        for (size_t i = 0; i < n; i++) {
+            if (d[i].did != id || d[i].found)
+                continue;
+            d[i].found = true;
+            d[i].msg_id = kiln_db_text(&r, row, 1).p;
+            d[i].payload = kiln_db_text(&r, row, 2).p;
+            d[i].wid = kiln_db_text(&r, row, 3).p;
+            d[i].url = kiln_db_text(&r, row, 4).p;
+            d[i].secret = kiln_db_text(&r, row, 5).p;
+            d[i].previous = kiln_db_text(&r, row, 6).p;
+            if (d[i].previous && !kiln_db_timestamp(&r, row, 7, &d[i].previous_until))
+                d[i].previous = NULL;
+            d[i].enabled = true;
+            kiln_db_bool(&r, row, 8, &d[i].enabled);
+            int64_t v = 1;
+            if (kiln_db_int64(&r, row, 8, &v))
+                d[i].enabled = v != 0;
+            break;
+        }
+    }
+    return 0;
+}
+
+/* One delivery's request. o gets its outcome; *retryable whether a
+ * failure may be retried. false: the endpoint's secret is unusable (the
+ * job is dead, nothing recorded). */
+static bool attempt(struct kiln_job_run *job, const struct delivery *d, struct outcome *o,
+                    bool *retryable)
 {
     kiln_arena *a = job->arena;
-    json_t *args = json_loads(job->args, 0, NULL);
-    long long did = (long long)json_integer_value(json_object_get(args, "delivery"));
-    json_decref(args);
-    kiln_str p[1] = { kiln_str_c(kiln_arena_sprintf(a, "%lld", did)) };
-    struct kiln_db_rows r;
-    int err = kiln_db_query(job->db, a,
-                            "SELECT d.msg_id, d.payload, w.id, w.url, w.secret, "
-                            "w.previous_secret, w.previous_expires_at, w.enabled FROM "
-                            "webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE "
-                            "d.id = $1",
-                            p, 1, &r);
-    if (err) {
-        snprintf(job->error, sizeof job->error, "reading the delivery: %s",
-                 kiln_db_last_error(job->db));
-        return KILN_JOB_RETRY;
-    }
-    if (r.nrows != 1)
-        return KILN_JOB_OK; /* the endpoint (and its deliveries) was deleted */
-    const char *msg_id = kiln_db_text(&r, 0, 0).p, *payload = kiln_db_text(&r, 0, 1).p,
-               *wid = kiln_db_text(&r, 0, 2).p, *url = kiln_db_text(&r, 0, 3).p,
-               *secret = kiln_db_text(&r, 0, 4).p, *previous = kiln_db_text(&r, 0, 5).p;
-    int64_t prev_until = 0;
-    bool enabled = true;
-    kiln_db_bool(&r, 0, 7, &enabled);
-    {
-        int64_t v = 1;
-        if (kiln_db_int64(&r, 0, 7, &v))
-            enabled = v != 0;
-    }
-    bool ended;
-    if (!enabled) {
-        record(job, did, wid, 0, 0, "the endpoint is disabled", "failed", false, &ended);
-        return KILN_JOB_OK;
-    }
     struct timespec now_ts;
     clock_gettime(CLOCK_REALTIME, &now_ts);
-    if (previous && (!kiln_db_timestamp(&r, 0, 6, &prev_until) ||
-                     prev_until <= (int64_t)now_ts.tv_sec * 1000000 + now_ts.tv_nsec / 1000))
+    const char *previous = d->previous;
+    if (previous && d->previous_until <= (int64_t)now_ts.tv_sec * 1000000 + now_ts.tv_nsec / 1000)
         previous = NULL;
-
     struct kiln_egress_policy pol = { .allow_http = C->env != KILN_ENV_PRODUCTION,
                                       .allow_private = C->webhook_allow_private };
     char pin[KILN_EGRESS_PIN_LEN], why[512];
-    const char *error = NULL;
-    long status = 0, latency = 0;
-    bool retryable = false;
-    err = kiln_egress_resolve(url, &pol, pin, sizeof pin, why, sizeof why);
+    *retryable = false;
+    int err = kiln_egress_resolve(d->url, &pol, pin, sizeof pin, why, sizeof why);
     if (err) {
-        error = kiln_arena_sprintf(a, "%s", why);
-        retryable = err == KILN_EIO; /* a name that does not resolve may later */
-    } else {
-        long long ts = (long long)now_ts.tv_sec;
-        const char *sig = NULL;
-        size_t blen = strlen(payload);
-        if (!kiln_webhook_sign(a, secret, previous, msg_id, ts, payload, blen, &sig)) {
-            snprintf(job->error, sizeof job->error, "the endpoint's secret is not a whsec_ one");
-            return KILN_JOB_DEAD;
-        }
-        const char *headers[] = {
-            kiln_arena_sprintf(a, "webhook-id: %s", msg_id),
-            kiln_arena_sprintf(a, "webhook-timestamp: %lld", ts),
-            kiln_arena_sprintf(a, "webhook-signature: %s", sig),
-            "user-agent: Kiln-Webhooks/1",
-        };
-        struct kiln_http_request req = {
-            .url = url,
-            .method = "POST",
-            .body = payload,
-            .body_len = blen,
-            .content_type = "application/json",
-            .headers = headers,
-            .nheaders = sizeof headers / sizeof headers[0],
-            .connect_timeout_ms = C->webhook_timeout_s * 1000 < 5000 ? C->webhook_timeout_s * 1000
-                                                                     : 5000,
-            .timeout_ms = C->webhook_timeout_s * 1000,
-            .max_body = KILN_WEBHOOK_MAX_RESPONSE,
-            .resolve_pin = pin,
-            .https_only = !pol.allow_http,
-            .truncate_body = true,
-            .keep_alive = true,
-        };
-        struct kiln_http_response res;
-        uint64_t t0 = kiln_now_ms();
-        err = kiln_http_fetch(&req, &res);
-        latency = (long)(kiln_now_ms() - t0);
-        status = err ? 0 : res.status;
-        if (err) {
-            error = kiln_arena_sprintf(a, "%.*s", KILN_WEBHOOK_MAX_ERROR,
-                                       res.error[0] ? res.error : "request failed");
-            retryable = true;
-        } else if (status < 200 || status > 299) {
-            error = kiln_arena_sprintf(a, "HTTP %ld", status);
-            retryable = status == 429 || status >= 500;
-        }
-        kiln_http_response_free(&res);
+        o->error = kiln_arena_sprintf(a, "%s", why);
+        *retryable = err == KILN_EIO; /* a name that does not resolve may later */
+        return true;
     }
-    bool spent = job->attempt >= job->max_attempts;
-    bool for_good = error && (!retryable || spent);
-    const char *state = !error ? "succeeded" : for_good ? "failed" : "pending";
-    if ((err = record(job, did, wid, status, latency, error, state, for_good, &ended)) != 0) {
-        /* Not recorded: run again (the receiver drops the repeat by its
+    long long ts = (long long)now_ts.tv_sec;
+    const char *sig = NULL;
+    size_t blen = strlen(d->payload);
+    if (!kiln_webhook_sign(a, d->secret, previous, d->msg_id, ts, d->payload, blen, &sig)) {
+        snprintf(job->error, sizeof job->error, "the endpoint's secret is not a whsec_ one");
+        return false;
+    }
+    const char *headers[] = {
+        kiln_arena_sprintf(a, "webhook-id: %s", d->msg_id),
+        kiln_arena_sprintf(a, "webhook-timestamp: %lld", ts),
+        kiln_arena_sprintf(a, "webhook-signature: %s", sig),
+        "user-agent: Kiln-Webhooks/1",
+    };
+    struct kiln_http_request req = {
+        .url = d->url,
+        .method = "POST",
+        .body = d->payload,
+        .body_len = blen,
+        .content_type = "application/json",
+        .headers = headers,
+        .nheaders = sizeof headers / sizeof headers[0],
+        .connect_timeout_ms = C->webhook_timeout_s * 1000 < 5000 ? C->webhook_timeout_s * 1000
+                                                                 : 5000,
+        .timeout_ms = C->webhook_timeout_s * 1000,
+        .max_body = KILN_WEBHOOK_MAX_RESPONSE,
+        .resolve_pin = pin,
+        .https_only = !pol.allow_http,
+        .truncate_body = true,
+        .keep_alive = true,
+    };
+    struct kiln_http_response res;
+    uint64_t t0 = kiln_now_ms();
+    err = kiln_http_fetch(&req, &res);
+    o->latency = (long)(kiln_now_ms() - t0);
+    o->status = err ? 0 : res.status;
+    if (err) {
+        o->error = kiln_arena_sprintf(a, "%.*s", KILN_WEBHOOK_MAX_ERROR,
+                                      res.error[0] ? res.error : "request failed");
+        *retryable = true;
+    } else if (o->status < 200 || o->status > 299) {
+        o->error = kiln_arena_sprintf(a, "HTTP %ld", o->status);
+        *retryable = o->status == 429 || o->status >= 500;
+    }
+    kiln_http_response_free(&res);
+    return true;
+}
+
+/*
+ * Up to KILN_WEBHOOK_BATCH deliveries on one runner: one statement reads
+ * them all, the requests go one after the other (the runner's connection
+ * to an endpoint kept between them), one statement records them all.
+ * A batch that has taken KILN_WEBHOOK_BATCH_MS hands the deliveries it
+ * has not started back to the queue (a slow endpoint does not hold the
+ * others' for a whole batch of timeouts), as does a drain.
+ */
+static void deliver(struct kiln_job_run *jobs, size_t n, enum kiln_job_result *res)
+{
+    kiln_arena *a = jobs[0].arena;
+    struct delivery *d = kiln_arena_alloc(a, n * sizeof *d);
+    struct outcome *o = kiln_arena_alloc(a, n * sizeof *o);
+    bool *retryable = kiln_arena_alloc(a, n * sizeof *retryable);
+    bool *ended = kiln_arena_alloc(a, n * sizeof *ended);
+    memset(d, 0, n * sizeof *d);
+    memset(o, 0, n * sizeof *o);
+    for (size_t i = 0; i < n; i++) {
+        json_t *args = json_loads(jobs[i].args, 0, NULL);
+        d[i].did = (long long)json_integer_value(json_object_get(args, "delivery"));
+        json_decref(args);
+        o[i].did = d[i].did;
+        res[i] = KILN_JOB_OK;
+    }
+    if (read_deliveries(jobs, n, d)) {
+        for (size_t i = 0; i < n; i++) {
+            snprintf(jobs[i].error, sizeof jobs[i].error, "reading the delivery: %s",
+                     kiln_db_last_error(jobs[0].db));
+            res[i] = KILN_JOB_RETRY;
+        }
+        return;
+    }
+    uint64_t t0 = kiln_now_ms();
+    for (size_t i = 0; i < n; i++) {
+        if (!d[i].found)
+            continue; /* the endpoint (and its deliveries) was deleted: done */
+        bool again = false; /* one batch records a delivery once */
+        for (size_t k = 0; k < i; k++)
+            again |= d[k].did == d[i].did;
+        if (again || *jobs[i].stopping || (i && kiln_now_ms() - t0 >= KILN_WEBHOOK_BATCH_MS)) {
+            res[i] = KILN_JOB_RELEASE;
+            continue;
+        }
+        o[i].wid = d[i].wid;
+        if (!d[i].enabled) {
+            o[i].error = "the endpoint is disabled";
+            o[i].state = "failed";
+            continue; /* recorded; the job is done */
+        }
+        if (!attempt(&jobs[i], &d[i], &o[i], &retryable[i])) {
+            o[i].wid = NULL;
+            res[i] = KILN_JOB_DEAD;
+            continue;
+        }
+        bool spent = jobs[i].attempt >= jobs[i].max_attempts;
+        o[i].for_good = o[i].error && (!retryable[i] || spent);
+        o[i].state = !o[i].error ? "succeeded" : o[i].for_good ? "failed" : "pending";
+    }
+    if (record(jobs, o, n, ended)) {
+        /* Not recorded: run again (the receiver drops a repeat by its
          * webhook-id). */
-        snprintf(job->error, sizeof job->error, "recording the attempt: %s",
-                 kiln_db_last_error(job->db));
-        return KILN_JOB_RETRY;
+        for (size_t i = 0; i < n; i++)
+            if (o[i].wid) {
+                snprintf(jobs[i].error, sizeof jobs[i].error, "recording the attempt: %s",
+                         kiln_db_last_error(jobs[0].db));
+                res[i] = KILN_JOB_RETRY;
+            }
+        return;
     }
-    if (!error)
-        return ended ? KILN_JOB_ENDED : KILN_JOB_OK;
-    snprintf(job->error, sizeof job->error, "%s", error);
-    if (!retryable)
-        return KILN_JOB_DEAD;
-    unsigned i = (unsigned)job->attempt - 1;
-    job->retry_in_ms = i < C->webhook_retries ? C->webhook_retry_ms[i] : 0;
-    return KILN_JOB_RETRY;
+    for (size_t i = 0; i < n; i++) {
+        if (!o[i].wid || !d[i].enabled)
+            continue;
+        if (!o[i].error) {
+            res[i] = ended[i] ? KILN_JOB_ENDED : KILN_JOB_OK;
+            continue;
+        }
+        snprintf(jobs[i].error, sizeof jobs[i].error, "%s", o[i].error);
+        if (!retryable[i]) {
+            res[i] = KILN_JOB_DEAD;
+            continue;
+        }
+        unsigned k = (unsigned)jobs[i].attempt - 1;
+        jobs[i].retry_in_ms = k < C->webhook_retries ? C->webhook_retry_ms[k] : 0;
+        res[i] = KILN_JOB_RETRY;
+    }
 }
 
 static enum kiln_job_result prune(struct kiln_job_run *job)
@@ -685,7 +845,8 @@ void kiln_webhooks_init(const struct kiln_config *cfg, kiln_webhook_render_fn fn
     render = fn;
     kiln_job_register(&(struct kiln_job_kind){
         .name = DELIVER_KIND,
-        .run = deliver,
+        .run_batch = deliver,
+        .batch = KILN_WEBHOOK_BATCH,
         .max_attempts = (int)cfg->webhook_retries + 1,
     });
     if (cfg->events_prune_s)

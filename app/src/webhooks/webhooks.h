@@ -49,6 +49,10 @@
 /* What a receiver's answer is read up to (and kept of it in an attempt). */
 #define KILN_WEBHOOK_MAX_RESPONSE (64 * 1024)
 #define KILN_WEBHOOK_MAX_ERROR 500
+/* Deliveries one runner takes at once (one read, one record for all), and
+ * how long a batch starts new ones before it hands the rest back. */
+#define KILN_WEBHOOK_BATCH 16
+#define KILN_WEBHOOK_BATCH_MS 2000
 
 /* An event's stored data as the API shows the row, into out (the change
  * feed's render: api/engine.c); false: the data as stored. */
