@@ -63,7 +63,7 @@ static enum kiln_job_result sweep_sessions(struct kiln_job_run *job)
 
 /* One line per run into KILN_TEST_JOBS_LOG (O_APPEND: lines from several
  * instances do not interleave), so a test counts runs across instances. */
-static void record(struct kiln_job_run *job)
+static void record_run(struct kiln_job_run *job, size_t batch, int64_t lead)
 {
     const char *path = getenv("KILN_TEST_JOBS_LOG");
     if (!path || !*path)
@@ -72,6 +72,10 @@ static void record(struct kiln_job_run *job)
     json_t *line = json_pack("{s:I, s:s, s:i, s:s, s:o?}", "id", (json_int_t)job->id, "kind",
                              job->kind, "attempt", job->attempt, "instance",
                              kiln_jobs_instance(), "args", args);
+    if (batch) { /* test.batch: the batch's size and first job */
+        json_object_set_new(line, "batch", json_integer((json_int_t)batch));
+        json_object_set_new(line, "lead", json_integer((json_int_t)lead));
+    }
     char *text = json_dumps(line, JSON_COMPACT);
     json_decref(line);
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
@@ -84,6 +88,11 @@ static void record(struct kiln_job_run *job)
     if (fd >= 0)
         close(fd);
     free(text);
+}
+
+static void record(struct kiln_job_run *job)
+{
+    record_run(job, 0, 0);
 }
 
 static long long arg_int(struct kiln_job_run *job, const char *key)
@@ -100,20 +109,42 @@ static enum kiln_job_result test_record(struct kiln_job_run *job)
     return KILN_JOB_OK;
 }
 
-/* {"ms": N}: sleeps N ms (waking for a drain when {"release": 1}), then
- * records. */
-static enum kiln_job_result test_sleep(struct kiln_job_run *job)
+/* {"ms": N}: sleeps N ms; false when a drain came first and the job asked
+ * for it ({"release": 1}). */
+static bool sleep_for_args(struct kiln_job_run *job)
 {
     long long ms = arg_int(job, "ms");
     bool release = arg_int(job, "release") != 0;
     for (long long t = 0; t < ms; t += 10) {
         if (release && *job->stopping)
-            return KILN_JOB_RELEASE;
+            return false;
         struct timespec ts = { 0, 10 * 1000000L };
         nanosleep(&ts, NULL);
     }
+    return true;
+}
+
+/* Sleeps its {"ms"} (see above), then records. */
+static enum kiln_job_result test_sleep(struct kiln_job_run *job)
+{
+    if (!sleep_for_args(job))
+        return KILN_JOB_RELEASE;
     record(job);
     return KILN_JOB_OK;
+}
+
+/* Runs in batches of up to TEST_BATCH: each job sleeps its {"ms"}, then
+ * is recorded with the batch's size and first job. */
+#define TEST_BATCH 8
+static void test_batch(struct kiln_job_run *jobs, size_t n, enum kiln_job_result *res)
+{
+    for (size_t i = 0; i < n; i++) {
+        res[i] = KILN_JOB_RELEASE;
+        if (!sleep_for_args(&jobs[i]))
+            continue;
+        record_run(&jobs[i], n, jobs[0].id);
+        res[i] = KILN_JOB_OK;
+    }
 }
 
 /* {"fail": N}: fails its first N attempts (records each), then succeeds;
@@ -151,6 +182,9 @@ void kiln_jobs_register_builtin(const struct kiln_config *cfg)
     if (cfg->env == KILN_ENV_TEST) {
         kiln_job_register(&(struct kiln_job_kind){ .name = "test.record", .run = test_record });
         kiln_job_register(&(struct kiln_job_kind){ .name = "test.sleep", .run = test_sleep });
+        kiln_job_register(&(struct kiln_job_kind){ .name = "test.batch",
+                                                   .run_batch = test_batch,
+                                                   .batch = TEST_BATCH });
         kiln_job_register(&(struct kiln_job_kind){ .name = "test.fail", .run = test_fail,
                                                    .backoff_ms = 100 });
         const char *cron = getenv("KILN_TEST_JOBS_CRON");

@@ -17,6 +17,11 @@ What is checked:
     (PostgreSQL);
   * lease renewal: a 5 s job under a 2 s lease, with a second instance
     polling every 50 ms (one instance on SQLite: its own sweep), runs once;
+  * batches (test.batch, run_batch with batch 8): 400 jobs run once each,
+    in batches of at most 8 recorded by each run (size, first job), mostly
+    full, on both instances; jobs claimed ahead for a batch that wait in
+    the instance's queue behind busy runners past a 2 s lease keep it
+    (renewed there) and run once, as a batch of 8 then the 7 that waited;
   * retries: test.fail fail=2 runs three times and ends done (attempts 3,
     last_error cleared), on time although JOB_POLL_MS is long; retry_ms
     spaces the attempts, and two retries pending at once each come on
@@ -343,6 +348,48 @@ def test_committed_jobs_run_exactly_once(cluster):
         assert set(per) == {s.proc.pid for s in srvs}, f"runs per instance pid: {per}"
 
 
+def check_batches(runs, most):
+    """The runs of a batch kind, grouped by batch (its first job, "lead"):
+    each batch's size is what its runs recorded, at most ``most``, in id
+    order from its lead. Returns the sizes."""
+    batches = collections.defaultdict(list)
+    for r in runs:
+        batches[r["lead"]].append(r)
+    for lead, rs in batches.items():
+        assert all(r["batch"] == len(rs) for r in rs), f"batch {lead}: {rs}"
+        assert [r["id"] for r in rs] == sorted(r["id"] for r in rs) and rs[0]["id"] == lead, rs
+        assert len({r["instance"] for r in rs}) == 1, rs
+    sizes = sorted(len(rs) for rs in batches.values())
+    assert sizes and sizes[-1] <= most, sizes
+    return sizes
+
+
+def test_a_batch_kind_runs_each_job_once_in_batches(cluster):
+    """test.batch (run_batch, batch 8): 400 jobs in one transaction, on two
+    instances sharing PostgreSQL (one on SQLite), each run exactly once,
+    in batches of at most 8, most of them full."""
+    count = 400
+    a = cluster.start(JOB_CONCURRENCY=2)
+    srvs = [a, cluster.start(JOB_CONCURRENCY=2)] if PG else [a]
+    t = tag()
+    ids = enqueue(a, "test.batch", {"tag": t}, count=count)
+    wait_for(lambda: len({r["id"] for r in cluster.runs(tag=t)}) >= count, 45 * SLOW,
+             f"{count} distinct jobs ran")
+    st = wait_done(cluster, ids, 10 * SLOW)
+    time.sleep(0.5)
+    runs = cluster.runs(tag=t)
+    per = by_id(runs)
+    assert set(per) == set(ids)
+    twice = {i: rs for i, rs in per.items() if len(rs) != 1}
+    assert not twice, f"{len(twice)} jobs ran more than once, e.g. {list(twice.values())[:2]}"
+    bad = [r for r in st.values() if (r["state"], r["attempts"]) != ("done", 1)]
+    assert not bad, f"rows not done after one attempt: {bad[:3]}"
+    sizes = check_batches(runs, 8)
+    assert sum(1 for n in sizes if n == 8) * 8 >= count // 2, f"batch sizes: {sizes}"
+    if PG:
+        assert {pid_of(r["instance"]) for r in runs} == {s.proc.pid for s in srvs}
+
+
 # --------------------------------------------------------------------------
 # leases: kill -9, renewal
 # --------------------------------------------------------------------------
@@ -409,6 +456,37 @@ def test_a_job_longer_than_its_lease_runs_once(cluster):
     assert runs[0]["attempt"] == 1 and pid_of(runs[0]["instance"]) == a.proc.pid
     row = cluster.job(jid)
     assert (row["state"], row["attempts"], row["last_error"]) == ("done", 1, None), row
+
+
+def test_jobs_claimed_ahead_for_a_batch_keep_their_lease(cluster):
+    """A batch kind's jobs are claimed ahead (up to batch - 1 more per free
+    runner) and may wait in the instance's queue behind busy runners
+    longer than a lease: their leases are renewed there too. Two runners,
+    a 2 s lease: a 5 s test.sleep and 15 test.batch of 0.6 s each come due
+    at once; one runner takes the sleep, the other a batch of 8 (4.8 s),
+    and 7 wait claimed. A second instance (PostgreSQL; on SQLite the
+    instance's own sweep) would take any lease that ran out: each job still
+    runs once, on the first instance, with one attempt."""
+    env = dict(JOB_LEASE_SECONDS=2, JOB_POLL_MS=50)
+    a = cluster.start(JOB_CONCURRENCY=2, **env)
+    t = tag()
+    [slow] = enqueue(a, "test.sleep", {"tag": t, "ms": 5000}, delay_ms=1500)
+    ids = enqueue(a, "test.batch", {"tag": t, "ms": 600}, count=15, delay_ms=1500)
+    wait_for(lambda: len(running_on(cluster, a, ids + [slow])) == 16, 5 * SLOW,
+             "A claimed all 16")
+    if PG:
+        cluster.start(**env)
+    st = wait_done(cluster, ids + [slow], 30 * SLOW)
+    time.sleep(0.5)
+    runs = cluster.runs(tag=t)
+    per = by_id(runs)
+    twice = {i: rs for i, rs in per.items() if len(rs) != 1}
+    assert set(per) == set(ids + [slow]) and not twice, f"ran more than once: {twice}"
+    assert {pid_of(r["instance"]) for r in runs} == {a.proc.pid}, runs
+    bad = [r for r in st.values() if (r["state"], r["attempts"], r["last_error"]) != ("done", 1, None)]
+    assert not bad, f"not done after one attempt: {bad[:3]}"
+    sizes = check_batches([r for r in runs if r["kind"] == "test.batch"], 8)
+    assert sizes == [7, 8], f"want a batch of 8, then the 7 that waited: {sizes}"
 
 
 # --------------------------------------------------------------------------

@@ -63,6 +63,11 @@ What is checked:
     delivery waits for its delay without holding back later events (no
     head-of-line blocking); with several runners, deliveries to one
     endpoint are in flight at once (arrival order is not guaranteed);
+  * batches (one runner): deliveries queued behind a held one go as one
+    batch to two endpoints, in order, once each, each attempt recorded
+    with its own answer; an endpoint's failing_since follows its last
+    answer in the batch; an endpoint deleted while its batch is out does
+    not fail the others' record (nothing is sent twice);
   * two instances on one PostgreSQL (postgres, pgbouncer): an endpoint
     registered on B gets writes made on A and B, each exactly once.
 
@@ -1548,6 +1553,82 @@ def test_deliveries_to_one_endpoint_are_in_flight_at_once(srv, rx, verifier):
     assert_verified(verifier, w["secret"], reqs)
     log = u.wait_deliveries(w["id"], lambda d: len(d) == 3 and settled(d))
     assert all(x["state"] == "succeeded" and x["attempts"] == 1 for x in log), log
+
+
+def test_one_batch_delivers_several_and_records_each(dbs, start, rx, verifier):
+    """One runner (JOB_CONCURRENCY=1) takes the queued deliveries as one
+    batch (KILN_WEBHOOK_BATCH, 16): writes held back behind a first
+    delivery go to two endpoints in order, each exactly once, and each
+    attempt is recorded with its own answer. A 500 among them is retried;
+    an endpoint's failing_since follows its last answer in the batch: P's
+    500 came before its successes (cleared), Q's was its last (set) until
+    its retry succeeds."""
+    retry = 6 if SANITIZED else 3
+    srv = start(dbs.env(), JOB_CONCURRENCY=1, WEBHOOK_RETRY_SCHEDULE=f"{retry}s,200ms")
+    u = User(srv)
+    p_path, q_path = rx.new_path(), rx.new_path()
+    release = threading.Event()
+    rx.script(p_path, Hold(release, 200, limit=8.0), 200, 500, 200, 200, 200, 200, 200)
+    rx.script(q_path, 200, 200, 200, 200, 200, 200, 500, 200)
+    p, _ = u.hook(rx, ["notes.created"], path=p_path)
+    q, _ = u.hook(rx, ["notes.created"], path=q_path)
+    try:
+        first = u.note(title="first")
+        rx.wait(p_path, 1)
+        # the one runner is held: these wait in the queue, then go as one batch
+        notes = [u.note(title=f"n{i}") for i in range(6)]
+        time.sleep(0.5)
+    finally:
+        release.set()
+    ids = [first["id"]] + [n["id"] for n in notes]
+
+    def log_of(w):
+        return u.wait_deliveries(w["id"], lambda d: len(d) == 7 and all(x["attempts"] >= 1
+                                                                          for x in d))
+    p_log, q_log = log_of(p), log_of(q)
+    fs = dict(job_rows(srv, "SELECT id, failing_since FROM webhooks"))
+    assert fs[p["id"]] == "" and fs[q["id"]] != "", fs
+    assert sorted(d["state"] for d in q_log) == ["pending"] + ["succeeded"] * 6, q_log
+    reqs = {path: rx.wait(path, 8, timeout=WAIT_S + retry) for path in (p_path, q_path)}
+    for path, w in ((p_path, p), (q_path, q)):
+        assert_verified(verifier, w["secret"], reqs[path])
+        rows = [r.json()["data"]["row_id"] for r in reqs[path]]
+        retried = ids[2] if path == p_path else ids[6]
+        assert rows == ids + [retried], (path, [ids.index(x) for x in rows])
+        log = u.wait_deliveries(w["id"], lambda d: len(d) == 7 and settled(d))
+        assert all(d["state"] == "succeeded" for d in log), log
+        assert sorted(d["attempts"] for d in log) == [1] * 6 + [2], log
+    assert len(p_log) == len(q_log) == 7
+    time.sleep(QUIET_S)
+    assert len(rx.got(p_path)) == len(rx.got(q_path)) == 8, "a delivery went out twice"
+    fs = dict(job_rows(srv, "SELECT id, failing_since FROM webhooks"))
+    assert fs[p["id"]] == fs[q["id"]] == "", fs
+
+
+def test_an_endpoint_deleted_during_a_batch_does_not_fail_the_others_record(dbs, start, rx,
+                                                                            verifier):
+    """Two endpoints' deliveries in one batch (one runner); the second
+    endpoint is deleted (its deliveries with it) while the batch is out:
+    the first one's attempt is still recorded, so it is not sent again."""
+    srv = start(dbs.env(), JOB_CONCURRENCY=1)
+    u = User(srv)
+    held, other = rx.new_path(), rx.new_path()
+    release = threading.Event()
+    rx.script(held, Hold(release, 200, limit=8.0))
+    a, _ = u.hook(rx, ["notes.created"], path=held)
+    b, _ = u.hook(rx, ["notes.created"], path=other)
+    try:
+        u.note()
+        rx.wait(held, 1)
+        u.ok("DELETE", f"/webhooks/{b['id']}", status=204)
+    finally:
+        release.set()
+    (d,) = u.wait_deliveries(a["id"], settled)
+    assert d["state"] == "succeeded" and d["attempts"] == 1, d
+    time.sleep(QUIET_S)
+    reqs = rx.got(held)
+    assert len(reqs) == 1, f"the held endpoint got {len(reqs)} requests: its record failed"
+    assert_verified(verifier, a["secret"], reqs)
 
 
 # --------------------------------------------------------------------------

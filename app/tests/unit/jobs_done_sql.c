@@ -38,10 +38,42 @@ static void test_renumbered_from_first(void **state)
     kiln_arena_free(a);
 }
 
+/* kiln_job_done_many_sql sets exactly what the one-job statement sets
+ * (one JOB_DONE_SET), guarded the same way per row of the relation. */
+static void test_many_sets_what_one_sets(void **state)
+{
+    (void)state;
+    kiln_arena *a = kiln_arena_new(4096);
+    struct kiln_job_run job = { .id = 7, .attempt = 1 };
+    kiln_str one[3], many[1];
+    const char *sql1 = kiln_job_done_sql(a, &job, 1, one);
+    const char *sqlm = kiln_job_done_many_sql(a, "v", "v.ok", 4, many);
+    const char *set1 = strstr(sql1, " SET "), *where1 = strstr(sql1, " WHERE ");
+    const char *setm = strstr(sqlm, " SET "), *from = strstr(sqlm, " FROM v WHERE ");
+    assert_non_null(set1);
+    assert_non_null(where1);
+    assert_non_null(setm);
+    assert_non_null(from);
+    if ((size_t)(where1 - set1) != (size_t)(from - setm) || memcmp(set1, setm, (size_t)(where1 - set1)))
+        fail_msg("the SET parts differ:\n%s\n%s", sql1, sqlm);
+    assert_non_null(strstr(from, "WHERE v.ok AND jobs.id = v.job AND jobs.locked_by = $4 AND "
+                                 "jobs.attempts = v.attempt AND jobs.state = 'running'"));
+    size_t dollars = 0;
+    for (const char *s = sqlm; *s; s++)
+        dollars += *s == '$';
+    assert_int_equal(dollars, 1);
+    assert_non_null(many[0].p);
+    /* no condition: every row */
+    sqlm = kiln_job_done_many_sql(a, "r", NULL, 2, many);
+    assert_non_null(strstr(sqlm, " FROM r WHERE jobs.id = r.job AND jobs.locked_by = $2 "));
+    kiln_arena_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_renumbered_from_first),
+        cmocka_unit_test(test_many_sets_what_one_sets),
     };
     return cmocka_run_group_tests_name("jobs/done_sql", tests, NULL, NULL);
 }
