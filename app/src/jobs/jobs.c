@@ -114,7 +114,7 @@ struct runner {
     pthread_t thread;
     bool busy;
     /* The jobs it runs (one, or a batch), for lease renewal and release */
-    int64_t *ids; /* J.max_batch of them */
+    int64_t *ids; /* KILN_JOB_MAX_BATCH of them */
     size_t nids;
     struct kiln_db *db;
     struct kiln_kv *kv;
@@ -1115,7 +1115,8 @@ int kiln_jobs_start(const struct kiln_jobs_config *cfg)
     J.started = true;
     J.nrunners = J.cfg.concurrency;
     for (unsigned i = 0; i < J.nrunners; i++)
-        J.runners[i].ids = kiln_calloc(J.max_batch, sizeof *J.runners[i].ids);
+        if (!J.runners[i].ids) /* kept by a runner still in a job after a stop */
+            J.runners[i].ids = kiln_calloc(KILN_JOB_MAX_BATCH, sizeof *J.runners[i].ids);
     for (unsigned i = 0; i < J.nrunners; i++)
         if (pthread_create(&J.runners[i].thread, NULL, runner_main, &J.runners[i]) != 0)
             kiln_fatal("jobs: cannot start a runner thread");
@@ -1248,8 +1249,7 @@ void kiln_jobs_stop(void)
     for (unsigned i = 0; i < J.nrunners; i++) {
         if (J.runners[i].busy) {
             pthread_detach(J.runners[i].thread);
-            J.runners[i].ids = NULL; /* still in use: left to the exit */
-            continue;
+            continue; /* its ids stay: it may still write them */
         }
         pthread_join(J.runners[i].thread, NULL);
         free(J.runners[i].ids);
