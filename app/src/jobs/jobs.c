@@ -133,7 +133,6 @@ static struct {
     int64_t next_tick[KILN_JOB_MAX_KINDS];
     size_t nkinds;
     char *kinds_json; /* ["a","b"]: the kinds this instance runs */
-    char *batch_kinds_json; /* those of them that run in batches */
     unsigned max_batch;   /* the largest batch of those (1: none) */
 
     struct pump pumps[MAX_PUMPS];
@@ -657,70 +656,91 @@ static unsigned free_slots(void)
     return used >= J.nrunners ? 0 : J.nrunners - used;
 }
 
+/* A claim: up to $1 due jobs whose kind is KIND, oldest first, FOR
+ * UPDATE SKIP LOCKED, in one auto-committed statement. */
+#define CLAIM(NOW, LEASE, KIND)                                                                  \
+    "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = " LEASE            \
+    ", locked_by = $3, updated_at = " NOW " WHERE id IN (SELECT id FROM jobs WHERE state = "      \
+    "'queued' AND run_at <= " NOW " AND kind " KIND " ORDER BY run_at, id LIMIT $1" PG_LOCK        \
+    ") RETURNING id, kind, args, attempts, max_attempts"
+#define PG_LEASE "now() + $2::int * interval '1 second'"
+#define LITE_LEASE "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || $2 || ' seconds')"
+
 static int cmp_claimed(const void *x, const void *y)
 {
     int64_t a = ((const struct claimed *)x)->id, b = ((const struct claimed *)y)->id;
     return (a > b) - (a < b);
 }
 
-/* Claim up to n due jobs, and for the kinds that run in batches up to
- * n * (batch - 1) more of them (the second part of the claim, which may
- * take some the first took: IN keeps one); returns how many (or -1 on
- * error). They are queued in the order they were enqueued. */
+/* Claim up to n due jobs of the kinds this instance runs; when some are
+ * of a kind that runs in batches, up to batch - 1 more of that kind for
+ * each of them (a second statement: the jobs a runner will take with
+ * it). Returns how many (or -1 on error); they are queued in the order
+ * they were enqueued. */
 static int claim(unsigned n)
 {
     kiln_arena *a = kiln_arena_new(8192);
-    kiln_str p[6] = {
+    kiln_str p[4] = {
         kiln_str_c(kiln_arena_sprintf(a, "%u", n)),
         kiln_str_c(kiln_arena_sprintf(a, "%u", J.cfg.lease_s)),
         kiln_str_c(J.cfg.instance),
         kiln_str_c(J.kinds_json),
-        kiln_str_c(J.batch_kinds_json),
-        kiln_str_c(kiln_arena_sprintf(a, "%u", n * (J.max_batch - 1))),
     };
-    struct kiln_db_rows rows;
-    int err = kiln_db_query(
-        M_db, a,
-        J.pg ? "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = now() "
-               "+ $2::int * interval '1 second', locked_by = $3, updated_at = now() WHERE id IN "
-               "(SELECT id FROM (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= now() "
-               "AND kind IN (SELECT json_array_elements_text($4::json)) ORDER BY run_at, id LIMIT "
-               "$1 FOR UPDATE SKIP LOCKED) AS one UNION ALL SELECT id FROM (SELECT id FROM jobs "
-               "WHERE state = 'queued' AND run_at <= now() AND kind IN (SELECT "
-               "json_array_elements_text($5::json)) ORDER BY run_at, id LIMIT $6 FOR UPDATE SKIP "
-               "LOCKED) AS more) RETURNING id, kind, args, attempts, max_attempts"
-             : "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = "
-               "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || $2 || ' seconds'), locked_by = $3, "
-               "updated_at = " LITE_NOW " WHERE id IN (SELECT id FROM (SELECT id FROM jobs WHERE "
-               "state = 'queued' AND run_at <= " LITE_NOW " AND kind IN (SELECT value FROM "
-               "json_each($4)) ORDER BY run_at, id LIMIT $1) UNION ALL SELECT id FROM (SELECT id "
-               "FROM jobs WHERE state = 'queued' AND run_at <= " LITE_NOW " AND kind IN (SELECT "
-               "value FROM json_each($5)) ORDER BY run_at, id LIMIT $6)) RETURNING id, kind, "
-               "args, attempts, max_attempts",
-        p, 6, &rows);
+#define PG_LOCK " FOR UPDATE SKIP LOCKED"
+    static const char pg_all[] =
+        CLAIM("now()", PG_LEASE, "IN (SELECT json_array_elements_text($4::json))");
+    static const char pg_one[] = CLAIM("now()", PG_LEASE, "= $4");
+#undef PG_LOCK
+#define PG_LOCK ""
+    static const char lite_all[] =
+        CLAIM(LITE_NOW, LITE_LEASE, "IN (SELECT value FROM json_each($4))");
+    static const char lite_one[] = CLAIM(LITE_NOW, LITE_LEASE, "= $4");
+#undef PG_LOCK
+    struct kiln_db_rows rows, more = { 0 };
+    int err = kiln_db_query(M_db, a, J.pg ? pg_all : lite_all, p, 4, &rows);
+    const struct kiln_job_kind *bk = NULL;
+    unsigned nb = 0;
+    for (size_t i = 0; !err && i < rows.nrows; i++) {
+        kiln_str kind = kiln_db_text(&rows, i, 1);
+        const struct kiln_job_kind *k =
+            kind.p ? kiln_job_kind_find(kiln_arena_strndup(a, kind.p, kind.len)) : NULL;
+        if (k && k->run_batch && (!bk || k == bk)) {
+            bk = k;
+            nb++;
+        }
+    }
+    if (!err && bk) {
+        kiln_str q[4] = { kiln_str_c(kiln_arena_sprintf(a, "%u", nb * (bk->batch - 1))), p[1],
+                          p[2], kiln_str_c(bk->name) };
+        if (kiln_db_query(M_db, a, J.pg ? pg_one : lite_one, q, 4, &more))
+            more.nrows = 0; /* those claimed first still run */
+    }
     if (err) {
         outage("Database (jobs)", err, kiln_db_last_error(M_db));
         kiln_arena_free(a);
         return -1;
     }
-    struct claimed *got = rows.nrows ? kiln_calloc(rows.nrows, sizeof *got) : NULL;
-    for (size_t i = 0; i < rows.nrows; i++) {
+    size_t total = rows.nrows + more.nrows;
+    struct claimed *got = total ? kiln_calloc(total, sizeof *got) : NULL;
+    for (size_t i = 0; i < total; i++) {
         struct claimed *c = &got[i];
+        const struct kiln_db_rows *r = i < rows.nrows ? &rows : &more;
+        size_t row = i < rows.nrows ? i : i - rows.nrows;
         int64_t v = 0;
-        kiln_db_int64(&rows, i, 0, &c->id);
-        kiln_str kind = kiln_db_text(&rows, i, 1);
+        kiln_db_int64(r, row, 0, &c->id);
+        kiln_str kind = kiln_db_text(r, row, 1);
         snprintf(c->kind, sizeof c->kind, "%.*s", (int)kind.len, kind.p ? kind.p : "");
-        kiln_str args = kiln_db_text(&rows, i, 2);
+        kiln_str args = kiln_db_text(r, row, 2);
         c->args = kiln_strndup(args.p ? args.p : "{}", args.p ? args.len : 2);
-        kiln_db_int64(&rows, i, 3, &v);
+        kiln_db_int64(r, row, 3, &v);
         c->attempt = (int)v;
-        kiln_db_int64(&rows, i, 4, &v);
+        kiln_db_int64(r, row, 4, &v);
         c->max_attempts = (int)v;
     }
-    if (rows.nrows > 1)
-        qsort(got, rows.nrows, sizeof *got, cmp_claimed);
+    if (total > 1)
+        qsort(got, total, sizeof *got, cmp_claimed);
     pthread_mutex_lock(&J.lock);
-    for (size_t i = 0; i < rows.nrows; i++) {
+    for (size_t i = 0; i < total; i++) {
         if (J.qlen == J.qcap) {
             size_t ncap = J.qcap ? J.qcap * 2 : 16;
             struct claimed *q = kiln_calloc(ncap, sizeof *q);
@@ -734,11 +754,11 @@ static int claim(unsigned n)
         J.queue[(J.qhead + J.qlen) % J.qcap] = got[i];
         J.qlen++;
     }
-    if (rows.nrows)
+    if (total)
         pthread_cond_broadcast(&J.work);
     pthread_mutex_unlock(&J.lock);
     free(got);
-    atomic_fetch_add(&J.claimed_n, rows.nrows);
+    atomic_fetch_add(&J.claimed_n, total);
     int n_got = (int)rows.nrows;
     kiln_arena_free(a);
     return n_got;
@@ -1093,18 +1113,12 @@ int kiln_jobs_start(const struct kiln_jobs_config *cfg)
         kiln_buf_printf(&b, "%s\"%s\"", i ? "," : "", J.kinds[i].name);
     kiln_buf_append_c(&b, "]");
     J.kinds_json = kiln_strndup(b.p, b.len);
-    kiln_buf_reset(&b);
-    kiln_buf_append_c(&b, "[");
-    J.max_batch = 1;
-    for (size_t i = 0, k = 0; i < J.nkinds; i++)
-        if (J.kinds[i].run_batch) {
-            kiln_buf_printf(&b, "%s\"%s\"", k++ ? "," : "", J.kinds[i].name);
-            if (J.kinds[i].batch > J.max_batch)
-                J.max_batch = J.kinds[i].batch;
-        }
-    kiln_buf_append_c(&b, "]");
-    J.batch_kinds_json = kiln_strndup(b.p, b.len);
     kiln_buf_free(&b);
+    J.max_batch = 1;
+    for (size_t i = 0; i < J.nkinds; i++)
+        if (J.kinds[i].run_batch && J.kinds[i].batch > J.max_batch)
+            J.max_batch = J.kinds[i].batch;
+
     J.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (J.wake_fd < 0) {
         kiln_logf(KILN_LOG_ERROR, "jobs: eventfd: %s", strerror(errno));
@@ -1239,8 +1253,6 @@ void kiln_jobs_stop(void)
     J.qcap = J.qhead = 0;
     free(J.kinds_json);
     J.kinds_json = NULL;
-    free(J.batch_kinds_json);
-    J.batch_kinds_json = NULL;
     pthread_mutex_lock(&J.lock);
     pthread_cond_broadcast(&J.work);
     pthread_mutex_unlock(&J.lock);

@@ -100,10 +100,10 @@ struct kiln_job_kind {
     const char *cron_args;       /* the scheduled job's args; NULL: "{}" */
     /* Instead of run: run_batch with up to batch (2..KILN_JOB_MAX_BATCH)
      * due jobs of the kind at once, for work whose statements batch (one
-     * read and one record for all: the webhooks' deliveries). An instance
-     * with free runners claims up to batch jobs of such a kind per free
-     * runner; the claimed ones wait in its local queue under their lease,
-     * renewed there too, and a drain releases them. */
+     * read and one record for all: the webhooks' deliveries). A claim
+     * that finds jobs of such a kind claims up to batch - 1 more of it for
+     * each; claimed jobs waiting in the instance's queue keep their lease
+     * (renewed there too) and a drain releases them. */
     kiln_job_batch_fn run_batch;
     unsigned batch;
 };

@@ -19,9 +19,8 @@ What is checked:
     polling every 50 ms (one instance on SQLite: its own sweep), runs once;
   * batches (test.batch, run_batch with batch 8): 400 jobs run once each,
     in batches of at most 8 recorded by each run (size, first job), mostly
-    full, on both instances; jobs claimed ahead for a batch that wait in
-    the instance's queue behind busy runners past a 2 s lease keep it
-    (renewed there) and run once, as a batch of 8 then the 7 that waited;
+    full, on both instances; a batch of 8 that outlasts a 2 s lease keeps
+    every job's lease and runs each once;
   * retries: test.fail fail=2 runs three times and ends done (attempts 3,
     last_error cleared), on time although JOB_POLL_MS is long; retry_ms
     spaces the attempts, and two retries pending at once each come on
@@ -458,35 +457,31 @@ def test_a_job_longer_than_its_lease_runs_once(cluster):
     assert (row["state"], row["attempts"], row["last_error"]) == ("done", 1, None), row
 
 
-def test_jobs_claimed_ahead_for_a_batch_keep_their_lease(cluster):
-    """A batch kind's jobs are claimed ahead (up to batch - 1 more per free
-    runner) and may wait in the instance's queue behind busy runners
-    longer than a lease: their leases are renewed there too. Two runners,
-    a 2 s lease: a 5 s test.sleep and 15 test.batch of 0.6 s each come due
-    at once; one runner takes the sleep, the other a batch of 8 (4.8 s),
-    and 7 wait claimed. A second instance (PostgreSQL; on SQLite the
-    instance's own sweep) would take any lease that ran out: each job still
-    runs once, on the first instance, with one attempt."""
+def test_a_batch_longer_than_a_lease_keeps_every_jobs_lease(cluster):
+    """A runner holds a whole batch: every job of it keeps its lease
+    (renewed with the running ones) while the batch outlasts a lease. One
+    runner, a 2 s lease, 8 test.batch jobs of 0.6 s each claimed together
+    (the claim takes batch - 1 more of a batch kind for each one it
+    found): one batch of 8, 4.8 s. A second instance (PostgreSQL; on
+    SQLite the instance's own sweep) would take any lease that ran out:
+    each job still runs once, on the first instance, with one attempt."""
     env = dict(JOB_LEASE_SECONDS=2, JOB_POLL_MS=50)
-    a = cluster.start(JOB_CONCURRENCY=2, **env)
+    a = cluster.start(JOB_CONCURRENCY=1, **env)
     t = tag()
-    [slow] = enqueue(a, "test.sleep", {"tag": t, "ms": 5000}, delay_ms=1500)
-    ids = enqueue(a, "test.batch", {"tag": t, "ms": 600}, count=15, delay_ms=1500)
-    wait_for(lambda: len(running_on(cluster, a, ids + [slow])) == 16, 5 * SLOW,
-             "A claimed all 16")
+    ids = enqueue(a, "test.batch", {"tag": t, "ms": 600}, count=8, delay_ms=1000)
+    wait_for(lambda: len(running_on(cluster, a, ids)) == 8, 5 * SLOW, "A claimed all 8")
     if PG:
         cluster.start(**env)
-    st = wait_done(cluster, ids + [slow], 30 * SLOW)
+    st = wait_done(cluster, ids, 30 * SLOW)
     time.sleep(0.5)
     runs = cluster.runs(tag=t)
     per = by_id(runs)
     twice = {i: rs for i, rs in per.items() if len(rs) != 1}
-    assert set(per) == set(ids + [slow]) and not twice, f"ran more than once: {twice}"
+    assert set(per) == set(ids) and not twice, f"ran more than once: {twice}"
     assert {pid_of(r["instance"]) for r in runs} == {a.proc.pid}, runs
     bad = [r for r in st.values() if (r["state"], r["attempts"], r["last_error"]) != ("done", 1, None)]
     assert not bad, f"not done after one attempt: {bad[:3]}"
-    sizes = check_batches([r for r in runs if r["kind"] == "test.batch"], 8)
-    assert sizes == [7, 8], f"want a batch of 8, then the 7 that waited: {sizes}"
+    assert check_batches(runs, 8) == [8]
 
 
 # --------------------------------------------------------------------------
