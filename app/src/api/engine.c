@@ -46,6 +46,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/fiber.h"
 #include "core/log.h"
 #include "core/random.h"
 #include "core/str.h"
@@ -1010,6 +1011,53 @@ const char *kiln_sql_outbox(kiln_arena *a, const struct kiln_resource *r, const 
     return buf_text(a, &b);
 }
 
+size_t kiln_sql_insert_width(const struct kiln_resource *r, const struct kiln_values *v)
+{
+    size_t k = 6; /* id, owner, now; ip, user agent, request id */
+    for (size_t f = 0; f < r->nfields; f++)
+        k += v->set[f];
+    return k;
+}
+
+const char *kiln_sql_insert_many(kiln_arena *a, const struct kiln_resource *r,
+                                 const struct kiln_values *v, size_t n)
+{
+    size_t k = kiln_sql_insert_width(r, v);
+    kiln_buf b;
+    kiln_buf_init(&b, 1 << 20);
+    /* v: what the event and the audit row take from each request. */
+    kiln_buf_append_c(&b, "WITH v (id, owner, ip, ua, rid) AS (VALUES ");
+    for (size_t m = 0; m < n; m++) {
+        size_t base = m * k;
+        kiln_buf_printf(&b, "%s($%zu::uuid, $%zu::uuid, $%zu::text, $%zu::text, $%zu::text)",
+                        m ? ", " : "", base + 1, base + 2, base + k - 2, base + k - 1, base + k);
+    }
+    kiln_buf_printf(&b, "), w AS (INSERT INTO %s (id, " OWNER_COLUMN ", inserted_at, updated_at",
+                    r->name);
+    for (size_t f = 0; f < r->nfields; f++)
+        if (v->set[f])
+            kiln_buf_printf(&b, ", %s", r->fields[f].name);
+    /* A multi-row VALUES of an INSERT takes each parameter's type from its
+     * column, as the single create's does. */
+    kiln_buf_append_c(&b, ") VALUES ");
+    for (size_t m = 0; m < n; m++) {
+        size_t base = m * k;
+        kiln_buf_printf(&b, "%s($%zu, $%zu, $%zu, $%zu", m ? ", " : "", base + 1, base + 2,
+                        base + 3, base + 3);
+        for (size_t i = 4; i <= k - 3; i++)
+            kiln_buf_printf(&b, ", $%zu", base + i);
+        kiln_buf_append_c(&b, ")");
+    }
+    kiln_buf_printf(&b,
+                    " RETURNING %s), e AS (INSERT INTO events (tx, resource, action, row_id, "
+                    "owner, data) SELECT " PG_TX ", '%s', 'created', w.id, v.owner, %s FROM w "
+                    "JOIN v ON v.id = w.id), a AS (INSERT INTO audit (actor, action, target, ip, "
+                    "user_agent, request_id) SELECT v.owner, '%s.created', '%s/' || w.id, v.ip, "
+                    "v.ua, v.rid FROM w JOIN v ON v.id = w.id) SELECT * FROM w",
+                    rt_of(r)->columns, r->name, kiln_sql_row_json(a, r, "w"), r->name, r->name);
+    return buf_text(a, &b);
+}
+
 /* The ids of the rows of cascade[k] that deleting row $1 (owner $2) of r
  * removes through ON DELETE CASCADE; base selects the deleted row's id. */
 static void append_cascade_ids(kiln_buf *b, const struct rt *t, size_t k, const char *base)
@@ -1190,11 +1238,10 @@ static int lite_end(struct kiln_req *req, int err, bool keep)
 }
 
 /* SQLite: the row's JSON and its records, then the commit. */
-static int lite_finish(struct kiln_req *req, const struct kiln_resource *r, const char *action,
-                       const struct kiln_db_rows *rows, const struct kiln_write *w)
+/* SQLite: the event, audit row and jobs of a write that wrote rows. */
+static int lite_after(struct kiln_req *req, const struct kiln_resource *r, const char *action,
+                      const struct kiln_db_rows *rows, const struct kiln_write *w)
 {
-    if (is_pg(req))
-        return 0;
     kiln_buf b;
     kiln_buf_init(&b, 64 * 1024 * 1024);
     kiln_resource_append_json(r, &b, rows, 0);
@@ -1203,7 +1250,15 @@ static int lite_finish(struct kiln_req *req, const struct kiln_resource *r, cons
     int err = lite_record(req, r, action, kiln_arena_strndup(req->arena, id.p, id.len), json);
     if (!err)
         err = lite_jobs(req, w);
-    return lite_end(req, err, true);
+    return err;
+}
+
+static int lite_finish(struct kiln_req *req, const struct kiln_resource *r, const char *action,
+                       const struct kiln_db_rows *rows, const struct kiln_write *w)
+{
+    if (is_pg(req))
+        return 0;
+    return lite_end(req, lite_after(req, r, action, rows, w), true);
 }
 
 static int row_exists(struct kiln_req *req, const struct kiln_resource *r, const char *id,
@@ -1523,6 +1578,315 @@ static int run_hook(kiln_write_hook hook, struct kiln_write *w)
     return hook ? hook(w) : 0;
 }
 
+/*
+ * Creates combined. On PostgreSQL a create is one statement writing three
+ * rows (the row, its event, its audit row), and the server's cost per
+ * statement (parse, plan, executor start, three index-maintaining inserts
+ * one row at a time) is most of a write's cost. Creates of the same shape
+ * that wait on the same loop therefore go out as one statement: a loop
+ * runs at most COMBINE_INFLIGHT creates of a shape at once; one that
+ * arrives while those run queues, and when one ends, the oldest queued
+ * leads everything queued then (up to COMBINE_MAX) as one statement and
+ * hands each its row. A create that finds a free place runs alone at once,
+ * so a lone write waits for nothing. The combined statement is one
+ * transaction: all its writes commit together before any is answered, and
+ * if it fails, each runs again alone, so an error is its own request's.
+ * Only creates without references or jobs combine (a reference's check
+ * and a job's row belong to one request's statement); updates and deletes
+ * run alone.
+ */
+#define COMBINE_MAX 32
+#define COMBINE_INFLIGHT 2
+#define COMBINE_SHAPES 8
+
+enum combine_state { COMBINE_WAIT, COMBINE_LEAD, COMBINE_DONE, COMBINE_ALONE };
+
+struct combine_wait {
+    struct kiln_fiber *fiber;
+    kiln_arena *arena;
+    const kiln_str *params; /* the single create's */
+    const char *id;
+    enum combine_state state;
+    int err;
+    struct kiln_db_rows rows;
+    struct combine_wait *next;
+};
+
+/* One shape's queue on one loop: the resource and the single create's
+ * statement's hash (the fields it sets). */
+struct combine_q {
+    const struct kiln_resource *r;
+    uint64_t hash;
+    unsigned inflight;
+    struct combine_wait *head, *tail;
+};
+
+static _Thread_local struct combine_q combine_qs[COMBINE_SHAPES];
+
+static uint64_t sql_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static struct combine_q *combine_queue(const struct kiln_resource *r, uint64_t hash)
+{
+    struct combine_q *idle = NULL;
+    for (size_t i = 0; i < COMBINE_SHAPES; i++) {
+        struct combine_q *q = &combine_qs[i];
+        if (q->r == r && q->hash == hash)
+            return q;
+        if (!idle && (!q->r || (!q->inflight && !q->head)))
+            idle = q;
+    }
+    if (idle)
+        *idle = (struct combine_q){ .r = r, .hash = hash };
+    return idle; /* NULL: every place busy with another shape; run alone */
+}
+
+/* A create of q ended: the oldest queued one leads the next statement. */
+static void combine_next(struct combine_q *q)
+{
+    q->inflight--;
+    struct combine_wait *lead = q->head;
+    if (!lead)
+        return;
+    q->head = lead->next;
+    if (!q->head)
+        q->tail = NULL;
+    q->inflight++;
+    lead->state = COMBINE_LEAD;
+    kiln_fiber_wake(lead->fiber);
+}
+
+/* Row `row` of from as a one-row result in a's memory. */
+static void rows_copy_one(kiln_arena *a, const struct kiln_db_rows *from, size_t row,
+                          struct kiln_db_rows *to)
+{
+    size_t nc = from->ncols;
+    to->nrows = 1;
+    to->ncols = nc;
+    to->affected = 1;
+    to->cells = kiln_arena_alloc(a, (nc ? nc : 1) * sizeof *to->cells);
+    to->names = kiln_arena_alloc(a, (nc ? nc : 1) * sizeof *to->names);
+    for (size_t c = 0; c < nc; c++) {
+        kiln_str v = from->cells[row * nc + c];
+        to->cells[c] = (kiln_str){ v.p ? kiln_arena_strndup(a, v.p, v.len) : NULL, v.len };
+        to->names[c] = kiln_arena_strndup(a, from->names[c], strlen(from->names[c]));
+    }
+}
+
+/* The lead runs its own create and those queued behind it as one; each
+ * ends DONE with its row (none if the statement wrote none), or ALONE when
+ * it must run alone (the statement failed, or nobody else was queued). */
+static void combine_lead(struct kiln_req *req, const struct kiln_resource *r,
+                         const struct kiln_values *in, struct combine_q *q,
+                         struct combine_wait *me, size_t width)
+{
+    kiln_arena *a = req->arena;
+    struct combine_wait *batch[COMBINE_MAX];
+    size_t n = 0;
+    batch[n++] = me;
+    size_t max = KILN_DB_MAX_PARAMS / width < COMBINE_MAX ? KILN_DB_MAX_PARAMS / width : COMBINE_MAX;
+    while (n < max && q->head) {
+        batch[n++] = q->head;
+        q->head = q->head->next;
+    }
+    if (!q->head)
+        q->tail = NULL;
+    if (n == 1) {
+        me->state = COMBINE_ALONE;
+        return;
+    }
+    kiln_str *params = kiln_arena_alloc(a, n * width * sizeof *params);
+    for (size_t m = 0; m < n; m++)
+        memcpy(params + m * width, batch[m]->params, width * sizeof *params);
+    struct kiln_db_rows rows;
+    int err = kiln_db_query(app_db(req), a, kiln_sql_insert_many(a, r, in, n), params, n * width,
+                            &rows);
+    /* Each then runs alone, and its own error, if any, is answered and
+     * logged as usual; this says why they did not go together. */
+    if (err && err != KILN_EUNAVAILABLE)
+        kiln_log(KILN_LOG_WARNING, "combined creates failed; each runs alone", "resource",
+                 r->name, "error", kiln_db_last_error(app_db(req)), NULL);
+    for (size_t m = 0; m < n; m++) {
+        struct combine_wait *w = batch[m];
+        if (err) {
+            w->state = COMBINE_ALONE;
+        } else {
+            w->state = COMBINE_DONE;
+            w->err = 0;
+            w->rows = (struct kiln_db_rows){ .ncols = rows.ncols, .names = rows.names };
+            for (size_t i = 0; i < rows.nrows; i++) {
+                kiln_str id = rows.cells[i * rows.ncols];
+                if (id.p && id.len == strlen(w->id) && !memcmp(id.p, w->id, id.len)) {
+                    rows_copy_one(w->arena, &rows, i, &w->rows);
+                    break;
+                }
+            }
+        }
+        if (w != me)
+            kiln_fiber_wake(w->fiber);
+    }
+}
+
+/* Run the create (sql with p) alone or with others of its shape. */
+static int create_query(struct kiln_req *req, const struct kiln_resource *r,
+                        const struct kiln_values *in, const char *id, const char *sql,
+                        const struct params *p, struct kiln_db_rows *rows)
+{
+    struct kiln_db *db = app_db(req);
+    struct combine_q *q = kiln_fiber_self() ? combine_queue(r, sql_hash(sql)) : NULL;
+    if (!q)
+        return kiln_db_query(db, req->arena, sql, p->v, p->n, rows);
+    if (q->inflight < COMBINE_INFLIGHT && !q->head) {
+        q->inflight++;
+        int err = kiln_db_query(db, req->arena, sql, p->v, p->n, rows);
+        combine_next(q);
+        return err;
+    }
+    struct combine_wait me = { .fiber = kiln_fiber_self(), .arena = req->arena, .params = p->v,
+                               .id = id, .state = COMBINE_WAIT };
+    if (q->tail)
+        q->tail->next = &me;
+    else
+        q->head = &me;
+    q->tail = &me;
+    kiln_fiber_park();
+    bool lead = me.state == COMBINE_LEAD;
+    if (lead)
+        combine_lead(req, r, in, q, &me, p->n);
+    if (me.state == COMBINE_DONE) {
+        if (lead)
+            combine_next(q);
+        *rows = me.rows;
+        return me.err;
+    }
+    /* Alone: the lead keeps its place meanwhile; after a failed combined
+     * statement each runs again by itself, for its own error. */
+    int err = kiln_db_query(db, req->arena, sql, p->v, p->n, rows);
+    if (lead)
+        combine_next(q);
+    return err;
+}
+
+/*
+ * SQLite: creates share a commit. With synchronous=FULL each commit waits
+ * for the disk, and every write is its own transaction (the row, its event
+ * and its audit row). Writers on the worker threads therefore queue for
+ * one: the first runs at once; those that arrive while it runs wait, and
+ * the oldest of them then runs all that waited, one SAVEPOINT each, in one
+ * BEGIN IMMEDIATE ... COMMIT on its own connection. A savepoint rolled back
+ * undoes only its own create (its error is its own); the COMMIT answers
+ * for all (nothing is answered before it).
+ */
+#define LITE_GROUP_MAX 64
+
+struct lite_wait {
+    struct kiln_req *req;
+    const struct kiln_resource *r;
+    const char *sql;
+    const struct params *p;
+    const struct kiln_write *w;
+    struct kiln_db_rows *rows;
+    int err;
+    enum combine_state state;
+    struct lite_wait *next;
+};
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool busy;
+    struct lite_wait *head, *tail;
+} lite_group = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, NULL, NULL };
+
+/* One create inside the group's transaction (on db, the lead's). */
+static int lite_group_one(struct kiln_db *db, struct lite_wait *m)
+{
+    int err = kiln_db_exec(db, "SAVEPOINT kiln_create");
+    if (err)
+        return err;
+    err = kiln_db_query(db, m->req->arena, m->sql, m->p->v, m->p->n, m->rows);
+    if (!err && m->rows->nrows)
+        err = lite_after(m->req, m->r, "created", m->rows, m->w);
+    if (err)
+        kiln_db_exec(db, "ROLLBACK TO kiln_create");
+    kiln_db_exec(db, "RELEASE kiln_create");
+    return err;
+}
+
+static int lite_create(struct kiln_req *req, const struct kiln_resource *r, const char *sql,
+                       const struct params *p, const struct kiln_write *w,
+                       struct kiln_db_rows *rows)
+{
+    struct lite_wait me = { .req = req, .r = r, .sql = sql, .p = p, .w = w, .rows = rows,
+                            .state = COMBINE_WAIT };
+    pthread_mutex_lock(&lite_group.mu);
+    if (lite_group.busy) {
+        if (lite_group.tail)
+            lite_group.tail->next = &me;
+        else
+            lite_group.head = &me;
+        lite_group.tail = &me;
+        while (me.state == COMBINE_WAIT)
+            pthread_cond_wait(&lite_group.cv, &lite_group.mu);
+        if (me.state == COMBINE_DONE) {
+            pthread_mutex_unlock(&lite_group.mu);
+            return me.err;
+        }
+    } else {
+        lite_group.busy = true;
+    }
+    /* The lead: itself and every create queued now. */
+    struct lite_wait *batch[LITE_GROUP_MAX];
+    size_t n = 0;
+    batch[n++] = &me;
+    while (n < LITE_GROUP_MAX && lite_group.head) {
+        batch[n++] = lite_group.head;
+        lite_group.head = lite_group.head->next;
+    }
+    if (!lite_group.head)
+        lite_group.tail = NULL;
+    pthread_mutex_unlock(&lite_group.mu);
+
+    struct kiln_db *db = app_db(req);
+    int err = kiln_db_exec(db, "BEGIN IMMEDIATE");
+    for (size_t m = 0; m < n; m++) {
+        /* A waiting request's statements run on the lead's connection
+         * (app_db reads the request's context): its thread is parked until
+         * this is done, so its request and arena are the lead's to use
+         * meanwhile. */
+        void *own = batch[m]->req->context;
+        batch[m]->req->context = req->context;
+        batch[m]->err = err ? err : lite_group_one(db, batch[m]);
+        batch[m]->req->context = own;
+    }
+    if (!err && (err = kiln_db_exec(db, "COMMIT")) != 0)
+        kiln_db_exec(db, "ROLLBACK");
+    for (size_t m = 0; m < n; m++)
+        if (err)
+            batch[m]->err = err;
+
+    pthread_mutex_lock(&lite_group.mu);
+    for (size_t m = 0; m < n; m++)
+        batch[m]->state = COMBINE_DONE;
+    if (lite_group.head) {
+        struct lite_wait *lead = lite_group.head;
+        lite_group.head = lead->next;
+        if (!lite_group.head)
+            lite_group.tail = NULL;
+        lead->state = COMBINE_LEAD;
+    } else {
+        lite_group.busy = false;
+    }
+    pthread_cond_broadcast(&lite_group.cv);
+    pthread_mutex_unlock(&lite_group.mu);
+    return me.err;
+}
+
 void kiln_engine_create(struct kiln_req *req, struct kiln_res *res)
 {
     const struct kiln_resource *r = kiln_route_resource(req);
@@ -1573,14 +1937,14 @@ void kiln_engine_create(struct kiln_req *req, struct kiln_res *res)
         audit_params(req, &p);
         sql = kiln_sql_outbox(a, r, sql, "created", 2, first_audit, pg_jobs(a, "w", &w, &p));
     }
-    struct kiln_db_rows rows;
-    int err = lite_begin(req);
-    if (!err)
-        err = kiln_db_query(app_db(req), a, sql, p.v, p.n, &rows);
-    if (!err && rows.nrows)
-        err = lite_finish(req, r, "created", &rows, &w);
+    struct kiln_db_rows rows = { 0 };
+    int err;
+    if (!is_pg(req))
+        err = lite_create(req, r, sql, &p, &w, &rows);
+    else if (!w.njobs && !sets_ref(r, &in))
+        err = create_query(req, r, &in, id, sql, &p, &rows);
     else
-        err = lite_end(req, err, false);
+        err = kiln_db_query(app_db(req), a, sql, p.v, p.n, &rows);
     if (err) {
         json_decref(body);
         store_error(req, res, r, err, "create");

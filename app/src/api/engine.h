@@ -77,6 +77,14 @@ const char *kiln_sql_update(kiln_arena *a, const struct kiln_resource *r,
 const char *kiln_sql_outbox(kiln_arena *a, const struct kiln_resource *r, const char *stmt,
                             const char *action, size_t owner, size_t first_audit,
                             const char *more);
+/* PostgreSQL: the creates of n requests of the same shape (no reference
+ * set, v's fields set) in one statement, with each one's event and audit
+ * row, answering every written row. Request m's parameters are the single
+ * create's ($1 id, $2 owner, $3 now, the fields, then ip, user agent and
+ * request id), numbered from m * kiln_sql_insert_width(r, v). */
+const char *kiln_sql_insert_many(kiln_arena *a, const struct kiln_resource *r,
+                                 const struct kiln_values *v, size_t n);
+size_t kiln_sql_insert_width(const struct kiln_resource *r, const struct kiln_values *v);
 /* PostgreSQL: the expression the outbox stores as an event's data: the
  * written row (alias) as JSON, cheap to make in the write's statement. */
 const char *kiln_sql_row_json(kiln_arena *a, const struct kiln_resource *r, const char *alias);

@@ -227,10 +227,14 @@ static bool valid_text(kiln_str s)
 
 /* Parameters as NUL-terminated text in a (NULL for SQL NULL). */
 static int params_text(struct kiln_db *db, kiln_arena *a, const kiln_str *params,
-                       size_t nparams, const char **text)
+                       size_t nparams, const char ***out)
 {
-    if (nparams > 64)
+    if (nparams > KILN_DB_MAX_PARAMS) {
+        kiln__db_error(db, "%zu parameters, more than %d", nparams, KILN_DB_MAX_PARAMS);
         return KILN_EINVAL;
+    }
+    const char **text = kiln_arena_alloc(a, (nparams ? nparams : 1) * sizeof *text);
+    *out = text;
     for (size_t i = 0; i < nparams; i++) {
         if (!params[i].p) {
             text[i] = NULL;
@@ -517,8 +521,8 @@ static int one_query(struct kiln_db *db, kiln_arena *a, const char *sql,
                      const kiln_str *params, size_t nparams, struct kiln_db_rows *rows,
                      unsigned timeout_ms)
 {
-    const char *text[64];
-    int err = params_text(db, a, params, nparams, text);
+    const char **text;
+    int err = params_text(db, a, params, nparams, &text);
     if (err)
         return err;
     err = ensure_connected(db, 0);
@@ -537,8 +541,8 @@ int kiln_db_query_timeout(struct kiln_db *db, kiln_arena *a, const char *sql,
         rows = &scratch;
     memset(rows, 0, sizeof *rows);
     if (pipelined(db)) {
-        const char *text[64];
-        int err = params_text(db, a, params, nparams, text);
+        const char **text;
+        int err = params_text(db, a, params, nparams, &text);
         if (err)
             return err;
         return pipe_statement(db, a, sql, text, nparams, rows, timeout_ms, 0, STATEMENT);

@@ -110,6 +110,10 @@ struct kiln_db_rows {
     uint64_t affected;     /* rows changed by INSERT/UPDATE/DELETE */
 };
 
+/* The most parameters one statement takes (PostgreSQL's own limit is
+ * 65535): combined creates are the largest, tens of rows of a few each. */
+#define KILN_DB_MAX_PARAMS 1024
+
 /*
  * Run one statement. params[i] is the text of $i+1 (p == NULL: SQL NULL).
  * rows may be NULL when the caller wants none. timeout_ms 0 uses the
