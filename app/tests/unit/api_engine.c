@@ -351,6 +351,38 @@ static void test_insert_sql_per_dialect(void **state)
     assert_non_null(strstr(lite, "EXISTS (SELECT 1 FROM projects"));
 }
 
+/* Creates combined: request m's parameters are the single create's,
+ * shifted by m * width, and its event and audit row are joined to its own
+ * row by id. */
+static void test_insert_many_sql(void **state)
+{
+    (void)state;
+    const char *const note[] = { "t", "", "0" };
+    struct kiln_values v = values_of(&kiln_resource_notes, note);
+    assert_int_equal(kiln_sql_insert_width(&kiln_resource_notes, &v), 9);
+    assert_string_equal(
+        kiln_sql_insert_many(arena, &kiln_resource_notes, &v, 2),
+        "WITH v (id, owner, ip, ua, rid) AS (VALUES ($1::uuid, $2::uuid, $7::text, $8::text, "
+        "$9::text), ($10::uuid, $11::uuid, $16::text, $17::text, $18::text)), w AS (INSERT INTO "
+        "notes (id, user_id, inserted_at, updated_at, title, content, archived) VALUES ($1, $2, "
+        "$3, $3, $4, $5, $6), ($10, $11, $12, $12, $13, $14, $15) RETURNING id, title, content, "
+        "archived, inserted_at, updated_at), e AS (INSERT INTO events (tx, resource, action, "
+        "row_id, owner, data) SELECT pg_current_xact_id()::text::bigint, 'notes', 'created', "
+        "w.id, v.owner, row_to_json(w)::text FROM w JOIN v ON v.id = w.id), a AS (INSERT INTO "
+        "audit (actor, action, target, ip, user_agent, request_id) SELECT v.owner, "
+        "'notes.created', 'notes/' || w.id, v.ip, v.ua, v.rid FROM w JOIN v ON v.id = w.id) "
+        "SELECT * FROM w");
+    /* Only the fields set are columns: a title alone is 7 a request. */
+    const char *const title_only[] = { "t", NULL, NULL };
+    v = values_of(&kiln_resource_notes, title_only);
+    assert_int_equal(kiln_sql_insert_width(&kiln_resource_notes, &v), 7);
+    const char *sql = kiln_sql_insert_many(arena, &kiln_resource_notes, &v, 3);
+    assert_non_null(strstr(sql, "($15::uuid, $16::uuid, $19::text, $20::text, $21::text))"));
+    assert_non_null(strstr(sql, "(id, user_id, inserted_at, updated_at, title) VALUES ($1, $2, "
+                                "$3, $3, $4), ($8, $9, $10, $10, $11), ($15, $16, $17, $17, $18) "
+                                "RETURNING"));
+}
+
 static void test_update_sql_per_dialect(void **state)
 {
     (void)state;
@@ -552,6 +584,7 @@ int main(void)
         cmocka_unit_test(test_the_contract_messages),
         cmocka_unit_test(test_a_required_reference_is_missing_before_anything_else),
         cmocka_unit_test(test_insert_sql_per_dialect),
+        cmocka_unit_test(test_insert_many_sql),
         cmocka_unit_test(test_update_sql_per_dialect),
         cmocka_unit_test(test_list_sql),
         cmocka_unit_test(test_the_sql_runs_on_sqlite),
