@@ -1863,12 +1863,16 @@ static int lite_create(struct kiln_req *req, const struct kiln_resource *r, cons
         batch[m]->req->context = req->context;
         batch[m]->err = err ? err : lite_group_one(db, batch[m]);
         batch[m]->req->context = own;
+        if (batch[m]->err)
+            kiln_db_copy_error(app_db(batch[m]->req), db);
     }
-    if (!err && (err = kiln_db_exec(db, "COMMIT")) != 0)
-        kiln_db_exec(db, "ROLLBACK");
-    for (size_t m = 0; m < n; m++)
-        if (err)
+    if (!err && (err = kiln_db_exec(db, "COMMIT")) != 0) {
+        for (size_t m = 0; m < n; m++) {
             batch[m]->err = err;
+            kiln_db_copy_error(app_db(batch[m]->req), db);
+        }
+        kiln_db_exec(db, "ROLLBACK");
+    }
 
     pthread_mutex_lock(&lite_group.mu);
     for (size_t m = 0; m < n; m++)

@@ -176,6 +176,12 @@ const char *kiln_db_last_error(const struct kiln_db *db)
     return db->err;
 }
 
+void kiln_db_copy_error(struct kiln_db *db, const struct kiln_db *from)
+{
+    if (db != from)
+        snprintf(db->err, sizeof db->err, "%s", from->err);
+}
+
 static int ensure_connected(struct kiln_db *db, unsigned budget_ms)
 {
     if (db->conn)

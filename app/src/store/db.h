@@ -138,6 +138,9 @@ int kiln_db_ping(struct kiln_db *db, unsigned timeout_ms);
 
 /* Last error text for logs (never the password, never parameters), or "". */
 const char *kiln_db_last_error(const struct kiln_db *db);
+/* db's last error becomes from's (work done on another's connection for
+ * db's caller: its error is reported as its own). */
+void kiln_db_copy_error(struct kiln_db *db, const struct kiln_db *from);
 
 /* Typed getters. Return false for NULL or a value that does not parse. */
 kiln_str kiln_db_text(const struct kiln_db_rows *r, size_t row, size_t col);
