@@ -1708,12 +1708,20 @@ static void combine_lead(struct kiln_req *req, const struct kiln_resource *r,
                             &rows);
     /* Each then runs alone, and its own error, if any, is answered and
      * logged as usual; this says why they did not go together. */
-    if (err && err != KILN_EUNAVAILABLE)
+    if (err && kiln_err_status(err) != 503)
         kiln_log(KILN_LOG_WARNING, "combined creates failed; each runs alone", "resource",
                  r->name, "error", kiln_db_last_error(app_db(req)), NULL);
+    /* The database unavailable (503: a timeout, a lost connection) is
+     * everyone's answer at once: alone, each would wait out the same
+     * timeout again. */
+    bool outage = err && kiln_err_status(err) == 503;
     for (size_t m = 0; m < n; m++) {
         struct combine_wait *w = batch[m];
-        if (err) {
+        if (outage) {
+            w->state = COMBINE_DONE;
+            w->err = err;
+            w->rows = (struct kiln_db_rows){ 0 };
+        } else if (err) {
             w->state = COMBINE_ALONE;
         } else {
             w->state = COMBINE_DONE;
@@ -1854,6 +1862,7 @@ static int lite_create(struct kiln_req *req, const struct kiln_resource *r, cons
 
     struct kiln_db *db = app_db(req);
     int err = kiln_db_exec(db, "BEGIN IMMEDIATE");
+    bool begin_failed = err != 0;
     for (size_t m = 0; m < n; m++) {
         /* A waiting request's statements run on the lead's connection
          * (app_db reads the request's context): its thread is parked until
@@ -1877,6 +1886,18 @@ static int lite_create(struct kiln_req *req, const struct kiln_resource *r, cons
     pthread_mutex_lock(&lite_group.mu);
     for (size_t m = 0; m < n; m++)
         batch[m]->state = COMBINE_DONE;
+    /* The write lock was not to be had for the whole busy timeout (or the
+     * database is gone): those queued meanwhile get the same answer now,
+     * instead of each group waiting out the timeout in turn. */
+    while (begin_failed && lite_group.head) {
+        struct lite_wait *q = lite_group.head;
+        lite_group.head = q->next;
+        q->err = err;
+        kiln_db_copy_error(app_db(q->req), db);
+        q->state = COMBINE_DONE;
+    }
+    if (!lite_group.head)
+        lite_group.tail = NULL;
     if (lite_group.head) {
         struct lite_wait *lead = lite_group.head;
         lite_group.head = lead->next;
