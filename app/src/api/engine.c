@@ -1746,7 +1746,11 @@ static int create_query(struct kiln_req *req, const struct kiln_resource *r,
                         const struct params *p, struct kiln_db_rows *rows)
 {
     struct kiln_db *db = app_db(req);
-    struct combine_q *q = kiln_fiber_self() ? combine_queue(r, sql_hash(sql)) : NULL;
+    /* Combined only on a loop's fiber, and only with the parameters the
+     * combined statement numbers (a create with job rows has more). */
+    struct combine_q *q = kiln_fiber_self() && p->n == kiln_sql_insert_width(r, in)
+                              ? combine_queue(r, sql_hash(sql))
+                              : NULL;
     if (!q)
         return kiln_db_query(db, req->arena, sql, p->v, p->n, rows);
     if (q->inflight < COMBINE_INFLIGHT && !q->head) {
