@@ -383,17 +383,20 @@ def test_retention_prunes_old_audit_rows(kiln):
     u = User(srv, "retention")
     marker = rid("old")
     old_at = "2000-01-01T00:00:00.000000Z"
+    # The insert itself says it wrote the row: the prune runs every second
+    # and may take it before a separate SELECT could see it.
     if kilnhttp.STORES == "embedded":
         con = sqlite3.connect(srv.env["DB_PATH"], timeout=10)
         with con:
-            con.execute("INSERT INTO audit (at, actor, action, target, request_id) "
-                        "VALUES (?, NULL, 'test_old', 'x', ?)", (old_at, marker))
+            cur = con.execute("INSERT INTO audit (at, actor, action, target, request_id) "
+                              "VALUES (?, NULL, 'test_old', 'x', ?)", (old_at, marker))
+            assert cur.rowcount == 1
         con.close()
     else:
-        kilnhttp.services().psql(
+        out = kilnhttp.services().psql(
             f"INSERT INTO audit (at, actor, action, target, request_id) "
-            f"VALUES ('{old_at}', NULL, 'test_old', 'x', '{marker}')")
-    assert db_rows(srv, "SELECT id FROM audit WHERE request_id = ?", (marker,))
+            f"VALUES ('{old_at}', NULL, 'test_old', 'x', '{marker}') RETURNING id")
+        assert out.strip().isdigit(), out
     deadline = time.monotonic() + 20
     while db_rows(srv, "SELECT id FROM audit WHERE request_id = ?", (marker,)):
         assert time.monotonic() < deadline, "an audit row from 2000 was not pruned within 20 s"
