@@ -1590,7 +1590,8 @@ static int run_hook(kiln_write_hook hook, struct kiln_write *w)
  * hands each its row. A create that finds a free place runs alone at once,
  * so a lone write waits for nothing. The combined statement is one
  * transaction: all its writes commit together before any is answered, and
- * if it fails, each runs again alone, so an error is its own request's.
+ * if it fails, each runs again alone, so an error is its own request's
+ * (unless the database is unavailable: that answer is everyone's at once).
  * Only creates without references or jobs combine (a reference's check
  * and a job's row belong to one request's statement); updates and deletes
  * run alone.
