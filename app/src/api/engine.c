@@ -1624,14 +1624,6 @@ struct combine_q {
 
 static _Thread_local struct combine_q combine_qs[COMBINE_SHAPES];
 
-static uint64_t sql_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 static struct combine_q *combine_queue(const struct kiln_resource *r, uint64_t hash)
 {
     struct combine_q *idle = NULL;
@@ -1727,7 +1719,7 @@ static void combine_lead(struct kiln_req *req, const struct kiln_resource *r,
         } else {
             w->state = COMBINE_DONE;
             w->err = 0;
-            w->rows = (struct kiln_db_rows){ .ncols = rows.ncols, .names = rows.names };
+            w->rows = (struct kiln_db_rows){ 0 }; /* its row, if the statement wrote one */
             for (size_t i = 0; i < rows.nrows; i++) {
                 kiln_str id = rows.cells[i * rows.ncols];
                 if (id.p && id.len == strlen(w->id) && !memcmp(id.p, w->id, id.len)) {
@@ -1750,7 +1742,7 @@ static int create_query(struct kiln_req *req, const struct kiln_resource *r,
     /* Combined only on a loop's fiber, and only with the parameters the
      * combined statement numbers (a create with job rows has more). */
     struct combine_q *q = kiln_fiber_self() && p->n == kiln_sql_insert_width(r, in)
-                              ? combine_queue(r, sql_hash(sql))
+                              ? combine_queue(r, kiln_db_sql_hash(sql))
                               : NULL;
     if (!q)
         return kiln_db_query(db, req->arena, sql, p->v, p->n, rows);

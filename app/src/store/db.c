@@ -63,7 +63,7 @@ void kiln__db_error(struct kiln_db *db, const char *fmt, ...)
     *w = '\0';
 }
 
-uint64_t kiln__db_hash(const char *sql)
+uint64_t kiln_db_sql_hash(const char *sql)
 {
     uint64_t h = 1469598103934665603ull;
     for (const unsigned char *p = (const unsigned char *)sql; *p; p++) {

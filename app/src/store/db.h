@@ -110,6 +110,10 @@ struct kiln_db_rows {
     uint64_t affected;     /* rows changed by INSERT/UPDATE/DELETE */
 };
 
+/* A statement text's hash (64-bit FNV-1a): the drivers' statement caches
+ * key on it, and so does anything else that groups statements by text. */
+uint64_t kiln_db_sql_hash(const char *sql);
+
 /* The most parameters one statement takes (PostgreSQL's own limit is
  * 65535): combined creates are the largest, tens of rows of a few each. */
 #define KILN_DB_MAX_PARAMS 1024

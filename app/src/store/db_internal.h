@@ -85,8 +85,6 @@ void kiln__db_pipe_done(struct kiln_db *m);
 /* Member m has nothing in flight any more (answered, or failed: its
  * connection dropped): unpipelined, a fiber waiting for a member may go. */
 void kiln__db_pipe_idle(struct kiln_db *m, bool failed);
-/* FNV-1a of the SQL text, for the statement caches. */
-uint64_t kiln__db_hash(const char *sql);
 
 extern const struct kiln_db_ops kiln__db_pg_ops;
 extern const struct kiln_db_ops kiln__db_sqlite_ops;

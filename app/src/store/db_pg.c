@@ -310,7 +310,7 @@ static int collect(struct kiln_db *db, kiln_arena *a, struct kiln_db_rows *rows)
 static const char *prepared(struct kiln_db *db, const char *sql, size_t nparams,
                             unsigned timeout_ms, int *err)
 {
-    uint64_t h = kiln__db_hash(sql);
+    uint64_t h = kiln_db_sql_hash(sql);
     for (unsigned i = 0; i < KILN_DB_STMT_CACHE; i++)
         if (db->cache[i].sql && db->cache[i].hash == h && !strcmp(db->cache[i].sql, sql))
             return db->cache[i].stmt;
@@ -654,7 +654,7 @@ static const char *pipe_prepared(struct kiln_db *db, const char *sql, size_t npa
                                  struct pipe_waiter *w)
 {
     PGconn *c = C(db);
-    uint64_t h = kiln__db_hash(sql);
+    uint64_t h = kiln_db_sql_hash(sql);
     for (unsigned i = 0; i < KILN_DB_STMT_CACHE; i++)
         if (db->cache[i].sql && db->cache[i].hash == h && !strcmp(db->cache[i].sql, sql))
             return db->cache[i].stmt;

@@ -257,7 +257,7 @@ static int error_of(struct kiln_db *db, int rc)
 
 static sqlite3_stmt *statement(struct kiln_db *db, const char *sql, int *err)
 {
-    uint64_t h = kiln__db_hash(sql);
+    uint64_t h = kiln_db_sql_hash(sql);
     for (unsigned i = 0; i < KILN_DB_STMT_CACHE; i++)
         if (db->cache[i].sql && db->cache[i].hash == h && !strcmp(db->cache[i].sql, sql))
             return db->cache[i].stmt;
