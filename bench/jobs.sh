@@ -47,6 +47,7 @@
 #   BENCH_CONNECTIONS, BENCH_THREADS   wrk -c and -t [64, 2]
 #   BENCH_JOBS_CONCURRENCY   JOB_CONCURRENCY of every kiln [empty: Kiln's default, 4]
 #   BENCH_JOBS_POLL_MS       JOB_POLL_MS of every kiln [empty: Kiln's default, 1000]
+#   BENCH_JOBS_BUSY_PERCENT  JOB_BUSY_PERCENT of every kiln [empty: Kiln's default, 10]
 #   BENCH_JOBS_TIMEOUT_S     longest wait for a queue to drain [180]
 #   BENCH_JOBS_PGSS          1: pg_stat_statements on (PostgreSQL restarted with
 #                            it preloaded); the top statements of each part in
@@ -93,6 +94,7 @@ BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-64}
 BENCH_THREADS=${BENCH_THREADS:-2}
 BENCH_JOBS_CONCURRENCY=${BENCH_JOBS_CONCURRENCY:-}
 BENCH_JOBS_POLL_MS=${BENCH_JOBS_POLL_MS:-}
+BENCH_JOBS_BUSY_PERCENT=${BENCH_JOBS_BUSY_PERCENT:-}
 BENCH_JOBS_TIMEOUT_S=${BENCH_JOBS_TIMEOUT_S:-180}
 BENCH_JOBS_PGSS=${BENCH_JOBS_PGSS:-0}
 BENCH_JOBS_DURABLE=${BENCH_JOBS_DURABLE:-0}
@@ -119,7 +121,7 @@ done
 for v in BENCH_JOBS_GAP_MS BENCH_JOBS_HOOK_GAP_MS; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
-for v in BENCH_JOBS_CONCURRENCY BENCH_JOBS_POLL_MS; do
+for v in BENCH_JOBS_CONCURRENCY BENCH_JOBS_POLL_MS BENCH_JOBS_BUSY_PERCENT; do
     [ -z "${!v}" ] || [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be empty or an integer (got '${!v}')"
 done
 [ "$BENCH_JOBS_CHUNK" -le 5000 ] || die "BENCH_JOBS_CHUNK must be at most 5000 (POST /_test/jobs takes 5000)"
@@ -324,6 +326,7 @@ secret=$(head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n')
 jobs_env=()
 [ -z "$BENCH_JOBS_CONCURRENCY" ] || jobs_env+=(JOB_CONCURRENCY="$BENCH_JOBS_CONCURRENCY")
 [ -z "$BENCH_JOBS_POLL_MS" ] || jobs_env+=(JOB_POLL_MS="$BENCH_JOBS_POLL_MS")
+[ -z "$BENCH_JOBS_BUSY_PERCENT" ] || jobs_env+=(JOB_BUSY_PERCENT="$BENCH_JOBS_BUSY_PERCENT")
 start_kiln() {
     local name=$1 m=$2 db=$3 port resp
     shift 3
@@ -488,6 +491,7 @@ meta kiln_version "$("$KILN_BIN" version 2>/dev/null | head -n 1)"
 meta git_head "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 meta job_concurrency "${BENCH_JOBS_CONCURRENCY:-default}"
 meta job_poll_ms "${BENCH_JOBS_POLL_MS:-default}"
+meta job_busy_percent "${BENCH_JOBS_BUSY_PERCENT:-default}"
 meta rounds "$BENCH_JOBS_ROUNDS"
 meta jobs_count "$BENCH_JOBS_COUNT"
 meta jobs_sqlite_count "$BENCH_JOBS_SQLITE_COUNT"
@@ -1046,9 +1050,9 @@ meta = env(out + "/meta.env")
 results = {"meta": meta, "queue": {}, "latency": {}, "hooks": {}, "hooks_spaced": {}, "overhead": {}}
 lines = []
 P = lines.append
-P("Kiln jobs and webhooks (%s, tree %s, %s CPUs, HTTP_LOOPS=%s, JOB_CONCURRENCY %s, JOB_POLL_MS %s)" % (
+P("Kiln jobs and webhooks (%s, tree %s, %s CPUs, HTTP_LOOPS=%s, JOB_CONCURRENCY %s, JOB_POLL_MS %s, JOB_BUSY_PERCENT %s)" % (
     meta.get("kiln_version", "?"), meta.get("git_head", "?"), meta.get("cpus"), meta.get("http_loops"),
-    meta.get("job_concurrency"), meta.get("job_poll_ms")))
+    meta.get("job_concurrency"), meta.get("job_poll_ms"), meta.get("job_busy_percent", "default")))
 P("load average at start: %s, at end: %s" % (meta.get("load_start"), meta.get("load_end")))
 P("PostgreSQL %s (%s); SQLite: synchronous=FULL, a flush per commit" % (meta.get("pg_version", "-"),
   "flushes every commit (BENCH_JOBS_DURABLE=1)" if meta.get("pg_durable") == "1" else "the test services: fsync and synchronous_commit off"))

@@ -77,6 +77,7 @@ void api_dev_login(struct kiln_req *req, struct kiln_res *res);
 void api_me(struct kiln_req *req, struct kiln_res *res);
 void api_test_protected(struct kiln_req *req, struct kiln_res *res);
 void api_test_jobs(struct kiln_req *req, struct kiln_res *res);
+void api_test_jobs_stats(struct kiln_req *req, struct kiln_res *res);
 
 /* Webhooks (webhooks.c). */
 void api_webhooks_create(struct kiln_req *req, struct kiln_res *res);

@@ -322,6 +322,7 @@ int kiln_app_jobs_start(struct kiln_app *app)
         .concurrency = cfg->job_concurrency,
         .lease_s = cfg->job_lease_s,
         .poll_ms = cfg->job_poll_ms,
+        .busy_percent = cfg->job_busy_percent,
         .retention_hours = cfg->job_retention_hours,
         .dead_retention_days = cfg->job_dead_retention_days,
         .instance = instance,

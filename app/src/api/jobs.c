@@ -8,6 +8,8 @@
  * "delay_ms", "max_attempts", "rollback" (true: roll the transaction back
  * instead of committing)}. Answer 201 {"ids": [...]} (null for a key
  * already taken), or 200 {"rolled_back": true, "ids": [...]}.
+ *
+ * GET /_test/jobs (the same): this instance's counts (kiln_jobs_stats).
  */
 #include <jansson.h>
 #include <string.h>
@@ -77,4 +79,20 @@ void api_test_jobs(struct kiln_req *req, struct kiln_res *res)
     }
     kiln_jobs_notify();
     kiln_res_json(req, res, 201, json_pack("{s:o}", "ids", ids));
+}
+
+void api_test_jobs_stats(struct kiln_req *req, struct kiln_res *res)
+{
+    if (req->config->env != KILN_ENV_TEST) {
+        kiln_res_error(req, res, 404, "not_found", "Not found", NULL);
+        return;
+    }
+    struct kiln_jobs_stats st;
+    kiln_jobs_stats(&st);
+    kiln_res_json(req, res, 200,
+                  json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:I}", "running",
+                            (json_int_t)st.running, "claimed", (json_int_t)st.claimed, "done",
+                            (json_int_t)st.done, "retried", (json_int_t)st.retried, "dead",
+                            (json_int_t)st.dead, "released", (json_int_t)st.released,
+                            "yielding", st.yielding, "yielded", (json_int_t)st.yielded));
 }

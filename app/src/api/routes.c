@@ -114,6 +114,8 @@ static const struct kiln_route after[] = {
       KILN_ROUTE_INTERNAL, NULL },
     { KILN_POST, KILN_SCOPE_ROOT, "/_test/jobs", NULL, api_test_jobs, KILN_ROUTE_INTERNAL,
       NULL },
+    { KILN_GET, KILN_SCOPE_ROOT, "/_test/jobs", NULL, api_test_jobs_stats, KILN_ROUTE_INTERNAL,
+      NULL },
 };
 
 static struct kiln_route *table;

@@ -364,6 +364,12 @@ static void auth_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
     unsigned_var(l, "JOB_LEASE_SECONDS", 1, 86400, &cfg->job_lease_s);
     cfg->job_poll_ms = 1000;
     unsigned_var(l, "JOB_POLL_MS", 10, 600000, &cfg->job_poll_ms);
+    /* A tenth of each background thread's time: a backlog of deliveries
+     * still drains (some hundreds a second) while the requests keep the
+     * CPUs busy, and costs them under a tenth of their throughput
+     * (docs/JOBS.md, "Yielding to requests"; bench/README.md). */
+    cfg->job_busy_percent = 10;
+    unsigned_var(l, "JOB_BUSY_PERCENT", 1, 100, &cfg->job_busy_percent);
     cfg->job_retention_hours = 24;
     unsigned_var(l, "JOB_RETENTION_HOURS", 1, 24 * 366, &cfg->job_retention_hours);
     cfg->job_dead_retention_days = 30;

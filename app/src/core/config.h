@@ -100,6 +100,7 @@ struct kiln_config {
     unsigned job_concurrency;      /* JOB_CONCURRENCY (4; 0: run none here) */
     unsigned job_lease_s;          /* JOB_LEASE_SECONDS (60) */
     unsigned job_poll_ms;          /* JOB_POLL_MS (1000) */
+    unsigned job_busy_percent;     /* JOB_BUSY_PERCENT (10; 100: never yield) */
     unsigned job_retention_hours;  /* JOB_RETENTION_HOURS (24) */
     unsigned job_dead_retention_days; /* JOB_DEAD_RETENTION_DAYS (30) */
     /* WEBHOOK_RETRY_SCHEDULE: the delay before each retry, in ms */

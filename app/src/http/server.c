@@ -147,6 +147,9 @@ struct loop {
 
     kiln_buf out;             /* responses of the current drive() */
     kiln_buf log;             /* request log lines of this iteration */
+    /* The time requests (not streams) took, summed: written by this loop
+     * only, read by kiln_server_request_ns (the jobs' yielding). */
+    _Atomic uint64_t request_ns;
     char date[KILN_HTTP_DATE_LEN + 1];
     time_t date_sec;
     char readbuf[READ_BUF_SIZE];
@@ -299,6 +302,11 @@ static void request_end(struct conn *c)
     }
 
     int status = res->status ? res->status : 500;
+    uint64_t took_ns = kiln_now_ns() - req->start_ns;
+    if (!stream)
+        atomic_store_explicit(&l->request_ns,
+                              atomic_load_explicit(&l->request_ns, memory_order_relaxed) + took_ns,
+                              memory_order_relaxed);
     if (kiln_log_enabled(kiln_log_request_level(status))) {
         struct kiln_log_request r = {
             .request_id = { req->request_id, req->request_id_len },
@@ -306,7 +314,7 @@ static void request_end(struct conn *c)
             .method = req->method_name.len ? req->method_name : KILN_STR("-"),
             .path = req->path,
             .status = status,
-            .duration_ms = (double)(kiln_now_ns() - req->start_ns) / 1e6,
+            .duration_ms = (double)took_ns / 1e6,
             .user_id = req->user_id ? kiln_str_c(req->user_id) : KILN_STR_NULL,
             .user_agent = kiln_req_header(req, "user-agent"),
             .remote_ip = c->remote_ip,
@@ -986,6 +994,16 @@ unsigned kiln_server_loops(void)
     unsigned n = running ? running->nloops : 0;
     pthread_mutex_unlock(&server_lock);
     return n;
+}
+
+uint64_t kiln_server_request_ns(void)
+{
+    uint64_t sum = 0;
+    pthread_mutex_lock(&server_lock);
+    for (unsigned i = 0; running && i < running->nloops; i++)
+        sum += atomic_load_explicit(&running->loops[i].request_ns, memory_order_relaxed);
+    pthread_mutex_unlock(&server_lock);
+    return sum;
 }
 
 /* Posted tasks, on the loop. */

@@ -51,4 +51,10 @@ int kiln_server_run(const struct kiln_config *cfg, const struct kiln_route *rout
  * Any thread. */
 bool kiln_server_draining(void);
 
+/* The time the requests answered so far took, summed over the loops (ns;
+ * streams not counted). Its growth over an interval divided by the
+ * interval is the mean number of requests in progress then (Little's
+ * law): what the jobs' yielding reads. Any thread; 0 without a server. */
+uint64_t kiln_server_request_ns(void);
+
 #endif

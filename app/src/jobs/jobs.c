@@ -22,6 +22,7 @@
 #include "jobs/jobs.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
 #include <pthread.h>
@@ -459,6 +460,146 @@ static void lower_priority(void)
                   strerror(errno));
 }
 
+/*
+ * Yielding to requests. Niceness gives the loops this process's CPU
+ * first, but most of a job's cost is its statements, run by the
+ * database's processes: where those share the CPUs with the requests (one
+ * host, as on a developer's machine, or a database at its limit) a
+ * backlog of deliveries would take a third or more of the writes'
+ * throughput. So while the requests keep the instance busy (over the last
+ * YIELD_WINDOW_MS, on average at least YIELD_INFLIGHT of them in progress
+ * and the machine's CPUs at least YIELD_CPU busy), each background
+ * thread (a runner, the pumps' thread) pauses after each piece of its work
+ * (a job or a batch, a pump's run) so that it works JOB_BUSY_PERCENT of
+ * the time. A backlog then drains more slowly during the load and at full
+ * speed after it; a light load, or a heavy one that leaves CPU spare,
+ * makes nothing wait, and neither does the drain. Both conditions are
+ * needed: requests alone are no reason to wait when the CPUs are free,
+ * and busy CPUs alone may be the background work itself (or another
+ * process's batch job).
+ */
+#define YIELD_WINDOW_MS 100
+#define YIELD_CPU 0.9
+#define YIELD_INFLIGHT 1.0
+/* A piece's time is wall time (a delivery's includes the receiver's
+ * answer, which costs no CPU here): a slow receiver must not stop a
+ * runner for minutes. */
+#define YIELD_MAX_PAUSE_MS 1000
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t at_ms, cpu_busy, cpu_total, req_ns; /* the last sample */
+    bool busy;
+    atomic_bool yielding;
+    atomic_ulong yielded;
+} Y = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+
+/* The machine's CPU time so far (/proc/stat's first line, in ticks):
+ * all of it, and the part not idle. */
+static bool cpu_times(uint64_t *busy, uint64_t *total)
+{
+    int fd = open("/proc/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    char buf[512];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    unsigned long long v[8] = { 0 };
+    if (sscanf(buf, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+               &v[4], &v[5], &v[6], &v[7]) < 5)
+        return false;
+    uint64_t sum = 0;
+    for (size_t i = 0; i < 8; i++)
+        sum += v[i];
+    *total = sum;
+    *busy = sum - v[3] - v[4]; /* idle, iowait */
+    return true;
+}
+
+/* Under Y.mu: whether the requests keep the instance busy, from a sample
+ * at most YIELD_WINDOW_MS old (taken here when older: an idle instance
+ * reads nothing). */
+static bool requests_busy(uint64_t now_ms)
+{
+    if (Y.at_ms && now_ms - Y.at_ms < YIELD_WINDOW_MS)
+        return Y.busy;
+    uint64_t cb, ct, rq = kiln_server_request_ns();
+    bool busy = false;
+    if (!cpu_times(&cb, &ct)) {
+        Y.at_ms = 0;
+    } else {
+        if (Y.at_ms && ct > Y.cpu_total && now_ms > Y.at_ms && rq >= Y.req_ns) {
+            double cpu = (double)(cb - Y.cpu_busy) / (double)(ct - Y.cpu_total);
+            double inflight = (double)(rq - Y.req_ns) / ((double)(now_ms - Y.at_ms) * 1e6);
+            busy = cpu >= YIELD_CPU && inflight >= YIELD_INFLIGHT;
+        }
+        Y.at_ms = now_ms;
+        Y.cpu_busy = cb;
+        Y.cpu_total = ct;
+        Y.req_ns = rq;
+    }
+    Y.busy = busy;
+    atomic_store(&Y.yielding, busy);
+    return busy;
+}
+
+static bool yield_off(void)
+{
+    return !J.cfg.busy_percent || J.cfg.busy_percent >= 100;
+}
+
+/* Before a piece of background work on this thread: while the requests
+ * keep the instance busy, wait until the thread's pause after its last
+ * piece is over. Returns whether it waited or may have had to (then
+ * yield_end after the work, with the time it started). */
+static _Thread_local uint64_t yield_next_ns; /* this thread's pause ends then */
+
+static bool yield_begin(void)
+{
+    if (yield_off())
+        return false;
+    bool busy = false, waited = false;
+    pthread_mutex_lock(&Y.mu);
+    for (;;) {
+        uint64_t now = kiln_now_ns();
+        if (J.stopping || atomic_load(&J.stop) || !requests_busy(now / 1000000))
+            break;
+        busy = true;
+        if (now >= yield_next_ns)
+            break;
+        if (!waited) {
+            waited = true;
+            atomic_fetch_add(&Y.yielded, 1);
+        }
+        uint64_t wait_ns = (uint64_t)YIELD_WINDOW_MS * 1000000;
+        if (yield_next_ns - now < wait_ns)
+            wait_ns = yield_next_ns - now;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + wait_ns;
+        ts.tv_sec += (time_t)(ns / 1000000000);
+        ts.tv_nsec = (long)(ns % 1000000000);
+        pthread_cond_timedwait(&Y.cv, &Y.mu, &ts);
+    }
+    pthread_mutex_unlock(&Y.mu);
+    return busy;
+}
+
+static void yield_end(bool busy, uint64_t started_ns)
+{
+    if (!busy)
+        return;
+    uint64_t now = kiln_now_ns(), pct = J.cfg.busy_percent;
+    uint64_t pause = (now - started_ns) * (100 - pct) / pct;
+    if (pause > (uint64_t)YIELD_MAX_PAUSE_MS * 1000000)
+        pause = (uint64_t)YIELD_MAX_PAUSE_MS * 1000000;
+    yield_next_ns = now + pause;
+}
+
 /* Under J.lock: take the queue's next job, and for a kind that runs in
  * batches the queue's next jobs of the same kind (in claim order) with
  * it. Returns how many were put in out. */
@@ -498,6 +639,17 @@ static void *runner_main(void *arg)
         if (!J.qlen) {
             pthread_mutex_unlock(&J.lock);
             break;
+        }
+        /* The turn first, then the jobs: those queued meanwhile join the
+         * batch. */
+        pthread_mutex_unlock(&J.lock);
+        bool took = yield_begin();
+        uint64_t started = kiln_now_ns();
+        pthread_mutex_lock(&J.lock);
+        if (!J.qlen) {
+            pthread_mutex_unlock(&J.lock);
+            yield_end(took, started);
+            continue;
         }
         size_t n = take_jobs(batch);
         r->busy = true;
@@ -550,6 +702,7 @@ static void *runner_main(void *arg)
         J.busy--;
         pthread_cond_broadcast(&J.idle);
         pthread_mutex_unlock(&J.lock);
+        yield_end(took, started);
         wake(); /* a runner is free: claim */
     }
     free(jobs);
@@ -945,10 +1098,13 @@ static void *pumper_main(void *arg)
             struct timespec ts = { 0, (long)(last + PUMP_GAP_MS - now) * 1000000L };
             nanosleep(&ts, NULL);
         }
+        bool took = yield_begin();
+        uint64_t started = kiln_now_ns();
         last = kiln_now_ms();
         for (size_t i = 0; i < J.npumps; i++)
             if (atomic_exchange(&J.pumps[i].due, false))
                 J.pumps[i].fn(db, J.pumps[i].arg);
+        yield_end(took, started);
     }
     kiln_db_close(db);
     return NULL;
@@ -1235,6 +1391,9 @@ void kiln_jobs_stop(void)
     kiln_wait_abort(true);
     atomic_store(&J.stop, true);
     wake();
+    pthread_mutex_lock(&Y.mu);
+    pthread_cond_broadcast(&Y.cv); /* a thread in its pause */
+    pthread_mutex_unlock(&Y.mu);
     pthread_join(J.manager, NULL);
     if (J.npumps) {
         pthread_mutex_lock(&J.lock);
@@ -1294,4 +1453,6 @@ void kiln_jobs_stats(struct kiln_jobs_stats *out)
     out->retried = atomic_load(&J.retried_n);
     out->dead = atomic_load(&J.dead_n);
     out->released = atomic_load(&J.released_n);
+    out->yielding = atomic_load(&Y.yielding);
+    out->yielded = atomic_load(&Y.yielded);
 }

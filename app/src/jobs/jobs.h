@@ -168,6 +168,7 @@ struct kiln_jobs_config {
     unsigned concurrency;        /* JOB_CONCURRENCY; 0: this instance runs no jobs */
     unsigned lease_s;            /* JOB_LEASE_SECONDS */
     unsigned poll_ms;            /* JOB_POLL_MS */
+    unsigned busy_percent;       /* JOB_BUSY_PERCENT; 0 or 100: never yield */
     unsigned retention_hours;    /* JOB_RETENTION_HOURS: done jobs kept */
     unsigned dead_retention_days; /* JOB_DEAD_RETENTION_DAYS */
     const char *instance;        /* this instance's name in locked_by */
@@ -212,6 +213,10 @@ const char *kiln_jobs_instance(void);
 struct kiln_jobs_stats {
     long running;                /* on this instance now */
     unsigned long claimed, done, retried, dead, released;  /* since start */
+    /* Yielding to requests: whether it is on now, and the pieces of work
+     * (a runner's job or batch, a pump's run) that waited their turn */
+    bool yielding;
+    unsigned long yielded;
 };
 void kiln_jobs_stats(struct kiln_jobs_stats *out);
 

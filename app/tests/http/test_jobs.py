@@ -40,6 +40,12 @@ What is checked:
     process exits 0; a job that outlasts the drain is released at its end
     and completed elsewhere;
   * JOB_CONCURRENCY=0: the instance enqueues but runs no job;
+  * yielding to requests (JOB_BUSY_PERCENT=10): with every CPU kept busy
+    (spinning processes at niceness 19) and four requests always in
+    progress (GET /_test/sleep?ms=100), a runner pauses nine times as
+    long as each job took (20 ms sleeps end at least 150 ms apart, the
+    instance counts the pauses in GET /_test/jobs) and still runs every
+    job; with the same busy CPUs and no requests nothing pauses;
   * a job of a kind the instance does not know (a row inserted by SQL) is
     never claimed;
   * pruning (EVENTS_PRUNE_SECONDS=1, JOB_RETENTION_HOURS=1,
@@ -59,8 +65,12 @@ import json
 import os
 import pathlib
 import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
+from datetime import datetime
 
 import pytest
 
@@ -767,6 +777,92 @@ def test_runners_and_pumps_run_at_a_lower_priority_than_requests(cluster):
     nices = collections.Counter(nice_of(t) for t in os.listdir(f"/proc/{srv.proc.pid}/task"))
     assert nices[10] == 3 + 1, nices
     assert nices[0] >= 3 and set(nices) == {0, 10}, nices
+
+
+class Load:
+    """Every CPU kept busy by a spinning process at niceness 19 (the
+    machine reads as saturated, yet every other thread is served first)
+    and, with ``requests``, that many requests always in progress on
+    ``srv`` (each thread calls GET /_test/sleep?ms=100 in a loop)."""
+
+    def __init__(self, srv, requests=0):
+        self.srv, self.requests = srv, requests
+        self.stop = threading.Event()
+        self.answers, self.failures = 0, []
+
+    def _ask(self):
+        while not self.stop.is_set():
+            try:
+                r = ak.call(self.srv, "GET", "/_test/sleep?ms=100", timeout=10 * SLOW)
+                if r.status == 200:
+                    self.answers += 1
+                else:
+                    self.failures.append(r.status)
+            except OSError as e:
+                self.failures.append(repr(e))
+
+    def __enter__(self):
+        spin = "import os\nos.nice(19)\nwhile True: pass"
+        self.burners = [subprocess.Popen([sys.executable, "-c", spin])
+                        for _ in range(os.cpu_count() or 1)]
+        self.threads = [threading.Thread(target=self._ask, daemon=True)
+                        for _ in range(self.requests)]
+        for t in self.threads:
+            t.start()
+        time.sleep(0.5)  # a few of the instance's 100 ms samples
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=15 * SLOW)
+        for p in self.burners:
+            p.kill()
+            p.wait()
+
+
+def finish_gaps(cluster, ids):
+    """Seconds between the ends of consecutive jobs of ``ids``."""
+    rows = cluster.query("SELECT finished_at FROM jobs WHERE id IN (%s)"
+                         % ",".join(str(int(i)) for i in ids))
+    ends = sorted(datetime.fromisoformat(r["finished_at"]).timestamp() for r in rows)
+    return [b - a for a, b in zip(ends, ends[1:])]
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def test_jobs_yield_while_requests_keep_the_cpus_busy(cluster):
+    """docs/JOBS.md, "Yielding to requests": with JOB_BUSY_PERCENT=10 a
+    runner works a tenth of the time while requests keep the instance
+    busy: after a 20 ms job it pauses at least 180 ms. Every job still
+    runs."""
+    srv = cluster.start(JOB_CONCURRENCY=1, JOB_BUSY_PERCENT=10)
+    with Load(srv, requests=4) as load:
+        ids = enqueue(srv, "test.sleep", {"ms": 20, "tag": tag()}, count=12)
+        wait_done(cluster, ids, 40 * SLOW)
+        stats = ak.call(srv, "GET", "/_test/jobs").json()
+    assert not load.failures and load.answers >= 20, (load.answers, load.failures[:3])
+    assert all(r["state"] == "done" for r in cluster.states(ids).values())
+    gaps = finish_gaps(cluster, ids)
+    assert median(gaps) >= 0.15, f"the jobs ended {gaps} s apart: no pause"
+    assert stats["yielded"] >= 8, stats
+
+
+def test_jobs_do_not_yield_to_busy_cpus_without_requests(cluster):
+    """The same busy CPUs with no request in progress: nothing pauses
+    (the CPUs may be busy with the jobs themselves, or another process's
+    batch work)."""
+    srv = cluster.start(JOB_CONCURRENCY=1, JOB_BUSY_PERCENT=10)
+    with Load(srv, requests=0):
+        ids = enqueue(srv, "test.sleep", {"ms": 20, "tag": tag()}, count=12)
+        wait_done(cluster, ids, 20 * SLOW)
+        stats = ak.call(srv, "GET", "/_test/jobs").json()
+    assert stats["yielded"] == 0 and stats["done"] == 12, stats
+    gaps = finish_gaps(cluster, ids)
+    assert median(gaps) < 0.15, f"the jobs ended {gaps} s apart"
 
 
 def test_a_kind_unknown_to_the_instance_is_never_claimed(cluster):
