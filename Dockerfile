@@ -92,7 +92,7 @@ RUN set -eu; \
     apt-get upgrade -y -qq >/dev/null; \
     apt-get install -y -qq --no-install-recommends \
         libuv1 libssl3 libjansson4 libpq5 libsqlite3-0 libhiredis0.14 libcurl4 \
-        libexpat1 ca-certificates libcap2-bin >/dev/null; \
+        libexpat1 libargon2-1 libcbor0.8 libqrencode4 ca-certificates libcap2-bin >/dev/null; \
     rm -rf /var/lib/apt/lists/*; \
     groupadd --system --gid 10001 kiln; \
     useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \

@@ -17,11 +17,12 @@ LLHTTP_INC = /usr/share/include/llhttp
 
 VERSION_STR := $(shell cat VERSION)$(shell git rev-parse --short HEAD >/dev/null 2>&1 && echo "+$$(git rev-parse --short HEAD)")
 
-PKGS      = libuv openssl jansson libpq sqlite3 hiredis libcurl expat
-# libpq, libcurl and SQLite are compiled against but not linked: Kiln loads
-# them with dlopen when the configuration needs them (app/src/core/dl.h,
-# whose sonames DLOPEN_LIBS reads, for the image and the Lambda zips).
-LINK_PKGS = $(filter-out libpq libcurl sqlite3,$(PKGS))
+PKGS      = libuv openssl jansson libpq sqlite3 hiredis libcurl expat libargon2 libcbor libqrencode
+# libpq, libcurl, SQLite and the accounts' libraries are compiled against
+# but not linked: Kiln loads them with dlopen when the configuration needs
+# them (app/src/core/dl.h, whose sonames DLOPEN_LIBS reads, for the image
+# and the Lambda zips).
+LINK_PKGS = $(filter-out libpq libcurl sqlite3 libargon2 libcbor libqrencode,$(PKGS))
 DLOPEN_LIBS := $(shell sed -n 's/^\#define KILN_[A-Z]*_SONAME "\(.*\)"$$/\1/p' app/src/core/dl.h)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(LINK_PKGS) 2>/dev/null)
@@ -263,8 +264,9 @@ LAMBDA_ZIPS     = $(LAMBDA_KINDS:%=$(LAMBDA_DIR)/rotate-%.zip)
 LAMBDA_TRIPLET  = $(if $(filter arm64,$(LAMBDA_ARCH)),aarch64,x86_64)-linux-gnu
 LAMBDA_OBJ      = $(LAMBDA_SRC:infra/lambdas/src/%.c=$(LAMBDA_DIR)/obj/%.o)
 LAMBDA_LDFLAGS  = -Wl,--as-needed
-# The rotation functions talk to PostgreSQL and AWS, never to SQLite.
-LAMBDA_DLOPEN_LIBS = $(filter-out libsqlite3.%,$(DLOPEN_LIBS))
+# The rotation functions talk to PostgreSQL and AWS, never to SQLite, and
+# sign nobody in.
+LAMBDA_DLOPEN_LIBS = $(filter-out libsqlite3.% libargon2.% libcbor.% libqrencode.%,$(DLOPEN_LIBS))
 ifeq ($(LAMBDA_ARCH),$(LAMBDA_NATIVE))
 # Native: the objects of build/libkiln.a as they are.
 LAMBDA_SYSROOT  =

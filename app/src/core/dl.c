@@ -1,4 +1,5 @@
-/* Run-time loading of libpq, libcurl and SQLite; see dl.h. */
+/* Run-time loading of libpq, libcurl, SQLite and the accounts' libraries;
+ * see dl.h. */
 #include "core/dl.h"
 
 #include <dlfcn.h>
@@ -15,6 +16,9 @@
 struct kiln_pq_api kiln_pq;
 struct kiln_curl_api kiln_curl;
 struct kiln_sqlite_api kiln_sqlite;
+struct kiln_argon2_api kiln_argon2;
+struct kiln_cbor_api kiln_cbor;
+struct kiln_qrencode_api kiln_qrencode;
 
 struct lib {
     const char *soname;
@@ -26,6 +30,12 @@ struct lib {
 static struct lib pq_lib = { KILN_PQ_SONAME, "PostgreSQL", PTHREAD_ONCE_INIT, KILN_EIO };
 static struct lib curl_lib = { KILN_CURL_SONAME, "outbound HTTPS", PTHREAD_ONCE_INIT, KILN_EIO };
 static struct lib sqlite_lib = { KILN_SQLITE_SONAME, "SQLite", PTHREAD_ONCE_INIT, KILN_EIO };
+static struct lib argon2_lib = { KILN_ARGON2_SONAME, "password hashes", PTHREAD_ONCE_INIT,
+                                 KILN_EIO };
+static struct lib cbor_lib = { KILN_CBOR_SONAME, "passkeys (WebAuthn)", PTHREAD_ONCE_INIT,
+                               KILN_EIO };
+static struct lib qrencode_lib = { KILN_QRENCODE_SONAME, "TOTP QR codes", PTHREAD_ONCE_INIT,
+                                   KILN_EIO };
 
 /*
  * dlopen, then one dlsym per name into a table that is published only when
@@ -63,6 +73,9 @@ static struct lib sqlite_lib = { KILN_SQLITE_SONAME, "SQLite", PTHREAD_ONCE_INIT
 LOADER(load_pq, pq_lib, kiln_pq, KILN_PQ_FUNCS)
 LOADER(load_curl, curl_lib, kiln_curl, KILN_CURL_FUNCS)
 LOADER(load_sqlite, sqlite_lib, kiln_sqlite, KILN_SQLITE_FUNCS)
+LOADER(load_argon2, argon2_lib, kiln_argon2, KILN_ARGON2_FUNCS)
+LOADER(load_cbor, cbor_lib, kiln_cbor, KILN_CBOR_FUNCS)
+LOADER(load_qrencode, qrencode_lib, kiln_qrencode, KILN_QRENCODE_FUNCS)
 
 int kiln_dl_pq(void)
 {
@@ -80,6 +93,24 @@ int kiln_dl_sqlite(void)
 {
     pthread_once(&sqlite_lib.once, load_sqlite);
     return sqlite_lib.rc;
+}
+
+int kiln_dl_argon2(void)
+{
+    pthread_once(&argon2_lib.once, load_argon2);
+    return argon2_lib.rc;
+}
+
+int kiln_dl_cbor(void)
+{
+    pthread_once(&cbor_lib.once, load_cbor);
+    return cbor_lib.rc;
+}
+
+int kiln_dl_qrencode(void)
+{
+    pthread_once(&qrencode_lib.once, load_qrencode);
+    return qrencode_lib.rc;
 }
 
 int _gnutls_global_init_skip(void)

@@ -1,5 +1,8 @@
 /*
- * libpq, libcurl and SQLite, loaded when first needed instead of at exec.
+ * libpq, libcurl and SQLite, loaded when first needed instead of at exec;
+ * so are the accounts' libraries (libargon2 for password hashes, libcbor
+ * for WebAuthn, libqrencode for TOTP enrolment), which only some
+ * deployments and only some requests ever use.
  *
  * The first two drag in most of the process's shared objects: libpq brings
  * Kerberos (GSSAPI) and OpenLDAP, which brings GnuTLS, p11-kit, nettle and
@@ -23,13 +26,19 @@
 
 /* curl's typecheck macros would rewrite kiln_curl.curl_easy_setopt(...). */
 #define CURL_DISABLE_TYPECHECK 1
+#include <argon2.h>
+#include <cbor.h>
 #include <curl/curl.h>
 #include <libpq-fe.h>
+#include <qrencode.h>
 #include <sqlite3.h>
 
 #define KILN_PQ_SONAME "libpq.so.5"
 #define KILN_CURL_SONAME "libcurl.so.4"
 #define KILN_SQLITE_SONAME "libsqlite3.so.0"
+#define KILN_ARGON2_SONAME "libargon2.so.1"
+#define KILN_CBOR_SONAME "libcbor.so.0.8"
+#define KILN_QRENCODE_SONAME "libqrencode.so.4"
 
 #define KILN_PQ_FUNCS(X) \
     X(PQclear) X(PQcmdTuples) X(PQconnectPoll) X(PQconnectStartParams) X(PQconninfoFree) \
@@ -57,6 +66,20 @@
     X(sqlite3_result_int) X(sqlite3_sleep) X(sqlite3_step) X(sqlite3_value_bytes) \
     X(sqlite3_value_text)
 
+#define KILN_ARGON2_FUNCS(X) \
+    X(argon2_encodedlen) X(argon2_error_message) X(argon2id_hash_encoded) X(argon2id_verify)
+
+/* What auth/webauthn.c reads of CBOR: decoding only. */
+#define KILN_CBOR_FUNCS(X) \
+    X(cbor_array_handle) X(cbor_array_is_definite) X(cbor_array_size) \
+    X(cbor_bytestring_handle) X(cbor_bytestring_is_definite) X(cbor_bytestring_length) \
+    X(cbor_decref) X(cbor_get_int) X(cbor_isa_array) X(cbor_isa_bytestring) X(cbor_isa_map) \
+    X(cbor_isa_negint) X(cbor_isa_string) X(cbor_isa_uint) X(cbor_load) X(cbor_map_handle) \
+    X(cbor_map_is_definite) X(cbor_map_size) X(cbor_string_handle) X(cbor_string_is_definite) \
+    X(cbor_string_length) X(cbor_typeof)
+
+#define KILN_QRENCODE_FUNCS(X) X(QRcode_encodeString) X(QRcode_free)
+
 #define KILN_DL_MEMBER(f) __typeof__(f) *f;
 struct kiln_pq_api {
     KILN_PQ_FUNCS(KILN_DL_MEMBER)
@@ -67,6 +90,15 @@ struct kiln_curl_api {
 struct kiln_sqlite_api {
     KILN_SQLITE_FUNCS(KILN_DL_MEMBER)
 };
+struct kiln_argon2_api {
+    KILN_ARGON2_FUNCS(KILN_DL_MEMBER)
+};
+struct kiln_cbor_api {
+    KILN_CBOR_FUNCS(KILN_DL_MEMBER)
+};
+struct kiln_qrencode_api {
+    KILN_QRENCODE_FUNCS(KILN_DL_MEMBER)
+};
 #undef KILN_DL_MEMBER
 
 /* Filled once by kiln_dl_pq / kiln_dl_curl / kiln_dl_sqlite; read-only
@@ -74,6 +106,9 @@ struct kiln_sqlite_api {
 extern struct kiln_pq_api kiln_pq;
 extern struct kiln_curl_api kiln_curl;
 extern struct kiln_sqlite_api kiln_sqlite;
+extern struct kiln_argon2_api kiln_argon2;
+extern struct kiln_cbor_api kiln_cbor;
+extern struct kiln_qrencode_api kiln_qrencode;
 
 /*
  * Load the library once (any thread; later calls return the first
@@ -84,6 +119,9 @@ extern struct kiln_sqlite_api kiln_sqlite;
 int kiln_dl_pq(void);
 int kiln_dl_curl(void);
 int kiln_dl_sqlite(void);
+int kiln_dl_argon2(void);
+int kiln_dl_cbor(void);
+int kiln_dl_qrencode(void);
 
 /*
  * GnuTLS comes in only under libpq (through OpenLDAP) and libcurl (through
