@@ -31,9 +31,11 @@ esac
 [ "$deb" = "$(dpkg --print-architecture)" ] && exit 0
 [ -n "$sysroot" ] || { echo "lambda-deps: SYSROOT missing" >&2; exit 2; }
 
-# The -dev packages of scripts/debian-packages.txt that kiln-rotate links.
+# The -dev packages of scripts/debian-packages.txt that kiln-rotate is
+# compiled against (core/dl.h includes the accounts' libraries' headers too,
+# although the rotation functions never load them).
 dev="libc6-dev libuv1-dev libssl-dev libjansson-dev libpq-dev libsqlite3-dev libhiredis-dev
-     libcurl4-openssl-dev libexpat1-dev"
+     libcurl4-openssl-dev libexpat1-dev libargon2-dev libcbor-dev libqrencode-dev"
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
