@@ -47,9 +47,9 @@ FUZZ_SRC := $(wildcard app/tests/fuzz/*.c)
 
 # Three build flavours share the rules below: plain, asan (clang with
 # sanitizers) and fuzz (clang with libFuzzer).
-OBJ        = $(SRC:app/src/%.c=build/obj/%.o) $(LLHTTP:%=build/obj/llhttp/%.o) build/obj/gen/migrations.o build/obj/gen/docs.o build/obj/gen/resources.o
-ASAN_OBJ   = $(SRC:app/src/%.c=build/asan/obj/%.o) $(LLHTTP:%=build/asan/obj/llhttp/%.o) build/asan/obj/gen/migrations.o build/asan/obj/gen/docs.o build/asan/obj/gen/resources.o
-FUZZ_OBJ   = $(SRC:app/src/%.c=build/fuzz/obj/%.o) $(LLHTTP:%=build/fuzz/obj/llhttp/%.o) build/fuzz/obj/gen/migrations.o build/fuzz/obj/gen/docs.o build/fuzz/obj/gen/resources.o
+OBJ        = $(SRC:app/src/%.c=build/obj/%.o) $(LLHTTP:%=build/obj/llhttp/%.o) build/obj/gen/migrations.o build/obj/gen/docs.o build/obj/gen/resources.o build/obj/gen/common_passwords.o
+ASAN_OBJ   = $(SRC:app/src/%.c=build/asan/obj/%.o) $(LLHTTP:%=build/asan/obj/llhttp/%.o) build/asan/obj/gen/migrations.o build/asan/obj/gen/docs.o build/asan/obj/gen/resources.o build/asan/obj/gen/common_passwords.o
+FUZZ_OBJ   = $(SRC:app/src/%.c=build/fuzz/obj/%.o) $(LLHTTP:%=build/fuzz/obj/llhttp/%.o) build/fuzz/obj/gen/migrations.o build/fuzz/obj/gen/docs.o build/fuzz/obj/gen/resources.o build/fuzz/obj/gen/common_passwords.o
 MIGRATIONS := $(sort $(wildcard app/migrations/postgres/*.sql app/migrations/sqlite/*.sql))
 UNIT_BIN   = $(UNIT_SRC:app/tests/unit/%.c=build/tests/%)
 UNIT_ASAN  = $(UNIT_SRC:app/tests/unit/%.c=build/asan/tests/%)
@@ -91,6 +91,12 @@ build/gen/resources.c: FORCE
 
 .PHONY: FORCE
 FORCE:
+
+# The passwords sign-up refuses (auth/password.h), from Debian's
+# python3-zxcvbn and john-data.
+build/gen/common_passwords.c: scripts/gen-common-passwords.sh
+	@mkdir -p $(dir $@)
+	scripts/gen-common-passwords.sh $@
 
 # The HTML page of the OpenAPI document, and the operations of the
 # hand-written handlers it is generated from (api/openapi.c).
@@ -291,7 +297,8 @@ LAMBDA_LIBS     = $$($(LAMBDA_PKG) --libs $(LINK_PKGS)) -pthread $(EXPORTS) \
                   -Wl,-rpath-link,$(LAMBDA_SYSROOT)/usr/lib/$(LAMBDA_TRIPLET):$(LAMBDA_SYSROOT)/lib/$(LAMBDA_TRIPLET)
 LAMBDA_DEPS     = $(LAMBDA_SYSROOT)/.kiln-sysroot
 LAMBDA_LIBOBJ   = $(SRC:app/src/%.c=$(LAMBDA_DIR)/obj/lib/%.o) $(LLHTTP:%=$(LAMBDA_DIR)/obj/llhttp/%.o) \
-                  $(LAMBDA_DIR)/obj/gen/migrations.o $(LAMBDA_DIR)/obj/gen/docs.o $(LAMBDA_DIR)/obj/gen/resources.o
+                  $(LAMBDA_DIR)/obj/gen/migrations.o $(LAMBDA_DIR)/obj/gen/docs.o $(LAMBDA_DIR)/obj/gen/resources.o \
+                  $(LAMBDA_DIR)/obj/gen/common_passwords.o
 
 $(LAMBDA_SYSROOT)/.kiln-sysroot: scripts/lambda-deps.sh
 	scripts/lambda-deps.sh $(LAMBDA_ARCH) $(LAMBDA_SYSROOT)
