@@ -119,7 +119,10 @@ int kiln_totp_recovery_code(char out[KILN_TOTP_RECOVERY_LEN + 1]);
  * dashes or spaces, then SHA-256 as 64 lowercase hex chars into out (65
  * bytes, NUL-terminated). false (out "") when what remains is not 10
  * characters of the alphabet, so a typo is refused before any lookup.
- * A plain hash is enough: the code is ~50 random bits, not a password.
+ * Unsalted, so that a stored code is found by equality. The ~50 random
+ * bits make online guessing hopeless, but not a search of a leaked table
+ * (2^50 SHA-256 is days of one GPU): the hashes deserve the same care as
+ * the TOTP secrets stored beside them.
  */
 bool kiln_totp_recovery_hash(const char *typed, char out[65]);
 
