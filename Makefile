@@ -23,7 +23,7 @@ PKGS      = libuv openssl jansson libpq sqlite3 hiredis libcurl expat libargon2 
 # them (app/src/core/dl.h, whose sonames DLOPEN_LIBS reads, for the image
 # and the Lambda zips).
 LINK_PKGS = $(filter-out libpq libcurl sqlite3 libargon2 libcbor libqrencode,$(PKGS))
-DLOPEN_LIBS := $(shell sed -n 's/^\#define KILN_[A-Z]*_SONAME "\(.*\)"$$/\1/p' app/src/core/dl.h)
+DLOPEN_LIBS := $(shell sed -n 's/^\#define KILN_[A-Z0-9]*_SONAME "\(.*\)"$$/\1/p' app/src/core/dl.h)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(LINK_PKGS) 2>/dev/null)
 

@@ -74,6 +74,21 @@ void api_auth_request(struct kiln_req *req, struct kiln_res *res);
 void api_auth_callback(struct kiln_req *req, struct kiln_res *res);
 void api_auth_logout(struct kiln_req *req, struct kiln_res *res);
 void api_dev_login(struct kiln_req *req, struct kiln_res *res);
+/* A new session for u (any way in): ends the one the request presented,
+ * sets the cookie, writes the audit row. 0 or a kv error. */
+struct kiln_session_user;
+int api_start_session(struct kiln_req *req, struct kiln_res *res, struct kiln_session_user *u);
+
+/* accounts.c: email and password (docs/AUTHENTICATION.md) */
+#define API_ACCOUNT_NAME_MAX 255         /* sign-up's name, in characters */
+void api_password_register(struct kiln_req *req, struct kiln_res *res);
+void api_password_login(struct kiln_req *req, struct kiln_res *res);
+void api_password_verify(struct kiln_req *req, struct kiln_res *res);
+void api_password_change(struct kiln_req *req, struct kiln_res *res);
+/* The password rules, the mailer and the mail job kind; before the jobs
+ * start. */
+struct kiln_config;
+void kiln_accounts_init(const struct kiln_config *cfg);
 void api_me(struct kiln_req *req, struct kiln_res *res);
 void api_test_protected(struct kiln_req *req, struct kiln_res *res);
 void api_test_jobs(struct kiln_req *req, struct kiln_res *res);

@@ -10,6 +10,7 @@
  * without a thread switch. SQLite has no socket to wait on (its calls block
  * the thread), so with SQLite every handler stays on the worker pool.
  */
+#include "api/api.h"
 #include "api/app.h"
 
 #include "api/declare.h"
@@ -316,6 +317,7 @@ int kiln_app_jobs_start(struct kiln_app *app)
     snprintf(instance, sizeof instance, "%s/%ld", host[0] ? host : "kiln", (long)getpid());
     kiln_jobs_register_builtin(cfg);
     kiln_webhooks_init(cfg, kiln_resource_event_json);
+    kiln_accounts_init(cfg);
     struct kiln_jobs_config jc = {
         .db = app->db,
         .kv = app->kv_store,

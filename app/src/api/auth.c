@@ -248,8 +248,7 @@ static void end_old_session(struct kiln_req *req)
     }
 }
 
-static int start_session(struct kiln_req *req, struct kiln_res *res,
-                         struct kiln_session_user *u)
+int api_start_session(struct kiln_req *req, struct kiln_res *res, struct kiln_session_user *u)
 {
     char token[KILN_SESSION_TOKEN_LEN + 1];
     end_old_session(req);
@@ -348,7 +347,7 @@ void api_auth_callback(struct kiln_req *req, struct kiln_res *res)
     }
     struct kiln_session_user u = { user_id, st.email, st.name, st.first_name, st.last_name,
                                    st.image, name, id.subject };
-    if ((err = start_session(req, res, &u)) != 0) {
+    if ((err = api_start_session(req, res, &u)) != 0) {
         fail_login_store(req, res, name, err, "Session store", "login: session",
                          kiln_kv_last_error(app_kv(req)));
         return;
@@ -499,7 +498,7 @@ void api_dev_login(struct kiln_req *req, struct kiln_res *res)
     }
     struct kiln_session_user u = { user_id, st.email, st.name, st.first_name, st.last_name,
                                    st.image, "dev", pr.email };
-    if ((err = start_session(req, res, &u)) != 0) {
+    if ((err = api_start_session(req, res, &u)) != 0) {
         session_store_fail(req, res, err, "dev login");
         return;
     }

@@ -59,8 +59,10 @@
 #include "api/declare.h"
 #include "api/engine.h"
 #include "auth/guard.h"
+#include "auth/password.h"
 #include "aws/s3.h"
 #include "core/egress.h"
+#include "mail/mail.h"
 #include "webhooks/webhooks.h"
 
 extern const char kiln__operations_json[];
@@ -89,6 +91,8 @@ static const struct {
     HANDLER(api_webhooks_create), HANDLER(api_webhooks_list),  HANDLER(api_webhooks_show),
     HANDLER(api_webhooks_update), HANDLER(api_webhooks_delete), HANDLER(api_webhooks_rotate),
     HANDLER(api_webhooks_test),  HANDLER(api_webhooks_deliveries), HANDLER(api_webhooks_retry),
+    HANDLER(api_password_register), HANDLER(api_password_login), HANDLER(api_password_verify),
+    HANDLER(api_password_change),
 };
 #undef HANDLER
 
@@ -129,6 +133,10 @@ static const struct {
     { "schemas/WebhookEventPatterns", "maxItems", KILN_WEBHOOK_MAX_PATTERNS },
     { "schemas/WebhookDescription", "maxLength", KILN_WEBHOOK_MAX_DESCRIPTION },
     { "schemas/WebhookList/properties/data", "maxItems", KILN_WEBHOOKS_PER_USER },
+    { "schemas/AccountEmail", "maxLength", KILN_MAIL_ADDRESS_MAX },
+    { "schemas/AccountName", "maxLength", API_ACCOUNT_NAME_MAX },
+    { "schemas/NewPassword", "minLength", KILN_PASSWORD_MIN_FLOOR },
+    { "schemas/NewPassword", "maxLength", KILN_PASSWORD_MAX_CHARS },
 };
 
 /* ---- the answers of the server and the guard ---- */

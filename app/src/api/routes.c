@@ -39,6 +39,18 @@ static const struct kiln_route before[] = {
     { KILN_GET, KILN_SCOPE_ROOT, "/auth/logout", kiln_guard_public, api_auth_logout, 0, NULL },
     { KILN_DELETE, KILN_SCOPE_ROOT, "/auth/logout", kiln_guard_public, api_auth_logout, 0, NULL },
     { KILN_POST, KILN_SCOPE_ROOT, "/auth/dev/login", kiln_guard_public, api_dev_login, 0, NULL },
+    /* Email and password (accounts.c): hashing blocks, so the worker
+     * pool runs them. Before /auth/:provider, which would match them. */
+    { KILN_POST, KILN_SCOPE_ROOT, "/auth/password/register", kiln_guard_public,
+      api_password_register, KILN_ROUTE_BLOCKING, NULL },
+    { KILN_POST, KILN_SCOPE_ROOT, "/auth/password/login", kiln_guard_public, api_password_login,
+      KILN_ROUTE_BLOCKING, NULL },
+    { KILN_GET, KILN_SCOPE_ROOT, "/auth/password/verify", kiln_guard_public, api_password_verify,
+      KILN_ROUTE_BLOCKING, NULL },
+    { KILN_POST, KILN_SCOPE_ROOT, "/auth/password/verify", kiln_guard_public,
+      api_password_verify, KILN_ROUTE_BLOCKING, NULL },
+    { KILN_POST, KILN_SCOPE_ROOT, "/auth/password/change", kiln_guard_session,
+      api_password_change, KILN_ROUTE_BLOCKING, NULL },
     /* These fetch the provider's discovery document, keys and tokens with
      * libcurl, which blocks: the worker pool runs them. */
     { KILN_GET, KILN_SCOPE_ROOT, "/auth/:provider", kiln_guard_public, api_auth_request,

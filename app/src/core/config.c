@@ -394,6 +394,51 @@ static void auth_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
                          cfg->env == KILN_ENV_PRODUCTION;
 }
 
+static char *joined(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = kiln_malloc(la + lb + 1);
+    memcpy(s, a, la);
+    memcpy(s + la, b, lb + 1);
+    return s;
+}
+
+/* Accounts: password rules and hashing, and the mail that carries links
+ * and codes (docs/AUTHENTICATION.md). */
+static void account_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
+{
+    cfg->password_min_length = 8;
+    unsigned_var(l, "PASSWORD_MIN_LENGTH", 8, 64, &cfg->password_min_length);
+    unsigned_var(l, "PASSWORD_HASH_CONCURRENCY", 0, 64, &cfg->password_hash_concurrency);
+    cfg->smtp_url = str_var(l, "SMTP_URL", NULL);
+    cfg->email_from = str_var(l, "EMAIL_FROM", NULL);
+    cfg->email_provider = str_var(l, "EMAIL_PROVIDER", cfg->smtp_url ? "smtp" : "log");
+    if (strcmp(cfg->email_provider, "log") && strcmp(cfg->email_provider, "smtp"))
+        kiln_env_problem(l, "EMAIL_PROVIDER must be log or smtp (got \"%.40s\")",
+                         cfg->email_provider);
+    if (!strcmp(cfg->email_provider, "smtp")) {
+        if (!cfg->smtp_url)
+            kiln_env_problem(l, "EMAIL_PROVIDER=smtp needs SMTP_URL (smtp:// or smtps://)");
+        else if (strncmp(cfg->smtp_url, "smtp://", 7) && strncmp(cfg->smtp_url, "smtps://", 8))
+            kiln_env_problem(l, "SMTP_URL must start with smtp:// or smtps://");
+        if (!cfg->email_from)
+            kiln_env_problem(l, "EMAIL_PROVIDER=smtp needs EMAIL_FROM (e.g. "
+                                "\"Example <no-reply@example.com>\")");
+    }
+    if (cfg->email_from && strpbrk(cfg->email_from, "\r\n"))
+        kiln_env_problem(l, "EMAIL_FROM must be one line");
+    cfg->auth_verify_url = str_var(l, "AUTH_VERIFY_URL", NULL);
+    if (!cfg->auth_verify_url)
+        cfg->auth_verify_url = joined(cfg->public_url, "/auth/password/verify");
+    cfg->auth_reset_url = str_var(l, "AUTH_RESET_URL", NULL);
+    if (!cfg->auth_reset_url)
+        cfg->auth_reset_url = joined(cfg->public_url, "/auth/password/reset");
+    if (strncmp(cfg->auth_verify_url, "https://", 8) && strncmp(cfg->auth_verify_url, "http://", 7))
+        kiln_env_problem(l, "AUTH_VERIFY_URL must be an http(s) URL");
+    if (strncmp(cfg->auth_reset_url, "https://", 8) && strncmp(cfg->auth_reset_url, "http://", 7))
+        kiln_env_problem(l, "AUTH_RESET_URL must be an http(s) URL");
+}
+
 static void file_var(struct kiln_env_reader *l, const char *name, char **out)
 {
     const char *v = kiln_env_value(l, name);
@@ -509,6 +554,7 @@ int kiln_config_load(struct kiln_config *cfg, kiln_getenv_fn get, void *ctx,
     db_vars(&l, cfg);
     kv_vars(&l, cfg);
     auth_vars(&l, cfg);
+    account_vars(&l, cfg);
 
     return l.count;
 }
@@ -528,6 +574,14 @@ void kiln_config_free(struct kiln_config *cfg)
         explicit_bzero(cfg->valkey_password, strlen(cfg->valkey_password));
         free(cfg->valkey_password);
     }
+    if (cfg->smtp_url) {
+        explicit_bzero(cfg->smtp_url, strlen(cfg->smtp_url));
+        free(cfg->smtp_url);
+    }
+    free(cfg->email_provider);
+    free(cfg->email_from);
+    free(cfg->auth_verify_url);
+    free(cfg->auth_reset_url);
     if (cfg->secret_key_base_previous) {
         explicit_bzero(cfg->secret_key_base_previous, cfg->secret_key_base_previous_len);
         free(cfg->secret_key_base_previous);

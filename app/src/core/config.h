@@ -100,6 +100,14 @@ struct kiln_config {
     unsigned job_concurrency;      /* JOB_CONCURRENCY (4; 0: run none here) */
     unsigned job_lease_s;          /* JOB_LEASE_SECONDS (60) */
     unsigned job_poll_ms;          /* JOB_POLL_MS (1000) */
+    /* Accounts (docs/AUTHENTICATION.md, "Email and password") */
+    unsigned password_min_length;  /* PASSWORD_MIN_LENGTH (8) */
+    unsigned password_hash_concurrency; /* PASSWORD_HASH_CONCURRENCY (0: the CPUs) */
+    char *email_provider;          /* EMAIL_PROVIDER: "log" or "smtp" */
+    char *email_from;              /* EMAIL_FROM */
+    char *smtp_url;                /* SMTP_URL: a secret (its password) */
+    char *auth_verify_url;         /* AUTH_VERIFY_URL: the link a verification mail carries */
+    char *auth_reset_url;          /* AUTH_RESET_URL: the link a reset mail carries */
     unsigned job_busy_percent;     /* JOB_BUSY_PERCENT (10; 100: never yield) */
     unsigned job_retention_hours;  /* JOB_RETENTION_HOURS (24) */
     unsigned job_dead_retention_days; /* JOB_DEAD_RETENTION_DAYS (30) */

@@ -20,7 +20,7 @@ import kilnhttp
 from kilnhttp import STORES, http_request
 
 ROOT = kilnhttp.REPO_ROOT
-SONAMES = re.findall(r'^#define KILN_([A-Z]+)_SONAME "([^"]+)"',
+SONAMES = re.findall(r'^#define KILN_([A-Z0-9]+)_SONAME "([^"]+)"',
                      (ROOT / "app/src/core/dl.h").read_text(), re.M)
 BY_NAME = {name.lower(): so for name, so in SONAMES}
 SANITIZED = bool(__import__("os").environ.get("KILN_SANITIZED"))

@@ -259,7 +259,7 @@ DL_HEADER = ROOT / "app" / "src" / "core" / "dl.h"
 def dlopened_sonames():
     """The sonames app/src/core/dl.h defines (#define KILN_PQ_SONAME
     "libpq.so.5"): the libraries build/kiln loads with dlopen()."""
-    return sorted(set(re.findall(r'^#define KILN_[A-Z]+_SONAME "(lib[A-Za-z0-9_.+-]+\.so\.[0-9][0-9.]*)"',
+    return sorted(set(re.findall(r'^#define KILN_[A-Z0-9]+_SONAME "(lib[A-Za-z0-9_.+-]+\.so\.[0-9][0-9.]*)"',
                                  DL_HEADER.read_text(), re.M)))
 
 
