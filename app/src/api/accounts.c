@@ -556,9 +556,9 @@ void api_password_login(struct kiln_req *req, struct kiln_res *res)
     json_t *in = credentials(req, res, &email, &pw, &pwlen);
     if (!in)
         return;
-    const char *pair = kiln_arena_sprintf(req->arena, "%s|%s", email, req->remote_ip);
+    const char *pair = kiln_arena_sprintf(req->arena, "%s|%s", email, kiln_client_ip(req));
     long wait = throttle_wait(req, &PAIR, pair);
-    long w2 = throttle_wait(req, &IP, req->remote_ip);
+    long w2 = throttle_wait(req, &IP, kiln_client_ip(req));
     long w3 = throttle_wait(req, &ACCOUNT, email);
     if (w2 > wait)
         wait = w2;
@@ -600,7 +600,7 @@ void api_password_login(struct kiln_req *req, struct kiln_res *res)
     const char *uid = rows.nrows ? kiln_db_text(&rows, 0, 0).p : NULL;
     if (!ok) {
         throttle_fail(req, &PAIR, pair);
-        throttle_fail(req, &IP, req->remote_ip);
+        throttle_fail(req, &IP, kiln_client_ip(req));
         throttle_fail(req, &ACCOUNT, email);
         kiln_audit_record(req, uid, "login_failed", "password: invalid credentials");
         kiln_res_error(req, res, 401, "invalid_credentials", "Email or password is wrong", NULL);
