@@ -23,7 +23,9 @@
  * pool (KILN_ROUTE_BLOCKING), never on a loop.
  */
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <string.h>
@@ -48,6 +50,11 @@
 #define MAIL_KIND "accounts.mail"
 #define VERIFY_TTL_S (24 * 3600)
 #define RESET_TTL_S 3600
+#define CODE_TTL_S 600
+#define CODE_TRIES 5
+/* Codes one address may be sent per hour: with CODE_TRIES each, 25
+ * guesses an hour of a million codes. */
+#define CODE_SENDS_PER_HOUR 5
 
 /* Sign-in throttling (docs/AUTHENTICATION.md, "Brute force"). Failures
  * are counted in the kv store over THROTTLE_WINDOW_S; past a threshold
@@ -72,6 +79,23 @@ static void sha256_hex(const void *data, size_t len, char out[65])
     unsigned char d[SHA256_DIGEST_LENGTH];
     SHA256(data, len, d);
     kiln_hex_encode(d, sizeof d, out);
+}
+
+/* A sign-in code is six digits: unkeyed, its hash would fall to a million
+ * guesses by anyone holding a copy of the table. So codes are kept as
+ * HMAC-SHA256 under a key derived from SECRET_KEY_BASE (its rotation
+ * voids the codes of the last ten minutes: they ask for a new one). */
+static unsigned char code_key[32];
+
+static void code_hash(const char *token_id, const char *code, char out[65])
+{
+    unsigned char mac[32];
+    unsigned int n = 0;
+    char msg[96];
+    int len = snprintf(msg, sizeof msg, "%s:%s", token_id, code);
+    HMAC(EVP_sha256(), code_key, sizeof code_key, (const unsigned char *)msg, (size_t)len, mac,
+         &n);
+    kiln_hex_encode(mac, sizeof mac, out);
 }
 
 /* The address as stored and looked up: trimmed, lowercased (addresses are
@@ -120,7 +144,8 @@ static int mail_token(struct kiln_db *db, kiln_arena *a, const char *purpose,
 {
     char id[KILN_UUID_LEN + 1];
     kiln_uuid_v4(id);
-    kiln_str p[6] = { kiln_str_c(id), kiln_str_c(purpose), kiln_str_c(user_id),
+    kiln_str p[6] = { kiln_str_c(id), kiln_str_c(purpose),
+                      user_id ? kiln_str_c(user_id) : KILN_STR_NULL,
                       kiln_str_c(email), kiln_str_c(later(a, ttl_s)), kiln_str_c(now_text(a)) };
     int err = kiln_db_query(db, a,
                             "INSERT INTO account_tokens (id, purpose, user_id, email, expires_at, "
@@ -132,10 +157,11 @@ static int mail_token(struct kiln_db *db, kiln_arena *a, const char *purpose,
     return kiln_job_enqueue(db, a, MAIL_KIND, args, NULL, NULL);
 }
 
-/* The mail to the owner of an address someone tried to sign up again. */
-static int mail_taken(struct kiln_db *db, kiln_arena *a, const char *email)
+/* A notice without a secret: "taken" (someone tried to sign up again with
+ * the address), "no_account" (a code asked for an address without one). */
+static int mail_notice(struct kiln_db *db, kiln_arena *a, const char *kind, const char *email)
 {
-    json_t *o = json_pack("{s:s, s:s}", "mail", "taken", "to", email);
+    json_t *o = json_pack("{s:s, s:s}", "mail", kind, "to", email);
     char *args = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     int err = kiln_job_enqueue(db, a, MAIL_KIND, args, NULL, NULL);
@@ -228,6 +254,66 @@ static enum kiln_job_result run_mail(struct kiln_job_run *job)
                                              "If you did not ask for this, ignore this "
                                              "message: your password is unchanged.\n",
                                              link);
+    } else if (!strcmp(kind, "code") && token_id) {
+        kiln_str id = kiln_str_c(token_id);
+        struct kiln_db_rows rows;
+        int err = kiln_db_query(job->db, a,
+                                "SELECT email FROM account_tokens WHERE id = $1 AND "
+                                "used_at IS NULL",
+                                &id, 1, &rows);
+        if (err) {
+            snprintf(job->error, sizeof job->error, "database: %s",
+                     kiln_db_last_error(job->db));
+            result = KILN_JOB_RETRY;
+            goto out;
+        }
+        if (!rows.nrows)
+            goto out;
+        m.to = kiln_db_text(&rows, 0, 0).p;
+        /* Six digits, uniform: rejection below the largest multiple of a
+         * million that fits. */
+        uint32_t r;
+        do {
+            if (kiln_random_bytes(&r, sizeof r)) {
+                result = KILN_JOB_RETRY;
+                goto out;
+            }
+        } while (r >= 4294000000u);
+        char code[8], hash[65];
+        snprintf(code, sizeof code, "%06u", r % 1000000u);
+        code_hash(token_id, code, hash);
+        kiln_str p[2] = { kiln_str_c(hash), id };
+        err = kiln_db_query(job->db, a,
+                            "UPDATE account_tokens SET secret_hash = $1, tries = 0 WHERE id = $2 "
+                            "AND used_at IS NULL",
+                            p, 2, NULL);
+        if (err) {
+            snprintf(job->error, sizeof job->error, "database: %s",
+                     kiln_db_last_error(job->db));
+            result = KILN_JOB_RETRY;
+            goto out;
+        }
+        m.secret = kiln_arena_strndup(a, code, 6);
+        m.subject = "Your sign-in code";
+        m.text = kiln_arena_sprintf(a,
+                                    "Your sign-in code is %s\n\nIt works once, for 10 minutes.\n\n"
+                                    "If you did not ask for it, ignore this message: nobody can "
+                                    "sign in without it.\n",
+                                    m.secret);
+    } else if (!strcmp(kind, "reset_no_account") && to) {
+        m.to = kiln_arena_strndup(a, to, strlen(to));
+        m.subject = "Password reset attempt";
+        m.text = kiln_arena_sprintf(a,
+                                    "Someone (perhaps you) asked to reset the password of this "
+                                    "address,\nwhich has no account here. Nothing was changed.\n\n"
+                                    "If it was not you, you can ignore this message.\n");
+    } else if (!strcmp(kind, "no_account") && to) {
+        m.to = kiln_arena_strndup(a, to, strlen(to));
+        m.subject = "Sign-in attempt";
+        m.text = kiln_arena_sprintf(a,
+                                    "Someone (perhaps you) asked for a sign-in code for this "
+                                    "address,\nwhich has no account here. No code was made.\n\n"
+                                    "If it was not you, you can ignore this message.\n");
     } else {
         snprintf(job->error, sizeof job->error, "bad args");
         result = KILN_JOB_DEAD;
@@ -247,6 +333,10 @@ out:
 void kiln_accounts_init(const struct kiln_config *cfg)
 {
     CFG = cfg;
+    unsigned int n = 0;
+    static const char label[] = "kiln account code v1";
+    HMAC(EVP_sha256(), cfg->secret_key_base, (int)cfg->secret_key_base_len,
+         (const unsigned char *)label, sizeof label - 1, code_key, &n);
     kiln_password_init(cfg->password_min_length, cfg->password_hash_concurrency);
     kiln_mail_init(cfg);
     /* Mail retries for about a day (1 s doubling to an hour, 30 tries). */
@@ -308,7 +398,7 @@ static bool password_ok(struct kiln_req *req, struct kiln_res *res, const char *
 static int register_tx(struct kiln_db *db, kiln_arena *a, const char *email, const char *name,
                        const char *hash, const char **outcome)
 {
-    int err = kiln_db_begin(db);
+    int err = kiln_db_begin_write(db);
     if (err)
         return err;
     struct kiln_db_rows rows;
@@ -326,7 +416,7 @@ static int register_tx(struct kiln_db *db, kiln_arena *a, const char *email, con
     const char *verified = !err && rows.nrows ? kiln_db_text(&rows, 0, 1).p : "";
     if (!err && rows.nrows && (verified[0] == 't' || verified[0] == '1')) {
         *outcome = "taken";
-        err = mail_taken(db, a, email);
+        err = mail_notice(db, a, "taken", email);
     } else if (!err && rows.nrows) {
         /* Unverified: nobody has shown they own the address, so the latest
          * sign-up's password and name stand, and a new link goes out. */
@@ -427,7 +517,7 @@ static int use_verify_token(struct kiln_db *db, kiln_arena *a, const char *token
     char hash[65];
     sha256_hex(token, strlen(token), hash);
     const char *now = now_text(a);
-    int err = kiln_db_begin(db);
+    int err = kiln_db_begin_write(db);
     if (err)
         return err;
     struct kiln_db_rows rows;
@@ -709,5 +799,477 @@ void api_password_change(struct kiln_req *req, struct kiln_res *res)
         return;
     }
     kiln_audit_record(req, uid, "password_changed", NULL);
-    kiln_res_json(req, res, 200, json_pack("{s:s}", "status", "changed"));
+    /* The other sessions end: someone who knew the old password, or a
+     * device left signed in, is out; this one goes on. */
+    size_t ended = 0;
+    if ((err = api_sessions_end_all(req, uid, kiln_req_session(req)->sid, "password changed",
+                                    &ended)) != 0) {
+        kiln_res_fail(req, res, err, "Session store", "password change: ending sessions",
+                      kiln_kv_last_error(app_kv(req)));
+        return;
+    }
+    kiln_res_json(req, res, 200,
+                  json_pack("{s:s, s:I}", "status", "changed", "sessions_ended", (json_int_t)ended));
+}
+
+/* ---- codes by email ------------------------------------------------------------ */
+
+/* The user an address signs in as: its email identity, else its password
+ * identity, else a user whose address is verified. *unverified_password:
+ * the user found is a password account nobody has verified (see
+ * sign_in_by_code). NULL when none. */
+static int user_for_address(struct kiln_db *db, kiln_arena *a, const char *email,
+                            const char **user, bool *unverified_password)
+{
+    struct kiln_db_rows rows;
+    kiln_str e = kiln_str_c(email);
+    int err = kiln_db_query(db, a,
+                            "SELECT u.id, u.email_verified_at IS NULL, 1 FROM identities i JOIN "
+                            "users u ON u.id = i.user_id WHERE i.provider = 'email' AND "
+                            "i.subject = $1 UNION ALL SELECT u.id, u.email_verified_at IS NULL, 2 "
+                            "FROM identities i JOIN users u ON u.id = i.user_id WHERE "
+                            "i.provider = 'password' AND i.subject = $1 UNION ALL SELECT id, "
+                            "false, 3 FROM users WHERE lower(email) = $1 AND email_verified_at "
+                            "IS NOT NULL ORDER BY 3 LIMIT 1",
+                            &e, 1, &rows);
+    *user = NULL;
+    *unverified_password = false;
+    if (err || !rows.nrows)
+        return err;
+    const char *unv = kiln_db_text(&rows, 0, 1).p, *rank = kiln_db_text(&rows, 0, 2).p;
+    *user = kiln_db_text(&rows, 0, 0).p;
+    *unverified_password = rank[0] == '2' && (unv[0] == 't' || unv[0] == '1');
+    return 0;
+}
+
+/*
+ * POST /auth/email/code {email}: 202 whatever the address. With an
+ * account, or with AUTH_EMAIL_CODE_SIGNUP=true, a six-digit code is mailed
+ * (10 minutes, CODE_TRIES tries, only the newest one counts); without
+ * either, the address's owner gets a notice instead. At most
+ * CODE_SENDS_PER_HOUR codes an hour per address (429 after, for any
+ * address alike).
+ */
+void api_email_code(struct kiln_req *req, struct kiln_res *res)
+{
+    if (kiln_guard_csrf(req, res) != 0)
+        return;
+    json_t *in = res_body_object(req, res);
+    if (!in)
+        return;
+    struct res_errors errs = { NULL };
+    const char *e = NULL, *email = NULL;
+    if (!res_string(in, "email", false, 1, KILN_MAIL_ADDRESS_MAX, &errs, &e) &&
+        !json_object_get(in, "email"))
+        res_error(&errs, "email", "can't be blank");
+    if (e && !(email = norm_email(req->arena, e)))
+        res_error(&errs, "email", "is invalid");
+    json_decref(in);
+    if (res_errors_answer(req, res, &errs))
+        return;
+    static const struct throttle SENDS = { "code_sends:", 0, 0 };
+    int64_t n = 0;
+    uint64_t left = 0;
+    if (kiln_kv_incr(app_kv(req), kiln_str_c(throttle_key(req->arena, &SENDS, email, false)),
+                     3600 * 1000ull, &n, &left) == 0 &&
+        n > CODE_SENDS_PER_HOUR) {
+        kiln_res_header(res, "retry-after",
+                        kiln_arena_sprintf(req->arena, "%llu",
+                                           (unsigned long long)(left / 1000 + 1)));
+        kiln_res_error(req, res, 429, "too_many_attempts",
+                       "Too many codes asked for this address: wait before asking again", NULL);
+        return;
+    }
+    struct kiln_db *db = app_db(req);
+    const char *user = NULL;
+    bool unverified = false;
+    int err = kiln_db_begin_write(db);
+    if (!err)
+        err = user_for_address(db, req->arena, email, &user, &unverified);
+    if (!err && (user || req->config->auth_email_code_signup))
+        err = mail_token(db, req->arena, "code", user, email, CODE_TTL_S);
+    else if (!err)
+        err = mail_notice(db, req->arena, "no_account", email);
+    if (!err)
+        err = kiln_db_commit(db);
+    if (err) {
+        kiln_db_rollback(db);
+        db_fail(req, res, err, "sign-in code");
+        return;
+    }
+    kiln_jobs_notify();
+    kiln_res_json(req, res, 202,
+                  json_pack("{s:s, s:s}", "status", "code_sent", "message",
+                            "If this address can sign in, a code is on its way."));
+}
+
+/*
+ * The code's user, signed in: the one the token names, or (sign-up by
+ * code) a new one. The code proves the address: it becomes verified, and
+ * an email identity joins the user. A password account nobody had
+ * verified loses its password: whoever set it never showed they own the
+ * address, and the address's owner is the one signing in now.
+ */
+static int sign_in_by_code(struct kiln_db *db, kiln_arena *a, const char *email,
+                           const char *token_user, const char **user, bool *created)
+{
+    const char *now = now_text(a);
+    *created = false;
+    bool unverified = false;
+    int err = kiln_db_begin_write(db);
+    if (err)
+        return err;
+    const char *found = NULL;
+    err = user_for_address(db, a, email, &found, &unverified);
+    if (!err && !found && token_user)
+        found = token_user; /* an account without that identity: the code's user */
+    if (!err && !found) {
+        char uid[KILN_UUID_LEN + 1];
+        kiln_uuid_v4(uid);
+        kiln_str u[3] = { kiln_str_c(uid), kiln_str_c(email), kiln_str_c(now) };
+        err = kiln_db_query(db, a,
+                            "INSERT INTO users (id, email, inserted_at, updated_at) VALUES ($1, "
+                            "$2, $3, $3)",
+                            u, 3, NULL);
+        found = kiln_arena_strndup(a, uid, KILN_UUID_LEN);
+        *created = true;
+    }
+    if (!err && unverified) {
+        kiln_str id = kiln_str_c(found);
+        err = kiln_db_query(db, a, "DELETE FROM passwords WHERE user_id = $1", &id, 1, NULL);
+    }
+    if (!err) {
+        char iid[KILN_UUID_LEN + 1];
+        kiln_uuid_v4(iid);
+        kiln_str i[4] = { kiln_str_c(iid), kiln_str_c(email), kiln_str_c(found), kiln_str_c(now) };
+        /* Once per user and address; a second sign-in finds it. */
+        err = kiln_db_query(db, a,
+                            "INSERT INTO identities (id, provider, subject, user_id, inserted_at) "
+                            "SELECT $1, 'email', $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM "
+                            "identities WHERE provider = 'email' AND subject = $2)",
+                            i, 4, NULL);
+    }
+    if (!err) {
+        kiln_str q[2] = { kiln_str_c(found), kiln_str_c(now) };
+        err = kiln_db_query(db, a,
+                            "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $2), "
+                            "updated_at = $2 WHERE id = $1",
+                            q, 2, NULL);
+    }
+    if (!err)
+        err = kiln_db_commit(db);
+    if (err)
+        kiln_db_rollback(db);
+    *user = found;
+    return err;
+}
+
+/* POST /auth/email/verify {email, code}: a session, or 401 invalid_code
+ * (wrong, used, expired, or its tries spent: alike). */
+void api_email_verify(struct kiln_req *req, struct kiln_res *res)
+{
+    if (kiln_guard_csrf(req, res) != 0)
+        return;
+    json_t *in = res_body_object(req, res);
+    if (!in)
+        return;
+    struct res_errors errs = { NULL };
+    const char *e = NULL, *email = NULL, *code = NULL;
+    if (!res_string(in, "email", false, 1, KILN_MAIL_ADDRESS_MAX, &errs, &e) &&
+        !json_object_get(in, "email"))
+        res_error(&errs, "email", "can't be blank");
+    if (e && !(email = norm_email(req->arena, e)))
+        res_error(&errs, "email", "is invalid");
+    if (!res_string(in, "code", false, 1, API_EMAIL_CODE_MAX, &errs, &code) && !json_object_get(in, "code"))
+        res_error(&errs, "code", "can't be blank");
+    if (code)
+        code = kiln_arena_strndup(req->arena, code, strlen(code));
+    json_decref(in);
+    if (res_errors_answer(req, res, &errs))
+        return;
+    long wait = throttle_wait(req, &IP, kiln_client_ip(req));
+    if (wait) {
+        kiln_res_header(res, "retry-after", kiln_arena_sprintf(req->arena, "%ld", wait));
+        kiln_res_error(req, res, 429, "too_many_attempts",
+                       "Too many failed sign-ins: wait before trying again", NULL);
+        return;
+    }
+    struct kiln_db *db = app_db(req);
+    const char *now = now_text(req->arena);
+    kiln_str p[3] = { kiln_str_c(email), kiln_str_c(now),
+                      kiln_str_c(kiln_arena_sprintf(req->arena, "%d", CODE_TRIES)) };
+    struct kiln_db_rows rows;
+    /* Count the try first, on the newest live code only: a guess costs a
+     * try whether or not it is right. */
+    int err = kiln_db_query(db, req->arena,
+                            "UPDATE account_tokens SET tries = tries + 1 WHERE id = (SELECT id "
+                            "FROM account_tokens WHERE purpose = 'code' AND email = $1 AND "
+                            "used_at IS NULL AND expires_at > $2 AND secret_hash IS NOT NULL "
+                            "ORDER BY inserted_at DESC LIMIT 1) AND tries < $3 RETURNING id, secret_hash, "
+                            "user_id",
+                            p, 3, &rows);
+    if (err) {
+        db_fail(req, res, err, "sign-in code");
+        return;
+    }
+    bool ok = false;
+    const char *token_id = NULL, *token_user = NULL;
+    if (rows.nrows) {
+        char want[65];
+        token_id = kiln_db_text(&rows, 0, 0).p;
+        token_user = kiln_db_is_null(&rows, 0, 2) ? NULL : kiln_db_text(&rows, 0, 2).p;
+        code_hash(token_id, code, want);
+        ok = strlen(kiln_db_text(&rows, 0, 1).p) == 64 &&
+             CRYPTO_memcmp(want, kiln_db_text(&rows, 0, 1).p, 64) == 0;
+    }
+    if (ok) {
+        /* Single use, also against a concurrent right guess. */
+        kiln_str q[2] = { kiln_str_c(token_id), kiln_str_c(now) };
+        struct kiln_db_rows used;
+        err = kiln_db_query(db, req->arena,
+                            "UPDATE account_tokens SET used_at = $2 WHERE id = $1 AND used_at IS "
+                            "NULL RETURNING id",
+                            q, 2, &used);
+        if (err) {
+            db_fail(req, res, err, "sign-in code");
+            return;
+        }
+        ok = used.nrows == 1;
+    }
+    if (!ok) {
+        throttle_fail(req, &IP, kiln_client_ip(req));
+        kiln_audit_record(req, token_user, "login_failed", "email: invalid code");
+        kiln_res_error(req, res, 401, "invalid_code",
+                       "The code is wrong, used or expired: ask for a new one", NULL);
+        return;
+    }
+    if (!token_user && !req->config->auth_email_code_signup) {
+        /* Made while sign-up by code was on, used after it went off. */
+        kiln_res_error(req, res, 401, "invalid_code",
+                       "The code is wrong, used or expired: ask for a new one", NULL);
+        return;
+    }
+    const char *user = NULL;
+    bool created = false;
+    if ((err = sign_in_by_code(db, req->arena, email, token_user, &user, &created))) {
+        db_fail(req, res, err, "sign-in code");
+        return;
+    }
+    if (created)
+        kiln_audit_record(req, user, "signup", "email code");
+    kiln_str id = kiln_str_c(user);
+    err = kiln_db_query(db, req->arena,
+                        "SELECT email, name, first_name, last_name, image FROM users WHERE id = $1",
+                        &id, 1, &rows);
+    if (err || !rows.nrows) {
+        db_fail(req, res, err ? err : KILN_EDB, "sign-in code");
+        return;
+    }
+#define COL(i) (kiln_db_is_null(&rows, 0, i) ? NULL : kiln_db_text(&rows, 0, i).p)
+    struct kiln_session_user u = { user, COL(0), COL(1), COL(2), COL(3), COL(4), "email", email };
+#undef COL
+    if ((err = api_start_session(req, res, &u)) != 0) {
+        kiln_res_fail(req, res, err, "Session store", "sign-in code",
+                      kiln_kv_last_error(app_kv(req)));
+        return;
+    }
+    json_t *out = json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s}", "email", u.email, "name",
+                            u.name, "first_name", u.first_name, "last_name", u.last_name, "image",
+                            u.image, "provider", "email", "provider_uid", email);
+    kiln_res_json(req, res, 200, json_pack("{s:o, s:b}", "user", out, "authenticated", 1));
+}
+
+/* ---- reset ---------------------------------------------------------------------- */
+
+/*
+ * POST /auth/password/reset {email}: 202 whatever the address. An address
+ * that can sign in (a password account, or a user verified another way,
+ * who may set a first password this way) gets a link to AUTH_RESET_URL
+ * (?token=, once, for an hour); another address's owner gets a notice.
+ * At most CODE_SENDS_PER_HOUR an hour per address.
+ */
+void api_password_reset(struct kiln_req *req, struct kiln_res *res)
+{
+    if (kiln_guard_csrf(req, res) != 0)
+        return;
+    json_t *in = res_body_object(req, res);
+    if (!in)
+        return;
+    struct res_errors errs = { NULL };
+    const char *e = NULL, *email = NULL;
+    if (!res_string(in, "email", false, 1, KILN_MAIL_ADDRESS_MAX, &errs, &e) &&
+        !json_object_get(in, "email"))
+        res_error(&errs, "email", "can't be blank");
+    if (e && !(email = norm_email(req->arena, e)))
+        res_error(&errs, "email", "is invalid");
+    json_decref(in);
+    if (res_errors_answer(req, res, &errs))
+        return;
+    static const struct throttle SENDS = { "reset_sends:", 0, 0 };
+    int64_t n = 0;
+    uint64_t left = 0;
+    if (kiln_kv_incr(app_kv(req), kiln_str_c(throttle_key(req->arena, &SENDS, email, false)),
+                     3600 * 1000ull, &n, &left) == 0 &&
+        n > CODE_SENDS_PER_HOUR) {
+        kiln_res_header(res, "retry-after",
+                        kiln_arena_sprintf(req->arena, "%llu",
+                                           (unsigned long long)(left / 1000 + 1)));
+        kiln_res_error(req, res, 429, "too_many_attempts",
+                       "Too many resets asked for this address: wait before asking again", NULL);
+        return;
+    }
+    struct kiln_db *db = app_db(req);
+    const char *user = NULL;
+    bool unverified = false;
+    int err = kiln_db_begin_write(db);
+    if (!err)
+        err = user_for_address(db, req->arena, email, &user, &unverified);
+    if (!err && user)
+        err = mail_token(db, req->arena, "reset", user, email, RESET_TTL_S);
+    else if (!err)
+        err = mail_notice(db, req->arena, "reset_no_account", email);
+    if (!err)
+        err = kiln_db_commit(db);
+    if (err) {
+        kiln_db_rollback(db);
+        db_fail(req, res, err, "password reset");
+        return;
+    }
+    kiln_jobs_notify();
+    kiln_res_json(req, res, 202,
+                  json_pack("{s:s, s:s}", "status", "reset_sent", "message",
+                            "If this address has an account, a link to choose a new password is "
+                            "on its way."));
+}
+
+/*
+ * Use a reset token and set the password, in one transaction: the user
+ * gets (or keeps) a password identity, and the address is verified (the
+ * link proved it). 0 with *user; KILN_ENOTFOUND for a token unknown, used
+ * or expired.
+ */
+static int reset_tx(struct kiln_db *db, kiln_arena *a, const char *token_hash, const char *hash,
+                    const char **user, const char **email)
+{
+    const char *now = now_text(a);
+    int err = kiln_db_begin_write(db);
+    if (err)
+        return err;
+    struct kiln_db_rows rows;
+    kiln_str p[2] = { kiln_str_c(token_hash), kiln_str_c(now) };
+    err = kiln_db_query(db, a,
+                        "UPDATE account_tokens SET used_at = $2 WHERE purpose = 'reset' AND "
+                        "secret_hash = $1 AND used_at IS NULL AND expires_at > $2 AND user_id IS "
+                        "NOT NULL RETURNING user_id, email",
+                        p, 2, &rows);
+    if (!err && !rows.nrows)
+        err = KILN_ENOTFOUND;
+    if (!err) {
+        *user = kiln_db_text(&rows, 0, 0).p;
+        *email = kiln_db_text(&rows, 0, 1).p;
+        kiln_str q[3] = { kiln_str_c(*user), kiln_str_c(hash), kiln_str_c(now) };
+        err = kiln_db_query(db, a,
+                            "INSERT INTO passwords (user_id, hash, updated_at) VALUES ($1, $2, $3) "
+                            "ON CONFLICT (user_id) DO UPDATE SET hash = excluded.hash, updated_at "
+                            "= excluded.updated_at",
+                            q, 3, NULL);
+    }
+    if (!err) {
+        char iid[KILN_UUID_LEN + 1];
+        kiln_uuid_v4(iid);
+        kiln_str i[4] = { kiln_str_c(iid), kiln_str_c(*email), kiln_str_c(*user), kiln_str_c(now) };
+        err = kiln_db_query(db, a,
+                            "INSERT INTO identities (id, provider, subject, user_id, inserted_at) "
+                            "SELECT $1, 'password', $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM "
+                            "identities WHERE provider = 'password' AND subject = $2)",
+                            i, 4, NULL);
+    }
+    if (!err) {
+        kiln_str q[2] = { kiln_str_c(*user), kiln_str_c(now) };
+        err = kiln_db_query(db, a,
+                            "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $2), "
+                            "updated_at = $2 WHERE id = $1",
+                            q, 2, NULL);
+    }
+    if (!err)
+        err = kiln_db_commit(db);
+    if (err)
+        kiln_db_rollback(db);
+    return err;
+}
+
+/* POST /auth/password/reset/confirm {token, password}: 200, and every
+ * session of the user ends (whoever knew the old password is out). */
+void api_password_reset_confirm(struct kiln_req *req, struct kiln_res *res)
+{
+    if (kiln_guard_csrf(req, res) != 0)
+        return;
+    json_t *in = res_body_object(req, res);
+    if (!in)
+        return;
+    struct res_errors errs = { NULL };
+    json_t *tok = json_object_get(in, "token"), *pw = json_object_get(in, "password");
+    if (!json_is_string(tok))
+        res_error(&errs, "token", tok ? "is invalid" : "can't be blank");
+    if (!json_is_string(pw))
+        res_error(&errs, "password", pw ? "is invalid" : "can't be blank");
+    if (res_errors_answer(req, res, &errs)) {
+        json_decref(in);
+        return;
+    }
+    char token_hash[65];
+    sha256_hex(json_string_value(tok), json_string_length(tok), token_hash);
+    /* The rules need the address: the token's, read before the hash is
+     * made (an unknown token costs no hash). */
+    struct kiln_db_rows rows;
+    kiln_str th = kiln_str_c(token_hash);
+    struct kiln_db *db = app_db(req);
+    int err = kiln_db_query(db, req->arena,
+                            "SELECT email FROM account_tokens WHERE purpose = 'reset' AND "
+                            "secret_hash = $1 AND used_at IS NULL",
+                            &th, 1, &rows);
+    if (err) {
+        json_decref(in);
+        db_fail(req, res, err, "password reset");
+        return;
+    }
+    if (!rows.nrows) {
+        json_decref(in);
+        kiln_res_error(req, res, 400, "invalid_token", "This link is unknown, used or expired",
+                       NULL);
+        return;
+    }
+    if (!password_ok(req, res, "password", json_string_value(pw), json_string_length(pw),
+                     kiln_db_text(&rows, 0, 0).p)) {
+        json_decref(in);
+        return;
+    }
+    const char *hash = NULL, *user = NULL, *email = NULL;
+    err = kiln_password_hash(req->arena, json_string_value(pw), json_string_length(pw), &hash);
+    json_decref(in);
+    if (err) {
+        kiln_res_fail(req, res, err, "Password hashing", "password reset",
+                      "no turn or no libargon2");
+        return;
+    }
+    err = reset_tx(db, req->arena, token_hash, hash, &user, &email);
+    if (err == KILN_ENOTFOUND) {
+        kiln_res_error(req, res, 400, "invalid_token", "This link is unknown, used or expired",
+                       NULL);
+        return;
+    }
+    if (err) {
+        db_fail(req, res, err, "password reset");
+        return;
+    }
+    kiln_audit_record(req, user, "password_reset", NULL);
+    size_t ended = 0;
+    if ((err = api_sessions_end_all(req, user, NULL, "password reset", &ended)) != 0) {
+        /* The password is set; a session left would outlive the reset. */
+        kiln_res_fail(req, res, err, "Session store", "password reset: ending sessions",
+                      kiln_kv_last_error(app_kv(req)));
+        return;
+    }
+    kiln_res_json(req, res, 200,
+                  json_pack("{s:s, s:I}", "status", "reset", "sessions_ended", (json_int_t)ended));
 }

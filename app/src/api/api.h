@@ -81,10 +81,15 @@ int api_start_session(struct kiln_req *req, struct kiln_res *res, struct kiln_se
 
 /* accounts.c: email and password (docs/AUTHENTICATION.md) */
 #define API_ACCOUNT_NAME_MAX 255         /* sign-up's name, in characters */
+#define API_EMAIL_CODE_MAX 16            /* what /auth/email/verify reads as a code */
 void api_password_register(struct kiln_req *req, struct kiln_res *res);
 void api_password_login(struct kiln_req *req, struct kiln_res *res);
 void api_password_verify(struct kiln_req *req, struct kiln_res *res);
 void api_password_change(struct kiln_req *req, struct kiln_res *res);
+void api_password_reset(struct kiln_req *req, struct kiln_res *res);
+void api_password_reset_confirm(struct kiln_req *req, struct kiln_res *res);
+void api_email_code(struct kiln_req *req, struct kiln_res *res);
+void api_email_verify(struct kiln_req *req, struct kiln_res *res);
 /* The password rules, the mailer and the mail job kind; before the jobs
  * start. */
 struct kiln_config;
@@ -104,6 +109,21 @@ void api_webhooks_rotate(struct kiln_req *req, struct kiln_res *res);
 void api_webhooks_test(struct kiln_req *req, struct kiln_res *res);
 void api_webhooks_deliveries(struct kiln_req *req, struct kiln_res *res);
 void api_webhooks_retry(struct kiln_req *req, struct kiln_res *res);
+
+/*
+ * sessions.c: the user's sessions (docs/AUTHENTICATION.md, Sessions).
+ * api_sessions_end_all ends every session of user_id but keep_sid (NULL:
+ * every one, as a password reset must), each with what a logout owes: its
+ * event streams closed on every instance and an audit row
+ * ("session_ended", "session/<public id>: <why>"). *ended (may be NULL)
+ * counts them. 0, or a kv error to answer through kiln_res_fail ("Session
+ * store"); what was ended by then stays ended.
+ */
+void api_sessions_list(struct kiln_req *req, struct kiln_res *res);
+void api_sessions_delete(struct kiln_req *req, struct kiln_res *res);
+void api_sessions_delete_others(struct kiln_req *req, struct kiln_res *res);
+int api_sessions_end_all(struct kiln_req *req, const char *user_id, const char *keep_sid,
+                         const char *why, size_t *ended);
 
 /* profile.c */
 void api_profile(struct kiln_req *req, struct kiln_res *res);

@@ -251,8 +251,12 @@ static void end_old_session(struct kiln_req *req)
 int api_start_session(struct kiln_req *req, struct kiln_res *res, struct kiln_session_user *u)
 {
     char token[KILN_SESSION_TOKEN_LEN + 1];
+    /* What the user's list of sessions shows of this one; the way in is
+     * the provider ("password", "dev", an OIDC provider's name). */
+    struct kiln_session_client client = { kiln_client_ip(req),
+                                          kiln_req_header(req, "user-agent"), u->provider };
     end_old_session(req);
-    int err = kiln_session_create(app_kv(req), u, token);
+    int err = kiln_session_create(app_kv(req), u, &client, token);
     if (!err) {
         set_session_cookie(req, res, token);
         kiln_audit_record(req, u->user_id, "login", u->provider);

@@ -85,6 +85,7 @@ static const struct {
     HANDLER(api_healthz),        HANDLER(api_openapi),        HANDLER(api_docs),
     HANDLER(api_auth_logout),    HANDLER(api_dev_login),      HANDLER(api_auth_request),
     HANDLER(api_auth_callback),  HANDLER(api_me),             HANDLER(api_profile),
+    HANDLER(api_sessions_list),  HANDLER(api_sessions_delete), HANDLER(api_sessions_delete_others),
     HANDLER(api_dashboard),      HANDLER(api_uploads_list),   HANDLER(api_uploads_presign),
     HANDLER(api_uploads_types),  HANDLER(api_uploads_show),   HANDLER(api_uploads_delete),
     HANDLER(api_uploads_download), HANDLER(api_events_stream), HANDLER(api_audit_list),
@@ -92,7 +93,8 @@ static const struct {
     HANDLER(api_webhooks_update), HANDLER(api_webhooks_delete), HANDLER(api_webhooks_rotate),
     HANDLER(api_webhooks_test),  HANDLER(api_webhooks_deliveries), HANDLER(api_webhooks_retry),
     HANDLER(api_password_register), HANDLER(api_password_login), HANDLER(api_password_verify),
-    HANDLER(api_password_change),
+    HANDLER(api_password_change), HANDLER(api_email_code), HANDLER(api_email_verify),
+    HANDLER(api_password_reset), HANDLER(api_password_reset_confirm),
 };
 #undef HANDLER
 
@@ -122,6 +124,8 @@ static const struct {
       API_AUDIT_OFFSET_MAX },
     { "schemas/UploadPresignInput/properties/filename", "minLength", 1 },
     { "schemas/UploadPresignInput/properties/filename", "maxLength", API_UPLOADS_FILENAME_MAX },
+    { "schemas/SessionList/properties/data", "maxItems", KILN_SESSION_LIST_MAX },
+    { "schemas/Session/properties/user_agent", "maxLength", KILN_SESSION_USER_AGENT_MAX },
     { "operations/api_webhooks_deliveries/get/parameters/limit/schema", "minimum", 1 },
     { "operations/api_webhooks_deliveries/get/parameters/limit/schema", "maximum",
       API_WEBHOOK_DELIVERIES_MAX },
@@ -137,6 +141,7 @@ static const struct {
     { "schemas/AccountName", "maxLength", API_ACCOUNT_NAME_MAX },
     { "schemas/NewPassword", "minLength", KILN_PASSWORD_MIN_FLOOR },
     { "schemas/NewPassword", "maxLength", KILN_PASSWORD_MAX_CHARS },
+    { "schemas/EmailCode", "maxLength", API_EMAIL_CODE_MAX },
 };
 
 /* ---- the answers of the server and the guard ---- */
@@ -940,6 +945,22 @@ static const char *handler_name(kiln_handler_fn fn)
     return NULL;
 }
 
+/* Does the operation describe path parameter name itself? Then that one
+ * stands for it, not the shared one of the same name ("id" is a webhook's
+ * UUID in "parameters", and a session's id is no UUID). */
+static bool own_path_parameter(json_t *op, const char *name)
+{
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(op, "parameters"), i, p) {
+        const char *in = json_string_value(json_object_get(p, "in"));
+        const char *pn = json_string_value(json_object_get(p, "name"));
+        if (in && pn && strcmp(in, "path") == 0 && strcmp(pn, name) == 0)
+            return true;
+    }
+    return false;
+}
+
 static json_t *hand_operation(struct gen *g, const struct kiln_route *rt, const char *method)
 {
     const char *name = handler_name(rt->handler);
@@ -968,7 +989,8 @@ static json_t *hand_operation(struct gen *g, const struct kiln_route *rt, const 
     json_object_del(op, "x-operation-ids");
 
     /* Path parameters, from the route's path, described in
-     * operations.json's "parameters" by name; then the operation's own. */
+     * operations.json's "parameters" by name (unless the operation
+     * describes one itself); then the operation's own. */
     json_t *params = json_array();
     json_t *known = json_object_get(g->ops, "parameters");
     for (const char *p = rt->path; *p; p++) {
@@ -977,6 +999,8 @@ static json_t *hand_operation(struct gen *g, const struct kiln_route *rt, const 
         char pname[64];
         size_t len = strcspn(p + 1, "/");
         snprintf(pname, sizeof pname, "%.*s", (int)len, p + 1);
+        if (own_path_parameter(op, pname))
+            continue;
         json_t *d = json_object_get(known, pname);
         if (!d) {
             problem(g, "%s %s: path parameter %s is not in operations.json's parameters",

@@ -51,6 +51,14 @@ static const struct kiln_route before[] = {
       api_password_verify, KILN_ROUTE_BLOCKING, NULL },
     { KILN_POST, KILN_SCOPE_ROOT, "/auth/password/change", kiln_guard_session,
       api_password_change, KILN_ROUTE_BLOCKING, NULL },
+    { KILN_POST, KILN_SCOPE_ROOT, "/auth/password/reset", kiln_guard_public, api_password_reset,
+      KILN_ROUTE_BLOCKING, NULL },
+    { KILN_POST, KILN_SCOPE_ROOT, "/auth/password/reset/confirm", kiln_guard_public,
+      api_password_reset_confirm, KILN_ROUTE_BLOCKING, NULL },
+    { KILN_POST, KILN_SCOPE_ROOT, "/auth/email/code", kiln_guard_public, api_email_code,
+      KILN_ROUTE_BLOCKING, NULL },
+    { KILN_POST, KILN_SCOPE_ROOT, "/auth/email/verify", kiln_guard_public, api_email_verify,
+      KILN_ROUTE_BLOCKING, NULL },
     /* These fetch the provider's discovery document, keys and tokens with
      * libcurl, which blocks: the worker pool runs them. */
     { KILN_GET, KILN_SCOPE_ROOT, "/auth/:provider", kiln_guard_public, api_auth_request,
@@ -62,6 +70,12 @@ static const struct kiln_route before[] = {
 
     /* Protected: a session is required (cookie or Bearer). */
     { KILN_GET, KILN_SCOPE_API, "/me", kiln_guard_session, api_me, 0, NULL },
+    /* The user's sessions, and ending them (sessions.c). */
+    { KILN_GET, KILN_SCOPE_API, "/sessions", kiln_guard_session, api_sessions_list, 0, NULL },
+    { KILN_DELETE, KILN_SCOPE_API, "/sessions", kiln_guard_session, api_sessions_delete_others, 0,
+      NULL },
+    { KILN_DELETE, KILN_SCOPE_API, "/sessions/:id", kiln_guard_session, api_sessions_delete, 0,
+      NULL },
 
     /* The user's profile and dashboard (profile.c). */
     { KILN_GET, KILN_SCOPE_API, "/profile", kiln_guard_session, api_profile, 0, NULL },

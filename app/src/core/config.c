@@ -427,6 +427,7 @@ static void account_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
     }
     if (cfg->email_from && strpbrk(cfg->email_from, "\r\n"))
         kiln_env_problem(l, "EMAIL_FROM must be one line");
+    bool_var(l, "AUTH_EMAIL_CODE_SIGNUP", &cfg->auth_email_code_signup);
     cfg->auth_verify_url = str_var(l, "AUTH_VERIFY_URL", NULL);
     if (!cfg->auth_verify_url)
         cfg->auth_verify_url = joined(cfg->public_url, "/auth/password/verify");

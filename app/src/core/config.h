@@ -108,6 +108,7 @@ struct kiln_config {
     char *smtp_url;                /* SMTP_URL: a secret (its password) */
     char *auth_verify_url;         /* AUTH_VERIFY_URL: the link a verification mail carries */
     char *auth_reset_url;          /* AUTH_RESET_URL: the link a reset mail carries */
+    bool auth_email_code_signup;   /* AUTH_EMAIL_CODE_SIGNUP: a code may create a user (false) */
     unsigned job_busy_percent;     /* JOB_BUSY_PERCENT (10; 100: never yield) */
     unsigned job_retention_hours;  /* JOB_RETENTION_HOURS (24) */
     unsigned job_dead_retention_days; /* JOB_DEAD_RETENTION_DAYS (30) */

@@ -608,6 +608,12 @@ int kiln_db_begin(struct kiln_db *db)
     return pool_exec(db, "BEGIN", true, false);
 }
 
+int kiln_db_begin_write(struct kiln_db *db)
+{
+    return pool_exec(db, kiln_db_dialect(db) == KILN_DB_SQLITE ? "BEGIN IMMEDIATE" : "BEGIN", true,
+                     false);
+}
+
 int kiln_db_commit(struct kiln_db *db)
 {
     return pool_exec(db, "COMMIT", false, true);

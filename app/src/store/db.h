@@ -134,6 +134,11 @@ int kiln_db_query_timeout(struct kiln_db *db, kiln_arena *a, const char *sql,
 int kiln_db_exec(struct kiln_db *db, const char *sql);
 
 int kiln_db_begin(struct kiln_db *db);
+/* A transaction that reads before it writes: on SQLite BEGIN IMMEDIATE,
+ * which takes the write lock first (waiting out the busy timeout), since a
+ * deferred one that read first and then meets another writer fails at
+ * once with SQLITE_BUSY instead of waiting; on PostgreSQL BEGIN. */
+int kiln_db_begin_write(struct kiln_db *db);
 int kiln_db_commit(struct kiln_db *db);
 int kiln_db_rollback(struct kiln_db *db);
 

@@ -11,8 +11,10 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/err.h"
 #include "store/kv_internal.h"
 
@@ -232,6 +234,90 @@ int kiln_kv_incr(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms, int64_t *val
     *value = 0;
     *ttl_left_ms = 0;
     return kv->ops->incr(kv, norm(key), ttl_ms, value, ttl_left_ms);
+}
+
+/* A set member: bytes like a key, and bounded like one. */
+static int check_member(struct kiln_kv *kv, kiln_str m)
+{
+    if (!m.p && m.len)
+        return kiln__kv_error(kv, KILN_EINVAL, "member is NULL");
+    if (m.len > KILN__KV_MAX_KEY)
+        return kiln__kv_error(kv, KILN_EINVAL, "member of %zu bytes is over the %u-byte limit",
+                              m.len, KILN__KV_MAX_KEY);
+    return 0;
+}
+
+int kiln_kv_sadd(struct kiln_kv *kv, kiln_str key, kiln_str member, uint64_t ttl_ms,
+                 bool *added)
+{
+    int rc;
+    bool dummy;
+    if (!kv)
+        return KILN_EINVAL;
+    kv->err[0] = '\0';
+    if ((rc = check_key(kv, key)) || (rc = check_ttl(kv, ttl_ms)) ||
+        (rc = check_member(kv, member)))
+        return rc;
+    if (!added)
+        added = &dummy;
+    *added = false;
+    return kv->ops->sadd(kv, norm(key), norm(member), ttl_ms, added);
+}
+
+int kiln_kv_srem(struct kiln_kv *kv, kiln_str key, const kiln_str *members, size_t n,
+                 size_t *removed)
+{
+    int rc;
+    size_t dummy;
+    if (!kv)
+        return KILN_EINVAL;
+    kv->err[0] = '\0';
+    if (!removed)
+        removed = &dummy;
+    *removed = 0;
+    if ((rc = check_key(kv, key)))
+        return rc;
+    if (n > KILN_KV_SET_LIST_MAX || (n && !members))
+        return kiln__kv_error(kv, KILN_EINVAL, "srem of %zu members (at most %u)", n,
+                              KILN_KV_SET_LIST_MAX);
+    for (size_t i = 0; i < n; i++)
+        if ((rc = check_member(kv, members[i])))
+            return rc;
+    /* SREM needs a member; removing none is done already. */
+    if (n == 0)
+        return 0;
+    /* Drivers get real pointers, as for keys (an empty member may come
+     * with p == NULL); a copy only when one does not. */
+    size_t i = 0;
+    while (i < n && members[i].p)
+        i++;
+    if (i == n)
+        return kv->ops->srem(kv, norm(key), members, n, removed);
+    kiln_str *copy = kiln_malloc(n * sizeof *copy);
+    for (i = 0; i < n; i++)
+        copy[i] = norm(members[i]);
+    rc = kv->ops->srem(kv, norm(key), copy, n, removed);
+    free(copy);
+    return rc;
+}
+
+int kiln_kv_smembers(struct kiln_kv *kv, kiln_arena *a, kiln_str key, size_t max,
+                     kiln_str **out, size_t *n)
+{
+    int rc;
+    if (!kv)
+        return KILN_EINVAL;
+    kv->err[0] = '\0';
+    if (!a || !out || !n)
+        return kiln__kv_error(kv, KILN_EINVAL, "smembers needs an arena and outputs");
+    *out = NULL;
+    *n = 0;
+    if ((rc = check_key(kv, key)))
+        return rc;
+    if (max == 0 || max > KILN_KV_SET_LIST_MAX)
+        return kiln__kv_error(kv, KILN_EINVAL, "smembers of up to %zu members (1..%u)", max,
+                              KILN_KV_SET_LIST_MAX);
+    return kv->ops->smembers(kv, a, norm(key), max, out, n);
 }
 
 int kiln_kv_publish(struct kiln_kv *kv, const char *channel, kiln_str message)

@@ -14,7 +14,8 @@
  * KILN_EUNAVAILABLE (cannot reach the server, timeout, or in backoff:
  * callers answer 503), KILN_EAUTH (credentials refused: also 503 for
  * callers), KILN_EPROTO (unexpected reply), KILN_EINVAL (bad arguments,
- * e.g. an incr on a non-integer value).
+ * e.g. an incr on a non-integer value, or a key of the other type: a set
+ * read with get, a string given to a set operation; Valkey's WRONGTYPE).
  * During the valkey driver's reconnect backoff (100 ms doubling to 2 s)
  * calls fail at once with the code of the connect failure that started it,
  * unless another handle on the same store has connected since: then the
@@ -126,6 +127,39 @@ int kiln_kv_expire(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms);
  */
 int kiln_kv_incr(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms, int64_t *value,
                  uint64_t *ttl_left_ms);
+/*
+ * Sets: distinct members (bytes, up to the key limit each) under one key,
+ * for small indexes (a user's sessions, auth/session.c). As on Valkey, a
+ * set exists while it has members: removing the last one deletes the key.
+ * kiln_kv_del deletes a whole set and kiln_kv_expire gives it a TTL, as
+ * for any key; kiln_kv_set over a set replaces it with a string. On the
+ * memory driver a set counts as one key towards KV_MEMORY_MAX_KEYS,
+ * whatever its size.
+ *
+ * Add member to the set at key (made if missing). With ttl_ms > 0 the
+ * set's TTL is set to it in the same step (MULTI on Valkey), whether or not
+ * the member was new, so an index can be kept alive as long as what it
+ * indexes; 0 leaves the TTL as it was. *added (may be NULL): the member
+ * was not there yet. A string at key: KILN_EINVAL (on Valkey its TTL may
+ * have been set all the same: a transaction is not rolled back).
+ */
+int kiln_kv_sadd(struct kiln_kv *kv, kiln_str key, kiln_str member, uint64_t ttl_ms,
+                 bool *added);
+/* Most members one call takes or gives back (kiln_kv_srem, kiln_kv_smembers). */
+#define KILN_KV_SET_LIST_MAX 1000
+/* Remove n members (0..KILN_KV_SET_LIST_MAX; 0 does nothing); *removed (may
+ * be NULL): how many were there. A missing key has nothing to remove. */
+int kiln_kv_srem(struct kiln_kv *kv, kiln_str key, const kiln_str *members, size_t n,
+                 size_t *removed);
+/*
+ * At most max (1..KILN_KV_SET_LIST_MAX) distinct members of the set at key:
+ * every member when it has no more than max, otherwise max of them, which
+ * ones unspecified (SRANDMEMBER on Valkey: the server bounds the reply,
+ * where SMEMBERS would send a set of any size). *out: an array of *n
+ * strings, all in the arena, each with a NUL after it. A missing key: *n 0.
+ */
+int kiln_kv_smembers(struct kiln_kv *kv, kiln_arena *a, kiln_str key, size_t max,
+                     kiln_str **out, size_t *n);
 /* Round trip (PING); the memory driver always succeeds. */
 int kiln_kv_ping(struct kiln_kv *kv, unsigned timeout_ms);
 /* Free every expired key now (the in-process store frees them lazily, as

@@ -45,6 +45,12 @@ struct kiln_kv_ops {
     int (*incr)(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms, int64_t *value,
                 uint64_t *ttl_left_ms);
     int (*ping)(struct kiln_kv *kv, unsigned timeout_ms);
+    int (*sadd)(struct kiln_kv *kv, kiln_str key, kiln_str member, uint64_t ttl_ms,
+                bool *added);
+    int (*srem)(struct kiln_kv *kv, kiln_str key, const kiln_str *members, size_t n,
+                size_t *removed);
+    int (*smembers)(struct kiln_kv *kv, kiln_arena *a, kiln_str key, size_t max,
+                    kiln_str **out, size_t *n);
     /* NULL where the server expires keys itself (Valkey). */
     int (*sweep)(struct kiln_kv *kv, size_t *freed);
     /* NULL on the memory driver (kv.c answers for it). */
@@ -118,5 +124,19 @@ int kiln__kv_reply_expire(struct kiln_kv *kv, const redisReply *r);
 #define KILN__KV_INCR_REPLIES(with_ttl) ((with_ttl) ? 5u : 4u)
 int kiln__kv_reply_incr(struct kiln_kv *kv, redisReply *const *r, size_t n, bool with_ttl,
                         int64_t *value, uint64_t *ttl_left_ms);
+
+/*
+ * Sets. sadd's replies, in order:
+ *   with a TTL:    MULTI, SADD, PEXPIRE, EXEC                     (4)
+ *   without:       SADD                                           (1)
+ * srem: SREM's integer. members: SRANDMEMBER key max's array, at most max
+ * strings, copied into the arena (an array of *n, each with a NUL after).
+ */
+#define KILN__KV_SADD_REPLIES(with_ttl) ((with_ttl) ? 4u : 1u)
+int kiln__kv_reply_sadd(struct kiln_kv *kv, redisReply *const *r, size_t n, bool with_ttl,
+                        bool *added);
+int kiln__kv_reply_srem(struct kiln_kv *kv, const redisReply *r, size_t *removed);
+int kiln__kv_reply_members(struct kiln_kv *kv, const redisReply *r, kiln_arena *a, size_t max,
+                           kiln_str **out, size_t *n);
 
 #endif

@@ -20,7 +20,11 @@
  *
  * Hashing is SipHash-2-4 with a per-store random key: keys carry client
  * data (rate-limit keys, cache keys), and a keyed hash keeps a client from
- * choosing keys that all land in one bucket.
+ * choosing keys that all land in one bucket. A set's members (an entry
+ * whose value is a set) sit in a small table of their own, hashed the same
+ * way: a member is added or removed in constant time however large the set
+ * grows, as on Valkey, and a user who logs in a thousand times does not
+ * make each login scan the ones before.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -39,6 +43,20 @@
 #define WARN_INTERVAL_MS 60000u
 #define NOT_IN_HEAP SIZE_MAX
 
+/* A set's members: a chained table, grown as it fills. */
+struct member {
+    struct member *next;
+    uint64_t hash;
+    size_t len;
+    char p[];
+};
+
+struct mset {
+    struct member **buckets;
+    size_t nbuckets;               /* a power of two */
+    size_t count;
+};
+
 struct entry {
     struct entry *chain;           /* next in the same bucket */
     struct entry *older, *newer;   /* the no-TTL list; unused while in the heap */
@@ -47,6 +65,7 @@ struct entry {
     size_t heap_idx;               /* position in the heap, or NOT_IN_HEAP */
     char *value;                   /* owned; NULL when vlen is 0 */
     size_t vlen;
+    struct mset *set;              /* owned; non-NULL: a set (no value) */
     size_t klen;
     char key[];
 };
@@ -223,6 +242,100 @@ static void set_deadline(struct mem_store *s, struct entry *e, uint64_t expires_
         list_append(s, e);
 }
 
+/* ---- sets ------------------------------------------------------------------ */
+
+#define FIRST_MEMBER_BUCKETS 8u
+
+static struct mset *mset_new(void)
+{
+    struct mset *m = kiln_calloc(1, sizeof *m);
+    m->nbuckets = FIRST_MEMBER_BUCKETS;
+    m->buckets = kiln_calloc(m->nbuckets, sizeof *m->buckets);
+    return m;
+}
+
+static void mset_free(struct mset *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->nbuckets; i++) {
+        struct member *x = m->buckets[i];
+        while (x) {
+            struct member *next = x->next;
+            free(x);
+            x = next;
+        }
+    }
+    free(m->buckets);
+    free(m);
+}
+
+/* The link that points at member v (h its hash), or at the NULL ending its
+ * chain when it is not there. */
+static struct member **mset_link(struct mset *m, kiln_str v, uint64_t h)
+{
+    struct member **pp = &m->buckets[h & (m->nbuckets - 1)];
+    for (; *pp; pp = &(*pp)->next)
+        if ((*pp)->hash == h && (*pp)->len == v.len && memcmp((*pp)->p, v.p, v.len) == 0)
+            break;
+    return pp;
+}
+
+static void mset_grow(struct mset *m)
+{
+    size_t n = m->nbuckets * 2;
+    struct member **b = kiln_calloc(n, sizeof *b);
+    for (size_t i = 0; i < m->nbuckets; i++) {
+        struct member *x = m->buckets[i];
+        while (x) {
+            struct member *next = x->next;
+            x->next = b[x->hash & (n - 1)];
+            b[x->hash & (n - 1)] = x;
+            x = next;
+        }
+    }
+    free(m->buckets);
+    m->buckets = b;
+    m->nbuckets = n;
+}
+
+/* true when v was not there and is now. */
+static bool mset_add(struct mset *m, kiln_str v, uint64_t h)
+{
+    struct member **pp = mset_link(m, v, h);
+    if (*pp)
+        return false;
+    struct member *x = kiln_malloc(sizeof *x + v.len);
+    x->next = NULL;
+    x->hash = h;
+    x->len = v.len;
+    memcpy(x->p, v.p, v.len);
+    *pp = x;
+    if (++m->count > m->nbuckets)
+        mset_grow(m);
+    return true;
+}
+
+/* true when v was there and is not any more. */
+static bool mset_del(struct mset *m, kiln_str v, uint64_t h)
+{
+    struct member **pp = mset_link(m, v, h);
+    struct member *x = *pp;
+    if (!x)
+        return false;
+    *pp = x->next;
+    m->count--;
+    free(x);
+    return true;
+}
+
+/* Valkey's WRONGTYPE, in the same words for both drivers' callers. */
+static int wrong_type(struct kiln_kv *kv, const char *op, const struct entry *e)
+{
+    return kiln__kv_error(kv, KILN_EINVAL,
+                          "%s: WRONGTYPE: the key holds a %s", op, e->set ? "set" : "string");
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 static void remove_entry(struct mem_store *s, struct entry *e)
@@ -237,6 +350,7 @@ static void remove_entry(struct mem_store *s, struct entry *e)
         list_unlink(s, e);
     s->count--;
     free(e->value);
+    mset_free(e->set);
     free(e);
 }
 
@@ -417,6 +531,7 @@ static void memory_store_free(struct kiln_kv_store *base)
         while (e) {
             struct entry *next = e->chain;
             free(e->value);
+            mset_free(e->set);
             free(e);
             e = next;
         }
@@ -470,7 +585,9 @@ static int memory_get(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str 
 
     pthread_mutex_lock(&s->lock);
     struct entry *e = find(s, key, h, kiln_now_ms());
-    if (e) {
+    if (e && e->set) {
+        rc = wrong_type(kv, "get", e);
+    } else if (e) {
         copy_out(a, e, out);
         rc = 0;
     }
@@ -490,6 +607,7 @@ static int put(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms
     uint64_t h = hash_key(s, key), evicted = 0;
     /* Copy the value before taking the lock, free the old one after. */
     char *copy = value.len ? kiln_malloc(value.len) : NULL, *old = copy;
+    struct mset *old_set = NULL;
     int rc = 0;
     if (value.len)
         memcpy(copy, value.p, value.len);
@@ -506,6 +624,9 @@ static int put(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms
         old = e->value;
         e->value = copy;
         e->vlen = value.len;
+        /* Like SET: a string replaces a set. */
+        old_set = e->set;
+        e->set = NULL;
         /* Like SET: a write without a TTL clears the old one. */
         set_deadline(s, e, deadline(now, ttl_ms));
     } else {
@@ -514,6 +635,7 @@ static int put(struct kiln_kv *kv, kiln_str key, kiln_str value, uint64_t ttl_ms
     pthread_mutex_unlock(&s->lock);
 
     free(old); /* the replaced value, or our unused copy */
+    mset_free(old_set);
     warn_eviction(s, evicted);
     return rc;
 }
@@ -539,7 +661,9 @@ static int memory_take(struct kiln_kv *kv, kiln_arena *a, kiln_str key, kiln_str
     pthread_mutex_lock(&s->lock);
     uint64_t now = kiln_now_ms();
     struct entry *e = find(s, key, h, now);
-    if (e) {
+    if (e && e->set) {
+        rc = wrong_type(kv, "take", e);
+    } else if (e) {
         copy_out(a, e, out);
         remove_entry(s, e);
         rc = 0;
@@ -616,6 +740,10 @@ static int memory_incr(struct kiln_kv *kv, kiln_str key, uint64_t ttl_ms, int64_
     uint64_t now = kiln_now_ms();
     reclaim(s, now, SWEEP_PER_WRITE);
     struct entry *e = find(s, key, h, now);
+    if (e && e->set) {
+        rc = wrong_type(kv, "incr", e);
+        goto out;
+    }
     if (e) {
         if (!parse_i64(e->value, e->vlen, &v)) {
             rc = kiln__kv_error(kv, KILN_EINVAL, "incr: value is not an integer");
@@ -656,6 +784,101 @@ static int memory_ping(struct kiln_kv *kv, unsigned timeout_ms)
     return 0;
 }
 
+/* A write that leaves the TTL alone still counts as one for eviction. */
+static void touch(struct mem_store *s, struct entry *e)
+{
+    if (!e->expires_at) {
+        list_unlink(s, e);
+        list_append(s, e);
+    }
+}
+
+static int memory_sadd(struct kiln_kv *kv, kiln_str key, kiln_str member, uint64_t ttl_ms,
+                       bool *added)
+{
+    struct mem_store *s = store_of(kv);
+    uint64_t h = hash_key(s, key), mh = hash_key(s, member), evicted = 0;
+    int rc = 0;
+
+    pthread_mutex_lock(&s->lock);
+    uint64_t now = kiln_now_ms();
+    reclaim(s, now, SWEEP_PER_WRITE);
+    struct entry *e = find(s, key, h, now);
+    if (e && !e->set) {
+        rc = wrong_type(kv, "sadd", e);
+        goto out;
+    }
+    if (!e) {
+        evicted = make_room(s, now);
+        e = insert(s, key, h);
+        e->set = mset_new();
+    }
+    *added = mset_add(e->set, member, mh);
+    if (ttl_ms)
+        set_deadline(s, e, deadline(now, ttl_ms));
+    else
+        touch(s, e);
+out:
+    pthread_mutex_unlock(&s->lock);
+    warn_eviction(s, evicted);
+    return rc;
+}
+
+static int memory_srem(struct kiln_kv *kv, kiln_str key, const kiln_str *members, size_t n,
+                       size_t *removed)
+{
+    struct mem_store *s = store_of(kv);
+    uint64_t h = hash_key(s, key);
+    int rc = 0;
+
+    pthread_mutex_lock(&s->lock);
+    uint64_t now = kiln_now_ms();
+    reclaim(s, now, SWEEP_PER_WRITE);
+    struct entry *e = find(s, key, h, now);
+    if (e && !e->set) {
+        rc = wrong_type(kv, "srem", e);
+    } else if (e) {
+        for (size_t i = 0; i < n; i++)
+            if (mset_del(e->set, members[i], hash_key(s, members[i])))
+                ++*removed;
+        /* As on Valkey: a set without members is no key. */
+        if (e->set->count == 0)
+            remove_entry(s, e);
+        else
+            touch(s, e);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int memory_smembers(struct kiln_kv *kv, kiln_arena *a, kiln_str key, size_t max,
+                           kiln_str **out, size_t *n)
+{
+    struct mem_store *s = store_of(kv);
+    uint64_t h = hash_key(s, key);
+    int rc = 0;
+
+    pthread_mutex_lock(&s->lock);
+    struct entry *e = find(s, key, h, kiln_now_ms());
+    if (e && !e->set) {
+        rc = wrong_type(kv, "smembers", e);
+    } else if (e) {
+        size_t want = e->set->count < max ? e->set->count : max, got = 0;
+        kiln_str *list = kiln_arena_alloc(a, want * sizeof *list);
+        for (size_t i = 0; i < e->set->nbuckets && got < want; i++)
+            for (struct member *x = e->set->buckets[i]; x && got < want; x = x->next) {
+                char *p = kiln_arena_alloc(a, x->len + 1);
+                memcpy(p, x->p, x->len);
+                p[x->len] = '\0';
+                list[got++] = (kiln_str){ p, x->len };
+            }
+        *out = list;
+        *n = got;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 static const struct kiln_kv_ops memory_ops = {
     .name = "memory",
     .store_free = memory_store_free,
@@ -669,5 +892,8 @@ static const struct kiln_kv_ops memory_ops = {
     .expire = memory_expire,
     .incr = memory_incr,
     .ping = memory_ping,
+    .sadd = memory_sadd,
+    .srem = memory_srem,
+    .smembers = memory_smembers,
     .sweep = memory_sweep,
 };

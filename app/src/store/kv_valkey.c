@@ -57,8 +57,9 @@
 #define BACKOFF_MAX_MS 2000u
 /* Our replies are one value at most, plus small framing. */
 #define MAX_REPLY_BYTES (KILN__KV_MAX_VALUE + 64u * 1024)
-/* Our largest array reply is EXEC's three results. */
-#define MAX_ARRAY_ELEMENTS 16
+/* Our largest array reply is a set's members (SRANDMEMBER key max, which
+ * the server bounds by max); a hostile length past it allocates nothing. */
+#define MAX_ARRAY_ELEMENTS KILN_KV_SET_LIST_MAX
 /* The output buffer is released after a command larger than this. */
 #define KEEP_OUT_BYTES (64u * 1024)
 #define MAX_REPLIES 5
@@ -192,6 +193,10 @@ static int classify_error(const redisReply *r)
     };
     if (starts_with(r, "NOAUTH") || starts_with(r, "WRONGPASS"))
         return KILN_EAUTH;
+    /* A key of the other type (a set read with GET): the caller's mistake,
+     * as the memory driver says it, and nothing wrong with the connection. */
+    if (starts_with(r, "WRONGTYPE"))
+        return KILN_EINVAL;
     for (size_t i = 0; i < sizeof unavailable / sizeof unavailable[0]; i++) {
         size_t n = strlen(unavailable[i]);
         if (starts_with(r, unavailable[i]) && (r->len == n || r->str[n] == ' '))
@@ -344,6 +349,73 @@ int kiln__kv_reply_incr(struct kiln_kv *kv, redisReply *const *r, size_t n, bool
     /* -1: no TTL, -2: no key (cannot happen inside the transaction). A TTL
      * with under a millisecond left reads as 1: 0 means "none". */
     *ttl_left_ms = pttl->integer < 0 ? 0 : pttl->integer == 0 ? 1 : (uint64_t)pttl->integer;
+    return 0;
+}
+
+int kiln__kv_reply_sadd(struct kiln_kv *kv, redisReply *const *r, size_t n, bool with_ttl,
+                        bool *added)
+{
+    if (n != KILN__KV_SADD_REPLIES(with_ttl))
+        return kiln__kv_error(kv, KILN_EPROTO, "SADD: %zu replies, expected %u", n,
+                              KILN__KV_SADD_REPLIES(with_ttl));
+    const redisReply *sadd = r[0];
+    if (with_ttl) {
+        if (!is_status(r[0], "OK"))
+            return unexpected(kv, "MULTI", r[0]);
+        for (size_t i = 1; i <= 2; i++)
+            if (!is_status(r[i], "QUEUED"))
+                return unexpected(kv, "SADD (queueing)", r[i]);
+        const redisReply *exec = r[3];
+        if (exec->type != REDIS_REPLY_ARRAY)
+            return unexpected(kv, "EXEC", exec);
+        if (exec->elements != 2 || !exec->element || !exec->element[0] || !exec->element[1])
+            return kiln__kv_error(kv, KILN_EPROTO, "EXEC: %zu results, expected 2",
+                                  exec->elements);
+        sadd = exec->element[0];
+        const redisReply *pexpire = exec->element[1];
+        /* 0 only if the key were gone, which SADD just made impossible
+         * inside the transaction; a WRONGTYPE SADD leaves PEXPIRE's 1. */
+        if (sadd->type != REDIS_REPLY_ERROR &&
+            (pexpire->type != REDIS_REPLY_INTEGER || pexpire->integer != 1))
+            return unexpected(kv, "PEXPIRE", pexpire);
+    }
+    if (sadd->type != REDIS_REPLY_INTEGER || sadd->integer < 0 || sadd->integer > 1)
+        return unexpected(kv, "SADD", sadd);
+    *added = sadd->integer == 1;
+    return 0;
+}
+
+int kiln__kv_reply_srem(struct kiln_kv *kv, const redisReply *r, size_t *removed)
+{
+    if (r->type != REDIS_REPLY_INTEGER || r->integer < 0 ||
+        (unsigned long long)r->integer > KILN_KV_SET_LIST_MAX)
+        return unexpected(kv, "SREM", r);
+    *removed = (size_t)r->integer;
+    return 0;
+}
+
+int kiln__kv_reply_members(struct kiln_kv *kv, const redisReply *r, kiln_arena *a, size_t max,
+                           kiln_str **out, size_t *n)
+{
+    if (r->type != REDIS_REPLY_ARRAY || (r->elements && !r->element))
+        return unexpected(kv, "SRANDMEMBER", r);
+    if (r->elements > max)
+        return kiln__kv_error(kv, KILN_EPROTO, "SRANDMEMBER: %zu members, asked for %zu",
+                              r->elements, max);
+    kiln_str *list = kiln_arena_alloc(a, (r->elements ? r->elements : 1) * sizeof *list);
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *m = r->element[i];
+        if (!m || m->type != REDIS_REPLY_STRING || (!m->str && m->len))
+            return kiln__kv_error(kv, KILN_EPROTO, "SRANDMEMBER: member %zu is not a string",
+                                  i);
+        char *p = kiln_arena_alloc(a, m->len + 1);
+        if (m->len)
+            memcpy(p, m->str, m->len);
+        p[m->len] = '\0';
+        list[i] = (kiln_str){ p, m->len };
+    }
+    *out = list;
+    *n = r->elements;
     return 0;
 }
 
@@ -1426,6 +1498,92 @@ static int valkey_ping(struct kiln_kv *kv, unsigned timeout_ms)
     return after_reply(c, rc);
 }
 
+/*
+ * SADD and, with a TTL, PEXPIRE in one transaction: an index must never be
+ * left without the TTL that keeps it from outliving what it indexes, which
+ * two separate commands would allow when the connection drops between them.
+ */
+static int valkey_sadd(struct kiln_kv *kv, kiln_str key, kiln_str member, uint64_t ttl_ms,
+                       bool *added)
+{
+    struct valkey *c = conn_of(kv);
+    redisReply *r[MAX_REPLIES];
+    bool with_ttl = ttl_ms > 0;
+    size_t n = KILN__KV_SADD_REPLIES(with_ttl);
+    char ttl[24];
+    size_t ttl_len = (size_t)snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)ttl_ms);
+
+    const char *multi[] = { "MULTI" };
+    const size_t multi_len[] = { 5 };
+    const char *sadd[] = { "SADD", key.p, member.p };
+    const size_t sadd_len[] = { 4, key.len, member.len };
+    const char *pexpire[] = { "PEXPIRE", key.p, ttl };
+    const size_t pexpire_len[] = { 7, key.len, ttl_len };
+    const char *exec[] = { "EXEC" };
+    const size_t exec_len[] = { 4 };
+
+    if (with_ttl)
+        add_command(&c->out, 1, multi, multi_len);
+    add_command(&c->out, 3, sadd, sadd_len);
+    if (with_ttl) {
+        add_command(&c->out, 3, pexpire, pexpire_len);
+        add_command(&c->out, 1, exec, exec_len);
+    }
+    int rc = run(c, r, n, UINT64_MAX);
+    if (rc)
+        return rc;
+    rc = kiln__kv_reply_sadd(kv, r, n, with_ttl, added);
+    free_replies(r, n);
+    return after_reply(c, rc);
+}
+
+static int valkey_srem(struct kiln_kv *kv, kiln_str key, const kiln_str *members, size_t n,
+                       size_t *removed)
+{
+    struct valkey *c = conn_of(kv);
+    redisReply *r;
+    /* Up to KILN_KV_SET_LIST_MAX members: too many for a fiber's stack. */
+    const char **argv = kiln_malloc((n + 2) * sizeof *argv);
+    size_t *lens = kiln_malloc((n + 2) * sizeof *lens);
+    argv[0] = "SREM";
+    lens[0] = 4;
+    argv[1] = key.p;
+    lens[1] = key.len;
+    for (size_t i = 0; i < n; i++) {
+        argv[i + 2] = members[i].p;
+        lens[i + 2] = members[i].len;
+    }
+    add_command(&c->out, (int)(n + 2), argv, lens);
+    free(argv);
+    free(lens);
+    int rc = run(c, &r, 1, UINT64_MAX);
+    if (rc)
+        return rc;
+    rc = kiln__kv_reply_srem(kv, r, removed);
+    freeReplyObject(r);
+    return after_reply(c, rc);
+}
+
+/* SRANDMEMBER with a positive count: distinct members, never more than
+ * asked, so the reply is bounded whatever the set's size. */
+static int valkey_smembers(struct kiln_kv *kv, kiln_arena *a, kiln_str key, size_t max,
+                           kiln_str **out, size_t *n)
+{
+    struct valkey *c = conn_of(kv);
+    redisReply *r;
+    char count[24];
+    const char *argv[] = { "SRANDMEMBER", key.p, count };
+    size_t lens[] = { 11, key.len, 0 };
+    lens[2] = (size_t)snprintf(count, sizeof count, "%zu", max);
+    add_command(&c->out, 3, argv, lens);
+    int rc = run(c, &r, 1, UINT64_MAX);
+    if (rc)
+        return rc;
+    rc = kiln__kv_reply_members(kv, r, a, max, out, n);
+    freeReplyObject(r);
+    return after_reply(c, rc);
+}
+
 static int valkey_publish(struct kiln_kv *kv, const char *channel, kiln_str message)
 {
     struct valkey *c = conn_of(kv);
@@ -1689,6 +1847,9 @@ static const struct kiln_kv_ops valkey_ops = {
     .expire = valkey_expire,
     .incr = valkey_incr,
     .ping = valkey_ping,
+    .sadd = valkey_sadd,
+    .srem = valkey_srem,
+    .smembers = valkey_smembers,
     .publish = valkey_publish,
     .listen = valkey_listen,
 };

@@ -3,13 +3,16 @@
  * without a socket: bytes → hiredis reader (our bounded one, fed in two
  * pieces at a point chosen by the input, since reads split anywhere) →
  * every reply through every interpretation function (get, take, set,
- * replace, del, expire, ping, auth), and every run of consecutive replies
- * through the incr transaction's, with and without a TTL.
+ * replace, del, expire, ping, auth, srem, a set's members), and every run
+ * of consecutive replies through the incr and sadd transactions', with and
+ * without a TTL.
  *
  * Beyond "no crash, no leak", it checks the promises callers rely on: only
- * the documented error codes come out, a failure always has a printable
- * error text, that text never contains the password, and a value read by
- * get or take is the reply's bytes with a NUL after them.
+ * the documented error codes come out (KILN_EINVAL from any command for a
+ * WRONGTYPE error), a failure always has a printable error text, that text
+ * never contains the password, a value read by get or take is the reply's
+ * bytes with a NUL after them, and a set's members never outnumber what
+ * was asked for.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -57,7 +60,7 @@ static void interpret(struct kiln_kv *kv, kiln_arena *a, const redisReply *r)
 
     kv->err[0] = '\0';
     rc = kiln__kv_reply_get(kv, r, a, &out);
-    check(kv, rc, false);
+    check(kv, rc, true);
     if (rc == 0) {
         if (r->type != REDIS_REPLY_STRING || out.len != r->len || out.p[out.len] != '\0' ||
             (out.len && memcmp(out.p, r->str, out.len) != 0))
@@ -65,14 +68,30 @@ static void interpret(struct kiln_kv *kv, kiln_arena *a, const redisReply *r)
     }
     out = KILN_STR_NULL;
     rc = kiln__kv_reply_take(kv, r, a, &out);
-    check(kv, rc, false);
+    check(kv, rc, true);
     if (rc == 0 && (r->type != REDIS_REPLY_STRING || out.len != r->len || out.p[out.len] != '\0'))
         abort();
-    check(kv, kiln__kv_reply_set(kv, r), false);
-    check(kv, kiln__kv_reply_replace(kv, r), false);
-    check(kv, kiln__kv_reply_del(kv, r, &deleted), false);
-    check(kv, kiln__kv_reply_expire(kv, r), false);
-    check(kv, kiln__kv_reply_ping(kv, r), false);
+    check(kv, kiln__kv_reply_set(kv, r), true);
+    check(kv, kiln__kv_reply_replace(kv, r), true);
+    check(kv, kiln__kv_reply_del(kv, r, &deleted), true);
+    check(kv, kiln__kv_reply_expire(kv, r), true);
+    check(kv, kiln__kv_reply_ping(kv, r), true);
+    size_t removed = 0;
+    rc = kiln__kv_reply_srem(kv, r, &removed);
+    check(kv, rc, true);
+    if (rc == KILN_ENOTFOUND || (rc == 0 && removed > KILN_KV_SET_LIST_MAX))
+        abort();
+    for (size_t max = 1; max <= KILN_KV_SET_LIST_MAX; max *= 31) {
+        kiln_str *members = NULL;
+        size_t n = 0;
+        rc = kiln__kv_reply_members(kv, r, a, max, &members, &n);
+        check(kv, rc, true);
+        if (rc == KILN_ENOTFOUND || (rc == 0 && n > max))
+            abort();
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            if (members[i].p[members[i].len] != '\0')
+                abort();
+    }
     rc = kiln__kv_reply_auth(kv, r);
     check(kv, rc, false);
     if (rc == KILN_ENOTFOUND)
@@ -124,6 +143,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 continue;
             kv.err[0] = '\0';
             int rc = kiln__kv_reply_incr(&kv, replies + i, want, with_ttl, &value, &ttl_left);
+            check(&kv, rc, true);
+            if (rc == KILN_ENOTFOUND)
+                abort();
+        }
+        for (int with_ttl = 0; with_ttl <= 1; with_ttl++) {
+            size_t want = KILN__KV_SADD_REPLIES(with_ttl);
+            bool added = false;
+            if (n - i < want)
+                continue;
+            kv.err[0] = '\0';
+            int rc = kiln__kv_reply_sadd(&kv, replies + i, want, with_ttl, &added);
             check(&kv, rc, true);
             if (rc == KILN_ENOTFOUND)
                 abort();

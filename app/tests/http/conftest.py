@@ -174,3 +174,32 @@ def tls_files(tmp_path_factory):
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True, timeout=60)
     return cert, key
+
+
+@pytest.fixture(scope="module")
+def own_db():
+    """A function making a fresh database (PostgreSQL modes) for a module's
+    instances, returning their DATABASE_URL, or {} on SQLite (each instance
+    has its own file there). Any instance runs any queued job: instances
+    of other modules on the shared database must not take this module's."""
+    made = []
+    svc = kilnhttp.services() if kilnhttp.STORES in kilnhttp.SERVICE_MODES else None
+
+    def make():
+        if svc is None:
+            return {}
+        name = svc.create_db("kown")
+        made.append(name)
+        return {"DATABASE_URL": svc.db_url(name, via=kilnhttp.STORES)}
+    yield make
+    for name in made:
+        svc.drop_db(name)
+
+
+@pytest.fixture(scope="module")
+def smtp():
+    """A real SMTP server on loopback (mailkit.py) for a module's mail."""
+    import mailkit
+    s = mailkit.SmtpServer().start()
+    yield s
+    s.stop()

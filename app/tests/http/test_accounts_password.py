@@ -21,7 +21,11 @@ What is checked:
     one IP is 429 with retry-after, even with the right password; the
     owner signs in from another IP;
   * a password change needs the current password; the old one stops
-    working;
+    working; the user's other sessions end, the current one goes on;
+  * a reset mails a link to AUTH_RESET_URL; its token sets a new password
+    once (rules apply), every session of the user ends, the old password
+    stops working; an address without an account answers the same 202 and
+    its owner gets a notice without a link;
   * secrets (passwords, link tokens, the session cookie) are never in
     Kiln's output; with EMAIL_PROVIDER=log the logged mail has
     token=[redacted].
@@ -46,31 +50,6 @@ import mailkit
 
 SLOW = 3 if kilnhttp.SANITIZED else 1
 PASSWORD = "violet-kettle-harbour"
-
-
-@pytest.fixture(scope="module")
-def smtp():
-    s = mailkit.SmtpServer().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def own_db(request):
-    """A function making a fresh database (PostgreSQL modes) for the
-    module's instances: their DATABASE_URL, or {} on SQLite."""
-    made = []
-    svc = kilnhttp.services() if kilnhttp.STORES in kilnhttp.SERVICE_MODES else None
-
-    def make():
-        if svc is None:
-            return {}
-        name = svc.create_db("kacct")
-        made.append(name)
-        return {"DATABASE_URL": svc.db_url(name, via=kilnhttp.STORES)}
-    yield make
-    for name in made:
-        svc.drop_db(name)
 
 
 @pytest.fixture(scope="module")
@@ -265,9 +244,13 @@ def test_change_password(srv, smtp):
     r = post(srv, "/auth/password/change", {"current_password": PASSWORD, "password": "short"},
              cookies=jar)
     kilnhttp.assert_error(r, 422, "validation_failed")
+    other = ak.assert_session_cookie(login(srv, email))
     r = post(srv, "/auth/password/change", {"current_password": PASSWORD,
                                              "password": "a-brand-new-secret"}, cookies=jar)
-    assert r.status == 200 and r.json() == {"status": "changed"}, r
+    assert r.status == 200 and r.json() == {"status": "changed", "sessions_ended": 1}, r
+    # The other session ended; this one goes on.
+    ak.assert_unauthenticated(ak.me(srv, other))
+    assert ak.me(srv, cookie).status == 200
     kilnhttp.assert_error(login(srv, email), 401, "invalid_credentials")
     assert login(srv, email, "a-brand-new-secret").status == 200
     r = post(srv, "/auth/password/change", {"current_password": "a-brand-new-secret",
@@ -290,3 +273,39 @@ def test_the_log_provider_redacts_the_link(own_db, module_kiln):
     line = lines[0]
     assert line["to"] == email and line["subject"] == "Confirm your email address", line
     assert "token=[redacted]" in line["text"], line
+
+
+def test_reset_sets_a_new_password_and_ends_every_session(srv, smtp):
+    email = verified_account(srv, smtp)
+    sessions = [ak.assert_session_cookie(login(srv, email)) for _ in range(2)]
+    r = post(srv, "/auth/password/reset", {"email": email})
+    assert r.status == 202 and r.json()["status"] == "reset_sent", r
+    msg = smtp.wait_for(email, count=2, timeout=15 * SLOW)[1]
+    assert msg["subject"] == "Reset your password", msg
+    token = mailkit.token_of(msg)
+    assert f"{srv.env['PUBLIC_URL']}/auth/password/reset?token={token}" in msg["text"]
+    r = post(srv, "/auth/password/reset/confirm", {"token": token, "password": "Password1"})
+    err = kilnhttp.assert_error(r, 422, "validation_failed")
+    assert "password" in err["details"], err
+    r = post(srv, "/auth/password/reset/confirm", {"token": token, "password": "fresh-lilac-stone"})
+    assert r.status == 200 and r.json() == {"status": "reset", "sessions_ended": 2}, r
+    for cookie in sessions:
+        ak.assert_unauthenticated(ak.me(srv, cookie))
+    kilnhttp.assert_error(login(srv, email), 401, "invalid_credentials")
+    assert login(srv, email, "fresh-lilac-stone").status == 200
+    r = post(srv, "/auth/password/reset/confirm", {"token": token, "password": "another-lilac-stone"})
+    kilnhttp.assert_error(r, 400, "invalid_token")
+    ak.assert_not_in_logs(srv, token, "fresh-lilac-stone")
+
+
+def test_reset_of_an_address_without_an_account_answers_alike(srv, smtp):
+    known = verified_account(srv, smtp)
+    nobody = addr("nobody")
+    a = post(srv, "/auth/password/reset", {"email": nobody})
+    b = post(srv, "/auth/password/reset", {"email": known})
+    assert a.status == b.status == 202 and a.json() == b.json(), (a, b)
+    [msg] = smtp.wait_for(nobody, timeout=15 * SLOW)
+    assert msg["subject"] == "Password reset attempt" and "token=" not in msg["text"], msg
+    kilnhttp.assert_error(post(srv, "/auth/password/reset/confirm",
+                               {"token": "x" * 43, "password": "fresh-lilac-stone"}), 400,
+                          "invalid_token")

@@ -613,7 +613,11 @@ class Exploration:
             data = body.get("data")
             for item in ([data] if isinstance(data, dict) else
                          data if isinstance(data, list) else []):
-                if isinstance(item, dict) and isinstance(item.get("id"), str):
+                # Not the caller's own session (GET /sessions marks it
+                # current): ending it is allowed, and would turn the rest
+                # of the run into 401s.
+                if isinstance(item, dict) and isinstance(item.get("id"), str) and \
+                        item.get("current") is not True:
                     found.append(item["id"])
             if isinstance(body.get("key"), str):
                 found.append(body["key"])

@@ -580,6 +580,14 @@ static void kv_work(void *arg)
         c->rc = kiln_kv_incr(c->kv, kiln_str_c(key), 60000, &count, NULL);
     if (!c->rc && (count < 1 || count > 1000))
         c->rc = KILN_EPROTO;
+    /* A set add is a MULTI ... EXEC of its own: the pipeline must not let
+     * another fiber's commands in between. */
+    bool added = false;
+    snprintf(key, sizeof key, "%s:set", c->prefix);
+    if (!c->rc)
+        c->rc = kiln_kv_sadd(c->kv, kiln_str_c(key), kiln_str_c(val), 60000, &added);
+    if (!c->rc && !added)
+        c->rc = KILN_EPROTO;
     kiln_arena_free(a);
 }
 
@@ -592,6 +600,13 @@ static void kv_count(void *arg)
     snprintf(key, sizeof key, "%s:count", c->prefix);
     c->rc = kiln_kv_get(c->kv, a, kiln_str_c(key), &got);
     c->n = c->rc ? -1 : atoi(got.p);
+    kiln_str *members = NULL;
+    size_t n = 0;
+    snprintf(key, sizeof key, "%s:set", c->prefix);
+    if (!c->rc)
+        c->rc = kiln_kv_smembers(c->kv, a, kiln_str_c(key), KILN_KV_SET_LIST_MAX, &members, &n);
+    if (!c->rc && n != (size_t)c->n)
+        c->rc = KILN_EPROTO; /* every fiber's member, once */
     kiln_arena_free(a);
 }
 

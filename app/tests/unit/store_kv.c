@@ -616,6 +616,197 @@ static void t_argument_limits(void **state)
     free(big);
 }
 
+/* ---- sets ------------------------------------------------------------------- */
+
+/* Is want among the n members? */
+static bool has_member(const kiln_str *m, size_t n, kiln_str want)
+{
+    for (size_t i = 0; i < n; i++)
+        if (kiln_str_eq(m[i], want))
+            return true;
+    return false;
+}
+
+static size_t set_size(struct fixture *f, kiln_str k)
+{
+    kiln_str *m = NULL;
+    size_t n = 99;
+    assert_rc(kiln_kv_smembers(f->kv, f->arena, k, KILN_KV_SET_LIST_MAX, &m, &n), 0);
+    return n;
+}
+
+static void t_set_add_remove_list(void **state)
+{
+    FIXTURE(state);
+    static const char bin[] = "nul\0inside";
+    kiln_str k = key(f, "set");
+    kiln_str a = KILN_STR("alpha"), b = KILN_STR("beta"), c = { bin, sizeof bin - 1 };
+    kiln_str e = KILN_STR("");
+    kiln_str *m = NULL;
+    size_t n = 99, removed = 99;
+    bool added = false;
+
+    /* A missing set lists as empty and has nothing to remove. */
+    assert_rc(kiln_kv_smembers(f->kv, f->arena, k, 10, &m, &n), 0);
+    assert_int_equal(n, 0);
+    assert_rc(kiln_kv_srem(f->kv, k, &a, 1, &removed), 0);
+    assert_int_equal(removed, 0);
+
+    assert_rc(kiln_kv_sadd(f->kv, k, a, 60000, &added), 0);
+    assert_true(added);
+    assert_rc(kiln_kv_sadd(f->kv, k, a, 60000, &added), 0);
+    assert_false(added); /* members are distinct */
+    assert_rc(kiln_kv_sadd(f->kv, k, b, 60000, &added), 0);
+    assert_rc(kiln_kv_sadd(f->kv, k, c, 60000, NULL), 0);
+    assert_rc(kiln_kv_sadd(f->kv, k, e, 60000, &added), 0);
+    assert_true(added);
+    assert_rc(kiln_kv_smembers(f->kv, f->arena, k, 10, &m, &n), 0);
+    assert_int_equal(n, 4);
+    assert_true(has_member(m, n, a) && has_member(m, n, b) && has_member(m, n, c) &&
+                has_member(m, n, e));
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(m[i].p[m[i].len], '\0'); /* the convenience NUL */
+
+    kiln_str gone[] = { a, c, KILN_STR("never there") };
+    assert_rc(kiln_kv_srem(f->kv, k, gone, ARRAY_LEN(gone), &removed), 0);
+    assert_int_equal(removed, 2);
+    assert_rc(kiln_kv_smembers(f->kv, f->arena, k, 10, &m, &n), 0);
+    assert_int_equal(n, 2);
+    assert_true(has_member(m, n, b) && has_member(m, n, e));
+    /* Removing none does nothing. */
+    assert_rc(kiln_kv_srem(f->kv, k, NULL, 0, &removed), 0);
+    assert_int_equal(removed, 0);
+
+    /* The last member out takes the key with it, as on Valkey. */
+    kiln_str rest[] = { b, e };
+    assert_rc(kiln_kv_srem(f->kv, k, rest, 2, &removed), 0);
+    assert_int_equal(removed, 2);
+    bool deleted = true;
+    assert_rc(kiln_kv_del(f->kv, k, &deleted), 0);
+    assert_false(deleted);
+
+    /* del deletes a whole set. */
+    assert_rc(kiln_kv_sadd(f->kv, k, a, 60000, NULL), 0);
+    assert_rc(kiln_kv_del(f->kv, k, &deleted), 0);
+    assert_true(deleted);
+    assert_int_equal(set_size(f, k), 0);
+}
+
+/* An index lives as long as the TTL its latest add gave it. */
+static void t_set_ttl(void **state)
+{
+    FIXTURE(state);
+    kiln_str k = key(f, "set_ttl");
+    assert_rc(kiln_kv_sadd(f->kv, k, KILN_STR("m1"), 50, NULL), 0);
+    sleep_ms(120);
+    assert_int_equal(set_size(f, k), 0);
+
+    /* Each add with a TTL renews it, for the whole set. */
+    assert_rc(kiln_kv_sadd(f->kv, k, KILN_STR("m1"), 50, NULL), 0);
+    assert_rc(kiln_kv_sadd(f->kv, k, KILN_STR("m2"), 60000, NULL), 0);
+    sleep_ms(120);
+    assert_int_equal(set_size(f, k), 2);
+    /* Re-adding a member renews it too. */
+    assert_rc(kiln_kv_expire(f->kv, k, 50), 0);
+    assert_rc(kiln_kv_sadd(f->kv, k, KILN_STR("m1"), 60000, NULL), 0);
+    sleep_ms(120);
+    assert_int_equal(set_size(f, k), 2);
+    /* Without a TTL the add leaves the set's alone. */
+    assert_rc(kiln_kv_expire(f->kv, k, 50), 0);
+    assert_rc(kiln_kv_sadd(f->kv, k, KILN_STR("m3"), 0, NULL), 0);
+    sleep_ms(120);
+    assert_int_equal(set_size(f, k), 0);
+    /* Expired, it is gone for every operation, as any key. */
+    assert_rc(kiln_kv_expire(f->kv, k, 50), KILN_ENOTFOUND);
+}
+
+/* A listing never gives more than asked, and never twice the same. */
+static void t_set_bounded_listing(void **state)
+{
+    FIXTURE(state);
+    enum { N = 40 };
+    kiln_str k = key(f, "set_bounded");
+    char name[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "member-%02d", i);
+        assert_rc(kiln_kv_sadd(f->kv, k, kiln_str_c(name), 60000, NULL), 0);
+    }
+    kiln_str *m = NULL;
+    size_t n = 0;
+    assert_rc(kiln_kv_smembers(f->kv, f->arena, k, 7, &m, &n), 0);
+    assert_int_equal(n, 7);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(m[i].len == 9 && memcmp(m[i].p, "member-", 7) == 0);
+        for (size_t j = 0; j < i; j++)
+            assert_false(kiln_str_eq(m[i], m[j]));
+    }
+    assert_rc(kiln_kv_smembers(f->kv, f->arena, k, 1, &m, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(set_size(f, k), N);
+
+    /* A removal of the most members one call takes. */
+    kiln_str *all = kiln_arena_alloc(f->arena, KILN_KV_SET_LIST_MAX * sizeof *all);
+    for (size_t i = 0; i < KILN_KV_SET_LIST_MAX; i++) {
+        snprintf(name, sizeof name, "member-%02zu", i);
+        all[i] = kiln_str_c(kiln_arena_strndup(f->arena, name, strlen(name)));
+    }
+    size_t removed = 0;
+    assert_rc(kiln_kv_srem(f->kv, k, all, KILN_KV_SET_LIST_MAX, &removed), 0);
+    assert_int_equal(removed, N);
+    assert_int_equal(set_size(f, k), 0);
+}
+
+/* A string where a set is wanted, or the reverse: KILN_EINVAL on both
+ * drivers (Valkey's WRONGTYPE), and the handle works on. */
+static void t_set_wrong_type(void **state)
+{
+    FIXTURE(state);
+    kiln_str str = key(f, "wrongtype_string"), set = key(f, "wrongtype_set"), v;
+    kiln_str m = KILN_STR("m");
+    kiln_str *list = NULL;
+    size_t n = 0;
+    assert_rc(kiln_kv_set(f->kv, str, KILN_STR("text"), 60000), 0);
+    assert_rc(kiln_kv_sadd(f->kv, set, m, 60000, NULL), 0);
+
+    assert_rc(kiln_kv_sadd(f->kv, str, m, 0, NULL), KILN_EINVAL);
+    assert_rc(kiln_kv_srem(f->kv, str, &m, 1, NULL), KILN_EINVAL);
+    assert_rc(kiln_kv_smembers(f->kv, f->arena, str, 10, &list, &n), KILN_EINVAL);
+    assert_rc(kiln_kv_get(f->kv, f->arena, set, &v), KILN_EINVAL);
+    assert_rc(kiln_kv_take(f->kv, f->arena, set, &v), KILN_EINVAL);
+    assert_rc(kiln_kv_incr(f->kv, set, 0, NULL, NULL), KILN_EINVAL);
+    assert_value(f, str, "text");
+    assert_int_equal(set_size(f, set), 1);
+
+    /* A set replaced by a string, as SET does. */
+    assert_rc(kiln_kv_set(f->kv, set, KILN_STR("now text"), 60000), 0);
+    assert_value(f, set, "now text");
+    del_key(f, str);
+    del_key(f, set);
+}
+
+static void t_set_argument_limits(void **state)
+{
+    FIXTURE(state);
+    kiln_str k = key(f, "set_limits");
+    kiln_str *m = NULL;
+    size_t n = 0;
+    char *big = calloc(1, KILN__KV_MAX_KEY + 1);
+    kiln_str huge = { big, KILN__KV_MAX_KEY + 1 }, one = KILN_STR("x");
+    assert_rc(kiln_kv_sadd(f->kv, k, huge, 0, NULL), KILN_EINVAL);
+    assert_rc(kiln_kv_sadd(f->kv, huge, one, 0, NULL), KILN_EINVAL);
+    assert_rc(kiln_kv_sadd(f->kv, k, one, KILN__KV_MAX_TTL_MS + 1, NULL), KILN_EINVAL);
+    assert_rc(kiln_kv_srem(f->kv, k, &huge, 1, NULL), KILN_EINVAL);
+    assert_rc(kiln_kv_srem(f->kv, k, NULL, 1, NULL), KILN_EINVAL);
+    assert_rc(kiln_kv_srem(f->kv, k, &one, KILN_KV_SET_LIST_MAX + 1, NULL), KILN_EINVAL);
+    assert_rc(kiln_kv_smembers(f->kv, f->arena, k, 0, &m, &n), KILN_EINVAL);
+    assert_rc(kiln_kv_smembers(f->kv, f->arena, k, KILN_KV_SET_LIST_MAX + 1, &m, &n),
+              KILN_EINVAL);
+    assert_rc(kiln_kv_smembers(f->kv, NULL, k, 1, &m, &n), KILN_EINVAL);
+    assert_rc(kiln_kv_smembers(f->kv, f->arena, k, 1, NULL, &n), KILN_EINVAL);
+    assert_int_equal(set_size(f, k), 0); /* nothing was written */
+    free(big);
+}
+
 static const struct {
     const char *name;
     CMUnitTestFunction fn;
@@ -642,6 +833,11 @@ static const struct {
     { "large_value", t_large_value },
     { "many_keys", t_many_keys },
     { "argument_limits", t_argument_limits },
+    { "set_add_remove_list", t_set_add_remove_list },
+    { "set_ttl", t_set_ttl },
+    { "set_bounded_listing", t_set_bounded_listing },
+    { "set_wrong_type", t_set_wrong_type },
+    { "set_argument_limits", t_set_argument_limits },
 };
 
 /* ---- memory only ------------------------------------------------------------ */
@@ -696,6 +892,61 @@ static void t_mem_driver_choice(void **state)
     kiln_kv_store_free(s);
     kiln_kv_store_free(NULL);
     kiln_kv_close(NULL);
+}
+
+/*
+ * A set is one key towards max_keys however many members it has; it is
+ * evicted, expired and swept like any other key, with all its members.
+ */
+static void t_mem_sets(void **state)
+{
+    struct kiln_kv_store *s = memory_store(3);
+    struct kiln_kv *kv = kiln_kv_open(s);
+    kiln_arena *a = kiln_arena_new(1024);
+    FILE *log = tmpfile();
+    kiln_log_set_fd(fileno(log));
+    char name[16];
+    for (int i = 0; i < 500; i++) {
+        snprintf(name, sizeof name, "m%d", i);
+        assert_int_equal(kiln_kv_sadd(kv, KILN_STR("big"), kiln_str_c(name), 60000, NULL), 0);
+    }
+    assert_int_equal(kiln_kv_set(kv, KILN_STR("s"), KILN_STR("1"), 0), 0);
+    assert_int_equal(stored_keys(s), 2);
+    /* Removing members one by one keeps the rest findable as the table
+     * changes under them. */
+    for (int i = 0; i < 500; i += 2) {
+        snprintf(name, sizeof name, "m%d", i);
+        kiln_str m = kiln_str_c(name);
+        size_t removed = 0;
+        assert_int_equal(kiln_kv_srem(kv, KILN_STR("big"), &m, 1, &removed), 0);
+        assert_int_equal(removed, 1);
+    }
+    kiln_str *list = NULL;
+    size_t n = 0;
+    assert_int_equal(kiln_kv_smembers(kv, a, KILN_STR("big"), KILN_KV_SET_LIST_MAX, &list, &n),
+                     0);
+    assert_int_equal(n, 250);
+    for (size_t i = 0; i < n; i++)
+        assert_true(list[i].p[0] == 'm' && atoi(list[i].p + 1) % 2 == 1);
+    /* A full store evicts the set that expires soonest, members and all. */
+    assert_int_equal(kiln_kv_sadd(kv, KILN_STR("small"), KILN_STR("x"), 30000, NULL), 0);
+    assert_int_equal(kiln_kv_set(kv, KILN_STR("t"), KILN_STR("1"), 0), 0);
+    assert_int_equal(stored_keys(s), 3);
+    assert_int_equal(kiln_kv_smembers(kv, a, KILN_STR("small"), 10, &list, &n), 0);
+    assert_int_equal(n, 0);
+    /* And the sweep frees an expired one. */
+    assert_int_equal(kiln_kv_expire(kv, KILN_STR("big"), 10), 0);
+    sleep_ms(30);
+    size_t freed = 0;
+    assert_int_equal(kiln_kv_sweep(kv, &freed), 0);
+    assert_int_equal(freed, 1);
+    assert_int_equal(stored_keys(s), 2);
+    assert_int_equal(count_lines(fileno(log), "kv memory store full"), 1);
+    kiln_log_set_fd(1);
+    fclose(log);
+    kiln_arena_free(a);
+    kiln_kv_close(kv);
+    kiln_kv_store_free(s); /* with the sets left in it: ASan checks */
 }
 
 /*
@@ -1156,6 +1407,81 @@ static void t_valkey_bad_replies(void **state)
     }
 }
 
+/* Replies read from bytes, as the driver reads them (no socket). */
+static size_t read_replies_from(const char *bytes, redisReply **out, size_t max)
+{
+    redisReader *r = kiln__kv_reader_new();
+    size_t n = 0;
+    assert_int_equal(redisReaderFeed(r, bytes, strlen(bytes)), REDIS_OK);
+    while (n < max) {
+        void *reply = NULL;
+        if (redisReaderGetReply(r, &reply) != REDIS_OK || !reply)
+            break;
+        out[n++] = reply;
+    }
+    redisReaderFree(r);
+    return n;
+}
+
+/* What the set commands' replies mean, and what they must not be taken
+ * for: more members than asked, a transaction that did not run. */
+static void t_valkey_set_replies(void **state)
+{
+    struct kiln_kv kv;
+    kiln_arena *a = kiln_arena_new(1024);
+    redisReply *r[5];
+    kiln_str *m = NULL;
+    size_t n = 0, removed = 0;
+    bool added = false;
+    memset(&kv, 0, sizeof kv);
+
+    assert_int_equal(read_replies_from("*2\r\n$1\r\na\r\n$0\r\n\r\n", r, 5), 1);
+    assert_int_equal(kiln__kv_reply_members(&kv, r[0], a, 2, &m, &n), 0);
+    assert_int_equal(n, 2);
+    assert_kstr_eq(m[0], "a");
+    assert_kstr_eq(m[1], "");
+    assert_int_equal(kiln__kv_reply_members(&kv, r[0], a, 1, &m, &n), KILN_EPROTO);
+    freeReplyObject(r[0]);
+    assert_int_equal(read_replies_from("*1\r\n:1\r\n", r, 5), 1);
+    assert_int_equal(kiln__kv_reply_members(&kv, r[0], a, 5, &m, &n), KILN_EPROTO);
+    freeReplyObject(r[0]);
+    assert_int_equal(read_replies_from("-WRONGTYPE Operation against a key holding the wrong "
+                                       "kind of value\r\n", r, 5), 1);
+    assert_int_equal(kiln__kv_reply_members(&kv, r[0], a, 5, &m, &n), KILN_EINVAL);
+    assert_int_equal(kiln__kv_reply_srem(&kv, r[0], &removed), KILN_EINVAL);
+    freeReplyObject(r[0]);
+    /* An array longer than any we ask for is refused by the reader itself. */
+    char big[32];
+    snprintf(big, sizeof big, "*%d\r\n", KILN_KV_SET_LIST_MAX + 1);
+    assert_int_equal(read_replies_from(big, r, 5), 0);
+
+    assert_int_equal(read_replies_from("+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:1\r\n:1\r\n",
+                                       r, 5), 4);
+    assert_int_equal(kiln__kv_reply_sadd(&kv, r, 4, true, &added), 0);
+    assert_true(added);
+    assert_int_equal(kiln__kv_reply_sadd(&kv, r, 3, true, &added), KILN_EPROTO);
+    for (int i = 0; i < 4; i++)
+        freeReplyObject(r[i]);
+    /* EXEC nil: the transaction was discarded, nothing was added. */
+    assert_int_equal(read_replies_from("+OK\r\n+QUEUED\r\n+QUEUED\r\n*-1\r\n", r, 5), 4);
+    assert_int_equal(kiln__kv_reply_sadd(&kv, r, 4, true, &added), KILN_EPROTO);
+    for (int i = 0; i < 4; i++)
+        freeReplyObject(r[i]);
+    /* SADD on a string inside the transaction: WRONGTYPE in EXEC's array. */
+    assert_int_equal(read_replies_from("+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n-WRONGTYPE x\r\n"
+                                       ":1\r\n", r, 5), 4);
+    assert_int_equal(kiln__kv_reply_sadd(&kv, r, 4, true, &added), KILN_EINVAL);
+    for (int i = 0; i < 4; i++)
+        freeReplyObject(r[i]);
+    assert_int_equal(read_replies_from(":0\r\n", r, 5), 1);
+    assert_int_equal(kiln__kv_reply_sadd(&kv, r, 1, false, &added), 0);
+    assert_false(added);
+    assert_int_equal(kiln__kv_reply_srem(&kv, r[0], &removed), 0);
+    assert_int_equal(removed, 0);
+    freeReplyObject(r[0]);
+    kiln_arena_free(a);
+}
+
 /* A server that echoes the password in its error: never in our text. */
 static void t_valkey_auth_error_hides_password(void **state)
 {
@@ -1373,6 +1699,7 @@ int main(void)
     static const struct CMUnitTest own[] = {
         cmocka_unit_test(t_mem_driver_choice),
         cmocka_unit_test(t_mem_eviction_policy),
+        cmocka_unit_test(t_mem_sets),
         cmocka_unit_test(t_mem_sweep),
         cmocka_unit_test(t_mem_max_keys_one),
         cmocka_unit_test(t_mem_expired_reclaimed),
@@ -1383,6 +1710,7 @@ int main(void)
         cmocka_unit_test(t_valkey_command_timeout),
         cmocka_unit_test(t_valkey_server_hangs_up),
         cmocka_unit_test(t_valkey_bad_replies),
+        cmocka_unit_test(t_valkey_set_replies),
         cmocka_unit_test(t_valkey_auth_error_hides_password),
         cmocka_unit_test(t_valkey_tls_to_plain_server),
         cmocka_unit_test(t_valkey_tls_bad_ca_file),
