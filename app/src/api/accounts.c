@@ -338,6 +338,8 @@ void kiln_accounts_init(const struct kiln_config *cfg)
     HMAC(EVP_sha256(), cfg->secret_key_base, (int)cfg->secret_key_base_len,
          (const unsigned char *)label, sizeof label - 1, code_key, &n);
     kiln_password_init(cfg->password_min_length, cfg->password_hash_concurrency);
+    kiln_factors_init(cfg);
+    kiln_passkeys_init(cfg);
     kiln_mail_init(cfg);
     /* Mail retries for about a day (1 s doubling to an hour, 30 tries). */
     kiln_job_register(&(struct kiln_job_kind){ .name = MAIL_KIND, .run = run_mail,
@@ -711,6 +713,8 @@ void api_password_login(struct kiln_req *req, struct kiln_res *res)
                           3, NULL) == 0)
             kiln_log(KILN_LOG_INFO, "password hash upgraded", "user_id", uid, NULL);
     }
+    if (api_mfa_required(req, res, uid, "password", email))
+        return;
     struct kiln_session_user u = { uid,
                                    kiln_db_text(&rows, 0, 3).p,
                                    kiln_db_is_null(&rows, 0, 4) ? NULL : kiln_db_text(&rows, 0, 4).p,
@@ -1057,6 +1061,8 @@ void api_email_verify(struct kiln_req *req, struct kiln_res *res)
     }
     if (created)
         kiln_audit_record(req, user, "signup", "email code");
+    if (api_mfa_required(req, res, user, "email", email))
+        return;
     kiln_str id = kiln_str_c(user);
     err = kiln_db_query(db, req->arena,
                         "SELECT email, name, first_name, last_name, image FROM users WHERE id = $1",

@@ -89,6 +89,29 @@ void api_password_change(struct kiln_req *req, struct kiln_res *res);
 void api_password_reset(struct kiln_req *req, struct kiln_res *res);
 void api_password_reset_confirm(struct kiln_req *req, struct kiln_res *res);
 void api_email_code(struct kiln_req *req, struct kiln_res *res);
+/* factors.c: TOTP and the second step (docs/AUTHENTICATION.md) */
+void api_totp_show(struct kiln_req *req, struct kiln_res *res);
+void api_totp_enrol(struct kiln_req *req, struct kiln_res *res);
+void api_totp_confirm(struct kiln_req *req, struct kiln_res *res);
+void api_totp_disable(struct kiln_req *req, struct kiln_res *res);
+void api_mfa_verify(struct kiln_req *req, struct kiln_res *res);
+void kiln_factors_init(const struct kiln_config *cfg);
+/* passkeys.c: WebAuthn ceremonies (docs/AUTHENTICATION.md) */
+#define API_PASSKEY_NAME_MAX 100         /* a passkey's name, in bytes */
+void api_passkeys_options(struct kiln_req *req, struct kiln_res *res);
+void api_passkeys_create(struct kiln_req *req, struct kiln_res *res);
+void api_passkeys_list(struct kiln_req *req, struct kiln_res *res);
+void api_passkeys_delete(struct kiln_req *req, struct kiln_res *res);
+void api_passkey_login_options(struct kiln_req *req, struct kiln_res *res);
+void api_passkey_login(struct kiln_req *req, struct kiln_res *res);
+void kiln_passkeys_init(const struct kiln_config *cfg);
+void api_test_passkeys_page(struct kiln_req *req, struct kiln_res *res);
+/* After a first factor (method "password", "email") proved user: when the
+ * user has a confirmed second factor, answer 202 mfa_required (a pending
+ * sign-in for POST /auth/mfa) and return 1; also 1 after answering an
+ * error; 0 when no second step is needed (start the session). */
+int api_mfa_required(struct kiln_req *req, struct kiln_res *res, const char *user,
+                     const char *method, const char *provider_uid);
 void api_email_verify(struct kiln_req *req, struct kiln_res *res);
 /* The password rules, the mailer and the mail job kind; before the jobs
  * start. */

@@ -9,11 +9,13 @@
  * nothing. The callback checks the state against the cookie, takes the kv
  * entry (get and delete in one step: of concurrent replays exactly one
  * wins), exchanges the code with its verifier (auth/oidc.c verifies the ID
- * token against its nonce), finds or creates the user, and starts a
- * brand-new session. Every failure redirects to AUTH_FAILURE_REDIRECT with
- * ?error=<reason> and logs one warning line, never a token; a store that
- * failed is logged as kiln_res_fail would (an outage line, or an error line
- * for a bug).
+ * token against its nonce), finds or creates the user (auth/users.c: a
+ * first login joins the account that has its address only when the
+ * provider and the account have both proven it, and is refused with
+ * account_exists otherwise), and starts a brand-new session. Every
+ * failure redirects to AUTH_FAILURE_REDIRECT with ?error=<reason> and logs
+ * one warning line, never a token; a store that failed is logged as
+ * kiln_res_fail would (an outage line, or an error line for a bug).
  *
  * The JSON routes answer every store error through kiln_res_fail.
  */
@@ -338,15 +340,26 @@ void api_auth_callback(struct kiln_req *req, struct kiln_res *res)
         fail_login(req, res, name, reason ? reason : "invalid_token");
         return;
     }
-    struct kiln_user_profile pr = { id.email, id.name, id.first_name, id.last_name, id.picture };
+    struct kiln_user_profile pr = { id.email,     id.name,    id.first_name,
+                                    id.last_name, id.picture, id.email_verified };
     if (kiln_provider_form_post(p))
         apple_name(req, &pr);
     const char *user_id = NULL;
     struct kiln_user_profile st;
-    err = kiln_user_login(app_db(req), req->arena, name, id.subject, &pr, &user_id, &st);
+    enum kiln_user_outcome outcome;
+    err = kiln_user_login(app_db(req), req->arena, name, id.subject, &pr, KILN_USER_LINK_VERIFIED,
+                          &user_id, &st, &outcome);
     if (err) {
         fail_login_store(req, res, name, err, "Database", "login: user",
                          kiln_db_last_error(app_db(req)));
+        return;
+    }
+    if (outcome == KILN_USER_REFUSED) {
+        /* Someone has an account with this address, and the provider did
+         * not vouch for it or the account never proved it: no takeover
+         * through an unchecked address. The reason says so; the log line
+         * and the audit row carry no address. */
+        fail_login(req, res, name, "account_exists");
         return;
     }
     struct kiln_session_user u = { user_id, st.email, st.name, st.first_name, st.last_name,
@@ -357,8 +370,8 @@ void api_auth_callback(struct kiln_req *req, struct kiln_res *res)
         return;
     }
     set_cookie(req, res, KILN_LOGIN_COOKIE, KILN_STR(""), "/auth", 0, login_same_site(req));
-    kiln_log(KILN_LOG_INFO, "login", "provider", name, "user_id", user_id, "request_id",
-             req->request_id, NULL);
+    kiln_log(KILN_LOG_INFO, "login", "provider", name, "user_id", user_id, "identity",
+             kiln_user_outcome_name(outcome), "request_id", req->request_id, NULL);
     redirect(res, req->config->auth_success_redirect);
 }
 
@@ -477,10 +490,13 @@ void api_dev_login(struct kiln_req *req, struct kiln_res *res)
         json_decref(in);
         return;
     }
+    /* The address is whatever was typed: never verified, never joined to
+     * an account that has it (KILN_USER_LINK_NEVER), so the development
+     * login reaches only users of its own. */
     struct kiln_user_profile pr = { kiln_arena_strndup(req->arena, email, strlen(email)),
                                     name ? kiln_arena_strndup(req->arena, name, strlen(name))
                                          : NULL,
-                                    NULL, NULL, NULL };
+                                    NULL, NULL, NULL, false };
     json_decref(in);
     if (pr.name) {
         const char *sp = strchr(pr.name, ' ');
@@ -490,7 +506,9 @@ void api_dev_login(struct kiln_req *req, struct kiln_res *res)
     }
     const char *user_id = NULL;
     struct kiln_user_profile st;
-    int err = kiln_user_login(app_db(req), req->arena, "dev", pr.email, &pr, &user_id, &st);
+    enum kiln_user_outcome outcome;
+    int err = kiln_user_login(app_db(req), req->arena, "dev", pr.email, &pr, KILN_USER_LINK_NEVER,
+                              &user_id, &st, &outcome);
     if (err == KILN_EINVAL) {
         kiln_res_error(req, res, 422, "validation_failed", "Validation failed",
                        json_pack("{s:[s]}", "email", "is invalid"));

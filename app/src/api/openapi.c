@@ -95,6 +95,10 @@ static const struct {
     HANDLER(api_password_register), HANDLER(api_password_login), HANDLER(api_password_verify),
     HANDLER(api_password_change), HANDLER(api_email_code), HANDLER(api_email_verify),
     HANDLER(api_password_reset), HANDLER(api_password_reset_confirm),
+    HANDLER(api_totp_show), HANDLER(api_totp_enrol), HANDLER(api_totp_confirm),
+    HANDLER(api_totp_disable), HANDLER(api_mfa_verify), HANDLER(api_passkeys_options),
+    HANDLER(api_passkeys_create), HANDLER(api_passkeys_list), HANDLER(api_passkeys_delete),
+    HANDLER(api_passkey_login_options), HANDLER(api_passkey_login),
 };
 #undef HANDLER
 
@@ -142,6 +146,7 @@ static const struct {
     { "schemas/NewPassword", "minLength", KILN_PASSWORD_MIN_FLOOR },
     { "schemas/NewPassword", "maxLength", KILN_PASSWORD_MAX_CHARS },
     { "schemas/EmailCode", "maxLength", API_EMAIL_CODE_MAX },
+    { "schemas/PasskeyName", "maxLength", API_PASSKEY_NAME_MAX },
 };
 
 /* ---- the answers of the server and the guard ---- */

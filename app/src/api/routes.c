@@ -55,6 +55,12 @@ static const struct kiln_route before[] = {
       KILN_ROUTE_BLOCKING, NULL },
     { KILN_POST, KILN_SCOPE_ROOT, "/auth/password/reset/confirm", kiln_guard_public,
       api_password_reset_confirm, KILN_ROUTE_BLOCKING, NULL },
+    { KILN_POST, KILN_SCOPE_ROOT, "/auth/passkey/options", kiln_guard_public,
+      api_passkey_login_options, 0, NULL },
+    { KILN_POST, KILN_SCOPE_ROOT, "/auth/passkey/login", kiln_guard_public, api_passkey_login,
+      KILN_ROUTE_BLOCKING, NULL },
+    { KILN_POST, KILN_SCOPE_ROOT, "/auth/mfa", kiln_guard_public, api_mfa_verify,
+      KILN_ROUTE_BLOCKING, NULL },
     { KILN_POST, KILN_SCOPE_ROOT, "/auth/email/code", kiln_guard_public, api_email_code,
       KILN_ROUTE_BLOCKING, NULL },
     { KILN_POST, KILN_SCOPE_ROOT, "/auth/email/verify", kiln_guard_public, api_email_verify,
@@ -70,6 +76,23 @@ static const struct kiln_route before[] = {
 
     /* Protected: a session is required (cookie or Bearer). */
     { KILN_GET, KILN_SCOPE_API, "/me", kiln_guard_session, api_me, 0, NULL },
+    /* The second factor (factors.c). */
+    { KILN_GET, KILN_SCOPE_API, "/me/totp", kiln_guard_session, api_totp_show, 0, NULL },
+    { KILN_POST, KILN_SCOPE_API, "/me/totp", kiln_guard_session, api_totp_enrol,
+      KILN_ROUTE_BLOCKING, NULL }, /* the QR code: libqrencode loads, encodes */
+    { KILN_POST, KILN_SCOPE_API, "/me/totp/confirm", kiln_guard_session, api_totp_confirm, 0,
+      NULL },
+    { KILN_POST, KILN_SCOPE_API, "/me/totp/disable", kiln_guard_session, api_totp_disable, 0,
+      NULL },
+    /* Passkeys (passkeys.c): the checks load libcbor and verify
+     * signatures, so registration and sign-in run on the workers. */
+    { KILN_POST, KILN_SCOPE_API, "/me/passkeys/options", kiln_guard_session,
+      api_passkeys_options, 0, NULL },
+    { KILN_GET, KILN_SCOPE_API, "/me/passkeys", kiln_guard_session, api_passkeys_list, 0, NULL },
+    { KILN_POST, KILN_SCOPE_API, "/me/passkeys", kiln_guard_session, api_passkeys_create,
+      KILN_ROUTE_BLOCKING, NULL },
+    { KILN_DELETE, KILN_SCOPE_API, "/me/passkeys/:id", kiln_guard_session, api_passkeys_delete, 0,
+      NULL },
     /* The user's sessions, and ending them (sessions.c). */
     { KILN_GET, KILN_SCOPE_API, "/sessions", kiln_guard_session, api_sessions_list, 0, NULL },
     { KILN_DELETE, KILN_SCOPE_API, "/sessions", kiln_guard_session, api_sessions_delete_others, 0,
@@ -142,6 +165,8 @@ static const struct kiln_route after[] = {
       NULL },
     { KILN_GET, KILN_SCOPE_ROOT, "/_test/jobs", NULL, api_test_jobs_stats, KILN_ROUTE_INTERNAL,
       NULL },
+    { KILN_GET, KILN_SCOPE_ROOT, "/_test/passkeys", NULL, api_test_passkeys_page,
+      KILN_ROUTE_INTERNAL, NULL },
 };
 
 static struct kiln_route *table;

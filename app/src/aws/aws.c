@@ -106,7 +106,7 @@ static char *trim_slash(const char *u)
 }
 
 static const char *service_ids[] = { "SECRETS_MANAGER", "S3", "STS", "RDS", "ELASTICACHE", "ECS",
-                                      NULL };
+                                      "SES", NULL };
 
 void kiln_aws_setup(struct kiln_env_reader *e)
 {

@@ -413,9 +413,19 @@ static void account_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
     cfg->smtp_url = str_var(l, "SMTP_URL", NULL);
     cfg->email_from = str_var(l, "EMAIL_FROM", NULL);
     cfg->email_provider = str_var(l, "EMAIL_PROVIDER", cfg->smtp_url ? "smtp" : "log");
-    if (strcmp(cfg->email_provider, "log") && strcmp(cfg->email_provider, "smtp"))
-        kiln_env_problem(l, "EMAIL_PROVIDER must be log or smtp (got \"%.40s\")",
+    if (strcmp(cfg->email_provider, "log") && strcmp(cfg->email_provider, "smtp") &&
+        strcmp(cfg->email_provider, "ses"))
+        kiln_env_problem(l, "EMAIL_PROVIDER must be log, smtp or ses (got \"%.40s\")",
                          cfg->email_provider);
+    /* SES signs for a region and sends from an identity verified there
+     * (aws/aws.h reads the region, credentials and AWS_ENDPOINT_URL_SES). */
+    if (!strcmp(cfg->email_provider, "ses")) {
+        if (!cfg->email_from)
+            kiln_env_problem(l, "EMAIL_PROVIDER=ses needs EMAIL_FROM (an address or domain "
+                                "verified in SES, e.g. \"Example <no-reply@example.com>\")");
+        if (!kiln_env_value(l, "AWS_REGION") && !kiln_env_value(l, "AWS_DEFAULT_REGION"))
+            kiln_env_problem(l, "EMAIL_PROVIDER=ses needs AWS_REGION (the SES region)");
+    }
     if (!strcmp(cfg->email_provider, "smtp")) {
         if (!cfg->smtp_url)
             kiln_env_problem(l, "EMAIL_PROVIDER=smtp needs SMTP_URL (smtp:// or smtps://)");
@@ -428,6 +438,32 @@ static void account_vars(struct kiln_env_reader *l, struct kiln_config *cfg)
     if (cfg->email_from && strpbrk(cfg->email_from, "\r\n"))
         kiln_env_problem(l, "EMAIL_FROM must be one line");
     bool_var(l, "AUTH_EMAIL_CODE_SIGNUP", &cfg->auth_email_code_signup);
+    /* Passkeys belong to a relying party: a registrable domain the
+     * origins are on (WebAuthn 5.1.2); by default PUBLIC_URL's host and
+     * PUBLIC_URL itself. */
+    cfg->webauthn_origins = str_var(l, "WEBAUTHN_ORIGINS", cfg->public_url);
+    cfg->webauthn_rp_id = str_var(l, "WEBAUTHN_RP_ID", NULL);
+    if (!cfg->webauthn_rp_id) {
+        const char *h = strstr(cfg->public_url, "://");
+        h = h ? h + 3 : cfg->public_url;
+        cfg->webauthn_rp_id = kiln_strdup(h);
+        char *end = strpbrk(cfg->webauthn_rp_id, ":/");
+        if (end)
+            *end = '\0';
+    }
+    if (strpbrk(cfg->webauthn_rp_id, ":/ ") || !*cfg->webauthn_rp_id)
+        kiln_env_problem(l, "WEBAUTHN_RP_ID must be a host name (e.g. example.com)");
+    /* The issuer an authenticator app lists the account under: by default
+     * the public host (what a person recognises), without the scheme. */
+    cfg->totp_issuer = str_var(l, "TOTP_ISSUER", NULL);
+    if (!cfg->totp_issuer) {
+        const char *h = strstr(cfg->public_url, "://");
+        h = h ? h + 3 : cfg->public_url;
+        cfg->totp_issuer = kiln_strdup(h);
+        char *end = strpbrk(cfg->totp_issuer, ":/");
+        if (end)
+            *end = '\0';
+    }
     cfg->auth_verify_url = str_var(l, "AUTH_VERIFY_URL", NULL);
     if (!cfg->auth_verify_url)
         cfg->auth_verify_url = joined(cfg->public_url, "/auth/password/verify");
@@ -583,6 +619,9 @@ void kiln_config_free(struct kiln_config *cfg)
     free(cfg->email_from);
     free(cfg->auth_verify_url);
     free(cfg->auth_reset_url);
+    free(cfg->totp_issuer);
+    free(cfg->webauthn_rp_id);
+    free(cfg->webauthn_origins);
     if (cfg->secret_key_base_previous) {
         explicit_bzero(cfg->secret_key_base_previous, cfg->secret_key_base_previous_len);
         free(cfg->secret_key_base_previous);

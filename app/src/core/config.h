@@ -103,11 +103,14 @@ struct kiln_config {
     /* Accounts (docs/AUTHENTICATION.md, "Email and password") */
     unsigned password_min_length;  /* PASSWORD_MIN_LENGTH (8) */
     unsigned password_hash_concurrency; /* PASSWORD_HASH_CONCURRENCY (0: the CPUs) */
-    char *email_provider;          /* EMAIL_PROVIDER: "log" or "smtp" */
+    char *email_provider;          /* EMAIL_PROVIDER: "log", "smtp" or "ses" */
     char *email_from;              /* EMAIL_FROM */
     char *smtp_url;                /* SMTP_URL: a secret (its password) */
     char *auth_verify_url;         /* AUTH_VERIFY_URL: the link a verification mail carries */
     char *auth_reset_url;          /* AUTH_RESET_URL: the link a reset mail carries */
+    char *totp_issuer;             /* TOTP_ISSUER: the name authenticator apps show */
+    char *webauthn_rp_id;          /* WEBAUTHN_RP_ID: passkeys' relying party (PUBLIC_URL's host) */
+    char *webauthn_origins;        /* WEBAUTHN_ORIGINS: comma-separated (PUBLIC_URL) */
     bool auth_email_code_signup;   /* AUTH_EMAIL_CODE_SIGNUP: a code may create a user (false) */
     unsigned job_busy_percent;     /* JOB_BUSY_PERCENT (10; 100: never yield) */
     unsigned job_retention_hours;  /* JOB_RETENTION_HOURS (24) */

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "aws/aws.h"
 #include "core/buf.h"
 #include "core/dl.h"
 #include "core/err.h"
@@ -48,29 +49,35 @@ bool kiln_mail_address_ok(const char *addr, size_t len)
 
 /* ---- the log provider ------------------------------------------------------ */
 
+/* text with every occurrence of secret (NULL or "": none) replaced by
+ * [redacted], so that a link or code never reaches the log, wherever the
+ * template (or an error a server sent back) put it. In a. */
+static const char *redacted(kiln_arena *a, const char *text, const char *secret)
+{
+    if (!secret || !*secret || !strstr(text, secret))
+        return text;
+    size_t sl = strlen(secret);
+    kiln_buf b;
+    /* Each occurrence grows by at most strlen("[redacted]"). */
+    kiln_buf_init(&b, strlen(text) / sl * 10 + strlen(text) + 1);
+    for (const char *p = text, *hit; *p; p = hit + sl) {
+        hit = strstr(p, secret);
+        if (!hit) {
+            kiln_buf_append_c(&b, p);
+            break;
+        }
+        kiln_buf_append(&b, p, (size_t)(hit - p));
+        kiln_buf_append_c(&b, "[redacted]");
+    }
+    const char *out = kiln_arena_strndup(a, b.p ? b.p : "", b.len);
+    kiln_buf_free(&b);
+    return out;
+}
+
 static int send_log(kiln_arena *a, const struct kiln_mail *m)
 {
-    const char *text = m->text;
-    if (m->secret && *m->secret) {
-        /* Every occurrence of the secret, so that a link or code never
-         * reaches the log, wherever the template put it. */
-        kiln_buf b;
-        kiln_buf_init(&b, strlen(text) + 16);
-        size_t sl = strlen(m->secret);
-        for (const char *p = text, *hit; *p; p = hit + sl) {
-            hit = strstr(p, m->secret);
-            if (!hit) {
-                kiln_buf_append_c(&b, p);
-                break;
-            }
-            kiln_buf_append(&b, p, (size_t)(hit - p));
-            kiln_buf_append_c(&b, "[redacted]");
-        }
-        text = kiln_arena_strndup(a, b.p, b.len);
-        kiln_buf_free(&b);
-    }
     kiln_log(KILN_LOG_INFO, "mail not sent (EMAIL_PROVIDER=log)", "to", m->to, "subject",
-             m->subject, "text", text, NULL);
+             m->subject, "text", redacted(a, m->text, m->secret), NULL);
     return 0;
 }
 
@@ -207,6 +214,115 @@ static int send_smtp(kiln_arena *a, const struct kiln_mail *m, char *err, size_t
     return code >= 500 && code < 600 ? KILN_EINVAL : KILN_EUNAVAILABLE;
 }
 
+/* ---- Amazon SES --------------------------------------------------------------- */
+
+#define SES_TIMEOUT_MS 15000
+#define SES_MAX_ANSWER (64 * 1024)
+
+/* &name=value, the value percent-encoded (application/x-www-form-urlencoded
+ * as AWS's Query protocol reads it: RFC 3986 unreserved kept). */
+static void form_field(kiln_buf *b, const char *name, const char *value)
+{
+    kiln_buf_printf(b, "&%s=", name);
+    kiln_uri_encode(b, value, strlen(value), false);
+}
+
+/* The text of the first <tag>…</tag> of an SES answer into out (cap bytes,
+ * control characters made spaces: it goes into a log line); "" when
+ * absent. Errors: <ErrorResponse><Error><Type/><Code/><Message/></Error>. */
+static void xml_text(const char *xml, const char *tag, char *out, size_t cap)
+{
+    char open[32], close[32];
+    snprintf(open, sizeof open, "<%s>", tag);
+    snprintf(close, sizeof close, "</%s>", tag);
+    out[0] = '\0';
+    const char *p = strstr(xml, open);
+    if (!p)
+        return;
+    p += strlen(open);
+    const char *e = strstr(p, close);
+    if (!e)
+        return;
+    snprintf(out, cap, "%.*s", (int)(e - p), p);
+    for (char *c = out; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = ' ';
+}
+
+/* SES's verdict on a refused send: throttling (the sending rate or the
+ * daily quota: 400 Throttling in the Query API; 429 in front of it) and
+ * any 5xx pass later, so the job retries; everything else (MessageRejected:
+ * an unverified identity, the sandbox; a suppressed address; a refused
+ * signature or permission) will not until someone changes something, so
+ * the job ends dead with the reason. */
+static int ses_verdict(long status, const char *code)
+{
+    if (status >= 500 || status == 429 || !strcmp(code, "Throttling") ||
+        !strcmp(code, "ThrottlingException"))
+        return KILN_EUNAVAILABLE;
+    return KILN_EINVAL;
+}
+
+/*
+ * SES v1 SendEmail (Query protocol, Version 2010-12-01, signing name "ses")
+ * to kiln_aws_endpoint("SES", "email"): AWS_ENDPOINT_URL_SES,
+ * AWS_ENDPOINT_URL or https://email.<region>.amazonaws.com. The form body
+ * holds the text (its link or code): wiped after sending and never logged.
+ */
+static int send_ses(kiln_arena *a, const struct kiln_mail *m, char *err, size_t errlen)
+{
+    const char *region = kiln_aws_region();
+    char url[512];
+    if (kiln_aws_endpoint("SES", "email", region, url, sizeof url - 1) != 0) {
+        snprintf(err, errlen, "ses: no region (AWS_REGION) and no endpoint");
+        return KILN_EINVAL;
+    }
+    strcat(url, "/");
+
+    /* Percent-encoding at most triples each byte. */
+    size_t max = 3 * (strlen(M.from) + strlen(m->to) + strlen(m->subject) + strlen(m->text)) + 512;
+    kiln_buf body;
+    kiln_buf_init(&body, max);
+    kiln_buf_append_c(&body, "Action=SendEmail&Version=2010-12-01");
+    form_field(&body, "Source", M.from);
+    form_field(&body, "Destination.ToAddresses.member.1", m->to);
+    form_field(&body, "Message.Subject.Data", m->subject);
+    form_field(&body, "Message.Subject.Charset", "UTF-8");
+    form_field(&body, "Message.Body.Text.Data", m->text);
+    form_field(&body, "Message.Body.Text.Charset", "UTF-8");
+
+    struct kiln_aws_call call = {
+        .service = "ses", .region = region, .method = "POST", .url = url,
+        .body = body.p, .body_len = body.len,
+        .content_type = "application/x-www-form-urlencoded; charset=utf-8",
+        .timeout_ms = SES_TIMEOUT_MS, .max_body = SES_MAX_ANSWER,
+    };
+    struct kiln_http_response res;
+    char why[256];
+    int rc = kiln_aws_request(&call, &res, why, sizeof why);
+    explicit_bzero(body.p, body.len);
+    kiln_buf_free(&body);
+    if (rc) {
+        /* No credentials yet, no connection, a timeout: all may pass. A
+         * URL that cannot be parsed will not. */
+        snprintf(err, errlen, "ses: %s", why);
+        rc = rc == KILN_EINVAL ? KILN_EINVAL : KILN_EUNAVAILABLE;
+    } else if (res.status != 200) {
+        char code[64], msg[256];
+        const char *xml = res.body.p ? res.body.p : "";
+        xml_text(xml, "Code", code, sizeof code);
+        xml_text(xml, "Message", msg, sizeof msg);
+        /* SES's message may quote the request (an address, a parameter):
+         * never the secret. */
+        snprintf(err, errlen, "ses: SendEmail answered %ld%s%s%s%s", res.status,
+                 code[0] ? " " : "", code, msg[0] ? ": " : "",
+                 redacted(a, msg, m->secret));
+        rc = ses_verdict(res.status, code);
+    }
+    kiln_http_response_free(&res);
+    return rc;
+}
+
 int kiln_mail_send(kiln_arena *a, const struct kiln_mail *m, char *err, size_t errlen)
 {
     err[0] = '\0';
@@ -216,5 +332,7 @@ int kiln_mail_send(kiln_arena *a, const struct kiln_mail *m, char *err, size_t e
     }
     if (!strcmp(M.provider, "smtp") && M.smtp_url && M.from)
         return send_smtp(a, m, err, errlen);
+    if (!strcmp(M.provider, "ses") && M.from)
+        return send_ses(a, m, err, errlen);
     return send_log(a, m);
 }

@@ -105,7 +105,7 @@ def apple_key():
 def start_kiln(factory, **env):
     """Start a kiln through a conftest factory (``kiln`` or ``module_kiln``)
     with PORT chosen here, so that PUBLIC_URL can name it."""
-    port = kilnhttp.free_port()
+    port = env.get("PORT") or kilnhttp.free_port()
     env["PORT"] = port
     env.setdefault("PUBLIC_URL", f"http://127.0.0.1:{port}")
     env.setdefault("SECRET_KEY_BASE", secret_key_base())

@@ -24,6 +24,10 @@ it:
   Query protocol, form body, XML answers), handing each user's new password
   list to a callback (the tests apply it to the real Redis with ACL
   SETUSER).  Both SigV4-checked like Secrets Manager.
+* ``SesFake``: SES v1 SendEmail (the Query protocol, signing name "ses"),
+  SigV4-checked the same way, recording each message (source, recipient,
+  subject, text) and answering MessageRejected, Throttling or 503 on
+  demand (test_mail_ses.py).
 * ``LambdaRuntimeFake``: the Lambda Runtime API a custom runtime polls
   (invocation/next as a long poll, response, error, init/error);
   ``invoke()`` hands it one event and waits for the function's answer.
@@ -1154,6 +1158,167 @@ class ElastiCacheFake(_SignedFake):
                 f"<Authentication><Type>password</Type><PasswordCount>{len(pws)}</PasswordCount>"
                 f"</Authentication></ModifyUserResult><ResponseMetadata><RequestId>"
                 f"{uuid.uuid4()}</RequestId></ResponseMetadata></ModifyUserResponse>")
+        return 200, {"Content-Type": "text/xml"}, body.encode()
+
+
+# --------------------------------------------------------------------------
+# SES (SendEmail)
+# --------------------------------------------------------------------------
+
+class SesFake(_SignedFake):
+    """Amazon SES v1 SendEmail (the Query protocol: a form POST to /,
+    Version 2010-12-01, signing name "ses"; XML answers), SigV4-checked like
+    the others.  Every accepted message goes to ``messages`` as a dict
+    (source, to: [addresses], subject, text, subject_charset, text_charset,
+    message_id, access_key, time); ``wait_for(addr)`` waits for them.  A
+    form missing a required field, or with fields SendEmail does not take
+    or that this fake does not expect of Kiln (CC, BCC, HTML, reply-to…),
+    answers InvalidParameterValue and is recorded in ``bad_forms``.
+    ``fail_next(status, code, message, times=1, to=None)`` queues refusals
+    answered (in order) before a message (to ``to``, or any) is accepted:
+    ``reject()`` (400 MessageRejected), ``throttle()`` (400 Throttling, what
+    SES answers past the sending rate), ``unavailable()`` (503
+    ServiceUnavailable).
+    ``sends``: (to, status, error code or None, time) of every SendEmail call
+    that passed the signature check, refused or not."""
+
+    SERVICE = "ses"
+    XMLNS = "http://ses.amazonaws.com/doc/2010-12-01/"
+    REQUIRED = ("Action", "Version", "Source", "Destination.ToAddresses.member.1",
+                "Message.Subject.Data", "Message.Body.Text.Data")
+    OPTIONAL = ("Message.Subject.Charset", "Message.Body.Text.Charset")
+
+    def __init__(self, store, **kw):
+        super().__init__(store, **kw)
+        self.messages = []
+        self.sends = []
+        self.bad_forms = []
+        self._failures_queued = collections.deque()
+        self._cv = threading.Condition(self._lock)
+
+    # -- steering ------------------------------------------------------------------
+    def fail_next(self, status, code, message, times=1, to=None):
+        """The next ``times`` sends (to ``to`` only, when given) answer
+        ``status`` with this error."""
+        with self._lock:
+            self._failures_queued.extend([(to, status, code, message)] * times)
+
+    def reject(self, to=None, times=1,
+               message="Email address is not verified. The following identities failed the "
+                       "check in region US-EAST-1: no-reply@kiln.test"):
+        self.fail_next(400, "MessageRejected", message, times, to)
+
+    def throttle(self, to=None, times=1):
+        self.fail_next(400, "Throttling", "Maximum sending rate exceeded.", times, to)
+
+    def unavailable(self, to=None, times=1):
+        self.fail_next(503, "ServiceUnavailable", "Service is unavailable. Try again later.",
+                       times, to)
+
+    def _take_failure(self, to):
+        for i, f in enumerate(self._failures_queued):
+            if f[0] is None or f[0] == to:
+                del self._failures_queued[i]
+                return f[1:]
+        return None
+
+    # -- reading -------------------------------------------------------------------
+    def messages_to(self, addr):
+        with self._lock:
+            return [m for m in self.messages if addr in m["to"]]
+
+    def sends_to(self, addr):
+        """The SendEmail calls to ``addr`` that passed the signature check,
+        answered: [(status, error code or None, time)]."""
+        with self._lock:
+            return [(st, code, t) for to, st, code, t in self.sends if to == addr]
+
+    def wait_for(self, addr, count=1, timeout=15.0):
+        """The first ``count`` messages accepted for ``addr``, waiting for them."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                got = [m for m in self.messages if addr in m["to"]]
+                if len(got) >= count:
+                    return got[:count]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"SES: no message #{count} to {addr} within {timeout} s "
+                                         f"(got {len(got)}; calls: {self.calls[-5:]})")
+                self._cv.wait(left)
+
+    def wait_sends(self, addr, count, timeout=15.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.sends_to(addr)
+            if len(got) >= count:
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(f"SES: {len(got)} SendEmail calls to {addr} within "
+                                     f"{timeout} s, want {count}")
+            time.sleep(0.05)
+
+    # -- the protocol ----------------------------------------------------------------
+    def _error(self, call, status, code, message, kind="Sender"):
+        call.error, call.detail = code, message
+        body = (f'<ErrorResponse xmlns="{self.XMLNS}"><Error><Type>{kind}</Type>'
+                f"<Code>{code}</Code><Message>{message}</Message></Error>"
+                f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>")
+        return status, {"Content-Type": "text/xml"}, body.encode()
+
+    def handle(self, call):
+        if call.method != "POST" or urllib.parse.urlsplit(call.path).path != "/":
+            return self._error(call, 404, "UnknownOperation", "not found")
+        try:
+            creds = self._verify(call)
+        except AuthError as e:
+            return self._error(call, e.status, e.code, e.message)
+        ctype = (call.header("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/x-www-form-urlencoded":
+            return self._error(call, 400, "InvalidParameterValue", f"Content-Type {ctype!r}")
+        try:
+            pairs = urllib.parse.parse_qsl(call.body.decode("utf-8"), keep_blank_values=True,
+                                           strict_parsing=True, errors="strict")
+        except (UnicodeDecodeError, ValueError) as e:
+            return self._error(call, 400, "InvalidParameterValue", f"form: {e}")
+        form = dict(pairs)
+        if form.get("Action") != "SendEmail" or form.get("Version") != "2010-12-01":
+            return self._error(call, 400, "InvalidAction",
+                               f"{form.get('Action')!r} (version {form.get('Version')!r})")
+        problems = []
+        if len(form) != len(pairs):
+            problems.append("a field given twice")
+        problems += [f"{k} missing" for k in self.REQUIRED if not form.get(k)]
+        problems += [f"{k} not expected" for k in form if k not in self.REQUIRED + self.OPTIONAL]
+        problems += [f"{k} is {form[k]!r}" for k in self.OPTIONAL
+                     if k in form and form[k].upper() != "UTF-8"]
+        to = form.get("Destination.ToAddresses.member.1")
+        failure = None
+        with self._lock:
+            if problems:
+                self.bad_forms.append((call, form, problems))
+                failure = (400, "InvalidParameterValue", "; ".join(problems))
+            else:
+                failure = self._take_failure(to)
+            if failure is not None:
+                self.sends.append((to, failure[0], failure[1], call.time))
+        if failure is not None:
+            status, code, message = failure
+            return self._error(call, status, code, message,
+                               kind="Receiver" if status >= 500 else "Sender")
+        msg_id = f"0100{uuid.uuid4().hex}-{uuid.uuid4()}-000000"
+        with self._cv:
+            self.sends.append((to, 200, None, call.time))
+            self.messages.append({
+                "source": form["Source"], "to": [form["Destination.ToAddresses.member.1"]],
+                "subject": form["Message.Subject.Data"], "text": form["Message.Body.Text.Data"],
+                "subject_charset": form.get("Message.Subject.Charset"),
+                "text_charset": form.get("Message.Body.Text.Charset"),
+                "message_id": msg_id, "access_key": creds.access_key, "time": time.time()})
+            self._cv.notify_all()
+        body = (f'<SendEmailResponse xmlns="{self.XMLNS}"><SendEmailResult>'
+                f"<MessageId>{msg_id}</MessageId></SendEmailResult><ResponseMetadata>"
+                f"<RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata></SendEmailResponse>")
         return 200, {"Content-Type": "text/xml"}, body.encode()
 
 

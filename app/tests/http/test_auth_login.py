@@ -9,11 +9,22 @@ fresh session on every login.
 Every failure must be a 302 to AUTH_FAILURE_REDIRECT?error=<code>, never a
 500, with one warning log line naming the reason, and no code, token,
 client secret or cookie in kiln's output.
+
+One person, many ways in (the last part): a first login whose address a
+user already has joins that user (same notes from either way in) only when
+the ID token's email_verified says so (true, or Apple's "true") and the
+account's address is verified (a password account through its mailed
+link); otherwise account_exists, with an audit row and nothing created. A
+fresh address makes a user whose address counts as verified (an email code
+then reaches it); racing first logins end in one user; the development
+login keeps to its own users. Those tests get an instance with real mail
+(aiosmtpd) and, on PostgreSQL, a database of their own.
 """
 
 import base64
 import json
 import re
+import sqlite3
 import time
 import urllib.parse
 import uuid
@@ -23,6 +34,7 @@ import pytest
 import authkit as ak
 from authkit import mock, oidc_kiln, plain_kiln  # noqa: F401 (fixtures)
 import kilnhttp
+import mailkit
 
 
 def profile_for(mock, tag="ada", **extra):
@@ -186,8 +198,10 @@ def test_apple_login_cookie_survives_the_cross_site_post(kiln, mock):
     assert c.attr("secure") is True and str(c.attr("samesite")).lower() == "none", c
     q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(r.headers["location"]).query))
     assert q["redirect_uri"] == "https://kiln.example.com/auth/apple/callback", q
-    # The whole login over "HTTPS": the session cookie is Secure.
-    mock.profile(sub="001.https." + uuid.uuid4().hex, email="h@example.com")
+    # The whole login over "HTTPS": the session cookie is Secure. (An
+    # address of its own: on a shared database a fixed one would belong to
+    # the previous run's user, unverified, and the login be refused.)
+    mock.profile(sub="001.https." + uuid.uuid4().hex, email=ak.unique_email("https"))
     _, cookie = ak.login(srv, mock, "apple")
     ak.assert_me(ak.me(srv, cookie), provider="apple")
 
@@ -476,13 +490,18 @@ def login_user_id(srv, flow):
 
 
 def test_same_subject_at_two_providers_is_two_people(oidc_kiln, mock):
+    """Subjects are the provider's own: the same one at two providers is
+    no evidence of one person (an address both vouch for would be: see the
+    linking tests below, so here the addresses differ)."""
     sub = "shared-" + uuid.uuid4().hex[:8]
     profile_for(mock, sub=sub)
     f1, c1 = ak.login(oidc_kiln, mock, "mock")
+    profile_for(mock, sub=sub, email=ak.unique_email("other"))
     f2, c2 = ak.login(oidc_kiln, mock, "google")
     ak.assert_me(ak.me(oidc_kiln, c1), provider="mock", provider_uid=sub)
     ak.assert_me(ak.me(oidc_kiln, c2), provider="google", provider_uid=sub)
     assert login_user_id(oidc_kiln, f1) != login_user_id(oidc_kiln, f2)
+    profile_for(mock, sub=sub)
     f3, _ = ak.login(oidc_kiln, mock, "mock")
     assert login_user_id(oidc_kiln, f3) == login_user_id(oidc_kiln, f1)
 
@@ -676,3 +695,321 @@ def test_session_store_outage_during_login(kiln, mock, services):
             "no outage line at the callback"
     finally:
         services.ctl("start1", name)
+
+
+# --------------------------------------------------------------------------
+# one person, many ways in: a first login joins the account that has its
+# address only when the provider and the account have both verified it
+# --------------------------------------------------------------------------
+
+SLOW = 3 if kilnhttp.SANITIZED else 1
+PASSWORD = "copper-lantern-orchard"
+
+
+@pytest.fixture(scope="module")
+def link_kiln(own_db, smtp, module_kiln):
+    """Providers and accounts together, with real mail. On PostgreSQL a
+    database of its own: any instance runs any queued mail job, and one of
+    another module must not take this module's."""
+    why = ak.mock_problem()
+    if why:
+        pytest.fail(why, pytrace=False)
+    return ak.start_kiln(module_kiln, JOB_POLL_MS=100, **own_db(), **smtp.env(),
+                         **ak.provider_env(ak.OidcMock.shared()))
+
+
+def post_json(srv, path, body, cookie=None):
+    return ak.call(srv, "POST", path, json_body=body, timeout=30 * SLOW,
+                   cookies={ak.SESSION_COOKIE: cookie} if cookie else None)
+
+
+def password_account(srv, smtp, email, verify=True):
+    """Sign-up through POST /auth/password/register; with verify, the
+    mailed link's token proves the address. Returns the token."""
+    r = post_json(srv, "/auth/password/register",
+                  {"email": email, "password": PASSWORD, "name": "Ann Account"})
+    assert r.status == 202, r
+    [msg] = smtp.wait_for(email, timeout=15 * SLOW)
+    token = mailkit.token_of(msg)
+    if verify:
+        r = post_json(srv, "/auth/password/verify", {"token": token})
+        assert r.status == 200, r
+    return token
+
+
+def password_session(srv, email):
+    r = post_json(srv, "/auth/password/login", {"email": email, "password": PASSWORD})
+    assert r.status == 200, r
+    return ak.assert_session_cookie(r)
+
+
+def write_note(srv, cookie, title):
+    r = post_json(srv, "/api/v1/notes", {"title": title, "content": "one person"}, cookie)
+    assert r.status == 201, r
+    return r.json()["data"]["id"]
+
+
+def note_ids(srv, cookie):
+    r = ak.call(srv, "GET", "/api/v1/notes?limit=100", cookies={ak.SESSION_COOKIE: cookie})
+    assert r.status == 200, r
+    return {n["id"] for n in r.json()["data"]}
+
+
+def vouching(mock, email, verified=True, tag="link"):
+    """The provider's next ID tokens: a new subject with this address;
+    ``verified`` is the email_verified claim (None: no claim at all)."""
+    sub = f"{tag}-{uuid.uuid4().hex[:12]}"
+    claims = dict(sub=sub, email=email, name="Ann Provider", given_name="Ann",
+                  family_name="Provider")
+    if verified is not None:
+        claims["email_verified"] = verified
+    mock.profile(**claims)
+    return sub
+
+
+def login_line(srv, flow):
+    """kiln's "login" log line for this callback."""
+    return srv.wait_log(lambda r: r.get("request_id") == flow.request_id
+                        and r.get("message") == "login")
+
+
+def db_rows(srv, sql, params=()):
+    """Rows of the instance's own database, behind its back (``?``
+    placeholders), as tuples of text ('' for NULL)."""
+    if kilnhttp.STORES == "embedded":
+        con = sqlite3.connect(srv.env["DB_PATH"], timeout=10)
+        try:
+            return [tuple("" if v is None else str(v) for v in row)
+                    for row in con.execute(sql, params).fetchall()]
+        finally:
+            con.close()
+    text = sql
+    for p in params:
+        text = text.replace("?", "'" + str(p).replace("'", "''") + "'", 1)
+    name = urllib.parse.urlsplit(srv.env["DATABASE_URL"]).path.lstrip("/")
+    return kilnhttp.services().rows(text, db=name)
+
+
+def identities_of(srv, provider, sub):
+    return db_rows(srv, "SELECT user_id FROM identities WHERE provider = ? AND subject = ?",
+                   (provider, sub))
+
+
+def users_with(srv, email):
+    return db_rows(srv, "SELECT id FROM users WHERE lower(email) = ?", (email.lower(),))
+
+
+def refused(flow, provider, sub, email):
+    """account_exists: the failure page, one warning line, an audit row
+    without the address, and nothing written for the identity."""
+    fail(flow, "account_exists")
+    rows = db_rows(flow.srv, "SELECT actor, target FROM audit WHERE request_id = ? AND "
+                   "action = 'login_failed'", (flow.request_id,))
+    assert rows == [("", f"{provider}: account_exists")], rows
+    assert email.lower() not in json.dumps(rows).lower()
+    mine = [r for r in ak.log_records_since(flow.srv, flow.log_offset)
+            if r.get("request_id") == flow.request_id]
+    assert email.lower() not in json.dumps(mine).lower(), f"the address is in the log: {mine}"
+    assert identities_of(flow.srv, provider, sub) == [], "a refused login left an identity"
+
+
+@pytest.mark.parametrize("provider,claim", [("mock", True), ("google", True), ("apple", "true")],
+                         ids=["generic", "google", "apple-string"])
+def test_provider_login_joins_the_verified_password_account(link_kiln, mock, smtp, provider, claim):
+    email = ak.unique_email("joined")
+    password_account(link_kiln, smtp, email)
+    by_password = password_session(link_kiln, email)
+    before = write_note(link_kiln, by_password, "written with the password")
+    # The provider's address in other letters: addresses compare without case.
+    sub = vouching(mock, email.upper(), claim)
+    flow, by_provider = ak.login(link_kiln, mock, provider)
+    assert login_line(link_kiln, flow).get("identity") == "linked"
+    ak.assert_me(ak.me(link_kiln, by_provider), provider=provider, provider_uid=sub)
+    # One user id: each way in sees what the other wrote.
+    assert before in note_ids(link_kiln, by_provider)
+    after = write_note(link_kiln, by_provider, f"written through {provider}")
+    assert {before, after} <= note_ids(link_kiln, by_password)
+    [(user_id,)] = identities_of(link_kiln, provider, sub)
+    assert login_line(link_kiln, flow)["user_id"] == user_id
+    assert [r[0] for r in users_with(link_kiln, email)] == [user_id]
+    # The next login is a known identity of the same user; the password
+    # still signs in.
+    again, cookie = ak.login(link_kiln, mock, provider)
+    assert login_line(link_kiln, again).get("identity") == "known"
+    assert {before, after} <= note_ids(link_kiln, cookie)
+    assert {before, after} <= note_ids(link_kiln, password_session(link_kiln, email))
+
+
+@pytest.mark.parametrize("provider,claim", [("mock", False), ("mock", None), ("mock", "false"),
+                                            ("google", False), ("apple", "false")],
+                         ids=["false", "missing", "string-false", "google-false", "apple-false"])
+def test_provider_that_does_not_vouch_for_the_address_is_refused(link_kiln, mock, smtp,
+                                                                 provider, claim):
+    email = ak.unique_email("owner")
+    password_account(link_kiln, smtp, email)
+    by_password = password_session(link_kiln, email)
+    note = write_note(link_kiln, by_password, "the owner's")
+    sub = vouching(mock, email, claim)
+    flow = ak.Login(link_kiln, mock, provider).run()
+    refused(flow, provider, sub, email)
+    assert len(users_with(link_kiln, email)) == 1
+    # The account is as it was.
+    assert note in note_ids(link_kiln, password_session(link_kiln, email))
+    # Nothing was created: once the provider vouches, the same identity
+    # joins the account (a user made by the refused login would be found
+    # instead, with none of the owner's notes).
+    mock.profile(sub=sub, email=email, email_verified=True, name="Ann Provider")
+    flow, cookie = ak.login(link_kiln, mock, provider)
+    assert login_line(link_kiln, flow).get("identity") == "linked"
+    assert note in note_ids(link_kiln, cookie)
+
+
+def test_an_account_nobody_verified_is_not_joined(link_kiln, mock, smtp):
+    email = ak.unique_email("unproven")
+    token = password_account(link_kiln, smtp, email, verify=False)
+    sub = vouching(mock, email, True)
+    flow = ak.Login(link_kiln, mock, "mock").run()
+    refused(flow, "mock", sub, email)
+    assert len(users_with(link_kiln, email)) == 1
+    r = post_json(link_kiln, "/auth/password/login", {"email": email, "password": PASSWORD})
+    kilnhttp.assert_error(r, 403, "email_not_verified")
+    # Once the owner proves the address, the same login joins.
+    assert post_json(link_kiln, "/auth/password/verify", {"token": token}).status == 200
+    note = write_note(link_kiln, password_session(link_kiln, email), "proven now")
+    flow, cookie = ak.login(link_kiln, mock, "mock")
+    assert login_line(link_kiln, flow).get("identity") == "linked"
+    assert note in note_ids(link_kiln, cookie)
+
+
+def test_a_fresh_address_makes_a_user_whose_address_is_verified(link_kiln, mock, smtp):
+    email = ak.unique_email("fresh")
+    sub = vouching(mock, email, True)
+    flow, by_provider = ak.login(link_kiln, mock, "google")
+    assert login_line(link_kiln, flow).get("identity") == "created"
+    ak.assert_me(ak.me(link_kiln, by_provider), email=email, provider="google", provider_uid=sub)
+    note = write_note(link_kiln, by_provider, "from google")
+    # The address counts as proven: a code by mail signs in (without
+    # AUTH_EMAIL_CODE_SIGNUP only an account's address gets one) as the
+    # same user.
+    assert post_json(link_kiln, "/auth/email/code", {"email": email}).status == 202
+    [msg] = smtp.wait_for(email, timeout=15 * SLOW)
+    code = re.search(r"code is (\d{6})\b", msg["text"])
+    assert code, f"no code mailed to a provider-verified address: {msg['subject']!r}"
+    r = post_json(link_kiln, "/auth/email/verify", {"email": email, "code": code.group(1)})
+    assert r.status == 200, r
+    assert note in note_ids(link_kiln, ak.assert_session_cookie(r))
+    # And another provider that vouches for it joins the same user.
+    vouching(mock, email, True)
+    flow, by_other = ak.login(link_kiln, mock, "mock")
+    assert login_line(link_kiln, flow).get("identity") == "linked"
+    assert note in note_ids(link_kiln, by_other)
+
+
+def test_an_address_no_provider_vouched_for_stays_unproven(link_kiln, mock, smtp):
+    email = ak.unique_email("unvouched")
+    vouching(mock, email, False)
+    flow, _ = ak.login(link_kiln, mock, "mock")
+    assert login_line(link_kiln, flow).get("identity") == "created"
+    # Not an account's proven address: a code request gets the notice.
+    assert post_json(link_kiln, "/auth/email/code", {"email": email}).status == 202
+    [msg] = smtp.wait_for(email, timeout=15 * SLOW)
+    assert msg["subject"] == "Sign-in attempt" and not re.search(r"\b\d{6}\b", msg["text"]), msg
+    # And a provider that does vouch cannot join that unverified user.
+    sub = vouching(mock, email, True)
+    flow = ak.Login(link_kiln, mock, "google").run()
+    refused(flow, "google", sub, email)
+
+
+def test_a_later_unvouched_address_does_not_inherit_the_proof(link_kiln, mock, smtp):
+    """A provider account whose address changes, unverified, to someone
+    else's: the stored, verified address stays, so that person's later
+    first login elsewhere does not join this user."""
+    mine, theirs = ak.unique_email("mine"), ak.unique_email("theirs")
+    sub = vouching(mock, mine, True)
+    flow, _ = ak.login(link_kiln, mock, "mock")
+    mock.profile(sub=sub, email=theirs, email_verified=False, name="Ann Provider")
+    _, cookie = ak.login(link_kiln, mock, "mock")
+    ak.assert_me(ak.me(link_kiln, cookie), email=mine, provider_uid=sub)
+    # The owner of the other address signs in through another provider
+    # that vouches for it: a user of their own.
+    vouching(mock, theirs, True)
+    other, _ = ak.login(link_kiln, mock, "google")
+    assert login_line(link_kiln, other).get("identity") == "created"
+    assert login_line(link_kiln, other)["user_id"] != login_line(link_kiln, flow)["user_id"]
+    # A changed address the provider vouches for replaces the stored one.
+    newer = ak.unique_email("newer")
+    mock.profile(sub=sub, email=newer, email_verified=True, name="Ann Provider")
+    _, cookie = ak.login(link_kiln, mock, "mock")
+    ak.assert_me(ak.me(link_kiln, cookie), email=newer, provider_uid=sub)
+
+
+def finish_together(flows):
+    """Every prepared callback at once (threads released together)."""
+    import concurrent.futures
+    import threading
+    gate = threading.Barrier(len(flows))
+
+    def one(flow):
+        gate.wait(timeout=30)
+        return flow.finish(timeout=30 * SLOW)
+
+    with concurrent.futures.ThreadPoolExecutor(len(flows)) as pool:
+        return list(pool.map(one, flows))
+
+
+def test_racing_first_logins_end_in_one_user(link_kiln, mock, smtp):
+    # One identity, many first logins at once, joining a verified account.
+    email = ak.unique_email("race")
+    password_account(link_kiln, smtp, email)
+    note = write_note(link_kiln, password_session(link_kiln, email), "before the race")
+    sub = vouching(mock, email, True)
+    flows = [ak.Login(link_kiln, mock, "mock").start().authorize() for _ in range(6)]
+    for r in finish_together(flows):
+        assert r.status == 302 and r.headers.get("location") == ak.SUCCESS_REDIRECT, r
+        assert note in note_ids(link_kiln, ak.assert_session_cookie(r))
+    assert len(identities_of(link_kiln, "mock", sub)) == 1
+    assert len(users_with(link_kiln, email)) == 1
+
+    # A fresh address, first logins through two providers at once: one
+    # creates the user, the other joins it (they take turns on the address).
+    for _ in range(5):
+        email = ak.unique_email("race-fresh")
+        vouching(mock, email, True)
+        flows = [ak.Login(link_kiln, mock, p).start().authorize()
+                 for p in ("mock", "google", "mock", "google")]
+        answers = finish_together(flows)
+        for r in answers:
+            assert r.status == 302 and r.headers.get("location") == ak.SUCCESS_REDIRECT, r
+        assert len(users_with(link_kiln, email)) == 1, users_with(link_kiln, email)
+        ids = {login_line(link_kiln, f)["user_id"] for f in flows}
+        assert len(ids) == 1, ids
+
+    # One identity whose address the provider does not vouch for: the
+    # first creates the user, the others find it (not a user with that
+    # address to refuse).
+    email = ak.unique_email("race-unvouched")
+    sub = vouching(mock, email, False)
+    flows = [ak.Login(link_kiln, mock, "mock").start().authorize() for _ in range(6)]
+    for r in finish_together(flows):
+        assert r.status == 302 and r.headers.get("location") == ak.SUCCESS_REDIRECT, r
+    assert len(identities_of(link_kiln, "mock", sub)) == 1
+    assert len(users_with(link_kiln, email)) == 1
+
+
+def test_dev_login_keeps_to_its_own_users(link_kiln, mock, smtp):
+    """POST /auth/dev/login (development only) joins no account and proves
+    no address: with a verified account's address it is a user of its own,
+    and a provider login with a dev user's address is refused."""
+    email = ak.unique_email("devowner")
+    password_account(link_kiln, smtp, email)
+    note = write_note(link_kiln, password_session(link_kiln, email), "the owner's")
+    _, dev = ak.dev_login(link_kiln, email=email)
+    assert note not in note_ids(link_kiln, dev)
+    _, dev_again = ak.dev_login(link_kiln, email=email)
+    assert note_ids(link_kiln, dev_again) == note_ids(link_kiln, dev)
+
+    only_dev = ak.unique_email("devonly")
+    ak.dev_login(link_kiln, email=only_dev)
+    sub = vouching(mock, only_dev, True)
+    flow = ak.Login(link_kiln, mock, "mock").run()
+    refused(flow, "mock", sub, only_dev)
