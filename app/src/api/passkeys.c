@@ -11,6 +11,11 @@
  * the RP, so nobody types an address); POST /auth/passkey/login with the
  * assertion starts a session.
  *
+ * User verification (a PIN, a fingerprint) is required at both ceremonies:
+ * a passkey sign-in asks for no second factor, so the passkey must be two
+ * factors itself (something held, and something known or been); an
+ * authenticator that only proves presence is refused.
+ *
  * A challenge is 32 random bytes kept five minutes in the kv store under
  * its hash, with what it is for (and for a registration, whose); the
  * ceremony takes it (GETDEL), so each works once. A passkey sign-in is a
@@ -209,7 +214,7 @@ void api_passkeys_options(struct kiln_req *req, struct kiln_res *res)
         "pubKeyCredParams", "type", "public-key", "alg", KILN_WEBAUTHN_ES256, "type", "public-key",
         "alg", KILN_WEBAUTHN_EDDSA, "type", "public-key", "alg", KILN_WEBAUTHN_RS256,
         "authenticatorSelection", "residentKey", "required", "requireResidentKey", 1,
-        "userVerification", "preferred", "attestation", "none", "timeout",
+        "userVerification", "required", "attestation", "none", "timeout",
         CHALLENGE_TTL_S * 1000, "excludeCredentials", exclude);
     json_decref(u);
     kiln_res_header(res, "cache-control", "no-store");
@@ -266,7 +271,7 @@ void api_passkeys_create(struct kiln_req *req, struct kiln_res *res)
     struct kiln_webauthn_rp p = rp();
     struct kiln_webauthn_credential c;
     const char *why = NULL;
-    err = kiln_webauthn_register(&p, cd, cd_len, ao, ao_len, challenge, false, &c, &why);
+    err = kiln_webauthn_register(&p, cd, cd_len, ao, ao_len, challenge, true, &c, &why);
     if (err) {
         kiln_audit_record(req, user, "passkey_refused", why);
         if (err == KILN_EINVAL)
@@ -371,7 +376,7 @@ void api_passkey_login_options(struct kiln_req *req, struct kiln_res *res)
     kiln_res_header(res, "cache-control", "no-store");
     kiln_res_json(req, res, 200,
                   json_pack("{s:s, s:s, s:i, s:s, s:[]}", "challenge", challenge, "rpId", W.rp_id,
-                            "timeout", CHALLENGE_TTL_S * 1000, "userVerification", "preferred",
+                            "timeout", CHALLENGE_TTL_S * 1000, "userVerification", "required",
                             "allowCredentials"));
 }
 
@@ -459,7 +464,7 @@ void api_passkey_login(struct kiln_req *req, struct kiln_res *res)
     bool uv = false;
     const char *why = NULL;
     err = kiln_webauthn_assert(&p, cd, cd_len, ad, ad_len, sig, sig_len, spki, spki_len, (int)alg,
-                               (uint32_t)stored, challenge, false, &count, &uv, &why);
+                               (uint32_t)stored, challenge, true, &count, &uv, &why);
     if (err) {
         if (err == KILN_EINVAL)
             login_refused(req, res, user, why ? why : "refused");

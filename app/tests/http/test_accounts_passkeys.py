@@ -16,7 +16,8 @@ What is checked:
     a sign-in challenge used to register, another user's registration
     challenge: 400 invalid_challenge;
   * refusals: a counter that does not move forward (a cloned
-    authenticator), a wrong origin, an unknown credential, a user handle
+    authenticator), presence without user verification (at sign-in and at
+    registration), a wrong origin, an unknown credential, a user handle
     of another user, a removed passkey: 401/400 invalid_credential;
   * every mode (KILN_STORES).
 """
@@ -123,6 +124,15 @@ def test_refusals(srv):
     # A counter that does not move forward: a cloned authenticator.
     r, _ = sign_in(srv, auth, count_step=0)
     kilnhttp.assert_error(r, 401, "invalid_credential")
+    # Presence without user verification: not a passkey sign-in.
+    r, _ = sign_in(srv, auth, flags=softauthn.UP)
+    kilnhttp.assert_error(r, 401, "invalid_credential")
+    opts = post(srv, "/api/v1/me/passkeys/options", jar=jar).json()
+    assert opts["authenticatorSelection"]["userVerification"] == "required", opts
+    r = post(srv, "/api/v1/me/passkeys",
+             softauthn.Authenticator(rp_id(srv)).create(opts, origin(srv),
+                                                        flags=softauthn.UP | softauthn.AT), jar)
+    kilnhttp.assert_error(r, 400, "invalid_credential")
     # Another origin.
     opts = post(srv, "/auth/passkey/options").json()
     r = post(srv, "/auth/passkey/login", auth.get(opts, "https://evil.example"))
