@@ -3,13 +3,13 @@
 // WebAuthn authenticator (CTAP2, internal, resident keys, user
 // verification), on the page Kiln serves for tests (GET /_test/passkeys,
 // whose script runs the ceremonies as a front end would). It signs in
-// (dev login), registers a passkey, signs out (the cookies cleared), signs
+// (dev login), registers a passkey, signs out (DELETE /auth/logout), signs
 // in with the passkey without typing an address, and reads /api/v1/me.
 // One JSON object a line on stdout:
 //
 //   {"ev":"login","status":200}
 //   {"ev":"register","status":201,"body":{...}}
-//   {"ev":"signed_out","me":401}
+//   {"ev":"signed_out","logout":302,"me":401,"cookies":0}
 //   {"ev":"signin","status":200,"body":{...}}
 //   {"ev":"me","status":200,"body":{...}}
 //   {"ev":"credentials","n":1,"resident":true}
@@ -45,9 +45,15 @@ async function main() {
       { email: em, name: 'Browser Passkey' })).status, email);
     out({ ev: 'login', status: login });
     out({ ev: 'register', ...(await page.evaluate(() => kilnRegister('chromium'))) });
-    await context.clearCookies();
-    const me0 = await page.evaluate(async () => (await fetch('/api/v1/me')).status);
-    out({ ev: 'signed_out', me: me0 });
+    // Sign out as an app does: DELETE /auth/logout ends the session and
+    // expires the cookie (its redirect is not followed).
+    const signedOut = await page.evaluate(async () => {
+      const lo = await fetch('/auth/logout', { method: 'DELETE', redirect: 'manual' });
+      return { logout: lo.type === 'opaqueredirect' ? 302 : lo.status,
+               me: (await fetch('/api/v1/me')).status };
+    });
+    const left = (await context.cookies(base)).filter((c) => c.name === '_backend_session');
+    out({ ev: 'signed_out', ...signedOut, cookies: left.length });
     out({ ev: 'signin', ...(await page.evaluate(() => kilnSignIn())) });
     out({ ev: 'me', ...(await page.evaluate(async () => {
       const res = await fetch('/api/v1/me');

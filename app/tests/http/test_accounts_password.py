@@ -26,6 +26,8 @@ What is checked:
     once (rules apply), every session of the user ends, the old password
     stops working; an address without an account answers the same 202 and
     its owner gets a notice without a link;
+  * a stored hash made with older parameters (libargon2 through ctypes,
+    t=1, 4 MiB) signs in and is replaced by one with today's parameters;
   * secrets (passwords, link tokens, the session cookie) are never in
     Kiln's output; with EMAIL_PROVIDER=log the logged mail has
     token=[redacted].
@@ -309,3 +311,48 @@ def test_reset_of_an_address_without_an_account_answers_alike(srv, smtp):
     kilnhttp.assert_error(post(srv, "/auth/password/reset/confirm",
                                {"token": "x" * 43, "password": "fresh-lilac-stone"}), 400,
                           "invalid_token")
+
+
+def db_execute(srv, sql):
+    """Run SQL on srv's database (SQLite file or PostgreSQL); rows."""
+    url = srv.env.get("DATABASE_URL")
+    if not url:
+        import sqlite3
+        con = sqlite3.connect(srv.env["DB_PATH"], timeout=10)
+        try:
+            rows = con.execute(sql).fetchall()
+            con.commit()
+            return rows
+        finally:
+            con.close()
+    out = kilnhttp.services().psql(sql, db=url.rsplit("/", 1)[1].split("?")[0])
+    return [tuple(line.split("|")) for line in out.splitlines() if line]
+
+
+def old_hash(password):
+    """An Argon2id hash with parameters below today's (t=1, 4 MiB), from
+    Debian's libargon2 directly."""
+    import ctypes
+    import os
+    lib = ctypes.CDLL("libargon2.so.1")
+    out = ctypes.create_string_buffer(256)
+    pw, salt = password.encode(), os.urandom(16)
+    rc = lib.argon2id_hash_encoded(ctypes.c_uint32(1), ctypes.c_uint32(4096), ctypes.c_uint32(1),
+                                   pw, ctypes.c_size_t(len(pw)), salt, ctypes.c_size_t(16),
+                                   ctypes.c_size_t(32), out, ctypes.c_size_t(256))
+    assert rc == 0, rc
+    return out.value.decode()
+
+
+def test_a_hash_with_older_parameters_is_upgraded_at_sign_in(srv, smtp):
+    email = verified_account(srv, smtp)
+    old = old_hash(PASSWORD)
+    assert old.startswith("$argon2id$v=19$m=4096,t=1,p=1$")
+    db_execute(srv, "UPDATE passwords SET hash = '%s' WHERE user_id = (SELECT user_id FROM "
+                    "identities WHERE provider = 'password' AND subject = '%s')" % (old, email))
+    assert login(srv, email).status == 200
+    [(stored,)] = db_execute(srv, "SELECT hash FROM passwords WHERE user_id = (SELECT user_id FROM "
+                                  "identities WHERE provider = 'password' AND subject = '%s')" % email)
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$") and stored != old, stored
+    assert login(srv, email).status == 200
+    kilnhttp.assert_error(login(srv, email, "not-" + PASSWORD), 401, "invalid_credentials")

@@ -2,7 +2,8 @@
 Debian's Chromium driven by playwright-core (app/tests/browser/passkeys.js)
 with the DevTools protocol's virtual authenticator, on the page Kiln serves
 for tests (GET /_test/passkeys). The browser signs in, registers a passkey
-(navigator.credentials.create with Kiln's options), signs out, and signs
+(navigator.credentials.create with Kiln's options), signs out (DELETE
+/auth/logout: the session ends, the cookie goes), and signs
 in again with the passkey alone (navigator.credentials.get with no
 allowCredentials: a discoverable credential, no address typed); /me is the
 same user. Every store mode.
@@ -57,7 +58,8 @@ def test_a_passkey_registered_in_chromium_signs_in_without_an_address(own_db, mo
     assert events["login"]["status"] == 200, events
     reg = events["register"]
     assert reg["status"] == 201 and reg["body"]["name"] == "chromium", reg
-    assert events["signed_out"]["me"] == 401, events
+    out = events["signed_out"]
+    assert out["logout"] == 302 and out["me"] == 401 and out["cookies"] == 0, out
     assert events["signin"]["status"] == 200, events["signin"]
     assert events["signin"]["body"]["user"]["provider"] == "passkey", events["signin"]
     me = events["me"]
