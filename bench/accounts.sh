@@ -58,13 +58,14 @@ trap cleanup EXIT
 
 start_kiln() {   # start_kiln NAME BIN: sets port, pid
     local name=$1 bin=$2
+    [[ $bin == /* ]] || bin=$root/$bin
     port=$(free_port)
     mkdir -p "$out/$name"
     (cd "$out/$name" && exec env -i PATH="$PATH" KILN_ENV=test PORT="$port" \
         SECRET_KEY_BASE="$(head -c 48 /dev/urandom | base64 -w0)" \
         PUBLIC_URL="http://127.0.0.1:$port" DB_PATH="$root/$out/$name/kiln.db" \
         RATE_LIMIT_PUBLIC=0 RATE_LIMIT_PROTECTED=0 LOG_LEVEL=warning \
-        "$root/$bin" serve) >"$out/$name.stdout" 2>"$out/$name.stderr" &
+        "$bin" serve) >"$out/$name.stdout" 2>"$out/$name.stderr" &
     pid=$!
     pids+=("$pid")
     for _ in $(seq 100); do
