@@ -30,15 +30,6 @@ static unsigned cpus(void)
 
 void kiln_password_init(unsigned min_chars, unsigned concurrency)
 {
-    /* libargon2 takes its 19 MiB with malloc. glibc serves a block that
-     * large by mmap, but after freeing one it raises its mmap threshold
-     * to that size, and from then on every worker thread's arena keeps 19
-     * MiB of its own after each hash: the bound on hashes at once then
-     * bounds nothing (bench/accounts.sh measured 250 MiB over idle at 64
-     * connections with two hashes at a time). A fixed threshold keeps
-     * large blocks mapped and unmapped, so the memory leaves with the
-     * hash. Nothing else Kiln allocates comes near 1 MiB on a hot path. */
-    mallopt(M_MMAP_THRESHOLD, 1 << 20);
     pthread_mutex_lock(&P.lock);
     P.min_chars = min_chars < KILN_PASSWORD_MIN_FLOOR ? KILN_PASSWORD_MIN_FLOOR : min_chars;
     P.slots = concurrency ? concurrency : cpus();
@@ -185,8 +176,28 @@ static void end_turn(void)
 
 /* ---- hashes --------------------------------------------------------------- */
 
+/*
+ * libargon2 takes its 19 MiB with malloc. glibc serves a block that large
+ * by mmap, but after freeing one it raises its mmap threshold to that
+ * size, and from then on every worker thread's arena keeps 19 MiB of its
+ * own after each hash: the bound on hashes at once then bounds nothing
+ * (bench/accounts.sh measured 211-249 MiB over idle at 16 and 64
+ * connections with two hashes at a time). A fixed threshold keeps large
+ * blocks mapped and unmapped, so the memory leaves with the hash. Set at
+ * the first hash, so that an instance nobody signs in to by password
+ * keeps glibc's defaults; nothing else Kiln allocates comes near 1 MiB on
+ * a hot path.
+ */
+static pthread_once_t threshold_once = PTHREAD_ONCE_INIT;
+
+static void fix_threshold(void)
+{
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
+}
+
 static int load(void)
 {
+    pthread_once(&threshold_once, fix_threshold);
     return kiln_dl_argon2() ? KILN_EUNAVAILABLE : 0;
 }
 
