@@ -348,6 +348,45 @@ void kiln_accounts_init(const struct kiln_config *cfg)
 
 /* ---- input ------------------------------------------------------------------ */
 
+static const char *throttle_key(kiln_arena *a, const struct throttle *t, const char *what,
+                                bool wait);
+
+/* The body's "email", normalised; NULL with the field's error added. */
+static const char *body_email(struct kiln_req *req, json_t *in, struct res_errors *errs)
+{
+    const char *e = NULL, *email = NULL;
+    if (!res_string(in, "email", false, 1, KILN_MAIL_ADDRESS_MAX, errs, &e) &&
+        !json_object_get(in, "email"))
+        res_error(errs, "email", "can't be blank");
+    if (e && !(email = norm_email(req->arena, e)))
+        res_error(errs, "email", "is invalid");
+    return email;
+}
+
+/* Mails of one kind (prefix) to one address: at most CODE_SENDS_PER_HOUR
+ * an hour. true after answering 429 (what names them in the message). A
+ * kv store that cannot count refuses nothing. */
+static bool too_many_sends(struct kiln_req *req, struct kiln_res *res, const char *prefix,
+                           const char *email, const char *what)
+{
+    const struct throttle sends = { prefix, 0, 0 };
+    int64_t n = 0;
+    uint64_t left = 0;
+    if (kiln_kv_incr(app_kv(req), kiln_str_c(throttle_key(req->arena, &sends, email, false)),
+                     3600 * 1000ull, &n, &left) != 0 ||
+        n <= CODE_SENDS_PER_HOUR)
+        return false;
+    kiln_res_header(res, "retry-after",
+                    kiln_arena_sprintf(req->arena, "%llu", (unsigned long long)(left / 1000 + 1)));
+    kiln_res_error(req, res, 429, "too_many_attempts",
+                   kiln_arena_sprintf(req->arena,
+                                      "Too many %s asked for this address: wait before asking "
+                                      "again",
+                                      what),
+                   NULL);
+    return true;
+}
+
 /* email and password from the body, checked; NULL after answering. */
 static json_t *credentials(struct kiln_req *req, struct kiln_res *res, const char **email,
                            const char **password, size_t *password_len)
@@ -358,12 +397,8 @@ static json_t *credentials(struct kiln_req *req, struct kiln_res *res, const cha
     if (!in)
         return NULL;
     struct res_errors errs = { NULL };
-    const char *e = NULL;
     json_t *pw = json_object_get(in, "password");
-    if (!res_string(in, "email", false, 1, KILN_MAIL_ADDRESS_MAX, &errs, &e) && !json_object_get(in, "email"))
-        res_error(&errs, "email", "can't be blank");
-    if (e && !(*email = norm_email(req->arena, e)))
-        res_error(&errs, "email", "is invalid");
+    *email = body_email(req, in, &errs);
     if (!pw)
         res_error(&errs, "password", "can't be blank");
     else if (!json_is_string(pw))
@@ -727,10 +762,7 @@ void api_password_login(struct kiln_req *req, struct kiln_res *res)
         kiln_res_fail(req, res, err, "Session store", "sign-in", kiln_kv_last_error(app_kv(req)));
         return;
     }
-    json_t *user = json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s}", "email", u.email, "name",
-                             u.name, "first_name", u.first_name, "last_name", u.last_name,
-                             "image", u.image, "provider", "password", "provider_uid", email);
-    kiln_res_json(req, res, 200, json_pack("{s:o, s:b}", "user", user, "authenticated", 1));
+    api_signed_in(req, res, &u);
 }
 
 /* ---- change ------------------------------------------------------------------ */
@@ -862,28 +894,13 @@ void api_email_code(struct kiln_req *req, struct kiln_res *res)
     if (!in)
         return;
     struct res_errors errs = { NULL };
-    const char *e = NULL, *email = NULL;
-    if (!res_string(in, "email", false, 1, KILN_MAIL_ADDRESS_MAX, &errs, &e) &&
-        !json_object_get(in, "email"))
-        res_error(&errs, "email", "can't be blank");
-    if (e && !(email = norm_email(req->arena, e)))
-        res_error(&errs, "email", "is invalid");
+    const char *email = NULL;
+    email = body_email(req, in, &errs);
     json_decref(in);
     if (res_errors_answer(req, res, &errs))
         return;
-    static const struct throttle SENDS = { "code_sends:", 0, 0 };
-    int64_t n = 0;
-    uint64_t left = 0;
-    if (kiln_kv_incr(app_kv(req), kiln_str_c(throttle_key(req->arena, &SENDS, email, false)),
-                     3600 * 1000ull, &n, &left) == 0 &&
-        n > CODE_SENDS_PER_HOUR) {
-        kiln_res_header(res, "retry-after",
-                        kiln_arena_sprintf(req->arena, "%llu",
-                                           (unsigned long long)(left / 1000 + 1)));
-        kiln_res_error(req, res, 429, "too_many_attempts",
-                       "Too many codes asked for this address: wait before asking again", NULL);
+    if (too_many_sends(req, res, "code_sends:", email, "codes"))
         return;
-    }
     struct kiln_db *db = app_db(req);
     const char *user = NULL;
     bool unverified = false;
@@ -978,12 +995,8 @@ void api_email_verify(struct kiln_req *req, struct kiln_res *res)
     if (!in)
         return;
     struct res_errors errs = { NULL };
-    const char *e = NULL, *email = NULL, *code = NULL;
-    if (!res_string(in, "email", false, 1, KILN_MAIL_ADDRESS_MAX, &errs, &e) &&
-        !json_object_get(in, "email"))
-        res_error(&errs, "email", "can't be blank");
-    if (e && !(email = norm_email(req->arena, e)))
-        res_error(&errs, "email", "is invalid");
+    const char *email = NULL, *code = NULL;
+    email = body_email(req, in, &errs);
     if (!res_string(in, "code", false, 1, API_EMAIL_CODE_MAX, &errs, &code) && !json_object_get(in, "code"))
         res_error(&errs, "code", "can't be blank");
     if (code)
@@ -1079,10 +1092,7 @@ void api_email_verify(struct kiln_req *req, struct kiln_res *res)
                       kiln_kv_last_error(app_kv(req)));
         return;
     }
-    json_t *out = json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s}", "email", u.email, "name",
-                            u.name, "first_name", u.first_name, "last_name", u.last_name, "image",
-                            u.image, "provider", "email", "provider_uid", email);
-    kiln_res_json(req, res, 200, json_pack("{s:o, s:b}", "user", out, "authenticated", 1));
+    api_signed_in(req, res, &u);
 }
 
 /* ---- reset ---------------------------------------------------------------------- */
@@ -1102,28 +1112,13 @@ void api_password_reset(struct kiln_req *req, struct kiln_res *res)
     if (!in)
         return;
     struct res_errors errs = { NULL };
-    const char *e = NULL, *email = NULL;
-    if (!res_string(in, "email", false, 1, KILN_MAIL_ADDRESS_MAX, &errs, &e) &&
-        !json_object_get(in, "email"))
-        res_error(&errs, "email", "can't be blank");
-    if (e && !(email = norm_email(req->arena, e)))
-        res_error(&errs, "email", "is invalid");
+    const char *email = NULL;
+    email = body_email(req, in, &errs);
     json_decref(in);
     if (res_errors_answer(req, res, &errs))
         return;
-    static const struct throttle SENDS = { "reset_sends:", 0, 0 };
-    int64_t n = 0;
-    uint64_t left = 0;
-    if (kiln_kv_incr(app_kv(req), kiln_str_c(throttle_key(req->arena, &SENDS, email, false)),
-                     3600 * 1000ull, &n, &left) == 0 &&
-        n > CODE_SENDS_PER_HOUR) {
-        kiln_res_header(res, "retry-after",
-                        kiln_arena_sprintf(req->arena, "%llu",
-                                           (unsigned long long)(left / 1000 + 1)));
-        kiln_res_error(req, res, 429, "too_many_attempts",
-                       "Too many resets asked for this address: wait before asking again", NULL);
+    if (too_many_sends(req, res, "reset_sends:", email, "resets"))
         return;
-    }
     struct kiln_db *db = app_db(req);
     const char *user = NULL;
     bool unverified = false;

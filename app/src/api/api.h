@@ -78,6 +78,9 @@ void api_dev_login(struct kiln_req *req, struct kiln_res *res);
  * sets the cookie, writes the audit row. 0 or a kv error. */
 struct kiln_session_user;
 int api_start_session(struct kiln_req *req, struct kiln_res *res, struct kiln_session_user *u);
+/* The answer of every way in once its session started: 200 with the
+ * session user, as /api/v1/me shows it. */
+void api_signed_in(struct kiln_req *req, struct kiln_res *res, const struct kiln_session_user *u);
 
 /* accounts.c: email and password (docs/AUTHENTICATION.md) */
 #define API_ACCOUNT_NAME_MAX 255         /* sign-up's name, in characters */

@@ -457,6 +457,15 @@ void api_auth_logout(struct kiln_req *req, struct kiln_res *res)
     redirect(res, req->config->auth_logout_redirect);
 }
 
+void api_signed_in(struct kiln_req *req, struct kiln_res *res, const struct kiln_session_user *u)
+{
+    json_t *user = json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s?}", "email", u->email,
+                             "name", u->name, "first_name", u->first_name, "last_name",
+                             u->last_name, "image", u->image, "provider", u->provider,
+                             "provider_uid", u->provider_uid);
+    kiln_res_json(req, res, 200, json_pack("{s:o, s:b}", "user", user, "authenticated", 1));
+}
+
 static void me_body(struct kiln_req *req, struct kiln_res *res, kiln_str user_json)
 {
     char *body = kiln_arena_sprintf(req->arena, "{\"user\":%.*s,\"authenticated\":true}",
@@ -524,12 +533,7 @@ void api_dev_login(struct kiln_req *req, struct kiln_res *res)
         session_store_fail(req, res, err, "dev login");
         return;
     }
-    json_t *user = json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s}", "email", st.email,
-                             "name", st.name, "first_name", st.first_name, "last_name",
-                             st.last_name, "image", st.image, "provider", "dev", "provider_uid",
-                             pr.email);
-    kiln_res_json(req, res, 200,
-                  json_pack("{s:o, s:b}", "user", user, "authenticated", 1));
+    api_signed_in(req, res, &u);
 }
 
 void api_me(struct kiln_req *req, struct kiln_res *res)

@@ -594,8 +594,5 @@ void api_mfa_verify(struct kiln_req *req, struct kiln_res *res)
     }
     struct kiln_cookie_attrs at = { "/auth", 0, true, req->config->cookie_secure, "Lax" };
     kiln_res_header(res, "set-cookie", kiln_cookie_build(req->arena, MFA_COOKIE, KILN_STR(""), &at));
-    json_t *out = json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s?}", "email", u.email, "name",
-                            u.name, "first_name", u.first_name, "last_name", u.last_name, "image",
-                            u.image, "provider", method, "provider_uid", puid);
-    kiln_res_json(req, res, 200, json_pack("{s:o, s:b}", "user", out, "authenticated", 1));
+    api_signed_in(req, res, &u);
 }

@@ -500,10 +500,7 @@ void api_passkey_login(struct kiln_req *req, struct kiln_res *res)
                       kiln_kv_last_error(app_kv(req)));
         return;
     }
-    json_t *out = json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s}", "email", u.email, "name",
-                            u.name, "first_name", u.first_name, "last_name", u.last_name, "image",
-                            u.image, "provider", "passkey", "provider_uid", pk_id);
-    kiln_res_json(req, res, 200, json_pack("{s:o, s:b}", "user", out, "authenticated", 1));
+    api_signed_in(req, res, &u);
 }
 
 /* ---- the test page ------------------------------------------------------------------ */
